@@ -1,0 +1,2 @@
+//! ironpod-vmm: a KVM virtual machine monitor for one pod.
+pub mod config;
