@@ -1,2 +1,4 @@
 //! ironpod-vmm: a KVM virtual machine monitor for one pod.
 pub mod config;
+pub mod bus;
+pub mod virtio;
