@@ -2,3 +2,4 @@
 pub mod config;
 pub mod bus;
 pub mod virtio;
+pub mod arch;
