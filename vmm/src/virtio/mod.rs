@@ -9,6 +9,8 @@
 pub mod blk;
 pub mod mmio;
 pub mod vsock;
+#[cfg(test)]
+pub mod test_queue;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
