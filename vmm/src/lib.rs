@@ -3,3 +3,7 @@ pub mod config;
 pub mod bus;
 pub mod virtio;
 pub mod arch;
+pub mod devices;
+pub mod signals;
+pub mod vcpu;
+pub mod vmm;

@@ -1,1 +1,52 @@
-fn main(){}
+//! `ironpod-vmm --config vm.json`: boots one microVM and exits when the guest does.
+//!
+//! Exit status: 0 when the guest resets or powers off, 1 when the VM fails (triple fault, KVM
+//! error, device setup), 2 for a bad configuration, 128+N when stopped by signal N.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use ironpod_vmm::config::VmConfig;
+use ironpod_vmm::vmm::{Vm, VmExit};
+
+/// ironpod's KVM virtual machine monitor: one microVM per process.
+#[derive(Parser, Debug)]
+#[command(name = "ironpod-vmm", version, about)]
+struct Args {
+    /// VM configuration file (JSON, see vmm/README.md).
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match VmConfig::from_file(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ironpod-vmm: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let vm = match Vm::new(config) {
+        Ok(vm) => vm,
+        Err(e) => {
+            eprintln!("ironpod-vmm: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match vm.run() {
+        Ok(exit) => {
+            match &exit {
+                VmExit::Clean => {}
+                VmExit::Failed(reason) => eprintln!("ironpod-vmm: {reason}"),
+                VmExit::Signal(s) => eprintln!("ironpod-vmm: stopped by signal {s}"),
+            }
+            ExitCode::from(exit.code() as u8)
+        }
+        Err(e) => {
+            eprintln!("ironpod-vmm: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,372 @@
+//! Building and running one microVM from a [`VmConfig`]: KVM VM, guest memory, devices,
+//! kernel, vCPUs, and the event loop that runs until the guest stops.
+
+use std::path::PathBuf;
+use std::sync::mpsc::{channel, Receiver};
+use std::sync::{Arc, Mutex};
+
+use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
+use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
+use kvm_ioctls::{Cap, IoEventAddress, Kvm, VmFd};
+use linux_loader::loader::Cmdline;
+use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::arch::{boot, cpuid, layout, mptable, regs};
+use crate::bus::{lock, Bus, BusDevice};
+use crate::config::{VmConfig, MAX_CMDLINE_LEN};
+use crate::devices::{i8042::I8042, serial};
+use crate::vcpu::{Vcpu, VcpuStop};
+use crate::virtio::{blk::Block, mmio, GuestMemoryMmap, Interrupt, VirtioDevice};
+
+/// Everything that can stop a VM from being built or running.
+#[derive(Debug, thiserror::Error)]
+pub enum VmmError {
+    /// /dev/kvm is missing or unusable.
+    #[error("cannot open /dev/kvm: {0}")]
+    Kvm(kvm_ioctls::Error),
+    /// KVM lacks a capability we rely on.
+    #[error("KVM lacks required capability {0}")]
+    MissingCap(&'static str),
+    /// A KVM call failed while building the VM.
+    #[error("KVM {what}: {source}")]
+    KvmCall {
+        /// Which call.
+        what: &'static str,
+        /// errno.
+        source: kvm_ioctls::Error,
+    },
+    /// Guest memory could not be allocated.
+    #[error("cannot allocate {mib} MiB of guest memory: {reason}")]
+    Memory {
+        /// Requested size.
+        mib: u64,
+        /// Why.
+        reason: String,
+    },
+    /// Kernel, initrd or boot structures.
+    #[error(transparent)]
+    Boot(#[from] boot::BootError),
+    /// vCPU register setup.
+    #[error(transparent)]
+    Regs(#[from] regs::RegsError),
+    /// MP table.
+    #[error(transparent)]
+    MpTable(#[from] mptable::MpTableError),
+    /// A device could not be created.
+    #[error("device: {0}")]
+    Device(String),
+    /// The kernel command line is invalid.
+    #[error("kernel command line: {0}")]
+    Cmdline(String),
+    /// Event loop or other host resources.
+    #[error("{0}")]
+    Host(String),
+}
+
+fn kvm_call(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmmError {
+    move |source| VmmError::KvmCall { what, source }
+}
+
+/// How the VM ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VmExit {
+    /// The guest reset or powered off: exit status 0.
+    Clean,
+    /// The guest or KVM failed: non-zero exit status.
+    Failed(String),
+    /// The VMM received a termination signal.
+    Signal(i32),
+}
+
+impl VmExit {
+    /// Process exit status for this outcome.
+    pub fn code(&self) -> i32 {
+        match self {
+            VmExit::Clean => 0,
+            VmExit::Failed(_) => 1,
+            VmExit::Signal(s) => 128 + s,
+        }
+    }
+}
+
+/// Watches the events that end the VM: a vCPU stopping, the i8042 reset line, signals.
+struct ExitWatcher {
+    reset_evt: EventFd,
+    vcpu_evt: EventFd,
+    signal_fd: Option<crate::signals::TerminationSignals>,
+    stops: Receiver<VcpuStop>,
+    exit: Arc<Mutex<Option<VmExit>>>,
+}
+
+impl ExitWatcher {
+    fn set(&self, e: VmExit) {
+        let mut slot = lock(&self.exit);
+        if slot.is_none() {
+            *slot = Some(e);
+        }
+    }
+}
+
+impl MutEventSubscriber for ExitWatcher {
+    fn process(&mut self, events: Events, _ops: &mut EventOps) {
+        match events.data() {
+            0 => {
+                let _ = self.reset_evt.read();
+                self.set(VmExit::Clean);
+            }
+            1 => {
+                let _ = self.vcpu_evt.read();
+                while let Ok(stop) = self.stops.try_recv() {
+                    match stop {
+                        VcpuStop::GuestShutdown => self.set(VmExit::Clean),
+                        other => self.set(VmExit::Failed(other.to_string())),
+                    }
+                }
+            }
+            _ => {
+                if let Some(sfd) = &self.signal_fd {
+                    if let Some(signo) = sfd.read() {
+                        self.set(VmExit::Signal(signo));
+                    }
+                }
+            }
+        }
+    }
+
+    fn init(&mut self, ops: &mut EventOps) {
+        let _ = ops.add(Events::with_data(&self.reset_evt, 0, EventSet::IN));
+        let _ = ops.add(Events::with_data(&self.vcpu_evt, 1, EventSet::IN));
+        if let Some(sfd) = &self.signal_fd {
+            let _ = ops.add(Events::with_data(sfd, 2, EventSet::IN));
+        }
+    }
+}
+
+type Subscriber = Arc<Mutex<dyn MutEventSubscriber + Send>>;
+
+/// A VM ready to run.
+pub struct Vm {
+    _kvm: Kvm,
+    vm: VmFd,
+    mem: GuestMemoryMmap,
+    pio: Bus,
+    mmio: Bus,
+    serial: Option<Arc<Mutex<serial::Serial>>>,
+    subscribers: Vec<Subscriber>,
+    cmdline: Cmdline,
+    next_mmio: u64,
+    next_irq: u32,
+    cleanup: Vec<PathBuf>,
+    config: VmConfig,
+}
+
+fn host_memory_mib() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
+}
+
+impl Vm {
+    /// Creates the KVM VM, guest memory and devices for `config`.
+    pub fn new(config: VmConfig) -> Result<Self, VmmError> {
+        config.validate().map_err(|e| VmmError::Host(e.to_string()))?;
+        if let Some(host) = host_memory_mib() {
+            if config.memory_mib > host {
+                return Err(VmmError::Memory {
+                    mib: config.memory_mib,
+                    reason: format!("the host has only {host} MiB"),
+                });
+            }
+        }
+        // Fail on missing files before touching KVM, with the path in the message.
+        for (what, p) in std::iter::once(("kernel", &config.kernel)).chain(config.initrd.iter().map(|p| ("initrd", p))) {
+            if !p.is_file() {
+                return Err(VmmError::Boot(boot::BootError::Open {
+                    what,
+                    path: p.display().to_string(),
+                    source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+                }));
+            }
+        }
+        let kvm = Kvm::new().map_err(VmmError::Kvm)?;
+        for (cap, name) in [
+            (Cap::Irqchip, "IRQCHIP"),
+            (Cap::Ioeventfd, "IOEVENTFD"),
+            (Cap::Irqfd, "IRQFD"),
+            (Cap::UserMemory, "USER_MEMORY"),
+        ] {
+            if !kvm.check_extension(cap) {
+                return Err(VmmError::MissingCap(name));
+            }
+        }
+        let vm = kvm.create_vm().map_err(kvm_call("create VM"))?;
+        let size = config.memory_mib << 20;
+        let mem = GuestMemoryMmap::from_ranges(&layout::ram_ranges(size))
+            .map_err(|e| VmmError::Memory { mib: config.memory_mib, reason: e.to_string() })?;
+        for (slot, region) in mem.iter().enumerate() {
+            let r = kvm_userspace_memory_region {
+                slot: slot as u32,
+                flags: 0,
+                guest_phys_addr: region.start_addr().raw_value(),
+                memory_size: region.len(),
+                userspace_addr: region.as_ptr() as u64,
+            };
+            // SAFETY: the region is a live mapping owned by `mem`, which the Vm keeps alive
+            // for as long as the VM fd exists; the ranges do not overlap.
+            unsafe { vm.set_user_memory_region(r) }.map_err(kvm_call("set memory region"))?;
+        }
+        vm.set_identity_map_address(layout::KVM_IDENTITY_MAP_ADDRESS)
+            .map_err(kvm_call("set identity map address"))?;
+        vm.set_tss_address(layout::KVM_TSS_ADDRESS as usize).map_err(kvm_call("set TSS address"))?;
+        vm.create_irq_chip().map_err(kvm_call("create irqchip"))?;
+        vm.create_pit2(kvm_pit_config { flags: KVM_PIT_SPEAKER_DUMMY, ..Default::default() })
+            .map_err(kvm_call("create PIT"))?;
+
+        let mut cmdline = Cmdline::new(MAX_CMDLINE_LEN).map_err(|e| VmmError::Cmdline(e.to_string()))?;
+        if !config.cmdline.trim().is_empty() {
+            cmdline.insert_str(config.cmdline.trim()).map_err(|e| VmmError::Cmdline(e.to_string()))?;
+        }
+        let mut vmm = Vm {
+            _kvm: kvm,
+            vm,
+            mem,
+            pio: Bus::new(),
+            mmio: Bus::new(),
+            serial: None,
+            subscribers: Vec::new(),
+            cmdline,
+            next_mmio: layout::VIRTIO_MMIO_START,
+            next_irq: layout::IRQ_BASE,
+            cleanup: Vec::new(),
+            config,
+        };
+        vmm.add_legacy_devices()?;
+        for disk in vmm.config.disks.clone() {
+            let dev = Block::new(&disk.path, disk.read_only).map_err(|e| VmmError::Device(e.to_string()))?;
+            vmm.add_virtio(Arc::new(Mutex::new(dev)))?;
+        }
+        if let Some(vsock) = vmm.config.vsock.clone() {
+            // VSOCK-WIRING: replaced once the device lands.
+            return Err(VmmError::Device(format!("vsock {} not available yet", vsock.uds_path.display())));
+        }
+        Ok(vmm)
+    }
+
+    fn add_legacy_devices(&mut self) -> Result<(), VmmError> {
+        let host = |e: std::io::Error| VmmError::Host(e.to_string());
+        let irq = EventFd::new(EFD_NONBLOCK).map_err(host)?;
+        self.vm.register_irqfd(&irq, layout::SERIAL_IRQ).map_err(kvm_call("register serial irqfd"))?;
+        let sink = serial::SerialSink::open(&self.config.serial)
+            .map_err(|e| VmmError::Device(format!("serial output: {e}")))?;
+        let serial = Arc::new(Mutex::new(serial::Serial::new(irq, sink)));
+        self.pio
+            .insert(serial::COM1_BASE, serial::COM_PORTS, serial.clone())
+            .map_err(|e| VmmError::Device(e.to_string()))?;
+        self.serial = Some(serial);
+        Ok(())
+    }
+
+    /// Attaches a virtio device on the next MMIO window and IRQ line; `dev` is also
+    /// registered with the event loop.
+    fn add_virtio<D>(&mut self, dev: Arc<Mutex<D>>) -> Result<(), VmmError>
+    where
+        D: VirtioDevice + MutEventSubscriber + Send + 'static,
+    {
+        if self.next_irq > layout::IRQ_MAX {
+            return Err(VmmError::Device("too many devices: out of IRQ lines".into()));
+        }
+        let base = self.next_mmio;
+        let irq = self.next_irq;
+        let host = |e: std::io::Error| VmmError::Host(e.to_string());
+        let irqfd = EventFd::new(EFD_NONBLOCK).map_err(host)?;
+        self.vm.register_irqfd(&irqfd, irq).map_err(kvm_call("register irqfd"))?;
+        for (i, evt) in lock(&dev).queue_events().iter().enumerate() {
+            self.vm
+                .register_ioevent(evt, &IoEventAddress::Mmio(base + mmio::NOTIFY_OFFSET), i as u32)
+                .map_err(kvm_call("register ioeventfd"))?;
+        }
+        let interrupt = Arc::new(Interrupt::new(irqfd));
+        let as_virtio: Arc<Mutex<dyn VirtioDevice>> = dev.clone();
+        let transport = mmio::MmioTransport::new(as_virtio, self.mem.clone(), interrupt);
+        let transport: Arc<Mutex<dyn BusDevice>> = Arc::new(Mutex::new(transport));
+        self.mmio.insert(base, mmio::MMIO_WINDOW, transport).map_err(|e| VmmError::Device(e.to_string()))?;
+        self.cmdline
+            .add_virtio_mmio_device(mmio::MMIO_WINDOW, GuestAddress(base), irq, None)
+            .map_err(|e| VmmError::Cmdline(e.to_string()))?;
+        self.subscribers.push(dev);
+        self.next_mmio += mmio::MMIO_WINDOW;
+        self.next_irq += 1;
+        Ok(())
+    }
+
+    /// Boots the guest and runs until it stops; returns how it ended.
+    pub fn run(mut self) -> Result<VmExit, VmmError> {
+        let host = |e: std::io::Error| VmmError::Host(e.to_string());
+        let size = self.config.memory_mib << 20;
+        let entry = boot::load(&self.mem, size, &self.config.kernel, self.config.initrd.as_deref(), &self.cmdline)?;
+        mptable::setup(&self.mem, self.config.vcpus)?;
+
+        let reset_evt = EventFd::new(EFD_NONBLOCK).map_err(host)?;
+        let i8042: Arc<Mutex<dyn BusDevice>> = Arc::new(Mutex::new(I8042::new(reset_evt.try_clone().map_err(host)?)));
+        self.pio
+            .insert(crate::devices::i8042::I8042_BASE, crate::devices::i8042::I8042_LEN, i8042)
+            .map_err(|e| VmmError::Device(e.to_string()))?;
+
+        let base_cpuid = self._kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(kvm_call("get supported CPUID"))?;
+        let pio = Arc::new(std::mem::take(&mut self.pio));
+        let mmio = Arc::new(std::mem::take(&mut self.mmio));
+        let mut vcpus = Vec::new();
+        for i in 0..self.config.vcpus {
+            let fd = self.vm.create_vcpu(i as u64).map_err(kvm_call("create vCPU"))?;
+            let mut c = base_cpuid.clone();
+            cpuid::filter(&mut c, i, self.config.vcpus);
+            fd.set_cpuid2(&c).map_err(kvm_call("set CPUID"))?;
+            regs::setup_msrs(&fd)?;
+            regs::setup_fpu(&fd)?;
+            regs::setup_lapic(&fd)?;
+            if i == 0 {
+                regs::setup_sregs(&self.mem, &fd, entry.mode)?;
+                regs::setup_regs(&fd, entry)?;
+            }
+            vcpus.push(Vcpu::new(fd, i, pio.clone(), mmio.clone()));
+        }
+
+        // Block the termination signals in every thread; the event loop reads them.
+        let signal_fd = crate::signals::TerminationSignals::new().ok();
+        let (tx, rx) = channel();
+        let vcpu_evt = EventFd::new(EFD_NONBLOCK).map_err(host)?;
+        let exit = Arc::new(Mutex::new(None));
+        let mut em: EventManager<Subscriber> = EventManager::new().map_err(|e| VmmError::Host(format!("event loop: {e}")))?;
+        for s in self.subscribers.drain(..) {
+            em.add_subscriber(s);
+        }
+        em.add_subscriber(Arc::new(Mutex::new(ExitWatcher {
+            reset_evt,
+            vcpu_evt: vcpu_evt.try_clone().map_err(host)?,
+            signal_fd,
+            stops: rx,
+            exit: exit.clone(),
+        })));
+        for v in vcpus {
+            v.spawn(tx.clone(), vcpu_evt.try_clone().map_err(host)?).map_err(host)?;
+        }
+        let outcome = loop {
+            if let Some(e) = lock(&exit).take() {
+                break e;
+            }
+            if let Err(e) = em.run() {
+                break VmExit::Failed(format!("event loop: {e:?}"));
+            }
+        };
+        if let Some(s) = &self.serial {
+            lock(s).flush();
+        }
+        for p in &self.cleanup {
+            let _ = std::fs::remove_file(p);
+        }
+        Ok(outcome)
+    }
+}
