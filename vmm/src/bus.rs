@@ -51,7 +51,8 @@ impl Bus {
         len: u64,
         device: Arc<Mutex<dyn BusDevice>>,
     ) -> Result<(), BusError> {
-        let end = base.checked_add(len).filter(|_| len > 0).ok_or(BusError::Overlap { base, len })?;
+        let end =
+            base.checked_add(len).filter(|_| len > 0).ok_or(BusError::Overlap { base, len })?;
         if let Some((b, e)) = self.entries.range(..end).next_back() {
             if b + e.len > base {
                 return Err(BusError::Overlap { base, len });

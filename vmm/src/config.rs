@@ -65,7 +65,11 @@ impl<'de> Deserialize<'de> for SerialOutput {
         Ok(match s.as_str() {
             "stdout" => SerialOutput::Stdout,
             "off" => SerialOutput::Off,
-            "" => return Err(serde::de::Error::custom("serial must be \"stdout\", \"off\" or a file path")),
+            "" => {
+                return Err(serde::de::Error::custom(
+                    "serial must be \"stdout\", \"off\" or a file path",
+                ))
+            }
             p => SerialOutput::File(PathBuf::from(p)),
         })
     }
@@ -133,10 +137,8 @@ fn default_memory() -> u64 {
 impl VmConfig {
     /// Reads and validates a configuration file.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         Self::from_json(&text)
     }
 
@@ -174,7 +176,10 @@ impl VmConfig {
         }
         if let Some(v) = &self.vsock {
             if v.cid < 3 || v.cid == u32::MAX {
-                return bad(format!("vsock cid must be at least 3 and below 2^32-1, got {}", v.cid));
+                return bad(format!(
+                    "vsock cid must be at least 3 and below 2^32-1, got {}",
+                    v.cid
+                ));
             }
             if v.uds_path.as_os_str().is_empty() {
                 return bad("vsock uds_path is empty".into());

@@ -42,7 +42,9 @@ impl TerminationSignals {
         let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
         let size = std::mem::size_of::<libc::signalfd_siginfo>();
         // SAFETY: the buffer is valid for `size` bytes and the fd is open.
-        let n = unsafe { libc::read(self.fd.as_raw_fd(), &mut info as *mut _ as *mut libc::c_void, size) };
+        let n = unsafe {
+            libc::read(self.fd.as_raw_fd(), &mut info as *mut _ as *mut libc::c_void, size)
+        };
         (n == size as isize).then_some(info.ssi_signo as i32)
     }
 }

@@ -61,54 +61,76 @@ impl Vcpu {
         let index = self.index;
         loop {
             match self.fd.run() {
-                Ok(exit) => match exit {
-                    VcpuExit::IoIn(port, data) => {
-                        self.pio.read(port as u64, data);
-                    }
-                    VcpuExit::IoOut(port, data) => {
-                        self.pio.write(port as u64, data);
-                    }
-                    VcpuExit::MmioRead(addr, data) => {
-                        self.mmio.read(addr, data);
-                    }
-                    VcpuExit::MmioWrite(addr, data) => {
-                        self.mmio.write(addr, data);
-                    }
-                    VcpuExit::Hlt => {
-                        // With the in-kernel irqchip HLT is handled by KVM; a HLT exit means
-                        // the vCPU halted for good (interrupts off).
-                        return VcpuStop::Error { vcpu: index, reason: "halted with interrupts disabled".into() };
-                    }
-                    VcpuExit::Shutdown => return VcpuStop::TripleFault { vcpu: index },
-                    VcpuExit::SystemEvent(kind, _) => match kind {
-                        SYSTEM_EVENT_SHUTDOWN | SYSTEM_EVENT_RESET => return VcpuStop::GuestShutdown,
-                        other => {
-                            return VcpuStop::Error { vcpu: index, reason: format!("unexpected system event {other}") }
+                Ok(exit) => {
+                    match exit {
+                        VcpuExit::IoIn(port, data) => {
+                            self.pio.read(port as u64, data);
                         }
-                    },
-                    VcpuExit::FailEntry(reason, cpu) => {
-                        return VcpuStop::Error {
+                        VcpuExit::IoOut(port, data) => {
+                            self.pio.write(port as u64, data);
+                        }
+                        VcpuExit::MmioRead(addr, data) => {
+                            self.mmio.read(addr, data);
+                        }
+                        VcpuExit::MmioWrite(addr, data) => {
+                            self.mmio.write(addr, data);
+                        }
+                        VcpuExit::Hlt => {
+                            // With the in-kernel irqchip HLT is handled by KVM; a HLT exit means
+                            // the vCPU halted for good (interrupts off).
+                            return VcpuStop::Error {
+                                vcpu: index,
+                                reason: "halted with interrupts disabled".into(),
+                            };
+                        }
+                        VcpuExit::Shutdown => return VcpuStop::TripleFault { vcpu: index },
+                        VcpuExit::SystemEvent(kind, _) => match kind {
+                            SYSTEM_EVENT_SHUTDOWN | SYSTEM_EVENT_RESET => {
+                                return VcpuStop::GuestShutdown
+                            }
+                            other => {
+                                return VcpuStop::Error {
+                                    vcpu: index,
+                                    reason: format!("unexpected system event {other}"),
+                                }
+                            }
+                        },
+                        VcpuExit::FailEntry(reason, cpu) => return VcpuStop::Error {
                             vcpu: index,
-                            reason: format!("KVM entry failed: hardware reason {reason:#x} on host CPU {cpu}"),
+                            reason: format!(
+                                "KVM entry failed: hardware reason {reason:#x} on host CPU {cpu}"
+                            ),
+                        },
+                        VcpuExit::InternalError => {
+                            return VcpuStop::Error {
+                                vcpu: index,
+                                reason: "KVM internal error (emulation failure)".into(),
+                            }
+                        }
+                        VcpuExit::Intr | VcpuExit::IrqWindowOpen | VcpuExit::IoapicEoi(_) => {}
+                        other => {
+                            return VcpuStop::Error {
+                                vcpu: index,
+                                reason: format!("unhandled KVM exit {other:?}"),
+                            }
                         }
                     }
-                    VcpuExit::InternalError => {
-                        return VcpuStop::Error { vcpu: index, reason: "KVM internal error (emulation failure)".into() }
-                    }
-                    VcpuExit::Intr | VcpuExit::IrqWindowOpen | VcpuExit::IoapicEoi(_) => {}
-                    other => {
-                        return VcpuStop::Error { vcpu: index, reason: format!("unhandled KVM exit {other:?}") }
-                    }
-                },
+                }
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {}
-                Err(e) => return VcpuStop::Error { vcpu: index, reason: format!("KVM_RUN failed: {e}") },
+                Err(e) => {
+                    return VcpuStop::Error { vcpu: index, reason: format!("KVM_RUN failed: {e}") }
+                }
             }
         }
     }
 
     /// Starts the vCPU on its own thread; when it stops, the reason is sent on `stops` and
     /// `stop_evt` is signalled so the event loop wakes up.
-    pub fn spawn(mut self, stops: Sender<VcpuStop>, stop_evt: EventFd) -> std::io::Result<JoinHandle<()>> {
+    pub fn spawn(
+        mut self,
+        stops: Sender<VcpuStop>,
+        stop_evt: EventFd,
+    ) -> std::io::Result<JoinHandle<()>> {
         std::thread::Builder::new().name(format!("vcpu{}", self.index)).spawn(move || {
             let reason = self.run();
             let _ = stops.send(reason);

@@ -6,7 +6,9 @@ use std::sync::mpsc::{channel, Receiver};
 use std::sync::{Arc, Mutex};
 
 use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
-use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
+use kvm_bindings::{
+    kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
+};
 use kvm_ioctls::{Cap, IoEventAddress, Kvm, VmFd};
 use linux_loader::loader::Cmdline;
 use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
@@ -182,7 +184,9 @@ impl Vm {
             }
         }
         // Fail on missing files before touching KVM, with the path in the message.
-        for (what, p) in std::iter::once(("kernel", &config.kernel)).chain(config.initrd.iter().map(|p| ("initrd", p))) {
+        for (what, p) in std::iter::once(("kernel", &config.kernel))
+            .chain(config.initrd.iter().map(|p| ("initrd", p)))
+        {
             if !p.is_file() {
                 return Err(VmmError::Boot(boot::BootError::Open {
                     what,
@@ -220,14 +224,18 @@ impl Vm {
         }
         vm.set_identity_map_address(layout::KVM_IDENTITY_MAP_ADDRESS)
             .map_err(kvm_call("set identity map address"))?;
-        vm.set_tss_address(layout::KVM_TSS_ADDRESS as usize).map_err(kvm_call("set TSS address"))?;
+        vm.set_tss_address(layout::KVM_TSS_ADDRESS as usize)
+            .map_err(kvm_call("set TSS address"))?;
         vm.create_irq_chip().map_err(kvm_call("create irqchip"))?;
         vm.create_pit2(kvm_pit_config { flags: KVM_PIT_SPEAKER_DUMMY, ..Default::default() })
             .map_err(kvm_call("create PIT"))?;
 
-        let mut cmdline = Cmdline::new(MAX_CMDLINE_LEN).map_err(|e| VmmError::Cmdline(e.to_string()))?;
+        let mut cmdline =
+            Cmdline::new(MAX_CMDLINE_LEN).map_err(|e| VmmError::Cmdline(e.to_string()))?;
         if !config.cmdline.trim().is_empty() {
-            cmdline.insert_str(config.cmdline.trim()).map_err(|e| VmmError::Cmdline(e.to_string()))?;
+            cmdline
+                .insert_str(config.cmdline.trim())
+                .map_err(|e| VmmError::Cmdline(e.to_string()))?;
         }
         let mut vmm = Vm {
             _kvm: kvm,
@@ -245,12 +253,16 @@ impl Vm {
         };
         vmm.add_legacy_devices()?;
         for disk in vmm.config.disks.clone() {
-            let dev = Block::new(&disk.path, disk.read_only).map_err(|e| VmmError::Device(e.to_string()))?;
+            let dev = Block::new(&disk.path, disk.read_only)
+                .map_err(|e| VmmError::Device(e.to_string()))?;
             vmm.add_virtio(Arc::new(Mutex::new(dev)))?;
         }
         if let Some(vsock) = vmm.config.vsock.clone() {
             // VSOCK-WIRING: replaced once the device lands.
-            return Err(VmmError::Device(format!("vsock {} not available yet", vsock.uds_path.display())));
+            return Err(VmmError::Device(format!(
+                "vsock {} not available yet",
+                vsock.uds_path.display()
+            )));
         }
         Ok(vmm)
     }
@@ -258,7 +270,9 @@ impl Vm {
     fn add_legacy_devices(&mut self) -> Result<(), VmmError> {
         let host = |e: std::io::Error| VmmError::Host(e.to_string());
         let irq = EventFd::new(EFD_NONBLOCK).map_err(host)?;
-        self.vm.register_irqfd(&irq, layout::SERIAL_IRQ).map_err(kvm_call("register serial irqfd"))?;
+        self.vm
+            .register_irqfd(&irq, layout::SERIAL_IRQ)
+            .map_err(kvm_call("register serial irqfd"))?;
         let sink = serial::SerialSink::open(&self.config.serial)
             .map_err(|e| VmmError::Device(format!("serial output: {e}")))?;
         let serial = Arc::new(Mutex::new(serial::Serial::new(irq, sink)));
@@ -292,7 +306,9 @@ impl Vm {
         let as_virtio: Arc<Mutex<dyn VirtioDevice>> = dev.clone();
         let transport = mmio::MmioTransport::new(as_virtio, self.mem.clone(), interrupt);
         let transport: Arc<Mutex<dyn BusDevice>> = Arc::new(Mutex::new(transport));
-        self.mmio.insert(base, mmio::MMIO_WINDOW, transport).map_err(|e| VmmError::Device(e.to_string()))?;
+        self.mmio
+            .insert(base, mmio::MMIO_WINDOW, transport)
+            .map_err(|e| VmmError::Device(e.to_string()))?;
         self.cmdline
             .add_virtio_mmio_device(mmio::MMIO_WINDOW, GuestAddress(base), irq, None)
             .map_err(|e| VmmError::Cmdline(e.to_string()))?;
@@ -306,16 +322,26 @@ impl Vm {
     pub fn run(mut self) -> Result<VmExit, VmmError> {
         let host = |e: std::io::Error| VmmError::Host(e.to_string());
         let size = self.config.memory_mib << 20;
-        let entry = boot::load(&self.mem, size, &self.config.kernel, self.config.initrd.as_deref(), &self.cmdline)?;
+        let entry = boot::load(
+            &self.mem,
+            size,
+            &self.config.kernel,
+            self.config.initrd.as_deref(),
+            &self.cmdline,
+        )?;
         mptable::setup(&self.mem, self.config.vcpus)?;
 
         let reset_evt = EventFd::new(EFD_NONBLOCK).map_err(host)?;
-        let i8042: Arc<Mutex<dyn BusDevice>> = Arc::new(Mutex::new(I8042::new(reset_evt.try_clone().map_err(host)?)));
+        let i8042: Arc<Mutex<dyn BusDevice>> =
+            Arc::new(Mutex::new(I8042::new(reset_evt.try_clone().map_err(host)?)));
         self.pio
             .insert(crate::devices::i8042::I8042_BASE, crate::devices::i8042::I8042_LEN, i8042)
             .map_err(|e| VmmError::Device(e.to_string()))?;
 
-        let base_cpuid = self._kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(kvm_call("get supported CPUID"))?;
+        let base_cpuid = self
+            ._kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(kvm_call("get supported CPUID"))?;
         let pio = Arc::new(std::mem::take(&mut self.pio));
         let mmio = Arc::new(std::mem::take(&mut self.mmio));
         let mut vcpus = Vec::new();
@@ -339,7 +365,8 @@ impl Vm {
         let (tx, rx) = channel();
         let vcpu_evt = EventFd::new(EFD_NONBLOCK).map_err(host)?;
         let exit = Arc::new(Mutex::new(None));
-        let mut em: EventManager<Subscriber> = EventManager::new().map_err(|e| VmmError::Host(format!("event loop: {e}")))?;
+        let mut em: EventManager<Subscriber> =
+            EventManager::new().map_err(|e| VmmError::Host(format!("event loop: {e}")))?;
         for s in self.subscribers.drain(..) {
             em.add_subscriber(s);
         }

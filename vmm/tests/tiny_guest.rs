@@ -214,11 +214,7 @@ fn missing_files_and_host_limits_fail_cleanly() {
             serde_json::json!({"kernel": kernel, "disks": [{"path": dir.path().join("no-disk")}]}),
             "no-disk",
         ),
-        (
-            "kernel that is not a kernel",
-            serde_json::json!({"kernel": dir.path()}),
-            "kernel",
-        ),
+        ("kernel that is not a kernel", serde_json::json!({"kernel": dir.path()}), "kernel"),
     ];
     for (name, cfg, expect) in cases {
         let p = dir.path().join("vm.json");

@@ -6,11 +6,13 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
-use linux_loader::configurator::pvh::PvhBootConfigurator;
 use linux_loader::configurator::linux::LinuxBootConfigurator;
+use linux_loader::configurator::pvh::PvhBootConfigurator;
 use linux_loader::configurator::{BootConfigurator, BootParams};
-use linux_loader::loader::bootparam::{boot_params, boot_e820_entry};
-use linux_loader::loader::elf::start_info::{hvm_memmap_table_entry, hvm_modlist_entry, hvm_start_info};
+use linux_loader::loader::bootparam::{boot_e820_entry, boot_params};
+use linux_loader::loader::elf::start_info::{
+    hvm_memmap_table_entry, hvm_modlist_entry, hvm_start_info,
+};
 use linux_loader::loader::{BzImage, Cmdline, Elf, KernelLoader, PvhBootCapability};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend};
 
@@ -78,7 +80,11 @@ struct Loaded {
 }
 
 fn open(what: &'static str, path: &Path) -> Result<File, BootError> {
-    File::open(path).map_err(|source| BootError::Open { what, path: path.display().to_string(), source })
+    File::open(path).map_err(|source| BootError::Open {
+        what,
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 fn load_kernel(mem: &GuestMemoryMmap, path: &Path) -> Result<Loaded, BootError> {
@@ -90,23 +96,27 @@ fn load_kernel(mem: &GuestMemoryMmap, path: &Path) -> Result<Loaded, BootError> 
     if &magic == b"\x7fELF" {
         let r = Elf::load(mem, None, &mut f, Some(GuestAddress(HIMEM_START)))?;
         let entry = match r.pvh_boot_cap {
-            PvhBootCapability::PvhEntryPresent(addr) => BootEntry { entry: addr, mode: EntryMode::Pvh },
+            PvhBootCapability::PvhEntryPresent(addr) => {
+                BootEntry { entry: addr, mode: EntryMode::Pvh }
+            }
             _ => BootEntry { entry: r.kernel_load, mode: EntryMode::Linux64 },
         };
         return Ok(Loaded { entry, kernel_end: r.kernel_end, setup_header: None });
     }
-    let r = BzImage::load(mem, Some(GuestAddress(HIMEM_START)), &mut f, Some(GuestAddress(HIMEM_START)))
-        .map_err(|e| match e {
-            linux_loader::loader::Error::Bzimage(linux_loader::loader::bzimage::Error::InvalidBzImage) => {
-                BootError::UnknownKernelFormat(path.display().to_string())
-            }
-            e => BootError::Load(e),
-        })?;
+    let r = BzImage::load(
+        mem,
+        Some(GuestAddress(HIMEM_START)),
+        &mut f,
+        Some(GuestAddress(HIMEM_START)),
+    )
+    .map_err(|e| match e {
+        linux_loader::loader::Error::Bzimage(
+            linux_loader::loader::bzimage::Error::InvalidBzImage,
+        ) => BootError::UnknownKernelFormat(path.display().to_string()),
+        e => BootError::Load(e),
+    })?;
     // The 64-bit entry point of a bzImage is 0x200 past the protected-mode code.
-    let entry = BootEntry {
-        entry: r.kernel_load.unchecked_add(0x200),
-        mode: EntryMode::Linux64,
-    };
+    let entry = BootEntry { entry: r.kernel_load.unchecked_add(0x200), mode: EntryMode::Linux64 };
     Ok(Loaded { entry, kernel_end: r.kernel_end, setup_header: r.setup_header })
 }
 
@@ -121,7 +131,8 @@ fn load_initrd(
     let io = |source| BootError::Open { what: "initrd", path: path.display().to_string(), source };
     let size = f.metadata().map_err(io)?.len();
     let top = low_ram_end(mem_size);
-    let addr = top.checked_sub(size).map(|a| a & !0xfff).filter(|a| *a >= kernel_end.max(HIMEM_START));
+    let addr =
+        top.checked_sub(size).map(|a| a & !0xfff).filter(|a| *a >= kernel_end.max(HIMEM_START));
     let Some(addr) = addr else { return Err(BootError::InitrdTooBig { size }) };
     let mut read = 0u64;
     let mut buf = vec![0u8; 1 << 20];
@@ -134,7 +145,10 @@ fn load_initrd(
         read += n as u64;
     }
     if read != size {
-        return Err(io(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "initrd shrank while reading")));
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "initrd shrank while reading",
+        )));
     }
     Ok((GuestAddress(addr), size))
 }
@@ -171,7 +185,10 @@ pub fn load(
     let cstr = cmdline.as_cstring().map_err(|e| BootError::Cmdline(e.to_string()))?;
     let cmd_bytes = cstr.as_bytes_with_nul();
     if cmd_bytes.len() > crate::config::MAX_CMDLINE_LEN {
-        return Err(BootError::Cmdline(format!("longer than {} bytes", crate::config::MAX_CMDLINE_LEN)));
+        return Err(BootError::Cmdline(format!(
+            "longer than {} bytes",
+            crate::config::MAX_CMDLINE_LEN
+        )));
     }
     linux_loader::loader::load_cmdline(mem, GuestAddress(CMDLINE_START), cmdline)?;
     let map = memory_map(mem_size);
@@ -188,14 +205,20 @@ pub fn load(
             };
             let memmap: Vec<hvm_memmap_table_entry> = map
                 .iter()
-                .map(|&(addr, size, type_)| hvm_memmap_table_entry { addr, size, type_, reserved: 0 })
+                .map(|&(addr, size, type_)| hvm_memmap_table_entry {
+                    addr,
+                    size,
+                    type_,
+                    reserved: 0,
+                })
                 .collect();
             let mut params;
             if let Some((addr, size)) = initrd {
                 info.nr_modules = 1;
                 info.modlist_paddr = PVH_MODLIST_START;
                 params = BootParams::new(&info, GuestAddress(PVH_INFO_START));
-                let module = hvm_modlist_entry { paddr: addr.raw_value(), size, ..Default::default() };
+                let module =
+                    hvm_modlist_entry { paddr: addr.raw_value(), size, ..Default::default() };
                 params.set_modules(&[module], GuestAddress(PVH_MODLIST_START));
             } else {
                 params = BootParams::new(&info, GuestAddress(PVH_INFO_START));
@@ -265,7 +288,10 @@ mod tests {
         let m = GuestMemoryMmap::from_ranges(&ram_ranges(4 << 20)).unwrap();
         let f = tempfile::NamedTempFile::new().unwrap();
         f.as_file().set_len(8 << 20).unwrap();
-        assert!(matches!(load_initrd(&m, f.path(), 4 << 20, 0), Err(BootError::InitrdTooBig { .. })));
+        assert!(matches!(
+            load_initrd(&m, f.path(), 4 << 20, 0),
+            Err(BootError::InitrdTooBig { .. })
+        ));
     }
 
     #[test]

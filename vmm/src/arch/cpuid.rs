@@ -43,7 +43,8 @@ pub fn filter(cpuid: &mut CpuId, index: u8, count: u8) {
             }
             0x8000_0008 => {
                 // AMD: number of cores - 1 and APIC id size.
-                e.ecx = (e.ecx & !0xf0ff) | ((count as u32).saturating_sub(1) & 0xff) | (shift << 12);
+                e.ecx =
+                    (e.ecx & !0xf0ff) | ((count as u32).saturating_sub(1) & 0xff) | (shift << 12);
             }
             0xa => {
                 // No virtual PMU.

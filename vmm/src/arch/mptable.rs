@@ -65,7 +65,16 @@ pub fn build(cpus: u8) -> Result<Vec<u8>, MpTableError> {
     entries.extend_from_slice(&(IOAPIC_START as u32).to_le_bytes());
     count += 1;
     for irq in 0..=IRQ_MAX as u8 {
-        entries.extend_from_slice(&[ENTRY_IOINT, INT_TYPE_INT, 0, 0, BUS_ID_ISA, irq, ioapic_id, irq]);
+        entries.extend_from_slice(&[
+            ENTRY_IOINT,
+            INT_TYPE_INT,
+            0,
+            0,
+            BUS_ID_ISA,
+            irq,
+            ioapic_id,
+            irq,
+        ]);
         count += 1;
     }
     entries.extend_from_slice(&[ENTRY_LOCALINT, INT_TYPE_EXTINT, 0, 0, BUS_ID_ISA, 0, 0xff, 0]);

@@ -1,6 +1,6 @@
 //! Initial vCPU state: segments, control registers, boot page tables, FPU, MSRs, LAPIC.
 
-use kvm_bindings::{kvm_fpu, kvm_regs, kvm_segment, kvm_sregs, Msrs, kvm_msr_entry};
+use kvm_bindings::{kvm_fpu, kvm_msr_entry, kvm_regs, kvm_segment, kvm_sregs, Msrs};
 use kvm_ioctls::VcpuFd;
 use vm_memory::{Bytes, GuestAddress};
 
@@ -46,7 +46,7 @@ const fn gdt_entry(flags: u16, base: u32, limit: u32) -> u64 {
 
 /// Decodes a GDT entry into the segment KVM wants.
 fn segment(entry: u64, index: u8) -> kvm_segment {
-    let base = (((entry >> 16) & 0xff_ffff) | ((entry >> 32) & 0xff00_0000)) as u64;
+    let base = ((entry >> 16) & 0xff_ffff) | ((entry >> 32) & 0xff00_0000);
     let g = ((entry >> 55) & 1) as u8;
     let raw_limit = ((entry & 0xffff) | ((entry >> 32) & 0xf_0000)) as u32;
     let limit = if g == 1 { (raw_limit << 12) | 0xfff } else { raw_limit };
@@ -157,8 +157,12 @@ pub fn setup_fpu(vcpu: &VcpuFd) -> Result<(), RegsError> {
 pub fn setup_msrs(vcpu: &VcpuFd) -> Result<(), RegsError> {
     const MSR_IA32_MISC_ENABLE: u32 = 0x1a0;
     const FAST_STRING: u64 = 1;
-    let msrs = Msrs::from_entries(&[kvm_msr_entry { index: MSR_IA32_MISC_ENABLE, data: FAST_STRING, ..Default::default() }])
-        .expect("one MSR entry fits");
+    let msrs = Msrs::from_entries(&[kvm_msr_entry {
+        index: MSR_IA32_MISC_ENABLE,
+        data: FAST_STRING,
+        ..Default::default()
+    }])
+    .expect("one MSR entry fits");
     vcpu.set_msrs(&msrs).map_err(kvm("set msrs"))?;
     Ok(())
 }
@@ -172,7 +176,12 @@ pub fn setup_lapic(vcpu: &VcpuFd) -> Result<(), RegsError> {
     let mut lapic = vcpu.get_lapic().map_err(kvm("get lapic"))?;
     let regs: &mut [i8] = &mut lapic.regs[..];
     let mut set = |off: usize, mode: u32| {
-        let cur = u32::from_le_bytes([regs[off] as u8, regs[off + 1] as u8, regs[off + 2] as u8, regs[off + 3] as u8]);
+        let cur = u32::from_le_bytes([
+            regs[off] as u8,
+            regs[off + 1] as u8,
+            regs[off + 2] as u8,
+            regs[off + 3] as u8,
+        ]);
         let new = (cur & !0x700) | (mode << 8);
         for (i, b) in new.to_le_bytes().iter().enumerate() {
             regs[off + i] = *b as i8;

@@ -149,7 +149,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("console.log");
         let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
-        let mut s = Serial::new(irq.try_clone().unwrap(), SerialSink::open(&SerialOutput::File(path.clone())).unwrap());
+        let mut s = Serial::new(
+            irq.try_clone().unwrap(),
+            SerialSink::open(&SerialOutput::File(path.clone())).unwrap(),
+        );
         // Enable the "transmitter holding register empty" interrupt.
         s.write(1, &[0x02]);
         for b in b"hi\n" {

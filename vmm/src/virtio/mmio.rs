@@ -172,7 +172,10 @@ impl MmioTransport {
             acked_features: self.acked_features,
         };
         if let Err(e) = dev.activate(ctx) {
-            eprintln!("ironpod-vmm: virtio device type {} failed to activate: {e}", dev.device_type());
+            eprintln!(
+                "ironpod-vmm: virtio device type {} failed to activate: {e}",
+                dev.device_type()
+            );
             drop(dev);
             self.status |= status::DEVICE_NEEDS_RESET;
             let _ = self.interrupt.signal_config_change();
@@ -221,11 +224,9 @@ impl MmioTransport {
             0x24 => self.driver_features_sel = v,
             0x30 => self.queue_sel = v,
             0x38 => self.update_queue(|q| q.set_size(v.min(u16::MAX as u32) as u16)),
-            0x44 => {
-                if self.queue_writable() {
-                    if let Some(q) = self.selected_queue() {
-                        q.set_ready(v == 1);
-                    }
+            0x44 if self.queue_writable() => {
+                if let Some(q) = self.selected_queue() {
+                    q.set_ready(v == 1);
                 }
             }
             0x50 => {
@@ -254,7 +255,7 @@ impl BusDevice for MmioTransport {
             lock(&self.device).read_config(offset - CONFIG_OFFSET, data);
             return;
         }
-        if data.len() != 4 || offset % 4 != 0 {
+        if data.len() != 4 || !offset.is_multiple_of(4) {
             data.fill(0);
             return;
         }
@@ -270,7 +271,7 @@ impl BusDevice for MmioTransport {
             }
             return;
         }
-        if data.len() != 4 || offset % 4 != 0 {
+        if data.len() != 4 || !offset.is_multiple_of(4) {
             return;
         }
         let v = u32::from_le_bytes([data[0], data[1], data[2], data[3]]);

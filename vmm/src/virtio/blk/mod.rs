@@ -18,7 +18,10 @@ use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::features::{VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX};
-use super::{device_type, read_config_bytes, ActivateContext, ActivateError, GuestMemoryMmap, Interrupt, VirtioDevice};
+use super::{
+    device_type, read_config_bytes, ActivateContext, ActivateError, GuestMemoryMmap, Interrupt,
+    VirtioDevice,
+};
 
 /// Sector size of the virtio-blk protocol.
 pub const SECTOR_SIZE: u64 = 512;
@@ -121,7 +124,10 @@ impl Block {
         let file = OpenOptions::new().read(true).write(!read_only).open(path).map_err(open_err)?;
         let meta = file.metadata().map_err(open_err)?;
         if !meta.is_file() {
-            return Err(open_err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file")));
+            return Err(open_err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file",
+            )));
         }
         let capacity_sectors = meta.len() / SECTOR_SIZE;
         let mut config = [0u8; 16];
@@ -164,7 +170,14 @@ impl Block {
             };
             for chain in chains {
                 let head = chain.head_index();
-                let (len, outcome) = execute(&self.file, self.capacity_sectors, self.read_only, &self.id, &mem, chain);
+                let (len, outcome) = execute(
+                    &self.file,
+                    self.capacity_sectors,
+                    self.read_only,
+                    &self.id,
+                    &mem,
+                    chain,
+                );
                 match outcome {
                     Outcome::Ok => self.stats.ok += 1,
                     Outcome::Error => self.stats.errors += 1,
@@ -230,7 +243,7 @@ where
     (writer.bytes_written() as u32 + 1, outcome)
 }
 
-fn request<W: Write, R: Read>(
+fn request<W, R>(
     file: &File,
     capacity_sectors: u64,
     read_only: bool,
@@ -247,7 +260,7 @@ where
     let kind = u32::from_le_bytes(hdr[0..4].try_into().unwrap_or_default());
     let sector = u64::from_le_bytes(hdr[8..16].try_into().unwrap_or_default());
     let check_range = |len: usize| -> Result<u64, RequestError> {
-        if len as u64 % SECTOR_SIZE != 0 || len > MAX_REQUEST_BYTES {
+        if !(len as u64).is_multiple_of(SECTOR_SIZE) || len > MAX_REQUEST_BYTES {
             return Err(RequestError::Malformed);
         }
         let end = sector.checked_add(len as u64 / SECTOR_SIZE).ok_or(RequestError::OutOfRange)?;
@@ -264,7 +277,8 @@ where
             let mut left = len;
             while left > 0 {
                 let n = left.min(buf.len());
-                file.read_exact_at(&mut buf[..n], off).map_err(|e| RequestError::Io(e.to_string()))?;
+                file.read_exact_at(&mut buf[..n], off)
+                    .map_err(|e| RequestError::Io(e.to_string()))?;
                 writer.write_all(&buf[..n]).map_err(|_| RequestError::Malformed)?;
                 off += n as u64;
                 left -= n;
@@ -333,7 +347,10 @@ impl VirtioDevice for Block {
     }
 
     fn avail_features(&self) -> u64 {
-        let mut f = VIRTIO_F_VERSION_1 | VIRTIO_RING_F_EVENT_IDX | VIRTIO_BLK_F_FLUSH | VIRTIO_BLK_F_SEG_MAX;
+        let mut f = VIRTIO_F_VERSION_1
+            | VIRTIO_RING_F_EVENT_IDX
+            | VIRTIO_BLK_F_FLUSH
+            | VIRTIO_BLK_F_SEG_MAX;
         if self.read_only {
             f |= VIRTIO_BLK_F_RO;
         }
