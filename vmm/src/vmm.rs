@@ -342,13 +342,14 @@ impl Vm {
             ._kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(kvm_call("get supported CPUID"))?;
+        let caps = cpuid::HostCaps { tsc_deadline: self._kvm.check_extension(Cap::TscDeadlineTimer) };
         let pio = Arc::new(std::mem::take(&mut self.pio));
         let mmio = Arc::new(std::mem::take(&mut self.mmio));
         let mut vcpus = Vec::new();
         for i in 0..self.config.vcpus {
             let fd = self.vm.create_vcpu(i as u64).map_err(kvm_call("create vCPU"))?;
             let mut c = base_cpuid.clone();
-            cpuid::filter(&mut c, i, self.config.vcpus);
+            cpuid::filter(&mut c, i, self.config.vcpus, caps);
             fd.set_cpuid2(&c).map_err(kvm_call("set CPUID"))?;
             regs::setup_msrs(&fd)?;
             regs::setup_fpu(&fd)?;

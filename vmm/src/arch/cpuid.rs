@@ -3,8 +3,16 @@
 
 use kvm_bindings::CpuId;
 
+/// What the host KVM offers beyond its supported-CPUID list.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HostCaps {
+    /// KVM emulates the TSC-deadline mode of the local APIC timer (KVM_CAP_TSC_DEADLINE_TIMER);
+    /// KVM does not list it in the supported CPUID, the VMM must set it.
+    pub tsc_deadline: bool,
+}
+
 /// Adjusts KVM's supported CPUID for vCPU `index` of `count`.
-pub fn filter(cpuid: &mut CpuId, index: u8, count: u8) {
+pub fn filter(cpuid: &mut CpuId, index: u8, count: u8, caps: HostCaps) {
     let apic_id = index as u32;
     // Bits needed to number `count` logical CPUs inside one package.
     let shift = 32 - (count as u32).saturating_sub(1).leading_zeros();
@@ -13,6 +21,9 @@ pub fn filter(cpuid: &mut CpuId, index: u8, count: u8) {
             0x1 => {
                 e.ebx = (e.ebx & 0x0000_ffff) | (apic_id << 24) | ((count as u32) << 16);
                 e.ecx |= 1 << 31; // running under a hypervisor
+                if caps.tsc_deadline {
+                    e.ecx |= 1 << 24;
+                }
                 if count > 1 {
                     e.edx |= 1 << 28; // HTT: more than one logical CPU per package
                 }
@@ -71,7 +82,8 @@ mod tests {
             kvm_cpuid_entry2 { function: 0xb, index: 1, ..Default::default() },
         ])
         .unwrap();
-        filter(&mut c, 3, 4);
+        filter(&mut c, 3, 4, HostCaps { tsc_deadline: true });
+        assert_ne!(c.as_slice()[0].ecx & (1 << 24), 0);
         let s = c.as_slice();
         assert_eq!(s[0].ebx >> 24, 3);
         assert_eq!((s[0].ebx >> 16) & 0xff, 4);
