@@ -1,1 +1,25 @@
-pub fn x(){}
+//! The host↔agent protocol of ironpod.
+//!
+//! **Transport**: one vsock stream per client (the host reaches the guest through the VMM's
+//! hybrid unix socket, `CONNECT <AGENT_VSOCK_PORT>`). **Framing**: a 4-byte big-endian length
+//! followed by that many bytes of JSON; frames larger than [`MAX_FRAME`] are refused before
+//! anything is allocated. **Session**: the host sends [`Hello`]; the agent answers
+//! [`HelloReply`] (an error closes the connection); then each [`Request`] carries an id and
+//! gets exactly one [`Response`] with the same id: a typed result or a typed [`AgentError`].
+//!
+//! Why serde JSON frames rather than ttrpc/protobuf: the message rate is low (control
+//! operations, not data — container stdio will use raw vsock streams of its own), JSON frames
+//! are easy to inspect when debugging a guest, serde is already how every other ironpod
+//! structure is (de)serialized, and the schema lives in one Rust file shared by both ends, so
+//! the two sides cannot drift apart. Byte payloads are base64 strings.
+
+mod frame;
+mod messages;
+
+pub use frame::{read_frame, recv, send, write_frame, FrameError, MAX_FRAME};
+pub use messages::*;
+
+/// Version of this protocol; bumped on any incompatible change.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// The vsock port the agent listens on.
+pub const AGENT_VSOCK_PORT: u32 = 1024;

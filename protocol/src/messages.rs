@@ -1,0 +1,310 @@
+//! Message types.
+
+use serde::{Deserialize, Serialize};
+
+/// First message of a session, host → agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hello {
+    /// The host's [`crate::PROTOCOL_VERSION`].
+    pub protocol_version: u32,
+    /// Free-form client name, for logs.
+    pub client: String,
+}
+
+/// The agent's answer to [`Hello`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HelloReply {
+    /// Accepted.
+    Ok {
+        /// The agent's protocol version.
+        protocol_version: u32,
+        /// The agent's crate version.
+        agent_version: String,
+    },
+    /// Refused; the agent closes the connection.
+    Err(AgentError),
+}
+
+/// A request, host → agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Request {
+    /// Chosen by the host; echoed in the response.
+    pub id: u64,
+    /// What to do.
+    pub body: RequestBody,
+}
+
+/// The operations the agent offers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum RequestBody {
+    /// Liveness check; answered with [`ResponseBody::Pong`].
+    Ping {
+        /// Echoed back.
+        nonce: u64,
+    },
+    /// Facts about the guest; answered with [`ResponseBody::Info`].
+    Info,
+    /// Mounts a filesystem (the target directory is created).
+    Mount {
+        /// Device or source (`/dev/vda`, `tmpfs`, …).
+        source: String,
+        /// Absolute mount point.
+        target: String,
+        /// Filesystem type (`ext4`, `erofs`, `tmpfs`, …).
+        fstype: String,
+        /// Mount read-only.
+        #[serde(default)]
+        read_only: bool,
+        /// Filesystem-specific options (`size=64m`, …).
+        #[serde(default)]
+        options: Option<String>,
+    },
+    /// Reads part of a file; answered with [`ResponseBody::Data`].
+    ReadFile {
+        /// Absolute path.
+        path: String,
+        /// Byte offset.
+        #[serde(default)]
+        offset: u64,
+        /// Largest number of bytes to return (capped at [`MAX_READ`]).
+        max_len: u32,
+    },
+    /// Writes (or appends to) a file, creating it if needed.
+    WriteFile {
+        /// Absolute path.
+        path: String,
+        /// Bytes to write.
+        #[serde(with = "b64")]
+        data: Vec<u8>,
+        /// Append instead of truncating.
+        #[serde(default)]
+        append: bool,
+    },
+    /// Syncs filesystems and ends the VM. Answered before the VM goes down.
+    Shutdown,
+}
+
+/// Largest [`RequestBody::ReadFile`] answer.
+pub const MAX_READ: u32 = 512 * 1024;
+
+/// A response, agent → host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    /// The request's id.
+    pub id: u64,
+    /// Outcome.
+    pub result: Outcome,
+}
+
+/// The outcome of a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Success.
+    Ok(ResponseBody),
+    /// Failure.
+    Err(AgentError),
+}
+
+impl From<Result<ResponseBody, AgentError>> for Outcome {
+    fn from(r: Result<ResponseBody, AgentError>) -> Self {
+        match r {
+            Ok(b) => Outcome::Ok(b),
+            Err(e) => Outcome::Err(e),
+        }
+    }
+}
+
+impl From<Outcome> for Result<ResponseBody, AgentError> {
+    fn from(o: Outcome) -> Self {
+        match o {
+            Outcome::Ok(b) => Ok(b),
+            Outcome::Err(e) => Err(e),
+        }
+    }
+}
+
+/// Successful answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseBody {
+    /// Answer to Ping.
+    Pong {
+        /// The request's nonce.
+        nonce: u64,
+    },
+    /// Answer to Info.
+    Info(GuestInfo),
+    /// Answer to ReadFile.
+    Data {
+        /// The bytes read.
+        #[serde(with = "b64")]
+        data: Vec<u8>,
+        /// The end of the file was reached.
+        eof: bool,
+    },
+    /// The request succeeded and has nothing to return.
+    Done,
+}
+
+/// Facts about the guest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestInfo {
+    /// The agent's crate version.
+    pub agent_version: String,
+    /// `uname -r` of the guest kernel.
+    pub kernel_release: String,
+    /// /proc/sys/kernel/random/boot_id.
+    pub boot_id: String,
+    /// CPUs online.
+    pub cpus_online: u32,
+    /// MemTotal in KiB.
+    pub memory_total_kib: u64,
+    /// Time since the guest kernel started, in milliseconds.
+    pub uptime_ms: u64,
+}
+
+/// A typed failure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{kind:?}: {message}")]
+pub struct AgentError {
+    /// Category.
+    pub kind: ErrorKind,
+    /// Human-readable details.
+    pub message: String,
+}
+
+impl AgentError {
+    /// Builds an error.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        AgentError { kind, message: message.into() }
+    }
+}
+
+/// Error categories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The request is malformed or has invalid arguments.
+    BadRequest,
+    /// A path or object does not exist.
+    NotFound,
+    /// Not allowed.
+    PermissionDenied,
+    /// The target is read-only.
+    ReadOnly,
+    /// An operating-system call failed.
+    Io,
+    /// Too much data.
+    TooLarge,
+    /// Not supported by this agent.
+    Unsupported,
+    /// Protocol versions do not match.
+    Incompatible,
+}
+
+impl From<&std::io::Error> for ErrorKind {
+    fn from(e: &std::io::Error) -> Self {
+        use std::io::ErrorKind as K;
+        if e.raw_os_error() == Some(30) {
+            return ErrorKind::ReadOnly; // EROFS
+        }
+        match e.kind() {
+            K::NotFound => ErrorKind::NotFound,
+            K::PermissionDenied => ErrorKind::PermissionDenied,
+            K::InvalidInput | K::InvalidData => ErrorKind::BadRequest,
+            _ => ErrorKind::Io,
+        }
+    }
+}
+
+impl From<std::io::Error> for AgentError {
+    fn from(e: std::io::Error) -> Self {
+        AgentError { kind: ErrorKind::from(&e), message: e.to_string() }
+    }
+}
+
+/// serde helper: bytes as base64 strings.
+mod b64 {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(data: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(data))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        STANDARD.decode(s.as_bytes()).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_round_trip() {
+        for body in [
+            RequestBody::Ping { nonce: 7 },
+            RequestBody::Info,
+            RequestBody::Mount {
+                source: "/dev/vda".into(),
+                target: "/mnt".into(),
+                fstype: "ext4".into(),
+                read_only: true,
+                options: None,
+            },
+            RequestBody::ReadFile { path: "/etc/x".into(), offset: 3, max_len: 10 },
+            RequestBody::WriteFile { path: "/tmp/x".into(), data: vec![0, 255, 7], append: true },
+            RequestBody::Shutdown,
+        ] {
+            let r = Request { id: 1, body };
+            let text = serde_json::to_string(&r).unwrap();
+            assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), r, "{text}");
+        }
+    }
+
+    #[test]
+    fn bytes_are_base64() {
+        let text = serde_json::to_string(&RequestBody::WriteFile {
+            path: "/p".into(),
+            data: b"hi".to_vec(),
+            append: false,
+        })
+        .unwrap();
+        assert!(text.contains("\"aGk=\""), "{text}");
+    }
+
+    #[test]
+    fn unknown_or_bad_requests_are_errors() {
+        for text in [
+            r#"{"id":1,"body":{"launch_missiles":{}}}"#,
+            r#"{"id":1,"body":"ping"}"#,
+            r#"{"id":-1,"body":"info"}"#,
+            r#"{"id":1,"body":{"write_file":{"path":"/x","data":"!!notbase64"}}}"#,
+            r#"{"id":1,"body":"info","extra":1}"#,
+            r#"[]"#,
+        ] {
+            assert!(serde_json::from_str::<Request>(text).is_err(), "accepted {text}");
+        }
+        assert!(serde_json::from_str::<Request>(r#"{"id":1,"body":"info"}"#).is_ok());
+    }
+
+    #[test]
+    fn response_round_trip() {
+        let r = Response {
+            id: 9,
+            result: Outcome::Err(AgentError::new(ErrorKind::ReadOnly, "read-only file system")),
+        };
+        let text = serde_json::to_string(&r).unwrap();
+        assert_eq!(serde_json::from_str::<Response>(&text).unwrap(), r);
+        let e = std::io::Error::from_raw_os_error(30);
+        assert_eq!(AgentError::from(e).kind, ErrorKind::ReadOnly);
+    }
+}
