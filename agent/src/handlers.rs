@@ -1,0 +1,222 @@
+//! The request handlers. Every argument comes from the host and is checked.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
+
+use ironpod_protocol::{AgentError, ErrorKind, GuestInfo, RequestBody, ResponseBody, MAX_READ};
+
+use crate::init;
+
+type Result<T> = std::result::Result<T, AgentError>;
+
+fn bad(msg: impl Into<String>) -> AgentError {
+    AgentError::new(ErrorKind::BadRequest, msg)
+}
+
+fn with_path(path: &str, e: std::io::Error) -> AgentError {
+    AgentError::new(ErrorKind::from(&e), format!("{path}: {e}"))
+}
+
+fn absolute(path: &str) -> Result<&Path> {
+    if !path.starts_with('/') || path.contains('\0') {
+        return Err(bad(format!("path must be absolute and NUL-free: {path:?}")));
+    }
+    Ok(Path::new(path))
+}
+
+/// Answers one request (everything except Shutdown, which the session handles).
+pub fn handle(body: RequestBody) -> Result<ResponseBody> {
+    match body {
+        RequestBody::Ping { nonce } => Ok(ResponseBody::Pong { nonce }),
+        RequestBody::Info => info().map(ResponseBody::Info),
+        RequestBody::Mount { source, target, fstype, read_only, options } => {
+            mount(&source, &target, &fstype, read_only, options.as_deref())
+        }
+        RequestBody::ReadFile { path, offset, max_len } => read_file(&path, offset, max_len),
+        RequestBody::WriteFile { path, data, append } => write_file(&path, &data, append),
+        RequestBody::Shutdown => {
+            Err(AgentError::new(ErrorKind::Unsupported, "shutdown is handled by the session"))
+        }
+    }
+}
+
+fn first_line(path: &str) -> String {
+    std::fs::read_to_string(path).map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+/// Counts CPUs in a list like `0-3,5`.
+fn count_cpu_list(list: &str) -> u32 {
+    list.trim()
+        .split(',')
+        .filter(|p| !p.is_empty())
+        .map(|part| match part.split_once('-') {
+            Some((a, b)) => match (a.parse::<u32>(), b.parse::<u32>()) {
+                (Ok(a), Ok(b)) if b >= a => b - a + 1,
+                _ => 0,
+            },
+            None => u32::from(part.parse::<u32>().is_ok()),
+        })
+        .sum()
+}
+
+fn info() -> Result<GuestInfo> {
+    // SAFETY: utsname is plain data filled by uname(2).
+    let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: `uts` is a valid out pointer.
+    if unsafe { libc::uname(&mut uts) } != 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    // SAFETY: uname NUL-terminates the release field.
+    let release =
+        unsafe { std::ffi::CStr::from_ptr(uts.release.as_ptr()) }.to_string_lossy().into_owned();
+    let mem_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0);
+    let uptime_ms = first_line("/proc/uptime")
+        .split_whitespace()
+        .next()
+        .and_then(|s| s.parse::<f64>().ok())
+        .map(|s| (s * 1000.0) as u64)
+        .unwrap_or(0);
+    Ok(GuestInfo {
+        agent_version: env!("CARGO_PKG_VERSION").into(),
+        kernel_release: release,
+        boot_id: first_line("/proc/sys/kernel/random/boot_id"),
+        cpus_online: count_cpu_list(&first_line("/sys/devices/system/cpu/online")),
+        memory_total_kib: mem_kib,
+        uptime_ms,
+    })
+}
+
+fn mount(
+    source: &str,
+    target: &str,
+    fstype: &str,
+    read_only: bool,
+    options: Option<&str>,
+) -> Result<ResponseBody> {
+    let target_path = absolute(target)?;
+    if source.is_empty() || fstype.is_empty() || source.contains('\0') || fstype.contains('\0') {
+        return Err(bad("mount source and fstype must be non-empty and NUL-free"));
+    }
+    std::fs::create_dir_all(target_path).map_err(|e| with_path(target, e))?;
+    let flags = if read_only { libc::MS_RDONLY } else { 0 };
+    init::mount(source, target, fstype, flags, options.unwrap_or(""))
+        .map_err(|e| with_path(&format!("mount {source} on {target}"), e))?;
+    Ok(ResponseBody::Done)
+}
+
+fn read_file(path: &str, offset: u64, max_len: u32) -> Result<ResponseBody> {
+    let p = absolute(path)?;
+    let mut f = File::open(p).map_err(|e| with_path(path, e))?;
+    f.seek(SeekFrom::Start(offset)).map_err(|e| with_path(path, e))?;
+    let want = max_len.min(MAX_READ) as usize;
+    let mut data = Vec::with_capacity(want);
+    Read::by_ref(&mut f)
+        .take(want as u64)
+        .read_to_end(&mut data)
+        .map_err(|e| with_path(path, e))?;
+    // EOF if fewer bytes than asked came back, or nothing is left after them.
+    let eof = data.len() < want || {
+        let mut probe = [0u8; 1];
+        matches!(f.read(&mut probe), Ok(0))
+    };
+    Ok(ResponseBody::Data { data, eof })
+}
+
+fn write_file(path: &str, data: &[u8], append: bool) -> Result<ResponseBody> {
+    let p = absolute(path)?;
+    let mut opts = OpenOptions::new();
+    opts.write(true).create(true);
+    if append {
+        opts.append(true);
+    } else {
+        opts.truncate(true);
+    }
+    let mut f = opts.open(p).map_err(|e| with_path(path, e))?;
+    f.write_all(data).map_err(|e| with_path(path, e))?;
+    f.sync_all().map_err(|e| with_path(path, e))?;
+    Ok(ResponseBody::Done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ping_and_info() {
+        assert_eq!(
+            handle(RequestBody::Ping { nonce: 5 }).unwrap(),
+            ResponseBody::Pong { nonce: 5 }
+        );
+        let ResponseBody::Info(i) = handle(RequestBody::Info).unwrap() else { panic!() };
+        assert!(!i.kernel_release.is_empty());
+        assert!(i.cpus_online >= 1);
+        assert!(i.memory_total_kib > 0);
+    }
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(count_cpu_list("0-1\n"), 2);
+        assert_eq!(count_cpu_list("0,2-3"), 3);
+        assert_eq!(count_cpu_list("0"), 1);
+        assert_eq!(count_cpu_list("3-1,x,"), 0);
+    }
+
+    #[test]
+    fn write_then_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f").to_string_lossy().into_owned();
+        handle(RequestBody::WriteFile { path: p.clone(), data: b"hello".to_vec(), append: false })
+            .unwrap();
+        handle(RequestBody::WriteFile { path: p.clone(), data: b" world".to_vec(), append: true })
+            .unwrap();
+        let r = handle(RequestBody::ReadFile { path: p.clone(), offset: 0, max_len: 100 }).unwrap();
+        assert_eq!(r, ResponseBody::Data { data: b"hello world".to_vec(), eof: true });
+        let r = handle(RequestBody::ReadFile { path: p.clone(), offset: 6, max_len: 3 }).unwrap();
+        assert_eq!(r, ResponseBody::Data { data: b"wor".to_vec(), eof: false });
+        let r = handle(RequestBody::ReadFile { path: p, offset: 1 << 40, max_len: 3 }).unwrap();
+        assert_eq!(r, ResponseBody::Data { data: vec![], eof: true });
+    }
+
+    #[test]
+    fn hostile_arguments() {
+        let e = handle(RequestBody::ReadFile { path: "relative".into(), offset: 0, max_len: 1 })
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::BadRequest);
+        let e =
+            handle(RequestBody::ReadFile { path: "/nonexistent/x".into(), offset: 0, max_len: 1 })
+                .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::NotFound);
+        let e =
+            handle(RequestBody::WriteFile { path: "/a\0b".into(), data: vec![], append: false })
+                .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::BadRequest);
+        let e = handle(RequestBody::Mount {
+            source: "".into(),
+            target: "/x".into(),
+            fstype: "ext4".into(),
+            read_only: false,
+            options: None,
+        })
+        .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::BadRequest);
+        // A huge max_len is capped, not allocated.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, vec![1u8; 10]).unwrap();
+        let r = handle(RequestBody::ReadFile {
+            path: p.to_string_lossy().into(),
+            offset: 0,
+            max_len: u32::MAX,
+        })
+        .unwrap();
+        assert!(matches!(r, ResponseBody::Data { ref data, eof: true } if data.len() == 10));
+    }
+}

@@ -1,0 +1,88 @@
+//! One host connection: handshake, then requests answered in order.
+
+use ironpod_protocol::{
+    self as proto, AgentError, ErrorKind, FrameError, Hello, HelloReply, Request, RequestBody,
+    Response, PROTOCOL_VERSION,
+};
+
+use crate::listener::Stream;
+use crate::{handlers, init, log};
+
+/// What to do after answering a request.
+pub enum After {
+    /// Keep serving.
+    Continue,
+    /// End the VM (or, off-VM, the process).
+    Shutdown,
+}
+
+/// Serves one connection until it closes or breaks.
+pub fn serve(mut stream: Box<dyn Stream>, pid1: bool) {
+    let hello: Hello = match proto::recv(&mut stream) {
+        Ok(h) => h,
+        Err(FrameError::Closed) => return,
+        Err(e) => {
+            let reply = HelloReply::Err(AgentError::new(
+                ErrorKind::BadRequest,
+                format!("expected hello: {e}"),
+            ));
+            let _ = proto::send(&mut stream, &reply);
+            return;
+        }
+    };
+    if hello.protocol_version != PROTOCOL_VERSION {
+        let reply = HelloReply::Err(AgentError::new(
+            ErrorKind::Incompatible,
+            format!("agent speaks protocol {PROTOCOL_VERSION}, client {}", hello.protocol_version),
+        ));
+        let _ = proto::send(&mut stream, &reply);
+        return;
+    }
+    let ok = HelloReply::Ok {
+        protocol_version: PROTOCOL_VERSION,
+        agent_version: env!("CARGO_PKG_VERSION").into(),
+    };
+    if proto::send(&mut stream, &ok).is_err() {
+        return;
+    }
+    loop {
+        let body = match proto::read_frame(&mut stream) {
+            Ok(b) => b,
+            Err(FrameError::Closed) => return,
+            Err(FrameError::TooLarge(n)) => {
+                // The stream cannot be resynchronised after an oversized frame: answer, close.
+                let err = AgentError::new(ErrorKind::TooLarge, format!("frame of {n} bytes"));
+                let _ = proto::send(&mut stream, &Response { id: 0, result: Err(err).into() });
+                return;
+            }
+            Err(_) => return,
+        };
+        let request: Request = match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                // Frame boundaries are intact: report and go on. The id is unknown, so 0.
+                let err = AgentError::new(ErrorKind::BadRequest, format!("malformed request: {e}"));
+                if proto::send(&mut stream, &Response { id: 0, result: Err(err).into() }).is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
+        let (result, after) = match request.body {
+            RequestBody::Shutdown => (Ok(proto::ResponseBody::Done), After::Shutdown),
+            body => (handlers::handle(body), After::Continue),
+        };
+        let sent = proto::send(&mut stream, &Response { id: request.id, result: result.into() });
+        if let After::Shutdown = after {
+            drop(stream);
+            if pid1 {
+                log::line("shutdown requested");
+                init::end_vm();
+            }
+            std::process::exit(0);
+        }
+        if sent.is_err() {
+            return;
+        }
+    }
+}
