@@ -258,11 +258,10 @@ impl Vm {
             vmm.add_virtio(Arc::new(Mutex::new(dev)))?;
         }
         if let Some(vsock) = vmm.config.vsock.clone() {
-            // VSOCK-WIRING: replaced once the device lands.
-            return Err(VmmError::Device(format!(
-                "vsock {} not available yet",
-                vsock.uds_path.display()
-            )));
+            let dev = crate::virtio::vsock::Vsock::new(vsock.cid as u64, vsock.uds_path.clone())
+                .map_err(|e| VmmError::Device(format!("vsock: {e}")))?;
+            vmm.cleanup.push(vsock.uds_path);
+            vmm.add_virtio(Arc::new(Mutex::new(dev)))?;
         }
         Ok(vmm)
     }

@@ -1,0 +1,1 @@
+//! Unit tests of the vsock device through real guest memory.
