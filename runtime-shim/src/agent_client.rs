@@ -1,0 +1,269 @@
+//! The host side of the agent protocol, over the VMM's hybrid vsock unix socket.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use ironpod_protocol::{
+    self as proto, AgentError, FrameError, GuestInfo, Hello, HelloReply, Request, RequestBody,
+    Response, ResponseBody, PROTOCOL_VERSION,
+};
+
+/// Errors talking to the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Socket-level failure.
+    #[error("I/O error talking to the agent: {0}")]
+    Io(#[from] std::io::Error),
+    /// Framing or decoding failure.
+    #[error("agent connection: {0}")]
+    Frame(#[from] FrameError),
+    /// The VMM refused the vsock connection (nothing listening on that guest port yet).
+    #[error("the guest refused vsock port {0}")]
+    Refused(u32),
+    /// The agent answered with an error.
+    #[error("agent error: {0}")]
+    Agent(#[from] AgentError),
+    /// The agent answered something that does not fit the request.
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    /// No answer in time.
+    #[error("timed out after {0:?} waiting for the agent")]
+    Timeout(Duration),
+    /// The VM went away while we waited.
+    #[error("the VMM exited before the agent answered{0}")]
+    VmGone(String),
+}
+
+/// Opens one stream to guest port `port` through the hybrid socket at `uds`.
+pub fn connect_hybrid(uds: &Path, port: u32, timeout: Duration) -> Result<UnixStream, ClientError> {
+    let mut s = UnixStream::connect(uds)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    s.write_all(format!("CONNECT {port}\n").as_bytes())?;
+    // Read the reply line byte by byte: anything after it belongs to the guest stream.
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while line.len() < 64 {
+        match s.read(&mut byte) {
+            Ok(0) => return Err(ClientError::Refused(port)),
+            Ok(_) if byte[0] == b'\n' => break,
+            Ok(_) => line.push(byte[0]),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                return Err(ClientError::Timeout(timeout))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let text = String::from_utf8_lossy(&line);
+    if !text.starts_with("OK ") {
+        return Err(ClientError::Protocol(format!("unexpected vsock reply {text:?}")));
+    }
+    Ok(s)
+}
+
+/// A session with the agent.
+#[derive(Debug)]
+pub struct AgentClient {
+    stream: UnixStream,
+    next_id: u64,
+    agent_version: String,
+}
+
+impl AgentClient {
+    /// Connects (retrying while the guest boots, for as long as `alive` says the VM is
+    /// running and `deadline` is not reached) and performs the handshake.
+    pub fn connect(
+        uds: &Path,
+        port: u32,
+        deadline: Instant,
+        mut alive: impl FnMut() -> Result<(), String>,
+    ) -> Result<Self, ClientError> {
+        loop {
+            alive().map_err(ClientError::VmGone)?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ClientError::Timeout(Duration::ZERO));
+            }
+            match connect_hybrid(uds, port, left.min(Duration::from_secs(10))) {
+                Ok(stream) => return Self::handshake(stream),
+                Err(ClientError::Refused(_)) | Err(ClientError::Io(_)) => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Performs the handshake on an open stream.
+    pub fn handshake(mut stream: UnixStream) -> Result<Self, ClientError> {
+        proto::send(&mut stream, &Hello { protocol_version: PROTOCOL_VERSION, client: "ironpod".into() })?;
+        match proto::recv::<_, HelloReply>(&mut stream)? {
+            HelloReply::Ok { protocol_version, agent_version } if protocol_version == PROTOCOL_VERSION => {
+                Ok(AgentClient { stream, next_id: 1, agent_version })
+            }
+            HelloReply::Ok { protocol_version, .. } => Err(ClientError::Protocol(format!(
+                "agent speaks protocol {protocol_version}, we speak {PROTOCOL_VERSION}"
+            ))),
+            HelloReply::Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The agent's version from the handshake.
+    pub fn agent_version(&self) -> &str {
+        &self.agent_version
+    }
+
+    /// Sets the timeout of every later request.
+    pub fn set_timeout(&mut self, t: Duration) -> Result<(), ClientError> {
+        self.stream.set_read_timeout(Some(t))?;
+        self.stream.set_write_timeout(Some(t))?;
+        Ok(())
+    }
+
+    /// Sends a request and waits for its response.
+    pub fn call(&mut self, body: RequestBody) -> Result<ResponseBody, ClientError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        proto::send(&mut self.stream, &Request { id, body })?;
+        let resp: Response = proto::recv(&mut self.stream).map_err(|e| match e {
+            FrameError::Io(io) if matches!(io.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                ClientError::Timeout(self.stream.read_timeout().ok().flatten().unwrap_or_default())
+            }
+            e => e.into(),
+        })?;
+        if resp.id != id {
+            return Err(ClientError::Protocol(format!("response id {} for request {id}", resp.id)));
+        }
+        Ok(Result::<ResponseBody, AgentError>::from(resp.result)?)
+    }
+
+    /// Round-trips a ping.
+    pub fn ping(&mut self) -> Result<(), ClientError> {
+        let nonce = std::process::id() as u64 ^ self.next_id.rotate_left(17);
+        match self.call(RequestBody::Ping { nonce })? {
+            ResponseBody::Pong { nonce: n } if n == nonce => Ok(()),
+            other => Err(ClientError::Protocol(format!("bad ping reply {other:?}"))),
+        }
+    }
+
+    /// Facts about the guest.
+    pub fn info(&mut self) -> Result<GuestInfo, ClientError> {
+        match self.call(RequestBody::Info)? {
+            ResponseBody::Info(i) => Ok(i),
+            other => Err(ClientError::Protocol(format!("bad info reply {other:?}"))),
+        }
+    }
+
+    /// Mounts a filesystem in the guest.
+    pub fn mount(&mut self, source: &str, target: &str, fstype: &str, read_only: bool) -> Result<(), ClientError> {
+        let body = RequestBody::Mount {
+            source: source.into(),
+            target: target.into(),
+            fstype: fstype.into(),
+            read_only,
+            options: None,
+        };
+        self.expect_done(body)
+    }
+
+    /// Reads a whole guest file (in chunks).
+    pub fn read_file(&mut self, path: &str) -> Result<Vec<u8>, ClientError> {
+        let mut out = Vec::new();
+        loop {
+            let body = RequestBody::ReadFile { path: path.into(), offset: out.len() as u64, max_len: proto::MAX_READ };
+            match self.call(body)? {
+                ResponseBody::Data { data, eof } => {
+                    out.extend_from_slice(&data);
+                    if eof || data.is_empty() {
+                        return Ok(out);
+                    }
+                }
+                other => return Err(ClientError::Protocol(format!("bad read reply {other:?}"))),
+            }
+        }
+    }
+
+    /// Writes a guest file.
+    pub fn write_file(&mut self, path: &str, data: &[u8]) -> Result<(), ClientError> {
+        self.expect_done(RequestBody::WriteFile { path: path.into(), data: data.to_vec(), append: false })
+    }
+
+    /// Asks the agent to end the VM.
+    pub fn shutdown(&mut self) -> Result<(), ClientError> {
+        self.expect_done(RequestBody::Shutdown)
+    }
+
+    fn expect_done(&mut self, body: RequestBody) -> Result<(), ClientError> {
+        match self.call(body)? {
+            ResponseBody::Done => Ok(()),
+            other => Err(ClientError::Protocol(format!("unexpected reply {other:?}"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixListener;
+
+    /// A fake VMM socket: answers CONNECT to port 1024 with OK and then plays a tiny agent;
+    /// any other port is refused (closed).
+    fn fake_vmm(path: &Path) -> std::thread::JoinHandle<()> {
+        let l = UnixListener::bind(path).unwrap();
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let mut s = s.unwrap();
+                let mut line = Vec::new();
+                let mut b = [0u8; 1];
+                while s.read(&mut b).unwrap() == 1 && b[0] != b'\n' {
+                    line.push(b[0]);
+                }
+                if line != b"CONNECT 1024" {
+                    continue;
+                }
+                s.write_all(b"OK 1073741824\n").unwrap();
+                let _: Hello = proto::recv(&mut s).unwrap();
+                proto::send(&mut s, &HelloReply::Ok { protocol_version: PROTOCOL_VERSION, agent_version: "9.9".into() }).unwrap();
+                while let Ok(req) = proto::recv::<_, Request>(&mut s) {
+                    let result = match req.body {
+                        RequestBody::Ping { nonce } => ResponseBody::Pong { nonce },
+                        RequestBody::Shutdown => ResponseBody::Done,
+                        _ => ResponseBody::Done,
+                    };
+                    let last = matches!(result, ResponseBody::Done);
+                    proto::send(&mut s, &Response { id: req.id, result: Ok(result).into() }).unwrap();
+                    if last {
+                        return;
+                    }
+                }
+            }
+        })
+    }
+
+    #[test]
+    fn connect_handshake_ping_shutdown() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("v.sock");
+        let t = fake_vmm(&sock);
+        assert!(matches!(connect_hybrid(&sock, 5, Duration::from_secs(2)), Err(ClientError::Refused(5))));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut c = AgentClient::connect(&sock, 1024, deadline, || Ok(())).unwrap();
+        assert_eq!(c.agent_version(), "9.9");
+        c.ping().unwrap();
+        c.shutdown().unwrap();
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn gives_up_when_vm_dies_or_deadline_passes() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("none.sock");
+        let e = AgentClient::connect(&sock, 1024, Instant::now() + Duration::from_secs(5), || Err(" (status 1)".into()))
+            .unwrap_err();
+        assert!(matches!(e, ClientError::VmGone(_)), "{e}");
+        let e = AgentClient::connect(&sock, 1024, Instant::now() + Duration::from_millis(50), || Ok(())).unwrap_err();
+        assert!(matches!(e, ClientError::Timeout(_)), "{e}");
+    }
+}

@@ -1,0 +1,6 @@
+//! ironpod's runtime library: starting microVMs and talking to the agent inside them. The
+//! `ironpod` CLI is a thin front end over it (the containerd shim will be another).
+
+pub mod agent_client;
+pub mod assets;
+pub mod vm;

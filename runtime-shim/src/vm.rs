@@ -1,0 +1,301 @@
+//! Starting an `ironpod-vmm` process for one microVM and managing its life.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use ironpod_protocol::AGENT_VSOCK_PORT;
+use ironpod_vmm::config::{DiskConfig, SerialOutput, VmConfig, VsockConfig};
+
+use crate::agent_client::{AgentClient, ClientError};
+use crate::assets::{self, MissingAsset};
+
+/// Where per-VM runtime directories live.
+pub const RUN_DIR: &str = "/run/ironpod/vms";
+/// Kernel command line every ironpod guest gets: serial console, reset on reboot and on
+/// panic (the VMM turns a reset into its exit), and a quiet boot (every console byte costs
+/// a VM exit).
+pub const BASE_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 quiet";
+/// Guest CID. The vsock device is emulated per VMM, so every VM can use the same one.
+pub const GUEST_CID: u32 = 3;
+
+/// Errors managing a VM.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    /// A guest asset is missing.
+    #[error(transparent)]
+    Asset(#[from] MissingAsset),
+    /// Runtime directory or config file.
+    #[error("cannot prepare {path}: {source}")]
+    Prepare {
+        /// What.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The VMM could not be started.
+    #[error("cannot start {binary}: {source}")]
+    Spawn {
+        /// Binary path.
+        binary: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The agent could not be reached.
+    #[error("{0}")]
+    Agent(#[from] ClientError),
+    /// The VMM did not exit in time after shutdown.
+    #[error("the VMM did not exit within {0:?} after shutdown; killed")]
+    ShutdownTimeout(Duration),
+}
+
+/// What to boot.
+#[derive(Debug, Clone)]
+pub struct VmSpec {
+    /// vCPUs.
+    pub vcpus: u8,
+    /// Guest memory.
+    pub memory_mib: u64,
+    /// Guest kernel.
+    pub kernel: PathBuf,
+    /// Initramfs with the agent as /init.
+    pub initrd: PathBuf,
+    /// Appended to [`BASE_CMDLINE`].
+    pub cmdline_extra: String,
+    /// Disks.
+    pub disks: Vec<DiskConfig>,
+    /// Console destination; `None` keeps it in the VM's runtime directory (console.log).
+    pub serial: Option<SerialOutput>,
+}
+
+impl VmSpec {
+    /// One vCPU, 256 MiB, the default kernel and initramfs.
+    pub fn with_defaults() -> Result<Self, VmError> {
+        Self::with_defaults_or(None, None)
+    }
+
+    /// Like [`VmSpec::with_defaults`], with an explicit kernel and/or initramfs.
+    pub fn with_defaults_or(kernel: Option<PathBuf>, initrd: Option<PathBuf>) -> Result<Self, VmError> {
+        let kernel = match kernel {
+            Some(k) => k,
+            None => assets::kernel()?,
+        };
+        let initrd = match initrd {
+            Some(i) => i,
+            None => assets::initramfs()?,
+        };
+        Ok(VmSpec {
+            vcpus: 1,
+            memory_mib: 256,
+            kernel,
+            initrd,
+            cmdline_extra: String::new(),
+            disks: Vec::new(),
+            serial: None,
+        })
+    }
+}
+
+fn unique_id() -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("{:x}-{:x}-{:x}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed), nanos & 0xffff)
+}
+
+/// A running VMM process. Dropping it kills the VMM and removes its runtime directory.
+#[derive(Debug)]
+pub struct RunningVm {
+    child: Child,
+    dir: PathBuf,
+    uds: PathBuf,
+    started: Instant,
+    memory_mib: u64,
+    exit: Option<ExitStatus>,
+}
+
+impl RunningVm {
+    /// Writes the VM config and starts `ironpod-vmm`.
+    pub fn start(spec: &VmSpec) -> Result<Self, VmError> {
+        let dir = Path::new(RUN_DIR).join(unique_id());
+        let prep = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| VmError::Prepare { path, source }
+        };
+        fs::create_dir_all(&dir).map_err(prep(&dir))?;
+        let uds = dir.join("v.sock");
+        let mut cmdline = BASE_CMDLINE.to_string();
+        if !spec.cmdline_extra.trim().is_empty() {
+            cmdline.push(' ');
+            cmdline.push_str(spec.cmdline_extra.trim());
+        }
+        let config = VmConfig {
+            vcpus: spec.vcpus,
+            memory_mib: spec.memory_mib,
+            kernel: spec.kernel.clone(),
+            initrd: Some(spec.initrd.clone()),
+            cmdline,
+            disks: spec.disks.clone(),
+            vsock: Some(VsockConfig { cid: GUEST_CID, uds_path: uds.clone() }),
+            serial: spec.serial.clone().unwrap_or_else(|| SerialOutput::File(dir.join("console.log"))),
+        };
+        let cfg_path = dir.join("vm.json");
+        let text = serde_json::to_vec_pretty(&config).map_err(|e| VmError::Prepare { path: cfg_path.clone(), source: e.into() })?;
+        fs::write(&cfg_path, text).map_err(prep(&cfg_path))?;
+        let stderr = fs::File::create(dir.join("vmm.log")).map_err(prep(&dir.join("vmm.log")))?;
+        let binary = assets::vmm_binary();
+        tracing::debug!(?binary, config = %cfg_path.display(), "starting VMM");
+        let started = Instant::now();
+        let child = Command::new(&binary)
+            .arg("--config")
+            .arg(&cfg_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .map_err(|source| {
+                let _ = fs::remove_dir_all(&dir);
+                VmError::Spawn { binary: binary.clone(), source }
+            })?;
+        Ok(RunningVm { child, dir, uds, started, memory_mib: spec.memory_mib, exit: None })
+    }
+
+    /// When the VMM was started.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// The VMM's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The VM's runtime directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The host side of the vsock device.
+    pub fn vsock_path(&self) -> &Path {
+        &self.uds
+    }
+
+    /// The VMM's own error output so far (one line on failure).
+    pub fn vmm_log(&self) -> String {
+        fs::read_to_string(self.dir.join("vmm.log")).unwrap_or_default().trim().to_string()
+    }
+
+    /// Exit status, if the VMM has exited.
+    pub fn try_exit(&mut self) -> Option<ExitStatus> {
+        if self.exit.is_none() {
+            self.exit = self.child.try_wait().ok().flatten();
+        }
+        self.exit
+    }
+
+    /// Waits for the agent (retrying while the guest boots) and returns a session.
+    pub fn wait_agent(&mut self, timeout: Duration) -> Result<AgentClient, VmError> {
+        let deadline = Instant::now() + timeout;
+        let uds = self.uds.clone();
+        let client = AgentClient::connect(&uds, AGENT_VSOCK_PORT, deadline, || match self.try_exit() {
+            None => Ok(()),
+            Some(status) => {
+                let log = self.vmm_log();
+                Err(format!(" ({status}){}", if log.is_empty() { String::new() } else { format!(": {log}") }))
+            }
+        })
+        .map_err(|e| match e {
+            ClientError::Timeout(_) => ClientError::Timeout(timeout),
+            e => e,
+        })?;
+        Ok(client)
+    }
+
+    /// Waits up to `timeout` for the VMM to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.try_exit() {
+                return Some(s);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Asks the agent to end the VM and waits for the VMM to exit (killing it after
+    /// `timeout`).
+    pub fn shutdown(&mut self, client: &mut AgentClient, timeout: Duration) -> Result<ExitStatus, VmError> {
+        client.shutdown()?;
+        match self.wait_exit(timeout) {
+            Some(s) => Ok(s),
+            None => {
+                self.kill();
+                Err(VmError::ShutdownTimeout(timeout))
+            }
+        }
+    }
+
+    /// Kills the VMM at once.
+    pub fn kill(&mut self) {
+        if self.try_exit().is_none() {
+            let _ = self.child.kill();
+            self.exit = self.child.wait().ok();
+        }
+    }
+
+    /// Resident memory of the VMM process itself, excluding guest RAM (KiB).
+    pub fn vmm_overhead_kib(&self) -> Option<u64> {
+        overhead_kib(self.pid(), self.memory_mib)
+    }
+}
+
+/// Sums the RSS of every mapping of `pid` except the guest RAM mappings (which have exactly
+/// the sizes of the guest memory ranges).
+pub fn overhead_kib(pid: u32, memory_mib: u64) -> Option<u64> {
+    let smaps = fs::read_to_string(format!("/proc/{pid}/smaps")).ok()?;
+    let total = memory_mib << 20;
+    let gap = 0xc000_0000u64;
+    let guest_sizes: Vec<u64> = if total <= gap { vec![total] } else { vec![gap, total - gap] };
+    let mut size = 0u64;
+    let mut sum = 0u64;
+    for line in smaps.lines() {
+        let mut parts = line.split_whitespace();
+        let first = parts.next().unwrap_or_default();
+        if let Some((a, b)) = first.split_once('-') {
+            if let (Ok(a), Ok(b)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) {
+                size = b.saturating_sub(a);
+                continue;
+            }
+        }
+        if first == "Rss:" && !guest_sizes.contains(&size) {
+            sum += parts.next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        }
+    }
+    Some(sum)
+}
+
+impl Drop for RunningVm {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overhead_of_this_process_is_positive() {
+        assert!(overhead_kib(std::process::id(), 1).unwrap() > 0);
+    }
+
+    #[test]
+    fn ids_are_unique() {
+        assert_ne!(unique_id(), unique_id());
+    }
+}
