@@ -1,0 +1,121 @@
+//! Benchmarks. `cargo xtask bench boot`: our VMM vs QEMU's microvm machine booting the same
+//! kernel and initramfs, side by side in one run (inside the rig where KVM cannot run Linux).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{initramfs, kernel, rig, util};
+
+/// Which benchmark.
+#[derive(clap::Subcommand, Clone, Copy)]
+pub enum Which {
+    /// VMM start → agent ready (ours) vs VMM start → /init running (QEMU microvm).
+    Boot {
+        /// Runs of each.
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+    },
+}
+
+/// Builds what the benchmark needs and runs its driver where KVM can run Linux.
+pub fn run(which: Which) -> Result<()> {
+    kernel::build()?;
+    initramfs::build()?;
+    util::run(util::cargo().args(["build", "--release", "--workspace", "--bins", "-q"]))?;
+    let me = std::env::current_exe()?;
+    let Which::Boot { runs } = which;
+    let args: Vec<String> = vec![
+        me.to_string_lossy().into(),
+        "bench-driver".into(),
+        "boot".into(),
+        "--runs".into(),
+        runs.to_string(),
+    ];
+    match util::direct_kvm() {
+        Ok(()) => util::run(Command::new(&args[0]).args(&args[1..])),
+        Err(why) => {
+            eprintln!("xtask bench: {why}: running inside the rig");
+            let code = rig::run(&args, true, Duration::from_secs(3600), 4096)?;
+            if code != 0 {
+                bail!("benchmark failed in the rig (exit status {code})");
+            }
+            Ok(())
+        }
+    }
+}
+
+fn stats(v: &mut [f64]) -> (f64, f64, f64) {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    let n = v.len();
+    let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
+    (median, v[0], v[n - 1])
+}
+
+/// Time from starting QEMU to the agent's first console line (/init is running).
+fn qemu_to_init(kernel: &str, initrd: &str) -> Result<f64> {
+    let t = Instant::now();
+    let mut child = Command::new("qemu-system-x86_64")
+        .args(["-accel", "kvm", "-M", "microvm,acpi=off", "-cpu", "host", "-smp", "1", "-m", "256"])
+        .args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot", "-serial", "stdio"])
+        .args([
+            "-kernel",
+            kernel,
+            "-initrd",
+            initrd,
+            "-append",
+            "console=ttyS0 reboot=t panic=-1 quiet",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("start qemu")?;
+    let out = child.stdout.take().context("qemu stdout")?;
+    let mut found = None;
+    for line in BufReader::new(out).split(b'\n') {
+        if String::from_utf8_lossy(&line?).contains("ironpod-agent:") {
+            found = Some(t.elapsed().as_secs_f64() * 1000.0);
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    found.context("QEMU's guest never printed the agent's line")
+}
+
+/// The measuring part; runs where KVM is.
+pub fn driver(which: Which) -> Result<()> {
+    let Which::Boot { runs } = which;
+    let kernel = format!("{}/vmlinux", util::ASSET_DIR);
+    let initrd = format!("{}/initramfs.img", util::ASSET_DIR);
+    let ironpod = util::target_dir().join("release/ironpod");
+    let (mut ours, mut qemu, mut rss) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..runs {
+        let out = util::output(Command::new(&ironpod).args(["vm", "check", "--json"]))?;
+        let v: serde_json::Value =
+            serde_json::from_str(out.trim()).context("ironpod vm check --json")?;
+        ours.push(v["ready_ms"].as_f64().context("ready_ms")?);
+        if let Some(k) = v["vmm_overhead_kib"].as_f64() {
+            rss.push(k);
+        }
+        qemu.push(qemu_to_init(&kernel, &initrd)?);
+        eprintln!("run {}: ours {:.0} ms, qemu {:.0} ms", i + 1, ours[i], qemu[i]);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (om, omin, omax) = stats(&mut ours);
+    let (qm, qmin, qmax) = stats(&mut qemu);
+    println!("| boot ({runs} runs each, 1 vCPU, 256 MiB) | median | min | max |");
+    println!("|---|---|---|---|");
+    println!("| ironpod-vmm: start → agent answers ping over vsock | {om:.0} ms | {omin:.0} ms | {omax:.0} ms |");
+    println!("| qemu -M microvm,acpi=off: start → agent's first console line | {qm:.0} ms | {qmin:.0} ms | {qmax:.0} ms |");
+    if !rss.is_empty() {
+        let (rm, rmin, rmax) = stats(&mut rss);
+        println!(
+            "| ironpod-vmm RSS without guest RAM | {rm:.0} KiB | {rmin:.0} KiB | {rmax:.0} KiB |"
+        );
+    }
+    Ok(())
+}

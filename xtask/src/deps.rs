@@ -1,0 +1,51 @@
+//! Debian packages the build, the rig and the tests need.
+
+use std::process::Command;
+
+use anyhow::Result;
+
+use crate::util;
+
+/// Packages: kernel build, rig (QEMU, busybox), disk images for tests.
+pub const PACKAGES: &[&str] = &[
+    "linux-source-6.12",
+    "bc",
+    "flex",
+    "bison",
+    "libelf-dev",
+    "libssl-dev",
+    "make",
+    "gcc",
+    "cpio",
+    "xz-utils",
+    "zstd",
+    "lz4",
+    "qemu-system-x86",
+    "busybox-static",
+    "erofs-utils",
+    "e2fsprogs",
+];
+
+fn installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
+
+/// Installs whatever is missing (fast when nothing is).
+pub fn ensure() -> Result<()> {
+    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    if !missing.is_empty() {
+        eprintln!("xtask: installing {}", missing.join(" "));
+        util::run(Command::new("apt-get").arg("update").arg("-q"))?;
+        util::run(
+            Command::new("apt-get")
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .args(["install", "-y", "-q", "--no-install-recommends"])
+                .args(&missing),
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,394 @@
+//! The test rig (DESIGN.md §6): an L1 machine emulated by QEMU (TCG, EPYC-Rome) running
+//! Debian's generic kernel with kvm-amd loaded (real nested SVM), the host's whole filesystem
+//! read-only over 9p with a tmpfs overlay on top, running one command and reporting its exit
+//! status.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::cpio::CpioWriter;
+use crate::{deps, util};
+
+/// Modules L1 loads, in order (virtio + 9p + overlay for the host root, then KVM).
+const MODULES: &[&str] = &[
+    "virtio_ring",
+    "virtio",
+    "virtio_pci_modern_dev",
+    "virtio_pci_legacy_dev",
+    "virtio_pci",
+    "virtio_mmio",
+    "netfs",
+    "fscache",
+    "9pnet",
+    "9pnet_virtio",
+    "9p",
+    "overlay",
+    "irqbypass",
+    "kvm",
+    "ccp",
+    "kvm-amd",
+];
+
+const EXIT_MARKER: &str = "IRONPOD-RIG-EXIT=";
+
+/// L1's /init: mounts the host root, loads KVM, chroots into the overlay and runs the
+/// script named on its command line.
+const L1_INIT: &str = r#"#!/bin/busybox sh
+B=/bin/busybox
+$B mount -t proc proc /proc; $B mount -t sysfs sys /sys; $B mount -t devtmpfs dev /dev
+script=$($B sed -n 's/.*ironpod.script=\([^ ]*\).*/\1/p' /proc/cmdline)
+for m in $(cat /modules); do
+  args=""; [ "$m" = kvm-amd ] && args="npt=1"
+  $B insmod /mods/$m.ko $args || { echo "rig: cannot load module $m"; echo "IRONPOD-RIG-EXIT=125"; $B poweroff -f; }
+done
+$B mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,ro,cache=mmap hostroot /host || { echo "rig: 9p mount failed"; echo "IRONPOD-RIG-EXIT=125"; $B poweroff -f; }
+$B mount -t tmpfs -o size=75% tmpfs /upper; $B mkdir -p /upper/u /upper/w
+$B mount -t overlay overlay -o lowerdir=/host,upperdir=/upper/u,workdir=/upper/w,redirect_dir=on /newroot || { echo "rig: overlay failed"; echo "IRONPOD-RIG-EXIT=125"; $B poweroff -f; }
+for d in proc sys dev; do $B mount --move /$d /newroot/$d; done
+$B mkdir -p /newroot/dev/pts /newroot/dev/shm
+$B mount -t devpts devpts /newroot/dev/pts
+$B mount -t tmpfs tmpfs /newroot/run; $B mount -t tmpfs tmpfs /newroot/tmp; $B mount -t tmpfs tmpfs /newroot/dev/shm
+$B mount -t cgroup2 cgroup2 /newroot/sys/fs/cgroup 2>/dev/null
+$B chroot /newroot /bin/bash "$script"
+echo "IRONPOD-RIG-EXIT=$?"
+$B poweroff -f
+"#;
+
+/// Arguments of `cargo xtask rig`.
+#[derive(clap::Args)]
+pub struct RigArgs {
+    /// Put target/release (not target/debug) first on PATH.
+    #[arg(long)]
+    release: bool,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 1800)]
+    timeout: u64,
+    /// L1 memory in MiB.
+    #[arg(long, default_value_t = 4096)]
+    mem: u64,
+    /// The command and its arguments.
+    #[arg(last = true, required = true)]
+    cmd: Vec<String>,
+}
+
+/// `cargo xtask rig -- CMD…`: exits with CMD's status.
+pub fn run_cli(a: RigArgs) -> Result<()> {
+    let code = run(&a.cmd, a.release, Duration::from_secs(a.timeout), a.mem)?;
+    std::process::exit(code);
+}
+
+fn newest_generic_kernel() -> Result<String> {
+    let out = util::output(Command::new("apt-cache").args([
+        "search",
+        "--names-only",
+        r"^linux-image-6\.1\.0-[0-9]+-amd64$",
+    ]))?;
+    let mut names: Vec<(u32, String)> = out
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter_map(|n| {
+            let num = n.strip_prefix("linux-image-6.1.0-")?.strip_suffix("-amd64")?.parse().ok()?;
+            Some((num, n.to_string()))
+        })
+        .collect();
+    names.sort();
+    names
+        .pop()
+        .map(|(_, n)| n)
+        .context("no linux-image-6.1.0-NN-amd64 package in apt (run apt-get update)")
+}
+
+/// Makes sure L1's kernel and initramfs exist; returns their paths.
+fn ensure_l1() -> Result<(PathBuf, PathBuf)> {
+    let rig = Path::new(util::CACHE_DIR).join("rig");
+    let _lock = util::Lock::acquire(&rig.join("lock"))?;
+    // Reuse whatever was prepared before (no network needed), else fetch the newest.
+    let current = rig.join("current");
+    let dir = match fs::read_link(&current) {
+        Ok(d) if d.join("vmlinux").is_file() => d,
+        _ => {
+            let pkg = newest_generic_kernel()?;
+            let dir = rig.join(&pkg);
+            prepare_kernel(&pkg, &dir)?;
+            let _ = fs::remove_file(&current);
+            std::os::unix::fs::symlink(&dir, &current)?;
+            dir
+        }
+    };
+    let init_key = util::sha256_parts(&[
+        L1_INIT.as_bytes(),
+        MODULES.join(" ").as_bytes(),
+        &fs::read("/bin/busybox")?,
+    ]);
+    let initrd = dir.join(format!("l1-{}.cpio", &init_key[..16]));
+    if !initrd.is_file() {
+        build_l1_initrd(&dir, &initrd)?;
+    }
+    Ok((dir.join("vmlinux"), initrd))
+}
+
+fn prepare_kernel(pkg: &str, dir: &Path) -> Result<()> {
+    fs::create_dir_all(dir)?;
+    let tmp = dir.join("download");
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir_all(&tmp)?;
+    util::run(Command::new("apt-get").arg("download").arg(pkg).current_dir(&tmp))?;
+    let deb = fs::read_dir(&tmp)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .context("apt-get download produced no .deb")?;
+    let x = tmp.join("x");
+    util::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&x))?;
+    let boot = x.join("boot");
+    let vmlinuz = fs::read_dir(&boot)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz")))
+        .context("no vmlinuz in the package")?;
+    // Booting the uncompressed vmlinux saves seconds of xz decompression under TCG.
+    let script = tmp.join("extract-vmlinux");
+    util::run(
+        Command::new("tar")
+            .args([
+                "xf",
+                "/usr/src/linux-source-6.12.tar.xz",
+                "-O",
+                "linux-source-6.12/scripts/extract-vmlinux",
+            ])
+            .stdout(fs::File::create(&script)?),
+    )?;
+    let out =
+        Command::new("sh").arg(&script).arg(&vmlinuz).output().context("run extract-vmlinux")?;
+    let vmlinux = out.stdout;
+    if vmlinux.len() < 1 << 20 {
+        bail!("extract-vmlinux produced no kernel from {}", vmlinuz.display());
+    }
+    let mods = dir.join("mods");
+    fs::create_dir_all(&mods)?;
+    for m in MODULES {
+        let found = find_module(&x.join("lib/modules"), m)?;
+        let data = if found.extension().is_some_and(|e| e == "xz") {
+            Command::new("xz").arg("-dc").arg(&found).output().context("run xz")?.stdout
+        } else {
+            fs::read(&found)?
+        };
+        fs::write(mods.join(format!("{m}.ko")), data)?;
+    }
+    util::write_atomic(&dir.join("vmlinux"), &vmlinux)?;
+    fs::remove_dir_all(&tmp)?;
+    Ok(())
+}
+
+fn find_module(root: &Path, name: &str) -> Result<PathBuf> {
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d)? {
+            let p = e?.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Some(f) = p.file_name().and_then(|f| f.to_str()) {
+                if f == format!("{name}.ko") || f == format!("{name}.ko.xz") {
+                    return Ok(p);
+                }
+            }
+        }
+    }
+    bail!("module {name} not found in the L1 kernel package")
+}
+
+fn build_l1_initrd(dir: &Path, out: &Path) -> Result<()> {
+    let mut w = CpioWriter::new(Vec::new());
+    for d in ["bin", "dev", "proc", "sys", "host", "upper", "newroot", "mods"] {
+        w.dir(d, 0o755)?;
+    }
+    w.char_dev("dev/console", 0o600, 5, 1)?;
+    w.file("bin/busybox", 0o755, &fs::read("/bin/busybox")?)?;
+    w.file("init", 0o755, L1_INIT.as_bytes())?;
+    w.file("modules", 0o644, MODULES.join("\n").as_bytes())?;
+    for m in MODULES {
+        w.file(
+            &format!("mods/{m}.ko"),
+            0o644,
+            &fs::read(dir.join("mods").join(format!("{m}.ko")))?,
+        )?;
+    }
+    util::write_atomic(out, &w.finish()?)
+}
+
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b)) {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// The script L1 runs: same working directory, PATH with our binaries, IRONPOD_* passed on.
+fn script(cmd: &[String], release: bool) -> Result<String> {
+    let cwd = std::env::current_dir()?;
+    let bins = util::target_dir().join(if release { "release" } else { "debug" });
+    let mut s = String::from("set -o pipefail\n");
+    s.push_str(&format!(
+        "export PATH={}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n",
+        shell_quote(&bins.to_string_lossy())
+    ));
+    s.push_str("export IRONPOD_RIG=1 HOME=/root\n");
+    for (k, v) in std::env::vars() {
+        if k.starts_with("IRONPOD_") || k == "RUST_LOG" || k == "RUST_BACKTRACE" {
+            s.push_str(&format!("export {}={}\n", k, shell_quote(&v)));
+        }
+    }
+    s.push_str(&format!("cd {} || exit 125\n", shell_quote(&cwd.to_string_lossy())));
+    s.push_str(&cmd.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" "));
+    s.push('\n');
+    Ok(s)
+}
+
+/// Noise from L1's own kernel and firmware that is not the command's output.
+fn is_noise(line: &str) -> bool {
+    let t = line.trim_start();
+    (t.starts_with('[')
+        && t.get(1..14)
+            .is_some_and(|x| x.trim_start().chars().next().is_some_and(|c| c.is_ascii_digit())))
+        || t.contains("SeaBIOS")
+        || t.starts_with("qemu-system-x86_64: warning: TCG doesn't support")
+}
+
+fn clean(line: &str) -> String {
+    // Drop terminal escape sequences (SeaBIOS clears the screen) and carriage returns.
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                while let Some(&n) = chars.peek() {
+                    chars.next();
+                    if n.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            } else {
+                chars.next();
+            }
+        } else if c != '\r' {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Runs `cmd` in the rig and returns its exit status.
+pub fn run(cmd: &[String], release: bool, timeout: Duration, mem_mib: u64) -> Result<i32> {
+    deps::ensure()?;
+    let (vmlinux, initrd) = ensure_l1()?;
+    let work = Path::new("/var/tmp/ironpod-rig").join(format!("{}", std::process::id()));
+    fs::create_dir_all(&work)?;
+    let script_path = work.join("cmd.sh");
+    fs::write(&script_path, script(cmd, release)?)?;
+    eprintln!("xtask rig: booting L1 (QEMU TCG, nested SVM) to run: {}", cmd.join(" "));
+    let started = Instant::now();
+    let mut child = Command::new("qemu-system-x86_64")
+        .args([
+            "-M",
+            "q35",
+            "-accel",
+            "tcg",
+            "-cpu",
+            "EPYC-Rome",
+            "-smp",
+            "1",
+            "-nographic",
+            "-no-reboot",
+        ])
+        .arg("-m")
+        .arg(mem_mib.to_string())
+        .arg("-kernel")
+        .arg(&vmlinux)
+        .arg("-initrd")
+        .arg(&initrd)
+        .arg("-append")
+        .arg(format!(
+            "console=ttyS0 reboot=t panic=-1 quiet ironpod.script={}",
+            script_path.display()
+        ))
+        .args(["-fsdev", "local,id=hr,path=/,security_model=none,readonly=on,multidevs=remap"])
+        .args(["-device", "virtio-9p-pci,fsdev=hr,mount_tag=hostroot", "-nic", "none"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start qemu-system-x86_64")?;
+    let stdout = child.stdout.take().context("no qemu stdout")?;
+    let pid = child.id();
+    let watchdog = std::thread::spawn(move || {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+            // SAFETY: probing a pid with signal 0 has no effect.
+            if unsafe { libc::kill(pid as i32, 0) } != 0 {
+                return false;
+            }
+        }
+        // SAFETY: killing our own child.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        true
+    });
+    let mut status = None;
+    for line in BufReader::new(stdout).split(b'\n') {
+        let mut line = clean(&String::from_utf8_lossy(&line?));
+        // SeaBIOS ends its banner without a newline: what follows is ours.
+        if let Some(i) = line.find("Booting from ROM..") {
+            line = line[i + "Booting from ROM..".len()..].to_string();
+        }
+        if let Some(code) = line.trim().strip_prefix(EXIT_MARKER) {
+            status = code.trim().parse::<i32>().ok();
+            continue;
+        }
+        if !is_noise(&line) {
+            println!("{line}");
+        }
+    }
+    let _ = child.wait();
+    let timed_out = watchdog.join().unwrap_or(false);
+    let _ = fs::remove_dir_all(&work);
+    eprintln!("xtask rig: L1 ran for {:.1} s", started.elapsed().as_secs_f64());
+    match status {
+        Some(code) => Ok(code),
+        None if timed_out => bail!("the rig timed out after {timeout:?}"),
+        None => bail!("the rig machine stopped before the command finished (no exit marker)"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_survives_the_shell() {
+        let args = ["sh", "-c", "echo 'a b' \"$X\"; exit 3", "", "ok-arg/x=1"];
+        let quoted: Vec<String> = args.iter().map(|a| shell_quote(a)).collect();
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(format!("for a in {}; do printf '<%s>' \"$a\"; done", quoted.join(" ")))
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "<sh><-c><echo 'a b' \"$X\"; exit 3><><ok-arg/x=1>"
+        );
+    }
+
+    #[test]
+    fn noise_filter_and_cleaning() {
+        assert!(is_noise("[    4.5] kvm [112]: vcpu0 Unhandled WRMSR"));
+        assert!(!is_noise("[ok] test passed"));
+        assert!(!is_noise("test result: ok"));
+        assert_eq!(clean("\u{1b}[2J\u{1b}[0mhello\r"), "hello");
+    }
+}

@@ -1,0 +1,107 @@
+//! `cargo xtask test` (every test; what CI runs) and `cargo xtask demo`.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use crate::{deps, initramfs, kernel, rig, util};
+
+/// Test executables of the `ironpod-tests` package (they boot Linux guests).
+fn linux_test_executables() -> Result<Vec<PathBuf>> {
+    let out = util::output(util::cargo().args([
+        "test",
+        "-p",
+        "ironpod-tests",
+        "--no-run",
+        "--message-format=json",
+        "-q",
+    ]))?;
+    let mut exes = Vec::new();
+    for line in out.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        if v["reason"] == "compiler-artifact" && v["profile"]["test"] == true {
+            if let Some(e) = v["executable"].as_str() {
+                exes.push(PathBuf::from(e));
+            }
+        }
+    }
+    if exes.is_empty() {
+        bail!("package ironpod-tests produced no test executables");
+    }
+    Ok(exes)
+}
+
+/// Runs every test: formatting, lints, host tests, then the Linux-booting tests directly on
+/// KVM or, where KVM cannot run Linux, inside the rig. Never skips them.
+pub fn run() -> Result<()> {
+    deps::ensure()?;
+    let vmlinux = kernel::build()?;
+    let initrd = initramfs::build()?;
+    eprintln!("xtask test: kernel {}, initramfs {}", vmlinux.display(), initrd.display());
+    util::run(util::cargo().args(["fmt", "--all", "--check"]))?;
+    util::run(util::cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "-q",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    util::run(util::cargo().args(["test", "--workspace", "--exclude", "ironpod-tests"]))?;
+    util::run(util::cargo().args(["build", "--workspace", "--bins", "-q"]))?;
+    let exes = linux_test_executables()?;
+    let mut script = String::from("set -e\n");
+    for e in &exes {
+        script.push_str(&format!("echo '== {}'\n{} --test-threads=1\n", e.display(), e.display()));
+    }
+    match util::direct_kvm() {
+        Ok(()) => {
+            eprintln!(
+                "xtask test: this machine has hardware KVM: running the Linux guest tests directly"
+            );
+            util::run(Command::new("bash").arg("-c").arg(&script))
+        }
+        Err(why) => {
+            eprintln!("xtask test: {why}, so the Linux guest tests run inside the rig");
+            let code = rig::run(
+                &["bash".into(), "-c".into(), script],
+                false,
+                Duration::from_secs(3600),
+                4096,
+            )?;
+            if code != 0 {
+                bail!("Linux guest tests failed in the rig (exit status {code})");
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Builds everything and boots a microVM with our VMM, printing what the agent reports.
+pub fn demo() -> Result<()> {
+    deps::ensure()?;
+    kernel::build()?;
+    initramfs::build()?;
+    util::run(util::cargo().args(["build", "--release", "--workspace", "--bins", "-q"]))?;
+    let args: Vec<String> =
+        ["ironpod", "vm", "check", "--vcpus", "2"].iter().map(|s| s.to_string()).collect();
+    match util::direct_kvm() {
+        Ok(()) => {
+            let bin = util::target_dir().join("release/ironpod");
+            util::run(Command::new(bin).args(&args[1..])).context("ironpod vm check")
+        }
+        Err(why) => {
+            eprintln!(
+                "xtask demo: {why}: booting inside the test rig (a QEMU machine with nested KVM)"
+            );
+            let code = rig::run(&args, true, Duration::from_secs(600), 2048)?;
+            if code != 0 {
+                bail!("ironpod vm check failed in the rig (exit status {code})");
+            }
+            Ok(())
+        }
+    }
+}
