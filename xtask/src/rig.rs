@@ -314,7 +314,7 @@ pub fn run(cmd: &[String], release: bool, timeout: Duration, mem_mib: u64) -> Re
         .arg(&initrd)
         .arg("-append")
         .arg(format!(
-            "console=ttyS0 reboot=t panic=-1 quiet ironpod.script={}",
+            "console=ttyS0 reboot=t panic=-1 quiet loglevel=1 ironpod.script={}",
             script_path.display()
         ))
         .args(["-fsdev", "local,id=hr,path=/,security_model=none,readonly=on,multidevs=remap"])
