@@ -50,7 +50,12 @@ pub fn connect_hybrid(uds: &Path, port: u32, timeout: Duration) -> Result<UnixSt
             Ok(0) => return Err(ClientError::Refused(port)),
             Ok(_) if byte[0] == b'\n' => break,
             Ok(_) => line.push(byte[0]),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
                 return Err(ClientError::Timeout(timeout))
             }
             Err(e) => return Err(e.into()),
@@ -98,9 +103,14 @@ impl AgentClient {
 
     /// Performs the handshake on an open stream.
     pub fn handshake(mut stream: UnixStream) -> Result<Self, ClientError> {
-        proto::send(&mut stream, &Hello { protocol_version: PROTOCOL_VERSION, client: "ironpod".into() })?;
+        proto::send(
+            &mut stream,
+            &Hello { protocol_version: PROTOCOL_VERSION, client: "ironpod".into() },
+        )?;
         match proto::recv::<_, HelloReply>(&mut stream)? {
-            HelloReply::Ok { protocol_version, agent_version } if protocol_version == PROTOCOL_VERSION => {
+            HelloReply::Ok { protocol_version, agent_version }
+                if protocol_version == PROTOCOL_VERSION =>
+            {
                 Ok(AgentClient { stream, next_id: 1, agent_version })
             }
             HelloReply::Ok { protocol_version, .. } => Err(ClientError::Protocol(format!(
@@ -128,7 +138,12 @@ impl AgentClient {
         self.next_id += 1;
         proto::send(&mut self.stream, &Request { id, body })?;
         let resp: Response = proto::recv(&mut self.stream).map_err(|e| match e {
-            FrameError::Io(io) if matches!(io.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            FrameError::Io(io)
+                if matches!(
+                    io.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
                 ClientError::Timeout(self.stream.read_timeout().ok().flatten().unwrap_or_default())
             }
             e => e.into(),
@@ -157,7 +172,13 @@ impl AgentClient {
     }
 
     /// Mounts a filesystem in the guest.
-    pub fn mount(&mut self, source: &str, target: &str, fstype: &str, read_only: bool) -> Result<(), ClientError> {
+    pub fn mount(
+        &mut self,
+        source: &str,
+        target: &str,
+        fstype: &str,
+        read_only: bool,
+    ) -> Result<(), ClientError> {
         let body = RequestBody::Mount {
             source: source.into(),
             target: target.into(),
@@ -172,7 +193,11 @@ impl AgentClient {
     pub fn read_file(&mut self, path: &str) -> Result<Vec<u8>, ClientError> {
         let mut out = Vec::new();
         loop {
-            let body = RequestBody::ReadFile { path: path.into(), offset: out.len() as u64, max_len: proto::MAX_READ };
+            let body = RequestBody::ReadFile {
+                path: path.into(),
+                offset: out.len() as u64,
+                max_len: proto::MAX_READ,
+            };
             match self.call(body)? {
                 ResponseBody::Data { data, eof } => {
                     out.extend_from_slice(&data);
@@ -187,7 +212,11 @@ impl AgentClient {
 
     /// Writes a guest file.
     pub fn write_file(&mut self, path: &str, data: &[u8]) -> Result<(), ClientError> {
-        self.expect_done(RequestBody::WriteFile { path: path.into(), data: data.to_vec(), append: false })
+        self.expect_done(RequestBody::WriteFile {
+            path: path.into(),
+            data: data.to_vec(),
+            append: false,
+        })
     }
 
     /// Asks the agent to end the VM.
@@ -225,7 +254,14 @@ mod tests {
                 }
                 s.write_all(b"OK 1073741824\n").unwrap();
                 let _: Hello = proto::recv(&mut s).unwrap();
-                proto::send(&mut s, &HelloReply::Ok { protocol_version: PROTOCOL_VERSION, agent_version: "9.9".into() }).unwrap();
+                proto::send(
+                    &mut s,
+                    &HelloReply::Ok {
+                        protocol_version: PROTOCOL_VERSION,
+                        agent_version: "9.9".into(),
+                    },
+                )
+                .unwrap();
                 while let Ok(req) = proto::recv::<_, Request>(&mut s) {
                     let result = match req.body {
                         RequestBody::Ping { nonce } => ResponseBody::Pong { nonce },
@@ -233,7 +269,8 @@ mod tests {
                         _ => ResponseBody::Done,
                     };
                     let last = matches!(result, ResponseBody::Done);
-                    proto::send(&mut s, &Response { id: req.id, result: Ok(result).into() }).unwrap();
+                    proto::send(&mut s, &Response { id: req.id, result: Ok(result).into() })
+                        .unwrap();
                     if last {
                         return;
                     }
@@ -247,7 +284,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("v.sock");
         let t = fake_vmm(&sock);
-        assert!(matches!(connect_hybrid(&sock, 5, Duration::from_secs(2)), Err(ClientError::Refused(5))));
+        assert!(matches!(
+            connect_hybrid(&sock, 5, Duration::from_secs(2)),
+            Err(ClientError::Refused(5))
+        ));
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut c = AgentClient::connect(&sock, 1024, deadline, || Ok(())).unwrap();
         assert_eq!(c.agent_version(), "9.9");
@@ -260,10 +300,18 @@ mod tests {
     fn gives_up_when_vm_dies_or_deadline_passes() {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("none.sock");
-        let e = AgentClient::connect(&sock, 1024, Instant::now() + Duration::from_secs(5), || Err(" (status 1)".into()))
-            .unwrap_err();
+        let e = AgentClient::connect(&sock, 1024, Instant::now() + Duration::from_secs(5), || {
+            Err(" (status 1)".into())
+        })
+        .unwrap_err();
         assert!(matches!(e, ClientError::VmGone(_)), "{e}");
-        let e = AgentClient::connect(&sock, 1024, Instant::now() + Duration::from_millis(50), || Ok(())).unwrap_err();
+        let e = AgentClient::connect(
+            &sock,
+            1024,
+            Instant::now() + Duration::from_millis(50),
+            || Ok(()),
+        )
+        .unwrap_err();
         assert!(matches!(e, ClientError::Timeout(_)), "{e}");
     }
 }

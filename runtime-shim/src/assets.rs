@@ -18,10 +18,16 @@ pub struct MissingAsset {
 }
 
 fn from_env_or(var: &str, default: &str) -> PathBuf {
-    std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| Path::new(DEFAULT_ASSET_DIR).join(default))
+    std::env::var_os(var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(DEFAULT_ASSET_DIR).join(default))
 }
 
-fn existing(what: &'static str, path: PathBuf, hint: &'static str) -> Result<PathBuf, MissingAsset> {
+fn existing(
+    what: &'static str,
+    path: PathBuf,
+    hint: &'static str,
+) -> Result<PathBuf, MissingAsset> {
     if path.is_file() {
         Ok(path)
     } else {
@@ -36,7 +42,11 @@ pub fn kernel() -> Result<PathBuf, MissingAsset> {
 
 /// The agent initramfs: `$IRONPOD_INITRAMFS` or `/usr/local/share/ironpod/initramfs.img`.
 pub fn initramfs() -> Result<PathBuf, MissingAsset> {
-    existing("initramfs", from_env_or("IRONPOD_INITRAMFS", "initramfs.img"), "run `cargo xtask initramfs`")
+    existing(
+        "initramfs",
+        from_env_or("IRONPOD_INITRAMFS", "initramfs.img"),
+        "run `cargo xtask initramfs`",
+    )
 }
 
 /// The VMM binary: `$IRONPOD_VMM`, else `ironpod-vmm` next to the running executable, else

@@ -77,7 +77,10 @@ impl VmSpec {
     }
 
     /// Like [`VmSpec::with_defaults`], with an explicit kernel and/or initramfs.
-    pub fn with_defaults_or(kernel: Option<PathBuf>, initrd: Option<PathBuf>) -> Result<Self, VmError> {
+    pub fn with_defaults_or(
+        kernel: Option<PathBuf>,
+        initrd: Option<PathBuf>,
+    ) -> Result<Self, VmError> {
         let kernel = match kernel {
             Some(k) => k,
             None => assets::kernel()?,
@@ -100,8 +103,16 @@ impl VmSpec {
 
 fn unique_id() -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-    format!("{:x}-{:x}-{:x}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed), nanos & 0xffff)
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{:x}-{:x}-{:x}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        nanos & 0xffff
+    )
 }
 
 /// A running VMM process. Dropping it kills the VMM and removes its runtime directory.
@@ -138,10 +149,14 @@ impl RunningVm {
             cmdline,
             disks: spec.disks.clone(),
             vsock: Some(VsockConfig { cid: GUEST_CID, uds_path: uds.clone() }),
-            serial: spec.serial.clone().unwrap_or_else(|| SerialOutput::File(dir.join("console.log"))),
+            serial: spec
+                .serial
+                .clone()
+                .unwrap_or_else(|| SerialOutput::File(dir.join("console.log"))),
         };
         let cfg_path = dir.join("vm.json");
-        let text = serde_json::to_vec_pretty(&config).map_err(|e| VmError::Prepare { path: cfg_path.clone(), source: e.into() })?;
+        let text = serde_json::to_vec_pretty(&config)
+            .map_err(|e| VmError::Prepare { path: cfg_path.clone(), source: e.into() })?;
         fs::write(&cfg_path, text).map_err(prep(&cfg_path))?;
         let stderr = fs::File::create(dir.join("vmm.log")).map_err(prep(&dir.join("vmm.log")))?;
         let binary = assets::vmm_binary();
@@ -198,17 +213,21 @@ impl RunningVm {
     pub fn wait_agent(&mut self, timeout: Duration) -> Result<AgentClient, VmError> {
         let deadline = Instant::now() + timeout;
         let uds = self.uds.clone();
-        let client = AgentClient::connect(&uds, AGENT_VSOCK_PORT, deadline, || match self.try_exit() {
-            None => Ok(()),
-            Some(status) => {
-                let log = self.vmm_log();
-                Err(format!(" ({status}){}", if log.is_empty() { String::new() } else { format!(": {log}") }))
-            }
-        })
-        .map_err(|e| match e {
-            ClientError::Timeout(_) => ClientError::Timeout(timeout),
-            e => e,
-        })?;
+        let client =
+            AgentClient::connect(&uds, AGENT_VSOCK_PORT, deadline, || match self.try_exit() {
+                None => Ok(()),
+                Some(status) => {
+                    let log = self.vmm_log();
+                    Err(format!(
+                        " ({status}){}",
+                        if log.is_empty() { String::new() } else { format!(": {log}") }
+                    ))
+                }
+            })
+            .map_err(|e| match e {
+                ClientError::Timeout(_) => ClientError::Timeout(timeout),
+                e => e,
+            })?;
         Ok(client)
     }
 
@@ -228,7 +247,11 @@ impl RunningVm {
 
     /// Asks the agent to end the VM and waits for the VMM to exit (killing it after
     /// `timeout`).
-    pub fn shutdown(&mut self, client: &mut AgentClient, timeout: Duration) -> Result<ExitStatus, VmError> {
+    pub fn shutdown(
+        &mut self,
+        client: &mut AgentClient,
+        timeout: Duration,
+    ) -> Result<ExitStatus, VmError> {
         client.shutdown()?;
         match self.wait_exit(timeout) {
             Some(s) => Ok(s),

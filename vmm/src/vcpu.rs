@@ -95,12 +95,14 @@ impl Vcpu {
                                 }
                             }
                         },
-                        VcpuExit::FailEntry(reason, cpu) => return VcpuStop::Error {
-                            vcpu: index,
-                            reason: format!(
+                        VcpuExit::FailEntry(reason, cpu) => {
+                            return VcpuStop::Error {
+                                vcpu: index,
+                                reason: format!(
                                 "KVM entry failed: hardware reason {reason:#x} on host CPU {cpu}"
                             ),
-                        },
+                            }
+                        }
                         VcpuExit::InternalError => {
                             return VcpuStop::Error {
                                 vcpu: index,

@@ -341,7 +341,8 @@ impl Vm {
             ._kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(kvm_call("get supported CPUID"))?;
-        let caps = cpuid::HostCaps { tsc_deadline: self._kvm.check_extension(Cap::TscDeadlineTimer) };
+        let caps =
+            cpuid::HostCaps { tsc_deadline: self._kvm.check_extension(Cap::TscDeadlineTimer) };
         let pio = Arc::new(std::mem::take(&mut self.pio));
         let mmio = Arc::new(std::mem::take(&mut self.mmio));
         let mut vcpus = Vec::new();

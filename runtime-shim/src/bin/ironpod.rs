@@ -69,7 +69,8 @@ struct CheckReport {
 }
 
 fn check(args: CheckArgs) -> Result<(), String> {
-    let mut spec = VmSpec::with_defaults_or(args.kernel.clone(), args.initrd.clone()).map_err(|e| e.to_string())?;
+    let mut spec = VmSpec::with_defaults_or(args.kernel.clone(), args.initrd.clone())
+        .map_err(|e| e.to_string())?;
     spec.vcpus = args.vcpus;
     spec.memory_mib = args.memory;
     spec.serial = args.serial.as_deref().map(|s| match s {
@@ -101,7 +102,11 @@ fn check(args: CheckArgs) -> Result<(), String> {
         println!("agent ready in {} ms", report.ready_ms);
         println!("agent version: {}", report.agent_version);
         println!("guest kernel: {}", report.kernel_release);
-        println!("guest CPUs: {}, memory: {} MiB", report.cpus_online, report.memory_total_kib / 1024);
+        println!(
+            "guest CPUs: {}, memory: {} MiB",
+            report.cpus_online,
+            report.memory_total_kib / 1024
+        );
         if let Some(k) = report.vmm_overhead_kib {
             println!("VMM memory overhead (RSS without guest RAM): {} KiB", k);
         }

@@ -8,9 +8,9 @@
 
 pub mod blk;
 pub mod mmio;
-pub mod vsock;
 #[cfg(test)]
 pub mod test_queue;
+pub mod vsock;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

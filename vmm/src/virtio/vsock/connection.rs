@@ -22,6 +22,17 @@ pub enum State {
     Established,
 }
 
+/// Why forwarding guest data to the host failed (the connection is then reset).
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    /// The guest sent more than the credit we gave it.
+    #[error("the guest exceeded its send credit")]
+    CreditExceeded,
+    /// The host end is closed or failed.
+    #[error("the host stream failed: {0}")]
+    Host(io::Error),
+}
+
 /// What reading from the host stream produced.
 #[derive(Debug, PartialEq, Eq)]
 pub enum HostRead {
@@ -66,7 +77,14 @@ pub struct Connection {
 
 impl Connection {
     /// A new connection over `stream` (set non-blocking by the caller).
-    pub fn new(stream: UnixStream, token: u32, local_port: u32, peer_port: u32, guest_cid: u64, state: State) -> Self {
+    pub fn new(
+        stream: UnixStream,
+        token: u32,
+        local_port: u32,
+        peer_port: u32,
+        guest_cid: u64,
+        state: State,
+    ) -> Self {
         Connection {
             stream,
             token,
@@ -135,9 +153,9 @@ impl Connection {
 
     /// Forwards guest data to the host stream, buffering what the stream does not take now.
     /// Fails when the guest sends beyond the credit we gave it.
-    pub fn send_to_host(&mut self, data: &[u8]) -> Result<(), ()> {
+    pub fn send_to_host(&mut self, data: &[u8]) -> Result<(), ConnError> {
         if self.tx_buf.len() + data.len() > BUF_ALLOC as usize {
-            return Err(());
+            return Err(ConnError::CreditExceeded);
         }
         if !self.tx_buf.is_empty() {
             self.tx_buf.extend(data);
@@ -146,11 +164,11 @@ impl Connection {
         let mut written = 0;
         while written < data.len() {
             match self.stream.write(&data[written..]) {
-                Ok(0) => return Err(()),
+                Ok(0) => return Err(ConnError::Host(io::ErrorKind::WriteZero.into())),
                 Ok(n) => written += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(_) => return Err(()),
+                Err(e) => return Err(ConnError::Host(e)),
             }
         }
         self.fwd_cnt += Wrapping(written as u32);
@@ -159,18 +177,18 @@ impl Connection {
     }
 
     /// Writes buffered guest data to the host stream (on writability).
-    pub fn flush_to_host(&mut self) -> Result<(), ()> {
+    pub fn flush_to_host(&mut self) -> Result<(), ConnError> {
         while !self.tx_buf.is_empty() {
             let (front, _) = self.tx_buf.as_slices();
             match self.stream.write(front) {
-                Ok(0) => return Err(()),
+                Ok(0) => return Err(ConnError::Host(io::ErrorKind::WriteZero.into())),
                 Ok(n) => {
                     self.tx_buf.drain(..n);
                     self.fwd_cnt += Wrapping(n as u32);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(_) => return Err(()),
+                Err(e) => return Err(ConnError::Host(e)),
             }
         }
         Ok(())

@@ -20,7 +20,10 @@ use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::features::VIRTIO_F_VERSION_1;
-use super::{device_type, read_config_bytes, ActivateContext, ActivateError, GuestMemoryMmap, Interrupt, VirtioDevice};
+use super::{
+    device_type, read_config_bytes, ActivateContext, ActivateError, GuestMemoryMmap, Interrupt,
+    VirtioDevice,
+};
 use muxer::{Muxer, Registrar};
 use packet::{write_packet, HDR_LEN, MAX_PAYLOAD};
 
@@ -105,15 +108,17 @@ impl Vsock {
         let mut used = false;
         while let Some(chain) = a.tx.pop_descriptor_chain(&mem) {
             let head = chain.head_index();
-            match chain.reader(&mem) {
-                Ok(mut r) => match packet::read_packet(&mut r) {
+            // A chain that is not even readable (addresses outside guest memory, loops) is
+            // dropped; one whose header could be read is answered.
+            if let Ok(mut r) = chain.reader(&mem) {
+                match packet::read_packet(&mut r) {
                     Ok(p) => packets.push(p),
-                    Err((_, Some(hdr))) => {
-                        packets.push(packet::Packet { hdr: packet::Header { op: u16::MAX, ..hdr }, data: vec![] })
-                    }
+                    Err((_, Some(hdr))) => packets.push(packet::Packet {
+                        hdr: packet::Header { op: u16::MAX, ..hdr },
+                        data: vec![],
+                    }),
                     Err((_, None)) => {}
-                },
-                Err(_) => {}
+                }
             }
             let _ = a.tx.add_used(&mem, head, 0);
             used = true;
@@ -251,7 +256,9 @@ impl MutEventSubscriber for Vsock {
                 eprintln!("ironpod-vmm: vsock: cannot watch queue {i}: {err:?}");
             }
         }
-        if let Err(err) = ops.add(Events::with_data_raw(self.muxer.listener_fd(), TOKEN_LISTENER, EventSet::IN)) {
+        if let Err(err) =
+            ops.add(Events::with_data_raw(self.muxer.listener_fd(), TOKEN_LISTENER, EventSet::IN))
+        {
             eprintln!("ironpod-vmm: vsock: cannot watch the listener: {err:?}");
         }
     }

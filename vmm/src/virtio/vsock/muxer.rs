@@ -38,10 +38,8 @@ pub trait Registrar {
 
 /// Edge-triggered stream readiness: we read/write until WouldBlock, so level-triggered
 /// wakeups for data we cannot deliver yet (no credit, no rx buffers) never spin the loop.
-pub const STREAM_EVENTS: EventSet = EventSet::IN
-    .union(EventSet::OUT)
-    .union(EventSet::EDGE_TRIGGERED)
-    .union(EventSet::READ_HANG_UP);
+pub const STREAM_EVENTS: EventSet =
+    EventSet::IN.union(EventSet::OUT).union(EventSet::EDGE_TRIGGERED).union(EventSet::READ_HANG_UP);
 
 type Key = (u32, u32); // (local host port, guest port)
 
@@ -114,7 +112,10 @@ impl Muxer {
         let bind_err = |source| MuxerError::Bind { path: uds_path.display().to_string(), source };
         if uds_path.exists() {
             if UnixStream::connect(uds_path).is_ok() {
-                return Err(bind_err(io::Error::new(io::ErrorKind::AddrInUse, "another process is listening there")));
+                return Err(bind_err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    "another process is listening there",
+                )));
             }
             std::fs::remove_file(uds_path).map_err(bind_err)?;
         }
@@ -171,7 +172,8 @@ impl Muxer {
         loop {
             match self.listener.accept() {
                 Ok((stream, _)) => {
-                    if self.tokens.len() >= MAX_CONNECTIONS || stream.set_nonblocking(true).is_err() {
+                    if self.tokens.len() >= MAX_CONNECTIONS || stream.set_nonblocking(true).is_err()
+                    {
                         continue; // dropped: the client sees EOF
                     }
                     let token = self.alloc_token();
@@ -226,7 +228,14 @@ impl Muxer {
                 match parse_connect(&line) {
                     Some(port) => {
                         let local = self.alloc_local_port(port);
-                        let mut conn = Connection::new(stream, token, local, port, self.guest_cid, State::Connecting);
+                        let mut conn = Connection::new(
+                            stream,
+                            token,
+                            local,
+                            port,
+                            self.guest_cid,
+                            State::Connecting,
+                        );
                         let req = conn.control(op::REQUEST, 0);
                         self.queue(req);
                         self.conns.insert((local, port), conn);
@@ -258,8 +267,12 @@ impl Muxer {
                 let _ = conn.stream.shutdown(std::net::Shutdown::Write);
             }
         }
-        if events.intersects(EventSet::IN | EventSet::READ_HANG_UP | EventSet::HANG_UP | EventSet::ERROR) {
-            if conn.state == State::Connecting && events.intersects(EventSet::HANG_UP | EventSet::ERROR) {
+        if events
+            .intersects(EventSet::IN | EventSet::READ_HANG_UP | EventSet::HANG_UP | EventSet::ERROR)
+        {
+            if conn.state == State::Connecting
+                && events.intersects(EventSet::HANG_UP | EventSet::ERROR)
+            {
                 // The host client gave up before the guest answered.
                 self.reset(key, reg);
                 return;
@@ -367,7 +380,14 @@ impl Muxer {
             }
         };
         let token = self.alloc_token();
-        let mut conn = Connection::new(stream, token, h.dst_port, h.src_port, self.guest_cid, State::Established);
+        let mut conn = Connection::new(
+            stream,
+            token,
+            h.dst_port,
+            h.src_port,
+            self.guest_cid,
+            State::Established,
+        );
         conn.update_peer_credit(h);
         conn.rx_ready = true;
         reg.add(conn.stream.as_raw_fd(), token, STREAM_EVENTS);
@@ -380,7 +400,10 @@ impl Muxer {
     /// Whether anything may be sent to the guest.
     pub fn has_work(&self) -> bool {
         !self.pending.is_empty()
-            || self.conns.values().any(|c| c.rx_ready && !c.host_eof && c.state == State::Established)
+            || self
+                .conns
+                .values()
+                .any(|c| c.rx_ready && !c.host_eof && c.state == State::Established)
     }
 
     /// The next packet for the guest that fits `room` bytes of payload, if any.

@@ -144,7 +144,10 @@ pub fn read_packet<B: BitmapSlice>(
 
 /// Writes a packet into a device-writable chain; returns the bytes written, or `None` when
 /// the chain cannot hold the header and payload.
-pub fn write_packet<B: BitmapSlice>(writer: &mut virtio_queue::Writer<'_, B>, pkt: &Packet) -> Option<u32> {
+pub fn write_packet<B: BitmapSlice>(
+    writer: &mut virtio_queue::Writer<'_, B>,
+    pkt: &Packet,
+) -> Option<u32> {
     let total = HDR_LEN + pkt.data.len();
     if writer.available_bytes() < total {
         return None;
