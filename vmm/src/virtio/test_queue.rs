@@ -20,19 +20,23 @@ pub struct TestQueue {
     pub mem: GuestMemoryMmap,
     size: u16,
     next_desc: u16,
+    base: u64,
 }
-
-const DESC_TABLE: u64 = 0;
 
 impl TestQueue {
     /// A queue of `size` entries in fresh guest memory.
     pub fn new(size: u16) -> Self {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 16 << 20)]).unwrap();
-        TestQueue { mem, size, next_desc: 0 }
+        TestQueue { mem, size, next_desc: 0, base: 0 }
+    }
+
+    /// Another queue of `size` entries at `base` in the same guest memory.
+    pub fn sibling(&self, base: u64, size: u16) -> Self {
+        TestQueue { mem: self.mem.clone(), size, next_desc: 0, base }
     }
 
     fn avail_addr(&self) -> u64 {
-        DESC_TABLE + 16 * self.size as u64
+        self.base + 16 * self.size as u64
     }
 
     fn used_addr(&self) -> u64 {
@@ -44,7 +48,7 @@ impl TestQueue {
         let mut q = Queue::new(self.size).unwrap();
         q.set_size(self.size);
         q.set_ready(true);
-        q.set_desc_table_address(Some(DESC_TABLE as u32), Some(0));
+        q.set_desc_table_address(Some(self.base as u32), Some(0));
         q.set_avail_ring_address(Some(self.avail_addr() as u32), Some(0));
         q.set_used_ring_address(Some(self.used_addr() as u32), Some(0));
         q
@@ -63,7 +67,7 @@ impl TestQueue {
     }
 
     fn store_desc(&self, index: u16, addr: u64, len: u32, flags: u16, next: u16) {
-        let base = DESC_TABLE + 16 * (index % self.size) as u64;
+        let base = self.base + 16 * (index % self.size) as u64;
         self.mem.write_obj(addr, GuestAddress(base)).unwrap();
         self.mem.write_obj(len, GuestAddress(base + 8)).unwrap();
         self.mem.write_obj(flags, GuestAddress(base + 12)).unwrap();

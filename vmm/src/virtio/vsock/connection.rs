@@ -199,10 +199,15 @@ impl Connection {
         !self.tx_buf.is_empty()
     }
 
-    /// Whether the guest should hear about freed buffer space.
+    /// Whether the guest should hear about freed buffer space: after a good chunk was
+    /// forwarded (not after every packet: that would double the packet rate).
     pub fn needs_credit_update(&self) -> bool {
         (self.fwd_cnt - self.last_fwd_cnt_sent).0 >= CREDIT_UPDATE_THRESHOLD
-            || (self.tx_buf.is_empty() && self.fwd_cnt != self.last_fwd_cnt_sent)
+    }
+
+    /// Whether anything was forwarded since the guest last heard our count.
+    pub fn has_unannounced_credit(&self) -> bool {
+        self.fwd_cnt != self.last_fwd_cnt_sent
     }
 
     /// Reads at most `max` bytes (bounded by the guest's credit) from the host stream.
@@ -260,10 +265,11 @@ mod tests {
         h.fwd_cnt = 4;
         c.update_peer_credit(&h);
         assert_eq!(c.read_from_host(100), HostRead::Data(b"abcd".to_vec()));
-        assert_eq!(c.read_from_host(100), HostRead::WouldBlock);
+        assert_eq!(c.read_from_host(100), HostRead::WouldBlock, "credit used up again");
         drop(peer);
         h.fwd_cnt = 14;
         c.update_peer_credit(&h);
+        assert_eq!(c.read_from_host(100), HostRead::Data(b"ef".to_vec()));
         assert_eq!(c.read_from_host(100), HostRead::Eof);
     }
 
@@ -290,9 +296,21 @@ mod tests {
         let mut buf = [0u8; 5];
         peer.read_exact(&mut buf).unwrap();
         assert_eq!(&buf, b"hello");
+        assert!(!c.needs_credit_update(), "not for five bytes");
+        assert!(c.has_unannounced_credit());
+        let big = vec![1u8; CREDIT_UPDATE_THRESHOLD as usize];
+        let reader = std::thread::spawn(move || {
+            let mut all = vec![0u8; CREDIT_UPDATE_THRESHOLD as usize];
+            peer.read_exact(&mut all).unwrap();
+        });
+        c.send_to_host(&big).unwrap();
+        while c.has_buffered() {
+            c.flush_to_host().unwrap();
+        }
+        reader.join().unwrap();
         assert!(c.needs_credit_update());
         let h = c.header(op::CREDIT_UPDATE, 0);
-        assert_eq!(h.fwd_cnt, 5);
+        assert_eq!(h.fwd_cnt, 5 + CREDIT_UPDATE_THRESHOLD);
         assert!(!c.needs_credit_update());
     }
 }

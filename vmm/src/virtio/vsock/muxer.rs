@@ -259,7 +259,10 @@ impl Muxer {
                 self.reset(key, reg);
                 return;
             }
-            if conn.needs_credit_update() && conn.state == State::Established {
+            // The host was slow and the guest may be waiting for room: tell it once the
+            // backlog is gone, or whenever a good chunk was freed.
+            let drained = !conn.has_buffered() && conn.has_unannounced_credit();
+            if (drained || conn.needs_credit_update()) && conn.state == State::Established {
                 let p = conn.control(op::CREDIT_UPDATE, 0);
                 push(&mut self.pending, p);
             }
