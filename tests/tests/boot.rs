@@ -194,3 +194,15 @@ fn vmm_reports_a_missing_initramfs() {
     let e = vm.wait_agent(Duration::from_secs(30)).unwrap_err();
     assert!(e.to_string().contains("/nonexistent/initramfs.img"), "{e}");
 }
+
+#[test]
+fn a_guest_without_init_ends_instead_of_hanging() {
+    require_linux_kvm();
+    // No init the kernel can run: it panics, and panic=-1 + reboot=k turn that into a reset.
+    let mut s = spec();
+    s.cmdline_extra = "rdinit=/does-not-exist init=/does-not-exist".into();
+    let mut vm = RunningVm::start(&s).unwrap();
+    let e = vm.wait_agent(BOOT_TIMEOUT).unwrap_err();
+    assert!(e.to_string().contains("exited"), "{e}");
+    assert!(vm.wait_exit(Duration::from_secs(5)).is_some());
+}
