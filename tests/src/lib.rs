@@ -8,23 +8,7 @@ use std::path::PathBuf;
 
 /// Why this machine cannot boot Linux guests on KVM, or `None` if it can.
 pub fn linux_kvm_unavailable() -> Option<String> {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let has_hw = cpuinfo
-        .lines()
-        .filter(|l| l.starts_with("flags"))
-        .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
-    if !has_hw {
-        return Some("the CPU has no vmx/svm flag, so KVM cannot run a Linux guest here".into());
-    }
-    if std::path::Path::new("/sys/module/kvm_pvm").exists() {
-        return Some(
-            "/dev/kvm is kvm_pvm (software nested virtualization), which cannot boot Linux".into(),
-        );
-    }
-    if let Err(e) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
-        return Some(format!("cannot open /dev/kvm: {e}"));
-    }
-    None
+    ironpod_vmm::host::linux_guest_blocker()
 }
 
 /// Fails the calling test, with the reason, when Linux guests cannot run on this machine.

@@ -3,6 +3,7 @@ pub mod arch;
 pub mod bus;
 pub mod config;
 pub mod devices;
+pub mod host;
 pub mod signals;
 pub mod vcpu;
 pub mod virtio;

@@ -64,17 +64,8 @@ pub fn sha256_parts(parts: &[&[u8]]) -> String {
 /// Copies `src` to `dst` through a temporary file and a rename, so readers never see a
 /// partial file.
 pub fn install(src: &Path, dst: &Path) -> Result<()> {
-    let dir = dst.parent().context("install target has no parent")?;
-    fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        dst.file_name().and_then(|n| n.to_str()).unwrap_or("x"),
-        std::process::id()
-    ));
-    fs::copy(src, &tmp).with_context(|| format!("copy {} to {}", src.display(), tmp.display()))?;
-    fs::File::open(&tmp)?.sync_all()?;
-    fs::rename(&tmp, dst)?;
-    Ok(())
+    let data = fs::read(src).with_context(|| format!("read {}", src.display()))?;
+    write_atomic(dst, &data)
 }
 
 /// Writes `data` to `dst` through a temporary file and a rename.
@@ -115,21 +106,10 @@ impl Lock {
 
 /// Whether this machine can run Linux guests on KVM directly, or why not.
 pub fn direct_kvm() -> std::result::Result<(), String> {
-    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let hw = cpuinfo
-        .lines()
-        .filter(|l| l.starts_with("flags"))
-        .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
-    if !hw {
-        return Err("the CPU has no vmx/svm".into());
+    match ironpod_vmm::host::linux_guest_blocker() {
+        None => Ok(()),
+        Some(why) => Err(why),
     }
-    if Path::new("/sys/module/kvm_pvm").exists() {
-        return Err("/dev/kvm is kvm_pvm (software nested virtualization)".into());
-    }
-    if fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_err() {
-        return Err("/dev/kvm cannot be opened".into());
-    }
-    Ok(())
 }
 
 #[cfg(test)]
