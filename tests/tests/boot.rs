@@ -24,6 +24,14 @@ fn boot(spec: &VmSpec) -> (RunningVm, ironpod_runtime::agent_client::AgentClient
         let console = std::fs::read_to_string(vm.dir().join("console.log")).unwrap_or_default();
         panic!("agent not ready: {e}\nVMM: {}\nconsole:\n{console}", vm.vmm_log())
     });
+    println!(
+        "booted {} ({} vCPU, {} disk(s)) with ironpod-vmm pid {}: agent ready in {} ms",
+        spec.kernel.display(),
+        spec.vcpus,
+        spec.disks.len(),
+        vm.pid(),
+        vm.started().elapsed().as_millis()
+    );
     (vm, agent)
 }
 

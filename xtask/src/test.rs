@@ -55,7 +55,11 @@ pub fn run() -> Result<()> {
     let exes = linux_test_executables()?;
     let mut script = String::from("set -e\n");
     for e in &exes {
-        script.push_str(&format!("echo '== {}'\n{} --test-threads=1\n", e.display(), e.display()));
+        script.push_str(&format!(
+            "echo '== {}'\n{} --test-threads=1 --nocapture\n",
+            e.display(),
+            e.display()
+        ));
     }
     match util::direct_kvm() {
         Ok(()) => {
