@@ -1,0 +1,76 @@
+//! References (name → manifest digest) in SQLite: safe for several processes at once (WAL,
+//! busy timeout), durable (synchronous=FULL).
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::{Digest, ImageError};
+
+/// The database.
+pub struct Db {
+    conn: Connection,
+}
+
+impl Db {
+    /// Opens or creates the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, ImageError> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(60))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS refs (
+                name TEXT PRIMARY KEY NOT NULL,
+                manifest TEXT NOT NULL,
+                updated INTEGER NOT NULL
+            );
+            CREATE INDEX IF NOT EXISTS refs_manifest ON refs(manifest);",
+        )?;
+        Ok(Db { conn })
+    }
+
+    /// Points `name` at `manifest` (replacing an older target).
+    pub fn set_ref(&self, name: &str, manifest: &Digest) -> Result<(), ImageError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        self.conn.execute(
+            "INSERT INTO refs(name, manifest, updated) VALUES (?1, ?2, ?3)
+             ON CONFLICT(name) DO UPDATE SET manifest = excluded.manifest, updated = excluded.updated",
+            params![name, manifest.to_string(), now as i64],
+        )?;
+        Ok(())
+    }
+
+    /// The manifest `name` points at.
+    pub fn get_ref(&self, name: &str) -> Result<Option<String>, ImageError> {
+        Ok(self
+            .conn
+            .query_row("SELECT manifest FROM refs WHERE name = ?1", [name], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Removes a name.
+    pub fn delete_ref(&self, name: &str) -> Result<(), ImageError> {
+        self.conn.execute("DELETE FROM refs WHERE name = ?1", [name])?;
+        Ok(())
+    }
+
+    /// Every (name, manifest).
+    pub fn all_refs(&self) -> Result<Vec<(String, String)>, ImageError> {
+        let mut st = self.conn.prepare("SELECT name, manifest FROM refs ORDER BY name")?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Names pointing at `manifest`.
+    pub fn names_for(&self, manifest: &Digest) -> Result<Vec<String>, ImageError> {
+        let mut st =
+            self.conn.prepare("SELECT name FROM refs WHERE manifest = ?1 ORDER BY name")?;
+        let rows = st.query_map([manifest.to_string()], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}

@@ -1,0 +1,246 @@
+//! ironpod's image store: immutable, content-addressed blobs (sha256-verified on every write,
+//! written to a temporary file, fsynced and renamed into place), references (`name:tag` →
+//! manifest digest) in an SQLite database, and the operations on images that need no
+//! registry: import a root filesystem tarball, list, inspect, tag, remove with garbage
+//! collection, history.
+//!
+//! Concurrency: several `ironpod` processes may use one store. Writers (import, tag) hold a
+//! shared lock on `store.lock` for their whole operation; garbage collection holds it
+//! exclusively, so a blob that was just written but not yet referenced is never collected.
+//! SQLite serialises the reference updates themselves.
+
+mod blobs;
+mod db;
+mod error;
+mod import;
+mod lock;
+mod names;
+mod time;
+
+use std::path::{Path, PathBuf};
+
+use oci_spec::image::{ImageConfiguration, ImageManifest};
+use serde::Serialize;
+
+pub use blobs::{BlobStore, Digest};
+pub use error::ImageError;
+pub use names::ImageName;
+
+/// Default state root.
+pub const DEFAULT_ROOT: &str = "/var/lib/ironpod";
+
+/// Media type of OCI manifests.
+pub const MEDIA_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+/// Media type of OCI image configs.
+pub const MEDIA_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+/// Media type of gzip layers.
+pub const MEDIA_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+
+/// One line of `ironpod images`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ImageSummary {
+    /// Names pointing at this image.
+    pub names: Vec<String>,
+    /// Image id: the config digest.
+    pub id: String,
+    /// Manifest digest.
+    pub manifest: String,
+    /// Creation time (RFC 3339) from the config.
+    pub created: String,
+    /// Sum of compressed layer sizes.
+    pub size: u64,
+}
+
+/// Everything `ironpod image inspect` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageDetails {
+    /// Summary.
+    #[serde(flatten)]
+    pub summary: ImageSummary,
+    /// The manifest.
+    pub manifest_json: ImageManifest,
+    /// The config.
+    pub config: ImageConfiguration,
+}
+
+/// The image store under a state root.
+pub struct ImageStore {
+    root: PathBuf,
+    blobs: BlobStore,
+    db: db::Db,
+}
+
+impl ImageStore {
+    /// Opens (creating if needed) the store under `root`.
+    pub fn open(root: &Path) -> Result<Self, ImageError> {
+        std::fs::create_dir_all(root).map_err(|e| ImageError::io(root, e))?;
+        let blobs = BlobStore::open(root)?;
+        let db = db::Db::open(&root.join("images.db"))?;
+        Ok(ImageStore { root: root.to_path_buf(), blobs, db })
+    }
+
+    /// The blob store.
+    pub fn blobs(&self) -> &BlobStore {
+        &self.blobs
+    }
+
+    fn lock(&self, exclusive: bool) -> Result<lock::StoreLock, ImageError> {
+        lock::StoreLock::acquire(&self.root.join("store.lock"), exclusive)
+    }
+
+    /// Imports a root filesystem tarball (plain or gzip) as a one-layer image named `name`.
+    pub fn import(&self, tarball: &Path, name: &str) -> Result<ImageSummary, ImageError> {
+        let name = ImageName::parse(name)?;
+        let _l = self.lock(false)?;
+        let manifest = import::import(&self.blobs, tarball, &name)?;
+        self.db.set_ref(&name.full(), &manifest)?;
+        self.summary_of(&manifest)
+    }
+
+    fn manifest(&self, digest: &Digest) -> Result<ImageManifest, ImageError> {
+        let bytes = self.blobs.read(digest)?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ImageError::Corrupt(format!("manifest {digest}: {e}")))
+    }
+
+    fn config(&self, m: &ImageManifest) -> Result<(Digest, ImageConfiguration), ImageError> {
+        let d = Digest::from_oci(m.config().digest())?;
+        let bytes = self.blobs.read(&d)?;
+        let c = serde_json::from_slice(&bytes)
+            .map_err(|e| ImageError::Corrupt(format!("config {d}: {e}")))?;
+        Ok((d, c))
+    }
+
+    fn summary_of(&self, manifest: &Digest) -> Result<ImageSummary, ImageError> {
+        let m = self.manifest(manifest)?;
+        let (cd, c) = self.config(&m)?;
+        let mut names: Vec<String> =
+            self.db.names_for(manifest)?.iter().map(|n| names::familiar(n)).collect();
+        names.sort();
+        Ok(ImageSummary {
+            names,
+            id: cd.to_string(),
+            manifest: manifest.to_string(),
+            created: c.created().clone().unwrap_or_default(),
+            size: m.layers().iter().map(|l| l.size()).sum(),
+        })
+    }
+
+    /// Resolves a reference (name, name:tag, or an image/manifest id prefix) to a manifest.
+    pub fn resolve(&self, reference: &str) -> Result<Digest, ImageError> {
+        let hex = reference.strip_prefix("sha256:").unwrap_or(reference);
+        if hex.len() >= 6 && hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+            let mut found = Vec::new();
+            for (_, m) in self.db.all_refs()? {
+                let manifest = Digest::parse(&m)?;
+                let id = self.config(&self.manifest(&manifest)?)?.0;
+                let matches = manifest.hex().starts_with(hex) || id.hex().starts_with(hex);
+                if matches && !found.contains(&manifest) {
+                    found.push(manifest);
+                }
+            }
+            match found.len() {
+                1 => return Ok(found.remove(0)),
+                n if n > 1 => return Err(ImageError::Ambiguous(reference.into())),
+                _ => {}
+            }
+        }
+        let name =
+            ImageName::parse(reference).map_err(|_| ImageError::NotFound(reference.into()))?;
+        match self.db.get_ref(&name.full())? {
+            Some(d) => Digest::parse(&d),
+            None => Err(ImageError::NotFound(reference.into())),
+        }
+    }
+
+    /// All images, newest first.
+    pub fn list(&self) -> Result<Vec<ImageSummary>, ImageError> {
+        let mut manifests: Vec<String> = self.db.all_refs()?.into_iter().map(|(_, m)| m).collect();
+        manifests.sort();
+        manifests.dedup();
+        let mut out = Vec::new();
+        for m in manifests {
+            out.push(self.summary_of(&Digest::parse(&m)?)?);
+        }
+        out.sort_by(|a, b| b.created.cmp(&a.created).then(a.names.cmp(&b.names)));
+        Ok(out)
+    }
+
+    /// Manifest, config and summary of one image.
+    pub fn inspect(&self, reference: &str) -> Result<ImageDetails, ImageError> {
+        let d = self.resolve(reference)?;
+        let m = self.manifest(&d)?;
+        let (_, config) = self.config(&m)?;
+        Ok(ImageDetails { summary: self.summary_of(&d)?, manifest_json: m, config })
+    }
+
+    /// Adds the name `target` for the image `source`.
+    pub fn tag(&self, source: &str, target: &str) -> Result<(), ImageError> {
+        let _l = self.lock(false)?;
+        let d = self.resolve(source)?;
+        let t = ImageName::parse(target)?;
+        if t.digest().is_some() {
+            return Err(ImageError::InvalidName(format!(
+                "{target}: a tag cannot contain a digest"
+            )));
+        }
+        self.db.set_ref(&t.full(), &d)
+    }
+
+    /// Removes a name (or, given an id, every name of that image); blobs no longer reachable
+    /// from any name are deleted. Returns (untagged names, deleted blob digests).
+    pub fn remove(&self, reference: &str) -> Result<(Vec<String>, Vec<String>), ImageError> {
+        let _l = self.lock(true)?;
+        let d = self.resolve(reference)?;
+        let by_name = ImageName::parse(reference).ok().and_then(|n| {
+            self.db
+                .get_ref(&n.full())
+                .ok()
+                .flatten()
+                .filter(|m| *m == d.to_string())
+                .map(|_| n.full())
+        });
+        let untag = match by_name {
+            Some(n) => vec![n],
+            None => self.db.names_for(&d)?,
+        };
+        for n in &untag {
+            self.db.delete_ref(n)?;
+        }
+        let deleted = self.gc_locked()?;
+        Ok((untag.iter().map(|n| names::familiar(n)).collect(), deleted))
+    }
+
+    /// The config's history entries, newest first.
+    pub fn history(&self, reference: &str) -> Result<Vec<oci_spec::image::History>, ImageError> {
+        let d = self.resolve(reference)?;
+        let (_, c) = self.config(&self.manifest(&d)?)?;
+        let mut h = c.history().clone().unwrap_or_default();
+        h.reverse();
+        Ok(h)
+    }
+
+    /// Deletes every blob no name reaches, and stale temporary files.
+    pub fn gc(&self) -> Result<Vec<String>, ImageError> {
+        let _l = self.lock(true)?;
+        self.gc_locked()
+    }
+
+    fn gc_locked(&self) -> Result<Vec<String>, ImageError> {
+        let mut live = std::collections::HashSet::new();
+        for (_, m) in self.db.all_refs()? {
+            let md = Digest::parse(&m)?;
+            live.insert(md.to_string());
+            if let Ok(man) = self.manifest(&md) {
+                live.insert(man.config().digest().to_string());
+                for l in man.layers() {
+                    live.insert(l.digest().to_string());
+                }
+            }
+        }
+        self.blobs.sweep(|d| live.contains(&d.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,190 @@
+//! Store-level tests: import, list, inspect, tag, remove + GC, hostile tarballs, concurrency.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::*;
+
+fn header(path: &str, size: u64, kind: tar::EntryType) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    // Write the name bytes directly: the builder would refuse hostile names.
+    let bytes = h.as_mut_bytes();
+    bytes[..100].fill(0);
+    bytes[..path.len()].copy_from_slice(path.as_bytes());
+    h.set_size(size);
+    h.set_mode(0o755);
+    h.set_entry_type(kind);
+    h.set_cksum();
+    h
+}
+
+fn rootfs_tar(dir: &Path) -> PathBuf {
+    let p = dir.join("rootfs.tar");
+    let mut b = tar::Builder::new(std::fs::File::create(&p).unwrap());
+    let data = b"#!/bin/sh\necho hi\n";
+    let mut h = tar::Header::new_gnu();
+    h.set_size(data.len() as u64);
+    h.set_mode(0o755);
+    h.set_entry_type(tar::EntryType::Regular);
+    b.append_data(&mut h, "bin/hello", &data[..]).unwrap();
+    let mut s = tar::Header::new_gnu();
+    s.set_entry_type(tar::EntryType::Symlink);
+    s.set_size(0);
+    b.append_link(&mut s, "bin/sh", "/bin/busybox").unwrap();
+    b.finish().unwrap();
+    p
+}
+
+fn hostile_tar(
+    dir: &Path,
+    name: &str,
+    entries: &[(&str, tar::EntryType, Option<&str>)],
+) -> PathBuf {
+    let p = dir.join(name);
+    let mut f = std::fs::File::create(&p).unwrap();
+    for (path, kind, link) in entries {
+        let mut h = header(path, 0, *kind);
+        if let Some(l) = link {
+            h.as_mut_bytes()[157..157 + l.len()].copy_from_slice(l.as_bytes());
+            h.set_cksum();
+        }
+        f.write_all(h.as_bytes()).unwrap();
+    }
+    f.write_all(&[0u8; 1024]).unwrap();
+    p
+}
+
+#[test]
+fn import_list_inspect_tag_remove() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(&dir.path().join("root")).unwrap();
+    let tar = rootfs_tar(dir.path());
+    let s = store.import(&tar, "demo").unwrap();
+    assert_eq!(s.names, vec!["demo:latest"]);
+    assert!(s.size > 0);
+    let list = store.list().unwrap();
+    assert_eq!(list.len(), 1);
+    let d = store.inspect("demo").unwrap();
+    assert_eq!(d.config.rootfs().diff_ids().len(), 1);
+    assert_eq!(d.manifest_json.layers().len(), 1);
+    // Every blob is verified when read back.
+    for l in d.manifest_json.layers() {
+        store.blobs().read(&Digest::from_oci(l.digest()).unwrap()).unwrap();
+    }
+    // Tag and resolve by name, by id prefix, by manifest digest.
+    store.tag("demo", "demo:v2").unwrap();
+    store.tag(&s.id[7..19], "localhost:5000/team/demo:x").unwrap();
+    assert_eq!(store.inspect("demo:v2").unwrap().summary.id, s.id);
+    assert_eq!(store.inspect(&s.manifest).unwrap().summary.id, s.id);
+    assert_eq!(store.list().unwrap()[0].names.len(), 3);
+    assert_eq!(store.history("demo").unwrap().len(), 1);
+    // Removing one name keeps the blobs; removing the last deletes them.
+    let (untagged, deleted) = store.remove("demo:v2").unwrap();
+    assert_eq!((untagged, deleted.len()), (vec!["demo:v2".to_string()], 0));
+    let (untagged, deleted) = store.remove(&s.id).unwrap();
+    assert_eq!(untagged.len(), 2);
+    assert_eq!(deleted.len(), 3, "manifest, config and layer are collected");
+    assert!(store.list().unwrap().is_empty());
+    assert!(matches!(store.inspect("demo"), Err(ImageError::NotFound(_))));
+}
+
+#[test]
+fn gzip_tarballs_import_to_the_same_layer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(&dir.path().join("root")).unwrap();
+    let tar = rootfs_tar(dir.path());
+    let gz = dir.path().join("rootfs.tar.gz");
+    let mut enc = flate2::write::GzEncoder::new(
+        std::fs::File::create(&gz).unwrap(),
+        flate2::Compression::fast(),
+    );
+    enc.write_all(&std::fs::read(&tar).unwrap()).unwrap();
+    enc.finish().unwrap();
+    let a = store.inspect(&store.import(&tar, "a").unwrap().manifest).unwrap();
+    let b = store.inspect(&store.import(&gz, "b").unwrap().manifest).unwrap();
+    assert_eq!(a.config.rootfs().diff_ids(), b.config.rootfs().diff_ids());
+}
+
+#[test]
+fn hostile_and_broken_tarballs_are_refused_and_leave_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let store = ImageStore::open(&root).unwrap();
+    let cases = vec![
+        hostile_tar(
+            dir.path(),
+            "dotdot.tar",
+            &[("../../etc/passwd", tar::EntryType::Regular, None)],
+        ),
+        hostile_tar(dir.path(), "abs.tar", &[("/etc/passwd", tar::EntryType::Regular, None)]),
+        hostile_tar(
+            dir.path(),
+            "link.tar",
+            &[("x", tar::EntryType::Link, Some("../../../etc/shadow"))],
+        ),
+    ];
+    for t in &cases {
+        let e = store.import(t, "bad").unwrap_err();
+        assert!(matches!(e, ImageError::BadTar(_)), "{}: {e}", t.display());
+    }
+    // Truncated: a header announcing 1 MiB followed by 10 bytes.
+    let trunc = dir.path().join("trunc.tar");
+    let mut f = std::fs::File::create(&trunc).unwrap();
+    f.write_all(header("big", 1 << 20, tar::EntryType::Regular).as_bytes()).unwrap();
+    f.write_all(&[1u8; 10]).unwrap();
+    drop(f);
+    assert!(matches!(store.import(&trunc, "bad"), Err(ImageError::BadTar(_))));
+    // Not a tar at all.
+    let junk = dir.path().join("junk.tar");
+    std::fs::write(&junk, vec![0x55u8; 4096]).unwrap();
+    assert!(matches!(store.import(&junk, "bad"), Err(ImageError::BadTar(_))));
+    // Missing file, bad names.
+    assert!(matches!(
+        store.import(&dir.path().join("nope.tar"), "bad"),
+        Err(ImageError::Io { .. })
+    ));
+    assert!(matches!(
+        store.import(&rootfs_tar(dir.path()), "Bad Name"),
+        Err(ImageError::InvalidName(_))
+    ));
+    // Nothing was stored, nothing is left in tmp.
+    assert!(store.list().unwrap().is_empty());
+    assert_eq!(std::fs::read_dir(root.join("blobs/sha256")).unwrap().count(), 0);
+    assert_eq!(std::fs::read_dir(root.join("tmp")).unwrap().count(), 0);
+}
+
+#[test]
+fn concurrent_imports_from_separate_store_handles() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let tar = rootfs_tar(dir.path());
+    let handles: Vec<_> = (0..4)
+        .map(|i| {
+            let (root, tar) = (root.clone(), tar.clone());
+            std::thread::spawn(move || {
+                let s = ImageStore::open(&root).unwrap();
+                s.import(&tar, &format!("img{i}")).unwrap();
+                s.tag(&format!("img{i}"), &format!("img{i}:again")).unwrap();
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let store = ImageStore::open(&root).unwrap();
+    let names: usize = store.list().unwrap().iter().map(|i| i.names.len()).sum();
+    assert_eq!(names, 8);
+    for i in store.list().unwrap() {
+        store.inspect(&i.manifest).unwrap();
+    }
+}
+
+#[test]
+fn corrupt_blob_is_reported_not_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(&dir.path().join("root")).unwrap();
+    let s = store.import(&rootfs_tar(dir.path()), "demo").unwrap();
+    let m = Digest::parse(&s.manifest).unwrap();
+    std::fs::write(store.blobs().path(&m), b"{}").unwrap();
+    assert!(matches!(store.inspect("demo"), Err(ImageError::DigestMismatch { .. })));
+}
