@@ -1,38 +1,14 @@
-//! `ironpod`: the command-line front end.
+//! `ironpod vm …`: microVM maintenance commands.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use clap::{Parser, Subcommand};
 use ironpod_runtime::vm::{RunningVm, VmSpec};
 use ironpod_vmm::config::SerialOutput;
 
-/// Containers in KVM microVMs.
-#[derive(Parser, Debug)]
-#[command(name = "ironpod", version, about)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand, Debug)]
-enum Command {
-    /// MicroVM maintenance.
-    Vm {
-        #[command(subcommand)]
-        command: VmCommand,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-enum VmCommand {
-    /// Boots a VM, waits for the agent, reports, shuts it down.
-    Check(CheckArgs),
-}
-
+/// Arguments of `ironpod vm check`.
 #[derive(clap::Args, Debug)]
-struct CheckArgs {
+pub struct CheckArgs {
     /// vCPUs.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=32))]
     vcpus: u8,
@@ -68,7 +44,8 @@ struct CheckReport {
     vmm_exit_code: Option<i32>,
 }
 
-fn check(args: CheckArgs) -> Result<(), String> {
+/// `ironpod vm check`.
+pub fn check(args: CheckArgs) -> Result<(), String> {
     let mut spec = VmSpec::with_defaults_or(args.kernel.clone(), args.initrd.clone())
         .map_err(|e| e.to_string())?;
     spec.vcpus = args.vcpus;
@@ -116,22 +93,4 @@ fn check(args: CheckArgs) -> Result<(), String> {
         return Err(format!("the VMM exited with {status} after shutdown"));
     }
     Ok(())
-}
-
-fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
-    let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Vm { command: VmCommand::Check(a) } => check(a),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("ironpod: {e}");
-            ExitCode::FAILURE
-        }
-    }
 }

@@ -1,0 +1,152 @@
+//! Image commands: import, images, image inspect, tag, rmi, history.
+
+use std::path::{Path, PathBuf};
+
+use ironpod_images::ImageStore;
+
+/// Arguments of `ironpod import`.
+#[derive(clap::Args, Debug)]
+pub struct ImportArgs {
+    /// Root filesystem tarball (tar or tar.gz).
+    file: PathBuf,
+    /// Name for the image, e.g. `demo` or `demo:1`.
+    name: String,
+}
+
+/// Arguments of `ironpod images`.
+#[derive(clap::Args, Debug)]
+pub struct ImagesArgs {
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn open(root: &Path) -> Result<ImageStore, String> {
+    ImageStore::open(root).map_err(|e| e.to_string())
+}
+
+fn short_id(id: &str) -> &str {
+    let hex = id.strip_prefix("sha256:").unwrap_or(id);
+    &hex[..hex.len().min(12)]
+}
+
+/// Human-readable size, as docker prints it.
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes}B")
+    } else {
+        format!("{v:.3}").trim_end_matches('0').trim_end_matches('.').to_string() + UNITS[u]
+    }
+}
+
+/// `ironpod import FILE NAME`: prints the new image id.
+pub fn import(root: &Path, a: ImportArgs) -> Result<(), String> {
+    let s = open(root)?.import(&a.file, &a.name).map_err(|e| e.to_string())?;
+    println!("{}", s.id);
+    Ok(())
+}
+
+/// `ironpod images`.
+pub fn list(root: &Path, a: ImagesArgs) -> Result<(), String> {
+    let images = open(root)?.list().map_err(|e| e.to_string())?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&images).map_err(|e| e.to_string())?);
+        return Ok(());
+    }
+    println!("{:<40} {:<16} {:<14} {:<22} {}", "REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE");
+    for i in images {
+        for n in &i.names {
+            let (repo, tag) = match n.rsplit_once(':') {
+                Some((r, t)) if !t.contains('/') => (r, t),
+                _ => (n.as_str(), "<none>"),
+            };
+            println!(
+                "{:<40} {:<16} {:<14} {:<22} {}",
+                repo,
+                tag,
+                short_id(&i.id),
+                i.created,
+                human(i.size)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `ironpod image inspect REF…`: a JSON array, like docker.
+pub fn inspect(root: &Path, refs: &[String]) -> Result<(), String> {
+    let store = open(root)?;
+    let mut out = Vec::new();
+    for r in refs {
+        out.push(store.inspect(r).map_err(|e| e.to_string())?);
+    }
+    println!("{}", serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?);
+    Ok(())
+}
+
+/// `ironpod tag SRC DST`.
+pub fn tag(root: &Path, source: &str, target: &str) -> Result<(), String> {
+    open(root)?.tag(source, target).map_err(|e| e.to_string())
+}
+
+/// `ironpod rmi REF…`: every reference is tried; fails if any failed.
+pub fn rmi(root: &Path, refs: &[String]) -> Result<(), String> {
+    let store = open(root)?;
+    let mut failed = Vec::new();
+    for r in refs {
+        match store.remove(r) {
+            Ok((untagged, deleted)) => {
+                for n in untagged {
+                    println!("Untagged: {n}");
+                }
+                for d in deleted {
+                    println!("Deleted: {d}");
+                }
+            }
+            Err(e) => {
+                eprintln!("ironpod: {e}");
+                failed.push(r.clone());
+            }
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("could not remove {}", failed.join(", ")))
+    }
+}
+
+/// `ironpod history REF`.
+pub fn history(root: &Path, image: &str) -> Result<(), String> {
+    let h = open(root)?.history(image).map_err(|e| e.to_string())?;
+    println!("{:<22} {:<50} {}", "CREATED", "CREATED BY", "COMMENT");
+    for e in h {
+        println!(
+            "{:<22} {:<50} {}",
+            e.created().clone().unwrap_or_default(),
+            e.created_by().clone().unwrap_or_default(),
+            e.comment().clone().unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(human(999), "999B");
+        assert_eq!(human(1_500_000), "1.5MB");
+        assert_eq!(human(4_200_000_000), "4.2GB");
+        assert_eq!(short_id("sha256:0123456789abcdef"), "0123456789ab");
+    }
+}

@@ -1,0 +1,103 @@
+//! `ironpod`: the command-line front end.
+
+mod images;
+mod vm;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Containers in KVM microVMs.
+#[derive(Parser, Debug)]
+#[command(name = "ironpod", version, about)]
+struct Cli {
+    /// State root (images, pods).
+    #[arg(long, global = true, env = "IRONPOD_ROOT", default_value = ironpod_images::DEFAULT_ROOT)]
+    root: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// MicroVM maintenance.
+    Vm {
+        #[command(subcommand)]
+        command: VmCommand,
+    },
+    /// Creates a one-layer image from a root filesystem tarball (plain or gzip).
+    Import(images::ImportArgs),
+    /// Lists images.
+    Images(images::ImagesArgs),
+    /// Image commands.
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
+    /// Adds a name to an image.
+    Tag {
+        /// Existing image.
+        source: String,
+        /// New name.
+        target: String,
+    },
+    /// Removes images (names; unreferenced content is deleted).
+    Rmi {
+        /// Images.
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Shows how an image was built.
+    History {
+        /// Image.
+        image: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum VmCommand {
+    /// Boots a VM, waits for the agent, reports, shuts it down.
+    Check(vm::CheckArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum ImageCommand {
+    /// Shows manifest, config and names of images as JSON.
+    Inspect {
+        /// Images.
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Lists images.
+    Ls(images::ImagesArgs),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let root = cli.root;
+    let result = match cli.command {
+        Command::Vm { command: VmCommand::Check(a) } => vm::check(a),
+        Command::Import(a) => images::import(&root, a),
+        Command::Images(a) | Command::Image { command: ImageCommand::Ls(a) } => {
+            images::list(&root, a)
+        }
+        Command::Image { command: ImageCommand::Inspect { images: refs } } => {
+            images::inspect(&root, &refs)
+        }
+        Command::Tag { source, target } => images::tag(&root, &source, &target),
+        Command::Rmi { images: refs } => images::rmi(&root, &refs),
+        Command::History { image } => images::history(&root, &image),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ironpod: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
