@@ -60,7 +60,7 @@ pub fn list(root: &Path, a: ImagesArgs) -> Result<(), String> {
         println!("{}", serde_json::to_string_pretty(&images).map_err(|e| e.to_string())?);
         return Ok(());
     }
-    println!("{:<40} {:<16} {:<14} {:<22} {}", "REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE");
+    println!("{:<40} {:<16} {:<14} {:<22} SIZE", "REPOSITORY", "TAG", "IMAGE ID", "CREATED");
     for i in images {
         for n in &i.names {
             let (repo, tag) = match n.rsplit_once(':') {
@@ -126,7 +126,7 @@ pub fn rmi(root: &Path, refs: &[String]) -> Result<(), String> {
 /// `ironpod history REF`.
 pub fn history(root: &Path, image: &str) -> Result<(), String> {
     let h = open(root)?.history(image).map_err(|e| e.to_string())?;
-    println!("{:<22} {:<50} {}", "CREATED", "CREATED BY", "COMMENT");
+    println!("{:<22} {:<50} COMMENT", "CREATED", "CREATED BY");
     for e in h {
         println!(
             "{:<22} {:<50} {}",
