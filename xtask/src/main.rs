@@ -3,6 +3,7 @@
 
 mod bench;
 mod cpio;
+mod demo_image;
 mod deps;
 mod initramfs;
 mod kernel;

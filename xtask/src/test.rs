@@ -90,13 +90,15 @@ pub fn demo() -> Result<()> {
     kernel::build()?;
     initramfs::build()?;
     util::run(util::cargo().args(["build", "--release", "--workspace", "--bins", "-q"]))?;
+    let ironpod = util::target_dir().join("release/ironpod");
+    crate::demo_image::ensure(&ironpod)?;
+    println!("The local demo image, made from Debian's busybox-static with `ironpod import`:");
+    util::run(Command::new(&ironpod).arg("images"))?;
+    println!();
     let args: Vec<String> =
         ["ironpod", "vm", "check", "--vcpus", "2"].iter().map(|s| s.to_string()).collect();
     match util::direct_kvm() {
-        Ok(()) => {
-            let bin = util::target_dir().join("release/ironpod");
-            util::run(Command::new(bin).args(&args[1..])).context("ironpod vm check")
-        }
+        Ok(()) => util::run(Command::new(&ironpod).args(&args[1..])).context("ironpod vm check"),
         Err(why) => {
             eprintln!(
                 "xtask demo: {why}: booting inside the test rig (a QEMU machine with nested KVM)"
