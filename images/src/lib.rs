@@ -13,9 +13,11 @@ mod blobs;
 mod db;
 mod error;
 mod import;
+mod layers;
 mod lock;
 mod names;
 mod time;
+mod unpack;
 
 use std::path::{Path, PathBuf};
 
@@ -238,7 +240,15 @@ impl ImageStore {
                 }
             }
         }
-        self.blobs.sweep(|d| live.contains(&d.to_string()))
+        let deleted = self.blobs.sweep(|d| live.contains(&d.to_string()))?;
+        // Layer disks of deleted layers go too.
+        for d in &deleted {
+            let hex = d.trim_start_matches("sha256:");
+            let layers = self.root.join("layers");
+            let _ = std::fs::remove_file(layers.join(format!("{hex}.erofs")));
+            let _ = std::fs::remove_file(layers.join(format!("{hex}.lock")));
+        }
+        Ok(deleted)
     }
 }
 

@@ -188,3 +188,29 @@ fn corrupt_blob_is_reported_not_trusted() {
     std::fs::write(store.blobs().path(&m), b"{}").unwrap();
     assert!(matches!(store.inspect("demo"), Err(ImageError::DigestMismatch { .. })));
 }
+
+#[test]
+fn layer_disks_are_built_once_and_hold_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(&dir.path().join("root")).unwrap();
+    store.import(&rootfs_tar(dir.path()), "demo").unwrap();
+    let disks = store.layer_disks("demo").unwrap();
+    assert_eq!(disks.len(), 1);
+    let built = std::fs::metadata(&disks[0]).unwrap().modified().unwrap();
+    // Second time: the cached disk, not rebuilt.
+    assert_eq!(store.layer_disks("demo").unwrap(), disks);
+    assert_eq!(std::fs::metadata(&disks[0]).unwrap().modified().unwrap(), built);
+    // The image is a valid erofs holding the layer's files.
+    let out = dir.path().join("extract");
+    let st = std::process::Command::new("fsck.erofs")
+        .arg(format!("--extract={}", out.display()))
+        .arg(&disks[0])
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    assert_eq!(std::fs::read(out.join("bin/hello")).unwrap(), b"#!/bin/sh\necho hi\n");
+    assert_eq!(std::fs::read_link(out.join("bin/sh")).unwrap(), Path::new("/bin/busybox"));
+    // Removing the image removes its layer disk.
+    store.remove("demo").unwrap();
+    assert!(!disks[0].exists());
+}

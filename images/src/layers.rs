@@ -1,0 +1,86 @@
+//! Read-only layer disks: every layer becomes an erofs image once, cached by layer digest
+//! under `<root>/layers/`, and shared by every pod that uses it (attached read-only, never
+//! copied).
+//!
+//! Why erofs rather than ext4: `mkfs.erofs` builds a compact, read-only image straight from a
+//! directory without sizing it first (ext4 needs a size guess and wastes the slack), the guest
+//! mounts it without a journal, and overlayfs takes it as a lower layer as is.
+
+use std::fs;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use flate2::read::GzDecoder;
+
+use crate::{unpack, Digest, ImageError, ImageStore};
+
+impl ImageStore {
+    /// The layer disks of an image, bottom layer first, building any that are missing.
+    pub fn layer_disks(&self, reference: &str) -> Result<Vec<PathBuf>, ImageError> {
+        let _l = self.lock(false)?;
+        let d = self.resolve(reference)?;
+        let m = self.manifest(&d)?;
+        let mut out = Vec::new();
+        for l in m.layers() {
+            let digest = Digest::from_oci(l.digest())?;
+            out.push(self.layer_disk(&digest, l.media_type().as_ref())?);
+        }
+        Ok(out)
+    }
+
+    fn layer_disk(&self, layer: &Digest, media_type: &str) -> Result<PathBuf, ImageError> {
+        let dir = self.root.join("layers");
+        fs::create_dir_all(&dir).map_err(|e| ImageError::io(&dir, e))?;
+        let disk = dir.join(format!("{}.erofs", layer.hex()));
+        if disk.is_file() {
+            return Ok(disk);
+        }
+        // One builder per layer at a time, across processes.
+        let _build =
+            crate::lock::StoreLock::acquire(&dir.join(format!("{}.lock", layer.hex())), true)?;
+        if disk.is_file() {
+            return Ok(disk);
+        }
+        let blob = self.blobs.path(layer);
+        let file = fs::File::open(&blob).map_err(|_| ImageError::MissingBlob(layer.to_string()))?;
+        let reader: Box<dyn std::io::Read> =
+            if media_type.ends_with("+gzip") || media_type.ends_with(".tar.gzip") {
+                Box::new(GzDecoder::new(BufReader::new(file)))
+            } else if media_type.ends_with(".tar") || media_type.ends_with("tar") {
+                Box::new(BufReader::new(file))
+            } else {
+                return Err(ImageError::Corrupt(format!(
+                    "layer {layer}: unsupported media type {media_type}"
+                )));
+            };
+        let work =
+            self.root.join("tmp").join(format!("unpack-{}-{}", layer.hex(), std::process::id()));
+        let _ = fs::remove_dir_all(&work);
+        let tree = work.join("tree");
+        fs::create_dir_all(&tree).map_err(|e| ImageError::io(&tree, e))?;
+        let result = (|| {
+            unpack::unpack(reader, &tree)?;
+            let tmp_disk = work.join("disk.erofs");
+            let out = Command::new("mkfs.erofs")
+                .arg("--quiet")
+                .arg("--preserve-mtime")
+                .arg(&tmp_disk)
+                .arg(&tree)
+                .output()
+                .map_err(|e| ImageError::io(Path::new("mkfs.erofs"), e))?;
+            if !out.status.success() {
+                return Err(ImageError::Corrupt(format!(
+                    "mkfs.erofs failed for layer {layer}: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )));
+            }
+            fs::File::open(&tmp_disk)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| ImageError::io(&tmp_disk, e))?;
+            fs::rename(&tmp_disk, &disk).map_err(|e| ImageError::io(&disk, e))
+        })();
+        let _ = fs::remove_dir_all(&work);
+        result.map(|()| disk)
+    }
+}
