@@ -214,3 +214,41 @@ fn a_guest_without_init_ends_instead_of_hanging() {
     assert!(e.to_string().contains("exited"), "{e}");
     assert!(vm.wait_exit(Duration::from_secs(5)).is_some());
 }
+
+#[test]
+fn image_layer_disk_mounts_as_erofs_in_the_guest() {
+    require_linux_kvm();
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = dir.path().join("rootfs");
+    std::fs::create_dir_all(rootfs.join("etc")).unwrap();
+    std::fs::write(rootfs.join("etc/motd"), "served from a shared read-only layer\n").unwrap();
+    std::os::unix::fs::symlink("/etc/motd", rootfs.join("motd-link")).unwrap();
+    let tarball = dir.path().join("rootfs.tar");
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(&rootfs)
+        .arg("-cf")
+        .arg(&tarball)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let store = ironpod_images::ImageStore::open(&dir.path().join("state")).unwrap();
+    store.import(&tarball, "layer-test").unwrap();
+    let disks = store.layer_disks("layer-test").unwrap();
+
+    // Two VMs share the same layer file, read-only, at the same time.
+    let mut s = spec();
+    s.disks = vec![DiskConfig { path: disks[0].clone(), read_only: true }];
+    let (vm1, mut a1) = boot(&s);
+    let (vm2, mut a2) = boot(&s);
+    for agent in [&mut a1, &mut a2] {
+        agent.mount("/dev/vda", "/layer", "erofs", true).unwrap();
+        assert_eq!(
+            agent.read_file("/layer/etc/motd").unwrap(),
+            b"served from a shared read-only layer\n"
+        );
+    }
+    shutdown_clean(vm1, a1);
+    shutdown_clean(vm2, a2);
+}
