@@ -9,6 +9,7 @@
 //! exclusively, so a blob that was just written but not yet referenced is never collected.
 //! SQLite serialises the reference updates themselves.
 
+mod archive;
 mod blobs;
 mod db;
 mod error;

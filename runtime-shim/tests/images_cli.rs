@@ -68,3 +68,89 @@ fn import_images_tag_inspect_history_rmi() {
         assert!(err.starts_with("ironpod: ") && !err.contains("panicked"), "{args:?}: {err}");
     }
 }
+
+fn demo_tarball(dir: &Path) -> std::path::PathBuf {
+    let rootfs = dir.join("rootfs");
+    std::fs::create_dir_all(rootfs.join("etc")).unwrap();
+    std::fs::write(rootfs.join("etc/motd"), "hi\n").unwrap();
+    let tarball = dir.join("rootfs.tar");
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(&rootfs)
+        .arg("-cf")
+        .arg(&tarball)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    tarball
+}
+
+fn skopeo(args: &[&str]) -> Output {
+    let o = Command::new("skopeo")
+        .args(args)
+        .output()
+        .expect("skopeo is installed by `cargo xtask deps`");
+    assert!(o.status.success(), "skopeo {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    o
+}
+
+#[test]
+fn save_load_round_trip_and_skopeo_interop() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let tarball = demo_tarball(dir.path());
+    ok(&ironpod(&a, &["import", tarball.to_str().unwrap(), "demo:v1"]));
+    let saved = dir.path().join("saved.tar");
+    ok(&ironpod(&a, &["save", "-o", saved.to_str().unwrap(), "demo:v1"]));
+    // Into a second store: same manifest digest.
+    let out = ok(&ironpod(&b, &["load", "-i", saved.to_str().unwrap()]));
+    assert_eq!(out.trim(), "Loaded image: demo:v1");
+    let ia: serde_json::Value =
+        serde_json::from_str(&ok(&ironpod(&a, &["image", "inspect", "demo:v1"]))).unwrap();
+    let ib: serde_json::Value =
+        serde_json::from_str(&ok(&ironpod(&b, &["image", "inspect", "demo:v1"]))).unwrap();
+    assert_eq!(ia[0]["manifest"], ib[0]["manifest"]);
+
+    // skopeo reads our archive ...
+    let layout = dir.path().join("layout");
+    skopeo(&[
+        "copy",
+        &format!("oci-archive:{}", saved.display()),
+        &format!("oci:{}:copied", layout.display()),
+    ]);
+    // ref.name holds the tag, as docker and containerd write it; one image needs no ref.
+    skopeo(&["inspect", &format!("oci-archive:{}:v1", saved.display())]);
+    let inspect = skopeo(&["inspect", "--raw", &format!("oci:{}:copied", layout.display())]);
+    let raw: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(raw["config"]["digest"], ia[0]["id"]);
+    // ... and writes one we load.
+    let back = dir.path().join("from-skopeo.tar");
+    skopeo(&[
+        "copy",
+        &format!("oci:{}:copied", layout.display()),
+        &format!("oci-archive:{}:demo:v2", back.display()),
+    ]);
+    let c = dir.path().join("c");
+    let out = ok(&ironpod(&c, &["load", "-i", back.to_str().unwrap()]));
+    assert_eq!(out.trim(), "Loaded image: demo:v2");
+    let ic: serde_json::Value =
+        serde_json::from_str(&ok(&ironpod(&c, &["image", "inspect", "demo:v2"]))).unwrap();
+    assert_eq!(ic[0]["id"], ia[0]["id"]);
+
+    // A damaged archive: a blob whose content does not match its name is refused.
+    let bad = dir.path().join("bad.tar");
+    let mut data = std::fs::read(&saved).unwrap();
+    // Flip a byte inside the config blob (plain JSON in the archive).
+    let pos =
+        data.windows(12).position(|w| w == b"architecture").expect("config blob in the archive");
+    data[pos] = b'A';
+    std::fs::write(&bad, &data).unwrap();
+    let o = ironpod(&dir.path().join("d"), &["load", "-i", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("verification failed"), "{o:?}");
+    let o = ironpod(&dir.path().join("d"), &["load", "-i", tarball.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "a plain rootfs tar is not an image archive");
+    let list = ok(&ironpod(&dir.path().join("d"), &["images", "--json"]));
+    assert_eq!(list.trim(), "[]");
+}

@@ -24,6 +24,7 @@ pub const PACKAGES: &[&str] = &[
     "busybox-static",
     "erofs-utils",
     "e2fsprogs",
+    "skopeo",
 ];
 
 fn installed(pkg: &str) -> bool {

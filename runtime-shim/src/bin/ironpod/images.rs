@@ -21,6 +21,25 @@ pub struct ImagesArgs {
     json: bool,
 }
 
+/// Arguments of `ironpod save`.
+#[derive(clap::Args, Debug)]
+pub struct SaveArgs {
+    /// Output file (default: standard output, which must not be a terminal).
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Images.
+    #[arg(required = true)]
+    images: Vec<String>,
+}
+
+/// Arguments of `ironpod load`.
+#[derive(clap::Args, Debug)]
+pub struct LoadArgs {
+    /// Input file (default: standard input).
+    #[arg(short, long)]
+    input: Option<PathBuf>,
+}
+
 fn open(root: &Path) -> Result<ImageStore, String> {
     ImageStore::open(root).map_err(|e| e.to_string())
 }
@@ -121,6 +140,53 @@ pub fn rmi(root: &Path, refs: &[String]) -> Result<(), String> {
     } else {
         Err(format!("could not remove {}", failed.join(", ")))
     }
+}
+
+/// `ironpod save [-o FILE] REF…`.
+pub fn save(root: &Path, a: SaveArgs) -> Result<(), String> {
+    use std::io::IsTerminal;
+    let store = open(root)?;
+    match a.output {
+        Some(out) => store.save(&a.images, &out).map_err(|e| e.to_string()),
+        None => {
+            if std::io::stdout().is_terminal() {
+                return Err(
+                    "refusing to write an archive to a terminal: use -o FILE or redirect".into()
+                );
+            }
+            let tmp = root.join("tmp").join(format!("save-{}.tar", std::process::id()));
+            let r = store.save(&a.images, &tmp).map_err(|e| e.to_string()).and_then(|()| {
+                let mut f = std::fs::File::open(&tmp).map_err(|e| e.to_string())?;
+                std::io::copy(&mut f, &mut std::io::stdout().lock())
+                    .map_err(|e| e.to_string())
+                    .map(|_| ())
+            });
+            let _ = std::fs::remove_file(&tmp);
+            r
+        }
+    }
+}
+
+/// `ironpod load [-i FILE]`.
+pub fn load(root: &Path, a: LoadArgs) -> Result<(), String> {
+    let store = open(root)?;
+    let (path, tmp) = match a.input {
+        Some(p) => (p, None),
+        None => {
+            let tmp = root.join("tmp").join(format!("load-{}.tar", std::process::id()));
+            let mut f = std::fs::File::create(&tmp).map_err(|e| e.to_string())?;
+            std::io::copy(&mut std::io::stdin().lock(), &mut f).map_err(|e| e.to_string())?;
+            (tmp.clone(), Some(tmp))
+        }
+    };
+    let r = store.load(&path);
+    if let Some(t) = tmp {
+        let _ = std::fs::remove_file(t);
+    }
+    for n in r.map_err(|e| e.to_string())? {
+        println!("Loaded image: {n}");
+    }
+    Ok(())
 }
 
 /// `ironpod history REF`.

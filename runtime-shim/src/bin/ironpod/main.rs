@@ -48,6 +48,10 @@ enum Command {
         #[arg(required = true)]
         images: Vec<String>,
     },
+    /// Writes images to an OCI layout tar archive (stdout unless -o).
+    Save(images::SaveArgs),
+    /// Loads images from an OCI layout tar archive (stdin unless -i).
+    Load(images::LoadArgs),
     /// Shows how an image was built.
     History {
         /// Image.
@@ -92,6 +96,8 @@ fn main() -> ExitCode {
         Command::Tag { source, target } => images::tag(&root, &source, &target),
         Command::Rmi { images: refs } => images::rmi(&root, &refs),
         Command::History { image } => images::history(&root, &image),
+        Command::Save(a) => images::save(&root, a),
+        Command::Load(a) => images::load(&root, a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
