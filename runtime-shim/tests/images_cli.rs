@@ -142,9 +142,8 @@ fn save_load_round_trip_and_skopeo_interop() {
     let bad = dir.path().join("bad.tar");
     let mut data = std::fs::read(&saved).unwrap();
     // Flip a byte inside the config blob (plain JSON in the archive).
-    let pos =
-        data.windows(12).position(|w| w == b"architecture").expect("config blob in the archive");
-    data[pos] = b'A';
+    let pos = data.windows(5).position(|w| w == b"\"Env\"").expect("config blob in the archive");
+    data[pos + 1] = b'X';
     std::fs::write(&bad, &data).unwrap();
     let o = ironpod(&dir.path().join("d"), &["load", "-i", bad.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
