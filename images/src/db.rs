@@ -26,7 +26,13 @@ impl Db {
                 manifest TEXT NOT NULL,
                 updated INTEGER NOT NULL
             );
-            CREATE INDEX IF NOT EXISTS refs_manifest ON refs(manifest);",
+            CREATE INDEX IF NOT EXISTS refs_manifest ON refs(manifest);
+            CREATE TABLE IF NOT EXISTS sources (
+                manifest TEXT NOT NULL,
+                registry TEXT NOT NULL,
+                repository TEXT NOT NULL,
+                PRIMARY KEY (manifest, registry, repository)
+            );",
         )?;
         Ok(Db { conn })
     }
@@ -63,6 +69,30 @@ impl Db {
     pub fn all_refs(&self) -> Result<Vec<(String, String)>, ImageError> {
         let mut st = self.conn.prepare("SELECT name, manifest FROM refs ORDER BY name")?;
         let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Records that `registry/repository` holds the image `manifest` (for cross-repository
+    /// blob mounts when pushing elsewhere in the same registry).
+    pub fn add_source(
+        &self,
+        manifest: &Digest,
+        registry: &str,
+        repository: &str,
+    ) -> Result<(), ImageError> {
+        self.conn.execute(
+            "INSERT OR IGNORE INTO sources(manifest, registry, repository) VALUES (?1, ?2, ?3)",
+            params![manifest.to_string(), registry, repository],
+        )?;
+        Ok(())
+    }
+
+    /// Repositories of `registry` known to hold some of our images.
+    pub fn sources_in(&self, registry: &str) -> Result<Vec<String>, ImageError> {
+        let mut st = self.conn.prepare(
+            "SELECT DISTINCT repository FROM sources WHERE registry = ?1 ORDER BY repository",
+        )?;
+        let rows = st.query_map([registry], |r| r.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

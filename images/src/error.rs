@@ -42,6 +42,12 @@ pub enum ImageError {
     /// Stored data does not parse.
     #[error("corrupt image data: {0}")]
     Corrupt(String),
+    /// A registry refused or failed a request, or sent something unusable.
+    #[error("registry: {0}")]
+    Registry(String),
+    /// Stored credentials are unreadable.
+    #[error("credentials: {0}")]
+    Credentials(String),
     /// A tarball is unsafe or unreadable.
     #[error("bad tar archive: {0}")]
     BadTar(String),

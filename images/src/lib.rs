@@ -10,6 +10,7 @@
 //! SQLite serialises the reference updates themselves.
 
 mod archive;
+pub mod auth;
 mod blobs;
 mod db;
 mod error;
@@ -17,6 +18,7 @@ mod import;
 mod layers;
 mod lock;
 mod names;
+mod registry;
 mod time;
 mod unpack;
 
@@ -28,6 +30,7 @@ use serde::Serialize;
 pub use blobs::{BlobStore, Digest};
 pub use error::ImageError;
 pub use names::ImageName;
+pub use registry::RegistryOptions;
 
 /// Default state root.
 pub const DEFAULT_ROOT: &str = "/var/lib/ironpod";

@@ -24,6 +24,11 @@ impl ImageName {
         self.0.whole()
     }
 
+    /// The parsed reference.
+    pub fn reference(&self) -> &Reference {
+        &self.0
+    }
+
     /// The digest part, if any.
     pub fn digest(&self) -> Option<&str> {
         self.0.digest()

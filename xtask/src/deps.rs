@@ -25,6 +25,9 @@ pub const PACKAGES: &[&str] = &[
     "erofs-utils",
     "e2fsprogs",
     "skopeo",
+    "docker-registry",
+    "curl",
+    "openssl",
 ];
 
 fn installed(pkg: &str) -> bool {

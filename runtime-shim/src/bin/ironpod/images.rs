@@ -40,6 +40,68 @@ pub struct LoadArgs {
     input: Option<PathBuf>,
 }
 
+/// Registry connection flags shared by pull and push.
+#[derive(clap::Args, Debug)]
+pub struct RegistryFlags {
+    /// Allow plain HTTP and unverified TLS for this registry.
+    #[arg(long)]
+    insecure: bool,
+    /// Trust this CA certificate (PEM) for the registry's TLS.
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+    /// No progress output.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+impl RegistryFlags {
+    fn options(&self, platform: Option<String>) -> ironpod_images::RegistryOptions {
+        ironpod_images::RegistryOptions {
+            insecure: self.insecure,
+            ca_file: self.ca_file.clone(),
+            platform,
+            quiet: self.quiet,
+        }
+    }
+}
+
+/// Arguments of `ironpod pull`.
+#[derive(clap::Args, Debug)]
+pub struct PullArgs {
+    /// Image reference.
+    image: String,
+    /// Platform to pick from a multi-platform image.
+    #[arg(long, default_value = "linux/amd64")]
+    platform: String,
+    #[command(flatten)]
+    flags: RegistryFlags,
+}
+
+/// Arguments of `ironpod push`.
+#[derive(clap::Args, Debug)]
+pub struct PushArgs {
+    /// Image reference (its registry is where it goes).
+    image: String,
+    #[command(flatten)]
+    flags: RegistryFlags,
+}
+
+/// Arguments of `ironpod login`.
+#[derive(clap::Args, Debug)]
+pub struct LoginArgs {
+    /// Registry host[:port].
+    registry: String,
+    /// User name.
+    #[arg(short, long)]
+    username: String,
+    /// Read the password from standard input.
+    #[arg(long)]
+    password_stdin: bool,
+    /// Password (prefer --password-stdin: arguments are visible to other processes).
+    #[arg(short, long)]
+    password: Option<String>,
+}
+
 fn open(root: &Path) -> Result<ImageStore, String> {
     ImageStore::open(root).map_err(|e| e.to_string())
 }
@@ -187,6 +249,50 @@ pub fn load(root: &Path, a: LoadArgs) -> Result<(), String> {
         println!("Loaded image: {n}");
     }
     Ok(())
+}
+
+/// `ironpod pull REF`: prints the manifest digest and the name.
+pub fn pull(root: &Path, a: PullArgs) -> Result<(), String> {
+    let s = open(root)?
+        .pull(&a.image, &a.flags.options(Some(a.platform.clone())))
+        .map_err(|e| e.to_string())?;
+    println!("Digest: {}", s.manifest);
+    println!("Pulled {}", a.image);
+    Ok(())
+}
+
+/// `ironpod push REF`.
+pub fn push(root: &Path, a: PushArgs) -> Result<(), String> {
+    let d = open(root)?.push(&a.image, &a.flags.options(None)).map_err(|e| e.to_string())?;
+    println!("{}: digest: {d}", a.image);
+    Ok(())
+}
+
+/// `ironpod login REGISTRY -u USER (--password-stdin | -p PASSWORD)`.
+pub fn login(root: &Path, a: LoginArgs) -> Result<(), String> {
+    let password = match (a.password_stdin, a.password) {
+        (true, None) => {
+            let mut p = String::new();
+            std::io::stdin().read_line(&mut p).map_err(|e| e.to_string())?;
+            p.trim_end_matches(['\n', '\r']).to_string()
+        }
+        (false, Some(p)) => p,
+        _ => return Err("give exactly one of --password-stdin and --password".into()),
+    };
+    ironpod_images::auth::login(root, &a.registry, &a.username, &password)
+        .map_err(|e| e.to_string())?;
+    println!("Login Succeeded");
+    Ok(())
+}
+
+/// `ironpod logout REGISTRY`.
+pub fn logout(root: &Path, registry: &str) -> Result<(), String> {
+    if ironpod_images::auth::logout(root, registry).map_err(|e| e.to_string())? {
+        println!("Removing login credentials for {registry}");
+        Ok(())
+    } else {
+        Err(format!("not logged in to {registry}"))
+    }
 }
 
 /// `ironpod history REF`.

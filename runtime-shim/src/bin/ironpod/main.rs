@@ -26,6 +26,17 @@ enum Command {
         #[command(subcommand)]
         command: VmCommand,
     },
+    /// Pulls an image from a registry.
+    Pull(images::PullArgs),
+    /// Pushes an image to a registry.
+    Push(images::PushArgs),
+    /// Stores credentials for a registry.
+    Login(images::LoginArgs),
+    /// Forgets credentials for a registry.
+    Logout {
+        /// Registry host[:port].
+        registry: String,
+    },
     /// Creates a one-layer image from a root filesystem tarball (plain or gzip).
     Import(images::ImportArgs),
     /// Lists images.
@@ -97,6 +108,10 @@ fn main() -> ExitCode {
         Command::Rmi { images: refs } => images::rmi(&root, &refs),
         Command::History { image } => images::history(&root, &image),
         Command::Save(a) => images::save(&root, a),
+        Command::Pull(a) => images::pull(&root, a),
+        Command::Push(a) => images::push(&root, a),
+        Command::Login(a) => images::login(&root, a),
+        Command::Logout { registry } => images::logout(&root, &registry),
         Command::Load(a) => images::load(&root, a),
     };
     match result {

@@ -1,0 +1,336 @@
+//! Pull and push over the OCI distribution API (oci-client underneath): anonymous, basic and
+//! bearer-token auth (the `WWW-Authenticate` challenge flow), TLS with extra CA certificates,
+//! plain HTTP only when asked or for localhost. Everything a registry sends is checked:
+//! manifests must parse and match their digest, blobs are streamed into the store and
+//! published only when digest and size match.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures_util::{StreamExt, TryStreamExt};
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference, RegistryOperation};
+use oci_spec::image::{ImageIndex, ImageManifest};
+
+use crate::{auth, Digest, ImageError, ImageName, ImageStore, ImageSummary};
+
+/// Largest manifest or index accepted from a registry.
+const MAX_MANIFEST: usize = 4 << 20;
+/// Blobs larger than this are pushed in chunks (PATCH), smaller ones in one PUT.
+const CHUNKED_PUSH_ABOVE: u64 = 8 << 20;
+/// Parallel blob transfers.
+const PARALLEL: usize = 3;
+
+const ACCEPT: &[&str] = &[
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+];
+
+/// How to reach a registry.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryOptions {
+    /// Allow plain HTTP (and skip certificate checks) for this registry.
+    pub insecure: bool,
+    /// Extra CA certificate (PEM) to trust.
+    pub ca_file: Option<PathBuf>,
+    /// `os/arch` to pick from an index (default linux/amd64).
+    pub platform: Option<String>,
+    /// Progress output: bars on a terminal, plain lines otherwise, nothing when quiet.
+    pub quiet: bool,
+}
+
+fn reg_err(e: impl std::fmt::Display) -> ImageError {
+    ImageError::Registry(e.to_string())
+}
+
+fn is_localhost(registry: &str) -> bool {
+    let host = registry.rsplit_once(':').map(|(h, _)| h).unwrap_or(registry);
+    matches!(host, "localhost" | "127.0.0.1" | "[::1]" | "::1")
+}
+
+fn client(reg: &str, opts: &RegistryOptions) -> Result<Client, ImageError> {
+    let mut cfg = ClientConfig::default();
+    if opts.insecure || is_localhost(reg) {
+        cfg.protocol = ClientProtocol::HttpsExcept(vec![reg.to_string()]);
+    }
+    if let Some(ca) = &opts.ca_file {
+        let data = std::fs::read(ca).map_err(|e| ImageError::io(ca, e))?;
+        cfg.extra_root_certificates.push(Certificate { encoding: CertificateEncoding::Pem, data });
+    }
+    cfg.platform_resolver = None;
+    Ok(Client::new(cfg))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ImageError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| ImageError::Registry(format!("cannot start the I/O runtime: {e}")))
+}
+
+/// Progress reporting for blob transfers.
+struct Progress {
+    bars: Option<indicatif::MultiProgress>,
+    quiet: bool,
+}
+
+impl Progress {
+    fn new(quiet: bool) -> Self {
+        let bars = (!quiet && std::io::stderr().is_terminal()).then(indicatif::MultiProgress::new);
+        Progress { bars, quiet }
+    }
+
+    fn start(&self, verb: &str, d: &Digest, size: u64) -> Option<indicatif::ProgressBar> {
+        let short = &d.hex()[..12];
+        match &self.bars {
+            Some(m) => {
+                let pb = m.add(indicatif::ProgressBar::new(size));
+                pb.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{prefix} {bar:30} {bytes}/{total_bytes}",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+                pb.set_prefix(format!("{verb} {short}"));
+                Some(pb)
+            }
+            None => {
+                if !self.quiet {
+                    eprintln!("{verb} {short} ({size} bytes)");
+                }
+                None
+            }
+        }
+    }
+
+    fn line(&self, msg: &str) {
+        if !self.quiet {
+            match &self.bars {
+                Some(m) => {
+                    let _ = m.println(msg);
+                }
+                None => eprintln!("{msg}"),
+            }
+        }
+    }
+}
+
+fn auth_for(store: &ImageStore, registry: &str) -> Result<RegistryAuth, ImageError> {
+    Ok(match auth::load(&store.root)?.get(registry) {
+        Some((u, p)) => RegistryAuth::Basic(u, p),
+        None => RegistryAuth::Anonymous,
+    })
+}
+
+fn pick_platform(index: &ImageIndex, want: &str) -> Result<String, ImageError> {
+    let (os, arch) = want
+        .split_once('/')
+        .ok_or_else(|| ImageError::Registry(format!("platform {want:?} is not os/arch")))?;
+    index
+        .manifests()
+        .iter()
+        .find(|m| {
+            m.platform()
+                .as_ref()
+                .is_some_and(|p| p.os().to_string() == os && p.architecture().to_string() == arch)
+        })
+        .map(|m| m.digest().to_string())
+        .ok_or_else(|| ImageError::Registry(format!("the image has no {want} variant")))
+}
+
+impl ImageStore {
+    /// Pulls `reference` from its registry into the store and names it.
+    pub fn pull(
+        &self,
+        reference: &str,
+        opts: &RegistryOptions,
+    ) -> Result<ImageSummary, ImageError> {
+        let name = ImageName::parse(reference)?;
+        let r: Reference = name.reference().clone();
+        let registry = r.resolve_registry().to_string();
+        let client = client(&registry, opts)?;
+        let auth = auth_for(self, r.registry())?;
+        let progress = Progress::new(opts.quiet);
+        let _l = self.lock(false)?;
+        let rt = runtime()?;
+        let manifest_digest = rt.block_on(async {
+            let (mut bytes, _) =
+                client.pull_manifest_raw(&r, &auth, ACCEPT).await.map_err(reg_err)?;
+            check_manifest_bytes(&bytes, r.digest())?;
+            // An index: choose the platform's manifest and fetch it by digest.
+            let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+                ImageError::Registry(format!("manifest of {reference} is not JSON: {e}"))
+            })?;
+            if v.get("manifests").is_some() {
+                let index: ImageIndex = serde_json::from_slice(&bytes)
+                    .map_err(|e| ImageError::Registry(format!("bad index: {e}")))?;
+                let d = pick_platform(&index, opts.platform.as_deref().unwrap_or("linux/amd64"))?;
+                let by_digest = r.clone_with_digest(d.clone());
+                bytes =
+                    client.pull_manifest_raw(&by_digest, &auth, ACCEPT).await.map_err(reg_err)?.0;
+                check_manifest_bytes(&bytes, Some(&d))?;
+            }
+            let manifest: ImageManifest = serde_json::from_slice(&bytes)
+                .map_err(|e| ImageError::Registry(format!("bad image manifest: {e}")))?;
+            let mut wanted =
+                vec![(Digest::from_oci(manifest.config().digest())?, manifest.config().size())];
+            for l in manifest.layers() {
+                wanted.push((Digest::from_oci(l.digest())?, l.size()));
+            }
+            let progress = Arc::new(progress);
+            let jobs =
+                wanted.into_iter().filter(|(d, _)| !self.blobs.contains(d)).map(|(d, size)| {
+                    let (client, r, progress) = (&client, &r, progress.clone());
+                    async move {
+                        let bar = progress.start("Downloading", &d, size);
+                        let mut stream = client
+                            .pull_blob_stream(r, d.to_string().as_str())
+                            .await
+                            .map_err(reg_err)?;
+                        let mut pending = self.blobs.begin()?;
+                        let mut got = 0u64;
+                        while let Some(chunk) = stream.stream.try_next().await.map_err(reg_err)? {
+                            got += chunk.len() as u64;
+                            if got > size {
+                                return Err(ImageError::DigestMismatch {
+                                    expected: format!("{d} ({size} bytes)"),
+                                    actual: format!("more than {size} bytes"),
+                                });
+                            }
+                            pending.write_all(&chunk).map_err(|e| ImageError::io(&self.root, e))?;
+                            if let Some(b) = &bar {
+                                b.set_position(got);
+                            }
+                        }
+                        self.blobs.commit(pending, Some((&d, size)))?;
+                        if let Some(b) = bar {
+                            b.finish();
+                        }
+                        progress.line(&format!("Downloaded {}", &d.hex()[..12]));
+                        Ok::<_, ImageError>(())
+                    }
+                });
+            futures_util::stream::iter(jobs)
+                .buffer_unordered(PARALLEL)
+                .try_collect::<Vec<_>>()
+                .await?;
+            self.blobs.put(&bytes)
+        })?;
+        self.db.set_ref(&name.full(), &manifest_digest)?;
+        self.db.add_source(&manifest_digest, r.registry(), r.repository())?;
+        self.summary_of(&manifest_digest)
+    }
+
+    /// Pushes a local image to the registry its name points at; returns the manifest digest.
+    pub fn push(&self, reference: &str, opts: &RegistryOptions) -> Result<Digest, ImageError> {
+        let name = ImageName::parse(reference)?;
+        let r: Reference = name.reference().clone();
+        let d = self.resolve(reference)?;
+        let bytes = self.blobs.read(&d)?;
+        let m = self.manifest(&d)?;
+        let registry = r.resolve_registry().to_string();
+        let client = client(&registry, opts)?;
+        let auth = auth_for(self, r.registry())?;
+        let progress = Progress::new(opts.quiet);
+        let _l = self.lock(false)?;
+        let sources = self.db.sources_in(r.registry())?;
+        let rt = runtime()?;
+        rt.block_on(async {
+            client.auth(&r, &auth, RegistryOperation::Push).await.map_err(reg_err)?;
+            let mut blobs: Vec<(Digest, u64)> = m
+                .layers()
+                .iter()
+                .map(|l| Ok((Digest::from_oci(l.digest())?, l.size())))
+                .collect::<Result<_, ImageError>>()?;
+            blobs.push((Digest::from_oci(m.config().digest())?, m.config().size()));
+            for (bd, size) in blobs {
+                let ds = bd.to_string();
+                if client.blob_exists(&r, &ds).await.map_err(reg_err)? {
+                    progress.line(&format!("Layer {} already exists", &bd.hex()[..12]));
+                    continue;
+                }
+                // Cross-repository mount from a repository of the same registry that has it.
+                let mut mounted = false;
+                for repo in sources.iter().filter(|repo| *repo != r.repository()) {
+                    let src =
+                        Reference::with_digest(r.registry().to_string(), repo.clone(), ds.clone());
+                    if client.mount_blob(&r, &src, &ds).await.is_ok()
+                        && client.blob_exists(&r, &ds).await.unwrap_or(false)
+                    {
+                        progress.line(&format!("Mounted {} from {repo}", &bd.hex()[..12]));
+                        mounted = true;
+                        break;
+                    }
+                }
+                if mounted {
+                    continue;
+                }
+                let bar = progress.start("Uploading", &bd, size);
+                let data = tokio::fs::read(self.blobs.path(&bd))
+                    .await
+                    .map_err(|e| ImageError::io(&self.blobs.path(&bd), e))?;
+                if size > CHUNKED_PUSH_ABOVE {
+                    let chunks: Vec<
+                        Result<bytes::Bytes, oci_client::errors::OciDistributionError>,
+                    > = data
+                        .chunks(4 << 20)
+                        .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+                        .collect();
+                    let resp = client
+                        .push_blob_stream_chunked(&r, futures_util::stream::iter(chunks))
+                        .await
+                        .map_err(reg_err)?;
+                    if resp.blob_digest != ds {
+                        return Err(ImageError::DigestMismatch {
+                            expected: ds,
+                            actual: resp.blob_digest,
+                        });
+                    }
+                } else {
+                    client.push_blob(&r, data, &ds).await.map_err(reg_err)?;
+                }
+                if let Some(b) = bar {
+                    b.finish();
+                }
+                progress.line(&format!("Pushed {}", &bd.hex()[..12]));
+            }
+            let media = m
+                .media_type()
+                .as_ref()
+                .map(|t| t.to_string())
+                .unwrap_or_else(|| crate::MEDIA_MANIFEST.to_string());
+            let ct = media
+                .parse()
+                .map_err(|_| ImageError::Corrupt(format!("bad media type {media}")))?;
+            client.push_manifest_raw(&r, bytes, ct).await.map_err(reg_err)?;
+            Ok::<_, ImageError>(())
+        })?;
+        self.db.add_source(&d, r.registry(), r.repository())?;
+        Ok(d)
+    }
+}
+
+/// A manifest from a registry: bounded in size, and matching the digest it was asked by.
+fn check_manifest_bytes(bytes: &[u8], want: Option<&str>) -> Result<(), ImageError> {
+    if bytes.len() > MAX_MANIFEST {
+        return Err(ImageError::Registry(format!(
+            "manifest of {} bytes is too large",
+            bytes.len()
+        )));
+    }
+    if let Some(w) = want {
+        let got = Digest::of(bytes);
+        if got.to_string() != w {
+            return Err(ImageError::DigestMismatch {
+                expected: w.to_string(),
+                actual: got.to_string(),
+            });
+        }
+    }
+    Ok(())
+}

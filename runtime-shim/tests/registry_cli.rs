@@ -1,0 +1,187 @@
+//! Pull and push against a real registry (Debian's docker-registry, distribution 2.8) that the
+//! test starts on 127.0.0.1 with private storage.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+struct Registry {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start() -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let cfg = dir.path().join("config.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry is installed by `cargo xtask deps`");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "registry did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Registry { child, port, _dir: dir }
+    }
+
+    fn host(&self) -> String {
+        format!("localhost:{}", self.port)
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn ironpod(root: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ironpod")).arg("--root").arg(root).args(args).output().unwrap()
+}
+
+fn ok(o: &Output) -> String {
+    assert!(o.status.success(), "stderr: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn tarball(dir: &Path, name: &str, content: &str) -> PathBuf {
+    let rootfs = dir.join(format!("rootfs-{name}"));
+    std::fs::create_dir_all(rootfs.join("etc")).unwrap();
+    std::fs::write(rootfs.join("etc/motd"), content).unwrap();
+    let t = dir.join(format!("{name}.tar"));
+    assert!(Command::new("tar")
+        .arg("-C")
+        .arg(&rootfs)
+        .arg("-cf")
+        .arg(&t)
+        .arg(".")
+        .status()
+        .unwrap()
+        .success());
+    t
+}
+
+fn manifest_of(root: &Path, r: &str) -> String {
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&ironpod(root, &["image", "inspect", r]))).unwrap();
+    v[0]["manifest"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn push_pull_round_trip_skip_and_mount() {
+    let reg = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let t = tarball(dir.path(), "one", "one\n");
+    ok(&ironpod(&a, &["import", t.to_str().unwrap(), "demo"]));
+    let remote = format!("{}/team/app:v1", reg.host());
+    ok(&ironpod(&a, &["tag", "demo", &remote]));
+    let out = ok(&ironpod(&a, &["push", &remote]));
+    assert!(out.contains("digest: sha256:"), "{out}");
+
+    // Pull into an empty store: byte-identical manifest.
+    let out = ok(&ironpod(&b, &["pull", &remote]));
+    assert!(out.contains(&manifest_of(&a, "demo")), "{out}");
+    assert_eq!(manifest_of(&b, &remote), manifest_of(&a, "demo"));
+    // Pulling again downloads nothing.
+    let again = ironpod(&b, &["pull", &remote]);
+    assert!(!String::from_utf8_lossy(&again.stderr).contains("Downloading"), "{again:?}");
+
+    // Pushing again skips what the registry has; another repository mounts it.
+    let o = ironpod(&a, &["push", &remote]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("already exists"), "{o:?}");
+    let other = format!("{}/other/app:v1", reg.host());
+    ok(&ironpod(&a, &["tag", "demo", &other]));
+    let o = ironpod(&a, &["push", &other]);
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stderr).contains("Mounted"), "{o:?}");
+
+    // By digest, too.
+    let by_digest = format!("{}/team/app@{}", reg.host(), manifest_of(&a, "demo"));
+    ok(&ironpod(&dir.path().join("c"), &["pull", &by_digest]));
+
+    // Errors: unknown image, unreachable registry.
+    let o = ironpod(&b, &["pull", &format!("{}/team/nothing:here", reg.host())]);
+    assert_eq!(o.status.code(), Some(1));
+    let o = ironpod(&b, &["pull", "localhost:1/x:y"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).starts_with("ironpod: registry"), "{o:?}");
+}
+
+fn put_manifest(reg: &Registry, repo: &str, reference: &str, media: &str, body: &[u8]) {
+    let o = Command::new("curl")
+        .args(["-sf", "-X", "PUT", "-H", &format!("Content-Type: {media}"), "--data-binary", "@-"])
+        .arg(format!("http://{}/v2/{repo}/manifests/{reference}", reg.host()))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(body)?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert!(o.status.success(), "PUT manifest failed");
+}
+
+#[test]
+fn index_with_two_platforms_picks_the_right_one() {
+    let reg = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a");
+    let mut digests = Vec::new();
+    for (name, content) in [("amd", "amd64\n"), ("arm", "arm64\n")] {
+        let t = tarball(dir.path(), name, content);
+        ok(&ironpod(&a, &["import", t.to_str().unwrap(), name]));
+        let remote = format!("{}/multi/app:{name}", reg.host());
+        ok(&ironpod(&a, &["tag", name, &remote]));
+        ok(&ironpod(&a, &["push", "-q", &remote]));
+        digests.push(manifest_of(&a, name));
+    }
+    let size = |d: &str| {
+        std::fs::metadata(a.join("blobs/sha256").join(d.trim_start_matches("sha256:")))
+            .unwrap()
+            .len()
+    };
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digests[1], "size": size(&digests[1]),
+             "platform": {"architecture": "arm64", "os": "linux"}},
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digests[0], "size": size(&digests[0]),
+             "platform": {"architecture": "amd64", "os": "linux"}},
+        ]
+    });
+    put_manifest(
+        &reg,
+        "multi/app",
+        "latest",
+        "application/vnd.oci.image.index.v1+json",
+        index.to_string().as_bytes(),
+    );
+    let remote = format!("{}/multi/app:latest", reg.host());
+    let b = dir.path().join("b");
+    ok(&ironpod(&b, &["pull", "-q", &remote]));
+    assert_eq!(manifest_of(&b, &remote), digests[0], "linux/amd64 by default");
+    ok(&ironpod(&b, &["pull", "-q", "--platform", "linux/arm64", &remote]));
+    assert_eq!(manifest_of(&b, &remote), digests[1]);
+    let o = ironpod(&b, &["pull", "-q", "--platform", "windows/amd64", &remote]);
+    assert_eq!(o.status.code(), Some(1));
+}
