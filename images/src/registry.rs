@@ -52,11 +52,13 @@ fn is_localhost(registry: &str) -> bool {
     matches!(host, "localhost" | "127.0.0.1" | "[::1]" | "::1")
 }
 
-fn client(reg: &str, opts: &RegistryOptions) -> Result<Client, ImageError> {
+/// A client speaking HTTPS, or plain HTTP to `reg` when `plain_http`.
+fn client(reg: &str, opts: &RegistryOptions, plain_http: bool) -> Result<Client, ImageError> {
     let mut cfg = ClientConfig::default();
-    if opts.insecure || is_localhost(reg) {
+    if plain_http {
         cfg.protocol = ClientProtocol::HttpsExcept(vec![reg.to_string()]);
     }
+    cfg.accept_invalid_certificates = opts.insecure;
     if let Some(ca) = &opts.ca_file {
         let data = std::fs::read(ca).map_err(|e| ImageError::io(ca, e))?;
         cfg.extra_root_certificates.push(Certificate { encoding: CertificateEncoding::Pem, data });
@@ -151,9 +153,18 @@ impl ImageStore {
         opts: &RegistryOptions,
     ) -> Result<ImageSummary, ImageError> {
         let name = ImageName::parse(reference)?;
+        let registry = name.reference().resolve_registry().to_string();
+        with_fallback(&registry, opts, |c| self.pull_with(c, &name, reference, opts))
+    }
+
+    fn pull_with(
+        &self,
+        client: Client,
+        name: &ImageName,
+        reference: &str,
+        opts: &RegistryOptions,
+    ) -> Result<ImageSummary, ImageError> {
         let r: Reference = name.reference().clone();
-        let registry = r.resolve_registry().to_string();
-        let client = client(&registry, opts)?;
         let auth = auth_for(self, r.registry())?;
         let progress = Progress::new(opts.quiet);
         let _l = self.lock(false)?;
@@ -229,12 +240,21 @@ impl ImageStore {
     /// Pushes a local image to the registry its name points at; returns the manifest digest.
     pub fn push(&self, reference: &str, opts: &RegistryOptions) -> Result<Digest, ImageError> {
         let name = ImageName::parse(reference)?;
+        let registry = name.reference().resolve_registry().to_string();
+        with_fallback(&registry, opts, |c| self.push_with(c, &name, reference, opts))
+    }
+
+    fn push_with(
+        &self,
+        client: Client,
+        name: &ImageName,
+        reference: &str,
+        opts: &RegistryOptions,
+    ) -> Result<Digest, ImageError> {
         let r: Reference = name.reference().clone();
         let d = self.resolve(reference)?;
         let bytes = self.blobs.read(&d)?;
         let m = self.manifest(&d)?;
-        let registry = r.resolve_registry().to_string();
-        let client = client(&registry, opts)?;
         let auth = auth_for(self, r.registry())?;
         let progress = Progress::new(opts.quiet);
         let _l = self.lock(false)?;
@@ -312,6 +332,29 @@ impl ImageStore {
         })?;
         self.db.add_source(&d, r.registry(), r.repository())?;
         Ok(d)
+    }
+}
+
+/// Runs `op` over HTTPS; for localhost or `--insecure` registries, retries over plain HTTP
+/// when HTTPS fails (as Docker does for insecure registries), reporting both errors if both
+/// fail.
+fn with_fallback<T>(
+    registry: &str,
+    opts: &RegistryOptions,
+    op: impl Fn(Client) -> Result<T, ImageError>,
+) -> Result<T, ImageError> {
+    match op(client(registry, opts, false)?) {
+        Ok(v) => Ok(v),
+        Err(ImageError::Registry(https)) if opts.insecure || is_localhost(registry) => {
+            match op(client(registry, opts, true)?) {
+                Ok(v) => Ok(v),
+                Err(ImageError::Registry(http)) => {
+                    Err(ImageError::Registry(format!("over HTTPS: {https}; over HTTP: {http}")))
+                }
+                Err(e) => Err(e),
+            }
+        }
+        Err(e) => Err(e),
     }
 }
 

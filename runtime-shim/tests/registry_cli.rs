@@ -14,13 +14,18 @@ struct Registry {
 
 impl Registry {
     fn start() -> Registry {
+        Self::start_with("")
+    }
+
+    /// Starts a registry; `extra` is appended to its YAML config (under `http:` first).
+    fn start_with(extra: &str) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let cfg = dir.path().join("config.yml");
         std::fs::write(
             &cfg,
             format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{extra}",
                 dir.path().join("data").display()
             ),
         )
@@ -184,4 +189,127 @@ fn index_with_two_platforms_picks_the_right_one() {
     assert_eq!(manifest_of(&b, &remote), digests[1]);
     let o = ironpod(&b, &["pull", "-q", "--platform", "windows/amd64", &remote]);
     assert_eq!(o.status.code(), Some(1));
+}
+
+#[test]
+fn basic_auth_over_tls_with_a_private_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, htpasswd) =
+        (dir.path().join("cert.pem"), dir.path().join("key.pem"), dir.path().join("htpasswd"));
+    // A private CA and a server certificate it signed (rustls refuses a self-signed CA as
+    // the server's own certificate).
+    let (ca_key, ca_cert, csr, ext) = (
+        dir.path().join("ca.key"),
+        dir.path().join("ca.pem"),
+        dir.path().join("srv.csr"),
+        dir.path().join("ext.cnf"),
+    );
+    std::fs::write(&ext, "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
+        .unwrap();
+    let openssl = |args: &[&std::ffi::OsStr]| {
+        let o = Command::new("openssl").args(args).output().unwrap();
+        assert!(o.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    };
+    let p = |x: &Path| x.as_os_str().to_owned();
+    use std::ffi::OsStr;
+    openssl(&[
+        OsStr::new("req"),
+        OsStr::new("-x509"),
+        OsStr::new("-newkey"),
+        OsStr::new("rsa:2048"),
+        OsStr::new("-nodes"),
+        OsStr::new("-days"),
+        OsStr::new("1"),
+        OsStr::new("-subj"),
+        OsStr::new("/CN=ironpod test CA"),
+        OsStr::new("-keyout"),
+        &p(&ca_key),
+        OsStr::new("-out"),
+        &p(&ca_cert),
+    ]);
+    openssl(&[
+        OsStr::new("req"),
+        OsStr::new("-newkey"),
+        OsStr::new("rsa:2048"),
+        OsStr::new("-nodes"),
+        OsStr::new("-subj"),
+        OsStr::new("/CN=localhost"),
+        OsStr::new("-keyout"),
+        &p(&key),
+        OsStr::new("-out"),
+        &p(&csr),
+    ]);
+    openssl(&[
+        OsStr::new("x509"),
+        OsStr::new("-req"),
+        OsStr::new("-in"),
+        &p(&csr),
+        OsStr::new("-CA"),
+        &p(&ca_cert),
+        OsStr::new("-CAkey"),
+        &p(&ca_key),
+        OsStr::new("-CAcreateserial"),
+        OsStr::new("-days"),
+        OsStr::new("1"),
+        OsStr::new("-extfile"),
+        &p(&ext),
+        OsStr::new("-out"),
+        &p(&cert),
+    ]);
+    let h = Command::new("htpasswd").args(["-Bbn", "alice", "wonderland"]).output().unwrap();
+    assert!(h.status.success());
+    std::fs::write(&htpasswd, &h.stdout).unwrap();
+    let extra = format!(
+        "  tls:\n    certificate: {}\n    key: {}\nauth:\n  htpasswd:\n    realm: test\n    path: {}\n",
+        cert.display(),
+        key.display(),
+        htpasswd.display()
+    );
+    let reg = Registry::start_with(&extra);
+    let root = dir.path().join("a");
+    let t = tarball(dir.path(), "tls", "secret\n");
+    ok(&ironpod(&root, &["import", t.to_str().unwrap(), "demo"]));
+    let remote = format!("{}/private/app:v1", reg.host());
+    ok(&ironpod(&root, &["tag", "demo", &remote]));
+    let ca = ca_cert.to_str().unwrap();
+
+    // No credentials: refused.
+    let o = ironpod(&root, &["push", "-q", "--ca-file", ca, &remote]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    // Wrong password: refused.
+    login(&root, &reg.host(), "alice", "wrong");
+    let o = ironpod(&root, &["push", "-q", "--ca-file", ca, &remote]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    // Right password, CA trusted: works both ways.
+    login(&root, &reg.host(), "alice", "wonderland");
+    let auth = std::fs::metadata(root.join("auth.json")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(auth.mode() & 0o777, 0o600);
+    ok(&ironpod(&root, &["push", "-q", "--ca-file", ca, &remote]));
+    let b = dir.path().join("b");
+    std::fs::create_dir_all(&b).unwrap();
+    std::fs::copy(root.join("auth.json"), b.join("auth.json")).unwrap();
+    ok(&ironpod(&b, &["pull", "-q", "--ca-file", ca, &remote]));
+    assert_eq!(manifest_of(&b, &remote), manifest_of(&root, "demo"));
+    // Without trusting the CA the TLS handshake fails (and plain HTTP is not spoken there).
+    let o = ironpod(&b, &["pull", "-q", &remote]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    ok(&ironpod(&root, &["logout", &reg.host()]));
+    assert_eq!(ironpod(&root, &["logout", &reg.host()]).status.code(), Some(1));
+}
+
+fn login(root: &Path, host: &str, user: &str, password: &str) {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ironpod"))
+        .arg("--root")
+        .arg(root)
+        .args(["login", host, "-u", user, "--password-stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    writeln!(c.stdin.take().unwrap(), "{password}").unwrap();
+    let o = c.wait_with_output().unwrap();
+    assert!(o.status.success());
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "Login Succeeded");
 }

@@ -28,6 +28,7 @@ pub const PACKAGES: &[&str] = &[
     "docker-registry",
     "curl",
     "openssl",
+    "apache2-utils",
 ];
 
 fn installed(pkg: &str) -> bool {

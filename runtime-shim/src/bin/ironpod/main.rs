@@ -90,7 +90,11 @@ enum ImageCommand {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(
+            // Libraries stay quiet unless RUST_LOG asks: errors reach the user as one line.
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
