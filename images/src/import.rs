@@ -20,10 +20,9 @@ fn open_tar(path: &Path) -> Result<Box<dyn Read>, ImageError> {
     let f = BufReader::new(File::open(path).map_err(|e| ImageError::io(path, e))?);
     match &magic[..n.min(4)] {
         [0x1f, 0x8b, ..] => Ok(Box::new(GzDecoder::new(f))),
-        [0x28, 0xb5, 0x2f, 0xfd] => Err(ImageError::BadTar(format!(
-            "{}: zstd-compressed tarballs cannot be imported yet; decompress it first",
-            path.display()
-        ))),
+        [0x28, 0xb5, 0x2f, 0xfd] => {
+            Ok(Box::new(zstd::Decoder::with_buffer(f).map_err(|e| ImageError::io(path, e))?))
+        }
         _ => Ok(Box::new(f)),
     }
 }

@@ -44,16 +44,17 @@ impl ImageStore {
         }
         let blob = self.blobs.path(layer);
         let file = fs::File::open(&blob).map_err(|_| ImageError::MissingBlob(layer.to_string()))?;
-        let reader: Box<dyn std::io::Read> =
-            if media_type.ends_with("+gzip") || media_type.ends_with(".tar.gzip") {
-                Box::new(GzDecoder::new(BufReader::new(file)))
-            } else if media_type.ends_with(".tar") || media_type.ends_with("tar") {
-                Box::new(BufReader::new(file))
-            } else {
-                return Err(ImageError::Corrupt(format!(
-                    "layer {layer}: unsupported media type {media_type}"
-                )));
-            };
+        let reader: Box<dyn std::io::Read> = if media_type.ends_with("+zstd") {
+            Box::new(zstd::Decoder::new(file).map_err(|e| ImageError::io(&blob, e))?)
+        } else if media_type.ends_with("+gzip") || media_type.ends_with(".tar.gzip") {
+            Box::new(GzDecoder::new(BufReader::new(file)))
+        } else if media_type.ends_with(".tar") || media_type.ends_with("tar") {
+            Box::new(BufReader::new(file))
+        } else {
+            return Err(ImageError::Corrupt(format!(
+                "layer {layer}: unsupported media type {media_type}"
+            )));
+        };
         let work =
             self.root.join("tmp").join(format!("unpack-{}-{}", layer.hex(), std::process::id()));
         let _ = fs::remove_dir_all(&work);

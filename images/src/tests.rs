@@ -214,3 +214,38 @@ fn layer_disks_are_built_once_and_hold_the_files() {
     store.remove("demo").unwrap();
     assert!(!disks[0].exists());
 }
+
+#[test]
+fn zstd_tarballs_and_zstd_layers() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(&dir.path().join("root")).unwrap();
+    let tar = std::fs::read(rootfs_tar(dir.path())).unwrap();
+    let zst = zstd::encode_all(&tar[..], 3).unwrap();
+    // import accepts .tar.zst ...
+    let zpath = dir.path().join("rootfs.tar.zst");
+    std::fs::write(&zpath, &zst).unwrap();
+    let plain =
+        store.inspect(&store.import(&rootfs_tar(dir.path()), "plain").unwrap().manifest).unwrap();
+    let z = store.inspect(&store.import(&zpath, "z").unwrap().manifest).unwrap();
+    assert_eq!(plain.config.rootfs().diff_ids(), z.config.rootfs().diff_ids());
+    // ... and a registry image with a zstd layer becomes a layer disk.
+    let layer = store.blobs().put(&zst).unwrap();
+    let config_digest = Digest::from_oci(z.manifest_json.config().digest()).unwrap();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": MEDIA_MANIFEST,
+        "config": {"mediaType": MEDIA_CONFIG, "digest": config_digest.to_string(), "size": z.manifest_json.config().size()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+zstd", "digest": layer.to_string(), "size": zst.len()}],
+    });
+    let m = store.blobs().put(manifest.to_string().as_bytes()).unwrap();
+    store.db.set_ref("docker.io/library/zlayer:latest", &m).unwrap();
+    let disks = store.layer_disks("zlayer").unwrap();
+    let out = dir.path().join("x");
+    let st = std::process::Command::new("fsck.erofs")
+        .arg(format!("--extract={}", out.display()))
+        .arg(&disks[0])
+        .output()
+        .unwrap();
+    assert!(st.status.success());
+    assert_eq!(std::fs::read(out.join("bin/hello")).unwrap(), b"#!/bin/sh\necho hi\n");
+}
