@@ -349,7 +349,14 @@ fn with_fallback<T>(
             match op(client(registry, opts, true)?) {
                 Ok(v) => Ok(v),
                 Err(ImageError::Registry(http)) => {
-                    Err(ImageError::Registry(format!("over HTTPS: {https}; over HTTP: {http}")))
+                    // HTTPS that never connected, to a registry that answered over HTTP:
+                    // only the HTTP answer is news.
+                    let unreachable = |m: &str| m.contains("error sending request");
+                    Err(ImageError::Registry(if unreachable(&https) && !unreachable(&http) {
+                        http
+                    } else {
+                        format!("over HTTPS: {https}; over HTTP: {http}")
+                    }))
                 }
                 Err(e) => Err(e),
             }
