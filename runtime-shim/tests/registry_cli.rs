@@ -313,3 +313,65 @@ fn login(root: &Path, host: &str, user: &str, password: &str) {
     assert!(o.status.success());
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "Login Succeeded");
 }
+
+#[test]
+fn skopeo_interop_through_the_registry_and_parallel_pulls() {
+    let reg = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a");
+    let t = tarball(dir.path(), "interop", "interop\n");
+    ok(&ironpod(&a, &["import", t.to_str().unwrap(), "demo"]));
+    let ours = format!("{}/interop/ours:v1", reg.host());
+    ok(&ironpod(&a, &["tag", "demo", &ours]));
+    ok(&ironpod(&a, &["push", "-q", &ours]));
+    // skopeo pulls what we pushed, byte for byte...
+    let layout = dir.path().join("layout");
+    let sk = |args: &[&str]| {
+        let o = Command::new("skopeo")
+            .args(args)
+            .output()
+            .expect("skopeo is installed by `cargo xtask deps`");
+        assert!(o.status.success(), "skopeo {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        o
+    };
+    sk(&[
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{ours}"),
+        &format!("oci:{}:x", layout.display()),
+    ]);
+    let raw = sk(&["inspect", "--raw", &format!("oci:{}:x", layout.display())]);
+    let m: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    let ia: serde_json::Value =
+        serde_json::from_str(&ok(&ironpod(&a, &["image", "inspect", "demo"]))).unwrap();
+    assert_eq!(m["config"]["digest"], ia[0]["id"]);
+    // ...and pushes an image we pull.
+    let theirs = format!("{}/interop/theirs:v1", reg.host());
+    sk(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:x", layout.display()),
+        &format!("docker://{theirs}"),
+    ]);
+    // Two processes pull into one store at once; both succeed and the store is consistent.
+    let b = dir.path().join("b");
+    let spawn = |r: &str| {
+        Command::new(env!("CARGO_BIN_EXE_ironpod"))
+            .arg("--root")
+            .arg(&b)
+            .args(["pull", "-q", r])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (p1, p2) = (spawn(&theirs), spawn(&ours));
+    for p in [p1, p2] {
+        let o = p.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    assert_eq!(manifest_of(&b, &ours), manifest_of(&a, "demo"));
+    let ib: serde_json::Value =
+        serde_json::from_str(&ok(&ironpod(&b, &["image", "inspect", &theirs]))).unwrap();
+    assert_eq!(ib[0]["id"], ia[0]["id"]);
+}
