@@ -18,15 +18,24 @@ pub enum Which {
         #[arg(long, default_value_t = 10)]
         runs: usize,
     },
+    /// Pull of a ~200 MB 5-layer image from a local registry, ironpod vs skopeo; layer disks.
+    Pull {
+        /// Runs of each.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
 }
 
 /// Builds what the benchmark needs and runs its driver where KVM can run Linux.
 pub fn run(which: Which) -> Result<()> {
+    let runs = match which {
+        Which::Pull { runs } => return crate::bench_pull::run(runs),
+        Which::Boot { runs } => runs,
+    };
     kernel::build()?;
     initramfs::build()?;
     util::run(util::cargo().args(["build", "--release", "--workspace", "--bins", "-q"]))?;
     let me = std::env::current_exe()?;
-    let Which::Boot { runs } = which;
     let args: Vec<String> = vec![
         me.to_string_lossy().into(),
         "bench-driver".into(),
@@ -88,7 +97,7 @@ fn qemu_to_init(kernel: &str, initrd: &str) -> Result<f64> {
 
 /// The measuring part; runs where KVM is.
 pub fn driver(which: Which) -> Result<()> {
-    let Which::Boot { runs } = which;
+    let Which::Boot { runs } = which else { anyhow::bail!("only the boot benchmark has a driver") };
     let kernel = format!("{}/vmlinux", util::ASSET_DIR);
     let initrd = format!("{}/initramfs.img", util::ASSET_DIR);
     let ironpod = util::target_dir().join("release/ironpod");

@@ -2,6 +2,7 @@
 //! initramfs, the test rig, the test and demo entry points, benchmarks.
 
 mod bench;
+mod bench_pull;
 mod cpio;
 mod demo_image;
 mod deps;
