@@ -153,3 +153,128 @@ fn save_load_round_trip_and_skopeo_interop() {
     let list = ok(&ironpod(&dir.path().join("d"), &["images", "--json"]));
     assert_eq!(list.trim(), "[]");
 }
+
+#[test]
+fn a_full_disk_gives_a_clear_error_and_a_consistent_store() {
+    // A 4 MiB tmpfs as the state root; the layer does not fit.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("small");
+    std::fs::create_dir_all(&root).unwrap();
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(&root)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mounting a tmpfs needs root");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _u = Unmount(root.clone());
+    let small = demo_tarball(dir.path());
+    ok(&ironpod(&root, &["import", small.to_str().unwrap(), "small"]));
+    // 8 MiB of incompressible data.
+    let rootfs = dir.path().join("big");
+    std::fs::create_dir_all(&rootfs).unwrap();
+    let mut data = vec![0u8; 8 << 20];
+    let mut x = 0x9e3779b97f4a7c15u64;
+    for b in data.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    std::fs::write(rootfs.join("blob"), &data).unwrap();
+    let big = dir.path().join("big.tar");
+    assert!(Command::new("tar")
+        .arg("-C")
+        .arg(&rootfs)
+        .arg("-cf")
+        .arg(&big)
+        .arg(".")
+        .status()
+        .unwrap()
+        .success());
+    let o = ironpod(&root, &["import", big.to_str().unwrap(), "big"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("No space left on device"), "{err}");
+    // Nothing half-written is visible; the earlier image is intact and usable.
+    assert_eq!(std::fs::read_dir(root.join("tmp")).unwrap().count(), 0);
+    let list: serde_json::Value =
+        serde_json::from_str(&ok(&ironpod(&root, &["images", "--json"]))).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    ok(&ironpod(&root, &["image", "inspect", "small"]));
+    ok(&ironpod(&root, &["rmi", "small"]));
+}
+
+#[test]
+fn containerd_imports_what_we_save() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a");
+    let tarball = demo_tarball(dir.path());
+    ok(&ironpod(&a, &["import", tarball.to_str().unwrap(), "demo:v1"]));
+    let saved = dir.path().join("saved.tar");
+    ok(&ironpod(&a, &["save", "-o", saved.to_str().unwrap(), "demo:v1"]));
+
+    // A private containerd (no CRI) on sockets in the test's directory.
+    let c = dir.path().join("ctd");
+    std::fs::create_dir_all(&c).unwrap();
+    let sock = c.join("c.sock");
+    std::fs::write(
+        c.join("config.toml"),
+        format!(
+            "version = 2\nroot = \"{0}/root\"\nstate = \"{0}/state\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+             [grpc]\n  address = \"{1}\"\n[ttrpc]\n  address = \"{1}.ttrpc\"\n\
+             [plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"{0}/opt\"\n",
+            c.display(),
+            sock.display()
+        ),
+    )
+    .unwrap();
+    let mut daemon = Command::new("containerd")
+        .arg("--config")
+        .arg(c.join("config.toml"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("containerd is installed by `cargo xtask deps`");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let t = std::time::Instant::now();
+    while !sock.exists() {
+        assert!(t.elapsed() < std::time::Duration::from_secs(30), "containerd did not start");
+        if let Ok(Some(s)) = daemon.try_wait() {
+            panic!("containerd exited: {s}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _d = Kill(daemon);
+    let ctr = |args: &[&str]| {
+        let o = Command::new("ctr")
+            .arg("--address")
+            .arg(&sock)
+            .args(["-n", "ironpod-test"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "ctr {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    ctr(&["images", "import", "--no-unpack", saved.to_str().unwrap()]);
+    let ls = ctr(&["images", "ls"]);
+    let inspect: serde_json::Value =
+        serde_json::from_str(&ok(&ironpod(&a, &["image", "inspect", "demo:v1"]))).unwrap();
+    let manifest = inspect[0]["manifest"].as_str().unwrap();
+    assert!(
+        ls.lines().any(|l| l.starts_with("docker.io/library/demo:v1") && l.contains(manifest)),
+        "containerd lists the image with our manifest digest:\n{ls}"
+    );
+}

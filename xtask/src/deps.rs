@@ -29,6 +29,7 @@ pub const PACKAGES: &[&str] = &[
     "curl",
     "openssl",
     "apache2-utils",
+    "containerd",
 ];
 
 fn installed(pkg: &str) -> bool {
