@@ -375,3 +375,151 @@ fn skopeo_interop_through_the_registry_and_parallel_pulls() {
         serde_json::from_str(&ok(&ironpod(&b, &["image", "inspect", &theirs]))).unwrap();
     assert_eq!(ib[0]["id"], ia[0]["id"]);
 }
+
+/// A token server for the registry's bearer-token auth: checks basic credentials and issues
+/// RS256 JWTs signed with a certificate the registry trusts (x5c header).
+fn token_server(
+    key: PathBuf,
+    cert_der_b64: String,
+    user: &'static str,
+    password: &'static str,
+) -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut s) = conn else { continue };
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut line = String::new();
+            let _ = r.read_line(&mut line);
+            let mut authorized = false;
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                    break;
+                }
+                use base64::Engine;
+                let expected =
+                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+                if h.to_ascii_lowercase().starts_with("authorization: basic ")
+                    && h.trim_end().ends_with(&expected)
+                {
+                    authorized = true;
+                }
+            }
+            if !authorized {
+                let _ = s.write_all(
+                    b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+                continue;
+            }
+            let query = line
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("")
+                .split_once('?')
+                .map(|(_, q)| q.to_string())
+                .unwrap_or_default();
+            let mut access = Vec::new();
+            for kv in query.split('&') {
+                if let Some(scope) = kv.strip_prefix("scope=") {
+                    let scope = scope.replace("%3A", ":").replace("%2C", ",").replace("%2F", "/");
+                    let parts: Vec<&str> = scope.split(':').collect();
+                    if parts.len() == 3 {
+                        access.push(serde_json::json!({"type": parts[0], "name": parts[1], "actions": parts[2].split(',').collect::<Vec<_>>()}));
+                    }
+                }
+            }
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            let b64 = |v: &[u8]| {
+                use base64::Engine;
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v)
+            };
+            let header = serde_json::json!({"alg": "RS256", "typ": "JWT", "x5c": [cert_der_b64]});
+            let claims = serde_json::json!({"iss": "ironpod-test-issuer", "sub": user, "aud": "ironpod-test",
+                "exp": now + 600, "nbf": now - 10, "iat": now, "jti": format!("{now}{port}"), "access": access});
+            let signing_input = format!(
+                "{}.{}",
+                b64(header.to_string().as_bytes()),
+                b64(claims.to_string().as_bytes())
+            );
+            let mut sign = Command::new("openssl")
+                .args(["dgst", "-sha256", "-sign"])
+                .arg(&key)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            sign.stdin.take().unwrap().write_all(signing_input.as_bytes()).unwrap();
+            let sig = sign.wait_with_output().unwrap().stdout;
+            let token = format!("{signing_input}.{}", b64(&sig));
+            let body =
+                serde_json::json!({"token": token, "access_token": token, "expires_in": 600})
+                    .to_string();
+            let _ = s.write_all(format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes());
+        }
+    });
+    port
+}
+
+#[test]
+fn bearer_token_auth_through_the_challenge() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, cert, der) =
+        (dir.path().join("tok.key"), dir.path().join("tok.pem"), dir.path().join("tok.der"));
+    let o = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=token signer",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let o = Command::new("openssl")
+        .args(["x509", "-outform", "DER", "-in"])
+        .arg(&cert)
+        .arg("-out")
+        .arg(&der)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let der_b64 = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(std::fs::read(&der).unwrap())
+    };
+    let tport = token_server(key, der_b64, "bob", "builder");
+    let extra = format!(
+        "auth:\n  token:\n    realm: http://127.0.0.1:{tport}/token\n    service: ironpod-test\n    issuer: ironpod-test-issuer\n    rootcertbundle: {}\n",
+        cert.display()
+    );
+    let reg = Registry::start_with(&extra);
+    let root = dir.path().join("a");
+    let t = tarball(dir.path(), "token", "token\n");
+    ok(&ironpod(&root, &["import", t.to_str().unwrap(), "demo"]));
+    let remote = format!("{}/secure/app:v1", reg.host());
+    ok(&ironpod(&root, &["tag", "demo", &remote]));
+    // Anonymous: the token server refuses, so the registry does too.
+    assert_eq!(ironpod(&root, &["push", "-q", &remote]).status.code(), Some(1));
+    login(&root, &reg.host(), "bob", "builder");
+    ok(&ironpod(&root, &["push", "-q", &remote]));
+    let b = dir.path().join("b");
+    std::fs::create_dir_all(&b).unwrap();
+    std::fs::copy(root.join("auth.json"), b.join("auth.json")).unwrap();
+    ok(&ironpod(&b, &["pull", "-q", &remote]));
+    assert_eq!(manifest_of(&b, &remote), manifest_of(&root, "demo"));
+}
