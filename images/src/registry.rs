@@ -69,7 +69,7 @@ fn client(reg: &str, opts: &RegistryOptions, plain_http: bool) -> Result<Client,
 
 fn runtime() -> Result<tokio::runtime::Runtime, ImageError> {
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(4)
         .enable_all()
         .build()
         .map_err(|e| ImageError::Registry(format!("cannot start the I/O runtime: {e}")))
@@ -218,7 +218,10 @@ impl ImageStore {
                                 b.set_position(got);
                             }
                         }
-                        self.blobs.commit(pending, Some((&d, size)))?;
+                        // fsync + rename off the async workers, so other downloads go on meanwhile.
+                        tokio::task::block_in_place(|| {
+                            self.blobs.commit(pending, Some((&d, size)))
+                        })?;
                         if let Some(b) = bar {
                             b.finish();
                         }
