@@ -18,7 +18,25 @@ impl Db {
     pub fn open(path: &Path) -> Result<Self, ImageError> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(60))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // WAL is a property of the file: set it once. Switching modes needs an exclusive lock
+        // that SQLite may refuse without waiting while another process works, so retry.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
+            if mode.eq_ignore_ascii_case("wal") {
+                break;
+            }
+            match conn.pragma_update(None, "journal_mode", "WAL") {
+                Ok(()) => break,
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS refs (

@@ -30,7 +30,7 @@ use serde::Serialize;
 pub use blobs::{BlobStore, Digest};
 pub use error::ImageError;
 pub use names::ImageName;
-pub use registry::RegistryOptions;
+pub use registry::{check_login, RegistryOptions};
 
 /// Default state root.
 pub const DEFAULT_ROOT: &str = "/var/lib/ironpod";

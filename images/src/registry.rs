@@ -338,6 +338,76 @@ impl ImageStore {
     }
 }
 
+/// Checks credentials against a registry the way `docker login` does: an authenticated
+/// `GET /v2/` (basic auth), or, when the registry answers with a bearer challenge, a token
+/// request to its realm with those credentials.
+pub fn check_login(
+    registry: &str,
+    user: &str,
+    password: &str,
+    opts: &RegistryOptions,
+) -> Result<(), ImageError> {
+    let attempt = |plain_http: bool| -> Result<(), ImageError> {
+        let scheme = if plain_http { "http" } else { "https" };
+        let mut b = reqwest::Client::builder().danger_accept_invalid_certs(opts.insecure);
+        if let Some(ca) = &opts.ca_file {
+            let pem = std::fs::read(ca).map_err(|e| ImageError::io(ca, e))?;
+            let cert = reqwest::Certificate::from_pem(&pem).map_err(reg_err)?;
+            b = b.tls_certs_merge([cert]);
+        }
+        let http = b.build().map_err(reg_err)?;
+        let rt = runtime()?;
+        rt.block_on(async {
+            let resp = http
+                .get(format!("{scheme}://{registry}/v2/"))
+                .basic_auth(user, Some(password))
+                .send()
+                .await
+                .map_err(reg_err)?;
+            if resp.status().is_success() {
+                return Ok(());
+            }
+            let challenge = resp
+                .headers()
+                .get("www-authenticate")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            if resp.status().as_u16() == 401 && challenge.to_ascii_lowercase().starts_with("bearer")
+            {
+                let c = client(registry, opts, plain_http)?;
+                let probe = Reference::with_tag(
+                    registry.to_string(),
+                    "library/ironpod-login-check".into(),
+                    "latest".into(),
+                );
+                let auth = RegistryAuth::Basic(user.to_string(), password.to_string());
+                return c
+                    .auth(&probe, &auth, RegistryOperation::Pull)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| ImageError::Registry(format!("login to {registry} failed: {e}")));
+            }
+            Err(ImageError::Registry(format!("login to {registry} failed: {}", resp.status())))
+        })
+    };
+    match attempt(false) {
+        Ok(()) => Ok(()),
+        Err(https) if opts.insecure || is_localhost(registry) => {
+            attempt(true).map_err(|http| match (&https, &http) {
+                (ImageError::Registry(a), ImageError::Registry(b))
+                    if a.contains("error sending request")
+                        && !b.contains("error sending request") =>
+                {
+                    http
+                }
+                _ => ImageError::Registry(format!("over HTTPS: {https}; over HTTP: {http}")),
+            })
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Runs `op` over HTTPS; for localhost or `--insecure` registries, retries over plain HTTP
 /// when HTTPS fails (as Docker does for insecure registries), reporting both errors if both
 /// fail.

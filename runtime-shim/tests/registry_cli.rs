@@ -276,12 +276,12 @@ fn basic_auth_over_tls_with_a_private_ca() {
     // No credentials: refused.
     let o = ironpod(&root, &["push", "-q", "--ca-file", ca, &remote]);
     assert_eq!(o.status.code(), Some(1), "{o:?}");
-    // Wrong password: refused.
-    login(&root, &reg.host(), "alice", "wrong");
-    let o = ironpod(&root, &["push", "-q", "--ca-file", ca, &remote]);
+    // Wrong password: login checks it with the registry and stores nothing.
+    let o = try_login(&root, &reg.host(), "alice", "wrong", &["--ca-file", ca]);
     assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(!root.join("auth.json").exists());
     // Right password, CA trusted: works both ways.
-    login(&root, &reg.host(), "alice", "wonderland");
+    login(&root, &reg.host(), "alice", "wonderland", &["--ca-file", ca]);
     let auth = std::fs::metadata(root.join("auth.json")).unwrap();
     use std::os::unix::fs::MetadataExt;
     assert_eq!(auth.mode() & 0o777, 0o600);
@@ -298,20 +298,25 @@ fn basic_auth_over_tls_with_a_private_ca() {
     assert_eq!(ironpod(&root, &["logout", &reg.host()]).status.code(), Some(1));
 }
 
-fn login(root: &Path, host: &str, user: &str, password: &str) {
+fn login(root: &Path, host: &str, user: &str, password: &str, extra: &[&str]) {
+    let o = try_login(root, host, user, password, extra);
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "Login Succeeded");
+}
+
+fn try_login(root: &Path, host: &str, user: &str, password: &str, extra: &[&str]) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_ironpod"))
         .arg("--root")
         .arg(root)
         .args(["login", host, "-u", user, "--password-stdin"])
+        .args(extra)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     use std::io::Write;
     writeln!(c.stdin.take().unwrap(), "{password}").unwrap();
-    let o = c.wait_with_output().unwrap();
-    assert!(o.status.success());
-    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "Login Succeeded");
+    c.wait_with_output().unwrap()
 }
 
 #[test]
@@ -515,7 +520,9 @@ fn bearer_token_auth_through_the_challenge() {
     ok(&ironpod(&root, &["tag", "demo", &remote]));
     // Anonymous: the token server refuses, so the registry does too.
     assert_eq!(ironpod(&root, &["push", "-q", &remote]).status.code(), Some(1));
-    login(&root, &reg.host(), "bob", "builder");
+    // Login asks the token server, which refuses a wrong password.
+    assert_eq!(try_login(&root, &reg.host(), "bob", "wrong", &[]).status.code(), Some(1));
+    login(&root, &reg.host(), "bob", "builder", &[]);
     ok(&ironpod(&root, &["push", "-q", &remote]));
     let b = dir.path().join("b");
     std::fs::create_dir_all(&b).unwrap();

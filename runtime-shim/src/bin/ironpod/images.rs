@@ -100,6 +100,8 @@ pub struct LoginArgs {
     /// Password (prefer --password-stdin: arguments are visible to other processes).
     #[arg(short, long)]
     password: Option<String>,
+    #[command(flatten)]
+    flags: RegistryFlags,
 }
 
 fn open(root: &Path) -> Result<ImageStore, String> {
@@ -279,6 +281,8 @@ pub fn login(root: &Path, a: LoginArgs) -> Result<(), String> {
         (false, Some(p)) => p,
         _ => return Err("give exactly one of --password-stdin and --password".into()),
     };
+    ironpod_images::check_login(&a.registry, &a.username, &password, &a.flags.options(None))
+        .map_err(|e| e.to_string())?;
     ironpod_images::auth::login(root, &a.registry, &a.username, &password)
         .map_err(|e| e.to_string())?;
     println!("Login Succeeded");
