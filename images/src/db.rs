@@ -45,6 +45,11 @@ impl Db {
                 updated INTEGER NOT NULL
             );
             CREATE INDEX IF NOT EXISTS refs_manifest ON refs(manifest);
+            CREATE TABLE IF NOT EXISTS leases (
+                holder TEXT NOT NULL,
+                manifest TEXT NOT NULL,
+                PRIMARY KEY (holder, manifest)
+            );
             CREATE TABLE IF NOT EXISTS sources (
                 manifest TEXT NOT NULL,
                 registry TEXT NOT NULL,
@@ -111,6 +116,35 @@ impl Db {
             "SELECT DISTINCT repository FROM sources WHERE registry = ?1 ORDER BY repository",
         )?;
         let rows = st.query_map([registry], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Marks `manifest` as in use by `holder` (a pod or container id).
+    pub fn add_lease(&self, holder: &str, manifest: &Digest) -> Result<(), ImageError> {
+        self.conn.execute(
+            "INSERT OR IGNORE INTO leases(holder, manifest) VALUES (?1, ?2)",
+            params![holder, manifest.to_string()],
+        )?;
+        Ok(())
+    }
+
+    /// Drops every lease of `holder`; returns how many there were.
+    pub fn remove_leases(&self, holder: &str) -> Result<usize, ImageError> {
+        Ok(self.conn.execute("DELETE FROM leases WHERE holder = ?1", [holder])?)
+    }
+
+    /// Holders of leases on `manifest`.
+    pub fn lease_holders(&self, manifest: &Digest) -> Result<Vec<String>, ImageError> {
+        let mut st =
+            self.conn.prepare("SELECT holder FROM leases WHERE manifest = ?1 ORDER BY holder")?;
+        let rows = st.query_map([manifest.to_string()], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Every leased manifest.
+    pub fn leased(&self) -> Result<Vec<String>, ImageError> {
+        let mut st = self.conn.prepare("SELECT DISTINCT manifest FROM leases")?;
+        let rows = st.query_map([], |r| r.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

@@ -36,6 +36,14 @@ pub enum ImageError {
     /// An id prefix matches several images.
     #[error("{0} matches more than one image")]
     Ambiguous(String),
+    /// The image is in use and removing it was not forced.
+    #[error("unable to remove {image} (must force): in use by {holders}")]
+    InUse {
+        /// The image.
+        image: String,
+        /// Who uses it.
+        holders: String,
+    },
     /// A blob is missing from the store.
     #[error("blob {0} is missing from the store")]
     MissingBlob(String),

@@ -194,8 +194,14 @@ impl ImageStore {
     }
 
     /// Removes a name (or, given an id, every name of that image); blobs no longer reachable
-    /// from any name are deleted. Returns (untagged names, deleted blob digests).
-    pub fn remove(&self, reference: &str) -> Result<(Vec<String>, Vec<String>), ImageError> {
+    /// from any name or lease are deleted. An image in use (leased) is only untagged when
+    /// `force` is set, and its content stays until the last lease is released.
+    /// Returns (untagged names, deleted blob digests).
+    pub fn remove(
+        &self,
+        reference: &str,
+        force: bool,
+    ) -> Result<(Vec<String>, Vec<String>), ImageError> {
         let _l = self.lock(true)?;
         let d = self.resolve(reference)?;
         let by_name = ImageName::parse(reference).ok().and_then(|n| {
@@ -210,11 +216,34 @@ impl ImageStore {
             Some(n) => vec![n],
             None => self.db.names_for(&d)?,
         };
+        let holders = self.db.lease_holders(&d)?;
+        let last_name = untag.len() >= self.db.names_for(&d)?.len();
+        if !holders.is_empty() && last_name && !force {
+            return Err(ImageError::InUse {
+                image: reference.to_string(),
+                holders: holders.join(", "),
+            });
+        }
         for n in &untag {
             self.db.delete_ref(n)?;
         }
         let deleted = self.gc_locked()?;
         Ok((untag.iter().map(|n| names::familiar(n)).collect(), deleted))
+    }
+
+    /// Marks an image as used by `holder` (a pod): its content is kept, even if every name
+    /// is removed, until [`ImageStore::release`]. Returns the manifest digest.
+    pub fn lease(&self, holder: &str, reference: &str) -> Result<Digest, ImageError> {
+        let _l = self.lock(false)?;
+        let d = self.resolve(reference)?;
+        self.db.add_lease(holder, &d)?;
+        Ok(d)
+    }
+
+    /// Ends every lease of `holder`; content nothing else reaches goes at the next GC.
+    pub fn release(&self, holder: &str) -> Result<usize, ImageError> {
+        let _l = self.lock(false)?;
+        self.db.remove_leases(holder)
     }
 
     /// The config's history entries, newest first.
@@ -234,7 +263,8 @@ impl ImageStore {
 
     fn gc_locked(&self) -> Result<Vec<String>, ImageError> {
         let mut live = std::collections::HashSet::new();
-        for (_, m) in self.db.all_refs()? {
+        let named = self.db.all_refs()?.into_iter().map(|(_, m)| m);
+        for m in named.chain(self.db.leased()?) {
             let md = Digest::parse(&m)?;
             live.insert(md.to_string());
             if let Ok(man) = self.manifest(&md) {

@@ -79,9 +79,9 @@ fn import_list_inspect_tag_remove() {
     assert_eq!(store.list().unwrap()[0].names.len(), 3);
     assert_eq!(store.history("demo").unwrap().len(), 1);
     // Removing one name keeps the blobs; removing the last deletes them.
-    let (untagged, deleted) = store.remove("demo:v2").unwrap();
+    let (untagged, deleted) = store.remove("demo:v2", false).unwrap();
     assert_eq!((untagged, deleted.len()), (vec!["demo:v2".to_string()], 0));
-    let (untagged, deleted) = store.remove(&s.id).unwrap();
+    let (untagged, deleted) = store.remove(&s.id, false).unwrap();
     assert_eq!(untagged.len(), 2);
     assert_eq!(deleted.len(), 3, "manifest, config and layer are collected");
     assert!(store.list().unwrap().is_empty());
@@ -211,7 +211,7 @@ fn layer_disks_are_built_once_and_hold_the_files() {
     assert_eq!(std::fs::read(out.join("bin/hello")).unwrap(), b"#!/bin/sh\necho hi\n");
     assert_eq!(std::fs::read_link(out.join("bin/sh")).unwrap(), Path::new("/bin/busybox"));
     // Removing the image removes its layer disk.
-    store.remove("demo").unwrap();
+    store.remove("demo", false).unwrap();
     assert!(!disks[0].exists());
 }
 
@@ -248,4 +248,24 @@ fn zstd_tarballs_and_zstd_layers() {
         .unwrap();
     assert!(st.status.success());
     assert_eq!(std::fs::read(out.join("bin/hello")).unwrap(), b"#!/bin/sh\necho hi\n");
+}
+
+#[test]
+fn images_in_use_are_kept_until_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(&dir.path().join("root")).unwrap();
+    store.import(&rootfs_tar(dir.path()), "demo").unwrap();
+    let disks = store.layer_disks("demo").unwrap();
+    store.lease("pod-1", "demo").unwrap();
+    // Not without force.
+    assert!(matches!(store.remove("demo", false), Err(ImageError::InUse { .. })));
+    // Forced: the name goes, the content (and the layer disk the pod has attached) stays.
+    let (untagged, deleted) = store.remove("demo", true).unwrap();
+    assert_eq!((untagged.len(), deleted.len()), (1, 0));
+    assert!(disks[0].exists());
+    assert!(store.gc().unwrap().is_empty());
+    // Released: collected.
+    assert_eq!(store.release("pod-1").unwrap(), 1);
+    assert_eq!(store.gc().unwrap().len(), 3);
+    assert!(!disks[0].exists());
 }

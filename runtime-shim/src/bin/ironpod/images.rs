@@ -180,11 +180,11 @@ pub fn tag(root: &Path, source: &str, target: &str) -> Result<(), String> {
 }
 
 /// `ironpod rmi REF…`: every reference is tried; fails if any failed.
-pub fn rmi(root: &Path, refs: &[String]) -> Result<(), String> {
+pub fn rmi(root: &Path, refs: &[String], force: bool) -> Result<(), String> {
     let store = open(root)?;
     let mut failed = Vec::new();
     for r in refs {
-        match store.remove(r) {
+        match store.remove(r, force) {
             Ok((untagged, deleted)) => {
                 for n in untagged {
                     println!("Untagged: {n}");

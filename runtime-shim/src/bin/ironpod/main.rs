@@ -55,6 +55,9 @@ enum Command {
     },
     /// Removes images (names; unreferenced content is deleted).
     Rmi {
+        /// Untag images that pods still use (their content stays until the pods are gone).
+        #[arg(short, long)]
+        force: bool,
         /// Images.
         #[arg(required = true)]
         images: Vec<String>,
@@ -109,7 +112,7 @@ fn main() -> ExitCode {
             images::inspect(&root, &refs)
         }
         Command::Tag { source, target } => images::tag(&root, &source, &target),
-        Command::Rmi { images: refs } => images::rmi(&root, &refs),
+        Command::Rmi { force, images: refs } => images::rmi(&root, &refs, force),
         Command::History { image } => images::history(&root, &image),
         Command::Save(a) => images::save(&root, a),
         Command::Pull(a) => images::pull(&root, a),
