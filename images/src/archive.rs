@@ -47,7 +47,7 @@ impl ImageStore {
                 .filter(|n| self.db.get_ref(&n.full()).ok().flatten().is_some())
                 .map(|n| n.full());
             let mut desc = serde_json::json!({
-                "mediaType": crate::MEDIA_MANIFEST,
+                "mediaType": m.media_type().as_ref().map(|t| t.to_string()).unwrap_or_else(|| crate::MEDIA_MANIFEST.to_string()),
                 "digest": d.to_string(),
                 "size": size,
                 "platform": {"architecture": "amd64", "os": "linux"},

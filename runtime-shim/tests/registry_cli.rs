@@ -530,3 +530,73 @@ fn bearer_token_auth_through_the_challenge() {
     ok(&ironpod(&b, &["pull", "-q", &remote]));
     assert_eq!(manifest_of(&b, &remote), manifest_of(&root, "demo"));
 }
+
+#[test]
+fn big_layers_push_in_chunks_and_docker_schema2_pulls() {
+    let reg = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a");
+    // 12 MiB of incompressible content: the layer is pushed in chunks (PATCH).
+    let rootfs = dir.path().join("rootfs-big");
+    std::fs::create_dir_all(&rootfs).unwrap();
+    let mut data = vec![0u8; 12 << 20];
+    let mut x = 0x2545f4914f6cdd1du64;
+    for b in data.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    std::fs::write(rootfs.join("blob"), &data).unwrap();
+    let t = dir.path().join("big.tar");
+    assert!(Command::new("tar")
+        .arg("-C")
+        .arg(&rootfs)
+        .arg("-cf")
+        .arg(&t)
+        .arg(".")
+        .status()
+        .unwrap()
+        .success());
+    ok(&ironpod(&a, &["import", t.to_str().unwrap(), "big"]));
+    let remote = format!("{}/big/app:v1", reg.host());
+    ok(&ironpod(&a, &["tag", "big", &remote]));
+    ok(&ironpod(&a, &["push", "-q", &remote]));
+    let b = dir.path().join("b");
+    ok(&ironpod(&b, &["pull", "-q", &remote]));
+    assert_eq!(manifest_of(&b, &remote), manifest_of(&a, "big"));
+
+    // skopeo rewrites it as a Docker schema-2 image; we pull, inspect, save and load that.
+    let v2 = format!("{}/big/docker:v2s2", reg.host());
+    let o = Command::new("skopeo")
+        .args([
+            "copy",
+            "-q",
+            "--format",
+            "v2s2",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+        ])
+        .arg(format!("docker://{remote}"))
+        .arg(format!("docker://{v2}"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let c = dir.path().join("c");
+    ok(&ironpod(&c, &["pull", "-q", &v2]));
+    let inspect: serde_json::Value =
+        serde_json::from_str(&ok(&ironpod(&c, &["image", "inspect", &v2]))).unwrap();
+    assert_eq!(
+        inspect[0]["manifest_json"]["mediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    assert_eq!(
+        inspect[0]["manifest_json"]["layers"][0]["mediaType"],
+        "application/vnd.docker.image.rootfs.diff.tar.gzip"
+    );
+    let saved = dir.path().join("v2.tar");
+    ok(&ironpod(&c, &["save", "-o", saved.to_str().unwrap(), &v2]));
+    let d = dir.path().join("d");
+    ok(&ironpod(&d, &["load", "-i", saved.to_str().unwrap()]));
+    assert_eq!(manifest_of(&d, &v2), manifest_of(&c, &v2));
+}
