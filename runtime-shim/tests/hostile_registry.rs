@@ -2,14 +2,17 @@
 //! broken content. Every case must end in a clear error, exit status 1, and a store with no
 //! partial or unverified content.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::ironpod;
 use sha2::{Digest as _, Sha256};
 
 fn sha(data: &[u8]) -> String {
@@ -166,10 +169,6 @@ fn start() -> (u16, Arc<AtomicBool>) {
     let r = release.clone();
     std::thread::spawn(move || serve(l, r));
     (port, release)
-}
-
-fn ironpod(root: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ironpod")).arg("--root").arg(root).args(args).output().unwrap()
 }
 
 fn blobs(root: &Path) -> usize {

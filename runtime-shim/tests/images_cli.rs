@@ -1,16 +1,10 @@
 //! The `ironpod` image commands end to end, on a private state root.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
-fn ironpod(root: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ironpod")).arg("--root").arg(root).args(args).output().unwrap()
-}
+use std::process::Command;
 
-fn ok(o: &Output) -> String {
-    assert!(o.status.success(), "stderr: {}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+use common::*;
 
 #[test]
 fn import_images_tag_inspect_history_rmi() {
@@ -69,37 +63,11 @@ fn import_images_tag_inspect_history_rmi() {
     }
 }
 
-fn demo_tarball(dir: &Path) -> std::path::PathBuf {
-    let rootfs = dir.join("rootfs");
-    std::fs::create_dir_all(rootfs.join("etc")).unwrap();
-    std::fs::write(rootfs.join("etc/motd"), "hi\n").unwrap();
-    let tarball = dir.join("rootfs.tar");
-    let st = Command::new("tar")
-        .arg("-C")
-        .arg(&rootfs)
-        .arg("-cf")
-        .arg(&tarball)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(st.success());
-    tarball
-}
-
-fn skopeo(args: &[&str]) -> Output {
-    let o = Command::new("skopeo")
-        .args(args)
-        .output()
-        .expect("skopeo is installed by `cargo xtask deps`");
-    assert!(o.status.success(), "skopeo {args:?}: {}", String::from_utf8_lossy(&o.stderr));
-    o
-}
-
 #[test]
 fn save_load_round_trip_and_skopeo_interop() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-    let tarball = demo_tarball(dir.path());
+    let tarball = tarball(dir.path(), "demo", "hi\n");
     ok(&ironpod(&a, &["import", tarball.to_str().unwrap(), "demo:v1"]));
     let saved = dir.path().join("saved.tar");
     ok(&ironpod(&a, &["save", "-o", saved.to_str().unwrap(), "demo:v1"]));
@@ -173,19 +141,12 @@ fn a_full_disk_gives_a_clear_error_and_a_consistent_store() {
         }
     }
     let _u = Unmount(root.clone());
-    let small = demo_tarball(dir.path());
+    let small = tarball(dir.path(), "demo", "hi\n");
     ok(&ironpod(&root, &["import", small.to_str().unwrap(), "small"]));
     // 8 MiB of incompressible data.
     let rootfs = dir.path().join("big");
     std::fs::create_dir_all(&rootfs).unwrap();
-    let mut data = vec![0u8; 8 << 20];
-    let mut x = 0x9e3779b97f4a7c15u64;
-    for b in data.iter_mut() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *b = x as u8;
-    }
+    let data = noise(8 << 20, 0x9e3779b97f4a7c15);
     std::fs::write(rootfs.join("blob"), &data).unwrap();
     let big = dir.path().join("big.tar");
     assert!(Command::new("tar")
@@ -214,7 +175,7 @@ fn a_full_disk_gives_a_clear_error_and_a_consistent_store() {
 fn containerd_imports_what_we_save() {
     let dir = tempfile::tempdir().unwrap();
     let a = dir.path().join("a");
-    let tarball = demo_tarball(dir.path());
+    let tarball = tarball(dir.path(), "demo", "hi\n");
     ok(&ironpod(&a, &["import", tarball.to_str().unwrap(), "demo:v1"]));
     let saved = dir.path().join("saved.tar");
     ok(&ironpod(&a, &["save", "-o", saved.to_str().unwrap(), "demo:v1"]));

@@ -1,10 +1,14 @@
 //! Pull and push against a real registry (Debian's docker-registry, distribution 2.8) that the
 //! test starts on 127.0.0.1 with private storage.
 
+mod common;
+
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use common::*;
 
 struct Registry {
     child: Child,
@@ -55,38 +59,6 @@ impl Drop for Registry {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn ironpod(root: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ironpod")).arg("--root").arg(root).args(args).output().unwrap()
-}
-
-fn ok(o: &Output) -> String {
-    assert!(o.status.success(), "stderr: {}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn tarball(dir: &Path, name: &str, content: &str) -> PathBuf {
-    let rootfs = dir.join(format!("rootfs-{name}"));
-    std::fs::create_dir_all(rootfs.join("etc")).unwrap();
-    std::fs::write(rootfs.join("etc/motd"), content).unwrap();
-    let t = dir.join(format!("{name}.tar"));
-    assert!(Command::new("tar")
-        .arg("-C")
-        .arg(&rootfs)
-        .arg("-cf")
-        .arg(&t)
-        .arg(".")
-        .status()
-        .unwrap()
-        .success());
-    t
-}
-
-fn manifest_of(root: &Path, r: &str) -> String {
-    let v: serde_json::Value =
-        serde_json::from_str(&ok(&ironpod(root, &["image", "inspect", r]))).unwrap();
-    v[0]["manifest"].as_str().unwrap().to_string()
 }
 
 #[test]
@@ -206,56 +178,23 @@ fn basic_auth_over_tls_with_a_private_ca() {
     );
     std::fs::write(&ext, "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
         .unwrap();
-    let openssl = |args: &[&std::ffi::OsStr]| {
-        let o = Command::new("openssl").args(args).output().unwrap();
-        assert!(o.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    let openssl = |cmd: &str| {
+        let o = Command::new("openssl").args(cmd.split_whitespace()).output().unwrap();
+        assert!(o.status.success(), "openssl {cmd}: {}", String::from_utf8_lossy(&o.stderr));
     };
-    let p = |x: &Path| x.as_os_str().to_owned();
-    use std::ffi::OsStr;
-    openssl(&[
-        OsStr::new("req"),
-        OsStr::new("-x509"),
-        OsStr::new("-newkey"),
-        OsStr::new("rsa:2048"),
-        OsStr::new("-nodes"),
-        OsStr::new("-days"),
-        OsStr::new("1"),
-        OsStr::new("-subj"),
-        OsStr::new("/CN=ironpod test CA"),
-        OsStr::new("-keyout"),
-        &p(&ca_key),
-        OsStr::new("-out"),
-        &p(&ca_cert),
-    ]);
-    openssl(&[
-        OsStr::new("req"),
-        OsStr::new("-newkey"),
-        OsStr::new("rsa:2048"),
-        OsStr::new("-nodes"),
-        OsStr::new("-subj"),
-        OsStr::new("/CN=localhost"),
-        OsStr::new("-keyout"),
-        &p(&key),
-        OsStr::new("-out"),
-        &p(&csr),
-    ]);
-    openssl(&[
-        OsStr::new("x509"),
-        OsStr::new("-req"),
-        OsStr::new("-in"),
-        &p(&csr),
-        OsStr::new("-CA"),
-        &p(&ca_cert),
-        OsStr::new("-CAkey"),
-        &p(&ca_key),
-        OsStr::new("-CAcreateserial"),
-        OsStr::new("-days"),
-        OsStr::new("1"),
-        OsStr::new("-extfile"),
-        &p(&ext),
-        OsStr::new("-out"),
-        &p(&cert),
-    ]);
+    let (ca_key, ca_cert, csr, ext, key_s, cert_s) = (
+        ca_key.display().to_string(),
+        ca_cert.display().to_string(),
+        csr.display().to_string(),
+        ext.display().to_string(),
+        key.display().to_string(),
+        cert.display().to_string(),
+    );
+    openssl(&format!("req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=ironpod-test-CA -keyout {ca_key} -out {ca_cert}"));
+    openssl(&format!("req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout {key_s} -out {csr}"));
+    openssl(&format!(
+        "x509 -req -in {csr} -CA {ca_cert} -CAkey {ca_key} -CAcreateserial -days 1 -extfile {ext} -out {cert_s}"
+    ));
     let h = Command::new("htpasswd").args(["-Bbn", "alice", "wonderland"]).output().unwrap();
     assert!(h.status.success());
     std::fs::write(&htpasswd, &h.stdout).unwrap();
@@ -271,7 +210,7 @@ fn basic_auth_over_tls_with_a_private_ca() {
     ok(&ironpod(&root, &["import", t.to_str().unwrap(), "demo"]));
     let remote = format!("{}/private/app:v1", reg.host());
     ok(&ironpod(&root, &["tag", "demo", &remote]));
-    let ca = ca_cert.to_str().unwrap();
+    let ca = ca_cert.as_str();
 
     // No credentials: refused.
     let o = ironpod(&root, &["push", "-q", "--ca-file", ca, &remote]);
@@ -539,14 +478,7 @@ fn big_layers_push_in_chunks_and_docker_schema2_pulls() {
     // 12 MiB of incompressible content: the layer is pushed in chunks (PATCH).
     let rootfs = dir.path().join("rootfs-big");
     std::fs::create_dir_all(&rootfs).unwrap();
-    let mut data = vec![0u8; 12 << 20];
-    let mut x = 0x2545f4914f6cdd1du64;
-    for b in data.iter_mut() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *b = x as u8;
-    }
+    let data = noise(12 << 20, 0x2545f4914f6cdd1d);
     std::fs::write(rootfs.join("blob"), &data).unwrap();
     let t = dir.path().join("big.tar");
     assert!(Command::new("tar")
