@@ -42,7 +42,7 @@ fn shutdown_clean(mut vm: RunningVm, mut agent: ironpod_runtime::agent_client::A
 
 #[test]
 fn boots_to_agent_handshake_ping_and_clean_shutdown() {
-    require_linux_kvm();
+    let _watchdog = require_linux_kvm();
     let t = Instant::now();
     let (vm, mut agent) = boot(&spec());
     println!("agent ready after {:?}", t.elapsed());
@@ -66,7 +66,7 @@ fn host_kernel() -> String {
 
 #[test]
 fn bzimage_boots_too() {
-    require_linux_kvm();
+    let _watchdog = require_linux_kvm();
     let mut s = spec();
     s.kernel = s.kernel.with_file_name("bzImage");
     assert!(s.kernel.is_file(), "{} missing", s.kernel.display());
@@ -77,7 +77,7 @@ fn bzimage_boots_too() {
 
 #[test]
 fn two_vms_at_once_with_two_vcpus_each() {
-    require_linux_kvm();
+    let _watchdog = require_linux_kvm();
     let mut s = spec();
     s.vcpus = 2;
     let mut a = RunningVm::start(&s).unwrap();
@@ -117,7 +117,7 @@ fn ext4_image(dir: &Path, name: &str, files: &[(&str, &[u8])]) -> PathBuf {
 
 #[test]
 fn virtio_blk_read_only_and_read_write_disks() {
-    require_linux_kvm();
+    let _watchdog = require_linux_kvm();
     let dir = tempfile::tempdir().unwrap();
     let ro = ext4_image(dir.path(), "ro", &[("hello.txt", b"hello from a read-only disk\n")]);
     let rw = ext4_image(dir.path(), "rw", &[]);
@@ -159,7 +159,7 @@ fn virtio_blk_read_only_and_read_write_disks() {
 
 #[test]
 fn vsock_refuses_ports_nobody_listens_on() {
-    require_linux_kvm();
+    let _watchdog = require_linux_kvm();
     let (vm, mut agent) = boot(&spec());
     match connect_hybrid(vm.vsock_path(), 4444, Duration::from_secs(10)) {
         Err(ClientError::Refused(4444)) => {}
@@ -182,7 +182,7 @@ fn vsock_refuses_ports_nobody_listens_on() {
 
 #[test]
 fn killed_vmm_is_noticed_quickly() {
-    require_linux_kvm();
+    let _watchdog = require_linux_kvm();
     let (mut vm, mut agent) = boot(&spec());
     agent.set_timeout(Duration::from_secs(5)).unwrap();
     // SAFETY: killing the VMM child we started.
@@ -195,7 +195,7 @@ fn killed_vmm_is_noticed_quickly() {
 
 #[test]
 fn vmm_reports_a_missing_initramfs() {
-    require_linux_kvm();
+    let _watchdog = require_linux_kvm();
     let mut s = spec();
     s.initrd = PathBuf::from("/nonexistent/initramfs.img");
     let mut vm = RunningVm::start(&s).unwrap();
@@ -205,7 +205,7 @@ fn vmm_reports_a_missing_initramfs() {
 
 #[test]
 fn a_guest_without_init_ends_instead_of_hanging() {
-    require_linux_kvm();
+    let _watchdog = require_linux_kvm();
     // No init the kernel can run: it panics, and panic=-1 + reboot=k turn that into a reset.
     let mut s = spec();
     s.cmdline_extra = "rdinit=/does-not-exist init=/does-not-exist".into();
@@ -217,7 +217,7 @@ fn a_guest_without_init_ends_instead_of_hanging() {
 
 #[test]
 fn image_layer_disk_mounts_as_erofs_in_the_guest() {
-    require_linux_kvm();
+    let _watchdog = require_linux_kvm();
     let dir = tempfile::tempdir().unwrap();
     let rootfs = dir.path().join("rootfs");
     std::fs::create_dir_all(rootfs.join("etc")).unwrap();

@@ -73,7 +73,7 @@ pub fn run() -> Result<()> {
             let code = rig::run(
                 &["bash".into(), "-c".into(), script],
                 false,
-                Duration::from_secs(3600),
+                Duration::from_secs(1500),
                 4096,
             )?;
             if code != 0 {
