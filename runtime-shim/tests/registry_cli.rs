@@ -532,3 +532,29 @@ fn big_layers_push_in_chunks_and_docker_schema2_pulls() {
     ok(&ironpod(&d, &["load", "-i", saved.to_str().unwrap()]));
     assert_eq!(manifest_of(&d, &v2), manifest_of(&c, &v2));
 }
+
+#[test]
+fn progress_bars_on_a_terminal_plain_lines_otherwise() {
+    let reg = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a");
+    let t = tarball(dir.path(), "progress", "progress\n");
+    ok(&ironpod(&a, &["import", t.to_str().unwrap(), "demo"]));
+    let remote = format!("{}/progress/app:v1", reg.host());
+    ok(&ironpod(&a, &["tag", "demo", &remote]));
+    ok(&ironpod(&a, &["push", "-q", &remote]));
+    // Not a terminal: one plain line per blob.
+    let o = ironpod(&dir.path().join("b"), &["pull", &remote]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && err.contains("Downloading") && err.contains("bytes)"), "{err}");
+    // On a terminal (script(1) gives the command a pty): bars with byte counts.
+    let cmd = format!(
+        "{} --root {} pull {remote}",
+        env!("CARGO_BIN_EXE_ironpod"),
+        dir.path().join("c").display()
+    );
+    let o = Command::new("script").args(["-qec", &cmd, "/dev/null"]).output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("Downloading") && out.contains("B/") && !out.contains("bytes)"), "{out}");
+}
