@@ -1,7 +1,8 @@
 //! The test rig (DESIGN.md §6): an L1 machine emulated by QEMU (TCG, EPYC-Rome) running
 //! Debian's generic kernel with kvm-amd loaded (real nested SVM), the host's whole filesystem
 //! read-only over 9p with a tmpfs overlay on top, running one command and reporting its exit
-//! status.
+//! status. /tmp stays the host's (through the overlay), so a checkout under /tmp is visible;
+//! /run is a real tmpfs for anything that cannot live on overlayfs.
 
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -52,7 +53,7 @@ $B mount -t overlay overlay -o lowerdir=/host,upperdir=/upper/u,workdir=/upper/w
 for d in proc sys dev; do $B mount --move /$d /newroot/$d; done
 $B mkdir -p /newroot/dev/pts /newroot/dev/shm
 $B mount -t devpts devpts /newroot/dev/pts
-$B mount -t tmpfs tmpfs /newroot/run; $B mount -t tmpfs tmpfs /newroot/tmp; $B mount -t tmpfs tmpfs /newroot/dev/shm
+$B mount -t tmpfs tmpfs /newroot/run; $B mount -t tmpfs tmpfs /newroot/dev/shm
 $B mount -t cgroup2 cgroup2 /newroot/sys/fs/cgroup 2>/dev/null
 $B chroot /newroot /bin/bash "$script"
 echo "IRONPOD-RIG-EXIT=$?"
