@@ -6,7 +6,7 @@ use std::path::Path;
 
 use ironpod_protocol::{AgentError, ErrorKind, GuestInfo, RequestBody, ResponseBody, MAX_READ};
 
-use crate::init;
+use crate::{container, init};
 
 type Result<T> = std::result::Result<T, AgentError>;
 
@@ -18,7 +18,8 @@ fn with_path(path: &str, e: std::io::Error) -> AgentError {
     AgentError::new(ErrorKind::from(&e), format!("{path}: {e}"))
 }
 
-fn absolute(path: &str) -> Result<&Path> {
+/// Checks that a path from the host is absolute and NUL-free.
+pub fn absolute(path: &str) -> Result<&Path> {
     if !path.starts_with('/') || path.contains('\0') {
         return Err(bad(format!("path must be absolute and NUL-free: {path:?}")));
     }
@@ -35,8 +36,42 @@ pub fn handle(body: RequestBody) -> Result<ResponseBody> {
         }
         RequestBody::ReadFile { path, offset, max_len } => read_file(&path, offset, max_len),
         RequestBody::WriteFile { path, data, append } => write_file(&path, &data, append),
-        RequestBody::Shutdown => {
-            Err(AgentError::new(ErrorKind::Unsupported, "shutdown is handled by the session"))
+        RequestBody::CreateContainer(req) => {
+            container::runtime().create(req).map(|pid| ResponseBody::Created { pid })
+        }
+        RequestBody::ExecProcess(req) => {
+            container::runtime().exec(req).map(|pid| ResponseBody::Created { pid })
+        }
+        RequestBody::StartProcess(p) => container::runtime().start(&p).map(|()| ResponseBody::Done),
+        RequestBody::WaitProcess(p) => container::runtime().wait(&p).map(ResponseBody::Exited),
+        RequestBody::Signal { process, signal, all } => {
+            container::runtime().signal(&process, signal, all).map(|()| ResponseBody::Done)
+        }
+        RequestBody::ResizePty { process, rows, cols } => {
+            container::runtime().resize(&process, rows, cols).map(|()| ResponseBody::Done)
+        }
+        RequestBody::CloseStdin(p) => {
+            container::runtime().close_stdin(&p).map(|()| ResponseBody::Done)
+        }
+        RequestBody::ListProcesses { container } => {
+            container::runtime().processes(&container).map(ResponseBody::Processes)
+        }
+        RequestBody::Stats { container } => {
+            container::runtime().stats(&container).map(ResponseBody::Stats)
+        }
+        RequestBody::Commit { container } => {
+            container::runtime().commit(&container).map(ResponseBody::Committed)
+        }
+        RequestBody::RemoveFile { path } => {
+            let p = absolute(&path)?;
+            std::fs::remove_file(p).map_err(|e| with_path(&path, e))?;
+            Ok(ResponseBody::Done)
+        }
+        RequestBody::DeleteContainer { container, discard_changes } => {
+            container::runtime().delete(&container, discard_changes).map(|()| ResponseBody::Done)
+        }
+        RequestBody::Shutdown | RequestBody::OpenStdio { .. } | RequestBody::OpenFile { .. } => {
+            Err(AgentError::new(ErrorKind::Unsupported, "handled by the session"))
         }
     }
 }

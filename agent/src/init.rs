@@ -92,8 +92,29 @@ pub fn mount(
     Ok(())
 }
 
+/// Moves the root from the initramfs (rootfs, which pivot_root cannot leave) to a fresh
+/// tmpfs mounted over it, as switch_root does. Containers' pivot_root then works, and the
+/// agent keeps running from its binary in the initramfs (children re-execute it through
+/// /proc/self/exe).
+fn leave_rootfs() -> io::Result<()> {
+    let new = "/.ironpod-root";
+    std::fs::create_dir_all(new)?;
+    mount("tmpfs", new, "tmpfs", libc::MS_NOSUID, "mode=0755")?;
+    std::env::set_current_dir(new)?;
+    mount(".", "/", "", libc::MS_MOVE, "")?;
+    let dot = cstr(".")?;
+    // SAFETY: dot is a valid string.
+    if unsafe { libc::chroot(dot.as_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    std::env::set_current_dir("/")?;
+    Ok(())
+}
+
 /// Mounts the pseudo filesystems, enables cgroup controllers, sets the hostname.
 pub fn setup() -> io::Result<()> {
+    leave_rootfs()
+        .map_err(|e| io::Error::new(e.kind(), format!("leave the initramfs root: {e}")))?;
     for m in MOUNTS {
         std::fs::create_dir_all(m.target)?;
         match mount(m.source, m.target, m.fstype, m.flags, m.data) {

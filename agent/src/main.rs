@@ -8,6 +8,7 @@
 
 use std::path::PathBuf;
 
+mod container;
 mod handlers;
 mod init;
 mod listener;
@@ -21,6 +22,9 @@ fn usage() -> ! {
 }
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("--container-init") {
+        container::child::main();
+    }
     let pid1 = std::process::id() == 1;
     let mut unix: Option<PathBuf> = None;
     let mut port = ironpod_protocol::AGENT_VSOCK_PORT;
@@ -46,8 +50,8 @@ fn main() {
             log::line(&format!("early setup failed: {e}"));
             init::end_vm();
         }
-        reaper::start();
     }
+    reaper::start(pid1);
     let listener = match &unix {
         Some(path) => listener::Listener::unix(path),
         None => listener::Listener::vsock(port),

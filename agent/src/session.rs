@@ -2,11 +2,16 @@
 
 use ironpod_protocol::{
     self as proto, AgentError, ErrorKind, FrameError, Hello, HelloReply, Request, RequestBody,
-    Response, PROTOCOL_VERSION,
+    Response, StdioStream, PROTOCOL_VERSION,
 };
 
 use crate::listener::Stream;
-use crate::{handlers, init, log};
+use crate::{container, handlers, init, log};
+
+fn open_file(path: &str) -> Result<std::fs::File, AgentError> {
+    let p = handlers::absolute(path)?;
+    std::fs::File::open(p).map_err(|e| AgentError::new(ErrorKind::from(&e), format!("{path}: {e}")))
+}
 
 /// What to do after answering a request.
 pub enum After {
@@ -70,6 +75,36 @@ pub fn serve(mut stream: Box<dyn Stream>, pid1: bool) {
         };
         let (result, after) = match request.body {
             RequestBody::Shutdown => (Ok(proto::ResponseBody::Done), After::Shutdown),
+            RequestBody::OpenStdio { process, stream: which } => {
+                match container::runtime().take_stdio(&process, which) {
+                    Ok((fd, tty)) => {
+                        let done = Response {
+                            id: request.id,
+                            result: Ok(proto::ResponseBody::Done).into(),
+                        };
+                        if proto::send(&mut stream, &done).is_ok() {
+                            match which {
+                                StdioStream::Stdin => container::pump_in(&mut stream, fd, tty),
+                                _ => container::pump_out(fd, &mut stream),
+                            }
+                        }
+                        return;
+                    }
+                    Err(e) => (Err(e), After::Continue),
+                }
+            }
+            RequestBody::OpenFile { path } => match open_file(&path) {
+                Ok(file) => {
+                    let done =
+                        Response { id: request.id, result: Ok(proto::ResponseBody::Done).into() };
+                    if proto::send(&mut stream, &done).is_ok() {
+                        let mut file = file;
+                        let _ = std::io::copy(&mut file, &mut stream);
+                    }
+                    return;
+                }
+                Err(e) => (Err(e), After::Continue),
+            },
             body => (handlers::handle(body), After::Continue),
         };
         let sent = proto::send(&mut stream, &Response { id: request.id, result: result.into() });

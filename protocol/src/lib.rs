@@ -13,6 +13,7 @@
 //! structure is (de)serialized, and the schema lives in one Rust file shared by both ends, so
 //! the two sides cannot drift apart. Byte payloads are base64 strings.
 
+mod container;
 mod frame;
 mod messages;
 
@@ -20,6 +21,6 @@ pub use frame::{read_frame, recv, send, write_frame, FrameError, MAX_FRAME};
 pub use messages::*;
 
 /// Version of this protocol; bumped on any incompatible change.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// The vsock port the agent listens on.
 pub const AGENT_VSOCK_PORT: u32 = 1024;

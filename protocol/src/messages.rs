@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::container::*;
+
 /// First message of a session, host → agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,7 +30,7 @@ pub enum HelloReply {
 }
 
 /// A request, host → agent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Request {
     /// Chosen by the host; echoed in the response.
@@ -38,7 +40,7 @@ pub struct Request {
 }
 
 /// The operations the agent offers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum RequestBody {
     /// Liveness check; answered with [`ResponseBody::Pong`].
@@ -86,6 +88,81 @@ pub enum RequestBody {
     },
     /// Syncs filesystems and ends the VM. Answered before the VM goes down.
     Shutdown,
+    /// Creates a container and its (stopped) init process; answered with
+    /// [`ResponseBody::Created`].
+    CreateContainer(CreateContainer),
+    /// Creates a (stopped) extra process in a container; answered with
+    /// [`ResponseBody::Created`].
+    ExecProcess(ExecProcess),
+    /// Turns this connection into one raw stdio stream of a process: after the `Done`
+    /// answer, the connection carries the stream's bytes only, and closes at its end.
+    OpenStdio {
+        /// The process.
+        process: ProcessRef,
+        /// Which stream.
+        stream: StdioStream,
+    },
+    /// Starts a created process (executes its program). Fails with `NotFound` when the
+    /// program does not exist and `PermissionDenied` when it cannot be executed.
+    StartProcess(ProcessRef),
+    /// Waits until the process exits; answered with [`ResponseBody::Exited`].
+    WaitProcess(ProcessRef),
+    /// Sends a signal to a process (or, with `all`, to every process of the container).
+    Signal {
+        /// The process.
+        process: ProcessRef,
+        /// Signal number (1–64).
+        signal: i32,
+        /// Every process of the container.
+        #[serde(default)]
+        all: bool,
+    },
+    /// Sets the terminal size of a process that has a TTY.
+    ResizePty {
+        /// The process.
+        process: ProcessRef,
+        /// Rows.
+        rows: u16,
+        /// Columns.
+        cols: u16,
+    },
+    /// Closes a process's stdin (its stream, if open, is dropped).
+    CloseStdin(ProcessRef),
+    /// Lists a container's processes; answered with [`ResponseBody::Processes`].
+    ListProcesses {
+        /// Container id.
+        container: String,
+    },
+    /// A container's resource use; answered with [`ResponseBody::Stats`].
+    Stats {
+        /// Container id.
+        container: String,
+    },
+    /// Writes the container's changes (its upper layer) as an OCI layer tar in the guest;
+    /// answered with [`ResponseBody::Committed`].
+    Commit {
+        /// Container id.
+        container: String,
+    },
+    /// Turns this connection into a raw stream of a file's bytes (to its end).
+    OpenFile {
+        /// Absolute path.
+        path: String,
+    },
+    /// Removes a file.
+    RemoveFile {
+        /// Absolute path.
+        path: String,
+    },
+    /// Kills every process of the container, unmounts its root and removes its cgroup.
+    /// Its upper layer stays on the writable disk unless `discard_changes`.
+    DeleteContainer {
+        /// Container id.
+        container: String,
+        /// Remove the container's upper layer too.
+        #[serde(default)]
+        discard_changes: bool,
+    },
 }
 
 /// Largest [`RequestBody::ReadFile`] answer.
@@ -149,6 +226,19 @@ pub enum ResponseBody {
     },
     /// The request succeeded and has nothing to return.
     Done,
+    /// A process was created; `pid` is its id in the guest.
+    Created {
+        /// Guest process id.
+        pid: i32,
+    },
+    /// A process ended.
+    Exited(ExitStatus),
+    /// Processes of a container.
+    Processes(Vec<ProcessInfo>),
+    /// Resource use of a container.
+    Stats(ContainerStats),
+    /// A commit's layer tar.
+    Committed(CommitResult),
 }
 
 /// Facts about the guest.
@@ -205,6 +295,10 @@ pub enum ErrorKind {
     Unsupported,
     /// Protocol versions do not match.
     Incompatible,
+    /// The object exists already.
+    AlreadyExists,
+    /// The object is not in a state that allows the request.
+    InvalidState,
 }
 
 impl From<&std::io::Error> for ErrorKind {

@@ -1,0 +1,118 @@
+//! Agent side of starting a container process: spawn the child (`--container-init`), hand
+//! it the plan, learn its pid, and later give it the start word and learn whether the exec
+//! worked.
+
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use ironpod_protocol::{recv, send, AgentError, ErrorKind, FrameError};
+
+use super::child::{AgentMsg, ChildMsg, SYNC_FD};
+use super::plan::LaunchPlan;
+use super::stdio::ChildEnds;
+use crate::reaper;
+
+/// A created process waiting for its start word.
+pub struct Pending {
+    /// Its pid in the guest.
+    pub pid: i32,
+    sync: UnixStream,
+}
+
+fn io_err(what: &str) -> impl FnOnce(std::io::Error) -> AgentError + '_ {
+    move |e| AgentError::new(ErrorKind::Io, format!("{what}: {e}"))
+}
+
+fn frame_err(what: &str, e: FrameError) -> AgentError {
+    AgentError::new(ErrorKind::Io, format!("{what}: {e}"))
+}
+
+/// Spawns the child and runs it up to "ready".
+pub fn create(plan: &LaunchPlan, ends: ChildEnds) -> Result<Pending, AgentError> {
+    let (mut ours, theirs) = UnixStream::pair().map_err(io_err("socketpair"))?;
+    let theirs_fd = theirs.as_raw_fd();
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.arg("--container-init")
+        .env_clear()
+        .stdin(Stdio::from(ends.stdin))
+        .stdout(Stdio::from(ends.stdout))
+        .stderr(Stdio::from(ends.stderr));
+    // SAFETY: dup2 is async-signal-safe; the closure touches nothing else.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(theirs_fd, SYNC_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let helper = cmd.spawn().map_err(io_err("start the container child"))?;
+    // The reaper collects the intermediate process; we never wait on it here.
+    drop(helper);
+    drop(theirs);
+    drop(cmd);
+    ours.set_read_timeout(Some(Duration::from_secs(60))).map_err(io_err("socket timeout"))?;
+    send(&mut ours, plan).map_err(|e| frame_err("send the launch plan", e))?;
+    let pid = match recv::<_, ChildMsg>(&mut ours) {
+        Ok(ChildMsg::Pid(p)) => p,
+        Ok(ChildMsg::Error(m)) => return Err(AgentError::new(ErrorKind::Io, m)),
+        Ok(other) => {
+            return Err(AgentError::new(ErrorKind::Io, format!("container child said {other:?}")))
+        }
+        Err(e) => return Err(frame_err("container child", e)),
+    };
+    reaper::watch(pid);
+    match recv::<_, ChildMsg>(&mut ours) {
+        Ok(ChildMsg::Ready) => Ok(Pending { pid, sync: ours }),
+        Ok(ChildMsg::Error(m)) => {
+            reaper::wait(pid, Some(Duration::from_secs(5)));
+            reaper::forget(pid);
+            Err(AgentError::new(ErrorKind::BadRequest, m))
+        }
+        other => {
+            kill_and_forget(pid);
+            Err(AgentError::new(ErrorKind::Io, format!("container child: {other:?}")))
+        }
+    }
+}
+
+fn kill_and_forget(pid: i32) {
+    // SAFETY: kill with integer arguments.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    reaper::wait(pid, Some(Duration::from_secs(5)));
+    reaper::forget(pid);
+}
+
+impl Pending {
+    /// Gives the start word; Ok once the program runs (the sync socket closed on exec).
+    /// A program that is missing fails with `NotFound`, one that cannot be executed with
+    /// `PermissionDenied`.
+    pub fn start(mut self) -> Result<(), AgentError> {
+        send(&mut self.sync, &AgentMsg::Start).map_err(|e| frame_err("start the process", e))?;
+        match recv::<_, ChildMsg>(&mut self.sync) {
+            Err(FrameError::Closed) => Ok(()),
+            Ok(ChildMsg::ExecError { errno, message }) => {
+                let kind = match errno {
+                    libc::ENOENT => ErrorKind::NotFound,
+                    libc::EACCES | libc::ENOEXEC | libc::EISDIR | libc::EPERM => {
+                        ErrorKind::PermissionDenied
+                    }
+                    _ => ErrorKind::Io,
+                };
+                Err(AgentError::new(kind, message))
+            }
+            Ok(other) => {
+                Err(AgentError::new(ErrorKind::Io, format!("container child said {other:?}")))
+            }
+            Err(e) => Err(frame_err("start the process", e)),
+        }
+    }
+
+    /// Drops a process that will never start.
+    pub fn abandon(self) {
+        kill_and_forget(self.pid);
+    }
+}

@@ -1,0 +1,122 @@
+//! The disks behind container roots: read-only layer disks (erofs) mounted once per pod, the
+//! pod's writable disk (ext4), and the overlayfs that stacks them per container.
+
+use std::collections::HashSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use ironpod_protocol::{AgentError, ErrorKind};
+
+use super::rootfs::mount;
+
+/// Where layer disks are mounted.
+pub const LAYERS_DIR: &str = "/run/ironpod/layers";
+/// Where writable disks are mounted.
+pub const RW_DIR: &str = "/run/ironpod/rw";
+
+fn serial_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 20
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+/// Finds the block device whose virtio-blk serial is `serial`.
+pub fn find_disk(serial: &str) -> Result<PathBuf, AgentError> {
+    if !serial_ok(serial) {
+        return Err(AgentError::new(ErrorKind::BadRequest, format!("bad disk serial {serial:?}")));
+    }
+    let entries = fs::read_dir("/sys/block").map_err(AgentError::from)?;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("vd") {
+            continue;
+        }
+        let s = fs::read_to_string(e.path().join("serial")).unwrap_or_default();
+        if s.trim_end_matches(['\0', '\n']) == serial {
+            return Ok(Path::new("/dev").join(name));
+        }
+    }
+    Err(AgentError::new(ErrorKind::NotFound, format!("no disk with serial {serial:?} is attached")))
+}
+
+/// Disks mounted so far (by mount point).
+static MOUNTED: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
+
+fn mount_once(
+    serial: &str,
+    base: &str,
+    fstype: &str,
+    read_only: bool,
+) -> Result<PathBuf, AgentError> {
+    let target = Path::new(base).join(serial);
+    let mut mounted = MOUNTED.lock().unwrap_or_else(|e| e.into_inner());
+    let set = mounted.get_or_insert_with(HashSet::new);
+    if set.contains(&target) {
+        return Ok(target);
+    }
+    let dev = find_disk(serial)?;
+    fs::create_dir_all(&target).map_err(AgentError::from)?;
+    let flags = if read_only { libc::MS_RDONLY } else { 0 } | libc::MS_NOSUID | libc::MS_NODEV;
+    mount(Some(&dev.to_string_lossy()), &target, Some(fstype), flags, None).map_err(|e| {
+        AgentError::new(
+            ErrorKind::Io,
+            format!("mount {} ({fstype}, disk {serial}): {e}", dev.display()),
+        )
+    })?;
+    set.insert(target.clone());
+    Ok(target)
+}
+
+/// Mounts (once) a read-only layer disk and returns its mount point.
+pub fn layer(serial: &str) -> Result<PathBuf, AgentError> {
+    mount_once(serial, LAYERS_DIR, "erofs", true)
+}
+
+/// Mounts (once) the pod's writable disk and returns its mount point.
+pub fn writable(serial: &str) -> Result<PathBuf, AgentError> {
+    mount_once(serial, RW_DIR, "ext4", false)
+}
+
+/// Mounts the overlay for a container: `lowers` bottom first.
+pub fn overlay(
+    target: &Path,
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+) -> Result<(), AgentError> {
+    let empty;
+    let lowers: Vec<String> = if lowers.is_empty() {
+        // An image without layers: an empty lower directory.
+        empty = Path::new("/run/ironpod/empty");
+        fs::create_dir_all(empty).map_err(AgentError::from)?;
+        vec![empty.to_string_lossy().into_owned()]
+    } else {
+        lowers.iter().rev().map(|p| p.to_string_lossy().into_owned()).collect()
+    };
+    for d in [target, upper, work] {
+        fs::create_dir_all(d).map_err(AgentError::from)?;
+    }
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lowers.join(":"),
+        upper.display(),
+        work.display()
+    );
+    if data.len() >= 4000 {
+        return Err(AgentError::new(
+            ErrorKind::TooLarge,
+            format!("{} layers are too many for one overlay", lowers.len()),
+        ));
+    }
+    mount(Some("overlay"), target, Some("overlay"), 0, Some(&data))
+        .map_err(|e| AgentError::new(ErrorKind::Io, format!("mount the container's overlay: {e}")))
+}
+
+/// Detaches a mount (errors ignored: it may be gone already).
+pub fn unmount(target: &Path) {
+    if let Ok(c) = std::ffi::CString::new(target.as_os_str().as_encoded_bytes()) {
+        // SAFETY: c is a valid path string.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    }
+}
