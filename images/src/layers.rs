@@ -18,9 +18,14 @@ use crate::{unpack, Digest, ImageError, ImageStore};
 impl ImageStore {
     /// The layer disks of an image, bottom layer first, building any that are missing.
     pub fn layer_disks(&self, reference: &str) -> Result<Vec<PathBuf>, ImageError> {
-        let _l = self.lock(false)?;
         let d = self.resolve(reference)?;
-        let m = self.manifest(&d)?;
+        self.layer_disks_of(&d)
+    }
+
+    /// The layer disks of the image with this manifest digest (named or only leased).
+    pub fn layer_disks_of(&self, manifest: &Digest) -> Result<Vec<PathBuf>, ImageError> {
+        let _l = self.lock(false)?;
+        let m = self.manifest(manifest)?;
         let mut out = Vec::new();
         for l in m.layers() {
             let digest = Digest::from_oci(l.digest())?;

@@ -19,7 +19,7 @@ mod layers;
 mod lock;
 mod names;
 mod registry;
-mod time;
+pub mod time;
 mod unpack;
 
 use std::path::{Path, PathBuf};
@@ -178,6 +178,11 @@ impl ImageStore {
         let m = self.manifest(&d)?;
         let (_, config) = self.config(&m)?;
         Ok(ImageDetails { summary: self.summary_of(&d)?, manifest_json: m, config })
+    }
+
+    /// The config of the image with this manifest digest (named or only leased).
+    pub fn config_of(&self, manifest: &Digest) -> Result<ImageConfiguration, ImageError> {
+        Ok(self.config(&self.manifest(manifest)?)?.1)
     }
 
     /// Adds the name `target` for the image `source`.

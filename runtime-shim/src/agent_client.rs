@@ -6,8 +6,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ironpod_protocol::{
-    self as proto, AgentError, FrameError, GuestInfo, Hello, HelloReply, Request, RequestBody,
-    Response, ResponseBody, PROTOCOL_VERSION,
+    self as proto, AgentError, FrameError, GuestInfo, Hello, HelloReply, ProcessRef, Request,
+    RequestBody, Response, ResponseBody, PROTOCOL_VERSION,
 };
 
 /// Errors talking to the agent.
@@ -125,6 +125,14 @@ impl AgentClient {
         &self.agent_version
     }
 
+    /// Opens one more session to an agent that is known to be up (no retrying).
+    pub fn open(uds: &Path, timeout: Duration) -> Result<Self, ClientError> {
+        let stream = connect_hybrid(uds, proto::AGENT_VSOCK_PORT, timeout)?;
+        let mut c = Self::handshake(stream)?;
+        c.set_timeout(timeout)?;
+        Ok(c)
+    }
+
     /// Sets the timeout of every later request.
     pub fn set_timeout(&mut self, t: Duration) -> Result<(), ClientError> {
         self.stream.set_read_timeout(Some(t))?;
@@ -148,7 +156,8 @@ impl AgentClient {
             }
             e => e.into(),
         })?;
-        if resp.id != id {
+        // Id 0 is how the agent answers a request it could not even parse.
+        if resp.id != id && !(resp.id == 0 && matches!(resp.result, proto::Outcome::Err(_))) {
             return Err(ClientError::Protocol(format!("response id {} for request {id}", resp.id)));
         }
         Ok(Result::<ResponseBody, AgentError>::from(resp.result)?)
@@ -222,6 +231,92 @@ impl AgentClient {
     /// Asks the agent to end the VM.
     pub fn shutdown(&mut self) -> Result<(), ClientError> {
         self.expect_done(RequestBody::Shutdown)
+    }
+
+    /// Creates a container and its stopped init process; returns the guest pid.
+    pub fn create_container(&mut self, req: proto::CreateContainer) -> Result<i32, ClientError> {
+        self.expect_created(RequestBody::CreateContainer(req))
+    }
+
+    /// Creates a stopped extra process in a container; returns the guest pid.
+    pub fn exec(&mut self, req: proto::ExecProcess) -> Result<i32, ClientError> {
+        self.expect_created(RequestBody::ExecProcess(req))
+    }
+
+    /// Starts a created process.
+    pub fn start(&mut self, p: &ProcessRef) -> Result<(), ClientError> {
+        self.expect_done(RequestBody::StartProcess(p.clone()))
+    }
+
+    /// Waits for a process to exit (set a long timeout first).
+    pub fn wait(&mut self, p: &ProcessRef) -> Result<proto::ExitStatus, ClientError> {
+        match self.call(RequestBody::WaitProcess(p.clone()))? {
+            ResponseBody::Exited(s) => Ok(s),
+            other => Err(ClientError::Protocol(format!("bad wait reply {other:?}"))),
+        }
+    }
+
+    /// Sends a signal to a process, or to every process of its container.
+    pub fn signal(&mut self, p: &ProcessRef, signal: i32, all: bool) -> Result<(), ClientError> {
+        self.expect_done(RequestBody::Signal { process: p.clone(), signal, all })
+    }
+
+    /// Resizes a process's terminal.
+    pub fn resize(&mut self, p: &ProcessRef, rows: u16, cols: u16) -> Result<(), ClientError> {
+        self.expect_done(RequestBody::ResizePty { process: p.clone(), rows, cols })
+    }
+
+    /// A container's processes.
+    pub fn processes(&mut self, container: &str) -> Result<Vec<proto::ProcessInfo>, ClientError> {
+        match self.call(RequestBody::ListProcesses { container: container.into() })? {
+            ResponseBody::Processes(p) => Ok(p),
+            other => Err(ClientError::Protocol(format!("bad process list {other:?}"))),
+        }
+    }
+
+    /// A container's resource use.
+    pub fn stats(&mut self, container: &str) -> Result<proto::ContainerStats, ClientError> {
+        match self.call(RequestBody::Stats { container: container.into() })? {
+            ResponseBody::Stats(s) => Ok(s),
+            other => Err(ClientError::Protocol(format!("bad stats reply {other:?}"))),
+        }
+    }
+
+    /// Writes the container's changes as a layer tar in the guest.
+    pub fn commit(&mut self, container: &str) -> Result<proto::CommitResult, ClientError> {
+        match self.call(RequestBody::Commit { container: container.into() })? {
+            ResponseBody::Committed(c) => Ok(c),
+            other => Err(ClientError::Protocol(format!("bad commit reply {other:?}"))),
+        }
+    }
+
+    /// Removes a guest file.
+    pub fn remove_file(&mut self, path: &str) -> Result<(), ClientError> {
+        self.expect_done(RequestBody::RemoveFile { path: path.into() })
+    }
+
+    /// Kills a container's processes and takes it apart.
+    pub fn delete_container(&mut self, container: &str, discard: bool) -> Result<(), ClientError> {
+        self.expect_done(RequestBody::DeleteContainer {
+            container: container.into(),
+            discard_changes: discard,
+        })
+    }
+
+    /// Turns this session into a raw stream: one stdio stream of a process, or a file's
+    /// bytes (`OpenStdio` / `OpenFile`).
+    pub fn into_stream(mut self, body: RequestBody) -> Result<UnixStream, ClientError> {
+        self.expect_done(body)?;
+        self.stream.set_read_timeout(None)?;
+        self.stream.set_write_timeout(None)?;
+        Ok(self.stream)
+    }
+
+    fn expect_created(&mut self, body: RequestBody) -> Result<i32, ClientError> {
+        match self.call(body)? {
+            ResponseBody::Created { pid } => Ok(pid),
+            other => Err(ClientError::Protocol(format!("unexpected reply {other:?}"))),
+        }
     }
 
     fn expect_done(&mut self, body: RequestBody) -> Result<(), ClientError> {

@@ -3,4 +3,10 @@
 
 pub mod agent_client;
 pub mod assets;
+pub mod attach;
+pub mod logs;
+pub mod monitor;
+pub mod pod;
+pub mod spec;
+pub mod state;
 pub mod vm;

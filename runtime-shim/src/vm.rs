@@ -162,17 +162,25 @@ impl RunningVm {
         let binary = assets::vmm_binary();
         tracing::debug!(?binary, config = %cfg_path.display(), "starting VMM");
         let started = Instant::now();
-        let child = Command::new(&binary)
-            .arg("--config")
+        let mut cmd = Command::new(&binary);
+        cmd.arg("--config")
             .arg(&cfg_path)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .map_err(|source| {
-                let _ = fs::remove_dir_all(&dir);
-                VmError::Spawn { binary: binary.clone(), source }
-            })?;
+            .stderr(stderr);
+        // SAFETY: prctl is async-signal-safe. The VMM dies with the thread that started it,
+        // so a killed monitor or CLI never leaves a VM behind.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(|source| {
+            let _ = fs::remove_dir_all(&dir);
+            VmError::Spawn { binary: binary.clone(), source }
+        })?;
         Ok(RunningVm { child, dir, uds, started, memory_mib: spec.memory_mib, exit: None })
     }
 

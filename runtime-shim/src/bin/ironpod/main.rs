@@ -1,6 +1,10 @@
 //! `ironpod`: the command-line front end.
 
+mod containers;
+mod exec;
 mod images;
+mod run;
+mod terminal;
 mod vm;
 
 use std::path::PathBuf;
@@ -21,6 +25,51 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Runs a command in a new container (its own microVM).
+    Run(Box<run::RunArgs>),
+    /// Lists containers.
+    Ps(containers::PsArgs),
+    /// Shows a container's output.
+    Logs(containers::LogsArgs),
+    /// Runs a command in a running container.
+    Exec(exec::ExecArgs),
+    /// Stops containers (stop signal, then SIGKILL).
+    Stop(containers::StopArgs),
+    /// Sends a signal to containers.
+    Kill(containers::KillArgs),
+    /// Removes containers.
+    Rm(containers::RmArgs),
+    /// Waits for containers to stop and prints their exit codes.
+    Wait {
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Shows containers as JSON.
+    Inspect {
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Shows the processes of a container.
+    Top {
+        /// Container.
+        container: String,
+    },
+    /// Shows containers' resource use.
+    Stats(containers::StatsArgs),
+    /// Internal: the monitor of one pod (started by `run`).
+    #[command(name = "__monitor", hide = true)]
+    Monitor {
+        /// Container id.
+        id: String,
+        /// Readiness pipe.
+        #[arg(long)]
+        ready_fd: i32,
+        /// Start the container only when a client attaches.
+        #[arg(long)]
+        wait_attach: bool,
+    },
     /// MicroVM maintenance.
     Vm {
         #[command(subcommand)]
@@ -100,9 +149,80 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if e.use_stderr() => {
+            let _ = e.print();
+            // Docker's exit code for bad flags.
+            return ExitCode::from(125);
+        }
+        Err(e) => e.exit(),
+    };
     let root = cli.root;
-    let result = match cli.command {
+    let is_run = matches!(cli.command, Command::Run(_) | Command::Exec(_));
+    let status = match cli.command {
+        Command::Run(a) => run::run(&root, *a),
+        Command::Ps(a) => containers::ps(&root, a),
+        Command::Logs(a) => containers::logs_cmd(&root, a),
+        Command::Exec(a) => exec::exec(&root, a),
+        Command::Stop(a) => containers::stop(&root, a),
+        Command::Kill(a) => containers::kill(&root, a),
+        Command::Rm(a) => containers::rm(&root, a),
+        Command::Wait { containers: c } => containers::wait(&root, &c),
+        Command::Inspect { containers: c } => containers::inspect(&root, &c),
+        Command::Top { container } => containers::top(&root, &container),
+        Command::Stats(a) => containers::stats(&root, a),
+        Command::Monitor { id, ready_fd, wait_attach } => {
+            if ready_fd < 3 {
+                Err(Failure::Usage("--ready-fd must be 3 or more".into()))
+            } else {
+                // SAFETY: the fd was handed to us by `ironpod run` for this purpose only.
+                let ready =
+                    unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(ready_fd) };
+                Ok(ironpod_runtime::monitor::run(&root, &id, wait_attach, ready))
+            }
+        }
+        other => old_command(&root, other).map(|()| 0).map_err(Failure::Other),
+    };
+    match status {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Err(Failure::Usage(e)) => {
+            eprintln!("ironpod: {e}");
+            ExitCode::from(125)
+        }
+        Err(Failure::Runtime(e)) => {
+            eprintln!("ironpod: {e}");
+            ExitCode::from(if is_run { 125 } else { 1 })
+        }
+        Err(Failure::Other(e)) => {
+            eprintln!("ironpod: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// How a command failed.
+#[derive(Debug)]
+pub enum Failure {
+    /// Bad arguments (exit 125, as Docker).
+    Usage(String),
+    /// The runtime failed (exit 125 for run/exec, 1 otherwise).
+    Runtime(String),
+    /// Any other failure (exit 1).
+    Other(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Usage(m) | Failure::Runtime(m) | Failure::Other(m) => f.write_str(m),
+        }
+    }
+}
+
+fn old_command(root: &std::path::Path, command: Command) -> Result<(), String> {
+    let root = root.to_path_buf();
+    match command {
         Command::Vm { command: VmCommand::Check(a) } => vm::check(a),
         Command::Import(a) => images::import(&root, a),
         Command::Images(a) | Command::Image { command: ImageCommand::Ls(a) } => {
@@ -120,12 +240,6 @@ fn main() -> ExitCode {
         Command::Login(a) => images::login(&root, a),
         Command::Logout { registry } => images::logout(&root, &registry),
         Command::Load(a) => images::load(&root, a),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("ironpod: {e}");
-            ExitCode::FAILURE
-        }
+        _ => Err("internal: command not dispatched".into()),
     }
 }

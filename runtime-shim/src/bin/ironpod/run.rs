@@ -1,0 +1,299 @@
+//! `ironpod run`: create a container (pulling its image if needed), start its pod monitor,
+//! and — unless detached — attach to it until it ends, exiting with its exit code.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use ironpod_images::{ImageError, ImageStore, RegistryOptions};
+use ironpod_runtime::attach::{self, ExitReport, Frame};
+use ironpod_runtime::pod;
+use ironpod_runtime::spec::RunOptions;
+
+use crate::terminal;
+use crate::Failure;
+
+/// When to pull the image.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PullPolicy {
+    /// Pull if not present.
+    Missing,
+    /// Always pull.
+    Always,
+    /// Never pull.
+    Never,
+}
+
+/// Arguments of `ironpod run`.
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// Remove the container when it exits.
+    #[arg(long)]
+    rm: bool,
+    /// Run in the background and print the container id.
+    #[arg(short, long)]
+    detach: bool,
+    /// Keep stdin open and pass it to the container.
+    #[arg(short, long)]
+    interactive: bool,
+    /// Allocate a pseudo-terminal.
+    #[arg(short, long)]
+    tty: bool,
+    /// Container name.
+    #[arg(long)]
+    name: Option<String>,
+    /// Environment variable (K=V, or K to pass the caller's value).
+    #[arg(short, long = "env", value_name = "K=V")]
+    env: Vec<String>,
+    /// File of environment variables (K=V lines).
+    #[arg(long = "env-file", value_name = "FILE")]
+    env_file: Vec<PathBuf>,
+    /// Working directory inside the container.
+    #[arg(short, long = "workdir", value_name = "DIR")]
+    workdir: Option<String>,
+    /// User: UID[:GID] or NAME[:GROUP].
+    #[arg(short, long)]
+    user: Option<String>,
+    /// Replace the image's entrypoint.
+    #[arg(long)]
+    entrypoint: Option<String>,
+    /// CPUs (fractions allowed).
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// Memory limit (e.g. 64m, 1g).
+    #[arg(short, long, value_parser = parse_size)]
+    memory: Option<u64>,
+    /// Largest number of processes (-1: unlimited).
+    #[arg(long = "pids-limit")]
+    pids_limit: Option<i64>,
+    /// Host name (default: the short container id).
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Mount the root filesystem read-only.
+    #[arg(long = "read-only")]
+    read_only: bool,
+    /// Every capability, nothing masked.
+    #[arg(long)]
+    privileged: bool,
+    /// Add a capability.
+    #[arg(long = "cap-add")]
+    cap_add: Vec<String>,
+    /// Drop a capability.
+    #[arg(long = "cap-drop")]
+    cap_drop: Vec<String>,
+    /// When to pull the image.
+    #[arg(long, value_enum, default_value = "missing")]
+    pull: PullPolicy,
+    /// Image.
+    image: String,
+    /// Command and arguments (replace the image's Cmd).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+/// Parses Docker-style sizes: `512`, `64k`, `64m`, `1g`, `1.5g` (binary units).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let t = t.strip_suffix('b').unwrap_or(&t);
+    let (num, mult) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        Some('t') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    let v: f64 = num.parse().map_err(|_| format!("invalid size {s:?}"))?;
+    if !(v >= 0.0 && v.is_finite()) {
+        return Err(format!("invalid size {s:?}"));
+    }
+    let bytes = v * mult as f64;
+    if bytes > u64::MAX as f64 / 2.0 {
+        return Err(format!("size {s:?} is too large"));
+    }
+    Ok(bytes as u64)
+}
+
+fn read_env_files(files: &[PathBuf]) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(f).map_err(|e| format!("open {}: {e}", f.display()))?;
+        for line in text.lines() {
+            let l = line.trim_start();
+            if l.is_empty() || l.starts_with('#') {
+                continue;
+            }
+            if l.starts_with('=') {
+                return Err(format!("{}: invalid line {line:?}", f.display()));
+            }
+            out.push(l.to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// Makes sure the image is present according to the pull policy.
+pub fn ensure_image(store: &ImageStore, image: &str, policy: PullPolicy) -> Result<(), String> {
+    let present = match store.resolve(image) {
+        Ok(_) => true,
+        Err(ImageError::NotFound(_)) => false,
+        Err(e) => return Err(e.to_string()),
+    };
+    match (policy, present) {
+        (PullPolicy::Never, false) => Err(format!("No such image: {image}")),
+        (PullPolicy::Missing, true) | (PullPolicy::Never, true) => Ok(()),
+        _ => {
+            if !present {
+                eprintln!("Unable to find image '{image}' locally");
+            }
+            let opts = RegistryOptions {
+                insecure: false,
+                ca_file: None,
+                platform: Some("linux/amd64".into()),
+                quiet: false,
+            };
+            store.pull(image, &opts).map(|_| ()).map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// `ironpod run`.
+pub fn run(root: &Path, a: RunArgs) -> Result<i32, Failure> {
+    let rt = |e: String| Failure::Runtime(e);
+    let mut env = read_env_files(&a.env_file).map_err(rt)?;
+    env.extend(a.env.iter().cloned());
+    let opts = RunOptions {
+        command: a.command.clone(),
+        entrypoint: a.entrypoint.clone(),
+        env,
+        workdir: a.workdir.clone(),
+        user: a.user.clone(),
+        tty: a.tty,
+        interactive: a.interactive,
+        cpus: a.cpus,
+        memory: a.memory,
+        pids_limit: a.pids_limit,
+        hostname: a.hostname.clone(),
+        read_only: a.read_only,
+        privileged: a.privileged,
+        cap_add: a.cap_add.clone(),
+        cap_drop: a.cap_drop.clone(),
+    };
+    let store = ImageStore::open(root).map_err(|e| rt(e.to_string()))?;
+    ensure_image(&store, &a.image, a.pull).map_err(rt)?;
+    let rec = pod::create(root, &store, &a.image, a.name.as_deref(), &opts, a.rm)
+        .map_err(|e| rt(e.to_string()))?;
+    drop(store);
+    // Block the relayed signals before any thread starts, so none of them kills us.
+    let signals = (!a.detach).then(terminal::SignalRelay::start);
+    if let Err(e) = pod::spawn_monitor(root, &rec.id, !a.detach) {
+        if a.rm {
+            if let Ok(store) = ImageStore::open(root) {
+                let _ = pod::remove(root, &store, &rec.id);
+            }
+        }
+        return Err(rt(e.to_string()));
+    }
+    if a.detach {
+        println!("{}", rec.id);
+        return Ok(0);
+    }
+    let signals = signals.unwrap_or_else(terminal::SignalRelay::start);
+    let report = attach_to(&rec.id, a.interactive, a.tty, signals).map_err(rt)?;
+    if let Some(e) = &report.error {
+        eprintln!("ironpod: {e}");
+    }
+    Ok(report.code)
+}
+
+/// Attaches to a container's monitor and relays stdio until the container ends.
+pub fn attach_to(
+    id: &str,
+    interactive: bool,
+    tty: bool,
+    signals: terminal::SignalRelay,
+) -> Result<ExitReport, String> {
+    let sock = pod::attach_socket(id);
+    let mut conn =
+        UnixStream::connect(&sock).map_err(|e| format!("attach to {}: {e}", sock.display()))?;
+    attach::write(&mut conn, &Frame::Hello).map_err(|e| format!("attach: {e}"))?;
+    let local_tty = tty && terminal::is_tty(0);
+    let _raw = if local_tty { terminal::RawMode::enter(0).ok() } else { None };
+    // Signals go to the container (Docker's sig-proxy); a window change is a resize.
+    if let Ok(mut w) = conn.try_clone() {
+        if tty {
+            if let Some((rows, cols)) = terminal::size(0).or_else(|| terminal::size(1)) {
+                let _ = attach::write(&mut w, &Frame::Resize { rows, cols });
+            }
+        }
+        std::thread::spawn(move || {
+            for sig in signals {
+                let f = if sig == libc::SIGWINCH {
+                    match terminal::size(0).or_else(|| terminal::size(1)) {
+                        Some((rows, cols)) => Frame::Resize { rows, cols },
+                        None => continue,
+                    }
+                } else {
+                    Frame::Signal(sig)
+                };
+                if attach::write(&mut w, &f).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    if interactive {
+        if let Ok(mut w) = conn.try_clone() {
+            std::thread::spawn(move || {
+                let mut stdin = std::io::stdin().lock();
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    match stdin.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if attach::write(&mut w, &Frame::Stdin(buf[..n].to_vec())).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+                let _ = attach::write(&mut w, &Frame::StdinClose);
+            });
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    let mut err = std::io::stderr();
+    loop {
+        match attach::read(&mut conn) {
+            Ok(Some(Frame::Stdout(d))) => {
+                let _ = out.write_all(&d);
+                let _ = out.flush();
+            }
+            Ok(Some(Frame::Stderr(d))) => {
+                let _ = err.write_all(&d);
+            }
+            Ok(Some(Frame::Exit(r))) => return Ok(r),
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => {
+                return Err("the pod monitor went away before the container ended".into());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64m").unwrap(), 64 << 20);
+        assert_eq!(parse_size("64MB").unwrap(), 64 << 20);
+        assert_eq!(parse_size("1g").unwrap(), 1 << 30);
+        assert_eq!(parse_size("1.5k").unwrap(), 1536);
+        assert_eq!(parse_size("100").unwrap(), 100);
+        assert_eq!(parse_size("100b").unwrap(), 100);
+        for bad in ["", "x", "-1m", "1q", "1e400g", "nan"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+}

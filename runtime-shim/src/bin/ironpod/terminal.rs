@@ -1,0 +1,101 @@
+//! The caller's terminal: raw mode while attached to a container's TTY, its size, and
+//! relaying signals (Docker's sig-proxy) to the container.
+
+use std::sync::mpsc;
+
+/// Whether `fd` is a terminal.
+pub fn is_tty(fd: i32) -> bool {
+    // SAFETY: isatty takes an integer.
+    unsafe { libc::isatty(fd) == 1 }
+}
+
+/// The terminal size of `fd` as (rows, columns).
+pub fn size(fd: i32) -> Option<(u16, u16)> {
+    let mut ws = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: TIOCGWINSZ writes a winsize struct we own.
+    let rc = unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) };
+    (rc == 0 && ws.ws_row > 0 && ws.ws_col > 0).then_some((ws.ws_row, ws.ws_col))
+}
+
+/// Raw mode on a terminal; the old mode comes back on drop.
+pub struct RawMode {
+    fd: i32,
+    saved: libc::termios,
+}
+
+impl RawMode {
+    /// Switches `fd` to raw mode.
+    pub fn enter(fd: i32) -> std::io::Result<Self> {
+        // SAFETY: termios is plain data filled by tcgetattr.
+        let mut t: libc::termios = unsafe { std::mem::zeroed() };
+        // SAFETY: t is a valid out pointer.
+        if unsafe { libc::tcgetattr(fd, &mut t) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let saved = t;
+        // SAFETY: cfmakeraw edits the struct in place; tcsetattr reads it.
+        unsafe {
+            libc::cfmakeraw(&mut t);
+            if libc::tcsetattr(fd, libc::TCSANOW, &t) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(RawMode { fd, saved })
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        // SAFETY: restores the attributes saved at entry.
+        unsafe { libc::tcsetattr(self.fd, libc::TCSANOW, &self.saved) };
+    }
+}
+
+/// Signals relayed to the container.
+const RELAYED: [i32; 7] = [
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGWINCH,
+];
+
+/// Receives the relayed signals (blocked in this thread and every thread started after).
+pub struct SignalRelay {
+    rx: mpsc::Receiver<i32>,
+}
+
+impl SignalRelay {
+    /// Blocks the relayed signals and starts a thread that waits for them.
+    pub fn start() -> Self {
+        // SAFETY: sigset_t is plain data initialised by sigemptyset.
+        let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: set is a valid sigset_t; pthread_sigmask reads it.
+        unsafe {
+            libc::sigemptyset(&mut set);
+            for s in RELAYED {
+                libc::sigaddset(&mut set, s);
+            }
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        }
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || loop {
+            let mut sig = 0;
+            // SAFETY: set and sig are valid for the call.
+            if unsafe { libc::sigwait(&set, &mut sig) } == 0 && tx.send(sig).is_err() {
+                return;
+            }
+        });
+        SignalRelay { rx }
+    }
+}
+
+impl Iterator for SignalRelay {
+    type Item = i32;
+
+    fn next(&mut self) -> Option<i32> {
+        self.rx.recv().ok()
+    }
+}

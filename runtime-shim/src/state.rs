@@ -1,0 +1,320 @@
+//! Container records in SQLite under the state root (`<root>/containers.db`): safe for many
+//! `ironpod` processes at once (WAL, busy timeout), durable (synchronous=FULL).
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::Serialize;
+
+/// Errors of the container database.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// SQLite failed.
+    #[error("container database: {0}")]
+    Db(#[from] rusqlite::Error),
+    /// No such container.
+    #[error("No such container: {0}")]
+    NotFound(String),
+    /// A prefix matches several containers.
+    #[error("multiple containers match {0:?}: use more of the id")]
+    Ambiguous(String),
+    /// The name is taken.
+    #[error("the container name {0:?} is already in use")]
+    NameInUse(String),
+}
+
+/// Lifecycle states (Docker's names).
+pub mod status {
+    /// Created, not started yet.
+    pub const CREATED: &str = "created";
+    /// Its init process runs.
+    pub const RUNNING: &str = "running";
+    /// Its init process ended (or the pod died).
+    pub const EXITED: &str = "exited";
+}
+
+/// One container.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Record {
+    /// 64 hex digits.
+    pub id: String,
+    /// Unique name.
+    pub name: String,
+    /// The image as the user named it.
+    pub image: String,
+    /// Manifest digest of the image.
+    pub image_digest: String,
+    /// RFC 3339.
+    pub created: String,
+    /// Run options (JSON of [`crate::spec::RunOptions`]).
+    pub options: String,
+    /// The OCI runtime spec (JSON).
+    pub spec: String,
+    /// See [`status`].
+    pub status: String,
+    /// Exit code once exited.
+    pub exit_code: Option<i32>,
+    /// Killed by the OOM killer.
+    pub oom_killed: bool,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+    /// RFC 3339.
+    pub started_at: Option<String>,
+    /// RFC 3339.
+    pub finished_at: Option<String>,
+    /// The pod monitor process.
+    pub monitor_pid: Option<i32>,
+    /// Its start time (clock ticks after boot), to tell it from a reused pid.
+    pub monitor_start: Option<i64>,
+    /// The VMM process.
+    pub vmm_pid: Option<i32>,
+    /// The init process's pid in the guest.
+    pub guest_pid: Option<i32>,
+    /// The VM's hybrid vsock socket.
+    pub vsock: Option<String>,
+    /// `--rm`.
+    pub auto_remove: bool,
+}
+
+/// The database.
+pub struct State {
+    conn: Connection,
+}
+
+const COLUMNS: &str = "id, name, image, image_digest, created, options, spec, status, exit_code, \
+    oom_killed, error, started_at, finished_at, monitor_pid, monitor_start, vmm_pid, guest_pid, \
+    vsock, auto_remove";
+
+fn record(r: &Row<'_>) -> rusqlite::Result<Record> {
+    Ok(Record {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        image: r.get(2)?,
+        image_digest: r.get(3)?,
+        created: r.get(4)?,
+        options: r.get(5)?,
+        spec: r.get(6)?,
+        status: r.get(7)?,
+        exit_code: r.get(8)?,
+        oom_killed: r.get(9)?,
+        error: r.get(10)?,
+        started_at: r.get(11)?,
+        finished_at: r.get(12)?,
+        monitor_pid: r.get(13)?,
+        monitor_start: r.get(14)?,
+        vmm_pid: r.get(15)?,
+        guest_pid: r.get(16)?,
+        vsock: r.get(17)?,
+        auto_remove: r.get(18)?,
+    })
+}
+
+impl State {
+    /// Opens (creating) `<root>/containers.db`.
+    pub fn open(root: &Path) -> Result<Self, StateError> {
+        std::fs::create_dir_all(root).ok();
+        let conn = Connection::open(root.join("containers.db"))?;
+        conn.busy_timeout(Duration::from_secs(60))?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
+            if mode.eq_ignore_ascii_case("wal") {
+                break;
+            }
+            match conn.pragma_update(None, "journal_mode", "WAL") {
+                Ok(()) => break,
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS containers (
+                id TEXT PRIMARY KEY NOT NULL,
+                name TEXT UNIQUE NOT NULL,
+                image TEXT NOT NULL,
+                image_digest TEXT NOT NULL,
+                created TEXT NOT NULL,
+                options TEXT NOT NULL,
+                spec TEXT NOT NULL,
+                status TEXT NOT NULL,
+                exit_code INTEGER,
+                oom_killed INTEGER NOT NULL DEFAULT 0,
+                error TEXT,
+                started_at TEXT,
+                finished_at TEXT,
+                monitor_pid INTEGER,
+                monitor_start INTEGER,
+                vmm_pid INTEGER,
+                guest_pid INTEGER,
+                vsock TEXT,
+                auto_remove INTEGER NOT NULL DEFAULT 0
+            );",
+        )?;
+        Ok(State { conn })
+    }
+
+    /// Adds a container (its name must be free).
+    pub fn insert(&self, r: &Record) -> Result<(), StateError> {
+        let res = self.conn.execute(
+            &format!("INSERT INTO containers ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"),
+            params![
+                r.id, r.name, r.image, r.image_digest, r.created, r.options, r.spec, r.status,
+                r.exit_code, r.oom_killed, r.error, r.started_at, r.finished_at, r.monitor_pid,
+                r.monitor_start, r.vmm_pid, r.guest_pid, r.vsock, r.auto_remove
+            ],
+        );
+        match res {
+            Ok(_) => Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, Some(msg)))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation && msg.contains("name") =>
+            {
+                Err(StateError::NameInUse(r.name.clone()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Finds a container by name, full id or unique id prefix.
+    pub fn find(&self, key: &str) -> Result<Record, StateError> {
+        let by_name = self
+            .conn
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM containers WHERE name = ?1 OR id = ?1"),
+                [key],
+                record,
+            )
+            .optional()?;
+        if let Some(r) = by_name {
+            return Ok(r);
+        }
+        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(StateError::NotFound(key.into()));
+        }
+        let mut stmt = self
+            .conn
+            .prepare(&format!("SELECT {COLUMNS} FROM containers WHERE id LIKE ?1 || '%'"))?;
+        let mut found: Vec<Record> = stmt.query_map([key], record)?.collect::<Result<_, _>>()?;
+        match found.len() {
+            0 => Err(StateError::NotFound(key.into())),
+            1 => Ok(found.remove(0)),
+            _ => Err(StateError::Ambiguous(key.into())),
+        }
+    }
+
+    /// Every container, newest first.
+    pub fn list(&self) -> Result<Vec<Record>, StateError> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM containers ORDER BY created DESC, rowid DESC"
+        ))?;
+        let rows = stmt.query_map([], record)?.collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Records that the pod is up and the init process runs.
+    pub fn set_running(
+        &self,
+        id: &str,
+        vmm_pid: i32,
+        guest_pid: i32,
+        vsock: &str,
+        at: &str,
+    ) -> Result<(), StateError> {
+        self.conn.execute(
+            "UPDATE containers SET status = ?2, vmm_pid = ?3, guest_pid = ?4, vsock = ?5, started_at = ?6 WHERE id = ?1",
+            params![id, status::RUNNING, vmm_pid, guest_pid, vsock, at],
+        )?;
+        Ok(())
+    }
+
+    /// Records the monitor process.
+    pub fn set_monitor(&self, id: &str, pid: i32, start: Option<i64>) -> Result<(), StateError> {
+        self.conn.execute(
+            "UPDATE containers SET monitor_pid = ?2, monitor_start = ?3 WHERE id = ?1",
+            params![id, pid, start],
+        )?;
+        Ok(())
+    }
+
+    /// Records the end (only the first end counts).
+    pub fn set_exited(
+        &self,
+        id: &str,
+        code: i32,
+        oom: bool,
+        error: Option<&str>,
+        at: &str,
+    ) -> Result<bool, StateError> {
+        let n = self.conn.execute(
+            "UPDATE containers SET status = ?2, exit_code = ?3, oom_killed = ?4, error = ?5, finished_at = ?6,
+                 monitor_pid = NULL, vmm_pid = NULL, vsock = NULL
+             WHERE id = ?1 AND status != ?2",
+            params![id, status::EXITED, code, oom, error, at],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Deletes a record.
+    pub fn delete(&self, id: &str) -> Result<(), StateError> {
+        self.conn.execute("DELETE FROM containers WHERE id = ?1", [id])?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(id: &str, name: &str) -> Record {
+        Record {
+            id: id.into(),
+            name: name.into(),
+            image: "demo".into(),
+            image_digest: "sha256:00".into(),
+            created: "2026-01-01T00:00:00Z".into(),
+            options: "{}".into(),
+            spec: "{}".into(),
+            status: status::CREATED.into(),
+            exit_code: None,
+            oom_killed: false,
+            error: None,
+            started_at: None,
+            finished_at: None,
+            monitor_pid: None,
+            monitor_start: None,
+            vmm_pid: None,
+            guest_pid: None,
+            vsock: None,
+            auto_remove: false,
+        }
+    }
+
+    #[test]
+    fn insert_find_update_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = State::open(dir.path()).unwrap();
+        s.insert(&rec("abc123", "one")).unwrap();
+        s.insert(&rec("abd456", "two")).unwrap();
+        assert!(matches!(s.insert(&rec("ffff", "one")), Err(StateError::NameInUse(_))));
+        assert_eq!(s.find("one").unwrap().id, "abc123");
+        assert_eq!(s.find("abd").unwrap().name, "two");
+        assert!(matches!(s.find("ab"), Err(StateError::Ambiguous(_))));
+        assert!(matches!(s.find("zz"), Err(StateError::NotFound(_))));
+        assert!(matches!(s.find("'; DROP TABLE containers; --"), Err(StateError::NotFound(_))));
+        s.set_running("abc123", 10, 1, "/run/x", "t1").unwrap();
+        assert_eq!(s.find("one").unwrap().status, status::RUNNING);
+        assert!(s.set_exited("abc123", 7, false, None, "t2").unwrap());
+        assert!(!s.set_exited("abc123", 9, false, None, "t3").unwrap(), "first end wins");
+        let r = s.find("one").unwrap();
+        assert_eq!((r.status.as_str(), r.exit_code), (status::EXITED, Some(7)));
+        assert_eq!(s.list().unwrap().len(), 2);
+        s.delete("abc123").unwrap();
+        assert!(s.find("one").is_err());
+    }
+}
