@@ -12,7 +12,7 @@ use crate::blobs::{BlobStore, HashingWriter};
 use crate::{time, Digest, ImageError, ImageName, MEDIA_CONFIG, MEDIA_LAYER_GZIP, MEDIA_MANIFEST};
 
 /// Opens a tarball, transparently decompressing gzip.
-fn open_tar(path: &Path) -> Result<Box<dyn Read>, ImageError> {
+pub(crate) fn open_tar(path: &Path) -> Result<Box<dyn Read>, ImageError> {
     let mut f = File::open(path).map_err(|e| ImageError::io(path, e))?;
     let mut magic = [0u8; 4];
     let n = f.read(&mut magic).map_err(|e| ImageError::io(path, e))?;
@@ -48,7 +48,7 @@ fn check_member_path(p: &Path, what: &str) -> Result<(), ImageError> {
 
 /// Reads the whole archive once: every member path and hard-link target must be safe, and
 /// the archive must be complete.
-fn validate(path: &Path) -> Result<u64, ImageError> {
+pub(crate) fn validate(path: &Path) -> Result<u64, ImageError> {
     let mut archive = tar::Archive::new(open_tar(path)?);
     let mut count = 0u64;
     let entries = archive.entries().map_err(|e| ImageError::BadTar(e.to_string()))?;

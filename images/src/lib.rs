@@ -12,6 +12,7 @@
 mod archive;
 pub mod auth;
 mod blobs;
+mod commit;
 mod db;
 mod error;
 mod import;
@@ -28,6 +29,7 @@ use oci_spec::image::{ImageConfiguration, ImageManifest};
 use serde::Serialize;
 
 pub use blobs::{BlobStore, Digest};
+pub use commit::CommitInfo;
 pub use error::ImageError;
 pub use names::ImageName;
 pub use registry::{check_login, RegistryOptions};

@@ -269,3 +269,61 @@ fn images_in_use_are_kept_until_released() {
     assert_eq!(store.gc().unwrap().len(), 3);
     assert!(!disks[0].exists());
 }
+
+#[test]
+fn commit_adds_a_checked_layer_on_top_of_the_base() {
+    use sha2::Digest as _;
+    let dir = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(&dir.path().join("root")).unwrap();
+    store.import(&rootfs_tar(dir.path()), "base:1").unwrap();
+    let base = store.resolve("base:1").unwrap();
+    // A layer like the agent writes: a new file and a whiteout.
+    let mut layer = Vec::new();
+    {
+        let mut b = tar::Builder::new(&mut layer);
+        let mut h = tar::Header::new_gnu();
+        h.set_size(3);
+        h.set_mode(0o644);
+        b.append_data(&mut h, "etc/new", &b"new"[..]).unwrap();
+        let mut w = tar::Header::new_gnu();
+        w.set_size(0);
+        w.set_mode(0o644);
+        b.append_data(&mut w, "bin/.wh.hello", &b""[..]).unwrap();
+        b.finish().unwrap();
+    }
+    let hex = format!("{:x}", sha2::Sha256::digest(&layer));
+    let mut info = CommitInfo {
+        created_by: "ironpod commit".into(),
+        comment: Some("msg".into()),
+        ..Default::default()
+    };
+    info.config.insert("Cmd".into(), serde_json::json!(["sh", "-c", "cat /etc/new"]));
+    // Damaged in transit: refused, nothing tagged.
+    let e = store
+        .commit(&base, &layer[..layer.len() - 1], layer.len() as u64, &hex, "new:1", &info)
+        .unwrap_err();
+    assert!(e.to_string().contains("damaged"), "{e}");
+    assert!(store.resolve("new:1").is_err());
+    // A hostile layer: refused.
+    let bad = hostile_tar(dir.path(), "bad.tar", &[("../escape", tar::EntryType::Regular, None)]);
+    let bad = std::fs::read(bad).unwrap();
+    let bad_hex = format!("{:x}", sha2::Sha256::digest(&bad));
+    assert!(store.commit(&base, &bad[..], bad.len() as u64, &bad_hex, "new:1", &info).is_err());
+    assert!(store.resolve("new:1").is_err());
+    // The real thing.
+    let s = store.commit(&base, &layer[..], layer.len() as u64, &hex, "new:1", &info).unwrap();
+    let d = store.inspect("new:1").unwrap();
+    assert_eq!(d.manifest_json.layers().len(), 2);
+    assert_eq!(d.config.rootfs().diff_ids().len(), 2);
+    assert_eq!(d.config.rootfs().diff_ids()[1], format!("sha256:{hex}"));
+    assert_eq!(
+        d.config.config().clone().unwrap().cmd().clone().unwrap(),
+        ["sh", "-c", "cat /etc/new"]
+    );
+    assert_eq!(store.history("new:1").unwrap()[0].comment().as_deref(), Some("msg"));
+    assert_eq!(s.names, vec!["new:1".to_string()]);
+    // Both images' layer disks build; the base's layer disk is shared.
+    let disks = store.layer_disks("new:1").unwrap();
+    assert_eq!(disks.len(), 2);
+    assert_eq!(disks[0], store.layer_disks("base:1").unwrap()[0]);
+}

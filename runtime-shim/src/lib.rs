@@ -4,6 +4,7 @@
 pub mod agent_client;
 pub mod assets;
 pub mod attach;
+pub mod commit;
 pub mod logs;
 pub mod monitor;
 pub mod pod;

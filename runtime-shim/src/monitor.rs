@@ -90,9 +90,11 @@ fn boot(root: &Path, id: &str) -> Result<(Pod, RunOptions, bool), PodError> {
         .map(|p| DiskConfig { path: p.clone(), read_only: true })
         .chain(std::iter::once(DiskConfig { path: rw.clone(), read_only: false }))
         .collect();
+    tracing::info!(%id, "starting the VMM");
     let mut vm = RunningVm::start(&vm_spec).map_err(|e| PodError::Monitor(e.to_string()))?;
     let mut ctl =
         vm.wait_agent(Duration::from_secs(120)).map_err(|e| PodError::Monitor(e.to_string()))?;
+    tracing::info!(%id, "agent ready");
     let tty = opts.tty;
     let guest_pid = ctl
         .create_container(CreateContainer {
@@ -105,6 +107,7 @@ fn boot(root: &Path, id: &str) -> Result<(Pod, RunOptions, bool), PodError> {
             stdin: opts.interactive,
         })
         .map_err(|e| PodError::Monitor(format!("create the container: {}", agent_message(&e))))?;
+    tracing::info!(%id, "container created in the guest");
     let uds = vm.vsock_path().to_path_buf();
     Ok((Pod { vm, uds, guest_pid }, opts, tty))
 }
@@ -246,6 +249,7 @@ pub fn run(root: &Path, id: &str, wait_attach: bool, mut ready: std::fs::File) -
         }
     };
     let stdin = Arc::new(Mutex::new(stdin));
+    tracing::info!(%id, "streams open");
     let _ = writeln!(ready, "ok");
     drop(ready);
     // The first client (from `run`) is served before the start, so no output is missed.
@@ -295,6 +299,7 @@ pub fn run(root: &Path, id: &str, wait_attach: bool, mut ready: std::fs::File) -
         &pod.uds.to_string_lossy(),
         &now(),
     );
+    tracing::info!(%id, "started");
     broadcast(&clients, &Frame::Started);
     // Wait on its own session: the control one stays free.
     let status = AgentClient::open(&pod.uds, Duration::from_secs(30)).and_then(|mut w| {
@@ -338,6 +343,7 @@ fn finish(
     state: &State,
     report: ExitReport,
 ) -> i32 {
+    tracing::info!(%id, code = report.code, "container ended");
     // Let the output drain (a process that left a child holding stdout gets a moment).
     let deadline = Instant::now() + Duration::from_secs(3);
     for p in pumps {
@@ -370,6 +376,7 @@ fn finish(
             let _ = pod::remove(root, &store, id);
         }
     }
+    tracing::info!(%id, "pod down");
     broadcast(clients, &Frame::Exit(report));
     for c in lock(clients).drain(..) {
         let _ = c.shutdown(std::net::Shutdown::Both);

@@ -162,6 +162,7 @@ pub fn create(
     if state.find(&name).is_ok_and(|r| r.name == name) {
         return Err(StateError::NameInUse(name).into());
     }
+    tracing::info!(%id, "creating container");
     let digest = store.lease(&lease_holder(&id), image)?;
     let result = (|| {
         let config = store.config_of(&digest)?;
@@ -192,6 +193,7 @@ pub fn create(
             auto_remove,
         };
         state.insert(&rec)?;
+        tracing::info!(%id, "container created");
         Ok(rec)
     })();
     if result.is_err() {
@@ -265,7 +267,8 @@ pub fn spawn_monitor(root: &Path, id: &str, wait_attach: bool) -> Result<(), Pod
     let wfd = w.as_raw_fd();
     let dir = run_dir(id);
     fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
-    let log = fs::File::create(dir.join("monitor.log")).map_err(io("monitor log"))?;
+    let log_path = container_dir(root, id).join("monitor.log");
+    let log = fs::File::create(&log_path).map_err(io("monitor log"))?;
     let mut cmd = Command::new(exe);
     cmd.arg("--root").arg(root).arg("__monitor").arg(id).arg("--ready-fd").arg("3");
     if wait_attach {
@@ -297,12 +300,13 @@ pub fn spawn_monitor(root: &Path, id: &str, wait_attach: bool) -> Result<(), Pod
         .read_line(&mut line)
         .map_err(io("read from the pod monitor"))?;
     let line = line.trim_end();
+    tracing::info!(%id, line, "monitor reported");
     if line == "ok" {
         return Ok(());
     }
     let msg = line.strip_prefix("error: ").unwrap_or(line);
     if msg.is_empty() {
-        let log = fs::read_to_string(dir.join("monitor.log")).unwrap_or_default();
+        let log = fs::read_to_string(&log_path).unwrap_or_default();
         return Err(PodError::Monitor(format!(
             "the pod monitor died during start-up: {}",
             log.trim()
@@ -329,9 +333,31 @@ pub fn wait_exited(root: &Path, id: &str, timeout: Option<Duration>) -> Result<R
     }
 }
 
-/// Removes a stopped container: its files, record and image lease.
+/// Waits (up to `timeout`) for a container's monitor to finish taking its pod down, then
+/// kills what is left of it.
+pub fn wait_monitor_gone(rec: &Record, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while monitor_alive(rec) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if monitor_alive(rec) {
+        if let Some(pid) = rec.monitor_pid {
+            // SAFETY: kill with integer arguments; the pid is the recorded, still-live monitor.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+/// Removes a stopped container: its files, record and image lease. A monitor still taking
+/// the pod down is waited for first.
 pub fn remove(root: &Path, store: &ImageStore, id: &str) -> Result<(), PodError> {
     let state = State::open(root)?;
+    if let Ok(rec) = state.find(id) {
+        let me = Some(std::process::id() as i32);
+        if rec.status == status::EXITED && rec.monitor_pid != me {
+            wait_monitor_gone(&rec, Duration::from_secs(30));
+        }
+    }
     let dir = container_dir(root, id);
     if dir.exists() {
         fs::remove_dir_all(&dir).map_err(io(format!("remove {}", dir.display())))?;

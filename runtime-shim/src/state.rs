@@ -253,7 +253,7 @@ impl State {
     ) -> Result<bool, StateError> {
         let n = self.conn.execute(
             "UPDATE containers SET status = ?2, exit_code = ?3, oom_killed = ?4, error = ?5, finished_at = ?6,
-                 monitor_pid = NULL, vmm_pid = NULL, vsock = NULL
+                 vmm_pid = NULL, vsock = NULL
              WHERE id = ?1 AND status != ?2",
             params![id, status::EXITED, code, oom, error, at],
         )?;

@@ -78,3 +78,132 @@ pub fn bin(name: &str) -> PathBuf {
     assert!(p.is_file(), "{} not built: run `cargo build --workspace --bins` first", p.display());
     p
 }
+
+/// A private `ironpod` state root for one test, with a busybox image named `demo` in it.
+pub struct TestRoot {
+    /// The directory (removed on drop).
+    pub dir: tempfile::TempDir,
+}
+
+impl TestRoot {
+    /// Makes the root under /run (a real tmpfs, also inside the rig) and imports `demo`.
+    pub fn with_demo() -> TestRoot {
+        std::fs::create_dir_all("/run/ironpod-tests").expect("mkdir /run/ironpod-tests");
+        let dir = tempfile::tempdir_in("/run/ironpod-tests").expect("temp root");
+        let root = TestRoot { dir };
+        let tar = root.dir.path().join("demo.tar");
+        busybox_rootfs_tar(&tar);
+        let out = root.ironpod(&["import", &tar.to_string_lossy(), "demo"]);
+        assert!(out.status.success(), "import: {}", String::from_utf8_lossy(&out.stderr));
+        root
+    }
+
+    /// The root's path.
+    pub fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// An `ironpod` command using this root.
+    pub fn cmd(&self, args: &[&str]) -> std::process::Command {
+        let mut c = std::process::Command::new(bin("ironpod"));
+        c.env("IRONPOD_ROOT", self.path()).args(args);
+        c
+    }
+
+    /// Runs `ironpod ARGS` to completion.
+    pub fn ironpod(&self, args: &[&str]) -> std::process::Output {
+        self.cmd(args).stdin(std::process::Stdio::null()).output().expect("run ironpod")
+    }
+}
+
+impl Drop for TestRoot {
+    fn drop(&mut self) {
+        // Containers left running by a failed test must not outlive it.
+        if let Ok(out) = self.cmd(&["ps", "-aq"]).output() {
+            for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = self.cmd(&["rm", "-f", id]).output();
+            }
+        }
+    }
+}
+
+/// Writes a root filesystem tarball with Debian's static busybox and its applets.
+pub fn busybox_rootfs_tar(out: &std::path::Path) {
+    let list =
+        std::process::Command::new("/bin/busybox").arg("--list").output().expect("busybox-static");
+    let mut b = tar::Builder::new(std::fs::File::create(out).expect("create tar"));
+    let dir = |b: &mut tar::Builder<std::fs::File>, p: &str, mode: u32| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(mode);
+        h.set_size(0);
+        b.append_data(&mut h, p, std::io::empty()).unwrap();
+    };
+    for d in ["bin", "etc", "proc", "sys", "dev", "root", "var", "run"] {
+        dir(&mut b, d, 0o755);
+    }
+    dir(&mut b, "tmp", 0o1777);
+    b.append_path_with_name("/bin/busybox", "bin/busybox").unwrap();
+    for a in String::from_utf8_lossy(&list.stdout).split_whitespace().filter(|a| *a != "busybox") {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        h.set_mode(0o777);
+        b.append_link(&mut h, format!("bin/{a}"), "busybox").unwrap();
+    }
+    let file = |b: &mut tar::Builder<std::fs::File>, p: &str, data: &str| {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, p, data.as_bytes()).unwrap();
+    };
+    file(&mut b, "etc/passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\napp:x:1000:1000::/home/app:/bin/sh\n");
+    file(&mut b, "etc/group", "root:x:0:\nnogroup:x:65534:\napp:x:1000:\nextra:x:2000:app\n");
+    file(&mut b, "etc/image-file", "from the image\n");
+    b.finish().unwrap();
+}
+
+/// A private Debian docker-registry on 127.0.0.1 (stopped on drop).
+pub struct Registry {
+    child: std::process::Child,
+    /// Its port.
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    /// Starts it and waits until it accepts connections.
+    pub fn start() -> Registry {
+        let dir = tempfile::tempdir_in("/run/ironpod-tests").expect("registry dir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let cfg = dir.path().join("config.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = std::process::Command::new("docker-registry")
+            .arg("serve")
+            .arg(&cfg)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("docker-registry is installed by `cargo xtask deps`");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "registry did not start");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Registry { child, port, _dir: dir }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

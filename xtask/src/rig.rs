@@ -55,6 +55,7 @@ $B mkdir -p /newroot/dev/pts /newroot/dev/shm
 $B mount -t devpts devpts /newroot/dev/pts
 $B mount -t tmpfs tmpfs /newroot/run; $B mount -t tmpfs tmpfs /newroot/dev/shm
 $B mount -t cgroup2 cgroup2 /newroot/sys/fs/cgroup 2>/dev/null
+$B ip link set lo up
 $B chroot /newroot /bin/bash "$script"
 echo "IRONPOD-RIG-EXIT=$?"
 $B poweroff -f

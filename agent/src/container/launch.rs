@@ -56,27 +56,34 @@ pub fn create(plan: &LaunchPlan, ends: ChildEnds) -> Result<Pending, AgentError>
     drop(cmd);
     ours.set_read_timeout(Some(Duration::from_secs(60))).map_err(io_err("socket timeout"))?;
     send(&mut ours, plan).map_err(|e| frame_err("send the launch plan", e))?;
-    let pid = match recv::<_, ChildMsg>(&mut ours) {
-        Ok(ChildMsg::Pid(p)) => p,
-        Ok(ChildMsg::Error(m)) => return Err(AgentError::new(ErrorKind::Io, m)),
-        Ok(other) => {
-            return Err(AgentError::new(ErrorKind::Io, format!("container child said {other:?}")))
-        }
-        Err(e) => return Err(frame_err("container child", e)),
-    };
-    reaper::watch(pid);
-    match recv::<_, ChildMsg>(&mut ours) {
-        Ok(ChildMsg::Ready) => Ok(Pending { pid, sync: ours }),
-        Ok(ChildMsg::Error(m)) => {
-            reaper::wait(pid, Some(Duration::from_secs(5)));
-            reaper::forget(pid);
-            Err(AgentError::new(ErrorKind::BadRequest, m))
-        }
-        other => {
-            kill_and_forget(pid);
-            Err(AgentError::new(ErrorKind::Io, format!("container child: {other:?}")))
+    // The intermediate process reports the pid and the final process reports ready; they
+    // write on the same socket, so the two messages may come in either order.
+    let mut pid = None;
+    let mut ready = false;
+    while pid.is_none() || !ready {
+        match recv::<_, ChildMsg>(&mut ours) {
+            Ok(ChildMsg::Pid(p)) if pid.is_none() => {
+                reaper::watch(p);
+                pid = Some(p);
+            }
+            Ok(ChildMsg::Ready) if !ready => ready = true,
+            Ok(ChildMsg::Error(m)) => {
+                if let Some(p) = pid {
+                    reaper::wait(p, Some(Duration::from_secs(5)));
+                    reaper::forget(p);
+                }
+                return Err(AgentError::new(ErrorKind::BadRequest, m));
+            }
+            other => {
+                if let Some(p) = pid {
+                    kill_and_forget(p);
+                }
+                return Err(AgentError::new(ErrorKind::Io, format!("container child: {other:?}")));
+            }
         }
     }
+    let pid = pid.unwrap_or_default();
+    Ok(Pending { pid, sync: ours })
 }
 
 fn kill_and_forget(pid: i32) {

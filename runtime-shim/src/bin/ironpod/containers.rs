@@ -595,6 +595,36 @@ pub fn stats(root: &Path, a: StatsArgs) -> Result<i32, Failure> {
     Ok(0)
 }
 
+/// Arguments of `ironpod commit`.
+#[derive(clap::Args, Debug)]
+pub struct CommitArgs {
+    /// Commit message.
+    #[arg(short, long)]
+    message: Option<String>,
+    /// Author.
+    #[arg(short, long)]
+    author: Option<String>,
+    /// Container.
+    container: String,
+    /// New image name (REPOSITORY[:TAG]).
+    image: String,
+}
+
+/// `ironpod commit`.
+pub fn commit(root: &Path, a: CommitArgs) -> Result<i32, Failure> {
+    let r = find(root, &a.container)?;
+    let store = ImageStore::open(root).map_err(rt)?;
+    let info = ironpod_images::CommitInfo {
+        comment: a.message.clone(),
+        author: a.author.clone(),
+        created_by: format!("ironpod commit {}", short(&r.id)),
+        config: ironpod_runtime::commit::config_of(&r),
+    };
+    let s = ironpod_runtime::commit::commit(root, &store, &r, &a.image, &info).map_err(rt)?;
+    println!("{}", s.id);
+    Ok(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -58,6 +58,8 @@ enum Command {
     },
     /// Shows containers' resource use.
     Stats(containers::StatsArgs),
+    /// Creates a new image from a container's changes.
+    Commit(containers::CommitArgs),
     /// Internal: the monitor of one pod (started by `run`).
     #[command(name = "__monitor", hide = true)]
     Monitor {
@@ -172,6 +174,7 @@ fn main() -> ExitCode {
         Command::Inspect { containers: c } => containers::inspect(&root, &c),
         Command::Top { container } => containers::top(&root, &container),
         Command::Stats(a) => containers::stats(&root, a),
+        Command::Commit(a) => containers::commit(&root, a),
         Command::Monitor { id, ready_fd, wait_attach } => {
             if ready_fd < 3 {
                 Err(Failure::Usage("--ready-fd must be 3 or more".into()))

@@ -73,22 +73,25 @@ pub fn check(args: CheckArgs) -> Result<(), String> {
         shutdown_ms: t.elapsed().as_millis(),
         vmm_exit_code: status.code(),
     };
+    // A closed pipe on stdout (`| head -1`) is not an error worth a panic.
+    let mut text = String::new();
     if args.json {
-        println!("{}", serde_json::to_string(&report).map_err(|e| e.to_string())?);
+        text = serde_json::to_string(&report).map_err(|e| e.to_string())? + "\n";
     } else {
-        println!("agent ready in {} ms", report.ready_ms);
-        println!("agent version: {}", report.agent_version);
-        println!("guest kernel: {}", report.kernel_release);
-        println!(
-            "guest CPUs: {}, memory: {} MiB",
+        text.push_str(&format!("agent ready in {} ms\n", report.ready_ms));
+        text.push_str(&format!("agent version: {}\n", report.agent_version));
+        text.push_str(&format!("guest kernel: {}\n", report.kernel_release));
+        text.push_str(&format!(
+            "guest CPUs: {}, memory: {} MiB\n",
             report.cpus_online,
             report.memory_total_kib / 1024
-        );
+        ));
         if let Some(k) = report.vmm_overhead_kib {
-            println!("VMM memory overhead (RSS without guest RAM): {} KiB", k);
+            text.push_str(&format!("VMM memory overhead (RSS without guest RAM): {k} KiB\n"));
         }
-        println!("shut down in {} ms", report.shutdown_ms);
+        text.push_str(&format!("shut down in {} ms\n", report.shutdown_ms));
     }
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
     if !status.success() {
         return Err(format!("the VMM exited with {status} after shutdown"));
     }

@@ -1,0 +1,155 @@
+//! `commit`: a container's changes (an uncompressed OCI layer tar that came from the guest)
+//! become a new image: the base image's layers plus this one, with an updated config.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+
+use flate2::write::GzEncoder;
+use oci_spec::image::{ImageConfiguration, ImageManifest};
+use sha2::{Digest as _, Sha256};
+
+use crate::blobs::HashingWriter;
+use crate::import::validate;
+use crate::{
+    time, Digest, ImageError, ImageName, ImageStore, ImageSummary, MEDIA_CONFIG, MEDIA_LAYER_GZIP,
+    MEDIA_MANIFEST,
+};
+
+/// What a commit records besides the layer.
+#[derive(Debug, Clone, Default)]
+pub struct CommitInfo {
+    /// History comment (`-m`).
+    pub comment: Option<String>,
+    /// Author (`-a`).
+    pub author: Option<String>,
+    /// The command that made the changes, for the history's `created_by`.
+    pub created_by: String,
+    /// Config fields taken from the container (Docker's commit keeps the container's
+    /// configuration): `Env`, `Cmd`, `Entrypoint`, `WorkingDir`, `User`, when set.
+    pub config: serde_json::Map<String, serde_json::Value>,
+}
+
+impl ImageStore {
+    /// Reads a layer tar from `layer` (which must be `size` bytes with sha256 `sha256_hex`,
+    /// as the agent announced), checks it, and stores the image `base` + this layer as `name`.
+    pub fn commit(
+        &self,
+        base: &Digest,
+        mut layer: impl Read,
+        size: u64,
+        sha256_hex: &str,
+        name: &str,
+        info: &CommitInfo,
+    ) -> Result<ImageSummary, ImageError> {
+        let name = ImageName::parse(name)?;
+        if name.digest().is_some() {
+            return Err(ImageError::InvalidName(format!(
+                "{}: a commit target cannot contain a digest",
+                name.full()
+            )));
+        }
+        let _l = self.lock(false)?;
+        let tmp_dir = self.root.join("tmp");
+        fs::create_dir_all(&tmp_dir).map_err(|e| ImageError::io(&tmp_dir, e))?;
+        let tmp = tmp_dir.join(format!(
+            "commit-{}-{}.tar",
+            std::process::id(),
+            sha256_hex.get(..12).unwrap_or("x")
+        ));
+        let result = (|| {
+            // 1. The raw layer, checked against what the agent announced.
+            let mut f = File::create(&tmp).map_err(|e| ImageError::io(&tmp, e))?;
+            let mut hash = Sha256::new();
+            let mut got = 0u64;
+            let mut buf = vec![0u8; 256 * 1024];
+            loop {
+                let n = layer.read(&mut buf).map_err(|e| ImageError::io(&tmp, e))?;
+                if n == 0 {
+                    break;
+                }
+                got += n as u64;
+                if got > size {
+                    return Err(ImageError::Corrupt(format!(
+                        "the layer is longer than the announced {size} bytes"
+                    )));
+                }
+                hash.update(&buf[..n]);
+                f.write_all(&buf[..n]).map_err(|e| ImageError::io(&tmp, e))?;
+            }
+            let hex = format!("{:x}", hash.finalize());
+            if got != size || hex != sha256_hex {
+                return Err(ImageError::Corrupt(format!(
+                    "the layer arrived damaged: {got} bytes with sha256 {hex}, announced {size} bytes with sha256 {sha256_hex}"
+                )));
+            }
+            drop(f);
+            // 2. Its members must be safe (no absolute paths, no '..').
+            validate(&tmp)?;
+            // 3. Compressed into the blob store.
+            let pending = self.blobs.begin()?;
+            let mut tee = HashingWriter::new(GzEncoder::new(pending, flate2::Compression::fast()));
+            let mut src = File::open(&tmp).map_err(|e| ImageError::io(&tmp, e))?;
+            io::copy(&mut src, &mut tee).map_err(|e| ImageError::io(&tmp, e))?;
+            let (diff_id, _, gz) = tee.finish();
+            let pending = gz.finish().map_err(|e| ImageError::io(&tmp, e))?;
+            let (layer_digest, layer_size) = self.blobs.commit(pending, None)?;
+            // 4. Config and manifest.
+            let base_manifest = self.manifest(base)?;
+            let (_, base_config) = self.config(&base_manifest)?;
+            let mut config = serde_json::to_value(&base_config)
+                .map_err(|e| ImageError::Corrupt(e.to_string()))?;
+            let created = time::now_rfc3339();
+            config["created"] = created.clone().into();
+            if let Some(a) = &info.author {
+                config["author"] = a.clone().into();
+            }
+            if !config["config"].is_object() {
+                config["config"] = serde_json::json!({});
+            }
+            for (k, v) in &info.config {
+                config["config"][k] = v.clone();
+            }
+            let diff_ids = config["rootfs"]["diff_ids"]
+                .as_array_mut()
+                .ok_or_else(|| ImageError::Corrupt("base config has no rootfs.diff_ids".into()))?;
+            diff_ids.push(diff_id.to_string().into());
+            let mut entry =
+                serde_json::json!({ "created": created, "created_by": info.created_by });
+            if let Some(c) = &info.comment {
+                entry["comment"] = c.clone().into();
+            }
+            if let Some(a) = &info.author {
+                entry["author"] = a.clone().into();
+            }
+            match config["history"].as_array_mut() {
+                Some(h) => h.push(entry),
+                None => config["history"] = serde_json::json!([entry]),
+            }
+            let config_bytes =
+                serde_json::to_vec(&config).map_err(|e| ImageError::Corrupt(e.to_string()))?;
+            let _: ImageConfiguration = serde_json::from_slice(&config_bytes)
+                .map_err(|e| ImageError::Corrupt(format!("committed config: {e}")))?;
+            let config_digest = self.blobs.put(&config_bytes)?;
+            let mut manifest = serde_json::to_value(&base_manifest)
+                .map_err(|e| ImageError::Corrupt(e.to_string()))?;
+            manifest["mediaType"] = MEDIA_MANIFEST.into();
+            manifest["config"] = serde_json::json!({ "mediaType": MEDIA_CONFIG, "digest": config_digest.to_string(), "size": config_bytes.len() });
+            let layers = manifest["layers"]
+                .as_array_mut()
+                .ok_or_else(|| ImageError::Corrupt("base manifest has no layers".into()))?;
+            layers.push(serde_json::json!({ "mediaType": MEDIA_LAYER_GZIP, "digest": layer_digest.to_string(), "size": layer_size }));
+            if let Some(m) = manifest.as_object_mut() {
+                m.remove("annotations");
+            }
+            let manifest_bytes =
+                serde_json::to_vec(&manifest).map_err(|e| ImageError::Corrupt(e.to_string()))?;
+            let _: ImageManifest = serde_json::from_slice(&manifest_bytes)
+                .map_err(|e| ImageError::Corrupt(format!("committed manifest: {e}")))?;
+            let digest = self.blobs.put(&manifest_bytes)?;
+            self.db.set_ref(&name.full(), &digest)?;
+            self.summary_of(&digest)
+        })();
+        let _ = fs::remove_file(&tmp);
+        result
+    }
+}

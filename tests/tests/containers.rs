@@ -1,0 +1,438 @@
+//! Containers in pod microVMs through the `ironpod` CLI: stdio, exit codes, TTY, signals,
+//! limits, lifecycle commands, a killed VMM, bad input. Every test boots real guests.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::process::Stdio;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use ironpod_tests::{require_linux_kvm, TestRoot};
+use sha2::{Digest, Sha256};
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Nothing of ironpod may be left running or mounted once a test's containers are gone.
+fn assert_no_leftovers(root: &TestRoot) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let vmms =
+            std::process::Command::new("pgrep").args(["-x", "ironpod-vmm"]).output().unwrap();
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+        let root_str = root.path().to_string_lossy().into_owned();
+        let pods: Vec<_> = std::fs::read_dir("/run/ironpod/pods")
+            .map(|d| d.flatten().collect())
+            .unwrap_or_default();
+        let clean = vmms.stdout.is_empty() && !mounts.contains(&root_str) && pods.is_empty();
+        if clean {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "leftovers: vmm pids {:?}, pod dirs {:?}, mounts under root: {}",
+            text(&vmms.stdout),
+            pods.iter().map(|p| p.path()).collect::<Vec<_>>(),
+            mounts.contains(&root_str)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn run_separates_stdout_stderr_and_returns_the_exit_code() {
+    let _w = require_linux_kvm();
+    let root = TestRoot::with_demo();
+    let t = Instant::now();
+    let out = root.ironpod(&["run", "--rm", "demo", "sh", "-c", "echo out; echo err >&2; exit 7"]);
+    println!("ironpod run --rm demo sh -c …: {:?}", t.elapsed());
+    assert_eq!(text(&out.stdout), "out\n");
+    assert_eq!(text(&out.stderr), "err\n");
+    assert_eq!(out.status.code(), Some(7));
+    let out = root.ironpod(&["run", "--rm", "demo", "uname", "-r"]);
+    let guest = text(&out.stdout).trim().to_string();
+    let host = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap().trim().to_string();
+    assert!(guest.starts_with("6.12."), "guest kernel {guest:?}; stderr {}", text(&out.stderr));
+    assert_ne!(guest, host, "uname -r must show the guest kernel");
+    // --rm left nothing: no record, no files.
+    let ps = root.ironpod(&["ps", "-aq"]);
+    assert!(ps.stdout.is_empty(), "ps -a after --rm: {}", text(&ps.stdout));
+    assert_eq!(std::fs::read_dir(root.path().join("containers")).unwrap().count(), 0);
+    assert_no_leftovers(&root);
+}
+
+#[test]
+fn twenty_megabytes_through_stdin_come_back_identical() {
+    let _w = require_linux_kvm();
+    let root = TestRoot::with_demo();
+    let mut data = vec![0u8; 20 << 20];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for b in data.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    let mut child = root
+        .cmd(&["run", "--rm", "-i", "demo", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        stdin.write_all(&data).unwrap();
+        Sha256::digest(&data)
+    });
+    let out = child.wait_with_output().unwrap();
+    let sent = feeder.join().unwrap();
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert_eq!(out.stdout.len(), 20 << 20);
+    assert_eq!(Sha256::digest(&out.stdout), sent, "bytes changed on the way");
+    assert_no_leftovers(&root);
+}
+
+fn openpty(rows: u16, cols: u16) -> (OwnedFd, OwnedFd) {
+    let (mut m, mut s) = (-1, -1);
+    let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: valid out pointers; NULL name and termios; ws outlives the call.
+    let rc = unsafe { libc::openpty(&mut m, &mut s, std::ptr::null_mut(), std::ptr::null(), &ws) };
+    assert_eq!(rc, 0);
+    // SAFETY: openpty returned two fds we now own.
+    unsafe { (OwnedFd::from_raw_fd(m), OwnedFd::from_raw_fd(s)) }
+}
+
+/// Collects what the terminal shows, in a thread.
+fn pty_reader(master: &OwnedFd) -> mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = mpsc::channel();
+    let mut f = std::fs::File::from(master.try_clone().unwrap());
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = f.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+fn wait_for(rx: &mpsc::Receiver<Vec<u8>>, seen: &mut String, needle: &str, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while !seen.contains(needle) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "timed out waiting for {needle:?}; terminal showed {seen:?}");
+        if let Ok(chunk) = rx.recv_timeout(left) {
+            seen.push_str(&text(&chunk));
+        }
+    }
+}
+
+#[test]
+fn tty_size_follows_resize_and_signals_reach_the_process() {
+    let _w = require_linux_kvm();
+    let root = TestRoot::with_demo();
+    let (master, slave) = openpty(24, 80);
+    let script = "stty size; echo ready; read line; stty size; \
+                  trap 'echo got-term; exit 3' TERM; echo waiting; while true; do sleep 0.1; done";
+    let mut cmd = root.cmd(&["run", "-t", "-i", "--name", "ttytest", "demo", "sh", "-c", script]);
+    let fd = slave.as_raw_fd();
+    // SAFETY: setsid/ioctl are async-signal-safe; the slave becomes the controlling terminal.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(move || {
+            libc::setsid();
+            libc::ioctl(fd, libc::TIOCSCTTY, 0);
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .stdin(Stdio::from(slave.try_clone().unwrap()))
+        .stdout(Stdio::from(slave.try_clone().unwrap()))
+        .stderr(Stdio::from(slave))
+        .spawn()
+        .unwrap();
+    let rx = pty_reader(&master);
+    let mut seen = String::new();
+    wait_for(&rx, &mut seen, "ready", Duration::from_secs(120));
+    assert!(seen.contains("24 80"), "initial size: {seen:?}");
+    // Resize our terminal: the kernel sends SIGWINCH to ironpod, which resizes the guest's.
+    let ws = libc::winsize { ws_row: 40, ws_col: 132, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: TIOCSWINSZ reads ws.
+    unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    std::thread::sleep(Duration::from_millis(1500));
+    std::fs::File::from(master.try_clone().unwrap()).write_all(b"go\r").unwrap();
+    wait_for(&rx, &mut seen, "waiting", Duration::from_secs(30));
+    assert!(seen.contains("40 132"), "size after resize: {seen:?}");
+    let kill = root.ironpod(&["kill", "-s", "TERM", "ttytest"]);
+    assert!(kill.status.success(), "kill: {}", text(&kill.stderr));
+    wait_for(&rx, &mut seen, "got-term", Duration::from_secs(30));
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(3));
+    let inspect = root.ironpod(&["inspect", "ttytest"]);
+    let v: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(v[0]["State"]["ExitCode"], 3);
+    assert_eq!(v[0]["Config"]["Tty"], true);
+    assert!(root.ironpod(&["rm", "ttytest"]).status.success());
+    assert_no_leftovers(&root);
+}
+
+#[test]
+fn memory_limit_kills_with_137_and_cpu_and_pids_limits_apply() {
+    let _w = require_linux_kvm();
+    let root = TestRoot::with_demo();
+    let out = root.ironpod(&[
+        "run",
+        "--name",
+        "oom",
+        "--memory",
+        "64m",
+        "demo",
+        "sh",
+        "-c",
+        "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(137),
+        "stdout {} stderr {}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(!text(&out.stdout).contains("survived"));
+    let v: serde_json::Value =
+        serde_json::from_slice(&root.ironpod(&["inspect", "oom"]).stdout).unwrap();
+    assert_eq!(v[0]["State"]["OOMKilled"], true, "{v}");
+    assert_eq!(v[0]["State"]["ExitCode"], 137);
+    let out = root.ironpod(&[
+        "run",
+        "--rm",
+        "--cpus",
+        "0.5",
+        "--pids-limit",
+        "20",
+        "--memory",
+        "96m",
+        "demo",
+        "sh",
+        "-c",
+        "cat /sys/fs/cgroup/cpu.max /sys/fs/cgroup/pids.max /sys/fs/cgroup/memory.max; \
+         for i in $(seq 1 40); do sleep 2 & done; wait; echo done",
+    ]);
+    let s = text(&out.stdout);
+    assert!(s.contains("50000 100000"), "cpu.max: {s}");
+    assert!(s.lines().any(|l| l == "20"), "pids.max: {s}");
+    assert!(s.lines().any(|l| l == (96u64 << 20).to_string()), "memory.max: {s}");
+    assert!(
+        text(&out.stderr).contains("fork") || text(&out.stderr).contains("Resource"),
+        "pids limit not hit: {}",
+        text(&out.stderr)
+    );
+    assert!(root.ironpod(&["rm", "oom"]).status.success());
+    assert_no_leftovers(&root);
+}
+
+#[test]
+fn detached_container_lifecycle() {
+    let _w = require_linux_kvm();
+    let root = TestRoot::with_demo();
+    let out = root.ironpod(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "-e",
+        "GREETING=hi",
+        "-w",
+        "/tmp/work",
+        "demo",
+        "sh",
+        "-c",
+        "echo \"$GREETING from $(pwd)\"; echo oops >&2; echo line3; exec sleep 600",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let id = text(&out.stdout).trim().to_string();
+    assert_eq!(id.len(), 64, "{id}");
+    let ps = text(&root.ironpod(&["ps"]).stdout);
+    assert!(ps.contains(&id[..12]) && ps.contains("Up ") && ps.contains("web"), "{ps}");
+    // Logs: streams apart, tail, survive the pod.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !text(&root.ironpod(&["logs", "web"]).stdout).contains("line3") {
+        assert!(Instant::now() < deadline, "no logs");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let logs = root.ironpod(&["logs", "web"]);
+    assert_eq!(text(&logs.stdout), "hi from /tmp/work\nline3\n");
+    assert_eq!(text(&logs.stderr), "oops\n");
+    assert_eq!(text(&root.ironpod(&["logs", "--tail", "1", "web"]).stdout), "line3\n");
+    // exec: exit code, env, user, workdir, stdin.
+    let ex = root.ironpod(&[
+        "exec",
+        "-e",
+        "X=1",
+        "-u",
+        "1000:1000",
+        "-w",
+        "/",
+        "web",
+        "sh",
+        "-c",
+        "echo $X $(id -u) $(pwd); exit 4",
+    ]);
+    assert_eq!(ex.status.code(), Some(4), "{}", text(&ex.stderr));
+    assert_eq!(text(&ex.stdout), "1 1000 /\n");
+    let mut c = root
+        .cmd(&["exec", "-i", "web", "tr", "a-z", "A-Z"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(b"shout\n").unwrap();
+    assert_eq!(text(&c.wait_with_output().unwrap().stdout), "SHOUT\n");
+    assert_eq!(root.ironpod(&["exec", "web", "no-such-cmd"]).status.code(), Some(127));
+    // top and stats.
+    let top = text(&root.ironpod(&["top", "web"]).stdout);
+    assert!(top.contains("sleep 600"), "{top}");
+    let stats = root.ironpod(&["stats", "--no-stream", "web"]);
+    assert!(text(&stats.stdout).contains("web"), "{}", text(&stats.stderr));
+    // rm refuses a running container. stop: `sleep` is PID 1 of its namespace and ignores
+    // SIGTERM, so after the grace time it is killed (137), as with Docker.
+    assert_eq!(root.ironpod(&["rm", "web"]).status.code(), Some(1));
+    let t = Instant::now();
+    assert!(root.ironpod(&["stop", "-t", "2", "web"]).status.success());
+    assert!(t.elapsed() >= Duration::from_secs(2), "stop did not wait: {:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(20), "stop took {:?}", t.elapsed());
+    assert_eq!(text(&root.ironpod(&["wait", "web"]).stdout).trim(), "137");
+    assert!(text(&root.ironpod(&["ps", "-a"]).stdout).contains("Exited (137)"));
+    assert_eq!(
+        text(&root.ironpod(&["logs", "web"]).stdout),
+        "hi from /tmp/work\nline3\n",
+        "logs outlive the pod"
+    );
+    assert!(root.ironpod(&["rm", "web"]).status.success());
+    assert!(!root.ironpod(&["logs", "web"]).status.success());
+    assert_no_leftovers(&root);
+}
+
+#[test]
+fn a_killed_vmm_shows_as_exited_with_an_error_and_leaves_nothing() {
+    let _w = require_linux_kvm();
+    let root = TestRoot::with_demo();
+    let out = root.ironpod(&["run", "-d", "--name", "victim", "demo", "sleep", "600"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value =
+        serde_json::from_slice(&root.ironpod(&["inspect", "victim"]).stdout).unwrap();
+    let vmm = v[0]["Pod"]["VmmPid"].as_i64().expect("vmm pid") as i32;
+    // SAFETY: kill with integer arguments, on the VMM we just started.
+    unsafe { libc::kill(vmm, libc::SIGKILL) };
+    let t = Instant::now();
+    loop {
+        let ps = text(&root.ironpod(&["ps", "-a"]).stdout);
+        if ps.contains("Exited (") {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "not noticed: {ps}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!("killed VMM noticed after {:?}", t.elapsed());
+    let v: serde_json::Value =
+        serde_json::from_slice(&root.ironpod(&["inspect", "victim"]).stdout).unwrap();
+    assert_ne!(v[0]["State"]["ExitCode"], 0);
+    assert!(v[0]["State"]["Error"].as_str().unwrap().contains("VM"), "{v}");
+    assert!(root.ironpod(&["rm", "victim"]).status.success());
+    assert_no_leftovers(&root);
+    // The store is intact: images still listed, and a new container runs.
+    assert!(text(&root.ironpod(&["images"]).stdout).contains("demo"));
+    assert_eq!(root.ironpod(&["run", "--rm", "demo", "true"]).status.code(), Some(0));
+    assert_no_leftovers(&root);
+}
+
+#[test]
+fn bad_input_gets_clear_errors_and_leaves_nothing_behind() {
+    let _w = require_linux_kvm();
+    let root = TestRoot::with_demo();
+    let cases: &[(&[&str], i32, &str)] = &[
+        (&["run", "--rm", "--pull", "never", "nosuchimage"], 125, "No such image"),
+        (&["run", "--rm", "--memory", "lots", "demo", "true"], 125, "invalid size"),
+        (&["run", "--rm", "--cpus=-2", "demo", "true"], 125, "cpus"),
+        (&["run", "--rm", "--bogus-flag", "demo"], 125, "bogus"),
+        (&["run", "--rm", "--name", "bad/name", "demo", "true"], 125, "invalid container name"),
+        (&["run", "--rm", "-w", "relative", "demo", "true"], 125, "not absolute"),
+        (&["run", "--rm", "--cap-add", "NOT_A_CAP", "demo", "true"], 125, "unknown capability"),
+        (&["run", "--rm", "demo"], 125, "no command"),
+        (&["run", "--rm", "demo", "/no/such/program"], 127, "no such file"),
+        (&["run", "--rm", "demo", "nosuchcmd"], 127, "executable file not found"),
+        (&["run", "--rm", "demo", "/etc/passwd"], 126, "ermission denied"),
+        (&["exec", "nosuchcontainer", "true"], 125, "No such container"),
+    ];
+    for (args, code, msg) in cases {
+        let out = root.ironpod(args);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(*code), "{args:?}: stderr {err}");
+        assert!(err.to_lowercase().contains(&msg.to_lowercase()), "{args:?}: {err}");
+    }
+    assert!(root.ironpod(&["ps", "-aq"]).stdout.is_empty(), "nothing recorded");
+    assert_eq!(
+        std::fs::read_dir(root.path().join("containers")).map(|d| d.count()).unwrap_or(0),
+        0
+    );
+    assert_no_leftovers(&root);
+}
+
+#[test]
+fn commit_round_trip_through_a_registry() {
+    let _w = require_linux_kvm();
+    let root = TestRoot::with_demo();
+    let out = root.ironpod(&[
+        "run",
+        "--name",
+        "builder",
+        "demo",
+        "sh",
+        "-c",
+        "echo data > /new-file && rm /etc/image-file && mkdir -p /d && echo x > /d/y",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // Stopped container: its pod boots again just to read the layer.
+    let c = root.ironpod(&["commit", "-m", "first", "builder", "snap:1"]);
+    assert!(c.status.success(), "commit: {}", text(&c.stderr));
+    assert!(text(&c.stdout).starts_with("sha256:"));
+    let check = "cat /new-file; test -e /etc/image-file && echo still-there || echo gone; cat /d/y";
+    let out = root.ironpod(&["run", "--rm", "snap:1", "sh", "-c", check]);
+    assert_eq!(text(&out.stdout), "data\ngone\nx\n", "stderr {}", text(&out.stderr));
+    let hist = text(&root.ironpod(&["history", "snap:1"]).stdout);
+    assert!(hist.contains("first"), "{hist}");
+    // Running container: commit while it runs.
+    let out = root.ironpod(&[
+        "run",
+        "-d",
+        "--name",
+        "live",
+        "snap:1",
+        "sh",
+        "-c",
+        "echo more > /more; exec sleep 600",
+    ]);
+    assert!(out.status.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !root.ironpod(&["exec", "live", "test", "-e", "/more"]).status.success() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(root.ironpod(&["commit", "live", "snap:2"]).status.success());
+    assert!(root.ironpod(&["rm", "-f", "live", "builder"]).status.success());
+    // Elsewhere: push, pull into a fresh store, run.
+    let reg = ironpod_tests::Registry::start();
+    let remote = format!("localhost:{}/snap:2", reg.port);
+    assert!(root.ironpod(&["tag", "snap:2", &remote]).status.success());
+    let p = root.ironpod(&["push", "-q", &remote]);
+    assert!(p.status.success(), "push: {}", text(&p.stderr));
+    let other = TestRoot::with_demo();
+    let p = other.ironpod(&["pull", "-q", &remote]);
+    assert!(p.status.success(), "pull: {}", text(&p.stderr));
+    let out = other.ironpod(&["run", "--rm", &remote, "sh", "-c", &format!("{check}; cat /more")]);
+    assert_eq!(text(&out.stdout), "data\ngone\nx\nmore\n", "stderr {}", text(&out.stderr));
+    assert_no_leftovers(&root);
+}
