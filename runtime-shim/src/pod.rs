@@ -119,7 +119,7 @@ pub fn valid_name(n: &str) -> bool {
 }
 
 /// Makes the sparse ext4 writable disk.
-fn make_writable_disk(path: &Path) -> Result<(), PodError> {
+pub fn make_writable_disk(path: &Path) -> Result<(), PodError> {
     let f = fs::File::create(path).map_err(io(format!("create {}", path.display())))?;
     f.set_len(WRITABLE_DISK_BYTES).map_err(io(format!("size {}", path.display())))?;
     drop(f);
