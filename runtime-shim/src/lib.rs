@@ -8,6 +8,7 @@ pub mod commit;
 pub mod logs;
 pub mod monitor;
 pub mod pod;
+pub mod seccomp;
 pub mod spec;
 pub mod state;
 pub mod vm;

@@ -52,6 +52,10 @@ pub struct RunOptions {
     pub cap_add: Vec<String>,
     /// `--cap-drop`.
     pub cap_drop: Vec<String>,
+    /// `--security-opt` values (`seccomp=unconfined`, `seccomp=PROFILE.json`,
+    /// `no-new-privileges[=true|false]`).
+    #[serde(default)]
+    pub security_opt: Vec<String>,
 }
 
 /// Errors building a spec (exit code 125 territory).
@@ -190,8 +194,9 @@ pub fn merge_env(lists: &[&[String]]) -> Vec<String> {
 /// Parses `-u`: numeric `UID[:GID]` goes straight into the spec; names are resolved by the
 /// agent in the container's own /etc/passwd and /etc/group.
 fn user(spec_user: Option<&str>) -> Result<(u32, u32, Option<String>), SpecError> {
+    // No user: root, but still looked up so HOME comes from the image's passwd.
     let Some(u) = spec_user.map(str::trim).filter(|u| !u.is_empty()) else {
-        return Ok((0, 0, None));
+        return Ok((0, 0, Some("0".into())));
     };
     let (name, group) = match u.split_once(':') {
         Some((n, g)) => (n, Some(g)),
@@ -252,7 +257,27 @@ pub fn build(id: &str, image: &ImageConfiguration, o: &RunOptions) -> Result<Spe
     }
     let user_str = o.user.clone().or_else(|| cfg.user().clone());
     let (uid, gid, by_name) = user(user_str.as_deref())?;
-    let caps: oci_spec::runtime::Capabilities = capabilities(o)?.into_iter().collect();
+    let cap_list = capabilities(o)?;
+    let mut seccomp = (!o.privileged).then(|| crate::seccomp::default_profile(&cap_list));
+    let mut no_new_privs = false;
+    for opt in &o.security_opt {
+        let (k, v) = opt.split_once(['=', ':']).unwrap_or((opt.as_str(), ""));
+        match (k, v) {
+            ("seccomp", "unconfined") => seccomp = None,
+            ("seccomp", path) if !path.is_empty() => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| SpecError::Invalid(format!("seccomp profile {path}: {e}")))?;
+                seccomp = Some(
+                    serde_json::from_str(&text)
+                        .map_err(|e| SpecError::Invalid(format!("seccomp profile {path}: {e}")))?,
+                );
+            }
+            ("no-new-privileges", "" | "true") => no_new_privs = true,
+            ("no-new-privileges", "false") => no_new_privs = false,
+            _ => return Err(SpecError::Invalid(format!("unsupported --security-opt {opt:?}"))),
+        }
+    }
+    let caps: oci_spec::runtime::Capabilities = cap_list.into_iter().collect();
     let process = ProcessBuilder::default()
         .terminal(o.tty)
         .user(UserBuilder::default().uid(uid).gid(gid).build()?)
@@ -273,7 +298,7 @@ pub fn build(id: &str, image: &ImageConfiguration, o: &RunOptions) -> Result<Spe
             .soft(1_048_576u64)
             .hard(1_048_576u64)
             .build()?])
-        .no_new_privileges(false)
+        .no_new_privileges(no_new_privs)
         .build()?;
     let mut resources = LinuxResourcesBuilder::default();
     if let Some(m) = o.memory {
@@ -307,6 +332,9 @@ pub fn build(id: &str, image: &ImageConfiguration, o: &RunOptions) -> Result<Spe
         .filter(|n| n.typ() != LinuxNamespaceType::Network)
         .collect();
     let mut linux = LinuxBuilder::default().namespaces(namespaces).resources(resources.build()?);
+    if let Some(s) = seccomp {
+        linux = linux.seccomp(s);
+    }
     if !o.privileged {
         linux = linux
             .masked_paths(

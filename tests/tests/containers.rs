@@ -55,6 +55,38 @@ fn run_separates_stdout_stderr_and_returns_the_exit_code() {
     let host = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap().trim().to_string();
     assert!(guest.starts_with("6.12."), "guest kernel {guest:?}; stderr {}", text(&out.stderr));
     assert_ne!(guest, host, "uname -r must show the guest kernel");
+    // Users from the image's passwd/group, Docker's capabilities, the short id as host name.
+    let out = root.ironpod(&[
+        "run",
+        "--rm",
+        "-u",
+        "app",
+        "demo",
+        "sh",
+        "-c",
+        "id -u; id -g; id -G; echo $HOME",
+    ]);
+    assert_eq!(text(&out.stdout), "1000\n1000\n1000 2000\n/home/app\n", "{}", text(&out.stderr));
+    let out = root.ironpod(&[
+        "run",
+        "--rm",
+        "demo",
+        "sh",
+        "-c",
+        "echo $HOME; grep CapEff /proc/self/status; hostname",
+    ]);
+    let s = text(&out.stdout);
+    assert!(s.starts_with("/root\nCapEff:\t00000000a80425fb\n"), "{s}");
+    assert_eq!(s.lines().nth(2).map(str::len), Some(12), "{s}");
+    let out = root.ironpod(&["run", "--rm", "-u", "ghost", "demo", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(text(&out.stderr).contains("unable to find user ghost"), "{}", text(&out.stderr));
+    // Seccomp: the default profile blocks namespace creation; unconfined does not.
+    let probe = "grep Seccomp: /proc/self/status; unshare -U true && echo unshared || echo blocked";
+    let out = root.ironpod(&["run", "--rm", "demo", "sh", "-c", probe]);
+    assert_eq!(text(&out.stdout), "Seccomp:\t2\nblocked\n", "{}", text(&out.stderr));
+    let out = root.ironpod(&["run", "--rm", "--security-opt", "seccomp=unconfined", "demo", "sh", "-c", probe]);
+    assert_eq!(text(&out.stdout), "Seccomp:\t0\nunshared\n", "{}", text(&out.stderr));
     // --rm left nothing: no record, no files.
     let ps = root.ironpod(&["ps", "-aq"]);
     assert!(ps.stdout.is_empty(), "ps -a after --rm: {}", text(&ps.stdout));

@@ -14,6 +14,7 @@ mod rootfs;
 mod seccomp;
 mod stdio;
 mod storage;
+mod users;
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
@@ -154,7 +155,7 @@ impl Runtime {
         }
         let spec = &req.spec;
         let root = Path::new(CONTAINERS_DIR).join(&id).join("rootfs");
-        let (namespaces, rootfs_plan, process) = plan::container_plan(spec, root.clone())?;
+        let (namespaces, rootfs_plan, mut process) = plan::container_plan(spec, root.clone())?;
         let mut lowers = Vec::new();
         for serial in &req.rootfs.layers {
             lowers.push(storage::layer(serial)?);
@@ -163,6 +164,9 @@ impl Runtime {
         let upper_base = rw.join("containers").join(&id);
         storage::overlay(&root, &lowers, &upper_base.join("upper"), &upper_base.join("work"))?;
         let mut cleanup = Cleanup { root: Some(root.clone()), cgroup: None };
+        if let Some(user) = spec.annotations().as_ref().and_then(|a| a.get(users::ANNOTATION)) {
+            users::resolve(&root, user, &mut process)?;
+        }
         let linux = spec.linux().clone().unwrap_or_default();
         let cg = cgroup::path_for(&id, linux.cgroups_path().as_deref())?;
         cgroup::create(&cg, linux.resources().as_ref())?;

@@ -81,6 +81,9 @@ pub struct RunArgs {
     /// Drop a capability.
     #[arg(long = "cap-drop")]
     cap_drop: Vec<String>,
+    /// Security options: seccomp=unconfined, seccomp=PROFILE.json, no-new-privileges.
+    #[arg(long = "security-opt")]
+    security_opt: Vec<String>,
     /// When to pull the image.
     #[arg(long, value_enum, default_value = "missing")]
     pull: PullPolicy,
@@ -177,6 +180,7 @@ pub fn run(root: &Path, a: RunArgs) -> Result<i32, Failure> {
         privileged: a.privileged,
         cap_add: a.cap_add.clone(),
         cap_drop: a.cap_drop.clone(),
+        security_opt: a.security_opt.clone(),
     };
     let store = ImageStore::open(root).map_err(|e| rt(e.to_string()))?;
     ensure_image(&store, &a.image, a.pull).map_err(rt)?;
