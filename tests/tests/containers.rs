@@ -85,7 +85,16 @@ fn run_separates_stdout_stderr_and_returns_the_exit_code() {
     let probe = "grep Seccomp: /proc/self/status; unshare -U true && echo unshared || echo blocked";
     let out = root.ironpod(&["run", "--rm", "demo", "sh", "-c", probe]);
     assert_eq!(text(&out.stdout), "Seccomp:\t2\nblocked\n", "{}", text(&out.stderr));
-    let out = root.ironpod(&["run", "--rm", "--security-opt", "seccomp=unconfined", "demo", "sh", "-c", probe]);
+    let out = root.ironpod(&[
+        "run",
+        "--rm",
+        "--security-opt",
+        "seccomp=unconfined",
+        "demo",
+        "sh",
+        "-c",
+        probe,
+    ]);
     assert_eq!(text(&out.stdout), "Seccomp:\t0\nunshared\n", "{}", text(&out.stderr));
     // --rm left nothing: no record, no files.
     let ps = root.ironpod(&["ps", "-aq"]);

@@ -18,6 +18,15 @@ pub enum Which {
         #[arg(long, default_value_t = 10)]
         runs: usize,
     },
+    /// `ironpod run --rm demo true` vs bare VM boot vs runc; idle pod memory.
+    Run {
+        /// Runs of each.
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+        /// Idle pods measured.
+        #[arg(long, default_value_t = 10)]
+        pods: usize,
+    },
     /// Pull of a ~200 MB 5-layer image from a local registry, ironpod vs skopeo; layer disks.
     Pull {
         /// Runs of each.
@@ -28,9 +37,10 @@ pub enum Which {
 
 /// Builds what the benchmark needs and runs its driver where KVM can run Linux.
 pub fn run(which: Which) -> Result<()> {
-    let runs = match which {
+    let (name, runs, pods) = match which {
         Which::Pull { runs } => return crate::bench_pull::run(runs),
-        Which::Boot { runs } => runs,
+        Which::Boot { runs } => ("boot", runs, 0),
+        Which::Run { runs, pods } => ("run", runs, pods),
     };
     kernel::build()?;
     initramfs::build()?;
@@ -39,10 +49,13 @@ pub fn run(which: Which) -> Result<()> {
     let args: Vec<String> = vec![
         me.to_string_lossy().into(),
         "bench-driver".into(),
-        "boot".into(),
+        name.into(),
         "--runs".into(),
         runs.to_string(),
-    ];
+    ]
+    .into_iter()
+    .chain((name == "run").then(|| ["--pods".to_string(), pods.to_string()]).into_iter().flatten())
+    .collect();
     match util::direct_kvm() {
         Ok(()) => util::run(Command::new(&args[0]).args(&args[1..])),
         Err(why) => {
@@ -97,7 +110,11 @@ fn qemu_to_init(kernel: &str, initrd: &str) -> Result<f64> {
 
 /// The measuring part; runs where KVM is.
 pub fn driver(which: Which) -> Result<()> {
-    let Which::Boot { runs } = which else { anyhow::bail!("only the boot benchmark has a driver") };
+    let runs = match which {
+        Which::Boot { runs } => runs,
+        Which::Run { runs, pods } => return crate::bench_run::driver(runs, pods),
+        Which::Pull { .. } => anyhow::bail!("the pull benchmark has no driver"),
+    };
     let kernel = format!("{}/vmlinux", util::ASSET_DIR);
     let initrd = format!("{}/initramfs.img", util::ASSET_DIR);
     let ironpod = util::target_dir().join("release/ironpod");

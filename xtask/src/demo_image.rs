@@ -14,7 +14,7 @@ use crate::util;
 pub const DEMO_IMAGE: &str = "demo:latest";
 
 /// Builds the rootfs tarball (deterministic) and returns its path.
-fn build_tarball() -> Result<PathBuf> {
+pub fn build_tarball() -> Result<PathBuf> {
     let work = util::target_dir().join("ironpod/demo");
     let rootfs = work.join("rootfs");
     let _ = fs::remove_dir_all(&rootfs);

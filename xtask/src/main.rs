@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_pull;
+mod bench_run;
 mod cpio;
 mod demo_image;
 mod deps;
