@@ -8,6 +8,34 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::{Digest, ImageError};
 
+/// Opens an SQLite database for use by several processes at once: WAL journal, a generous
+/// busy timeout, synchronous=FULL (what is committed survives a crash).
+pub fn open_sqlite(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(60))?;
+    // WAL is a property of the file: set it once. Switching modes needs an exclusive lock
+    // that SQLite may refuse without waiting while another process works, so retry.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
+        if mode.eq_ignore_ascii_case("wal") {
+            break;
+        }
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Ok(()) => break,
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(conn)
+}
+
 /// The database.
 pub struct Db {
     conn: Connection,
@@ -16,28 +44,7 @@ pub struct Db {
 impl Db {
     /// Opens or creates the database at `path`.
     pub fn open(path: &Path) -> Result<Self, ImageError> {
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(Duration::from_secs(60))?;
-        // WAL is a property of the file: set it once. Switching modes needs an exclusive lock
-        // that SQLite may refuse without waiting while another process works, so retry.
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
-            if mode.eq_ignore_ascii_case("wal") {
-                break;
-            }
-            match conn.pragma_update(None, "journal_mode", "WAL") {
-                Ok(()) => break,
-                Err(rusqlite::Error::SqliteFailure(e, _))
-                    if e.code == rusqlite::ErrorCode::DatabaseBusy
-                        && std::time::Instant::now() < deadline =>
-                {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        conn.pragma_update(None, "synchronous", "FULL")?;
+        let conn = open_sqlite(path)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS refs (
                 name TEXT PRIMARY KEY NOT NULL,

@@ -14,6 +14,7 @@ pub mod auth;
 mod blobs;
 mod commit;
 mod db;
+pub use db::open_sqlite;
 mod error;
 mod import;
 mod layers;

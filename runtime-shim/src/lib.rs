@@ -12,3 +12,14 @@ pub mod seccomp;
 pub mod spec;
 pub mod state;
 pub mod vm;
+
+/// Logs to stderr, quiet unless `RUST_LOG` asks: errors reach the user as one line.
+pub fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -2,11 +2,15 @@
 //! VM, creates the container in it, serves the attach socket, copies the container's output
 //! to its log (which outlives the pod) and to attached clients, records how the container
 //! ended, and takes the pod down.
+//!
+//! Start-up is ordered for speed: the attach socket is bound and the VMM started before
+//! anything else, so reading the records, opening the log and the client's attach all happen
+//! while the guest boots; an attached client is served as soon as it connects.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -15,11 +19,12 @@ use ironpod_protocol::{
     CreateContainer, ErrorKind, ProcessRef, RequestBody, RootfsDisks, StdioStream,
 };
 use ironpod_vmm::config::DiskConfig;
+use serde::{Deserialize, Serialize};
 
 use crate::agent_client::{AgentClient, ClientError};
 use crate::attach::{self, ExitReport, Frame};
 use crate::logs::{LogWriter, Stream};
-use crate::pod::{self, PodError};
+use crate::pod;
 use crate::spec::RunOptions;
 use crate::state::State;
 use crate::vm::{RunningVm, VmSpec};
@@ -29,16 +34,17 @@ pub const DEFAULT_MEMORY_MIB: u64 = 256;
 /// Guest memory on top of a container's memory limit (kernel, agent, page cache).
 pub const MEMORY_OVERHEAD_MIB: u64 = 128;
 
-type Clients = Arc<Mutex<Vec<UnixStream>>>;
-/// The attach listener, the output pumps and the stdin stream of a started pod.
-type Streams = (UnixListener, Vec<JoinHandle<()>>, Option<UnixStream>);
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn broadcast(clients: &Clients, f: &Frame) {
-    lock(clients).retain_mut(|c| attach::write(c, f).is_ok());
+/// What the monitor needs to start the VMM at once, handed over on its stdin.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Launch {
+    /// vCPUs.
+    pub vcpus: u8,
+    /// Guest memory.
+    pub memory_mib: u64,
+    /// Read-only layer disks, bottom first.
+    pub layers: Vec<PathBuf>,
+    /// The writable disk.
+    pub writable: PathBuf,
 }
 
 /// The VM's size for a container's options.
@@ -52,6 +58,34 @@ pub fn vm_size(o: &RunOptions) -> (u8, u64) {
     (vcpus as u8, mem)
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// State shared by the monitor's threads.
+struct Shared {
+    id: String,
+    clients: Mutex<Vec<UnixStream>>,
+    /// The container's stdin stream, once open.
+    stdin: Mutex<Option<UnixStream>>,
+    /// The VM's vsock socket, once the VMM runs.
+    uds: OnceLock<PathBuf>,
+    /// The container has started: resizes and signals can be delivered.
+    started: std::sync::atomic::AtomicBool,
+    /// The last terminal size a client sent before the start (applied at the start).
+    early_size: Mutex<Option<(u16, u16)>>,
+}
+
+impl Shared {
+    fn broadcast(&self, f: &Frame) {
+        lock(&self.clients).retain_mut(|c| attach::write(c, f).is_ok());
+    }
+
+    fn has_clients(&self) -> bool {
+        !lock(&self.clients).is_empty()
+    }
+}
+
 /// What the monitor hands to `run` when the start fails: Docker's exit codes.
 fn start_failure(e: &ClientError) -> ExitReport {
     let code = match e {
@@ -59,57 +93,7 @@ fn start_failure(e: &ClientError) -> ExitReport {
         ClientError::Agent(a) if a.kind == ErrorKind::PermissionDenied => 126,
         _ => 125,
     };
-    let msg = match e {
-        ClientError::Agent(a) => a.message.clone(),
-        e => e.to_string(),
-    };
-    ExitReport { code, oom_killed: false, error: Some(msg) }
-}
-
-struct Pod {
-    vm: RunningVm,
-    uds: PathBuf,
-    guest_pid: i32,
-}
-
-/// Boots the VM and creates the container (not started).
-fn boot(root: &Path, id: &str) -> Result<(Pod, RunOptions, bool), PodError> {
-    let state = State::open(root)?;
-    let rec = state.find(id)?;
-    let opts: RunOptions = serde_json::from_str(&rec.options)
-        .map_err(|e| PodError::Monitor(format!("bad options record: {e}")))?;
-    let spec: oci_spec::runtime::Spec = serde_json::from_str(&rec.spec)
-        .map_err(|e| PodError::Monitor(format!("bad spec record: {e}")))?;
-    let store = ImageStore::open(root)?;
-    let layers = store.layer_disks_of(&pod::image_digest(&rec)?)?;
-    let rw = pod::writable_disk(root, id);
-    let mut vm_spec = VmSpec::with_defaults().map_err(|e| PodError::Monitor(e.to_string()))?;
-    (vm_spec.vcpus, vm_spec.memory_mib) = vm_size(&opts);
-    vm_spec.disks = layers
-        .iter()
-        .map(|p| DiskConfig { path: p.clone(), read_only: true })
-        .chain(std::iter::once(DiskConfig { path: rw.clone(), read_only: false }))
-        .collect();
-    tracing::info!(%id, "starting the VMM");
-    let mut vm = RunningVm::start(&vm_spec).map_err(|e| PodError::Monitor(e.to_string()))?;
-    let mut ctl =
-        vm.wait_agent(Duration::from_secs(120)).map_err(|e| PodError::Monitor(e.to_string()))?;
-    tracing::info!(%id, "agent ready");
-    let tty = opts.tty;
-    let guest_pid = ctl
-        .create_container(CreateContainer {
-            id: id.to_string(),
-            spec: Box::new(spec),
-            rootfs: RootfsDisks {
-                layers: layers.iter().map(|p| pod::disk_serial(p)).collect(),
-                writable: pod::disk_serial(&rw),
-            },
-            stdin: opts.interactive,
-        })
-        .map_err(|e| PodError::Monitor(format!("create the container: {}", agent_message(&e))))?;
-    tracing::info!(%id, "container created in the guest");
-    let uds = vm.vsock_path().to_path_buf();
-    Ok((Pod { vm, uds, guest_pid }, opts, tty))
+    ExitReport { code, oom_killed: false, error: Some(agent_message(e)) }
 }
 
 fn agent_message(e: &ClientError) -> String {
@@ -117,6 +101,10 @@ fn agent_message(e: &ClientError) -> String {
         ClientError::Agent(a) => a.message.clone(),
         e => e.to_string(),
     }
+}
+
+fn failure(msg: String) -> ExitReport {
+    ExitReport { code: 125, oom_killed: false, error: Some(msg) }
 }
 
 fn open_stdio(uds: &Path, id: &str, which: StdioStream) -> Result<UnixStream, ClientError> {
@@ -129,7 +117,7 @@ fn pump(
     mut from: UnixStream,
     stream: Stream,
     log: Arc<Mutex<Option<LogWriter>>>,
-    clients: Clients,
+    sh: Arc<Shared>,
 ) -> JoinHandle<()> {
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 64 * 1024];
@@ -144,31 +132,21 @@ fn pump(
                     eprintln!("ironpod monitor: log write failed: {e}");
                 }
             }
-            let f = match stream {
+            sh.broadcast(&match stream {
                 Stream::Stdout => Frame::Stdout(chunk.to_vec()),
                 Stream::Stderr => Frame::Stderr(chunk.to_vec()),
-            };
-            broadcast(&clients, &f);
+            });
         }
     })
 }
 
 /// Serves one attached client's input: stdin bytes, terminal size, signals.
-fn serve_client(
-    mut c: UnixStream,
-    uds: PathBuf,
-    id: String,
-    stdin: Arc<Mutex<Option<UnixStream>>>,
-) {
+fn serve_client(mut c: UnixStream, sh: Arc<Shared>) {
     let mut ctl: Option<AgentClient> = None;
-    loop {
-        let f = match attach::read(&mut c) {
-            Ok(Some(f)) => f,
-            _ => return,
-        };
+    while let Ok(Some(f)) = attach::read(&mut c) {
         match f {
             Frame::Stdin(data) => {
-                let mut s = lock(&stdin);
+                let mut s = lock(&sh.stdin);
                 if let Some(w) = s.as_mut() {
                     if w.write_all(&data).is_err() {
                         *s = None;
@@ -176,16 +154,29 @@ fn serve_client(
                 }
             }
             Frame::StdinClose => {
-                if let Some(w) = lock(&stdin).take() {
+                if let Some(w) = lock(&sh.stdin).take() {
                     let _ = w.shutdown(std::net::Shutdown::Both);
                 }
             }
+            Frame::Resize { rows, cols }
+                if !sh.started.load(std::sync::atomic::Ordering::SeqCst) =>
+            {
+                *lock(&sh.early_size) = Some((rows, cols));
+            }
             Frame::Resize { .. } | Frame::Signal(_) => {
                 if ctl.is_none() {
-                    ctl = AgentClient::open(&uds, Duration::from_secs(10)).ok();
+                    ctl = sh
+                        .uds
+                        .get()
+                        .and_then(|u| AgentClient::open(u, Duration::from_secs(10)).ok());
                 }
                 if let Some(a) = ctl.as_mut() {
-                    control(a, &id, &f);
+                    let p = ProcessRef::init(&sh.id);
+                    let _ = match f {
+                        Frame::Resize { rows, cols } => a.resize(&p, rows, cols),
+                        Frame::Signal(s) => a.signal(&p, s, false),
+                        _ => Ok(()),
+                    };
                 }
             }
             _ => {}
@@ -193,192 +184,236 @@ fn serve_client(
     }
 }
 
-fn control(a: &mut AgentClient, id: &str, f: &Frame) {
-    let p = ProcessRef::init(id);
-    let _ = match f {
-        Frame::Resize { rows, cols } => a.resize(&p, *rows, *cols),
-        Frame::Signal(s) => a.signal(&p, *s, false),
-        _ => Ok(()),
-    };
+fn accept_clients(listener: UnixListener, sh: Arc<Shared>) {
+    std::thread::spawn(move || {
+        for c in listener.incoming().flatten() {
+            let mut c = c;
+            if let Ok(Some(Frame::Hello)) = attach::read(&mut c) {
+                let Ok(reader) = c.try_clone() else { continue };
+                lock(&sh.clients).push(c);
+                let sh = sh.clone();
+                std::thread::spawn(move || serve_client(reader, sh));
+            }
+        }
+    });
 }
 
-/// Runs the monitor for container `id`. `ready` gets "ok" once the container is created (or
-/// "error: …"). Returns the process exit code.
-pub fn run(root: &Path, id: &str, wait_attach: bool, mut ready: std::fs::File) -> i32 {
-    let state = match State::open(root) {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = writeln!(ready, "error: {e}");
-            return 1;
-        }
+/// A running pod and what the monitor keeps of it.
+struct Pod {
+    vm: RunningVm,
+    uds: PathBuf,
+    pumps: Vec<JoinHandle<()>>,
+    guest_pid: i32,
+    /// The session that created the container: it starts it and ends the VM.
+    ctl: AgentClient,
+    state: Option<State>,
+}
+
+/// Boots the VM (first thing), then reads the records, creates the container and opens its
+/// streams.
+fn boot(
+    root: &Path,
+    id: &str,
+    launch: &Launch,
+    sh: &Arc<Shared>,
+    log: &Arc<Mutex<Option<LogWriter>>>,
+) -> Result<(Pod, bool), ExitReport> {
+    let mut vm_spec = VmSpec::with_defaults().map_err(|e| failure(e.to_string()))?;
+    vm_spec.vcpus = launch.vcpus;
+    vm_spec.memory_mib = launch.memory_mib;
+    vm_spec.disks = launch
+        .layers
+        .iter()
+        .map(|p| DiskConfig { path: p.clone(), read_only: true })
+        .chain(std::iter::once(DiskConfig { path: launch.writable.clone(), read_only: false }))
+        .collect();
+    tracing::info!(%id, "starting the VMM");
+    let mut vm = RunningVm::start(&vm_spec).map_err(|e| failure(e.to_string()))?;
+    let uds = vm.vsock_path().to_path_buf();
+    let _ = sh.uds.set(uds.clone());
+    // While the guest boots: records, spec, log.
+    let state = State::open(root).map_err(|e| failure(e.to_string()))?;
+    let rec = state.find(id).map_err(|e| failure(e.to_string()))?;
+    let opts: RunOptions = serde_json::from_str(&rec.options)
+        .map_err(|e| failure(format!("bad options record: {e}")))?;
+    let spec: oci_spec::runtime::Spec =
+        serde_json::from_str(&rec.spec).map_err(|e| failure(format!("bad spec record: {e}")))?;
+    *lock(log) = LogWriter::open(&pod::log_path(root, id)).ok();
+    let mut ctl = vm.wait_agent(Duration::from_secs(120)).map_err(|e| failure(e.to_string()))?;
+    tracing::info!(%id, "agent ready");
+    let guest_pid = ctl
+        .create_container(CreateContainer {
+            id: id.to_string(),
+            spec: Box::new(spec),
+            rootfs: RootfsDisks {
+                layers: launch.layers.iter().map(|p| pod::disk_serial(p)).collect(),
+                writable: pod::disk_serial(&launch.writable),
+            },
+            stdin: opts.interactive,
+        })
+        .map_err(|e| failure(format!("create the container: {}", agent_message(&e))))?;
+    tracing::info!(%id, "container created in the guest");
+    let stream = |w| {
+        open_stdio(&uds, id, w).map_err(|e| failure(format!("open the container's {w:?}: {e}")))
     };
-    let now = ironpod_images::time::now_rfc3339;
-    let (mut pod, opts, tty) = match boot(root, id) {
-        Ok(p) => p,
-        Err(e) => {
-            let _ = state.set_exited(id, 125, false, Some(&e.to_string()), &now());
-            let _ = writeln!(ready, "error: {e}");
-            return 1;
-        }
-    };
-    let clients: Clients = Arc::default();
-    let log = Arc::new(Mutex::new(LogWriter::open(&pod::log_path(root, id)).ok()));
-    let setup = (|| -> Result<Streams, String> {
-        let out = open_stdio(&pod.uds, id, StdioStream::Stdout).map_err(|e| e.to_string())?;
-        let mut pumps = vec![pump(out, Stream::Stdout, log.clone(), clients.clone())];
-        if !tty {
-            let err = open_stdio(&pod.uds, id, StdioStream::Stderr).map_err(|e| e.to_string())?;
-            pumps.push(pump(err, Stream::Stderr, log.clone(), clients.clone()));
-        }
-        let stdin = if opts.interactive {
-            Some(open_stdio(&pod.uds, id, StdioStream::Stdin).map_err(|e| e.to_string())?)
-        } else {
-            None
-        };
-        let sock = pod::attach_socket(id);
-        let _ = std::fs::remove_file(&sock);
-        let l = UnixListener::bind(&sock).map_err(|e| format!("bind {}: {e}", sock.display()))?;
-        Ok((l, pumps, stdin))
-    })();
-    let (listener, pumps, stdin) = match setup {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = state.set_exited(id, 125, false, Some(&e), &now());
-            let _ = writeln!(ready, "error: {e}");
-            return 1;
-        }
-    };
-    let stdin = Arc::new(Mutex::new(stdin));
+    let mut pumps =
+        vec![pump(stream(StdioStream::Stdout)?, Stream::Stdout, log.clone(), sh.clone())];
+    if !opts.tty {
+        pumps.push(pump(stream(StdioStream::Stderr)?, Stream::Stderr, log.clone(), sh.clone()));
+    }
+    if opts.interactive {
+        *lock(&sh.stdin) = Some(stream(StdioStream::Stdin)?);
+    }
     tracing::info!(%id, "streams open");
+    Ok((Pod { vm, uds, pumps, guest_pid, ctl, state: Some(state) }, opts.tty))
+}
+
+/// Runs the monitor for container `id`: the [`Launch`] comes on stdin; `ready` gets
+/// "attach" once clients can attach, then "ok" once the container is created (or "error: …").
+/// With `wait_attach` the program starts only once a client is attached. Returns the
+/// process exit code.
+pub fn run(root: &Path, id: &str, wait_attach: bool, mut ready: std::fs::File) -> i32 {
+    let mut line = String::new();
+    if matches!(std::io::stdin().lock().read_line(&mut line), Ok(0)) {
+        // The caller gave up before launching (bad image, bad flags): nothing to do.
+        return 0;
+    }
+    let launch: Launch = match serde_json::from_str(&line) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = writeln!(ready, "error: bad launch data: {e}");
+            return 1;
+        }
+    };
+    let sh = Arc::new(Shared {
+        id: id.to_string(),
+        clients: Mutex::default(),
+        stdin: Mutex::default(),
+        uds: OnceLock::new(),
+        started: Default::default(),
+        early_size: Mutex::default(),
+    });
+    let sock = pod::attach_socket(id);
+    let _ = std::fs::remove_file(&sock);
+    match UnixListener::bind(&sock) {
+        Ok(l) => accept_clients(l, sh.clone()),
+        Err(e) => {
+            let _ = writeln!(ready, "error: bind {}: {e}", sock.display());
+            return 1;
+        }
+    }
+    let _ = writeln!(ready, "attach");
+    let log = Arc::new(Mutex::new(None));
+    let (mut pod, _tty) = match boot(root, id, &launch, &sh, &log) {
+        Ok(p) => p,
+        Err(report) => {
+            let _ = writeln!(ready, "error: {}", report.error.clone().unwrap_or_default());
+            if wait_attach {
+                // `run` is about to attach: let it hear why.
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while !sh.has_clients() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+            return finish(root, id, None, &sh, report);
+        }
+    };
+    if wait_attach {
+        // `run` attaches while the guest boots: normally it is here already.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !sh.has_clients() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    // From here on resizes go straight to the container (its terminal exists since the
+    // create); one that came earlier is applied now.
+    sh.started.store(true, std::sync::atomic::Ordering::SeqCst);
+    if let Some((rows, cols)) = lock(&sh.early_size).take() {
+        let _ = pod.ctl.resize(&ProcessRef::init(id), rows, cols);
+    }
+    if let Err(e) = pod.ctl.start(&ProcessRef::init(id)) {
+        let report = start_failure(&e);
+        let msg = report.error.clone().unwrap_or_default();
+        let _ = writeln!(ready, "error {}: {msg}", report.code);
+        return finish(root, id, Some(&mut pod), &sh, report);
+    }
+    tracing::info!(%id, "started");
+    sh.broadcast(&Frame::Started);
+    if let Some(state) = &pod.state {
+        let now = ironpod_images::time::now_rfc3339();
+        let _ = state.set_running(
+            id,
+            pod.vm.pid() as i32,
+            pod.guest_pid,
+            &pod.uds.to_string_lossy(),
+            &now,
+        );
+    }
+    // `run -d` returns now: the container runs and `ps` says so.
     let _ = writeln!(ready, "ok");
     drop(ready);
-    // The first client (from `run`) is served before the start, so no output is missed.
-    if wait_attach {
-        let _ = listener.set_nonblocking(true);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            match listener.accept() {
-                Ok((mut c, _)) => {
-                    let _ = c.set_nonblocking(false);
-                    if let Ok(Some(Frame::Hello)) = attach::read(&mut c) {
-                        add_client(c, &clients, &pod.uds, id, &stdin);
-                        break;
-                    }
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(5)),
-            }
-        }
-        let _ = listener.set_nonblocking(false);
-    }
-    {
-        let clients = clients.clone();
-        let uds = pod.uds.clone();
-        let id = id.to_string();
-        let stdin = stdin.clone();
-        std::thread::spawn(move || {
-            for c in listener.incoming().flatten() {
-                let mut c = c;
-                if let Ok(Some(Frame::Hello)) = attach::read(&mut c) {
-                    add_client(c, &clients, &uds, &id, &stdin);
-                }
-            }
-        });
-    }
-    let mut ctl = match AgentClient::open(&pod.uds, Duration::from_secs(30)) {
-        Ok(c) => c,
-        Err(e) => return finish(root, id, &mut pod, &clients, pumps, &state, start_failure(&e)),
-    };
-    if let Err(e) = ctl.start(&ProcessRef::init(id)) {
-        let report = start_failure(&e);
-        return finish(root, id, &mut pod, &clients, pumps, &state, report);
-    }
-    let _ = state.set_running(
-        id,
-        pod.vm.pid() as i32,
-        pod.guest_pid,
-        &pod.uds.to_string_lossy(),
-        &now(),
-    );
-    tracing::info!(%id, "started");
-    broadcast(&clients, &Frame::Started);
-    // Wait on its own session: the control one stays free.
-    let status = AgentClient::open(&pod.uds, Duration::from_secs(30)).and_then(|mut w| {
-        w.set_timeout(Duration::from_secs(60 * 60 * 24 * 365))?;
-        w.wait(&ProcessRef::init(id))
-    });
+    // Wait on the control session (signals and resizes use sessions of their own).
+    let status = pod
+        .ctl
+        .set_timeout(Duration::from_secs(60 * 60 * 24 * 365))
+        .and_then(|()| pod.ctl.wait(&ProcessRef::init(id)));
+    let _ = pod.ctl.set_timeout(Duration::from_secs(10));
     let report = match status {
         Ok(s) => ExitReport { code: s.code, oom_killed: s.oom_killed, error: None },
         Err(e) => {
-            let vmm = pod.vm.wait_exit(Duration::from_secs(2));
-            let why = match vmm {
+            let why = match pod.vm.wait_exit(Duration::from_secs(2)) {
                 Some(s) => format!("the pod VM ended unexpectedly ({s})"),
                 None => format!("lost the agent: {e}"),
             };
             ExitReport { code: 255, oom_killed: false, error: Some(why) }
         }
     };
-    finish(root, id, &mut pod, &clients, pumps, &state, report)
+    finish(root, id, Some(&mut pod), &sh, report)
 }
 
-fn add_client(
-    c: UnixStream,
-    clients: &Clients,
-    uds: &Path,
-    id: &str,
-    stdin: &Arc<Mutex<Option<UnixStream>>>,
-) {
-    let Ok(reader) = c.try_clone() else { return };
-    lock(clients).push(c);
-    let (uds, id, stdin) = (uds.to_path_buf(), id.to_string(), stdin.clone());
-    std::thread::spawn(move || serve_client(reader, uds, id, stdin));
-}
-
-/// Records the end, tells the clients, takes the pod down.
+/// Records the end, takes the pod down, removes the container if asked, tells the clients.
 fn finish(
     root: &Path,
     id: &str,
-    pod: &mut Pod,
-    clients: &Clients,
-    pumps: Vec<JoinHandle<()>>,
-    state: &State,
+    mut pod: Option<&mut Pod>,
+    sh: &Arc<Shared>,
     report: ExitReport,
 ) -> i32 {
     tracing::info!(%id, code = report.code, "container ended");
-    // Let the output drain (a process that left a child holding stdout gets a moment).
-    let deadline = Instant::now() + Duration::from_secs(3);
-    for p in pumps {
-        while !p.is_finished() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
+    let state = pod.as_mut().and_then(|p| p.state.take()).or_else(|| State::open(root).ok());
+    if let Some(pod) = pod {
+        // Let the output drain (a process that left a child holding stdout gets a moment).
+        let deadline = Instant::now() + Duration::from_secs(3);
+        for p in pod.pumps.drain(..) {
+            while !p.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            if p.is_finished() {
+                let _ = p.join();
+            }
         }
-        if p.is_finished() {
-            let _ = p.join();
+        // The guest syncs its disks and resets; the container's changes stay on its
+        // writable disk.
+        if pod.vm.try_exit().is_none() {
+            let _ = pod.vm.shutdown(&mut pod.ctl, Duration::from_secs(10));
         }
+        pod.vm.kill();
     }
-    let _ = state.set_exited(
-        id,
-        report.code,
-        report.oom_killed,
-        report.error.as_deref(),
-        &ironpod_images::time::now_rfc3339(),
-    );
-    // Take the pod down before telling the clients, so that when `run` returns the VM is
-    // gone. The container's changes stay on its writable disk.
-    if pod.vm.try_exit().is_none() {
-        if let Ok(mut ctl) = AgentClient::open(&pod.uds, Duration::from_secs(10)) {
-            let _ = ctl.delete_container(id, false);
-            let _ = pod.vm.shutdown(&mut ctl, Duration::from_secs(10));
-        }
+    let mut auto_remove = false;
+    if let Some(state) = &state {
+        let now = ironpod_images::time::now_rfc3339();
+        let _ = state.set_exited(id, report.code, report.oom_killed, report.error.as_deref(), &now);
+        auto_remove = state.find(id).map(|r| r.auto_remove).unwrap_or(false);
     }
-    pod.vm.kill();
     let _ = std::fs::remove_file(pod::attach_socket(id));
-    if state.find(id).map(|r| r.auto_remove).unwrap_or(false) {
+    if auto_remove {
         if let Ok(store) = ImageStore::open(root) {
             let _ = pod::remove(root, &store, id);
         }
     }
     tracing::info!(%id, "pod down");
-    broadcast(clients, &Frame::Exit(report));
-    for c in lock(clients).drain(..) {
+    sh.broadcast(&Frame::Exit(report));
+    for c in lock(&sh.clients).drain(..) {
         let _ = c.shutdown(std::net::Shutdown::Both);
     }
     let _ = std::fs::remove_dir_all(pod::run_dir(id));

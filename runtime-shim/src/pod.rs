@@ -45,6 +45,14 @@ pub enum PodError {
     /// The pod monitor failed.
     #[error("{0}")]
     Monitor(String),
+    /// The program could not be started (Docker's exit code: 126 or 127).
+    #[error("{message}")]
+    Start {
+        /// Exit code.
+        code: i32,
+        /// Why.
+        message: String,
+    },
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> PodError {
@@ -88,6 +96,11 @@ pub fn disk_serial(path: &Path) -> String {
     name.chars().take(20).collect()
 }
 
+/// A new container id: 64 random hex digits.
+pub fn new_id() -> Result<String, PodError> {
+    random_hex(32)
+}
+
 fn random_hex(bytes: usize) -> Result<String, PodError> {
     let mut buf = vec![0u8; bytes];
     fs::File::open("/dev/urandom")
@@ -118,7 +131,7 @@ pub fn valid_name(n: &str) -> bool {
         && n.len() <= 128
 }
 
-/// Makes the sparse ext4 writable disk.
+/// Makes a sparse ext4 disk of [`WRITABLE_DISK_BYTES`] at `path` with mkfs.ext4.
 pub fn make_writable_disk(path: &Path) -> Result<(), PodError> {
     let f = fs::File::create(path).map_err(io(format!("create {}", path.display())))?;
     f.set_len(WRITABLE_DISK_BYTES).map_err(io(format!("size {}", path.display())))?;
@@ -138,17 +151,73 @@ pub fn make_writable_disk(path: &Path) -> Result<(), PodError> {
     Ok(())
 }
 
+/// Copies a sparse file: only its data ranges (SEEK_DATA/SEEK_HOLE), holes stay holes.
+pub fn sparse_copy(src: &Path, dst: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let from = fs::File::open(src)?;
+    let to = fs::File::create(dst)?;
+    let len = from.metadata()?.len();
+    let fd = from.as_raw_fd();
+    let mut pos: i64 = 0;
+    let mut buf = vec![0u8; 1 << 20];
+    while (pos as u64) < len {
+        // SAFETY: lseek on an fd we own.
+        let data = unsafe { libc::lseek(fd, pos, libc::SEEK_DATA) };
+        if data < 0 {
+            break; // ENXIO: only a hole is left.
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
+        let end = if hole < 0 { len as i64 } else { hole };
+        let mut off = data;
+        while off < end {
+            let n = ((end - off) as usize).min(buf.len());
+            from.read_exact_at(&mut buf[..n], off as u64)?;
+            to.write_all_at(&buf[..n], off as u64)?;
+            off += n as i64;
+        }
+        pos = end;
+    }
+    to.set_len(len)?;
+    to.sync_all()
+}
+
+/// Makes a container's writable disk: a copy of a per-root template (built once with
+/// mkfs.ext4), which takes milliseconds instead of a mkfs run per container.
+fn make_writable_disk_fast(root: &Path, path: &Path) -> Result<(), PodError> {
+    let dir = root.join("templates");
+    let template = dir.join(format!("rw-{}.ext4", WRITABLE_DISK_BYTES >> 30));
+    if !template.is_file() {
+        fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
+        let tmp = dir.join(format!(".rw-{}.tmp", std::process::id()));
+        make_writable_disk(&tmp)?;
+        fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io("sync the template"))?;
+        fs::rename(&tmp, &template).map_err(io(format!("install {}", template.display())))?;
+    }
+    sparse_copy(&template, path)
+        .map_err(io(format!("copy the writable disk to {}", path.display())))
+}
+
+/// A created container and the disks its pod boots with.
+pub struct Created {
+    /// Its record.
+    pub record: Record,
+    /// What the monitor needs to start the VM.
+    pub launch: crate::monitor::Launch,
+}
+
 /// Creates a container: leases the image, builds its layer disks (once per layer), makes the
 /// writable disk and the spec, and records it as `created`.
 pub fn create(
     root: &Path,
     store: &ImageStore,
+    id: &str,
     image: &str,
     name: Option<&str>,
     opts: &RunOptions,
     auto_remove: bool,
-) -> Result<Record, PodError> {
-    let id = random_hex(32)?;
+) -> Result<Created, PodError> {
+    let id = id.to_string();
     let name = match name {
         Some(n) if !valid_name(n) => {
             return Err(PodError::State2(format!(
@@ -167,34 +236,27 @@ pub fn create(
     let result = (|| {
         let config = store.config_of(&digest)?;
         let spec = spec::build(&id, &config, opts)?;
-        store.layer_disks_of(&digest)?;
+        let layers = store.layer_disks_of(&digest)?;
         let dir = container_dir(root, &id);
         fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
-        make_writable_disk(&writable_disk(root, &id))?;
-        let rec = Record {
-            id: id.clone(),
-            name,
-            image: image.to_string(),
-            image_digest: digest.to_string(),
-            created: ironpod_images::time::now_rfc3339(),
-            options: serde_json::to_string(opts).map_err(|e| io("options")(e.into()))?,
-            spec: serde_json::to_string(&spec).map_err(|e| io("spec")(e.into()))?,
-            status: status::CREATED.into(),
-            exit_code: None,
-            oom_killed: false,
-            error: None,
-            started_at: None,
-            finished_at: None,
-            monitor_pid: None,
-            monitor_start: None,
-            vmm_pid: None,
-            guest_pid: None,
-            vsock: None,
-            auto_remove,
-        };
+        make_writable_disk_fast(root, &writable_disk(root, &id))?;
+        let mut rec = Record::new(
+            &id,
+            &name,
+            image,
+            &digest.to_string(),
+            serde_json::to_string(opts).map_err(|e| io("options")(e.into()))?,
+            serde_json::to_string(&spec).map_err(|e| io("spec")(e.into()))?,
+        );
+        rec.auto_remove = auto_remove;
         state.insert(&rec)?;
         tracing::info!(%id, "container created");
-        Ok(rec)
+        let (vcpus, memory_mib) = crate::monitor::vm_size(opts);
+        let writable = writable_disk(root, &id);
+        Ok(Created {
+            record: rec,
+            launch: crate::monitor::Launch { vcpus, memory_mib, layers, writable },
+        })
     })();
     if result.is_err() {
         let _ = fs::remove_dir_all(container_dir(root, &id));
@@ -249,70 +311,151 @@ pub fn reconcile(state: &State, rec: Record) -> Result<Record, PodError> {
     Ok(rec)
 }
 
-/// Starts the pod monitor for a created container (detached: its own session, no terminal)
-/// and waits until the container is created in its VM. With `wait_attach` the monitor starts
-/// the program only when a client attaches.
-pub fn spawn_monitor(root: &Path, id: &str, wait_attach: bool) -> Result<(), PodError> {
-    let exe = std::env::current_exe().map_err(io("find the ironpod binary"))?;
-    let mut fds = [0; 2];
-    // SAFETY: fds is a valid array of two ints.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(io("pipe")(std::io::Error::last_os_error()));
+/// The monitor binary: `$IRONPOD_MONITOR`, else `ironpod-monitor` next to the running
+/// executable, else on PATH.
+pub fn monitor_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("IRONPOD_MONITOR") {
+        return p.into();
     }
-    // SAFETY: pipe2 returned two fds nothing else owns.
-    let (r, w) = unsafe {
-        use std::os::fd::FromRawFd;
-        (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]))
-    };
-    let wfd = w.as_raw_fd();
-    let dir = run_dir(id);
-    fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
-    let log_path = container_dir(root, id).join("monitor.log");
-    let log = fs::File::create(&log_path).map_err(io("monitor log"))?;
-    let mut cmd = Command::new(exe);
-    cmd.arg("--root").arg(root).arg("__monitor").arg(id).arg("--ready-fd").arg("3");
-    if wait_attach {
-        cmd.arg("--wait-attach");
+    std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join("ironpod-monitor")))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("ironpod-monitor"))
+}
+
+/// A pod monitor process: spawned early (it starts while the caller prepares the
+/// container), then handed the [`crate::monitor::Launch`] data, which makes it start the VM.
+/// Dropped before the launch, it exits quietly.
+pub struct MonitorHandle {
+    id: String,
+    root: PathBuf,
+    child: Option<std::process::Child>,
+    ready: Option<OwnedFd>,
+    log_path: PathBuf,
+    wait_attach: bool,
+}
+
+impl MonitorHandle {
+    /// Starts `ironpod-monitor` for container `id` (detached: its own session, no
+    /// terminal). With `wait_attach` the monitor starts the program only when a client
+    /// attaches.
+    pub fn spawn(root: &Path, id: &str, wait_attach: bool) -> Result<Self, PodError> {
+        let mut fds = [0; 2];
+        // SAFETY: fds is a valid array of two ints.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(io("pipe")(std::io::Error::last_os_error()));
+        }
+        // SAFETY: pipe2 returned two fds nothing else owns.
+        let (r, w) = unsafe {
+            use std::os::fd::FromRawFd;
+            (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]))
+        };
+        let wfd = w.as_raw_fd();
+        for dir in [run_dir(id), container_dir(root, id)] {
+            fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
+        }
+        let log_path = container_dir(root, id).join("monitor.log");
+        let log = fs::File::create(&log_path).map_err(io("monitor log"))?;
+        let mut cmd = Command::new(monitor_binary());
+        cmd.arg("--root").arg(root).arg("--ready-fd").arg("3").arg(id);
+        if wait_attach {
+            cmd.arg("--wait-attach");
+        }
+        cmd.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(log);
+        // SAFETY: setsid and dup2 are async-signal-safe; nothing else runs in the child.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(move || {
+                libc::setsid();
+                if libc::dup2(wfd, 3) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(io("start the pod monitor"))?;
+        drop(w);
+        Ok(MonitorHandle {
+            id: id.to_string(),
+            root: root.to_path_buf(),
+            child: Some(child),
+            ready: Some(r),
+            log_path,
+            wait_attach,
+        })
     }
-    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
-    // SAFETY: setsid and dup2 are async-signal-safe; nothing else runs in the child.
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        cmd.pre_exec(move || {
-            libc::setsid();
-            if libc::dup2(wfd, 3) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
+
+    /// Hands over the launch data and waits until the monitor reports: clients may attach
+    /// (`wait_attach`), or the container runs.
+    pub fn launch(mut self, launch: &crate::monitor::Launch) -> Result<(), PodError> {
+        let id = self.id.clone();
+        let mut child =
+            self.child.take().ok_or_else(|| PodError::Monitor("monitor gone".into()))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            let mut text = serde_json::to_vec(launch).map_err(|e| io("launch data")(e.into()))?;
+            text.push(b'\n');
+            std::io::Write::write_all(&mut stdin, &text)
+                .map_err(io("hand the launch data to the monitor"))?;
+        }
+        let pid = child.id() as i32;
+        State::open(&self.root)?.set_monitor(&id, pid, process_start(pid))?;
+        // Reap it in the background when it ends: the CLI may outlive it (`run` attached).
+        std::thread::spawn(move || {
+            let mut child = child;
+            let _ = child.wait();
         });
+        let r = self.ready.take().ok_or_else(|| PodError::Monitor("monitor gone".into()))?;
+        // "attach" (clients may connect), then "ok" (running) or "error: …".
+        let mut lines = BufReader::new(fs::File::from(r)).lines();
+        loop {
+            let line = match lines.next() {
+                Some(l) => l.map_err(io("read from the pod monitor"))?,
+                None => {
+                    let log = fs::read_to_string(&self.log_path).unwrap_or_default();
+                    return Err(PodError::Monitor(format!(
+                        "the pod monitor died during start-up: {}",
+                        log.trim()
+                    )));
+                }
+            };
+            tracing::info!(%id, line, "monitor reported");
+            match line.as_str() {
+                "attach" if self.wait_attach => return Ok(()),
+                "attach" => {}
+                "ok" => return Ok(()),
+                other => {
+                    // "error: MSG", or "error CODE: MSG" when the program could not start.
+                    if let Some((code, msg)) =
+                        other.strip_prefix("error ").and_then(|r| r.split_once(": "))
+                    {
+                        if let Ok(code) = code.parse() {
+                            return Err(PodError::Start { code, message: msg.to_string() });
+                        }
+                    }
+                    let msg = other.strip_prefix("error: ").unwrap_or(other);
+                    return Err(PodError::Monitor(msg.to_string()));
+                }
+            }
+        }
     }
-    let child = cmd.spawn().map_err(io("start the pod monitor"))?;
-    drop(w);
-    let pid = child.id() as i32;
-    State::open(root)?.set_monitor(id, pid, process_start(pid))?;
-    // Reap it in the background when it ends: the CLI may outlive it (`run` attached).
-    std::thread::spawn(move || {
-        let mut child = child;
-        let _ = child.wait();
-    });
-    let mut line = String::new();
-    BufReader::new(fs::File::from(r))
-        .read_line(&mut line)
-        .map_err(io("read from the pod monitor"))?;
-    let line = line.trim_end();
-    tracing::info!(%id, line, "monitor reported");
-    if line == "ok" {
-        return Ok(());
+}
+
+impl Drop for MonitorHandle {
+    fn drop(&mut self) {
+        // Not launched: closing its stdin makes it exit.
+        if let Some(mut c) = self.child.take() {
+            drop(c.stdin.take());
+            let _ = c.wait();
+            let _ = fs::remove_dir_all(run_dir(&self.id));
+            // Never created: its directory holds only the monitor's log.
+            let recorded =
+                State::open(&self.root).map(|s| s.find(&self.id).is_ok()).unwrap_or(true);
+            if !recorded {
+                let _ = fs::remove_dir_all(container_dir(&self.root, &self.id));
+            }
+        }
     }
-    let msg = line.strip_prefix("error: ").unwrap_or(line);
-    if msg.is_empty() {
-        let log = fs::read_to_string(&log_path).unwrap_or_default();
-        return Err(PodError::Monitor(format!(
-            "the pod monitor died during start-up: {}",
-            log.trim()
-        )));
-    }
-    Err(PodError::Monitor(msg.to_string()))
 }
 
 /// Waits until the container is no longer running (or `timeout` passes).
@@ -385,6 +528,23 @@ mod tests {
             "0123456789abcdef0123"
         );
         assert_eq!(disk_serial(Path::new("/x/rw.ext4")), "rw.ext4");
+    }
+
+    #[test]
+    fn sparse_copy_keeps_data_and_holes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        {
+            use std::os::unix::fs::FileExt;
+            let f = fs::File::create(&a).unwrap();
+            f.set_len(64 << 20).unwrap();
+            f.write_all_at(b"head", 0).unwrap();
+            f.write_all_at(b"middle", 32 << 20).unwrap();
+        }
+        sparse_copy(&a, &b).unwrap();
+        assert_eq!(fs::read(&a).unwrap(), fs::read(&b).unwrap());
+        use std::os::unix::fs::MetadataExt;
+        assert!(fs::metadata(&b).unwrap().blocks() * 512 < 4 << 20, "holes were filled");
     }
 
     #[test]

@@ -1,11 +1,9 @@
 //! Container records in SQLite under the state root (`<root>/containers.db`): safe for many
 //! `ironpod` processes at once (WAL, busy timeout), durable (synchronous=FULL).
 
-use std::path::Path;
-use std::time::Duration;
-
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
+use std::path::Path;
 
 /// Errors of the container database.
 #[derive(Debug, thiserror::Error)]
@@ -110,30 +108,45 @@ fn record(r: &Row<'_>) -> rusqlite::Result<Record> {
     })
 }
 
+impl Record {
+    /// A new record in state `created`.
+    pub fn new(
+        id: &str,
+        name: &str,
+        image: &str,
+        image_digest: &str,
+        options: String,
+        spec: String,
+    ) -> Self {
+        Record {
+            id: id.into(),
+            name: name.into(),
+            image: image.into(),
+            image_digest: image_digest.into(),
+            created: ironpod_images::time::now_rfc3339(),
+            options,
+            spec,
+            status: status::CREATED.into(),
+            exit_code: None,
+            oom_killed: false,
+            error: None,
+            started_at: None,
+            finished_at: None,
+            monitor_pid: None,
+            monitor_start: None,
+            vmm_pid: None,
+            guest_pid: None,
+            vsock: None,
+            auto_remove: false,
+        }
+    }
+}
+
 impl State {
     /// Opens (creating) `<root>/containers.db`.
     pub fn open(root: &Path) -> Result<Self, StateError> {
         std::fs::create_dir_all(root).ok();
-        let conn = Connection::open(root.join("containers.db"))?;
-        conn.busy_timeout(Duration::from_secs(60))?;
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
-            if mode.eq_ignore_ascii_case("wal") {
-                break;
-            }
-            match conn.pragma_update(None, "journal_mode", "WAL") {
-                Ok(()) => break,
-                Err(rusqlite::Error::SqliteFailure(e, _))
-                    if e.code == rusqlite::ErrorCode::DatabaseBusy
-                        && std::time::Instant::now() < deadline =>
-                {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        conn.pragma_update(None, "synchronous", "FULL")?;
+        let conn = ironpod_images::open_sqlite(&root.join("containers.db"))?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS containers (
                 id TEXT PRIMARY KEY NOT NULL,
@@ -272,27 +285,7 @@ mod tests {
     use super::*;
 
     fn rec(id: &str, name: &str) -> Record {
-        Record {
-            id: id.into(),
-            name: name.into(),
-            image: "demo".into(),
-            image_digest: "sha256:00".into(),
-            created: "2026-01-01T00:00:00Z".into(),
-            options: "{}".into(),
-            spec: "{}".into(),
-            status: status::CREATED.into(),
-            exit_code: None,
-            oom_killed: false,
-            error: None,
-            started_at: None,
-            finished_at: None,
-            monitor_pid: None,
-            monitor_start: None,
-            vmm_pid: None,
-            guest_pid: None,
-            vsock: None,
-            auto_remove: false,
-        }
+        Record::new(id, name, "demo", "sha256:00", "{}".into(), "{}".into())
     }
 
     #[test]

@@ -69,7 +69,8 @@ pub fn run(which: Which) -> Result<()> {
     }
 }
 
-fn stats(v: &mut [f64]) -> (f64, f64, f64) {
+/// (median, min, max).
+pub fn stats(v: &mut [f64]) -> (f64, f64, f64) {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     let n = v.len();
     let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };

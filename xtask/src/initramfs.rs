@@ -17,7 +17,9 @@ pub fn build() -> Result<PathBuf> {
     let agent_target = util::target_dir().join("agent");
     util::run(
         util::cargo()
-            .env("RUSTFLAGS", "-C target-feature=+crt-static")
+            // Static and not position-independent: no relocations to apply when the agent
+            // (and every container child, which re-executes it) starts.
+            .env("RUSTFLAGS", "-C target-feature=+crt-static -C relocation-model=static")
             .args([
                 "build",
                 "--release",

@@ -95,17 +95,28 @@ pub fn demo() -> Result<()> {
     println!("The local demo image, made from Debian's busybox-static with `ironpod import`:");
     util::run(Command::new(&ironpod).arg("images"))?;
     println!();
-    let args: Vec<String> =
-        ["ironpod", "vm", "check", "--vcpus", "2"].iter().map(|s| s.to_string()).collect();
+    // A bare VM first (boot time, guest kernel), then a container in a microVM of its own.
+    let script = "set -e\n\
+        echo '$ ironpod vm check --vcpus 2'\n\
+        ironpod vm check --vcpus 2\n\
+        echo\n\
+        echo \"$ ironpod run --rm demo sh -c 'echo hello from a container; uname -r; hostname; id'\"\n\
+        ironpod run --rm demo sh -c 'echo hello from a container in its own microVM; uname -r; hostname; id'\n";
+    let args: Vec<String> = vec!["bash".into(), "-c".into(), script.into()];
     match util::direct_kvm() {
-        Ok(()) => util::run(Command::new(&ironpod).args(&args[1..])).context("ironpod vm check"),
+        Ok(()) => {
+            let mut path = std::ffi::OsString::from(util::target_dir().join("release"));
+            path.push(":");
+            path.push(std::env::var_os("PATH").unwrap_or_default());
+            util::run(Command::new("bash").args(&args[1..]).env("PATH", path)).context("the demo")
+        }
         Err(why) => {
             eprintln!(
                 "xtask demo: {why}: booting inside the test rig (a QEMU machine with nested KVM)"
             );
             let code = rig::run(&args, true, Duration::from_secs(600), 2048)?;
             if code != 0 {
-                bail!("ironpod vm check failed in the rig (exit status {code})");
+                bail!("the demo failed in the rig (exit status {code})");
             }
             Ok(())
         }

@@ -60,18 +60,6 @@ enum Command {
     Stats(containers::StatsArgs),
     /// Creates a new image from a container's changes.
     Commit(containers::CommitArgs),
-    /// Internal: the monitor of one pod (started by `run`).
-    #[command(name = "__monitor", hide = true)]
-    Monitor {
-        /// Container id.
-        id: String,
-        /// Readiness pipe.
-        #[arg(long)]
-        ready_fd: i32,
-        /// Start the container only when a client attaches.
-        #[arg(long)]
-        wait_attach: bool,
-    },
     /// MicroVM maintenance.
     Vm {
         #[command(subcommand)]
@@ -143,14 +131,7 @@ enum ImageCommand {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            // Libraries stay quiet unless RUST_LOG asks: errors reach the user as one line.
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    ironpod_runtime::init_tracing();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) if e.use_stderr() => {
@@ -175,16 +156,6 @@ fn main() -> ExitCode {
         Command::Top { container } => containers::top(&root, &container),
         Command::Stats(a) => containers::stats(&root, a),
         Command::Commit(a) => containers::commit(&root, a),
-        Command::Monitor { id, ready_fd, wait_attach } => {
-            if ready_fd < 3 {
-                Err(Failure::Usage("--ready-fd must be 3 or more".into()))
-            } else {
-                // SAFETY: the fd was handed to us by `ironpod run` for this purpose only.
-                let ready =
-                    unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(ready_fd) };
-                Ok(ironpod_runtime::monitor::run(&root, &id, wait_attach, ready))
-            }
-        }
         other => old_command(&root, other).map(|()| 0).map_err(Failure::Other),
     };
     match status {

@@ -184,16 +184,24 @@ pub fn run(root: &Path, a: RunArgs) -> Result<i32, Failure> {
     };
     let store = ImageStore::open(root).map_err(|e| rt(e.to_string()))?;
     ensure_image(&store, &a.image, a.pull).map_err(rt)?;
-    let rec = pod::create(root, &store, &a.image, a.name.as_deref(), &opts, a.rm)
+    // The monitor starts (in parallel) while the container is prepared here.
+    let id = pod::new_id().map_err(|e| rt(e.to_string()))?;
+    let monitor = pod::MonitorHandle::spawn(root, &id, !a.detach).map_err(|e| rt(e.to_string()))?;
+    let created = pod::create(root, &store, &id, &a.image, a.name.as_deref(), &opts, a.rm)
         .map_err(|e| rt(e.to_string()))?;
+    let rec = &created.record;
     drop(store);
     // Block the relayed signals before any thread starts, so none of them kills us.
     let signals = (!a.detach).then(terminal::SignalRelay::start);
-    if let Err(e) = pod::spawn_monitor(root, &rec.id, !a.detach) {
+    if let Err(e) = monitor.launch(&created.launch) {
         if a.rm {
             if let Ok(store) = ImageStore::open(root) {
                 let _ = pod::remove(root, &store, &rec.id);
             }
+        }
+        if let pod::PodError::Start { code, message } = &e {
+            eprintln!("ironpod: {message}");
+            return Ok(*code);
         }
         return Err(rt(e.to_string()));
     }
@@ -245,25 +253,8 @@ pub fn attach_to(
             }
         });
     }
-    if interactive {
-        if let Ok(mut w) = conn.try_clone() {
-            std::thread::spawn(move || {
-                let mut stdin = std::io::stdin().lock();
-                let mut buf = vec![0u8; 64 * 1024];
-                loop {
-                    match stdin.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            if attach::write(&mut w, &Frame::Stdin(buf[..n].to_vec())).is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-                let _ = attach::write(&mut w, &Frame::StdinClose);
-            });
-        }
-    }
+    // Input flows once the program runs (nothing is lost: the stream is open by then).
+    let mut stdin_writer = if interactive { conn.try_clone().ok() } else { None };
     let mut out = std::io::stdout().lock();
     let mut err = std::io::stderr();
     loop {
@@ -276,6 +267,27 @@ pub fn attach_to(
                 let _ = err.write_all(&d);
             }
             Ok(Some(Frame::Exit(r))) => return Ok(r),
+            Ok(Some(Frame::Started)) => {
+                if let Some(mut w) = stdin_writer.take() {
+                    std::thread::spawn(move || {
+                        let mut stdin = std::io::stdin().lock();
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            match stdin.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => {
+                                    if attach::write(&mut w, &Frame::Stdin(buf[..n].to_vec()))
+                                        .is_err()
+                                    {
+                                        return;
+                                    }
+                                }
+                            }
+                        }
+                        let _ = attach::write(&mut w, &Frame::StdinClose);
+                    });
+                }
+            }
             Ok(Some(_)) => {}
             Ok(None) | Err(_) => {
                 return Err("the pod monitor went away before the container ended".into());
