@@ -221,6 +221,7 @@ fn boot(
     let mut vm_spec = VmSpec::with_defaults().map_err(|e| failure(e.to_string()))?;
     vm_spec.vcpus = launch.vcpus;
     vm_spec.memory_mib = launch.memory_mib;
+    vm_spec.free_page_reporting = true;
     vm_spec.disks = launch
         .layers
         .iter()

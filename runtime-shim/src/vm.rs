@@ -68,6 +68,8 @@ pub struct VmSpec {
     pub disks: Vec<DiskConfig>,
     /// Console destination; `None` keeps it in the VM's runtime directory (console.log).
     pub serial: Option<SerialOutput>,
+    /// Return memory the guest frees to the host (virtio-balloon free page reporting).
+    pub free_page_reporting: bool,
 }
 
 impl VmSpec {
@@ -97,6 +99,7 @@ impl VmSpec {
             cmdline_extra: String::new(),
             disks: Vec::new(),
             serial: None,
+            free_page_reporting: false,
         })
     }
 }
@@ -153,6 +156,7 @@ impl RunningVm {
                 .serial
                 .clone()
                 .unwrap_or_else(|| SerialOutput::File(dir.join("console.log"))),
+            free_page_reporting: spec.free_page_reporting,
         };
         let cfg_path = dir.join("vm.json");
         let text = serde_json::to_vec_pretty(&config)

@@ -124,6 +124,10 @@ pub struct VmConfig {
     /// Serial console output.
     #[serde(default)]
     pub serial: SerialOutput,
+    /// A virtio-balloon for free page reporting: memory the guest frees goes back to the
+    /// host.
+    #[serde(default)]
+    pub free_page_reporting: bool,
 }
 
 fn default_vcpus() -> u8 {

@@ -257,6 +257,11 @@ impl Vm {
                 .map_err(|e| VmmError::Device(e.to_string()))?;
             vmm.add_virtio(Arc::new(Mutex::new(dev)))?;
         }
+        if vmm.config.free_page_reporting {
+            let dev = crate::virtio::balloon::Balloon::new()
+                .map_err(|e| VmmError::Device(format!("balloon: {e}")))?;
+            vmm.add_virtio(Arc::new(Mutex::new(dev)))?;
+        }
         if let Some(vsock) = vmm.config.vsock.clone() {
             let dev = crate::virtio::vsock::Vsock::new(vsock.cid as u64, vsock.uds_path.clone())
                 .map_err(|e| VmmError::Device(format!("vsock: {e}")))?;

@@ -6,6 +6,7 @@
 //! ([`mmio::MmioTransport`]) is the guest-facing register block and hands the device its
 //! queues on activation. Interrupts go to the guest through an irqfd ([`Interrupt`]).
 
+pub mod balloon;
 pub mod blk;
 pub mod mmio;
 #[cfg(test)]
