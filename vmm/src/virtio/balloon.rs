@@ -74,7 +74,7 @@ impl Balloon {
 
     /// Gives the host memory behind a guest range back (it reads as zeros afterwards).
     fn release(mem: &GuestMemoryMmap, addr: u64, len: u64, stats: &mut BalloonStats) {
-        if len == 0 || addr % PAGE != 0 || len % PAGE != 0 {
+        if len == 0 || !addr.is_multiple_of(PAGE) || !len.is_multiple_of(PAGE) {
             stats.rejected += 1;
             return;
         }
