@@ -222,6 +222,9 @@ fn boot(
     vm_spec.vcpus = launch.vcpus;
     vm_spec.memory_mib = launch.memory_mib;
     vm_spec.free_page_reporting = true;
+    // Report free blocks from 32 KiB up (the default is 2 MiB blocks, which leaves much of
+    // what the guest freed after boot on the host).
+    vm_spec.cmdline_extra = "page_reporting.page_reporting_order=3".into();
     vm_spec.disks = launch
         .layers
         .iter()
