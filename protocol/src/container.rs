@@ -47,6 +47,10 @@ pub struct ExecProcess {
     /// Give the process a stdin stream.
     #[serde(default)]
     pub stdin: bool,
+    /// A user (and group) to look up in the container's /etc/passwd and /etc/group:
+    /// `NAME[:GROUP]` or `UID[:GID]`; replaces the process's uid, gid and groups.
+    #[serde(default)]
+    pub user: Option<String>,
 }
 
 /// Names a process: a container's init (`exec_id` absent) or one of its exec'd processes.

@@ -72,6 +72,8 @@ struct Shared {
     uds: OnceLock<PathBuf>,
     /// The container has started: resizes and signals can be delivered.
     started: std::sync::atomic::AtomicBool,
+    /// The program runs (the `Started` frame went out).
+    running: std::sync::atomic::AtomicBool,
     /// The last terminal size a client sent before the start (applied at the start).
     early_size: Mutex<Option<(u16, u16)>>,
 }
@@ -190,7 +192,15 @@ fn accept_clients(listener: UnixListener, sh: Arc<Shared>) {
             let mut c = c;
             if let Ok(Some(Frame::Hello)) = attach::read(&mut c) {
                 let Ok(reader) = c.try_clone() else { continue };
-                lock(&sh.clients).push(c);
+                // A client that comes after the start learns it at once.
+                let mut clients = lock(&sh.clients);
+                if sh.running.load(std::sync::atomic::Ordering::SeqCst)
+                    && attach::write(&mut c, &Frame::Started).is_err()
+                {
+                    continue;
+                }
+                clients.push(c);
+                drop(clients);
                 let sh = sh.clone();
                 std::thread::spawn(move || serve_client(reader, sh));
             }
@@ -295,6 +305,7 @@ pub fn run(root: &Path, id: &str, wait_attach: bool, mut ready: std::fs::File) -
         stdin: Mutex::default(),
         uds: OnceLock::new(),
         started: Default::default(),
+        running: Default::default(),
         early_size: Mutex::default(),
     });
     let sock = pod::attach_socket(id);
@@ -342,7 +353,12 @@ pub fn run(root: &Path, id: &str, wait_attach: bool, mut ready: std::fs::File) -
         return finish(root, id, Some(&mut pod), &sh, report);
     }
     tracing::info!(%id, "started");
-    sh.broadcast(&Frame::Started);
+    {
+        // Under the clients lock, so a client attaching now gets `Started` exactly once.
+        let mut clients = lock(&sh.clients);
+        clients.retain_mut(|c| attach::write(c, &Frame::Started).is_ok());
+        sh.running.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
     if let Some(state) = &pod.state {
         let now = ironpod_images::time::now_rfc3339();
         let _ = state.set_running(

@@ -333,6 +333,29 @@ fn detached_container_lifecycle() {
     c.stdin.take().unwrap().write_all(b"shout\n").unwrap();
     assert_eq!(text(&c.wait_with_output().unwrap().stdout), "SHOUT\n");
     assert_eq!(root.ironpod(&["exec", "web", "no-such-cmd"]).status.code(), Some(127));
+    // exec as a user named in the image.
+    let ex = root.ironpod(&["exec", "-u", "app", "web", "sh", "-c", "id -u; id -G; echo $HOME"]);
+    assert_eq!(text(&ex.stdout), "1000\n1000 2000\n/home/app\n", "{}", text(&ex.stderr));
+    // attach: stdin in, output out, the container's exit code back.
+    let out = root.ironpod(&[
+        "run",
+        "-d",
+        "-i",
+        "--name",
+        "att",
+        "demo",
+        "sh",
+        "-c",
+        "read x; echo got $x; exit 4",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut c =
+        root.cmd(&["attach", "att"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    c.stdin.take().unwrap().write_all(b"hello\n").unwrap();
+    let out = c.wait_with_output().unwrap();
+    assert_eq!(text(&out.stdout), "got hello\n");
+    assert_eq!(out.status.code(), Some(4));
+    assert!(root.ironpod(&["rm", "att"]).status.success());
     // top and stats.
     let top = text(&root.ironpod(&["top", "web"]).stdout);
     assert!(top.contains("sleep 600"), "{top}");

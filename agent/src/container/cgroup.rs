@@ -215,6 +215,29 @@ pub fn kill_all(dir: &Path, timeout: Duration) -> bool {
     false
 }
 
+/// Freezes the processes of a cgroup while it lives (cgroup v2 freezer); thaws on drop.
+pub struct Freeze {
+    dir: PathBuf,
+}
+
+impl Freeze {
+    /// Freezes `dir` and waits (up to a second) until every process is frozen.
+    pub fn new(dir: &Path) -> Option<Freeze> {
+        fs::write(dir.join("cgroup.freeze"), "1").ok()?;
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while !read(dir, "cgroup.events").contains("frozen 1") && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Some(Freeze { dir: dir.to_path_buf() })
+    }
+}
+
+impl Drop for Freeze {
+    fn drop(&mut self) {
+        let _ = fs::write(self.dir.join("cgroup.freeze"), "0");
+    }
+}
+
 /// Removes the cgroup (it must be empty).
 pub fn remove(dir: &Path) {
     let _ = fs::remove_dir(dir);

@@ -234,7 +234,11 @@ impl Runtime {
                 format!("exec {} exists", req.exec_id),
             ));
         }
-        let process = plan::process_plan(&req.process, c.seccomp.clone())?;
+        let mut process = plan::process_plan(&req.process, c.seccomp.clone())?;
+        if let Some(user) = &req.user {
+            process.additional_gids.clear();
+            users::resolve(&c.root, user, &mut process)?;
+        }
         let join = Ns::JOIN_ORDER
             .iter()
             .map(|k| (*k, PathBuf::from(format!("/proc/{}/ns/{}", c.init.pid, k.proc_name()))))
@@ -342,9 +346,11 @@ impl Runtime {
         Ok(s)
     }
 
-    /// Writes the container's changes as a layer tar.
+    /// Writes the container's changes as a layer tar. Its processes are frozen meanwhile
+    /// (as `docker commit` pauses), so the layer is a consistent snapshot.
     pub fn commit(&self, id: &str) -> Result<CommitResult, AgentError> {
         let c = self.container(id)?;
+        let _frozen = cgroup::Freeze::new(&c.cgroup);
         commit::write_layer(&c.upper_base.join("upper"), &c.upper_base)
     }
 

@@ -28,7 +28,7 @@ pub struct ExecArgs {
     /// Environment variable.
     #[arg(short, long = "env", value_name = "K=V")]
     env: Vec<String>,
-    /// User: UID[:GID].
+    /// User: NAME[:GROUP] or UID[:GID].
     #[arg(short, long)]
     user: Option<String>,
     /// Working directory.
@@ -47,14 +47,6 @@ fn random_id() -> String {
         let _ = f.read_exact(&mut b);
     }
     b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn parse_user(u: &str) -> Result<(u32, u32), Failure> {
-    let (a, b) = u.split_once(':').unwrap_or((u, "0"));
-    match (a.parse(), b.parse()) {
-        (Ok(uid), Ok(gid)) => Ok((uid, gid)),
-        _ => Err(Failure::Usage(format!("exec --user takes UID[:GID], not {u:?}"))),
-    }
 }
 
 fn copy_out(mut from: UnixStream, to: fn() -> Box<dyn Write>) -> std::thread::JoinHandle<()> {
@@ -94,12 +86,9 @@ pub fn exec(root: &Path, a: ExecArgs) -> Result<i32, Failure> {
         process.set_cwd(w.into());
     }
     if let Some(u) = &a.user {
-        let (uid, gid) = parse_user(u)?;
-        let mut user = process.user().clone();
-        user.set_uid(uid);
-        user.set_gid(gid);
-        user.set_additional_gids(None);
-        process.set_user(user);
+        if u.is_empty() || u.contains(['\0', '/']) {
+            return Err(Failure::Usage(format!("invalid user {u:?}")));
+        }
     }
     let local_tty = a.tty && terminal::is_tty(0);
     if a.tty {
@@ -121,6 +110,7 @@ pub fn exec(root: &Path, a: ExecArgs) -> Result<i32, Failure> {
         exec_id: exec_id.clone(),
         process: Box::new(process),
         stdin: a.interactive,
+        user: a.user.clone(),
     })
     .map_err(|e| match &e {
         ClientError::Agent(ae) => Failure::Runtime(ae.message.clone()),

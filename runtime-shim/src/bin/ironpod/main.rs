@@ -27,6 +27,11 @@ struct Cli {
 enum Command {
     /// Runs a command in a new container (its own microVM).
     Run(Box<run::RunArgs>),
+    /// Attaches to a running container's input and output.
+    Attach {
+        /// Container.
+        container: String,
+    },
     /// Lists containers.
     Ps(containers::PsArgs),
     /// Shows a container's output.
@@ -145,6 +150,7 @@ fn main() -> ExitCode {
     let is_run = matches!(cli.command, Command::Run(_) | Command::Exec(_));
     let status = match cli.command {
         Command::Run(a) => run::run(&root, *a),
+        Command::Attach { container } => run::attach(&root, &container),
         Command::Ps(a) => containers::ps(&root, a),
         Command::Logs(a) => containers::logs_cmd(&root, a),
         Command::Exec(a) => exec::exec(&root, a),

@@ -217,6 +217,26 @@ pub fn run(root: &Path, a: RunArgs) -> Result<i32, Failure> {
     Ok(report.code)
 }
 
+/// `ironpod attach CONTAINER`: relays a running container's stdio (stdin too when it was
+/// started with `-i`) until it ends; exits with its exit code.
+pub fn attach(root: &Path, container: &str) -> Result<i32, Failure> {
+    let state =
+        ironpod_runtime::state::State::open(root).map_err(|e| Failure::Runtime(e.to_string()))?;
+    let rec = state.find(container).map_err(|e| Failure::Runtime(e.to_string()))?;
+    let rec = pod::reconcile(&state, rec).map_err(|e| Failure::Runtime(e.to_string()))?;
+    if rec.status != ironpod_runtime::state::status::RUNNING {
+        return Err(Failure::Runtime(format!("container {container} is not running")));
+    }
+    let opts: RunOptions = serde_json::from_str(&rec.options).unwrap_or_default();
+    let signals = terminal::SignalRelay::start();
+    let report =
+        attach_to(&rec.id, opts.interactive, opts.tty, signals).map_err(Failure::Runtime)?;
+    if let Some(e) = &report.error {
+        eprintln!("ironpod: {e}");
+    }
+    Ok(report.code)
+}
+
 /// Attaches to a container's monitor and relays stdio until the container ends.
 pub fn attach_to(
     id: &str,
