@@ -43,6 +43,25 @@ struct Proc {
     ends: Mutex<stdio::HostEnds>,
 }
 
+impl Proc {
+    /// Creates the process's stdio and starts its child, up to the start word.
+    fn launch(
+        plan: &LaunchPlan,
+        stdin: bool,
+        size: Option<(u16, u16)>,
+    ) -> Result<Arc<Proc>, AgentError> {
+        let tty = plan.process.tty;
+        let (child_ends, host_ends) = stdio::create(tty, stdin, size).map_err(AgentError::from)?;
+        let pending = launch::create(plan, child_ends)?;
+        Ok(Arc::new(Proc {
+            pid: pending.pid,
+            tty,
+            pending: Mutex::new(Some(pending)),
+            ends: Mutex::new(host_ends),
+        }))
+    }
+}
+
 /// A container.
 struct Container {
     root: PathBuf,
@@ -179,7 +198,6 @@ impl Runtime {
                 None => create.push(kind),
             }
         }
-        let tty = process.tty;
         let size = spec
             .process()
             .as_ref()
@@ -192,16 +210,8 @@ impl Runtime {
             rootfs: Some(rootfs_plan),
             process,
         };
-        let (child_ends, host_ends) =
-            stdio::create(tty, req.stdin, size).map_err(AgentError::from)?;
-        let pending = launch::create(&plan, child_ends)?;
-        let pid = pending.pid;
-        let init = Arc::new(Proc {
-            pid,
-            tty,
-            pending: Mutex::new(Some(pending)),
-            ends: Mutex::new(host_ends),
-        });
+        let init = Proc::launch(&plan, req.stdin, size)?;
+        let pid = init.pid;
         let container = Container {
             root,
             upper_base,
@@ -243,7 +253,6 @@ impl Runtime {
             .iter()
             .map(|k| (*k, PathBuf::from(format!("/proc/{}/ns/{}", c.init.pid, k.proc_name()))))
             .collect();
-        let tty = process.tty;
         let size = req.process.console_size().map(|b| (b.height() as u16, b.width() as u16));
         let plan = LaunchPlan {
             cgroup: Some(c.cgroup.clone()),
@@ -252,16 +261,8 @@ impl Runtime {
             rootfs: None,
             process,
         };
-        let (child_ends, host_ends) =
-            stdio::create(tty, req.stdin, size).map_err(AgentError::from)?;
-        let pending = launch::create(&plan, child_ends)?;
-        let pid = pending.pid;
-        let p = Arc::new(Proc {
-            pid,
-            tty,
-            pending: Mutex::new(Some(pending)),
-            ends: Mutex::new(host_ends),
-        });
+        let p = Proc::launch(&plan, req.stdin, size)?;
+        let pid = p.pid;
         lock(&c.execs).insert(req.exec_id, p);
         Ok(pid)
     }
