@@ -23,6 +23,7 @@ fn usage() -> ! {
 
 fn main() {
     if std::env::args().nth(1).as_deref() == Some("--container-init") {
+        log::trace("child: started");
         container::child::main();
     }
     let pid1 = std::process::id() == 1;
@@ -49,6 +50,16 @@ fn main() {
         if let Err(e) = init::setup() {
             log::line(&format!("early setup failed: {e}"));
             init::end_vm();
+        }
+        log::trace("agent: set up");
+        // The pod's disks get mounted while the host connects.
+        if let Ok(cmdline) = std::fs::read_to_string("/proc/cmdline") {
+            if let Err(e) = std::thread::Builder::new().name("premount".into()).spawn(move || {
+                container::premount(&cmdline);
+                log::trace("agent: disks mounted");
+            }) {
+                log::line(&format!("cannot start the disk mounter: {e}"));
+            }
         }
     }
     reaper::start(pid1);

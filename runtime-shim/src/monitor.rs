@@ -47,6 +47,16 @@ pub struct Launch {
     pub writable: PathBuf,
 }
 
+/// What the monitor needs next, once the container is recorded: sent as a second line
+/// while the VM boots.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Prepared {
+    /// The run options.
+    pub options: RunOptions,
+    /// The container's OCI runtime spec.
+    pub spec: oci_spec::runtime::Spec,
+}
+
 /// The VM's size for a container's options.
 pub fn vm_size(o: &RunOptions) -> (u8, u64) {
     let host_cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
@@ -235,6 +245,16 @@ fn boot(
     // Report free blocks from 32 KiB up (the default is 2 MiB blocks, which leaves much of
     // what the guest freed after boot on the host).
     vm_spec.cmdline_extra = "page_reporting.page_reporting_order=3".into();
+    // Name the container's disks so the agent mounts them while we connect.
+    let layers: Vec<String> = launch.layers.iter().map(|p| pod::disk_serial(p)).collect();
+    if !layers.is_empty() && layers.len() * 21 < 1200 {
+        vm_spec.cmdline_extra.push_str(&format!(" ironpod.layers={}", layers.join(",")));
+    }
+    vm_spec.cmdline_extra.push_str(&format!(" ironpod.rw={}", pod::disk_serial(&launch.writable)));
+    if std::env::var_os("IRONPOD_GUEST_TRACE").is_some() {
+        // The agent writes its steps with timestamps to the console log (diagnostics).
+        vm_spec.cmdline_extra.push_str(" ironpod.trace");
+    }
     vm_spec.disks = launch
         .layers
         .iter()
@@ -245,13 +265,17 @@ fn boot(
     let mut vm = RunningVm::start(&vm_spec).map_err(|e| failure(e.to_string()))?;
     let uds = vm.vsock_path().to_path_buf();
     let _ = sh.uds.set(uds.clone());
-    // While the guest boots: records, spec, log.
+    // While the guest boots: the records, the rest of the container from the caller, the log.
     let state = State::open(root).map_err(|e| failure(e.to_string()))?;
-    let rec = state.find(id).map_err(|e| failure(e.to_string()))?;
-    let opts: RunOptions = serde_json::from_str(&rec.options)
-        .map_err(|e| failure(format!("bad options record: {e}")))?;
-    let spec: oci_spec::runtime::Spec =
-        serde_json::from_str(&rec.spec).map_err(|e| failure(format!("bad spec record: {e}")))?;
+    let mut line = String::new();
+    let Prepared { options: opts, spec } = match std::io::stdin().lock().read_line(&mut line) {
+        Ok(n) if n > 0 => {
+            serde_json::from_str(&line).map_err(|e| failure(format!("bad container data: {e}")))?
+        }
+        // The caller gave up (a name in use, a bad spec): the VM just ends.
+        _ => return Err(ExitReport { code: 125, oom_killed: false, error: None }),
+    };
+    tracing::debug!(%id, "container data received");
     *lock(log) = LogWriter::open(&pod::log_path(root, id)).ok();
     let mut ctl = vm.wait_agent(Duration::from_secs(120)).map_err(|e| failure(e.to_string()))?;
     tracing::info!(%id, "agent ready");
@@ -267,16 +291,25 @@ fn boot(
         })
         .map_err(|e| failure(format!("create the container: {}", agent_message(&e))))?;
     tracing::info!(%id, "container created in the guest");
+    // The streams are connections of their own: open them side by side.
     let stream = |w| {
         open_stdio(&uds, id, w).map_err(|e| failure(format!("open the container's {w:?}: {e}")))
     };
-    let mut pumps =
-        vec![pump(stream(StdioStream::Stdout)?, Stream::Stdout, log.clone(), sh.clone())];
-    if !opts.tty {
-        pumps.push(pump(stream(StdioStream::Stderr)?, Stream::Stderr, log.clone(), sh.clone()));
+    let (stdout, stderr, stdin) = std::thread::scope(|sc| {
+        let err = (!opts.tty).then(|| sc.spawn(|| stream(StdioStream::Stderr)));
+        let inp = opts.interactive.then(|| sc.spawn(|| stream(StdioStream::Stdin)));
+        let out = stream(StdioStream::Stdout);
+        let join = |h: std::thread::ScopedJoinHandle<'_, Result<UnixStream, ExitReport>>| {
+            h.join().unwrap_or_else(|_| Err(failure("stdio thread panicked".into())))
+        };
+        (out, err.map(join), inp.map(join))
+    });
+    let mut pumps = vec![pump(stdout?, Stream::Stdout, log.clone(), sh.clone())];
+    if let Some(e) = stderr {
+        pumps.push(pump(e?, Stream::Stderr, log.clone(), sh.clone()));
     }
-    if opts.interactive {
-        *lock(&sh.stdin) = Some(stream(StdioStream::Stdin)?);
+    if let Some(i) = stdin {
+        *lock(&sh.stdin) = Some(i?);
     }
     tracing::info!(%id, "streams open");
     Ok((Pod { vm, uds, pumps, guest_pid, ctl, state: Some(state) }, opts.tty))
@@ -287,13 +320,17 @@ fn boot(
 /// With `wait_attach` the program starts only once a client is attached. Returns the
 /// process exit code.
 pub fn run(root: &Path, id: &str, wait_attach: bool, mut ready: std::fs::File) -> i32 {
+    tracing::debug!(%id, "monitor up");
     let mut line = String::new();
     if matches!(std::io::stdin().lock().read_line(&mut line), Ok(0)) {
         // The caller gave up before launching (bad image, bad flags): nothing to do.
         return 0;
     }
     let launch: Launch = match serde_json::from_str(&line) {
-        Ok(l) => l,
+        Ok(l) => {
+            tracing::debug!(%id, "launch data received");
+            l
+        }
         Err(e) => {
             let _ = writeln!(ready, "error: bad launch data: {e}");
             return 1;
@@ -321,6 +358,12 @@ pub fn run(root: &Path, id: &str, wait_attach: bool, mut ready: std::fs::File) -
     let log = Arc::new(Mutex::new(None));
     let (mut pod, _tty) = match boot(root, id, &launch, &sh, &log) {
         Ok(p) => p,
+        Err(report) if report.error.is_none() => {
+            // The caller gave up before the container was recorded: nothing to report.
+            let _ = std::fs::remove_file(&sock);
+            let _ = std::fs::remove_dir_all(pod::run_dir(id));
+            return 0;
+        }
         Err(report) => {
             let _ = writeln!(ready, "error: {}", report.error.clone().unwrap_or_default());
             if wait_attach {
@@ -401,6 +444,8 @@ fn finish(
 ) -> i32 {
     tracing::info!(%id, code = report.code, "container ended");
     let state = pod.as_mut().and_then(|p| p.state.take()).or_else(|| State::open(root).ok());
+    let auto_remove =
+        state.as_ref().and_then(|s| s.find(id).ok()).map(|r| r.auto_remove).unwrap_or(false);
     if let Some(pod) = pod {
         // Let the output drain (a process that left a child holding stdout gets a moment).
         let deadline = Instant::now() + Duration::from_secs(3);
@@ -412,18 +457,18 @@ fn finish(
                 let _ = p.join();
             }
         }
-        // The guest syncs its disks and resets; the container's changes stay on its
-        // writable disk.
-        if pod.vm.try_exit().is_none() {
+        // Normally the guest syncs its disks and resets, so the container's changes stay
+        // on its writable disk. A container removed on exit keeps nothing: its VM just ends.
+        if !auto_remove && pod.vm.try_exit().is_none() {
             let _ = pod.vm.shutdown(&mut pod.ctl, Duration::from_secs(10));
         }
         pod.vm.kill();
+        tracing::debug!(%id, "VM ended");
     }
-    let mut auto_remove = false;
     if let Some(state) = &state {
         let now = ironpod_images::time::now_rfc3339();
         let _ = state.set_exited(id, report.code, report.oom_killed, report.error.as_deref(), &now);
-        auto_remove = state.find(id).map(|r| r.auto_remove).unwrap_or(false);
+        tracing::debug!(%id, "exit recorded");
     }
     let _ = std::fs::remove_file(pod::attach_socket(id));
     if auto_remove {
@@ -431,7 +476,7 @@ fn finish(
             let _ = pod::remove(root, &store, id);
         }
     }
-    tracing::info!(%id, "pod down");
+    tracing::info!(%id, auto_remove, "pod down");
     sh.broadcast(&Frame::Exit(report));
     for c in lock(&sh.clients).drain(..) {
         let _ = c.shutdown(std::net::Shutdown::Both);

@@ -204,10 +204,14 @@ pub struct Created {
     pub record: Record,
     /// What the monitor needs to start the VM.
     pub launch: crate::monitor::Launch,
+    /// What it needs to create the container in it.
+    pub prepared: crate::monitor::Prepared,
 }
 
 /// Creates a container: leases the image, builds its layer disks (once per layer), makes the
-/// writable disk and the spec, and records it as `created`.
+/// writable disk, calls `disks_ready` (the pod's VM can boot from here on, while the rest is
+/// prepared), then builds the spec and records the container as `created`.
+#[allow(clippy::too_many_arguments)]
 pub fn create(
     root: &Path,
     store: &ImageStore,
@@ -216,6 +220,7 @@ pub fn create(
     name: Option<&str>,
     opts: &RunOptions,
     auto_remove: bool,
+    disks_ready: impl FnOnce(&crate::monitor::Launch) -> Result<(), PodError>,
 ) -> Result<Created, PodError> {
     let id = id.to_string();
     let name = match name {
@@ -228,18 +233,26 @@ pub fn create(
         None => generated_name(&id),
     };
     let state = State::open(root)?;
+    tracing::debug!("records open");
     if state.find(&name).is_ok_and(|r| r.name == name) {
         return Err(StateError::NameInUse(name).into());
     }
     tracing::info!(%id, "creating container");
     let digest = store.lease(&lease_holder(&id), image)?;
     let result = (|| {
-        let config = store.config_of(&digest)?;
-        let spec = spec::build(&id, &config, opts)?;
         let layers = store.layer_disks_of(&digest)?;
+        tracing::debug!("layer disks ready");
         let dir = container_dir(root, &id);
         fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
         make_writable_disk_fast(root, &writable_disk(root, &id))?;
+        tracing::debug!("writable disk ready");
+        let (vcpus, memory_mib) = crate::monitor::vm_size(opts);
+        let writable = writable_disk(root, &id);
+        let launch = crate::monitor::Launch { vcpus, memory_mib, layers, writable };
+        disks_ready(&launch)?;
+        let config = store.config_of(&digest)?;
+        let spec = spec::build(&id, &config, opts)?;
+        tracing::debug!("spec built");
         let mut rec = Record::new(
             &id,
             &name,
@@ -251,11 +264,10 @@ pub fn create(
         rec.auto_remove = auto_remove;
         state.insert(&rec)?;
         tracing::info!(%id, "container created");
-        let (vcpus, memory_mib) = crate::monitor::vm_size(opts);
-        let writable = writable_disk(root, &id);
         Ok(Created {
             record: rec,
-            launch: crate::monitor::Launch { vcpus, memory_mib, layers, writable },
+            launch,
+            prepared: crate::monitor::Prepared { options: opts.clone(), spec },
         })
     })();
     if result.is_err() {
@@ -386,18 +398,32 @@ impl MonitorHandle {
         })
     }
 
-    /// Hands over the launch data and waits until the monitor reports: clients may attach
-    /// (`wait_attach`), or the container runs.
-    pub fn launch(mut self, launch: &crate::monitor::Launch) -> Result<(), PodError> {
+    fn send_line<T: serde::Serialize>(
+        &mut self,
+        what: &'static str,
+        v: &T,
+    ) -> Result<(), PodError> {
+        let child = self.child.as_mut().ok_or_else(|| PodError::Monitor("monitor gone".into()))?;
+        let stdin = child.stdin.as_mut().ok_or_else(|| PodError::Monitor("monitor gone".into()))?;
+        let mut text = serde_json::to_vec(v).map_err(|e| io(what)(e.into()))?;
+        text.push(b'\n');
+        std::io::Write::write_all(stdin, &text).map_err(io(what))
+    }
+
+    /// Hands over the disks: the monitor starts the VM at once.
+    pub fn boot(&mut self, launch: &crate::monitor::Launch) -> Result<(), PodError> {
+        self.send_line("hand the launch data to the monitor", launch)
+    }
+
+    /// Hands over the rest (the container is recorded by now) and waits until the monitor
+    /// reports: clients may attach (`wait_attach`), or the container runs.
+    pub fn launch(mut self, prepared: &crate::monitor::Prepared) -> Result<(), PodError> {
         let id = self.id.clone();
+        // A monitor that failed already (the VMM did not start) says why on the ready pipe.
+        let sent = self.send_line("hand the container to the monitor", prepared);
         let mut child =
             self.child.take().ok_or_else(|| PodError::Monitor("monitor gone".into()))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            let mut text = serde_json::to_vec(launch).map_err(|e| io("launch data")(e.into()))?;
-            text.push(b'\n');
-            std::io::Write::write_all(&mut stdin, &text)
-                .map_err(io("hand the launch data to the monitor"))?;
-        }
+        drop(child.stdin.take());
         let pid = child.id() as i32;
         State::open(&self.root)?.set_monitor(&id, pid, process_start(pid))?;
         // Reap it in the background when it ends: the CLI may outlive it (`run` attached).
@@ -411,6 +437,7 @@ impl MonitorHandle {
         loop {
             let line = match lines.next() {
                 Some(l) => l.map_err(io("read from the pod monitor"))?,
+                None if sent.is_err() => return sent,
                 None => {
                     let log = fs::read_to_string(&self.log_path).unwrap_or_default();
                     return Err(PodError::Monitor(format!(

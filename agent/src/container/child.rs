@@ -66,9 +66,11 @@ pub fn main() -> ! {
         Ok(p) => p,
         Err(e) => fail(&mut sync, &format!("bad launch plan: {e}")),
     };
+    crate::log::trace("child: plan received");
     if let Err(e) = enter(&plan) {
         fail(&mut sync, &e.to_string());
     }
+    crate::log::trace("child: cgroup and namespaces entered");
     // A new or joined PID namespace applies to children only: fork into it.
     // SAFETY: this process is single-threaded.
     let pid = unsafe { libc::fork() };
@@ -81,6 +83,7 @@ pub fn main() -> ! {
         // child.
         unsafe { libc::_exit(0) };
     }
+    crate::log::trace("child: forked");
     if let Err(e) = prepare(&plan) {
         fail(&mut sync, &e.to_string());
     }

@@ -50,6 +50,7 @@ pub fn create(plan: &LaunchPlan, ends: ChildEnds) -> Result<Pending, AgentError>
         });
     }
     let helper = cmd.spawn().map_err(io_err("start the container child"))?;
+    crate::log::trace("launch: child spawned");
     // The reaper collects the intermediate process; we never wait on it here.
     drop(helper);
     drop(theirs);
@@ -63,6 +64,7 @@ pub fn create(plan: &LaunchPlan, ends: ChildEnds) -> Result<Pending, AgentError>
     while pid.is_none() || !ready {
         match recv::<_, ChildMsg>(&mut ours) {
             Ok(ChildMsg::Pid(p)) if pid.is_none() => {
+                crate::log::trace("launch: pid received");
                 reaper::watch(p);
                 pid = Some(p);
             }
@@ -98,9 +100,13 @@ impl Pending {
     /// A program that is missing fails with `NotFound`, one that cannot be executed with
     /// `PermissionDenied`.
     pub fn start(mut self) -> Result<(), AgentError> {
+        crate::log::trace("start: request");
         send(&mut self.sync, &AgentMsg::Start).map_err(|e| frame_err("start the process", e))?;
         match recv::<_, ChildMsg>(&mut self.sync) {
-            Err(FrameError::Closed) => Ok(()),
+            Err(FrameError::Closed) => {
+                crate::log::trace("start: program executed");
+                Ok(())
+            }
             Ok(ChildMsg::ExecError { errno, message }) => {
                 let kind = match errno {
                     libc::ENOENT => ErrorKind::NotFound,

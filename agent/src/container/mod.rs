@@ -31,6 +31,7 @@ use crate::reaper;
 use plan::{LaunchPlan, Ns};
 
 pub use stdio::{pump_in, pump_out};
+pub use storage::premount;
 
 /// Where container roots are mounted.
 const CONTAINERS_DIR: &str = "/run/ironpod/c";
@@ -172,6 +173,7 @@ impl Runtime {
                 format!("container {id} exists"),
             ));
         }
+        crate::log::trace("create: request");
         let spec = &req.spec;
         let root = Path::new(CONTAINERS_DIR).join(&id).join("rootfs");
         let (namespaces, rootfs_plan, mut process) = plan::container_plan(spec, root.clone())?;
@@ -179,16 +181,21 @@ impl Runtime {
         for serial in &req.rootfs.layers {
             lowers.push(storage::layer(serial)?);
         }
+        crate::log::trace("create: layer disks mounted");
         let rw = storage::writable(&req.rootfs.writable)?;
+        crate::log::trace("create: writable disk mounted");
         let upper_base = rw.join("containers").join(&id);
         storage::overlay(&root, &lowers, &upper_base.join("upper"), &upper_base.join("work"))?;
+        crate::log::trace("create: overlay mounted");
         let mut cleanup = Cleanup { root: Some(root.clone()), cgroup: None };
         if let Some(user) = spec.annotations().as_ref().and_then(|a| a.get(users::ANNOTATION)) {
             users::resolve(&root, user, &mut process)?;
         }
         let linux = spec.linux().clone().unwrap_or_default();
         let cg = cgroup::path_for(&id, linux.cgroups_path().as_deref())?;
+        crate::log::trace("create: users resolved");
         cgroup::create(&cg, linux.resources().as_ref())?;
+        crate::log::trace("create: cgroup created");
         cleanup.cgroup = Some(cg.clone());
         let mut join = Vec::new();
         let mut create = Vec::new();
@@ -211,6 +218,7 @@ impl Runtime {
             process,
         };
         let init = Proc::launch(&plan, req.stdin, size)?;
+        crate::log::trace("create: init process ready");
         let pid = init.pid;
         let container = Container {
             root,
@@ -291,6 +299,7 @@ impl Runtime {
     pub fn wait(&self, r: &ProcessRef) -> Result<ExitStatus, AgentError> {
         let (c, p) = self.process(r)?;
         let status = reaper::wait(p.pid, None).unwrap_or(0);
+        crate::log::trace("wait: process exited");
         let (code, signal) = reaper::decode(status);
         Ok(ExitStatus { code, signal, oom_killed: cgroup::oom_killed(&c.cgroup) })
     }

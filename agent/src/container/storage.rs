@@ -78,6 +78,38 @@ pub fn writable(serial: &str) -> Result<PathBuf, AgentError> {
     mount_once(serial, RW_DIR, "ext4", false)
 }
 
+/// The pod's disks named on the kernel command line (`ironpod.layers=S1,S2 ironpod.rw=S`):
+/// (layer serials, writable serial).
+pub fn disks_on_cmdline(cmdline: &str) -> (Vec<String>, Option<String>) {
+    let mut layers = Vec::new();
+    let mut rw = None;
+    for w in cmdline.split_whitespace() {
+        if let Some(v) = w.strip_prefix("ironpod.layers=") {
+            layers.extend(v.split(',').filter(|s| serial_ok(s)).map(str::to_string));
+        } else if let Some(v) = w.strip_prefix("ironpod.rw=") {
+            rw = serial_ok(v).then(|| v.to_string());
+        }
+    }
+    (layers, rw)
+}
+
+/// Mounts the disks the host named on the kernel command line, so that they are ready
+/// when the first container is created (the host connects meanwhile). A failure here is
+/// only logged: creating the container mounts again and reports it.
+pub fn premount(cmdline: &str) {
+    let (layers, rw) = disks_on_cmdline(cmdline);
+    for l in &layers {
+        if let Err(e) = layer(l) {
+            crate::log::line(&format!("layer disk {l}: {}", e.message));
+        }
+    }
+    if let Some(w) = rw {
+        if let Err(e) = writable(&w) {
+            crate::log::line(&format!("writable disk {w}: {}", e.message));
+        }
+    }
+}
+
 /// Mounts the overlay for a container: `lowers` bottom first.
 pub fn overlay(
     target: &Path,
@@ -118,5 +150,23 @@ pub fn unmount(target: &Path) {
     if let Ok(c) = std::ffi::CString::new(target.as_os_str().as_encoded_bytes()) {
         // SAFETY: c is a valid path string.
         unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disks_from_the_command_line() {
+        let (l, w) =
+            disks_on_cmdline("console=ttyS0 ironpod.layers=ab12,cd-3.x ironpod.rw=rw.ext4 q");
+        assert_eq!(l, ["ab12", "cd-3.x"]);
+        assert_eq!(w.as_deref(), Some("rw.ext4"));
+        // Hostile or absent values are dropped.
+        let (l, w) = disks_on_cmdline("ironpod.layers=../x,,ok ironpod.rw=a/b");
+        assert_eq!(l, ["ok"]);
+        assert_eq!(w, None);
+        assert_eq!(disks_on_cmdline("quiet"), (vec![], None));
     }
 }

@@ -146,6 +146,7 @@ fn main() -> ExitCode {
         }
         Err(e) => e.exit(),
     };
+    tracing::debug!("arguments parsed");
     let root = cli.root;
     let is_run = matches!(cli.command, Command::Run(_) | Command::Exec(_));
     let status = match cli.command {

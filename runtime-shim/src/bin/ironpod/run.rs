@@ -182,18 +182,26 @@ pub fn run(root: &Path, a: RunArgs) -> Result<i32, Failure> {
         cap_drop: a.cap_drop.clone(),
         security_opt: a.security_opt.clone(),
     };
-    let store = ImageStore::open(root).map_err(|e| rt(e.to_string()))?;
-    ensure_image(&store, &a.image, a.pull).map_err(rt)?;
-    // The monitor starts (in parallel) while the container is prepared here.
+    // The monitor process starts while the image is looked up and the disks are prepared;
+    // it boots the VM as soon as they are, while the spec and the record are made.
     let id = pod::new_id().map_err(|e| rt(e.to_string()))?;
-    let monitor = pod::MonitorHandle::spawn(root, &id, !a.detach).map_err(|e| rt(e.to_string()))?;
-    let created = pod::create(root, &store, &id, &a.image, a.name.as_deref(), &opts, a.rm)
+    let mut monitor =
+        pod::MonitorHandle::spawn(root, &id, !a.detach).map_err(|e| rt(e.to_string()))?;
+    tracing::debug!("monitor spawned");
+    let store = ImageStore::open(root).map_err(|e| rt(e.to_string()))?;
+    tracing::debug!("image store open");
+    ensure_image(&store, &a.image, a.pull).map_err(rt)?;
+    tracing::debug!("image present");
+    let created =
+        pod::create(root, &store, &id, &a.image, a.name.as_deref(), &opts, a.rm, |launch| {
+            monitor.boot(launch)
+        })
         .map_err(|e| rt(e.to_string()))?;
     let rec = &created.record;
     drop(store);
     // Block the relayed signals before any thread starts, so none of them kills us.
     let signals = (!a.detach).then(terminal::SignalRelay::start);
-    if let Err(e) = monitor.launch(&created.launch) {
+    if let Err(e) = monitor.launch(&created.prepared) {
         if a.rm {
             if let Ok(store) = ImageStore::open(root) {
                 let _ = pod::remove(root, &store, &rec.id);
