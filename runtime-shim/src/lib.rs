@@ -7,6 +7,7 @@ pub mod attach;
 pub mod commit;
 pub mod logs;
 pub mod monitor;
+pub mod monitor_handle;
 pub mod pod;
 pub mod seccomp;
 pub mod spec;

@@ -237,7 +237,7 @@ fn boot(
     launch: &Launch,
     sh: &Arc<Shared>,
     log: &Arc<Mutex<Option<LogWriter>>>,
-) -> Result<(Pod, bool), ExitReport> {
+) -> Result<(Pod, (bool, bool)), ExitReport> {
     let mut vm_spec = VmSpec::with_defaults().map_err(|e| failure(e.to_string()))?;
     vm_spec.vcpus = launch.vcpus;
     vm_spec.memory_mib = launch.memory_mib;
@@ -291,13 +291,25 @@ fn boot(
         })
         .map_err(|e| failure(format!("create the container: {}", agent_message(&e))))?;
     tracing::info!(%id, "container created in the guest");
-    // The streams are connections of their own: open them side by side.
-    let stream = |w| {
-        open_stdio(&uds, id, w).map_err(|e| failure(format!("open the container's {w:?}: {e}")))
-    };
+    let stdio = (opts.tty, opts.interactive);
+    Ok((Pod { vm, uds, pumps: Vec::new(), guest_pid, ctl, state: Some(state) }, stdio))
+}
+
+/// Opens the container's stdio streams (connections of their own, side by side) and starts
+/// copying its output. Runs beside the start: until the streams are open the output waits
+/// in the guest's pipes, so nothing is lost, and the start does not wait for them.
+fn open_streams(
+    uds: &Path,
+    id: &str,
+    (tty, interactive): (bool, bool),
+    log: &Arc<Mutex<Option<LogWriter>>>,
+    sh: &Arc<Shared>,
+) -> Result<Vec<JoinHandle<()>>, ExitReport> {
+    let stream =
+        |w| open_stdio(uds, id, w).map_err(|e| failure(format!("open the container's {w:?}: {e}")));
     let (stdout, stderr, stdin) = std::thread::scope(|sc| {
-        let err = (!opts.tty).then(|| sc.spawn(|| stream(StdioStream::Stderr)));
-        let inp = opts.interactive.then(|| sc.spawn(|| stream(StdioStream::Stdin)));
+        let err = (!tty).then(|| sc.spawn(|| stream(StdioStream::Stderr)));
+        let inp = interactive.then(|| sc.spawn(|| stream(StdioStream::Stdin)));
         let out = stream(StdioStream::Stdout);
         let join = |h: std::thread::ScopedJoinHandle<'_, Result<UnixStream, ExitReport>>| {
             h.join().unwrap_or_else(|_| Err(failure("stdio thread panicked".into())))
@@ -311,8 +323,7 @@ fn boot(
     if let Some(i) = stdin {
         *lock(&sh.stdin) = Some(i?);
     }
-    tracing::info!(%id, "streams open");
-    Ok((Pod { vm, uds, pumps, guest_pid, ctl, state: Some(state) }, opts.tty))
+    Ok(pumps)
 }
 
 /// Runs the monitor for container `id`: the [`Launch`] comes on stdin; `ready` gets
@@ -356,7 +367,7 @@ pub fn run(root: &Path, id: &str, wait_attach: bool, mut ready: std::fs::File) -
     }
     let _ = writeln!(ready, "attach");
     let log = Arc::new(Mutex::new(None));
-    let (mut pod, _tty) = match boot(root, id, &launch, &sh, &log) {
+    let (mut pod, stdio) = match boot(root, id, &launch, &sh, &log) {
         Ok(p) => p,
         Err(report) if report.error.is_none() => {
             // The caller gave up before the container was recorded: nothing to report.
@@ -389,13 +400,35 @@ pub fn run(root: &Path, id: &str, wait_attach: bool, mut ready: std::fs::File) -
     if let Some((rows, cols)) = lock(&sh.early_size).take() {
         let _ = pod.ctl.resize(&ProcessRef::init(id), rows, cols);
     }
+    // The streams open beside the start: until they do, the output waits in the guest's
+    // pipes (nothing is lost) and a program reading stdin waits for it.
+    let mut streams = Some({
+        let (uds, id, log, sh) = (pod.uds.clone(), id.to_string(), log.clone(), sh.clone());
+        std::thread::spawn(move || open_streams(&uds, &id, stdio, &log, &sh))
+    });
+    let mut join_streams = |pod: &mut Pod| -> Result<(), ExitReport> {
+        if let Some(h) = streams.take() {
+            pod.pumps =
+                h.join().unwrap_or_else(|_| Err(failure("stdio thread panicked".into())))?;
+            tracing::debug!(%id, "streams open");
+        }
+        Ok(())
+    };
     if let Err(e) = pod.ctl.start(&ProcessRef::init(id)) {
         let report = start_failure(&e);
         let msg = report.error.clone().unwrap_or_default();
         let _ = writeln!(ready, "error {}: {msg}", report.code);
+        let _ = join_streams(&mut pod);
         return finish(root, id, Some(&mut pod), &sh, report);
     }
     tracing::info!(%id, "started");
+    if stdio.1 {
+        // Clients send input once they hear `Started`: the stdin stream must be open.
+        if let Err(report) = join_streams(&mut pod) {
+            let _ = writeln!(ready, "error: {}", report.error.clone().unwrap_or_default());
+            return finish(root, id, Some(&mut pod), &sh, report);
+        }
+    }
     {
         // Under the clients lock, so a client attaching now gets `Started` exactly once.
         let mut clients = lock(&sh.clients);
@@ -421,8 +454,13 @@ pub fn run(root: &Path, id: &str, wait_attach: bool, mut ready: std::fs::File) -
         .set_timeout(Duration::from_secs(60 * 60 * 24 * 365))
         .and_then(|()| pod.ctl.wait(&ProcessRef::init(id)));
     let _ = pod.ctl.set_timeout(Duration::from_secs(10));
+    let streams = join_streams(&mut pod);
     let report = match status {
-        Ok(s) => ExitReport { code: s.code, oom_killed: s.oom_killed, error: None },
+        Ok(s) => ExitReport {
+            code: s.code,
+            oom_killed: s.oom_killed,
+            error: streams.err().and_then(|r| r.error),
+        },
         Err(e) => {
             let why = match pod.vm.wait_exit(Duration::from_secs(2)) {
                 Some(s) => format!("the pod VM ended unexpectedly ({s})"),

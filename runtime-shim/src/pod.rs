@@ -3,16 +3,17 @@
 //! run by its own monitor process (see [`crate::monitor`]).
 
 use std::fs;
-use std::io::{BufRead, BufReader};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ironpod_images::{Digest, ImageStore};
 
 use crate::spec::{self, RunOptions};
 use crate::state::{status, Record, State, StateError};
+
+pub use crate::monitor_handle::{monitor_binary, MonitorHandle};
 
 /// Per-pod runtime files (sockets): `/run/ironpod/pods/<id>/`.
 pub const PODS_RUN_DIR: &str = "/run/ironpod/pods";
@@ -321,168 +322,6 @@ pub fn reconcile(state: &State, rec: Record) -> Result<Record, PodError> {
         return Ok(state.find(&rec.id)?);
     }
     Ok(rec)
-}
-
-/// The monitor binary: `$IRONPOD_MONITOR`, else `ironpod-monitor` next to the running
-/// executable, else on PATH.
-pub fn monitor_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("IRONPOD_MONITOR") {
-        return p.into();
-    }
-    std::env::current_exe()
-        .ok()
-        .and_then(|e| e.parent().map(|d| d.join("ironpod-monitor")))
-        .filter(|p| p.is_file())
-        .unwrap_or_else(|| PathBuf::from("ironpod-monitor"))
-}
-
-/// A pod monitor process: spawned early (it starts while the caller prepares the
-/// container), then handed the [`crate::monitor::Launch`] data, which makes it start the VM.
-/// Dropped before the launch, it exits quietly.
-pub struct MonitorHandle {
-    id: String,
-    root: PathBuf,
-    child: Option<std::process::Child>,
-    ready: Option<OwnedFd>,
-    log_path: PathBuf,
-    wait_attach: bool,
-}
-
-impl MonitorHandle {
-    /// Starts `ironpod-monitor` for container `id` (detached: its own session, no
-    /// terminal). With `wait_attach` the monitor starts the program only when a client
-    /// attaches.
-    pub fn spawn(root: &Path, id: &str, wait_attach: bool) -> Result<Self, PodError> {
-        let mut fds = [0; 2];
-        // SAFETY: fds is a valid array of two ints.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-            return Err(io("pipe")(std::io::Error::last_os_error()));
-        }
-        // SAFETY: pipe2 returned two fds nothing else owns.
-        let (r, w) = unsafe {
-            use std::os::fd::FromRawFd;
-            (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]))
-        };
-        let wfd = w.as_raw_fd();
-        for dir in [run_dir(id), container_dir(root, id)] {
-            fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
-        }
-        let log_path = container_dir(root, id).join("monitor.log");
-        let log = fs::File::create(&log_path).map_err(io("monitor log"))?;
-        let mut cmd = Command::new(monitor_binary());
-        cmd.arg("--root").arg(root).arg("--ready-fd").arg("3").arg(id);
-        if wait_attach {
-            cmd.arg("--wait-attach");
-        }
-        cmd.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(log);
-        // SAFETY: setsid and dup2 are async-signal-safe; nothing else runs in the child.
-        unsafe {
-            use std::os::unix::process::CommandExt;
-            cmd.pre_exec(move || {
-                libc::setsid();
-                if libc::dup2(wfd, 3) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().map_err(io("start the pod monitor"))?;
-        drop(w);
-        Ok(MonitorHandle {
-            id: id.to_string(),
-            root: root.to_path_buf(),
-            child: Some(child),
-            ready: Some(r),
-            log_path,
-            wait_attach,
-        })
-    }
-
-    fn send_line<T: serde::Serialize>(
-        &mut self,
-        what: &'static str,
-        v: &T,
-    ) -> Result<(), PodError> {
-        let child = self.child.as_mut().ok_or_else(|| PodError::Monitor("monitor gone".into()))?;
-        let stdin = child.stdin.as_mut().ok_or_else(|| PodError::Monitor("monitor gone".into()))?;
-        let mut text = serde_json::to_vec(v).map_err(|e| io(what)(e.into()))?;
-        text.push(b'\n');
-        std::io::Write::write_all(stdin, &text).map_err(io(what))
-    }
-
-    /// Hands over the disks: the monitor starts the VM at once.
-    pub fn boot(&mut self, launch: &crate::monitor::Launch) -> Result<(), PodError> {
-        self.send_line("hand the launch data to the monitor", launch)
-    }
-
-    /// Hands over the rest (the container is recorded by now) and waits until the monitor
-    /// reports: clients may attach (`wait_attach`), or the container runs.
-    pub fn launch(mut self, prepared: &crate::monitor::Prepared) -> Result<(), PodError> {
-        let id = self.id.clone();
-        // A monitor that failed already (the VMM did not start) says why on the ready pipe.
-        let sent = self.send_line("hand the container to the monitor", prepared);
-        let mut child =
-            self.child.take().ok_or_else(|| PodError::Monitor("monitor gone".into()))?;
-        drop(child.stdin.take());
-        let pid = child.id() as i32;
-        State::open(&self.root)?.set_monitor(&id, pid, process_start(pid))?;
-        // Reap it in the background when it ends: the CLI may outlive it (`run` attached).
-        std::thread::spawn(move || {
-            let mut child = child;
-            let _ = child.wait();
-        });
-        let r = self.ready.take().ok_or_else(|| PodError::Monitor("monitor gone".into()))?;
-        // "attach" (clients may connect), then "ok" (running) or "error: …".
-        let mut lines = BufReader::new(fs::File::from(r)).lines();
-        loop {
-            let line = match lines.next() {
-                Some(l) => l.map_err(io("read from the pod monitor"))?,
-                None if sent.is_err() => return sent,
-                None => {
-                    let log = fs::read_to_string(&self.log_path).unwrap_or_default();
-                    return Err(PodError::Monitor(format!(
-                        "the pod monitor died during start-up: {}",
-                        log.trim()
-                    )));
-                }
-            };
-            tracing::info!(%id, line, "monitor reported");
-            match line.as_str() {
-                "attach" if self.wait_attach => return Ok(()),
-                "attach" => {}
-                "ok" => return Ok(()),
-                other => {
-                    // "error: MSG", or "error CODE: MSG" when the program could not start.
-                    if let Some((code, msg)) =
-                        other.strip_prefix("error ").and_then(|r| r.split_once(": "))
-                    {
-                        if let Ok(code) = code.parse() {
-                            return Err(PodError::Start { code, message: msg.to_string() });
-                        }
-                    }
-                    let msg = other.strip_prefix("error: ").unwrap_or(other);
-                    return Err(PodError::Monitor(msg.to_string()));
-                }
-            }
-        }
-    }
-}
-
-impl Drop for MonitorHandle {
-    fn drop(&mut self) {
-        // Not launched: closing its stdin makes it exit.
-        if let Some(mut c) = self.child.take() {
-            drop(c.stdin.take());
-            let _ = c.wait();
-            let _ = fs::remove_dir_all(run_dir(&self.id));
-            // Never created: its directory holds only the monitor's log.
-            let recorded =
-                State::open(&self.root).map(|s| s.find(&self.id).is_ok()).unwrap_or(true);
-            if !recorded {
-                let _ = fs::remove_dir_all(container_dir(&self.root, &self.id));
-            }
-        }
-    }
 }
 
 /// Waits until the container is no longer running (or `timeout` passes).

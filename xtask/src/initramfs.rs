@@ -20,6 +20,14 @@ pub fn build() -> Result<PathBuf> {
             // Static and not position-independent: no relocations to apply when the agent
             // (and every container child, which re-executes it) starts.
             .env("RUSTFLAGS", "-C target-feature=+crt-static -C relocation-model=static")
+            // The binary lives in guest RAM (the initramfs is its only filesystem) and is
+            // paid for by every pod: optimise for size, one codegen unit, no symbols, no
+            // unwinding tables (a panic ends the VM anyway). 5.0 MB → 3.1 MB.
+            .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "s")
+            .env("CARGO_PROFILE_RELEASE_LTO", "fat")
+            .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1")
+            .env("CARGO_PROFILE_RELEASE_STRIP", "symbols")
+            .env("CARGO_PROFILE_RELEASE_PANIC", "abort")
             .args([
                 "build",
                 "--release",

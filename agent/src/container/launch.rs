@@ -13,6 +13,7 @@ use ironpod_protocol::{recv, send, AgentError, ErrorKind, FrameError};
 use super::child::{AgentMsg, ChildMsg, SYNC_FD};
 use super::plan::LaunchPlan;
 use super::stdio::ChildEnds;
+use super::zygote;
 use crate::reaper;
 
 /// A created process waiting for its start word.
@@ -33,28 +34,15 @@ fn frame_err(what: &str, e: FrameError) -> AgentError {
 /// Spawns the child and runs it up to "ready".
 pub fn create(plan: &LaunchPlan, ends: ChildEnds) -> Result<Pending, AgentError> {
     let (mut ours, theirs) = UnixStream::pair().map_err(io_err("socketpair"))?;
-    let theirs_fd = theirs.as_raw_fd();
-    let mut cmd = Command::new("/proc/self/exe");
-    cmd.arg("--container-init")
-        .env_clear()
-        .stdin(Stdio::from(ends.stdin))
-        .stdout(Stdio::from(ends.stdout))
-        .stderr(Stdio::from(ends.stderr));
-    // SAFETY: dup2 is async-signal-safe; the closure touches nothing else.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::dup2(theirs_fd, SYNC_FD) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
+    if zygote::spawn(&ends.stdin, &ends.stdout, &ends.stderr, theirs.as_raw_fd()).is_ok() {
+        drop(ends);
+        crate::log::trace("launch: child requested from the zygote");
+    } else {
+        reexec(ends, &theirs)?;
+        crate::log::trace("launch: child spawned");
     }
-    let helper = cmd.spawn().map_err(io_err("start the container child"))?;
-    crate::log::trace("launch: child spawned");
-    // The reaper collects the intermediate process; we never wait on it here.
-    drop(helper);
+    // The child has its copies now.
     drop(theirs);
-    drop(cmd);
     ours.set_read_timeout(Some(Duration::from_secs(60))).map_err(io_err("socket timeout"))?;
     send(&mut ours, plan).map_err(|e| frame_err("send the launch plan", e))?;
     // The intermediate process reports the pid and the final process reports ready; they
@@ -86,6 +74,28 @@ pub fn create(plan: &LaunchPlan, ends: ChildEnds) -> Result<Pending, AgentError>
     }
     let pid = pid.unwrap_or_default();
     Ok(Pending { pid, sync: ours })
+}
+
+/// Starts the child by re-executing the agent as `--container-init`.
+fn reexec(ends: ChildEnds, theirs: &UnixStream) -> Result<(), AgentError> {
+    let theirs_fd = theirs.as_raw_fd();
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.arg("--container-init")
+        .env_clear()
+        .stdin(Stdio::from(ends.stdin))
+        .stdout(Stdio::from(ends.stdout))
+        .stderr(Stdio::from(ends.stderr));
+    // SAFETY: dup2 is async-signal-safe; the closure touches nothing else.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(theirs_fd, SYNC_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    // The reaper collects the intermediate process; we never wait on it here.
+    cmd.spawn().map(drop).map_err(io_err("start the container child"))
 }
 
 fn kill_and_forget(pid: i32) {

@@ -15,6 +15,7 @@ mod seccomp;
 mod stdio;
 mod storage;
 mod users;
+pub mod zygote;
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
