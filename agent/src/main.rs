@@ -52,10 +52,6 @@ fn main() {
             init::end_vm();
         }
         log::trace("agent: set up");
-    }
-    // Still one thread: fork the zygote that forks container children.
-    container::zygote::start();
-    if pid1 {
         // The pod's disks get mounted while the host connects.
         if let Ok(cmdline) = std::fs::read_to_string("/proc/cmdline") {
             if let Err(e) = std::thread::Builder::new().name("premount".into()).spawn(move || {

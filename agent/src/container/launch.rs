@@ -13,7 +13,6 @@ use ironpod_protocol::{recv, send, AgentError, ErrorKind, FrameError};
 use super::child::{AgentMsg, ChildMsg, SYNC_FD};
 use super::plan::LaunchPlan;
 use super::stdio::ChildEnds;
-use super::zygote;
 use crate::reaper;
 
 /// A created process waiting for its start word.
@@ -34,13 +33,8 @@ fn frame_err(what: &str, e: FrameError) -> AgentError {
 /// Spawns the child and runs it up to "ready".
 pub fn create(plan: &LaunchPlan, ends: ChildEnds) -> Result<Pending, AgentError> {
     let (mut ours, theirs) = UnixStream::pair().map_err(io_err("socketpair"))?;
-    if zygote::spawn(&ends.stdin, &ends.stdout, &ends.stderr, theirs.as_raw_fd()).is_ok() {
-        drop(ends);
-        crate::log::trace("launch: child requested from the zygote");
-    } else {
-        reexec(ends, &theirs)?;
-        crate::log::trace("launch: child spawned");
-    }
+    reexec(ends, &theirs)?;
+    crate::log::trace("launch: child spawned");
     // The child has its copies now.
     drop(theirs);
     ours.set_read_timeout(Some(Duration::from_secs(60))).map_err(io_err("socket timeout"))?;

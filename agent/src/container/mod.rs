@@ -15,7 +15,6 @@ mod seccomp;
 mod stdio;
 mod storage;
 mod users;
-pub mod zygote;
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
