@@ -142,9 +142,21 @@ impl AgentClient {
 
     /// Sends a request and waits for its response.
     pub fn call(&mut self, body: RequestBody) -> Result<ResponseBody, ClientError> {
+        let id = self.send_request(body)?;
+        self.read_response(id)
+    }
+
+    /// Sends a request without waiting; returns its id for [`Self::read_response`]. The
+    /// agent answers a session's requests in order.
+    pub fn send_request(&mut self, body: RequestBody) -> Result<u64, ClientError> {
         let id = self.next_id;
         self.next_id += 1;
         proto::send(&mut self.stream, &Request { id, body })?;
+        Ok(id)
+    }
+
+    /// Reads the response to request `id` (sent with [`Self::send_request`]).
+    pub fn read_response(&mut self, id: u64) -> Result<ResponseBody, ClientError> {
         let resp: Response = proto::recv(&mut self.stream).map_err(|e| match e {
             FrameError::Io(io)
                 if matches!(
@@ -250,7 +262,19 @@ impl AgentClient {
 
     /// Waits for a process to exit (set a long timeout first).
     pub fn wait(&mut self, p: &ProcessRef) -> Result<proto::ExitStatus, ClientError> {
-        match self.call(RequestBody::WaitProcess(p.clone()))? {
+        let id = self.begin_wait(p)?;
+        self.end_wait(id)
+    }
+
+    /// Asks to wait for a process to exit; [`Self::end_wait`] reads the answer, so the
+    /// caller can do other work meanwhile (not on this session).
+    pub fn begin_wait(&mut self, p: &ProcessRef) -> Result<u64, ClientError> {
+        self.send_request(RequestBody::WaitProcess(p.clone()))
+    }
+
+    /// The exit status asked for with [`Self::begin_wait`] (set a long timeout first).
+    pub fn end_wait(&mut self, id: u64) -> Result<proto::ExitStatus, ClientError> {
+        match self.read_response(id)? {
             ResponseBody::Exited(s) => Ok(s),
             other => Err(ClientError::Protocol(format!("bad wait reply {other:?}"))),
         }

@@ -435,6 +435,8 @@ pub fn run(root: &Path, id: &str, wait_attach: bool, mut ready: std::fs::File) -
         clients.retain_mut(|c| attach::write(c, &Frame::Started).is_ok());
         sh.running.store(true, std::sync::atomic::Ordering::SeqCst);
     }
+    // Ask for the exit now (a short program may be done already); record meanwhile.
+    let wait = pod.ctl.begin_wait(&ProcessRef::init(id));
     if let Some(state) = &pod.state {
         let now = ironpod_images::time::now_rfc3339();
         let _ = state.set_running(
@@ -449,10 +451,10 @@ pub fn run(root: &Path, id: &str, wait_attach: bool, mut ready: std::fs::File) -
     let _ = writeln!(ready, "ok");
     drop(ready);
     // Wait on the control session (signals and resizes use sessions of their own).
-    let status = pod
-        .ctl
-        .set_timeout(Duration::from_secs(60 * 60 * 24 * 365))
-        .and_then(|()| pod.ctl.wait(&ProcessRef::init(id)));
+    let status = wait.and_then(|w| {
+        pod.ctl.set_timeout(Duration::from_secs(60 * 60 * 24 * 365))?;
+        pod.ctl.end_wait(w)
+    });
     let _ = pod.ctl.set_timeout(Duration::from_secs(10));
     let streams = join_streams(&mut pod);
     let report = match status {
@@ -484,7 +486,7 @@ fn finish(
     let state = pod.as_mut().and_then(|p| p.state.take()).or_else(|| State::open(root).ok());
     let auto_remove =
         state.as_ref().and_then(|s| s.find(id).ok()).map(|r| r.auto_remove).unwrap_or(false);
-    if let Some(pod) = pod {
+    if let Some(pod) = pod.as_deref_mut() {
         // Let the output drain (a process that left a child holding stdout gets a moment).
         let deadline = Instant::now() + Duration::from_secs(3);
         for p in pod.pumps.drain(..) {
@@ -497,11 +499,12 @@ fn finish(
         }
         // Normally the guest syncs its disks and resets, so the container's changes stay
         // on its writable disk. A container removed on exit keeps nothing: its VM just ends.
-        if !auto_remove && pod.vm.try_exit().is_none() {
+        if auto_remove {
+            // The kernel takes the VM apart while the records and files go.
+            pod.vm.start_kill();
+        } else if pod.vm.try_exit().is_none() {
             let _ = pod.vm.shutdown(&mut pod.ctl, Duration::from_secs(10));
         }
-        pod.vm.kill();
-        tracing::debug!(%id, "VM ended");
     }
     if let Some(state) = &state {
         let now = ironpod_images::time::now_rfc3339();
@@ -513,6 +516,10 @@ fn finish(
         if let Ok(store) = ImageStore::open(root) {
             let _ = pod::remove(root, &store, id);
         }
+    }
+    if let Some(pod) = pod {
+        pod.vm.kill();
+        tracing::debug!(%id, "VM ended");
     }
     tracing::info!(%id, auto_remove, "pod down");
     sh.broadcast(&Frame::Exit(report));

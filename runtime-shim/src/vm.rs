@@ -274,6 +274,13 @@ impl RunningVm {
         }
     }
 
+    /// Sends the VMM SIGKILL without waiting for it to be gone ([`Self::kill`] waits).
+    pub fn start_kill(&mut self) {
+        if self.try_exit().is_none() {
+            let _ = self.child.kill();
+        }
+    }
+
     /// Kills the VMM at once.
     pub fn kill(&mut self) {
         if self.try_exit().is_none() {
