@@ -37,10 +37,6 @@ pub const MEMORY_OVERHEAD_MIB: u64 = 128;
 /// What the monitor needs to start the VMM at once, handed over on its stdin.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Launch {
-    /// vCPUs.
-    pub vcpus: u8,
-    /// Guest memory.
-    pub memory_mib: u64,
     /// Read-only layer disks, bottom first.
     pub layers: Vec<PathBuf>,
     /// The writable disk.
@@ -231,38 +227,48 @@ struct Pod {
 
 /// Boots the VM (first thing), then reads the records, creates the container and opens its
 /// streams.
-fn boot(
-    root: &Path,
-    id: &str,
-    launch: &Launch,
-    sh: &Arc<Shared>,
-    log: &Arc<Mutex<Option<LogWriter>>>,
-) -> Result<(Pod, (bool, bool)), ExitReport> {
+/// Starts the pod's VMM deferred: it sets the VM up while the caller prepares the disks.
+fn start_vm(id: &str, vcpus: u8, memory_mib: u64) -> Result<RunningVm, ExitReport> {
     let mut vm_spec = VmSpec::with_defaults().map_err(|e| failure(e.to_string()))?;
-    vm_spec.vcpus = launch.vcpus;
-    vm_spec.memory_mib = launch.memory_mib;
+    vm_spec.vcpus = vcpus;
+    vm_spec.memory_mib = memory_mib;
     vm_spec.free_page_reporting = true;
     // Report free blocks from 32 KiB up (the default is 2 MiB blocks, which leaves much of
     // what the guest freed after boot on the host).
     vm_spec.cmdline_extra = "page_reporting.page_reporting_order=3".into();
-    // Name the container's disks so the agent mounts them while we connect.
-    let layers: Vec<String> = launch.layers.iter().map(|p| pod::disk_serial(p)).collect();
-    if !layers.is_empty() && layers.len() * 21 < 1200 {
-        vm_spec.cmdline_extra.push_str(&format!(" ironpod.layers={}", layers.join(",")));
-    }
-    vm_spec.cmdline_extra.push_str(&format!(" ironpod.rw={}", pod::disk_serial(&launch.writable)));
     if std::env::var_os("IRONPOD_GUEST_TRACE").is_some() {
         // The agent writes its steps with timestamps to the console log (diagnostics).
         vm_spec.cmdline_extra.push_str(" ironpod.trace");
     }
-    vm_spec.disks = launch
+    tracing::info!(%id, "starting the VMM");
+    RunningVm::start_deferred(&vm_spec).map_err(|e| failure(e.to_string()))
+}
+
+/// Boots the VM with the container's disks, then reads the records, creates the container
+/// and opens its streams.
+fn boot(
+    root: &Path,
+    id: &str,
+    mut vm: RunningVm,
+    launch: &Launch,
+    sh: &Arc<Shared>,
+    log: &Arc<Mutex<Option<LogWriter>>>,
+) -> Result<(Pod, (bool, bool)), ExitReport> {
+    // Name the container's disks so the agent mounts them while we connect.
+    let layers: Vec<String> = launch.layers.iter().map(|p| pod::disk_serial(p)).collect();
+    let mut cmdline = String::new();
+    if !layers.is_empty() && layers.len() * 21 < 1200 {
+        cmdline.push_str(&format!("ironpod.layers={} ", layers.join(",")));
+    }
+    cmdline.push_str(&format!("ironpod.rw={}", pod::disk_serial(&launch.writable)));
+    let disks = launch
         .layers
         .iter()
         .map(|p| DiskConfig { path: p.clone(), read_only: true })
         .chain(std::iter::once(DiskConfig { path: launch.writable.clone(), read_only: false }))
         .collect();
-    tracing::info!(%id, "starting the VMM");
-    let mut vm = RunningVm::start(&vm_spec).map_err(|e| failure(e.to_string()))?;
+    vm.boot(disks, &cmdline).map_err(|e| failure(e.to_string()))?;
+    tracing::info!(%id, "booting");
     let uds = vm.vsock_path().to_path_buf();
     let _ = sh.uds.set(uds.clone());
     // While the guest boots: the records, the rest of the container from the caller, the log.
@@ -330,11 +336,27 @@ fn open_streams(
 /// "attach" once clients can attach, then "ok" once the container is created (or "error: …").
 /// With `wait_attach` the program starts only once a client is attached. Returns the
 /// process exit code.
-pub fn run(root: &Path, id: &str, wait_attach: bool, mut ready: std::fs::File) -> i32 {
+pub fn run(
+    root: &Path,
+    id: &str,
+    (vcpus, memory_mib): (u8, u64),
+    wait_attach: bool,
+    mut ready: std::fs::File,
+) -> i32 {
     tracing::debug!(%id, "monitor up");
+    // The VMM starts now and sets the VM up while the caller prepares the disks.
+    let vm = match start_vm(id, vcpus, memory_mib) {
+        Ok(vm) => vm,
+        Err(report) => {
+            let _ = writeln!(ready, "error: {}", report.error.unwrap_or_default());
+            return 1;
+        }
+    };
     let mut line = String::new();
     if matches!(std::io::stdin().lock().read_line(&mut line), Ok(0)) {
-        // The caller gave up before launching (bad image, bad flags): nothing to do.
+        // The caller gave up before launching (bad image, bad flags): the VM just ends.
+        drop(vm);
+        let _ = std::fs::remove_dir_all(pod::run_dir(id));
         return 0;
     }
     let launch: Launch = match serde_json::from_str(&line) {
@@ -367,7 +389,7 @@ pub fn run(root: &Path, id: &str, wait_attach: bool, mut ready: std::fs::File) -
     }
     let _ = writeln!(ready, "attach");
     let log = Arc::new(Mutex::new(None));
-    let (mut pod, stdio) = match boot(root, id, &launch, &sh, &log) {
+    let (mut pod, stdio) = match boot(root, id, vm, &launch, &sh, &log) {
         Ok(p) => p,
         Err(report) if report.error.is_none() => {
             // The caller gave up before the container was recorded: nothing to report.

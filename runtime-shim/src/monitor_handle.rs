@@ -67,6 +67,7 @@ impl Proc {
 fn fork_monitor(
     root: &Path,
     id: &str,
+    shape: (u8, u64),
     wait_attach: bool,
     log: fs::File,
     ready_w: OwnedFd,
@@ -92,7 +93,7 @@ fn fork_monitor(
         };
         drop((in_r, null, log));
         let code = if ok {
-            crate::monitor::run(root, id, wait_attach, fs::File::from(ready_w))
+            crate::monitor::run(root, id, shape, wait_attach, fs::File::from(ready_w))
         } else {
             1
         };
@@ -107,13 +108,16 @@ fn fork_monitor(
 fn exec_monitor(
     root: &Path,
     id: &str,
+    (vcpus, memory_mib): (u8, u64),
     wait_attach: bool,
     log: fs::File,
     ready_w: OwnedFd,
 ) -> Result<Proc, PodError> {
     let wfd = ready_w.as_raw_fd();
     let mut cmd = Command::new(monitor_binary());
-    cmd.arg("--root").arg(root).arg("--ready-fd").arg("3").arg(id);
+    cmd.arg("--root").arg(root).arg("--ready-fd").arg("3");
+    cmd.arg("--vcpus").arg(vcpus.to_string()).arg("--memory-mib").arg(memory_mib.to_string());
+    cmd.arg(id);
     if wait_attach {
         cmd.arg("--wait-attach");
     }
@@ -151,9 +155,15 @@ pub struct MonitorHandle {
 }
 
 impl MonitorHandle {
-    /// Starts the monitor for container `id` (detached: its own session, no terminal). With
-    /// `wait_attach` the monitor starts the program only when a client attaches.
-    pub fn spawn(root: &Path, id: &str, wait_attach: bool) -> Result<Self, PodError> {
+    /// Starts the monitor for container `id` (detached: its own session, no terminal); it
+    /// starts the pod's VMM (`shape`: vCPUs, memory in MiB) at once. With `wait_attach` the
+    /// monitor starts the program only when a client attaches.
+    pub fn spawn(
+        root: &Path,
+        id: &str,
+        shape: (u8, u64),
+        wait_attach: bool,
+    ) -> Result<Self, PodError> {
         let (r, w) = pipe()?;
         for dir in [run_dir(id), container_dir(root, id)] {
             fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
@@ -161,9 +171,9 @@ impl MonitorHandle {
         let log_path = container_dir(root, id).join("monitor.log");
         let log = fs::File::create(&log_path).map_err(io("monitor log"))?;
         let child = if single_threaded() && std::env::var_os("IRONPOD_MONITOR").is_none() {
-            fork_monitor(root, id, wait_attach, log, w, &r)?
+            fork_monitor(root, id, shape, wait_attach, log, w, &r)?
         } else {
-            exec_monitor(root, id, wait_attach, log, w)?
+            exec_monitor(root, id, shape, wait_attach, log, w)?
         };
         Ok(MonitorHandle {
             id: id.to_string(),

@@ -247,9 +247,8 @@ pub fn create(
         fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
         make_writable_disk_fast(root, &writable_disk(root, &id))?;
         tracing::debug!("writable disk ready");
-        let (vcpus, memory_mib) = crate::monitor::vm_size(opts);
         let writable = writable_disk(root, &id);
-        let launch = crate::monitor::Launch { vcpus, memory_mib, layers, writable };
+        let launch = crate::monitor::Launch { layers, writable };
         disks_ready(&launch)?;
         let config = store.config_of(&digest)?;
         let spec = spec::build(&id, &config, opts)?;

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use ironpod_protocol::AGENT_VSOCK_PORT;
-use ironpod_vmm::config::{DiskConfig, SerialOutput, VmConfig, VsockConfig};
+use ironpod_vmm::config::{DiskConfig, LateConfig, SerialOutput, VmConfig, VsockConfig};
 
 use crate::agent_client::{AgentClient, ClientError};
 use crate::assets::{self, MissingAsset};
@@ -49,6 +49,9 @@ pub enum VmError {
     /// The VMM did not exit in time after shutdown.
     #[error("the VMM did not exit within {0:?} after shutdown; killed")]
     ShutdownTimeout(Duration),
+    /// The late configuration could not be handed to a deferred VMM.
+    #[error("cannot hand the VMM its disks: {0}")]
+    Late(String),
 }
 
 /// What to boot.
@@ -122,6 +125,8 @@ fn unique_id() -> String {
 #[derive(Debug)]
 pub struct RunningVm {
     child: Child,
+    /// Set when started with [`RunningVm::start_deferred`] until [`RunningVm::boot`].
+    late: Option<std::process::ChildStdin>,
     dir: PathBuf,
     uds: PathBuf,
     started: Instant,
@@ -132,6 +137,33 @@ pub struct RunningVm {
 impl RunningVm {
     /// Writes the VM config and starts `ironpod-vmm`.
     pub fn start(spec: &VmSpec) -> Result<Self, VmError> {
+        Self::spawn(spec, false)
+    }
+
+    /// Starts `ironpod-vmm` so that it sets the VM up and then waits for
+    /// [`RunningVm::boot`] with more disks and command line: the process start and the VM
+    /// set-up happen while the caller still prepares the disks.
+    pub fn start_deferred(spec: &VmSpec) -> Result<Self, VmError> {
+        Self::spawn(spec, true)
+    }
+
+    /// Hands a deferred VMM its disks and command-line words: the guest boots.
+    pub fn boot(&mut self, disks: Vec<DiskConfig>, cmdline: &str) -> Result<(), VmError> {
+        let Some(mut stdin) = self.late.take() else {
+            return Err(VmError::Late(
+                "the VMM was not started deferred, or booted already".into(),
+            ));
+        };
+        let late = LateConfig { disks, cmdline: cmdline.to_string() };
+        let mut text = serde_json::to_vec(&late).map_err(|e| VmError::Late(e.to_string()))?;
+        text.push(b'\n');
+        std::io::Write::write_all(&mut stdin, &text).map_err(|e| {
+            let log = self.vmm_log();
+            VmError::Late(if log.is_empty() { e.to_string() } else { format!("{e}: {log}") })
+        })
+    }
+
+    fn spawn(spec: &VmSpec, deferred: bool) -> Result<Self, VmError> {
         let dir = Path::new(RUN_DIR).join(unique_id());
         let prep = |path: &Path| {
             let path = path.to_path_buf();
@@ -167,9 +199,11 @@ impl RunningVm {
         tracing::debug!(?binary, config = %cfg_path.display(), "starting VMM");
         let started = Instant::now();
         let mut cmd = Command::new(&binary);
-        cmd.arg("--config")
-            .arg(&cfg_path)
-            .stdin(Stdio::null())
+        cmd.arg("--config").arg(&cfg_path);
+        if deferred {
+            cmd.arg("--late-config");
+        }
+        cmd.stdin(if deferred { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::null())
             .stderr(stderr);
         // SAFETY: prctl is async-signal-safe. The VMM dies with the thread that started it,
@@ -181,11 +215,12 @@ impl RunningVm {
                 Ok(())
             });
         }
-        let child = cmd.spawn().map_err(|source| {
+        let mut child = cmd.spawn().map_err(|source| {
             let _ = fs::remove_dir_all(&dir);
             VmError::Spawn { binary: binary.clone(), source }
         })?;
-        Ok(RunningVm { child, dir, uds, started, memory_mib: spec.memory_mib, exit: None })
+        let late = child.stdin.take();
+        Ok(RunningVm { child, late, dir, uds, started, memory_mib: spec.memory_mib, exit: None })
     }
 
     /// When the VMM was started.

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use ironpod_vmm::config::VmConfig;
+use ironpod_vmm::config::{LateConfig, VmConfig};
 use ironpod_vmm::vmm::{Vm, VmExit};
 
 /// ironpod's KVM virtual machine monitor: one microVM per process.
@@ -17,6 +17,10 @@ struct Args {
     /// VM configuration file (JSON, see vmm/README.md).
     #[arg(long, value_name = "FILE")]
     config: PathBuf,
+    /// Set the VM up, then read more disks and command-line words as one JSON line on stdin
+    /// before booting (stdin closed first: exit 0 without booting).
+    #[arg(long)]
+    late_config: bool,
 }
 
 fn main() -> ExitCode {
@@ -28,13 +32,35 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let vm = match Vm::new(config) {
+    let mut vm = match Vm::new(config) {
         Ok(vm) => vm,
         Err(e) => {
             eprintln!("ironpod-vmm: {e}");
             return ExitCode::from(1);
         }
     };
+    if args.late_config {
+        let mut line = String::new();
+        match std::io::stdin().read_line(&mut line) {
+            Ok(0) => return ExitCode::SUCCESS,
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("ironpod-vmm: read the late configuration: {e}");
+                return ExitCode::from(2);
+            }
+        }
+        let late = match LateConfig::parse(&line, vm.config()) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("ironpod-vmm: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        if let Err(e) = vm.add_late(late) {
+            eprintln!("ironpod-vmm: {e}");
+            return ExitCode::from(1);
+        }
+    }
     match vm.run() {
         Ok(exit) => {
             match &exit {

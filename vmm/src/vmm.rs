@@ -271,6 +271,28 @@ impl Vm {
         Ok(vmm)
     }
 
+    /// Adds what came after the set-up (`--late-config`): more disks, more command line.
+    /// Called before [`Vm::run`].
+    pub fn add_late(&mut self, late: crate::config::LateConfig) -> Result<(), VmmError> {
+        for disk in late.disks {
+            let dev = Block::new(&disk.path, disk.read_only)
+                .map_err(|e| VmmError::Device(e.to_string()))?;
+            self.config.disks.push(disk);
+            self.add_virtio(Arc::new(Mutex::new(dev)))?;
+        }
+        if !late.cmdline.trim().is_empty() {
+            self.cmdline
+                .insert_str(late.cmdline.trim())
+                .map_err(|e| VmmError::Cmdline(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// The configuration the VM was made with.
+    pub fn config(&self) -> &VmConfig {
+        &self.config
+    }
+
     fn add_legacy_devices(&mut self) -> Result<(), VmmError> {
         let host = |e: std::io::Error| VmmError::Host(e.to_string());
         let irq = EventFd::new(EFD_NONBLOCK).map_err(host)?;

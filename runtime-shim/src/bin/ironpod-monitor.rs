@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 fn usage() -> ExitCode {
-    eprintln!("usage: ironpod-monitor --root ROOT --ready-fd FD [--wait-attach] CONTAINER_ID");
+    eprintln!("usage: ironpod-monitor --root ROOT --ready-fd FD --vcpus N --memory-mib M [--wait-attach] CONTAINER_ID");
     ExitCode::from(2)
 }
 
@@ -18,21 +18,31 @@ fn main() -> ExitCode {
     ironpod_runtime::init_tracing();
     let (mut root, mut ready_fd, mut wait_attach, mut id) =
         (None::<PathBuf>, None::<i32>, false, None::<String>);
+    let (mut vcpus, mut memory) = (None::<u8>, None::<u64>);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--root" => root = args.next().map(PathBuf::from),
             "--ready-fd" => ready_fd = args.next().and_then(|v| v.parse().ok()),
             "--wait-attach" => wait_attach = true,
+            "--vcpus" => vcpus = args.next().and_then(|v| v.parse().ok()),
+            "--memory-mib" => memory = args.next().and_then(|v| v.parse().ok()),
             s if !s.starts_with('-') && id.is_none() => id = Some(s.to_string()),
             _ => return usage(),
         }
     }
-    let (Some(root), Some(fd), Some(id)) = (root, ready_fd, id) else { return usage() };
+    let (Some(root), Some(fd), Some(id), Some(vcpus), Some(memory)) =
+        (root, ready_fd, id, vcpus, memory)
+    else {
+        return usage();
+    };
     if fd < 3 || !ironpod_protocol::valid_id(&id) {
         return usage();
     }
     // SAFETY: `ironpod run` handed us this fd for the readiness reports only.
     let ready = unsafe { std::fs::File::from_raw_fd(fd) };
-    ExitCode::from(ironpod_runtime::monitor::run(&root, &id, wait_attach, ready).clamp(0, 255) as u8)
+    ExitCode::from(
+        ironpod_runtime::monitor::run(&root, &id, (vcpus, memory), wait_attach, ready).clamp(0, 255)
+            as u8,
+    )
 }

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use ironpod_images::{ImageError, ImageStore, RegistryOptions};
 use ironpod_runtime::attach::{self, ExitReport, Frame};
-use ironpod_runtime::pod;
 use ironpod_runtime::spec::RunOptions;
+use ironpod_runtime::{monitor, pod};
 
 use crate::terminal;
 use crate::Failure;
@@ -185,8 +185,8 @@ pub fn run(root: &Path, a: RunArgs) -> Result<i32, Failure> {
     // The monitor process starts while the image is looked up and the disks are prepared;
     // it boots the VM as soon as they are, while the spec and the record are made.
     let id = pod::new_id().map_err(|e| rt(e.to_string()))?;
-    let mut monitor =
-        pod::MonitorHandle::spawn(root, &id, !a.detach).map_err(|e| rt(e.to_string()))?;
+    let mut monitor = pod::MonitorHandle::spawn(root, &id, monitor::vm_size(&opts), !a.detach)
+        .map_err(|e| rt(e.to_string()))?;
     tracing::debug!("monitor spawned");
     let store = ImageStore::open(root).map_err(|e| rt(e.to_string()))?;
     tracing::debug!("image store open");
