@@ -9,13 +9,8 @@ use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::pod::{container_dir, process_start, run_dir, PodError};
+use crate::pod::{container_dir, io, process_start, run_dir, PodError};
 use crate::state::State;
-
-fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> PodError {
-    let what = what.into();
-    move |source| PodError::Io { what, source }
-}
 
 /// The monitor binary: `$IRONPOD_MONITOR`, else `ironpod-monitor` next to the running
 /// executable, else on PATH.
@@ -197,9 +192,18 @@ impl MonitorHandle {
         std::io::Write::write_all(stdin, &text).map_err(io(what))
     }
 
-    /// Hands over the disks: the monitor starts the VM at once.
+    /// Hands over the disks: the monitor boots the VM at once.
     pub fn boot(&mut self, launch: &crate::monitor::Launch) -> Result<(), PodError> {
         self.send_line("hand the launch data to the monitor", launch)
+            .map_err(|e| self.early_failure().unwrap_or(e))
+    }
+
+    /// Why a monitor that stopped reading already gave up (it said so on the ready pipe).
+    fn early_failure(&mut self) -> Option<PodError> {
+        let r = self.ready.take()?;
+        let mut line = String::new();
+        BufReader::new(fs::File::from(r)).read_line(&mut line).ok()?;
+        line.trim().strip_prefix("error: ").map(|m| PodError::Monitor(m.to_string()))
     }
 
     /// Hands over the rest (the container is recorded by now) and waits until the monitor

@@ -56,7 +56,8 @@ pub enum PodError {
     },
 }
 
-fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> PodError {
+/// Maps an I/O error to [`PodError::Io`] with what was being done.
+pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> PodError {
     let what = what.into();
     move |source| PodError::Io { what, source }
 }
