@@ -139,7 +139,10 @@ pub fn make_writable_disk(path: &Path) -> Result<(), PodError> {
     f.set_len(WRITABLE_DISK_BYTES).map_err(io(format!("size {}", path.display())))?;
     drop(f);
     let out = Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-m", "0", "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard"])
+        // No resize_inode: its reserved descriptor blocks are 4 MiB of the 4.2 MiB a fresh
+        // 8 GiB filesystem writes, and a container's disk is never grown online.
+        .args(["-q", "-F", "-m", "0", "-O", "^resize_inode"])
+        .args(["-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard"])
         .arg(path)
         .output()
         .map_err(io("run mkfs.ext4 (install e2fsprogs)"))?;
@@ -188,7 +191,9 @@ pub fn sparse_copy(src: &Path, dst: &Path) -> std::io::Result<()> {
 /// mkfs.ext4), which takes milliseconds instead of a mkfs run per container.
 fn make_writable_disk_fast(root: &Path, path: &Path) -> Result<(), PodError> {
     let dir = root.join("templates");
-    let template = dir.join(format!("rw-{}.ext4", WRITABLE_DISK_BYTES >> 30));
+    // The name changes with the mkfs options (v2: no resize_inode), so an old template is
+    // not reused.
+    let template = dir.join(format!("rw-{}-v2.ext4", WRITABLE_DISK_BYTES >> 30));
     if !template.is_file() {
         fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
         let tmp = dir.join(format!(".rw-{}.tmp", std::process::id()));
