@@ -10,6 +10,7 @@ pub mod monitor;
 pub mod monitor_handle;
 pub mod pod;
 pub mod seccomp;
+pub mod shim;
 pub mod spec;
 pub mod state;
 pub mod vm;

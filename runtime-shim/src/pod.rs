@@ -189,7 +189,7 @@ pub fn sparse_copy(src: &Path, dst: &Path) -> std::io::Result<()> {
 
 /// Makes a container's writable disk: a copy of a per-root template (built once with
 /// mkfs.ext4), which takes milliseconds instead of a mkfs run per container.
-fn make_writable_disk_fast(root: &Path, path: &Path) -> Result<(), PodError> {
+pub fn make_writable_disk_fast(root: &Path, path: &Path) -> Result<(), PodError> {
     let dir = root.join("templates");
     // The name changes with the mkfs options (v2: no resize_inode), so an old template is
     // not reused.

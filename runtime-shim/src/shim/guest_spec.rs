@@ -1,0 +1,187 @@
+//! containerd writes an OCI spec for a host runtime; this turns it into one the agent runs
+//! in the pod VM. What names host resources is translated or refused, never passed on
+//! blindly:
+//! - namespace paths: the network namespace is the VM's own (the VM is the pod's network
+//!   sandbox), so a host netns path is dropped; `/proc/<pid>/ns/<kind>` of the pod's
+//!   sandbox task (the pid we reported for it) becomes that task's namespace in the guest;
+//!   any other path is refused;
+//! - hooks run host programs: dropped (containerd's CRI does not use them; CNI runs on the
+//!   host before the pod starts);
+//! - bind mounts of host files are listed so the caller copies them into the guest and the
+//!   mount points at the copy; host directories are refused (they need volume sharing);
+//! - AppArmor and SELinux labels name host policies: cleared.
+
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{LinuxNamespace, LinuxNamespaceType, Mount, Spec};
+
+/// Largest host file a bind mount may bring into the guest (a copy is made).
+pub const MAX_BIND_FILE: u64 = 1 << 20;
+
+/// A host file that a bind mount of the spec needs in the guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostFile {
+    /// Index of the mount in `spec.mounts`.
+    pub mount: usize,
+    /// The host file.
+    pub source: PathBuf,
+}
+
+fn is_bind(m: &Mount) -> bool {
+    m.typ().as_deref() == Some("bind")
+        || m.options().as_ref().is_some_and(|o| o.iter().any(|x| x == "bind" || x == "rbind"))
+}
+
+/// The host pid in a `/proc/<pid>/ns/<kind>` path.
+fn proc_ns_pid(p: &Path) -> Option<u32> {
+    let s = p.to_str()?;
+    let rest = s.strip_prefix("/proc/")?;
+    let (pid, tail) = rest.split_once('/')?;
+    if !tail.starts_with("ns/") || tail[3..].contains('/') {
+        return None;
+    }
+    pid.parse().ok()
+}
+
+/// Rewrites `spec` for the guest. `sandbox` maps the host pid we reported for the pod's
+/// sandbox task to its init's pid in the guest. Returns the host files to copy in.
+pub fn for_guest(
+    spec: &mut Spec,
+    sandbox: impl Fn(u32) -> Option<i32>,
+) -> Result<Vec<HostFile>, String> {
+    spec.set_hooks(None);
+    if let Some(p) = spec.process_mut() {
+        p.set_apparmor_profile(None);
+        p.set_selinux_label(None);
+    }
+    if let Some(linux) = spec.linux_mut() {
+        linux.set_mount_label(None);
+        let mut out: Vec<LinuxNamespace> = Vec::new();
+        for ns in linux.namespaces().clone().unwrap_or_default() {
+            match (ns.typ(), ns.path()) {
+                (_, None) => out.push(ns),
+                // The VM is the pod's network: its containers share the guest's network.
+                (LinuxNamespaceType::Network, Some(_)) => {}
+                (kind, Some(p)) => {
+                    let guest = proc_ns_pid(p).and_then(&sandbox).ok_or_else(|| {
+                        format!(
+                            "the {kind:?} namespace path {} names a host namespace that is \
+                             not the pod sandbox's",
+                            p.display()
+                        )
+                    })?;
+                    let tail = p.file_name().unwrap_or_default().to_string_lossy().into_owned();
+                    let mut n = ns.clone();
+                    n.set_path(Some(PathBuf::from(format!("/proc/{guest}/ns/{tail}"))));
+                    out.push(n);
+                }
+            }
+        }
+        linux.set_namespaces(Some(out));
+    }
+    let mut files = Vec::new();
+    for (i, m) in spec.mounts().clone().unwrap_or_default().iter().enumerate() {
+        if !is_bind(m) {
+            continue;
+        }
+        let source = m
+            .source()
+            .clone()
+            .ok_or_else(|| format!("bind mount at {} has no source", m.destination().display()))?;
+        let meta = std::fs::metadata(&source)
+            .map_err(|e| format!("bind mount source {}: {e}", source.display()))?;
+        if meta.is_dir() {
+            return Err(format!(
+                "bind mount of the host directory {} at {}: sharing host directories with a \
+                 pod VM needs a volume, which this runtime does not provide yet",
+                source.display(),
+                m.destination().display()
+            ));
+        }
+        if !meta.is_file() || meta.len() > MAX_BIND_FILE {
+            return Err(format!(
+                "bind mount source {} must be a regular file of at most {} bytes",
+                source.display(),
+                MAX_BIND_FILE
+            ));
+        }
+        files.push(HostFile { mount: i, source });
+    }
+    Ok(files)
+}
+
+/// Points mount `index` of `spec` at `guest_path`.
+pub fn set_mount_source(spec: &mut Spec, index: usize, guest_path: &str) {
+    if let Some(mounts) = spec.mounts_mut() {
+        if let Some(m) = mounts.get_mut(index) {
+            m.set_source(Some(PathBuf::from(guest_path)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::runtime::{LinuxNamespaceBuilder, MountBuilder};
+
+    fn ns(kind: LinuxNamespaceType, path: Option<&str>) -> LinuxNamespace {
+        let mut b = LinuxNamespaceBuilder::default().typ(kind);
+        if let Some(p) = path {
+            b = b.path(p);
+        }
+        b.build().unwrap()
+    }
+
+    fn spec_with(nss: Vec<LinuxNamespace>, mounts: Vec<Mount>) -> Spec {
+        let mut s = Spec::default();
+        s.linux_mut().as_mut().unwrap().set_namespaces(Some(nss));
+        s.set_mounts(Some(mounts));
+        s
+    }
+
+    #[test]
+    fn namespaces_are_translated() {
+        let mut s = spec_with(
+            vec![
+                ns(LinuxNamespaceType::Mount, None),
+                ns(LinuxNamespaceType::Network, Some("/var/run/netns/cni-1")),
+                ns(LinuxNamespaceType::Ipc, Some("/proc/4242/ns/ipc")),
+            ],
+            vec![],
+        );
+        for_guest(&mut s, |p| (p == 4242).then_some(7)).unwrap();
+        let got = s.linux().as_ref().unwrap().namespaces().clone().unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[1].path().as_deref(), Some(Path::new("/proc/7/ns/ipc")));
+        let mut bad = spec_with(vec![ns(LinuxNamespaceType::Pid, Some("/proc/1/ns/pid"))], vec![]);
+        assert!(for_guest(&mut bad, |_| None).is_err());
+        let mut bad = spec_with(vec![ns(LinuxNamespaceType::Uts, Some("/etc/passwd"))], vec![]);
+        assert!(for_guest(&mut bad, |_| Some(1)).is_err());
+    }
+
+    #[test]
+    fn bind_mounts_of_files_are_listed_dirs_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let f = t.path().join("hosts");
+        std::fs::write(&f, "127.0.0.1 localhost\n").unwrap();
+        let bind = |src: &Path| {
+            MountBuilder::default()
+                .destination("/etc/hosts")
+                .typ("bind")
+                .source(src)
+                .options(vec!["rbind".to_string(), "ro".to_string()])
+                .build()
+                .unwrap()
+        };
+        let proc_ = MountBuilder::default().destination("/proc").typ("proc").build().unwrap();
+        let mut s = spec_with(vec![], vec![proc_, bind(&f)]);
+        let files = for_guest(&mut s, |_| None).unwrap();
+        assert_eq!(files, vec![HostFile { mount: 1, source: f.clone() }]);
+        set_mount_source(&mut s, 1, "/run/x");
+        assert_eq!(s.mounts().as_ref().unwrap()[1].source().as_deref(), Some(Path::new("/run/x")));
+        let mut s = spec_with(vec![], vec![bind(t.path())]);
+        assert!(for_guest(&mut s, |_| None).unwrap_err().contains("directory"));
+        let mut s = spec_with(vec![], vec![bind(&t.path().join("missing"))]);
+        assert!(for_guest(&mut s, |_| None).is_err());
+    }
+}
