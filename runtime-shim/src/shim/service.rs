@@ -604,7 +604,7 @@ impl containerd_shim::Task for Service {
         let pod = self.inner.pod()?;
         let s = pod.ctl().stats(&req.id);
         let s = s.map_err(agent_err)?;
-        let any = super::metrics::to_any(&s).map_err(|e| err(Code::INTERNAL, e))?;
+        let any = super::metrics::to_any(&s);
         Ok(api::StatsResponse { stats: MessageField::some(any), ..Default::default() })
     }
 
