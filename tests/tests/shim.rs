@@ -1,0 +1,248 @@
+//! ironpod as a containerd runtime: Debian's real containerd 1.6, started by each test with
+//! a private configuration, runs tasks through `containerd-shim-ironpod-v2` (`ctr run
+//! --runtime io.containerd.ironpod.v2`), each in its own pod VM.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use ironpod_tests::{bin, bin_dir, require_linux_kvm, TestRoot};
+
+const RUNTIME: &str = "io.containerd.ironpod.v2";
+
+/// A private containerd, its `ctr`, and the demo image imported into it.
+struct Containerd {
+    dir: tempfile::TempDir,
+    daemon: Child,
+    image: String,
+    _images: TestRoot,
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+impl Containerd {
+    fn start() -> Containerd {
+        std::fs::create_dir_all("/run/ironpod-tests").unwrap();
+        let dir = tempfile::tempdir_in("/run/ironpod-tests").unwrap();
+        let d = dir.path();
+        let config = format!(
+            "version = 2\nroot = \"{0}/root\"\nstate = \"{0}/state\"\n\
+             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+             [grpc]\n  address = \"{0}/containerd.sock\"\n\
+             [ttrpc]\n  address = \"{0}/containerd.sock.ttrpc\"\n\
+             [plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"{0}/opt\"\n",
+            d.display()
+        );
+        std::fs::write(d.join("config.toml"), config).unwrap();
+        let log = std::fs::File::create(d.join("containerd.log")).unwrap();
+        // containerd finds the shim on its PATH; the shim keeps its cache in the test dir.
+        let path = format!("{}:{}", bin_dir().display(), std::env::var("PATH").unwrap_or_default());
+        let daemon = Command::new("containerd")
+            .arg("--config")
+            .arg(d.join("config.toml"))
+            .env("PATH", path)
+            .env("IRONPOD_SHIM_ROOT", d.join("shim"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("containerd (apt install containerd)");
+        let sock = d.join("containerd.sock");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !sock.exists() {
+            assert!(Instant::now() < deadline, "containerd did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // The demo image as an OCI archive, from ironpod's own store.
+        let images = TestRoot::with_demo();
+        let archive = d.join("demo.tar");
+        let out = images.ironpod(&["save", "demo", "-o", &archive.to_string_lossy()]);
+        assert!(out.status.success(), "save: {}", text(&out.stderr));
+        let mut c = Containerd { dir, daemon, image: String::new(), _images: images };
+        let out = c.ctr(&["images", "import", &archive.to_string_lossy()]);
+        assert!(out.status.success(), "import: {}", text(&out.stderr));
+        let out = c.ctr(&["images", "ls", "-q"]);
+        c.image = text(&out.stdout).lines().next().expect("an imported image").to_string();
+        c
+    }
+
+    fn ctr_cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("ctr");
+        cmd.arg("-a").arg(self.dir.path().join("containerd.sock")).args(args);
+        cmd
+    }
+
+    fn ctr(&self, args: &[&str]) -> Output {
+        self.ctr_cmd(args).stdin(Stdio::null()).output().expect("ctr")
+    }
+
+    /// `ctr task ls` as (id, pid, status).
+    fn tasks(&self) -> Vec<(String, u32, String)> {
+        let out = self.ctr(&["task", "ls"]);
+        text(&out.stdout)
+            .lines()
+            .skip(1)
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                Some((f.first()?.to_string(), f.get(1)?.parse().ok()?, f.get(2)?.to_string()))
+            })
+            .collect()
+    }
+
+    fn wait_status(&self, id: &str, status: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let tasks = self.tasks();
+            if tasks.iter().any(|t| t.0 == id && t.2 == status) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{id} never became {status}: {tasks:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        for (id, _, _) in self.tasks() {
+            let _ = self.ctr(&["task", "kill", "-s", "KILL", &id]);
+            let _ = self.ctr(&["task", "delete", "-f", &id]);
+        }
+        let out = self.ctr(&["containers", "ls", "-q"]);
+        for id in text(&out.stdout).lines() {
+            let _ = self.ctr(&["containers", "rm", id]);
+        }
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+        // The daemon's mounts (snapshots) must not keep the directory busy.
+        let _ = Command::new("umount").arg("-R").arg(self.dir.path().join("root")).output();
+    }
+}
+
+/// Processes whose command line contains `needle`.
+fn processes_with(needle: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if !e.file_name().to_string_lossy().chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
+            let c = text(&c).replace('\0', " ");
+            if c.contains(needle) {
+                out.push(c);
+            }
+        }
+    }
+    out
+}
+
+fn assert_pod_gone(id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let shims =
+            processes_with(&format!("containerd-shim-ironpod-v2 -namespace default -id {id} "));
+        let dir = PathBuf::from("/run/ironpod/shim").join(id);
+        let vmms = processes_with(&bin("ironpod-vmm").to_string_lossy());
+        if shims.is_empty() && vmms.is_empty() && !dir.exists() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left behind: shims {shims:?}, VMMs {vmms:?}, pod dir exists: {}",
+            dir.exists()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn ctr_run_shows_the_guest_kernel_and_the_exit_code() {
+    let _w = require_linux_kvm();
+    let c = Containerd::start();
+    let out = c.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        &c.image,
+        "t1",
+        "sh",
+        "-c",
+        "uname -r; echo err >&2; exit 3",
+    ]);
+    let guest = text(&out.stdout).trim().to_string();
+    let host = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap().trim().to_string();
+    assert!(guest.starts_with("6.12."), "stdout {guest:?}, stderr {}", text(&out.stderr));
+    assert_ne!(guest, host);
+    assert!(text(&out.stderr).contains("err"), "stderr {:?}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(3), "containerd log:\n{}", c.log());
+    assert_pod_gone("t1");
+    assert!(c.tasks().is_empty());
+}
+
+#[test]
+fn ctr_task_exec_ps_metrics_kill_delete() {
+    let _w = require_linux_kvm();
+    let c = Containerd::start();
+    let out = c.ctr(&["run", "-d", "--runtime", RUNTIME, &c.image, "t2", "sleep", "600"]);
+    assert!(out.status.success(), "run -d: {}\n{}", text(&out.stderr), c.log());
+    c.wait_status("t2", "RUNNING", Duration::from_secs(30));
+    // Exec: its own stdio and exit code; it sees the container's processes.
+    let out =
+        c.ctr(&["task", "exec", "--exec-id", "e1", "t2", "sh", "-c", "echo from-exec; ps; exit 4"]);
+    assert_eq!(out.status.code(), Some(4), "exec: {}", text(&out.stderr));
+    let o = text(&out.stdout);
+    assert!(o.contains("from-exec") && o.contains("sleep 600"), "exec output {o:?}");
+    // ps: the guest's processes of the task.
+    let out = c.ctr(&["task", "ps", "t2"]);
+    let ps = text(&out.stdout);
+    let pids: Vec<u32> =
+        ps.lines().skip(1).filter_map(|l| l.split_whitespace().next()?.parse().ok()).collect();
+    assert_eq!(pids.len(), 1, "ps {ps:?}");
+    // Metrics: cgroup v2 values from the guest.
+    let out = c.ctr(&["task", "metrics", "t2"]);
+    let m = text(&out.stdout);
+    assert!(out.status.success(), "metrics: {}", text(&out.stderr));
+    let value = |k: &str| -> u64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{k} in {m}"))
+    };
+    assert_eq!(value("pids.current"), 1);
+    assert!(value("memory.usage") > 0);
+    assert!(value("cpu.usage_usec") > 0);
+    // Kill: the task stops with the signal's status, delete cleans up.
+    let out = c.ctr(&["task", "kill", "-s", "KILL", "t2"]);
+    assert!(out.status.success(), "kill: {}", text(&out.stderr));
+    c.wait_status("t2", "STOPPED", Duration::from_secs(20));
+    let out = c.ctr(&["task", "delete", "t2"]);
+    assert!(out.status.success(), "delete: {}", text(&out.stderr));
+    let out = c.ctr(&["containers", "rm", "t2"]);
+    assert!(out.status.success(), "rm: {}", text(&out.stderr));
+    assert_pod_gone("t2");
+}
+
+#[test]
+fn killing_the_vmm_stops_the_task() {
+    let _w = require_linux_kvm();
+    let c = Containerd::start();
+    let out = c.ctr(&["run", "-d", "--runtime", RUNTIME, &c.image, "t3", "sleep", "600"]);
+    assert!(out.status.success(), "run -d: {}", text(&out.stderr));
+    c.wait_status("t3", "RUNNING", Duration::from_secs(30));
+    let pid = c.tasks().iter().find(|t| t.0 == "t3").map(|t| t.1).unwrap();
+    let cmd = text(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap());
+    assert!(cmd.contains("ironpod-vmm"), "task pid {pid} is the VMM: {cmd:?}");
+    // SAFETY: kill(2) of the VMM process we just identified.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    c.wait_status("t3", "STOPPED", Duration::from_secs(20));
+    let out = c.ctr(&["task", "delete", "t3"]);
+    assert!(out.status.success(), "delete: {}", text(&out.stderr));
+    let _ = c.ctr(&["containers", "rm", "t3"]);
+    assert_pod_gone("t3");
+}
