@@ -59,6 +59,12 @@ pub fn handle(body: RequestBody) -> Result<ResponseBody> {
         RequestBody::Stats { container } => {
             container::runtime().stats(&container).map(ResponseBody::Stats)
         }
+        RequestBody::Freeze { container, frozen } => {
+            container::runtime().set_frozen(&container, frozen).map(|()| ResponseBody::Done)
+        }
+        RequestBody::UpdateResources { container, resources } => {
+            container::runtime().update(&container, &resources).map(|()| ResponseBody::Done)
+        }
         RequestBody::Commit { container } => {
             container::runtime().commit(&container).map(ResponseBody::Committed)
         }

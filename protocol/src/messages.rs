@@ -144,6 +144,21 @@ pub enum RequestBody {
         /// Container id.
         container: String,
     },
+    /// Freezes (`frozen: true`) or thaws every process of a container (cgroup v2
+    /// freezer); answered with `Done` once the cgroup reports the new state.
+    Freeze {
+        /// Container id.
+        container: String,
+        /// Freeze, or thaw.
+        frozen: bool,
+    },
+    /// Changes a container's resource limits (the fields set in `resources`).
+    UpdateResources {
+        /// Container id.
+        container: String,
+        /// The limits, as in the OCI spec.
+        resources: Box<oci_spec::runtime::LinuxResources>,
+    },
     /// Turns this connection into a raw stream of a file's bytes (to its end).
     OpenFile {
         /// Absolute path.

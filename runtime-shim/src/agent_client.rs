@@ -126,8 +126,25 @@ impl AgentClient {
     }
 
     /// Opens one more session to an agent that is known to be up (no retrying).
+    /// A refused connection is retried a few times within 1 s: the agent is up, so a
+    /// refusal is the guest's vsock being momentarily busy, not a missing listener.
     pub fn open(uds: &Path, timeout: Duration) -> Result<Self, ClientError> {
-        let stream = connect_hybrid(uds, proto::AGENT_VSOCK_PORT, timeout)?;
+        let mut attempt = 0;
+        let stream = loop {
+            match connect_hybrid(uds, proto::AGENT_VSOCK_PORT, timeout) {
+                Err(ClientError::Refused(_)) if attempt < 10 => {
+                    attempt += 1;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(ClientError::Io(e))
+                    if e.kind() == std::io::ErrorKind::ConnectionRefused && attempt < 10 =>
+                {
+                    attempt += 1;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                r => break r?,
+            }
+        };
         let mut c = Self::handshake(stream)?;
         c.set_timeout(timeout)?;
         Ok(c)
@@ -304,6 +321,24 @@ impl AgentClient {
             ResponseBody::Stats(s) => Ok(s),
             other => Err(ClientError::Protocol(format!("bad stats reply {other:?}"))),
         }
+    }
+
+    /// Freezes or thaws every process of a container.
+    pub fn freeze(&mut self, container: &str, frozen: bool) -> Result<(), ClientError> {
+        self.call(RequestBody::Freeze { container: container.into(), frozen }).map(|_| ())
+    }
+
+    /// Changes a container's resource limits.
+    pub fn update_resources(
+        &mut self,
+        container: &str,
+        resources: oci_spec::runtime::LinuxResources,
+    ) -> Result<(), ClientError> {
+        self.call(RequestBody::UpdateResources {
+            container: container.into(),
+            resources: Box::new(resources),
+        })
+        .map(|_| ())
     }
 
     /// Writes the container's changes as a layer tar in the guest.

@@ -217,6 +217,13 @@ fn ctr_task_exec_ps_metrics_kill_delete() {
     assert_eq!(value("pids.current"), 1);
     assert!(value("memory.usage") > 0);
     assert!(value("cpu.usage_usec") > 0);
+    // Pause and resume: the cgroup freezer in the guest.
+    let out = c.ctr(&["task", "pause", "t2"]);
+    assert!(out.status.success(), "pause: {}", text(&out.stderr));
+    c.wait_status("t2", "PAUSED", Duration::from_secs(5));
+    let out = c.ctr(&["task", "resume", "t2"]);
+    assert!(out.status.success(), "resume: {}", text(&out.stderr));
+    c.wait_status("t2", "RUNNING", Duration::from_secs(5));
     // Kill: the task stops with the signal's status, delete cleans up.
     let out = c.ctr(&["task", "kill", "-s", "KILL", "t2"]);
     assert!(out.status.success(), "kill: {}", text(&out.stderr));
@@ -245,4 +252,27 @@ fn killing_the_vmm_stops_the_task() {
     assert!(out.status.success(), "delete: {}", text(&out.stderr));
     let _ = c.ctr(&["containers", "rm", "t3"]);
     assert_pod_gone("t3");
+}
+
+#[test]
+fn ctr_run_with_a_terminal() {
+    let _w = require_linux_kvm();
+    let c = Containerd::start();
+    // `ctr run -t` needs a terminal of its own: script(1) gives it one, 40x100.
+    let inner = format!(
+        "stty rows 40 cols 100; ctr -a {} run -t --rm --runtime {RUNTIME} {} t4 sh -c 'tty; stty size; exit 5'",
+        c.dir.path().join("containerd.sock").display(),
+        c.image
+    );
+    let out = Command::new("script")
+        .args(["-qefc", &inner, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("script (util-linux)");
+    let o = text(&out.stdout);
+    // As with runc, the terminal is the container's /dev/console.
+    assert!(o.contains("/dev/console"), "tty output {o:?}, stderr {}", text(&out.stderr));
+    assert!(o.contains("40 100"), "terminal size {o:?}");
+    assert_eq!(out.status.code(), Some(5), "output {o:?}");
+    assert_pod_gone("t4");
 }

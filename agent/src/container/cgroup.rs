@@ -6,7 +6,7 @@ use std::io;
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use ironpod_protocol::{AgentError, ContainerStats};
+use ironpod_protocol::{AgentError, ContainerStats, ErrorKind};
 use oci_spec::runtime::LinuxResources;
 
 use super::plan::bad;
@@ -213,6 +213,24 @@ pub fn kill_all(dir: &Path, timeout: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(5));
     }
     false
+}
+
+/// Freezes or thaws the processes of a cgroup and waits (up to 5 s) until the kernel
+/// reports the new state.
+pub fn set_frozen(dir: &Path, frozen: bool) -> Result<(), AgentError> {
+    write(dir, "cgroup.freeze", if frozen { "1" } else { "0" })?;
+    let want = if frozen { "frozen 1" } else { "frozen 0" };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !read(dir, "cgroup.events").lines().any(|l| l == want) {
+        if Instant::now() >= deadline {
+            return Err(AgentError::new(
+                ErrorKind::Io,
+                format!("the cgroup did not report {want:?} within 5 s"),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    Ok(())
 }
 
 /// Freezes the processes of a cgroup while it lives (cgroup v2 freezer); thaws on drop.

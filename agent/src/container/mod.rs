@@ -356,6 +356,22 @@ impl Runtime {
         Ok(s)
     }
 
+    /// Freezes or thaws every process of the container.
+    pub fn set_frozen(&self, id: &str, frozen: bool) -> Result<(), AgentError> {
+        let c = self.container(id)?;
+        cgroup::set_frozen(&c.cgroup, frozen)
+    }
+
+    /// Applies new resource limits to the container's cgroup.
+    pub fn update(
+        &self,
+        id: &str,
+        r: &oci_spec::runtime::LinuxResources,
+    ) -> Result<(), AgentError> {
+        let c = self.container(id)?;
+        cgroup::apply(&c.cgroup, r)
+    }
+
     /// Writes the container's changes as a layer tar. Its processes are frozen meanwhile
     /// (as `docker commit` pauses), so the layer is a consistent snapshot.
     pub fn commit(&self, id: &str) -> Result<CommitResult, AgentError> {

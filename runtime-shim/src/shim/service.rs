@@ -8,7 +8,8 @@ use std::time::SystemTime;
 use containerd_shim::api;
 use containerd_shim::event::Event;
 use containerd_shim::protos::events::task::{
-    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskStart,
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskPaused,
+    TaskResumed, TaskStart,
 };
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim::protos::protobuf::MessageField;
@@ -35,6 +36,8 @@ struct Task {
     execs: Mutex<HashMap<String, Arc<Process>>>,
     /// This task booted the pod VM (the CRI sandbox, or a pod of one).
     owns_pod: bool,
+    /// Its processes are frozen.
+    paused: std::sync::atomic::AtomicBool,
 }
 
 /// The shim's task service.
@@ -229,6 +232,7 @@ impl Inner {
             init,
             execs: Mutex::new(HashMap::new()),
             owns_pod,
+            paused: std::sync::atomic::AtomicBool::new(false),
         });
         lock(&self.tasks).insert(req.id.clone(), task);
         Ok(pod.pid())
@@ -289,6 +293,18 @@ impl Inner {
             })
             .map_err(agent_err)?;
         Ok(stdio)
+    }
+
+    fn set_paused(&self, id: &str, paused: bool) -> TtrpcResult<()> {
+        let task = self.task(id)?;
+        if task.init.status() != Status::Running {
+            return Err(err(Code::FAILED_PRECONDITION, format!("task {id} is not running")));
+        }
+        let pod = self.pod()?;
+        let r = pod.ctl().freeze(id, paused);
+        r.map_err(agent_err)?;
+        task.paused.store(paused, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
     }
 
     /// Starts a created process; `task` and `p` from [`Inner::process`].
@@ -407,6 +423,9 @@ impl containerd_shim::Task for Service {
         };
         r.status = match p.status() {
             Status::Created => api::Status::CREATED,
+            Status::Running if task.paused.load(std::sync::atomic::Ordering::SeqCst) => {
+                api::Status::PAUSED
+            }
             Status::Running => api::Status::RUNNING,
             Status::Stopped { code, at, .. } => {
                 r.exit_status = code;
@@ -606,6 +625,38 @@ impl containerd_shim::Task for Service {
         let s = s.map_err(agent_err)?;
         let any = super::metrics::to_any(&s);
         Ok(api::StatsResponse { stats: MessageField::some(any), ..Default::default() })
+    }
+
+    fn pause(&self, _ctx: &TtrpcContext, req: api::PauseRequest) -> TtrpcResult<api::Empty> {
+        self.inner.set_paused(&req.id, true)?;
+        self.inner.publish(
+            topics::TASK_PAUSED_EVENT_TOPIC,
+            Box::new(TaskPaused { container_id: req.id.clone(), ..Default::default() }),
+        );
+        Ok(api::Empty::new())
+    }
+
+    fn resume(&self, _ctx: &TtrpcContext, req: api::ResumeRequest) -> TtrpcResult<api::Empty> {
+        self.inner.set_paused(&req.id, false)?;
+        self.inner.publish(
+            topics::TASK_RESUMED_EVENT_TOPIC,
+            Box::new(TaskResumed { container_id: req.id.clone(), ..Default::default() }),
+        );
+        Ok(api::Empty::new())
+    }
+
+    fn update(&self, _ctx: &TtrpcContext, req: api::UpdateTaskRequest) -> TtrpcResult<api::Empty> {
+        self.inner.task(&req.id)?;
+        let any = req
+            .resources
+            .as_ref()
+            .ok_or_else(|| err(Code::INVALID_ARGUMENT, "update without resources"))?;
+        let resources: oci_spec::runtime::LinuxResources = serde_json::from_slice(&any.value)
+            .map_err(|e| err(Code::INVALID_ARGUMENT, format!("update resources: {e}")))?;
+        let pod = self.inner.pod()?;
+        let r = pod.ctl().update_resources(&req.id, resources);
+        r.map_err(agent_err)?;
+        Ok(api::Empty::new())
     }
 
     fn connect(
