@@ -126,25 +126,8 @@ impl AgentClient {
     }
 
     /// Opens one more session to an agent that is known to be up (no retrying).
-    /// A refused connection is retried a few times within 1 s: the agent is up, so a
-    /// refusal is the guest's vsock being momentarily busy, not a missing listener.
     pub fn open(uds: &Path, timeout: Duration) -> Result<Self, ClientError> {
-        let mut attempt = 0;
-        let stream = loop {
-            match connect_hybrid(uds, proto::AGENT_VSOCK_PORT, timeout) {
-                Err(ClientError::Refused(_)) if attempt < 10 => {
-                    attempt += 1;
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                Err(ClientError::Io(e))
-                    if e.kind() == std::io::ErrorKind::ConnectionRefused && attempt < 10 =>
-                {
-                    attempt += 1;
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                r => break r?,
-            }
-        };
+        let stream = connect_hybrid(uds, proto::AGENT_VSOCK_PORT, timeout)?;
         let mut c = Self::handshake(stream)?;
         c.set_timeout(timeout)?;
         Ok(c)

@@ -73,6 +73,10 @@ pub struct VmSpec {
     pub serial: Option<SerialOutput>,
     /// Return memory the guest frees to the host (virtio-balloon free page reporting).
     pub free_page_reporting: bool,
+    /// Kill the VMM when the thread that started it ends (PR_SET_PDEATHSIG): right for a
+    /// CLI or monitor that starts a VM from its main thread, wrong for a server whose
+    /// worker threads come and go (the containerd shim), which ends its VMs itself.
+    pub die_with_starter: bool,
 }
 
 impl VmSpec {
@@ -103,6 +107,7 @@ impl VmSpec {
             disks: Vec::new(),
             serial: None,
             free_page_reporting: false,
+            die_with_starter: true,
         })
     }
 }
@@ -206,14 +211,16 @@ impl RunningVm {
         cmd.stdin(if deferred { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::null())
             .stderr(stderr);
-        // SAFETY: prctl is async-signal-safe. The VMM dies with the thread that started it,
-        // so a killed monitor or CLI never leaves a VM behind.
-        unsafe {
-            use std::os::unix::process::CommandExt;
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
-                Ok(())
-            });
+        if spec.die_with_starter {
+            // SAFETY: prctl is async-signal-safe. The VMM dies with the thread that started
+            // it, so a killed monitor or CLI never leaves a VM behind.
+            unsafe {
+                use std::os::unix::process::CommandExt;
+                cmd.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+                    Ok(())
+                });
+            }
         }
         let mut child = cmd.spawn().map_err(|source| {
             let _ = fs::remove_dir_all(&dir);

@@ -22,7 +22,43 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// Starts containerd on the configuration in `d` and waits for its socket.
+fn spawn_daemon(d: &std::path::Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(d.join("containerd.log"))
+        .unwrap();
+    let sock = d.join("containerd.sock");
+    let _ = std::fs::remove_file(&sock);
+    // containerd finds the shim on its PATH; the shim keeps its cache in the test dir.
+    let path = format!("{}:{}", bin_dir().display(), std::env::var("PATH").unwrap_or_default());
+    let daemon = Command::new("containerd")
+        .arg("--config")
+        .arg(d.join("config.toml"))
+        .env("PATH", path)
+        .env("IRONPOD_SHIM_ROOT", d.join("shim"))
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("containerd (apt install containerd)");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !sock.exists() {
+        assert!(Instant::now() < deadline, "containerd did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    daemon
+}
+
 impl Containerd {
+    /// Stops containerd (SIGTERM, as a service manager does) and starts it again.
+    fn restart(&mut self) {
+        // SAFETY: kill(2) of the daemon we started.
+        unsafe { libc::kill(self.daemon.id() as i32, libc::SIGTERM) };
+        let _ = self.daemon.wait();
+        self.daemon = spawn_daemon(self.dir.path());
+    }
+
     fn start() -> Containerd {
         std::fs::create_dir_all("/run/ironpod-tests").unwrap();
         let dir = tempfile::tempdir_in("/run/ironpod-tests").unwrap();
@@ -36,24 +72,7 @@ impl Containerd {
             d.display()
         );
         std::fs::write(d.join("config.toml"), config).unwrap();
-        let log = std::fs::File::create(d.join("containerd.log")).unwrap();
-        // containerd finds the shim on its PATH; the shim keeps its cache in the test dir.
-        let path = format!("{}:{}", bin_dir().display(), std::env::var("PATH").unwrap_or_default());
-        let daemon = Command::new("containerd")
-            .arg("--config")
-            .arg(d.join("config.toml"))
-            .env("PATH", path)
-            .env("IRONPOD_SHIM_ROOT", d.join("shim"))
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("containerd (apt install containerd)");
-        let sock = d.join("containerd.sock");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !sock.exists() {
-            assert!(Instant::now() < deadline, "containerd did not come up");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let daemon = spawn_daemon(d);
         // The demo image as an OCI archive, from ironpod's own store.
         let images = TestRoot::with_demo();
         let archive = d.join("demo.tar");
@@ -275,4 +294,27 @@ fn ctr_run_with_a_terminal() {
     assert!(o.contains("40 100"), "terminal size {o:?}");
     assert_eq!(out.status.code(), Some(5), "output {o:?}");
     assert_pod_gone("t4");
+}
+
+#[test]
+fn a_containerd_restart_keeps_the_pod() {
+    let _w = require_linux_kvm();
+    let mut c = Containerd::start();
+    let out = c.ctr(&["run", "-d", "--runtime", RUNTIME, &c.image, "t5", "sleep", "600"]);
+    assert!(out.status.success(), "run -d: {}", text(&out.stderr));
+    c.wait_status("t5", "RUNNING", Duration::from_secs(30));
+    let pid = c.tasks().iter().find(|t| t.0 == "t5").map(|t| t.1).unwrap();
+    c.restart();
+    // containerd finds the shim again through the bundle's address file: same VM.
+    c.wait_status("t5", "RUNNING", Duration::from_secs(30));
+    assert_eq!(c.tasks().iter().find(|t| t.0 == "t5").map(|t| t.1), Some(pid));
+    let out = c.ctr(&["task", "exec", "--exec-id", "e1", "t5", "echo", "still-here"]);
+    assert_eq!(text(&out.stdout).trim(), "still-here", "exec: {}", text(&out.stderr));
+    let out = c.ctr(&["task", "kill", "-s", "KILL", "t5"]);
+    assert!(out.status.success(), "kill: {}", text(&out.stderr));
+    c.wait_status("t5", "STOPPED", Duration::from_secs(20));
+    let out = c.ctr(&["task", "delete", "t5"]);
+    assert!(out.status.success(), "delete: {}", text(&out.stderr));
+    let _ = c.ctr(&["containers", "rm", "t5"]);
+    assert_pod_gone("t5");
 }

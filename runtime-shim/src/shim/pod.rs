@@ -43,6 +43,9 @@ impl PodVm {
         s.vcpus = vcpus;
         s.memory_mib = memory_mib;
         s.free_page_reporting = true;
+        // ttrpc's worker threads come and go; the VM lives until the pod is deleted (and a
+        // restarted shim must not lose it).
+        s.die_with_starter = false;
         s.disks = layers
             .iter()
             .map(|p| DiskConfig { path: p.clone(), read_only: true })
@@ -100,6 +103,14 @@ impl PodVm {
     /// The VMM has exited.
     pub fn gone(&self) -> bool {
         lock(&self.vm).try_exit().is_some()
+    }
+
+    /// Why the VMM is gone (its exit status and the end of its log), if it is.
+    pub fn exit_reason(&self) -> Option<String> {
+        let mut vm = lock(&self.vm);
+        let status = vm.try_exit()?;
+        let log = vm.vmm_log();
+        Some(if log.is_empty() { status.to_string() } else { format!("{status}: {log}") })
     }
 
     /// Stops the VM: asks the agent to power off, kills the VMM if it does not.

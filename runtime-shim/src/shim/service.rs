@@ -85,6 +85,14 @@ fn agent_err(e: ClientError) -> ttrpc::Error {
     }
 }
 
+/// An agent error, or — when the pod VM has died — why it did.
+fn pod_err(pod: &PodVm, e: ClientError) -> ttrpc::Error {
+    match pod.exit_reason() {
+        Some(why) => err(Code::UNAVAILABLE, format!("the pod VM has exited ({why}): {e}")),
+        None => agent_err(e),
+    }
+}
+
 fn timestamp(t: SystemTime) -> MessageField<Timestamp> {
     let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
     let mut ts = Timestamp::new();
@@ -115,10 +123,22 @@ impl Service {
 }
 
 impl Inner {
-    fn publish(&self, topic: &str, event: Box<dyn Event>) {
-        let p = lock(&self.publisher);
-        if let Err(e) = p.publish(Default::default(), topic, &self.namespace, event) {
-            log::warn!("publish {topic}: {e}");
+    /// Publishes an event to containerd. After a containerd restart the old connection is
+    /// dead: the publisher reconnects (containerd's TTRPC address is in our environment)
+    /// and sends it again.
+    fn publish(&self, topic: &str, make: &dyn Fn() -> Box<dyn Event>) {
+        let mut p = lock(&self.publisher);
+        if p.publish(Default::default(), topic, &self.namespace, make()).is_ok() {
+            return;
+        }
+        match std::env::var("TTRPC_ADDRESS").ok().and_then(|a| RemotePublisher::new(a).ok()) {
+            Some(np) => {
+                *p = np;
+                if let Err(e) = p.publish(Default::default(), topic, &self.namespace, make()) {
+                    log::warn!("publish {topic}: {e}");
+                }
+            }
+            None => log::warn!("publish {topic}: containerd is unreachable"),
         }
     }
 
@@ -272,7 +292,7 @@ impl Inner {
                 err(Code::INVALID_ARGUMENT, format!("read {}: {e}", f.source.display()))
             })?;
             let guest = format!("/run/ironpod/binds/{}/{}", req.id, f.mount);
-            pod.ctl().write_file(&guest, &data).map_err(agent_err)?;
+            pod.ctl().write_file(&guest, &data).map_err(|e| pod_err(pod, e))?;
             guest_spec::set_mount_source(spec, f.mount, &guest);
         }
         let stdio = StdioPaths {
@@ -291,7 +311,7 @@ impl Inner {
                 rootfs,
                 stdin: !req.stdin.is_empty(),
             })
-            .map_err(agent_err)?;
+            .map_err(|e| pod_err(pod, e))?;
         Ok(stdio)
     }
 
@@ -302,7 +322,7 @@ impl Inner {
         }
         let pod = self.pod()?;
         let r = pod.ctl().freeze(id, paused);
-        r.map_err(agent_err)?;
+        r.map_err(|e| pod_err(&pod, e))?;
         task.paused.store(paused, std::sync::atomic::Ordering::SeqCst);
         Ok(())
     }
@@ -316,25 +336,24 @@ impl Inner {
             ));
         }
         let pod = self.pod()?;
-        let pumps = Pumps::open(pod.uds(), &p.r#ref, &p.stdio, p.with_stdin).map_err(agent_err)?;
+        let pumps = Pumps::open(pod.uds(), &p.r#ref, &p.stdio, p.with_stdin)
+            .map_err(|e| pod_err(&pod, e))?;
         p.set_pumps(pumps);
         if let Err(e) = pod.ctl().start(&p.r#ref) {
             // containerd reports a failed start; the process will never run.
             p.set_stopped(if matches!(&e, ClientError::Agent(a) if a.kind == ironpod_protocol::ErrorKind::NotFound) { 127 } else { 126 }, SystemTime::now(), false);
-            return Err(agent_err(e));
+            return Err(pod_err(&pod, e));
         }
         let me = self.clone();
         let container = task.init.r#ref.container.clone();
         let pid = pod.pid();
         p.started(pod.uds().to_path_buf(), move |proc_, code, at, oom| {
             if oom {
-                me.publish(
-                    topics::TASK_OOM_EVENT_TOPIC,
-                    Box::new(TaskOOM { container_id: container.clone(), ..Default::default() }),
-                );
+                me.publish(topics::TASK_OOM_EVENT_TOPIC, &|| {
+                    Box::new(TaskOOM { container_id: container.clone(), ..Default::default() })
+                });
             }
-            me.publish(
-                topics::TASK_EXIT_EVENT_TOPIC,
+            me.publish(topics::TASK_EXIT_EVENT_TOPIC, &|| {
                 Box::new(TaskExit {
                     container_id: container.clone(),
                     id: proc_.r#ref.exec_id.clone().unwrap_or_else(|| container.clone()),
@@ -342,8 +361,8 @@ impl Inner {
                     exit_status: code,
                     exited_at: timestamp(at),
                     ..Default::default()
-                }),
-            );
+                })
+            });
         });
         Ok(pid)
     }
@@ -357,8 +376,7 @@ impl containerd_shim::Task for Service {
     ) -> TtrpcResult<api::CreateTaskResponse> {
         log::info!("create {} (bundle {})", req.id, req.bundle);
         let pid = self.inner.create(&req)?;
-        self.inner.publish(
-            topics::TASK_CREATE_EVENT_TOPIC,
+        self.inner.publish(topics::TASK_CREATE_EVENT_TOPIC, &|| {
             Box::new(TaskCreate {
                 container_id: req.id.clone(),
                 bundle: req.bundle.clone(),
@@ -372,8 +390,8 @@ impl containerd_shim::Task for Service {
                 }),
                 pid,
                 ..Default::default()
-            }),
-        );
+            })
+        });
         Ok(api::CreateTaskResponse { pid, ..Default::default() })
     }
 
@@ -382,23 +400,22 @@ impl containerd_shim::Task for Service {
         _ctx: &TtrpcContext,
         req: api::StartRequest,
     ) -> TtrpcResult<api::StartResponse> {
+        log::debug!("start {:?}", req);
         let (task, p) = self.inner.process(&req.id, &req.exec_id)?;
         let pid = self.inner.start(&task, &p)?;
         if req.exec_id.is_empty() {
-            self.inner.publish(
-                topics::TASK_START_EVENT_TOPIC,
-                Box::new(TaskStart { container_id: req.id.clone(), pid, ..Default::default() }),
-            );
+            self.inner.publish(topics::TASK_START_EVENT_TOPIC, &|| {
+                Box::new(TaskStart { container_id: req.id.clone(), pid, ..Default::default() })
+            });
         } else {
-            self.inner.publish(
-                topics::TASK_EXEC_STARTED_EVENT_TOPIC,
+            self.inner.publish(topics::TASK_EXEC_STARTED_EVENT_TOPIC, &|| {
                 Box::new(TaskExecStarted {
                     container_id: req.id.clone(),
                     exec_id: req.exec_id.clone(),
                     pid,
                     ..Default::default()
-                }),
-            );
+                })
+            });
         }
         Ok(api::StartResponse { pid, ..Default::default() })
     }
@@ -408,6 +425,7 @@ impl containerd_shim::Task for Service {
         _ctx: &TtrpcContext,
         req: api::StateRequest,
     ) -> TtrpcResult<api::StateResponse> {
+        log::debug!("state {:?}", req);
         let (task, p) = self.inner.process(&req.id, &req.exec_id)?;
         let pid = lock(&self.inner.pod).as_ref().map(|p| p.pid()).unwrap_or(0);
         let mut r = api::StateResponse {
@@ -438,6 +456,7 @@ impl containerd_shim::Task for Service {
     }
 
     fn wait(&self, _ctx: &TtrpcContext, req: api::WaitRequest) -> TtrpcResult<api::WaitResponse> {
+        log::debug!("wait {:?}", req);
         let (_, p) = self.inner.process(&req.id, &req.exec_id)?;
         if p.status() == Status::Created && req.exec_id.is_empty() {
             // containerd waits on created tasks too; the exit comes after a start.
@@ -447,6 +466,7 @@ impl containerd_shim::Task for Service {
     }
 
     fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<api::Empty> {
+        log::debug!("kill {:?}", req);
         let (_, p) = self.inner.process(&req.id, &req.exec_id)?;
         match p.status() {
             Status::Stopped { .. } => {
@@ -468,7 +488,7 @@ impl containerd_shim::Task for Service {
             .ok_or_else(|| err(Code::INVALID_ARGUMENT, format!("bad signal {}", req.signal)))?;
         let pod = self.inner.pod()?;
         let r = pod.ctl().signal(&p.r#ref, sig, req.all);
-        r.map_err(agent_err)?;
+        r.map_err(|e| pod_err(&pod, e))?;
         Ok(api::Empty::new())
     }
 
@@ -477,6 +497,7 @@ impl containerd_shim::Task for Service {
         _ctx: &TtrpcContext,
         req: api::DeleteRequest,
     ) -> TtrpcResult<api::DeleteResponse> {
+        log::debug!("delete {:?}", req);
         let (task, p) = self.inner.process(&req.id, &req.exec_id)?;
         let (code, at) = match p.status() {
             Status::Stopped { code, at, .. } => (code, at),
@@ -508,8 +529,7 @@ impl containerd_shim::Task for Service {
             }
         }
         lock(&self.inner.tasks).remove(&req.id);
-        self.inner.publish(
-            topics::TASK_DELETE_EVENT_TOPIC,
+        self.inner.publish(topics::TASK_DELETE_EVENT_TOPIC, &|| {
             Box::new(TaskDelete {
                 container_id: req.id.clone(),
                 id: req.id.clone(),
@@ -517,8 +537,8 @@ impl containerd_shim::Task for Service {
                 exit_status: code,
                 exited_at: timestamp(at),
                 ..Default::default()
-            }),
-        );
+            })
+        });
         Ok(api::DeleteResponse {
             pid,
             exit_status: code,
@@ -553,7 +573,7 @@ impl containerd_shim::Task for Service {
                 stdin: !req.stdin.is_empty(),
                 user: None,
             })
-            .map_err(agent_err)?;
+            .map_err(|e| pod_err(&pod, e))?;
         let stdio = StdioPaths {
             stdin: req.stdin.clone(),
             stdout: req.stdout.clone(),
@@ -566,14 +586,13 @@ impl containerd_shim::Task for Service {
             !req.stdin.is_empty(),
         );
         lock(&task.execs).insert(req.exec_id.clone(), p);
-        self.inner.publish(
-            topics::TASK_EXEC_ADDED_EVENT_TOPIC,
+        self.inner.publish(topics::TASK_EXEC_ADDED_EVENT_TOPIC, &|| {
             Box::new(TaskExecAdded {
                 container_id: req.id.clone(),
                 exec_id: req.exec_id.clone(),
                 ..Default::default()
-            }),
-        );
+            })
+        });
         Ok(api::Empty::new())
     }
 
@@ -587,7 +606,7 @@ impl containerd_shim::Task for Service {
         let cols = u16::try_from(req.width).unwrap_or(u16::MAX);
         let pod = self.inner.pod()?;
         let r = pod.ctl().resize(&p.r#ref, rows, cols);
-        r.map_err(agent_err)?;
+        r.map_err(|e| pod_err(&pod, e))?;
         Ok(api::Empty::new())
     }
 
@@ -603,7 +622,7 @@ impl containerd_shim::Task for Service {
         self.inner.task(&req.id)?;
         let pod = self.inner.pod()?;
         let list = pod.ctl().processes(&req.id);
-        let list = list.map_err(agent_err)?;
+        let list = list.map_err(|e| pod_err(&pod, e))?;
         let processes = list
             .into_iter()
             .map(|p| containerd_shim::protos::types::task::ProcessInfo {
@@ -622,26 +641,24 @@ impl containerd_shim::Task for Service {
         self.inner.task(&req.id)?;
         let pod = self.inner.pod()?;
         let s = pod.ctl().stats(&req.id);
-        let s = s.map_err(agent_err)?;
+        let s = s.map_err(|e| pod_err(&pod, e))?;
         let any = super::metrics::to_any(&s);
         Ok(api::StatsResponse { stats: MessageField::some(any), ..Default::default() })
     }
 
     fn pause(&self, _ctx: &TtrpcContext, req: api::PauseRequest) -> TtrpcResult<api::Empty> {
         self.inner.set_paused(&req.id, true)?;
-        self.inner.publish(
-            topics::TASK_PAUSED_EVENT_TOPIC,
-            Box::new(TaskPaused { container_id: req.id.clone(), ..Default::default() }),
-        );
+        self.inner.publish(topics::TASK_PAUSED_EVENT_TOPIC, &|| {
+            Box::new(TaskPaused { container_id: req.id.clone(), ..Default::default() })
+        });
         Ok(api::Empty::new())
     }
 
     fn resume(&self, _ctx: &TtrpcContext, req: api::ResumeRequest) -> TtrpcResult<api::Empty> {
         self.inner.set_paused(&req.id, false)?;
-        self.inner.publish(
-            topics::TASK_RESUMED_EVENT_TOPIC,
-            Box::new(TaskResumed { container_id: req.id.clone(), ..Default::default() }),
-        );
+        self.inner.publish(topics::TASK_RESUMED_EVENT_TOPIC, &|| {
+            Box::new(TaskResumed { container_id: req.id.clone(), ..Default::default() })
+        });
         Ok(api::Empty::new())
     }
 
@@ -655,7 +672,7 @@ impl containerd_shim::Task for Service {
             .map_err(|e| err(Code::INVALID_ARGUMENT, format!("update resources: {e}")))?;
         let pod = self.inner.pod()?;
         let r = pod.ctl().update_resources(&req.id, resources);
-        r.map_err(agent_err)?;
+        r.map_err(|e| pod_err(&pod, e))?;
         Ok(api::Empty::new())
     }
 
@@ -673,6 +690,7 @@ impl containerd_shim::Task for Service {
     }
 
     fn shutdown(&self, _ctx: &TtrpcContext, _req: api::ShutdownRequest) -> TtrpcResult<api::Empty> {
+        log::debug!("shutdown");
         if !lock(&self.inner.tasks).is_empty() {
             // containerd asks after every delete; the shim serves until its last task goes.
             return Ok(api::Empty::new());
