@@ -173,6 +173,9 @@ fn read_file(path: &str, offset: u64, max_len: u32) -> Result<ResponseBody> {
 
 fn write_file(path: &str, data: &[u8], append: bool) -> Result<ResponseBody> {
     let p = absolute(path)?;
+    if let Some(parent) = p.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| with_path(path, e))?;
+    }
     let mut opts = OpenOptions::new();
     opts.write(true).create(true);
     if append {

@@ -75,7 +75,7 @@ pub enum RequestBody {
         /// Largest number of bytes to return (capped at [`MAX_READ`]).
         max_len: u32,
     },
-    /// Writes (or appends to) a file, creating it if needed.
+    /// Writes (or appends to) a file, creating it (and its parent directories) if needed.
     WriteFile {
         /// Absolute path.
         path: String,

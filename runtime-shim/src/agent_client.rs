@@ -200,12 +200,24 @@ impl AgentClient {
         fstype: &str,
         read_only: bool,
     ) -> Result<(), ClientError> {
+        self.mount_with(source, target, fstype, read_only, None)
+    }
+
+    /// Like [`Self::mount`], with filesystem options (mount(2) data, e.g. `size=64m`).
+    pub fn mount_with(
+        &mut self,
+        source: &str,
+        target: &str,
+        fstype: &str,
+        read_only: bool,
+        options: Option<&str>,
+    ) -> Result<(), ClientError> {
         let body = RequestBody::Mount {
             source: source.into(),
             target: target.into(),
             fstype: fstype.into(),
             read_only,
-            options: None,
+            options: options.map(str::to_string),
         };
         self.expect_done(body)
     }

@@ -318,3 +318,56 @@ fn a_containerd_restart_keeps_the_pod() {
     let _ = c.ctr(&["containers", "rm", "t5"]);
     assert_pod_gone("t5");
 }
+
+#[test]
+fn bind_mounts_host_files_pod_shm_and_refused_directories() {
+    let _w = require_linux_kvm();
+    let c = Containerd::start();
+    let host = tempfile::tempdir_in("/run/ironpod-tests").unwrap();
+    let greeting = host.path().join("greeting");
+    std::fs::write(&greeting, "hello from the host\n").unwrap();
+    let shm = host.path().join("shm");
+    std::fs::create_dir(&shm).unwrap();
+    let file_mount =
+        format!("type=bind,src={},dst=/etc/greeting,options=rbind:ro", greeting.display());
+    let shm_mount = format!("type=bind,src={},dst=/dev/shm,options=rbind:rw", shm.display());
+    let out = c.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        "--mount",
+        &file_mount,
+        "--mount",
+        &shm_mount,
+        &c.image,
+        "t6",
+        "sh",
+        "-c",
+        "cat /etc/greeting; echo x > /dev/shm/f && cat /dev/shm/f; grep ' /dev/shm ' /proc/mounts",
+    ]);
+    let o = text(&out.stdout);
+    assert!(out.status.success(), "run: {o} {}", text(&out.stderr));
+    assert!(o.contains("hello from the host"), "{o}");
+    assert!(o.contains("x\n") && o.contains("tmpfs"), "shm: {o}");
+    // The copy is the guest's: the host file and directory are untouched.
+    assert!(std::fs::read_dir(&shm).unwrap().next().is_none());
+    assert_pod_gone("t6");
+    // A host directory elsewhere cannot be shared with the VM (yet): a clear error.
+    let dir_mount = format!("type=bind,src={},dst=/data,options=rbind:rw", shm.display());
+    let out = c.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        "--mount",
+        &dir_mount,
+        &c.image,
+        "t7",
+        "true",
+    ]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("host directory"), "stderr {}", text(&out.stderr));
+    let _ = c.ctr(&["containers", "rm", "t7"]);
+    assert_pod_gone("t7");
+}

@@ -8,7 +8,9 @@
 //! - hooks run host programs: dropped (containerd's CRI does not use them; CNI runs on the
 //!   host before the pod starts);
 //! - bind mounts of host files are listed so the caller copies them into the guest and the
-//!   mount points at the copy; host directories are refused (they need volume sharing);
+//!   mount points at the copy; a host directory bound at `/dev/shm` (the CRI's pod-wide shm)
+//!   becomes the pod's shared tmpfs in the guest; other host directories are refused (they
+//!   need volume sharing);
 //! - AppArmor and SELinux labels name host policies: cleared.
 
 use std::path::{Path, PathBuf};
@@ -17,6 +19,15 @@ use oci_spec::runtime::{LinuxNamespace, LinuxNamespaceType, Mount, Spec};
 
 /// Largest host file a bind mount may bring into the guest (a copy is made).
 pub const MAX_BIND_FILE: u64 = 1 << 20;
+
+/// What the caller must provide in the guest for the spec's bind mounts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GuestBinds {
+    /// Host files to copy in (and point their mounts at).
+    pub files: Vec<HostFile>,
+    /// Indexes of mounts to point at the pod's shared `/dev/shm` tmpfs.
+    pub pod_shm: Vec<usize>,
+}
 
 /// A host file that a bind mount of the spec needs in the guest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,11 +55,11 @@ fn proc_ns_pid(p: &Path) -> Option<u32> {
 }
 
 /// Rewrites `spec` for the guest. `sandbox` maps the host pid we reported for the pod's
-/// sandbox task to its init's pid in the guest. Returns the host files to copy in.
+/// sandbox task to its init's pid in the guest. Returns what the bind mounts need.
 pub fn for_guest(
     spec: &mut Spec,
     sandbox: impl Fn(u32) -> Option<i32>,
-) -> Result<Vec<HostFile>, String> {
+) -> Result<GuestBinds, String> {
     spec.set_hooks(None);
     if let Some(p) = spec.process_mut() {
         p.set_apparmor_profile(None);
@@ -79,7 +90,7 @@ pub fn for_guest(
         }
         linux.set_namespaces(Some(out));
     }
-    let mut files = Vec::new();
+    let mut binds = GuestBinds::default();
     for (i, m) in spec.mounts().clone().unwrap_or_default().iter().enumerate() {
         if !is_bind(m) {
             continue;
@@ -90,6 +101,10 @@ pub fn for_guest(
             .ok_or_else(|| format!("bind mount at {} has no source", m.destination().display()))?;
         let meta = std::fs::metadata(&source)
             .map_err(|e| format!("bind mount source {}: {e}", source.display()))?;
+        if meta.is_dir() && m.destination() == Path::new("/dev/shm") {
+            binds.pod_shm.push(i);
+            continue;
+        }
         if meta.is_dir() {
             return Err(format!(
                 "bind mount of the host directory {} at {}: sharing host directories with a \
@@ -105,9 +120,9 @@ pub fn for_guest(
                 MAX_BIND_FILE
             ));
         }
-        files.push(HostFile { mount: i, source });
+        binds.files.push(HostFile { mount: i, source });
     }
-    Ok(files)
+    Ok(binds)
 }
 
 /// Points mount `index` of `spec` at `guest_path`.
@@ -175,13 +190,23 @@ mod tests {
         };
         let proc_ = MountBuilder::default().destination("/proc").typ("proc").build().unwrap();
         let mut s = spec_with(vec![], vec![proc_, bind(&f)]);
-        let files = for_guest(&mut s, |_| None).unwrap();
-        assert_eq!(files, vec![HostFile { mount: 1, source: f.clone() }]);
+        let binds = for_guest(&mut s, |_| None).unwrap();
+        assert_eq!(binds.files, vec![HostFile { mount: 1, source: f.clone() }]);
         set_mount_source(&mut s, 1, "/run/x");
         assert_eq!(s.mounts().as_ref().unwrap()[1].source().as_deref(), Some(Path::new("/run/x")));
         let mut s = spec_with(vec![], vec![bind(t.path())]);
         assert!(for_guest(&mut s, |_| None).unwrap_err().contains("directory"));
         let mut s = spec_with(vec![], vec![bind(&t.path().join("missing"))]);
         assert!(for_guest(&mut s, |_| None).is_err());
+        // The CRI's pod shm directory: the pod's shared tmpfs in the guest.
+        let shm = MountBuilder::default()
+            .destination("/dev/shm")
+            .typ("bind")
+            .source(t.path())
+            .options(vec!["rbind".to_string(), "nosuid".to_string()])
+            .build()
+            .unwrap();
+        let mut s = spec_with(vec![], vec![shm]);
+        assert_eq!(for_guest(&mut s, |_| None).unwrap().pod_shm, vec![0]);
     }
 }

@@ -20,7 +20,11 @@ pub struct PodVm {
     pid: u32,
     layers: Vec<PathBuf>,
     writable: PathBuf,
+    shm: Mutex<bool>,
 }
+
+/// Where the pod's shared `/dev/shm` lives in the guest.
+pub const POD_SHM: &str = "/run/ironpod/pod-shm";
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -69,6 +73,7 @@ impl PodVm {
             ctl: Mutex::new(ctl),
             layers,
             writable,
+            shm: Mutex::new(false),
         })
     }
 
@@ -98,6 +103,23 @@ impl PodVm {
             layers: layers.iter().map(|p| disk_serial(p)).collect(),
             writable: disk_serial(&self.writable),
         })
+    }
+
+    /// The pod's shared `/dev/shm` in the guest (a 64 MiB tmpfs, as Docker and the CRI
+    /// give), mounted the first time a container asks for it.
+    pub fn shm(&self) -> Result<&'static str, crate::agent_client::ClientError> {
+        let mut done = lock(&self.shm);
+        if !*done {
+            lock(&self.ctl).mount_with(
+                "shm",
+                POD_SHM,
+                "tmpfs",
+                false,
+                Some("mode=1777,size=65536k"),
+            )?;
+            *done = true;
+        }
+        Ok(POD_SHM)
     }
 
     /// The VMM has exited.

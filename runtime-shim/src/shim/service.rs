@@ -285,9 +285,15 @@ impl Inner {
             let id = sandbox_guest_pid.as_ref()?;
             pod.ctl().processes(id).ok()?.first().map(|p| p.pid)
         };
-        let files =
+        let binds =
             guest_spec::for_guest(spec, guest_pid).map_err(|e| err(Code::INVALID_ARGUMENT, e))?;
-        for f in files {
+        if !binds.pod_shm.is_empty() {
+            let shm = pod.shm().map_err(|e| pod_err(pod, e))?;
+            for &i in &binds.pod_shm {
+                guest_spec::set_mount_source(spec, i, shm);
+            }
+        }
+        for f in binds.files {
             let data = std::fs::read(&f.source).map_err(|e| {
                 err(Code::INVALID_ARGUMENT, format!("read {}: {e}", f.source.display()))
             })?;
