@@ -285,6 +285,23 @@ fn clean(line: &str) -> String {
     out
 }
 
+/// How long QEMU may use no CPU at all before the watchdog wakes L1's CPU.
+const STALL: Duration = Duration::from_secs(20);
+
+/// CPU time (clock ticks, user + system) used so far by all of QEMU's threads.
+fn qemu_cpu_ticks(pid: u32) -> u64 {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+    tasks
+        .flatten()
+        .filter_map(|t| fs::read_to_string(t.path().join("stat")).ok())
+        .filter_map(|st| {
+            let rest = &st[st.rfind(')')? + 1..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .sum()
+}
+
 /// Runs `cmd` in the rig and returns its exit status.
 pub fn run(cmd: &[String], release: bool, timeout: Duration, mem_mib: u64) -> Result<i32> {
     deps::ensure()?;
@@ -321,6 +338,8 @@ pub fn run(cmd: &[String], release: bool, timeout: Duration, mem_mib: u64) -> Re
         ))
         .args(["-fsdev", "local,id=hr,path=/,security_model=none,readonly=on,multidevs=remap"])
         .args(["-device", "virtio-9p-pci,fsdev=hr,mount_tag=hostroot", "-nic", "none"])
+        .arg("-monitor")
+        .arg(format!("unix:{},server=on,wait=off", work.join("hmp.sock").display()))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -328,13 +347,29 @@ pub fn run(cmd: &[String], release: bool, timeout: Duration, mem_mib: u64) -> Re
         .context("cannot start qemu-system-x86_64")?;
     let stdout = child.stdout.take().context("no qemu stdout")?;
     let pid = child.id();
+    let hmp = work.join("hmp.sock");
     let watchdog = std::thread::spawn(move || {
         let deadline = Instant::now() + timeout;
+        let (mut cpu, mut since) = (qemu_cpu_ticks(pid), Instant::now());
         while Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(200));
             // SAFETY: probing a pid with signal 0 has no effect.
             if unsafe { libc::kill(pid as i32, 0) } != 0 {
                 return false;
+            }
+            let now = qemu_cpu_ticks(pid);
+            if now != cpu {
+                (cpu, since) = (now, Instant::now());
+            } else if since.elapsed() > STALL {
+                // Seen rarely under TCG: L1 halts and the interrupt that should wake it
+                // never comes, so the whole machine sleeps forever. An NMI wakes the CPU;
+                // the kernel then runs its expired timers and goes on.
+                eprintln!("xtask rig: L1 made no progress for {STALL:?}: waking its CPU (NMI)");
+                if let Ok(mut s) = std::os::unix::net::UnixStream::connect(&hmp) {
+                    let _ = std::io::Write::write_all(&mut s, b"nmi\n");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                since = Instant::now();
             }
         }
         // SAFETY: killing our own child.
