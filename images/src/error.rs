@@ -56,6 +56,9 @@ pub enum ImageError {
     /// Stored credentials are unreadable.
     #[error("credentials: {0}")]
     Credentials(String),
+    /// A `--change` instruction is malformed or unsupported.
+    #[error("invalid change: {0}")]
+    InvalidChange(String),
     /// A tarball is unsafe or unreadable.
     #[error("bad tar archive: {0}")]
     BadTar(String),

@@ -71,8 +71,22 @@ pub(crate) fn validate(path: &Path) -> Result<u64, ImageError> {
     Ok(count)
 }
 
-/// Imports `tarball` as a one-layer image; returns the manifest digest.
-pub fn import(blobs: &BlobStore, tarball: &Path, name: &ImageName) -> Result<Digest, ImageError> {
+/// Imports `tarball` as a one-layer image whose run configuration gets the Dockerfile
+/// instructions `changes` ([`crate::change`]); returns the manifest digest.
+pub fn import(
+    blobs: &BlobStore,
+    tarball: &Path,
+    name: &ImageName,
+    changes: &[String],
+) -> Result<Digest, ImageError> {
+    let mut run_config = serde_json::Map::new();
+    run_config.insert(
+        "Env".into(),
+        serde_json::json!(["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]),
+    );
+    for c in changes {
+        crate::change::apply(&mut run_config, c)?;
+    }
     validate(tarball)?;
     // Layer: gzip of the tar; diff_id: digest of the uncompressed tar.
     let mut src = open_tar(tarball)?;
@@ -89,9 +103,7 @@ pub fn import(blobs: &BlobStore, tarball: &Path, name: &ImageName) -> Result<Dig
         "created": created,
         "architecture": "amd64",
         "os": "linux",
-        "config": {
-            "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
-        },
+        "config": run_config,
         "rootfs": { "type": "layers", "diff_ids": [diff_id.to_string()] },
         "history": [{
             "created": created,

@@ -12,6 +12,7 @@
 mod archive;
 pub mod auth;
 mod blobs;
+pub mod change;
 mod commit;
 mod db;
 pub use db::open_sqlite;
@@ -99,9 +100,20 @@ impl ImageStore {
 
     /// Imports a root filesystem tarball (plain or gzip) as a one-layer image named `name`.
     pub fn import(&self, tarball: &Path, name: &str) -> Result<ImageSummary, ImageError> {
+        self.import_with(tarball, name, &[])
+    }
+
+    /// Like [`ImageStore::import`], with Dockerfile instructions (`CMD […]`, `ENV K=V`, …)
+    /// applied to the image's configuration, as `docker import --change`.
+    pub fn import_with(
+        &self,
+        tarball: &Path,
+        name: &str,
+        changes: &[String],
+    ) -> Result<ImageSummary, ImageError> {
         let name = ImageName::parse(name)?;
         let _l = self.lock(false)?;
-        let manifest = import::import(&self.blobs, tarball, &name)?;
+        let manifest = import::import(&self.blobs, tarball, &name, changes)?;
         self.db.set_ref(&name.full(), &manifest)?;
         self.summary_of(&manifest)
     }

@@ -327,3 +327,21 @@ fn commit_adds_a_checked_layer_on_top_of_the_base() {
     assert_eq!(disks.len(), 2);
     assert_eq!(disks[0], store.layer_disks("base:1").unwrap()[0]);
 }
+
+#[test]
+fn import_with_changes_sets_the_run_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(&dir.path().join("root")).unwrap();
+    let tar = rootfs_tar(dir.path());
+    let changes = vec![r#"CMD ["sleep", "inf"]"#.to_string(), "ENV A=1".to_string()];
+    store.import_with(&tar, "pause", &changes).unwrap();
+    let d = store.inspect("pause").unwrap();
+    let c = d.config.config().as_ref().unwrap();
+    assert_eq!(c.cmd().as_ref().unwrap(), &vec!["sleep".to_string(), "inf".to_string()]);
+    assert!(c.env().as_ref().unwrap().contains(&"A=1".to_string()));
+    // A bad instruction stores nothing.
+    let e = store.import_with(&tar, "bad", &["RUN make".to_string()]).unwrap_err();
+    assert!(matches!(e, ImageError::InvalidChange(_)), "{e}");
+    assert!(store.inspect("bad").is_err());
+    assert_eq!(store.list().unwrap().len(), 1);
+}

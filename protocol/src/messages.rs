@@ -169,6 +169,12 @@ pub enum RequestBody {
         /// Absolute path.
         path: String,
     },
+    /// Unmounts a read-only layer disk that no container uses any more, so that the host
+    /// may detach it; refused ([`ErrorKind::InvalidState`]) while the disk is still in use.
+    ReleaseDisk {
+        /// The disk's serial.
+        serial: String,
+    },
     /// Kills every process of the container, unmounts its root and removes its cgroup.
     /// Its upper layer stays on the writable disk unless `discard_changes`.
     DeleteContainer {

@@ -349,6 +349,11 @@ impl AgentClient {
         self.expect_done(RequestBody::RemoveFile { path: path.into() })
     }
 
+    /// Unmounts a layer disk no container uses, so it can be detached.
+    pub fn release_disk(&mut self, serial: &str) -> Result<(), ClientError> {
+        self.expect_done(RequestBody::ReleaseDisk { serial: serial.into() })
+    }
+
     /// Kills a container's processes and takes it apart.
     pub fn delete_container(&mut self, container: &str, discard: bool) -> Result<(), ClientError> {
         self.expect_done(RequestBody::DeleteContainer {

@@ -14,6 +14,7 @@ pub mod shim;
 pub mod spec;
 pub mod state;
 pub mod vm;
+pub mod vmm_api;
 
 /// Logs to stderr, quiet unless `RUST_LOG` asks: errors reach the user as one line.
 pub fn init_tracing() {

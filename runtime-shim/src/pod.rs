@@ -94,8 +94,7 @@ pub fn lease_holder(id: &str) -> String {
 
 /// The virtio-blk serial the VMM gives a disk file (the first 20 bytes of its name).
 pub fn disk_serial(path: &Path) -> String {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    name.chars().take(20).collect()
+    ironpod_vmm::api::serial_of(path)
 }
 
 /// A new container id: 64 random hex digits.

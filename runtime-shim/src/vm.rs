@@ -20,6 +20,8 @@ pub const RUN_DIR: &str = "/run/ironpod/vms";
 pub const BASE_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 quiet";
 /// Guest CID. The vsock device is emulated per VMM, so every VM can use the same one.
 pub const GUEST_CID: u32 = 3;
+/// File name of the VMM's control socket in the VM's runtime directory.
+const API_SOCKET: &str = "api.sock";
 
 /// Errors managing a VM.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +79,9 @@ pub struct VmSpec {
     /// CLI or monitor that starts a VM from its main thread, wrong for a server whose
     /// worker threads come and go (the containerd shim), which ends its VMs itself.
     pub die_with_starter: bool,
+    /// Empty read-only disk slots for layers attached while the pod runs; with any, the
+    /// VMM also listens on its control socket ([`RunningVm::api_path`]).
+    pub spare_disks: u8,
 }
 
 impl VmSpec {
@@ -108,6 +113,7 @@ impl VmSpec {
             serial: None,
             free_page_reporting: false,
             die_with_starter: true,
+            spare_disks: 0,
         })
     }
 }
@@ -194,6 +200,8 @@ impl RunningVm {
                 .clone()
                 .unwrap_or_else(|| SerialOutput::File(dir.join("console.log"))),
             free_page_reporting: spec.free_page_reporting,
+            spare_disks: spec.spare_disks,
+            api_socket: (spec.spare_disks > 0).then(|| dir.join(API_SOCKET)),
         };
         let cfg_path = dir.join("vm.json");
         let text = serde_json::to_vec_pretty(&config)
@@ -243,6 +251,11 @@ impl RunningVm {
     /// The VM's runtime directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The VMM's control socket (present when the VM has spare disk slots).
+    pub fn api_path(&self) -> PathBuf {
+        self.dir.join(API_SOCKET)
     }
 
     /// The host side of the vsock device.

@@ -1,4 +1,5 @@
 //! ironpod-vmm: a KVM virtual machine monitor for one pod.
+pub mod api;
 pub mod arch;
 pub mod bus;
 pub mod config;

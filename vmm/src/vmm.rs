@@ -162,6 +162,8 @@ pub struct Vm {
     next_irq: u32,
     cleanup: Vec<PathBuf>,
     config: VmConfig,
+    disks: Vec<Arc<Mutex<Block>>>,
+    spare_disks: Vec<Arc<Mutex<Block>>>,
 }
 
 fn host_memory_mib() -> Option<u64> {
@@ -250,12 +252,19 @@ impl Vm {
             next_irq: layout::IRQ_BASE,
             cleanup: Vec::new(),
             config,
+            disks: Vec::new(),
+            spare_disks: Vec::new(),
         };
         vmm.add_legacy_devices()?;
         for disk in vmm.config.disks.clone() {
-            let dev = Block::new(&disk.path, disk.read_only)
-                .map_err(|e| VmmError::Device(e.to_string()))?;
-            vmm.add_virtio(Arc::new(Mutex::new(dev)))?;
+            vmm.add_disk(&disk.path, disk.read_only)?;
+        }
+        for _ in 0..vmm.config.spare_disks {
+            let dev = Arc::new(Mutex::new(
+                Block::empty(true).map_err(|e| VmmError::Device(e.to_string()))?,
+            ));
+            vmm.add_virtio(dev.clone())?;
+            vmm.spare_disks.push(dev);
         }
         if vmm.config.free_page_reporting {
             let dev = crate::virtio::balloon::Balloon::new()
@@ -275,16 +284,23 @@ impl Vm {
     /// Called before [`Vm::run`].
     pub fn add_late(&mut self, late: crate::config::LateConfig) -> Result<(), VmmError> {
         for disk in late.disks {
-            let dev = Block::new(&disk.path, disk.read_only)
-                .map_err(|e| VmmError::Device(e.to_string()))?;
+            self.add_disk(&disk.path, disk.read_only)?;
             self.config.disks.push(disk);
-            self.add_virtio(Arc::new(Mutex::new(dev)))?;
         }
         if !late.cmdline.trim().is_empty() {
             self.cmdline
                 .insert_str(late.cmdline.trim())
                 .map_err(|e| VmmError::Cmdline(e.to_string()))?;
         }
+        Ok(())
+    }
+
+    fn add_disk(&mut self, path: &std::path::Path, read_only: bool) -> Result<(), VmmError> {
+        let dev = Arc::new(Mutex::new(
+            Block::new(path, read_only).map_err(|e| VmmError::Device(e.to_string()))?,
+        ));
+        self.add_virtio(dev.clone())?;
+        self.disks.push(dev);
         Ok(())
     }
 
@@ -398,6 +414,21 @@ impl Vm {
         for s in self.subscribers.drain(..) {
             em.add_subscriber(s);
         }
+        // Held until the loop ends: dropping the server removes its socket file.
+        let _api = match self.config.api_socket.clone() {
+            Some(path) => {
+                let slots = crate::api::DiskSlots {
+                    fixed: std::mem::take(&mut self.disks),
+                    spare: std::mem::take(&mut self.spare_disks),
+                };
+                let server = crate::api::ApiServer::bind(&path, slots)
+                    .map_err(|e| VmmError::Host(format!("API socket {}: {e}", path.display())))?;
+                let server = Arc::new(Mutex::new(server));
+                em.add_subscriber(server.clone());
+                Some(server)
+            }
+            None => None,
+        };
         em.add_subscriber(Arc::new(Mutex::new(ExitWatcher {
             reset_evt,
             vcpu_evt: vcpu_evt.try_clone().map_err(host)?,

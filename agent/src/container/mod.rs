@@ -13,7 +13,7 @@ mod procs;
 mod rootfs;
 mod seccomp;
 mod stdio;
-mod storage;
+pub(crate) mod storage;
 mod users;
 
 use std::collections::HashMap;

@@ -3,8 +3,10 @@
 
 use std::collections::HashSet;
 use std::fs;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use ironpod_protocol::{AgentError, ErrorKind};
 
@@ -21,7 +23,12 @@ fn serial_ok(s: &str) -> bool {
         && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
-/// Finds the block device whose virtio-blk serial is `serial`.
+/// How long a disk the host attached while the guest runs may take to show its size.
+const ATTACH_WAIT: Duration = Duration::from_secs(5);
+
+/// Finds the block device whose virtio-blk serial is `serial`. A disk the host has just
+/// attached to a spare slot shows its serial at once but its size only once the kernel has
+/// handled the configuration-change interrupt: wait for that.
 pub fn find_disk(serial: &str) -> Result<PathBuf, AgentError> {
     if !serial_ok(serial) {
         return Err(AgentError::new(ErrorKind::BadRequest, format!("bad disk serial {serial:?}")));
@@ -33,8 +40,22 @@ pub fn find_disk(serial: &str) -> Result<PathBuf, AgentError> {
             continue;
         }
         let s = fs::read_to_string(e.path().join("serial")).unwrap_or_default();
-        if s.trim_end_matches(['\0', '\n']) == serial {
-            return Ok(Path::new("/dev").join(name));
+        if s.trim_end_matches(['\0', '\n']) != serial {
+            continue;
+        }
+        let deadline = Instant::now() + ATTACH_WAIT;
+        loop {
+            let size = fs::read_to_string(e.path().join("size")).unwrap_or_default();
+            if size.trim().parse::<u64>().unwrap_or(0) > 0 {
+                return Ok(Path::new("/dev").join(name));
+            }
+            if Instant::now() >= deadline {
+                return Err(AgentError::new(
+                    ErrorKind::Io,
+                    format!("disk {serial:?} ({name}) stays empty"),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
     Err(AgentError::new(ErrorKind::NotFound, format!("no disk with serial {serial:?} is attached")))
@@ -71,6 +92,41 @@ fn mount_once(
 /// Mounts (once) a read-only layer disk and returns its mount point.
 pub fn layer(serial: &str) -> Result<PathBuf, AgentError> {
     mount_once(serial, LAYERS_DIR, "erofs", true)
+}
+
+/// Unmounts a layer disk so that the host can detach it. Refused while anything still
+/// uses its filesystem: an overlay keeps the filesystem alive after its mount point is
+/// gone, which the exclusive open of the device detects (the mount is then made again, so
+/// the layer stays usable).
+pub fn release_layer(serial: &str) -> Result<(), AgentError> {
+    if !serial_ok(serial) {
+        return Err(AgentError::new(ErrorKind::BadRequest, format!("bad disk serial {serial:?}")));
+    }
+    let target = Path::new(LAYERS_DIR).join(serial);
+    let mut mounted = MOUNTED.lock().unwrap_or_else(|e| e.into_inner());
+    let set = mounted.get_or_insert_with(HashSet::new);
+    if !set.contains(&target) {
+        return Ok(()); // never mounted
+    }
+    let dev = find_disk(serial)?;
+    let busy = |what: &str| {
+        AgentError::new(ErrorKind::InvalidState, format!("layer disk {serial} is {what}"))
+    };
+    let c = std::ffi::CString::new(target.as_os_str().as_encoded_bytes())
+        .map_err(|_| AgentError::new(ErrorKind::BadRequest, "bad mount point"))?;
+    // SAFETY: c is a valid NUL-terminated path.
+    if unsafe { libc::umount2(c.as_ptr(), 0) } != 0 {
+        return Err(busy(&format!("still mounted: {}", std::io::Error::last_os_error())));
+    }
+    set.remove(&target);
+    let _ = fs::remove_dir(&target);
+    let exclusive = fs::OpenOptions::new().read(true).custom_flags(libc::O_EXCL).open(&dev);
+    if exclusive.is_err() {
+        drop(mounted);
+        let _ = layer(serial); // keep it usable for the containers still on it
+        return Err(busy("still in use by a container"));
+    }
+    Ok(())
 }
 
 /// Mounts (once) the pod's writable disk and returns its mount point.

@@ -64,6 +64,14 @@ fn bundle_spec(bundle: &Path) -> Option<Spec> {
     Spec::load(bundle.join("config.json")).ok()
 }
 
+/// Whether `spec` is a CRI pod sandbox (the container that starts a Kubernetes pod).
+pub fn is_sandbox(spec: &Spec) -> bool {
+    spec.annotations()
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_CONTAINER_TYPE))
+        .is_some_and(|t| t == "sandbox")
+}
+
 /// The VM size for a pod booted for `spec`: its CPU quota rounded up (at least one vCPU)
 /// and its memory limit plus the guest's own overhead, as for `ironpod run`.
 pub fn vm_size(spec: &Spec) -> (u8, u64) {

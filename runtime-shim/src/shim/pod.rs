@@ -1,5 +1,6 @@
 //! The pod of a shim: one VM, its disks and the control session with its agent.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -18,9 +19,35 @@ pub struct PodVm {
     ctl: Mutex<AgentClient>,
     uds: PathBuf,
     pid: u32,
+    api: PathBuf,
+    spare: u8,
     layers: Vec<PathBuf>,
     writable: PathBuf,
     shm: Mutex<bool>,
+    hot: Mutex<HotLayers>,
+}
+
+/// Layer disks attached to the running VM for containers whose image the pod was not
+/// booted with.
+#[derive(Debug, Default)]
+struct HotLayers {
+    /// How many containers use each attached disk (an entry at 0 stays attached when the
+    /// guest could not let it go yet).
+    refs: HashMap<PathBuf, usize>,
+    /// The attached disks each container uses.
+    users: HashMap<String, Vec<PathBuf>>,
+}
+
+/// Most spare disk slots a sandbox VM gets.
+pub const MAX_SPARE_SLOTS: usize = 8;
+
+/// The spare disk slots a pod VM booted with `boot_layers` layer disks can have: every
+/// device needs one of the VMM's 19 interrupt lines (the layers, the writable disk, the
+/// balloon and vsock take theirs) and at most 16 disks exist.
+pub fn spare_slots(boot_layers: usize) -> u8 {
+    let by_irq = 19usize.saturating_sub(boot_layers + 3);
+    let by_disks = ironpod_vmm::config::MAX_DISKS.saturating_sub(boot_layers + 1);
+    by_irq.min(by_disks).min(MAX_SPARE_SLOTS) as u8
 }
 
 /// Where the pod's shared `/dev/shm` lives in the guest.
@@ -31,12 +58,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl PodVm {
-    /// Boots a VM with the image layer disks `layers` (bottom first) and a fresh writable
-    /// disk in `dir`, and waits for its agent.
+    /// Boots a VM with the image layer disks `layers` (bottom first), a fresh writable
+    /// disk in `dir` and `spare` empty slots for more layers, and waits for its agent.
     pub fn boot(
         state_root: &Path,
         dir: &Path,
         layers: Vec<PathBuf>,
+        spare: u8,
         vcpus: u8,
         memory_mib: u64,
     ) -> Result<PodVm, String> {
@@ -50,6 +78,7 @@ impl PodVm {
         // ttrpc's worker threads come and go; the VM lives until the pod is deleted (and a
         // restarted shim must not lose it).
         s.die_with_starter = false;
+        s.spare_disks = spare;
         s.disks = layers
             .iter()
             .map(|p| DiskConfig { path: p.clone(), read_only: true })
@@ -68,12 +97,15 @@ impl PodVm {
         ctl.set_timeout(Duration::from_secs(60)).map_err(|e| e.to_string())?;
         Ok(PodVm {
             uds: vm.vsock_path().to_path_buf(),
+            api: vm.api_path(),
+            spare,
             pid: vm.pid(),
             vm: Mutex::new(vm),
             ctl: Mutex::new(ctl),
             layers,
             writable,
             shm: Mutex::new(false),
+            hot: Mutex::new(HotLayers::default()),
         })
     }
 
@@ -92,17 +124,71 @@ impl PodVm {
         lock(&self.ctl)
     }
 
-    /// The root disks of a container whose image layers are `layers`, if the VM has them.
-    pub fn rootfs_for(&self, layers: &[PathBuf]) -> Option<RootfsDisks> {
-        // The VM's layer disks must start with the container's layers in order (a pod
-        // of one boots with exactly its container's layers).
-        if layers.len() > self.layers.len() || self.layers[..layers.len()] != *layers {
-            return None;
+    /// The root disks of container `id` whose image layers are `layers` (bottom first):
+    /// layers the VM lacks are attached to its spare slots first. Undone by
+    /// [`PodVm::release`].
+    pub fn rootfs(&self, id: &str, layers: &[PathBuf]) -> Result<RootfsDisks, String> {
+        let mut hot = lock(&self.hot);
+        let mut mine: Vec<PathBuf> = Vec::new();
+        let mut failure = None;
+        for l in layers {
+            if self.layers.contains(l) || mine.contains(l) {
+                continue;
+            }
+            if !hot.refs.contains_key(l) {
+                let attached = if self.spare == 0 {
+                    Err(format!(
+                        "container {id} uses image layers the pod VM was not booted with, and \
+                         this pod has no spare disk slots (only sandbox pods have them)"
+                    ))
+                } else {
+                    crate::vmm_api::attach_disk(&self.api, l).map_err(|e| {
+                        format!("attach layer disk {} for container {id}: {e}", l.display())
+                    })
+                };
+                if let Err(e) = attached {
+                    failure = Some(e);
+                    break;
+                }
+            }
+            *hot.refs.entry(l.clone()).or_insert(0) += 1;
+            mine.push(l.clone());
         }
-        Some(RootfsDisks {
+        hot.users.insert(id.to_string(), mine);
+        if let Some(e) = failure {
+            drop(hot);
+            self.release(id);
+            return Err(e);
+        }
+        Ok(RootfsDisks {
             layers: layers.iter().map(|p| disk_serial(p)).collect(),
             writable: disk_serial(&self.writable),
         })
+    }
+
+    /// Gives back the layers container `id` used: a hot-attached disk no container uses
+    /// any more is unmounted in the guest and detached from the VM (it stays attached
+    /// when the guest still holds it).
+    pub fn release(&self, id: &str) {
+        let mut hot = lock(&self.hot);
+        let Some(mine) = hot.users.remove(id) else { return };
+        for l in mine {
+            let Some(n) = hot.refs.get_mut(&l) else { continue };
+            *n = n.saturating_sub(1);
+            if *n > 0 || self.gone() {
+                continue;
+            }
+            let serial = disk_serial(&l);
+            let r = self.ctl().release_disk(&serial).map_err(|e| e.to_string()).and_then(|()| {
+                crate::vmm_api::detach_disk(&self.api, &serial).map_err(|e| e.to_string())
+            });
+            match r {
+                Ok(()) => {
+                    hot.refs.remove(&l);
+                }
+                Err(e) => log::warn!("layer disk {serial} stays attached: {e}"),
+            }
+        }
     }
 
     /// The pod's shared `/dev/shm` in the guest (a 64 MiB tmpfs, as Docker and the CRI

@@ -225,10 +225,17 @@ impl Inner {
                 }
                 (None, true) => {
                     let (vcpus, mem) = super::vm_size(&spec);
+                    // A CRI sandbox gets slots for its containers' other images.
+                    let spare = if super::is_sandbox(&spec) {
+                        super::pod::spare_slots(layers.len())
+                    } else {
+                        0
+                    };
                     let p = PodVm::boot(
                         &paths::state_root(),
                         &paths::pod_dir(&self.grouping),
                         layers.clone(),
+                        spare,
                         vcpus,
                         mem,
                     )
@@ -240,9 +247,13 @@ impl Inner {
             }
         };
         let result = self.create_in(&pod, req, &mut spec, &layers);
-        if result.is_err() && owns_pod {
-            pod.stop();
-            *lock(&self.pod) = None;
+        if result.is_err() {
+            if owns_pod {
+                pod.stop();
+                *lock(&self.pod) = None;
+            } else {
+                pod.release(&req.id);
+            }
         }
         let stdio = result?;
         let with_stdin = !stdio.stdin.is_empty();
@@ -265,16 +276,7 @@ impl Inner {
         spec: &mut Spec,
         layers: &[PathBuf],
     ) -> TtrpcResult<StdioPaths> {
-        let rootfs = pod.rootfs_for(layers).ok_or_else(|| {
-            err(
-                Code::UNIMPLEMENTED,
-                format!(
-                    "container {} uses image layers the pod VM was not booted with; adding \
-                     disks to a running pod is not supported yet",
-                    req.id
-                ),
-            )
-        })?;
+        let rootfs = pod.rootfs(&req.id, layers).map_err(|e| err(Code::INTERNAL, e))?;
         let sandbox_pid = pod.pid();
         let sandbox_guest_pid =
             lock(&self.tasks).values().find(|t| t.owns_pod).map(|t| t.init.r#ref.container.clone());
@@ -528,6 +530,7 @@ impl containerd_shim::Task for Service {
                     log::warn!("delete {} in the guest: {e}", req.id);
                 }
             }
+            pod.release(&req.id);
             if task.owns_pod {
                 pod.stop();
                 *lock(&self.inner.pod) = None;

@@ -200,7 +200,7 @@ impl MmioTransport {
             0x44 => self.selected_queue().map_or(0, |q| q.ready() as u32),
             0x60 => self.interrupt.status(),
             0x70 => self.status,
-            0xfc => self.config_generation,
+            0xfc => self.config_generation.wrapping_add(lock(&self.device).config_generation()),
             _ => 0,
         }
     }

@@ -132,6 +132,11 @@ pub trait VirtioDevice: Send {
     fn read_config(&self, offset: u64, data: &mut [u8]);
     /// Writes to the device-specific configuration space. Out-of-range writes are ignored.
     fn write_config(&mut self, offset: u64, data: &[u8]);
+    /// Changes whenever the device changes its configuration space by itself (the
+    /// transport adds it to the ConfigGeneration register).
+    fn config_generation(&self) -> u32 {
+        0
+    }
     /// One eventfd per queue, signalled by KVM when the guest notifies that queue.
     fn queue_events(&self) -> &[EventFd];
     /// Starts the device with the driver's queues.

@@ -11,6 +11,10 @@ pub struct ImportArgs {
     file: PathBuf,
     /// Name for the image, e.g. `demo` or `demo:1`.
     name: String,
+    /// Dockerfile instruction for the image's configuration (CMD, ENTRYPOINT, ENV, WORKDIR,
+    /// USER, LABEL, EXPOSE, VOLUME, STOPSIGNAL), as `docker import --change`; repeatable.
+    #[arg(short = 'c', long = "change")]
+    changes: Vec<String>,
 }
 
 /// Arguments of `ironpod images`.
@@ -131,7 +135,7 @@ fn human(bytes: u64) -> String {
 
 /// `ironpod import FILE NAME`: prints the new image id.
 pub fn import(root: &Path, a: ImportArgs) -> Result<(), String> {
-    let s = open(root)?.import(&a.file, &a.name).map_err(|e| e.to_string())?;
+    let s = open(root)?.import_with(&a.file, &a.name, &a.changes).map_err(|e| e.to_string())?;
     println!("{}", s.id);
     Ok(())
 }

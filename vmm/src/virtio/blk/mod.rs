@@ -51,6 +51,9 @@ pub const VIRTIO_BLK_S_UNSUPP: u8 = 2;
 /// Errors creating a block device.
 #[derive(Debug, thiserror::Error)]
 pub enum BlockError {
+    /// A medium was inserted into a slot that has one.
+    #[error("the disk slot is in use")]
+    Busy,
     /// The backing file could not be opened.
     #[error("cannot open disk {path}: {source}")]
     Open {
@@ -99,13 +102,39 @@ pub struct BlockStats {
     pub dropped: u64,
 }
 
-/// A virtio-blk device.
-pub struct Block {
+/// The backing file of a disk (its "medium": a hot-plug slot may have none).
+struct Medium {
     file: File,
     capacity_sectors: u64,
-    read_only: bool,
     id: [u8; VIRTIO_BLK_ID_BYTES],
+}
+
+impl Medium {
+    fn open(path: &Path, read_only: bool) -> Result<Self, BlockError> {
+        let open_err = |source| BlockError::Open { path: path.display().to_string(), source };
+        let file = OpenOptions::new().read(true).write(!read_only).open(path).map_err(open_err)?;
+        let meta = file.metadata().map_err(open_err)?;
+        if !meta.is_file() {
+            return Err(open_err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file",
+            )));
+        }
+        let mut id = [0u8; VIRTIO_BLK_ID_BYTES];
+        let name = crate::api::serial_of(path);
+        id[..name.len()].copy_from_slice(name.as_bytes());
+        Ok(Medium { file, capacity_sectors: meta.len() / SECTOR_SIZE, id })
+    }
+}
+
+/// A virtio-blk device. Its medium (backing file) can be swapped while the guest runs:
+/// a slot created [`Block::empty`] has capacity 0 until [`Block::insert`] gives it a file,
+/// and the guest learns of every change through a configuration-change interrupt.
+pub struct Block {
+    medium: Option<Medium>,
+    read_only: bool,
     config: [u8; 16],
+    generation: u32,
     queue_evts: [EventFd; 1],
     active: Option<Active>,
     stats: BlockStats,
@@ -120,34 +149,71 @@ struct Active {
 impl Block {
     /// Opens `path` as a disk; `read_only` opens the file read-only too.
     pub fn new(path: &Path, read_only: bool) -> Result<Self, BlockError> {
-        let open_err = |source| BlockError::Open { path: path.display().to_string(), source };
-        let file = OpenOptions::new().read(true).write(!read_only).open(path).map_err(open_err)?;
-        let meta = file.metadata().map_err(open_err)?;
-        if !meta.is_file() {
-            return Err(open_err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "not a regular file",
-            )));
-        }
-        let capacity_sectors = meta.len() / SECTOR_SIZE;
+        let mut b = Block::empty(read_only)?;
+        b.medium = Some(Medium::open(path, read_only)?);
+        b.update_config();
+        Ok(b)
+    }
+
+    /// A disk slot with no medium (capacity 0, empty serial), for hot-plug.
+    pub fn empty(read_only: bool) -> Result<Self, BlockError> {
         let mut config = [0u8; 16];
-        config[0..8].copy_from_slice(&capacity_sectors.to_le_bytes());
         config[8..12].copy_from_slice(&0u32.to_le_bytes()); // size_max (not offered)
         config[12..16].copy_from_slice(&SEG_MAX.to_le_bytes());
-        let mut id = [0u8; VIRTIO_BLK_ID_BYTES];
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let n = name.len().min(VIRTIO_BLK_ID_BYTES);
-        id[..n].copy_from_slice(&name.as_bytes()[..n]);
         Ok(Block {
-            file,
-            capacity_sectors,
+            medium: None,
             read_only,
-            id,
             config,
+            generation: 0,
             queue_evts: [EventFd::new(EFD_NONBLOCK).map_err(BlockError::EventFd)?],
             active: None,
             stats: BlockStats::default(),
         })
+    }
+
+    fn update_config(&mut self) {
+        let sectors = self.medium.as_ref().map_or(0, |m| m.capacity_sectors);
+        self.config[0..8].copy_from_slice(&sectors.to_le_bytes());
+    }
+
+    /// Tells the driver the capacity and serial changed.
+    fn medium_changed(&mut self) {
+        self.update_config();
+        self.generation = self.generation.wrapping_add(1);
+        if let Some(a) = &self.active {
+            let _ = a.interrupt.signal_config_change();
+        }
+    }
+
+    /// Whether the device is read-only (a feature fixed when the driver probes it).
+    pub fn read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// The serial the guest reads (the backing file's name, at most 20 bytes), if a medium
+    /// is inserted.
+    pub fn serial(&self) -> Option<String> {
+        let m = self.medium.as_ref()?;
+        let end = m.id.iter().position(|&b| b == 0).unwrap_or(m.id.len());
+        Some(String::from_utf8_lossy(&m.id[..end]).into_owned())
+    }
+
+    /// Puts `path` into an empty slot; the guest sees the new capacity and serial.
+    pub fn insert(&mut self, path: &Path) -> Result<(), BlockError> {
+        if self.medium.is_some() {
+            return Err(BlockError::Busy);
+        }
+        self.medium = Some(Medium::open(path, self.read_only)?);
+        self.medium_changed();
+        Ok(())
+    }
+
+    /// Removes the medium: the guest sees capacity 0 and every request fails from now on.
+    /// The guest must have stopped using the disk (unmounted it) first.
+    pub fn eject(&mut self) {
+        if self.medium.take().is_some() {
+            self.medium_changed();
+        }
     }
 
     /// Request counters.
@@ -170,14 +236,7 @@ impl Block {
             };
             for chain in chains {
                 let head = chain.head_index();
-                let (len, outcome) = execute(
-                    &self.file,
-                    self.capacity_sectors,
-                    self.read_only,
-                    &self.id,
-                    &mem,
-                    chain,
-                );
+                let (len, outcome) = execute(self.medium.as_ref(), self.read_only, &mem, chain);
                 match outcome {
                     Outcome::Ok => self.stats.ok += 1,
                     Outcome::Error => self.stats.errors += 1,
@@ -214,10 +273,8 @@ enum Outcome {
 
 /// Executes one request; returns (bytes written to the guest, outcome).
 fn execute<M>(
-    file: &File,
-    capacity_sectors: u64,
+    medium: Option<&Medium>,
     read_only: bool,
-    id: &[u8; VIRTIO_BLK_ID_BYTES],
     mem: &GuestMemoryMmap,
     chain: virtio_queue::DescriptorChain<M>,
 ) -> (u32, Outcome)
@@ -232,7 +289,7 @@ where
     }
     // The status byte is the last writable byte of the chain.
     let Ok(mut status) = writer.split_at(writable - 1) else { return (0, Outcome::Dropped) };
-    let result = request(file, capacity_sectors, read_only, id, &mut reader, &mut writer);
+    let result = request(medium, read_only, &mut reader, &mut writer);
     let (code, outcome) = match &result {
         Ok(()) => (VIRTIO_BLK_S_OK, Outcome::Ok),
         Err(e) => (e.status(), Outcome::Error),
@@ -244,10 +301,8 @@ where
 }
 
 fn request<W, R>(
-    file: &File,
-    capacity_sectors: u64,
+    medium: Option<&Medium>,
     read_only: bool,
-    id: &[u8; VIRTIO_BLK_ID_BYTES],
     reader: &mut R,
     writer: &mut W,
 ) -> Result<(), RequestError>
@@ -259,6 +314,9 @@ where
     reader.read_exact(&mut hdr).map_err(|_| RequestError::Malformed)?;
     let kind = u32::from_le_bytes(hdr[0..4].try_into().unwrap_or_default());
     let sector = u64::from_le_bytes(hdr[8..16].try_into().unwrap_or_default());
+    let capacity_sectors = medium.map_or(0, |m| m.capacity_sectors);
+    // An empty slot: every transfer is out of range (capacity 0).
+    let file = || medium.map(|m| &m.file).ok_or(RequestError::OutOfRange);
     let check_range = |len: usize| -> Result<u64, RequestError> {
         if !(len as u64).is_multiple_of(SECTOR_SIZE) || len > MAX_REQUEST_BYTES {
             return Err(RequestError::Malformed);
@@ -277,7 +335,8 @@ where
             let mut left = len;
             while left > 0 {
                 let n = left.min(buf.len());
-                file.read_exact_at(&mut buf[..n], off)
+                file()?
+                    .read_exact_at(&mut buf[..n], off)
                     .map_err(|e| RequestError::Io(e.to_string()))?;
                 writer.write_all(&buf[..n]).map_err(|_| RequestError::Malformed)?;
                 off += n as u64;
@@ -296,23 +355,25 @@ where
             while left > 0 {
                 let n = left.min(buf.len());
                 reader.read_exact(&mut buf[..n]).map_err(|_| RequestError::Malformed)?;
-                file.write_all_at(&buf[..n], off).map_err(|e| RequestError::Io(e.to_string()))?;
+                file()?
+                    .write_all_at(&buf[..n], off)
+                    .map_err(|e| RequestError::Io(e.to_string()))?;
                 off += n as u64;
                 left -= n;
             }
             Ok(())
         }
-        VIRTIO_BLK_T_FLUSH => {
-            if read_only {
-                return Ok(());
-            }
-            file.sync_data().map_err(|e| RequestError::Io(e.to_string()))
+        VIRTIO_BLK_T_FLUSH => match medium {
+            Some(m) if !read_only => m.file.sync_data(),
+            _ => return Ok(()),
         }
+        .map_err(|e| RequestError::Io(e.to_string())),
         VIRTIO_BLK_T_GET_ID => {
             if writer.remaining() < VIRTIO_BLK_ID_BYTES {
                 return Err(RequestError::Malformed);
             }
-            writer.write_all(id).map_err(|_| RequestError::Malformed)
+            let id = medium.map_or([0u8; VIRTIO_BLK_ID_BYTES], |m| m.id);
+            writer.write_all(&id).map_err(|_| RequestError::Malformed)
         }
         other => Err(RequestError::Unsupported(other)),
     }
@@ -363,6 +424,10 @@ impl VirtioDevice for Block {
 
     fn write_config(&mut self, _offset: u64, _data: &[u8]) {
         // The block config space is read-only for the driver (no writeback feature).
+    }
+
+    fn config_generation(&self) -> u32 {
+        self.generation
     }
 
     fn queue_events(&self) -> &[EventFd] {

@@ -199,3 +199,57 @@ fn config_space_reports_capacity() {
     b.read_config(0, &mut cap);
     assert_eq!(u64::from_le_bytes(cap), 16);
 }
+
+#[test]
+fn empty_slot_takes_and_releases_a_medium() {
+    let mut b = Block::empty(true).unwrap();
+    let mut t = TestQueue::new(16);
+    let irq = activate(&mut b, &t);
+    let capacity = |b: &Block| {
+        let mut cap = [0u8; 8];
+        b.read_config(0, &mut cap);
+        u64::from_le_bytes(cap)
+    };
+    assert_eq!((capacity(&b), b.serial()), (0, None));
+
+    // No medium: reads fail, the serial reads as zeros.
+    header(&t, VIRTIO_BLK_T_IN, 0);
+    t.add_chain(&[(HDR, 16, 0), (DATA, 512, WRITE), (STATUS, 1, WRITE)]);
+    b.process_queue();
+    assert_eq!(status(&t), VIRTIO_BLK_S_IOERR);
+    header(&t, VIRTIO_BLK_T_GET_ID, 0);
+    t.write(DATA, &[0xff; 20]);
+    t.add_chain(&[(HDR, 16, 0), (DATA, 20, WRITE), (STATUS, 1, WRITE)]);
+    b.process_queue();
+    assert_eq!(&t.read(DATA, 20), &[0u8; 20][..]);
+
+    // Insert: capacity, serial and generation change, and the driver is told.
+    let mut f = tempfile::Builder::new().suffix(".erofs").tempfile().unwrap();
+    let mut content = vec![0u8; 4096];
+    content[0..4].copy_from_slice(b"erof");
+    f.write_all(&content).unwrap();
+    let gen = b.config_generation();
+    b.insert(f.path()).unwrap();
+    assert_eq!(capacity(&b), 8);
+    assert_ne!(b.config_generation(), gen);
+    assert!(irq.status() & crate::virtio::INT_CONFIG != 0);
+    let serial = crate::api::serial_of(f.path());
+    assert_eq!(b.serial().as_deref(), Some(serial.as_str()));
+    assert!(matches!(b.insert(f.path()), Err(BlockError::Busy)));
+    header(&t, VIRTIO_BLK_T_IN, 0);
+    t.add_chain(&[(HDR, 16, 0), (DATA, 512, WRITE), (STATUS, 1, WRITE)]);
+    b.process_queue();
+    assert_eq!(status(&t), VIRTIO_BLK_S_OK);
+    assert_eq!(&t.read(DATA, 4), b"erof");
+    // Spare slots are read-only.
+    header(&t, VIRTIO_BLK_T_OUT, 0);
+    t.add_chain(&[(HDR, 16, 0), (DATA, 512, 0), (STATUS, 1, WRITE)]);
+    b.process_queue();
+    assert_eq!(status(&t), VIRTIO_BLK_S_IOERR);
+
+    // Eject: back to capacity 0.
+    irq.ack(crate::virtio::INT_CONFIG);
+    b.eject();
+    assert_eq!((capacity(&b), b.serial()), (0, None));
+    assert!(irq.status() & crate::virtio::INT_CONFIG != 0);
+}

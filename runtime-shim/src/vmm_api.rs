@@ -1,0 +1,58 @@
+//! Client of a running VMM's control socket (`ironpod-vmm`'s `api_socket`): attaches and
+//! detaches disks while the guest runs.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use ironpod_vmm::api::{ApiReply, ApiRequest};
+
+/// A control request that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum VmmApiError {
+    /// The socket could not be reached or the reply was unreadable.
+    #[error("VMM control socket {path}: {reason}")]
+    Transport {
+        /// The socket.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The VMM refused the request.
+    #[error("the VMM refused: {0}")]
+    Refused(String),
+}
+
+/// Sends one request to the VMM listening on `socket` and returns its reply (an error
+/// reply becomes [`VmmApiError::Refused`]).
+pub fn call(socket: &Path, req: &ApiRequest) -> Result<ApiReply, VmmApiError> {
+    let fail = |reason: String| VmmApiError::Transport { path: socket.to_path_buf(), reason };
+    let stream = UnixStream::connect(socket).map_err(|e| fail(format!("connect: {e}")))?;
+    let timeout = Some(Duration::from_secs(10));
+    stream.set_read_timeout(timeout).map_err(|e| fail(e.to_string()))?;
+    stream.set_write_timeout(timeout).map_err(|e| fail(e.to_string()))?;
+    let mut line = serde_json::to_vec(req).map_err(|e| fail(e.to_string()))?;
+    line.push(b'\n');
+    (&stream).write_all(&line).map_err(|e| fail(format!("send: {e}")))?;
+    let mut reply = String::new();
+    BufReader::new(&stream).read_line(&mut reply).map_err(|e| fail(format!("receive: {e}")))?;
+    match serde_json::from_str::<ApiReply>(&reply) {
+        Ok(ApiReply::Error { message }) => Err(VmmApiError::Refused(message)),
+        Ok(r) => Ok(r),
+        Err(e) => Err(fail(format!("bad reply {:?}: {e}", reply.trim()))),
+    }
+}
+
+/// Attaches `disk` (read-only) to a free spare slot; returns the serial the guest sees.
+pub fn attach_disk(socket: &Path, disk: &Path) -> Result<String, VmmApiError> {
+    match call(socket, &ApiRequest::AttachDisk { path: disk.to_path_buf() })? {
+        ApiReply::Attached { serial } => Ok(serial),
+        other => Err(VmmApiError::Refused(format!("unexpected reply {other:?}"))),
+    }
+}
+
+/// Empties the slot holding the disk with `serial`.
+pub fn detach_disk(socket: &Path, serial: &str) -> Result<(), VmmApiError> {
+    call(socket, &ApiRequest::DetachDisk { serial: serial.to_string() }).map(|_| ())
+}

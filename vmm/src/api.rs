@@ -1,0 +1,351 @@
+//! The control API: a unix socket through which the VMM's owner changes the running VM.
+//!
+//! One JSON request per line, one JSON reply per line (format in `vmm/README.md`). Today it
+//! attaches and detaches disks on the empty read-only slots the VM was booted with
+//! (`spare_disks`): the guest sees the slot's capacity and serial change through a virtio
+//! configuration-change interrupt — a hot-plug without PCI.
+//!
+//! Everything read from the socket is untrusted: lines are bounded, bad JSON gets an error
+//! reply, and a misbehaving client only loses its own connection.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use event_manager::{EventOps, Events, MutEventSubscriber};
+use serde::{Deserialize, Serialize};
+use vmm_sys_util::epoll::EventSet;
+
+use crate::bus::lock;
+use crate::virtio::blk::Block;
+
+/// Longest request line accepted.
+const MAX_LINE: usize = 64 * 1024;
+/// Most clients connected at once.
+const MAX_CONNS: usize = 16;
+
+/// A request on the control socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum ApiRequest {
+    /// Puts a raw disk file into a free spare slot (read-only). Its serial, as the guest
+    /// reads it, is the file name (at most 20 bytes) and must not be attached already.
+    AttachDisk {
+        /// The disk image.
+        path: PathBuf,
+    },
+    /// Empties the spare slot holding the disk with this serial. The guest must have
+    /// unmounted it.
+    DetachDisk {
+        /// Serial the disk was attached with.
+        serial: String,
+    },
+    /// Lists the disks: [`ApiReply::Disks`].
+    ListDisks,
+}
+
+/// A reply on the control socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum ApiReply {
+    /// Attached; the guest finds the disk by this serial.
+    Attached {
+        /// The disk's serial.
+        serial: String,
+    },
+    /// Detached.
+    Detached,
+    /// The disks by slot (boot disks, then spare slots); `null` for an empty slot.
+    Disks {
+        /// Serials.
+        serials: Vec<Option<String>>,
+    },
+    /// The request failed.
+    Error {
+        /// Why.
+        message: String,
+    },
+}
+
+/// The VM's block devices as the API sees them.
+pub struct DiskSlots {
+    /// Disks given at boot (never detached).
+    pub fixed: Vec<Arc<Mutex<Block>>>,
+    /// Empty read-only slots for hot-plug.
+    pub spare: Vec<Arc<Mutex<Block>>>,
+}
+
+impl DiskSlots {
+    /// Carries out one request.
+    pub fn handle(&self, req: ApiRequest) -> ApiReply {
+        let err = |message: String| ApiReply::Error { message };
+        match req {
+            ApiRequest::AttachDisk { path } => {
+                if !path.is_absolute() {
+                    return err(format!("disk path {} is not absolute", path.display()));
+                }
+                let serial = serial_of(&path);
+                if serial.is_empty() {
+                    return err(format!("disk path {} has no file name", path.display()));
+                }
+                if self.all().any(|b| lock(b).serial().as_deref() == Some(serial.as_str())) {
+                    return err(format!("a disk with serial {serial:?} is already attached"));
+                }
+                let Some(slot) = self.spare.iter().find(|b| lock(b).serial().is_none()) else {
+                    return err(format!(
+                        "no free disk slot (the VM has {} spare slots)",
+                        self.spare.len()
+                    ));
+                };
+                match lock(slot).insert(&path) {
+                    Ok(()) => ApiReply::Attached { serial },
+                    Err(e) => err(e.to_string()),
+                }
+            }
+            ApiRequest::DetachDisk { serial } => {
+                if self.fixed.iter().any(|b| lock(b).serial().as_deref() == Some(&serial)) {
+                    return err(format!("disk {serial:?} was given at boot and stays"));
+                }
+                match self.spare.iter().find(|b| lock(b).serial().as_deref() == Some(&serial)) {
+                    Some(slot) => {
+                        lock(slot).eject();
+                        ApiReply::Detached
+                    }
+                    None => err(format!("no disk with serial {serial:?} is attached")),
+                }
+            }
+            ApiRequest::ListDisks => {
+                ApiReply::Disks { serials: self.all().map(|b| lock(b).serial()).collect() }
+            }
+        }
+    }
+
+    fn all(&self) -> impl Iterator<Item = &Arc<Mutex<Block>>> {
+        self.fixed.iter().chain(self.spare.iter())
+    }
+}
+
+/// The serial a disk file gets: its file name, cut to the 20 bytes virtio-blk carries.
+pub fn serial_of(path: &Path) -> String {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut end = name.len().min(20);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name[..end].to_string()
+}
+
+/// Parses one request line and carries it out.
+pub fn handle_line(slots: &DiskSlots, line: &[u8]) -> ApiReply {
+    match serde_json::from_slice::<ApiRequest>(line) {
+        Ok(req) => slots.handle(req),
+        Err(e) => ApiReply::Error { message: format!("bad request: {e}") },
+    }
+}
+
+struct Conn {
+    stream: UnixStream,
+    buf: Vec<u8>,
+}
+
+/// The control socket in the VMM's event loop.
+pub struct ApiServer {
+    listener: UnixListener,
+    path: PathBuf,
+    conns: HashMap<i32, Conn>,
+    slots: DiskSlots,
+}
+
+impl ApiServer {
+    /// Binds the socket at `path` (a stale socket file is replaced; one a live process
+    /// listens on is not).
+    pub fn bind(path: &Path, slots: DiskSlots) -> io::Result<Self> {
+        if path.exists() {
+            if UnixStream::connect(path).is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("another process listens on {}", path.display()),
+                ));
+            }
+            std::fs::remove_file(path)?;
+        }
+        let listener = UnixListener::bind(path)?;
+        listener.set_nonblocking(true)?;
+        Ok(ApiServer { listener, path: path.to_path_buf(), conns: HashMap::new(), slots })
+    }
+
+    fn accept(&mut self, ops: &mut EventOps) {
+        while let Ok((stream, _)) = self.listener.accept() {
+            if self.conns.len() >= MAX_CONNS || stream.set_nonblocking(true).is_err() {
+                continue; // dropped: the client sees the connection close
+            }
+            let fd = stream.as_raw_fd();
+            if ops.add(Events::with_data_raw(fd, fd as u32, EventSet::IN)).is_ok() {
+                self.conns.insert(fd, Conn { stream, buf: Vec::new() });
+            }
+        }
+    }
+
+    /// Reads what the client sent and answers every complete line; returns false when the
+    /// connection must close.
+    fn serve(conn: &mut Conn, slots: &DiskSlots) -> bool {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match conn.stream.read(&mut chunk) {
+                Ok(0) => return false,
+                Ok(n) => conn.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return false,
+            }
+            if conn.buf.len() > MAX_LINE {
+                break;
+            }
+        }
+        while let Some(end) = conn.buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = conn.buf.drain(..=end).collect();
+            let reply = handle_line(slots, &line[..end]);
+            if !send(&conn.stream, &reply) {
+                return false;
+            }
+        }
+        if conn.buf.len() > MAX_LINE {
+            let reply =
+                ApiReply::Error { message: format!("request longer than {MAX_LINE} bytes") };
+            let _ = send(&conn.stream, &reply);
+            return false;
+        }
+        true
+    }
+}
+
+/// Writes one reply line (small; the socket is briefly made blocking so it goes whole).
+fn send(mut stream: &UnixStream, reply: &ApiReply) -> bool {
+    let Ok(mut text) = serde_json::to_vec(reply) else { return false };
+    text.push(b'\n');
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_write_timeout(Some(std::time::Duration::from_secs(1)));
+    let ok = stream.write_all(&text).is_ok();
+    let _ = stream.set_nonblocking(true);
+    ok
+}
+
+impl MutEventSubscriber for ApiServer {
+    fn process(&mut self, events: Events, ops: &mut EventOps) {
+        let fd = events.fd();
+        if fd == self.listener.as_raw_fd() {
+            self.accept(ops);
+            return;
+        }
+        let keep = match self.conns.get_mut(&fd) {
+            Some(conn) => {
+                events.event_set().contains(EventSet::IN)
+                    && Self::serve(conn, &self.slots)
+                    && !events.event_set().intersects(EventSet::HANG_UP | EventSet::ERROR)
+            }
+            None => false,
+        };
+        if !keep {
+            if let Some(conn) = self.conns.remove(&fd) {
+                let _ = ops.remove(Events::with_data_raw(fd, fd as u32, EventSet::IN));
+                drop(conn);
+            }
+        }
+    }
+
+    fn init(&mut self, ops: &mut EventOps) {
+        if let Err(e) = ops.add(Events::new(&self.listener, EventSet::IN)) {
+            eprintln!("ironpod-vmm: cannot watch the API socket: {e:?}");
+        }
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slots(dir: &Path, spare: usize) -> DiskSlots {
+        let boot = dir.join("boot.img");
+        std::fs::write(&boot, vec![0u8; 4096]).unwrap();
+        DiskSlots {
+            fixed: vec![Arc::new(Mutex::new(Block::new(&boot, true).unwrap()))],
+            spare: (0..spare).map(|_| Arc::new(Mutex::new(Block::empty(true).unwrap()))).collect(),
+        }
+    }
+
+    #[test]
+    fn attach_list_detach() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = slots(dir.path(), 2);
+        let a = dir.path().join("layer-a.erofs");
+        std::fs::write(&a, vec![1u8; 8192]).unwrap();
+        let reply = handle_line(&s, format!(r#"{{"attach_disk":{{"path":{a:?}}}}}"#).as_bytes());
+        assert_eq!(reply, ApiReply::Attached { serial: "layer-a.erofs".into() });
+        // The same serial twice: refused.
+        let again = s.handle(ApiRequest::AttachDisk { path: a.clone() });
+        assert!(matches!(again, ApiReply::Error { ref message } if message.contains("already")));
+        assert_eq!(
+            s.handle(ApiRequest::ListDisks),
+            ApiReply::Disks {
+                serials: vec![Some("boot.img".into()), Some("layer-a.erofs".into()), None]
+            }
+        );
+        // Boot disks stay; unknown serials are an error.
+        assert!(matches!(
+            s.handle(ApiRequest::DetachDisk { serial: "boot.img".into() }),
+            ApiReply::Error { .. }
+        ));
+        assert!(matches!(
+            s.handle(ApiRequest::DetachDisk { serial: "nope".into() }),
+            ApiReply::Error { .. }
+        ));
+        assert_eq!(
+            s.handle(ApiRequest::DetachDisk { serial: "layer-a.erofs".into() }),
+            ApiReply::Detached
+        );
+        assert_eq!(
+            s.handle(ApiRequest::ListDisks),
+            ApiReply::Disks { serials: vec![Some("boot.img".into()), None, None] }
+        );
+    }
+
+    #[test]
+    fn slots_run_out_and_bad_requests_get_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = slots(dir.path(), 1);
+        for name in ["a.img", "b.img"] {
+            std::fs::write(dir.path().join(name), [0u8; 512]).unwrap();
+        }
+        assert!(matches!(
+            s.handle(ApiRequest::AttachDisk { path: dir.path().join("a.img") }),
+            ApiReply::Attached { .. }
+        ));
+        let full = s.handle(ApiRequest::AttachDisk { path: dir.path().join("b.img") });
+        assert!(matches!(full, ApiReply::Error { ref message } if message.contains("no free")));
+        for bad in [
+            &b"not json"[..],
+            br#"{"attach_disk":{"path":"relative.img"}}"#,
+            br#"{"attach_disk":{"path":"/nonexistent/x.img"}}"#,
+            br#"{"attach_disk":{"path":"/"}}"#,
+            br#"{"reboot":{}}"#,
+        ] {
+            assert!(matches!(handle_line(&s, bad), ApiReply::Error { .. }), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn serials_are_cut_at_20_bytes_on_a_char_boundary() {
+        assert_eq!(serial_of(Path::new("/x/0123456789abcdef0123456789.erofs")).len(), 20);
+        assert_eq!(serial_of(Path::new("/x/ééééééééééé")), "éééééééééé");
+        assert_eq!(serial_of(Path::new("/")), "");
+    }
+}
