@@ -6,6 +6,9 @@
 
 use std::path::PathBuf;
 
+pub mod containerd;
+pub mod cri;
+
 /// Why this machine cannot boot Linux guests on KVM, or `None` if it can.
 pub fn linux_kvm_unavailable() -> Option<String> {
     ironpod_vmm::host::linux_guest_blocker()
@@ -129,6 +132,11 @@ impl Drop for TestRoot {
 
 /// Writes a root filesystem tarball with Debian's static busybox and its applets.
 pub fn busybox_rootfs_tar(out: &std::path::Path) {
+    busybox_rootfs_tar_with(out, &[]);
+}
+
+/// Like [`busybox_rootfs_tar`], with more files (path, content).
+pub fn busybox_rootfs_tar_with(out: &std::path::Path, extra: &[(&str, &str)]) {
     let list =
         std::process::Command::new("/bin/busybox").arg("--list").output().expect("busybox-static");
     let mut b = tar::Builder::new(std::fs::File::create(out).expect("create tar"));
@@ -160,6 +168,9 @@ pub fn busybox_rootfs_tar(out: &std::path::Path) {
     file(&mut b, "etc/passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\napp:x:1000:1000::/home/app:/bin/sh\n");
     file(&mut b, "etc/group", "root:x:0:\nnogroup:x:65534:\napp:x:1000:\nextra:x:2000:app\n");
     file(&mut b, "etc/image-file", "from the image\n");
+    for (p, data) in extra {
+        file(&mut b, p, data);
+    }
     b.finish().unwrap();
 }
 

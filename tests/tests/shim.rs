@@ -3,162 +3,11 @@
 //! --runtime io.containerd.ironpod.v2`), each in its own pod VM.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ironpod_tests::{bin, bin_dir, require_linux_kvm, TestRoot};
-
-const RUNTIME: &str = "io.containerd.ironpod.v2";
-
-/// A private containerd, its `ctr`, and the demo image imported into it.
-struct Containerd {
-    dir: tempfile::TempDir,
-    daemon: Child,
-    image: String,
-    _images: TestRoot,
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// Starts containerd on the configuration in `d` and waits for its socket.
-fn spawn_daemon(d: &std::path::Path) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(d.join("containerd.log"))
-        .unwrap();
-    let sock = d.join("containerd.sock");
-    let _ = std::fs::remove_file(&sock);
-    // containerd finds the shim on its PATH; the shim keeps its cache in the test dir.
-    let path = format!("{}:{}", bin_dir().display(), std::env::var("PATH").unwrap_or_default());
-    let daemon = Command::new("containerd")
-        .arg("--config")
-        .arg(d.join("config.toml"))
-        .env("PATH", path)
-        .env("IRONPOD_SHIM_ROOT", d.join("shim"))
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("containerd (apt install containerd)");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !sock.exists() {
-        assert!(Instant::now() < deadline, "containerd did not come up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    daemon
-}
-
-impl Containerd {
-    /// Stops containerd (SIGTERM, as a service manager does) and starts it again.
-    fn restart(&mut self) {
-        // SAFETY: kill(2) of the daemon we started.
-        unsafe { libc::kill(self.daemon.id() as i32, libc::SIGTERM) };
-        let _ = self.daemon.wait();
-        self.daemon = spawn_daemon(self.dir.path());
-    }
-
-    fn start() -> Containerd {
-        std::fs::create_dir_all("/run/ironpod-tests").unwrap();
-        let dir = tempfile::tempdir_in("/run/ironpod-tests").unwrap();
-        let d = dir.path();
-        let config = format!(
-            "version = 2\nroot = \"{0}/root\"\nstate = \"{0}/state\"\n\
-             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
-             [grpc]\n  address = \"{0}/containerd.sock\"\n\
-             [ttrpc]\n  address = \"{0}/containerd.sock.ttrpc\"\n\
-             [plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"{0}/opt\"\n",
-            d.display()
-        );
-        std::fs::write(d.join("config.toml"), config).unwrap();
-        let daemon = spawn_daemon(d);
-        // The demo image as an OCI archive, from ironpod's own store.
-        let images = TestRoot::with_demo();
-        let archive = d.join("demo.tar");
-        let out = images.ironpod(&["save", "demo", "-o", &archive.to_string_lossy()]);
-        assert!(out.status.success(), "save: {}", text(&out.stderr));
-        let mut c = Containerd { dir, daemon, image: String::new(), _images: images };
-        let out = c.ctr(&["images", "import", &archive.to_string_lossy()]);
-        assert!(out.status.success(), "import: {}", text(&out.stderr));
-        let out = c.ctr(&["images", "ls", "-q"]);
-        c.image = text(&out.stdout).lines().next().expect("an imported image").to_string();
-        c
-    }
-
-    fn ctr_cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new("ctr");
-        cmd.arg("-a").arg(self.dir.path().join("containerd.sock")).args(args);
-        cmd
-    }
-
-    fn ctr(&self, args: &[&str]) -> Output {
-        self.ctr_cmd(args).stdin(Stdio::null()).output().expect("ctr")
-    }
-
-    /// `ctr task ls` as (id, pid, status).
-    fn tasks(&self) -> Vec<(String, u32, String)> {
-        let out = self.ctr(&["task", "ls"]);
-        text(&out.stdout)
-            .lines()
-            .skip(1)
-            .filter_map(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                Some((f.first()?.to_string(), f.get(1)?.parse().ok()?, f.get(2)?.to_string()))
-            })
-            .collect()
-    }
-
-    fn wait_status(&self, id: &str, status: &str, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        loop {
-            let tasks = self.tasks();
-            if tasks.iter().any(|t| t.0 == id && t.2 == status) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "{id} never became {status}: {tasks:?}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        for (id, _, _) in self.tasks() {
-            let _ = self.ctr(&["task", "kill", "-s", "KILL", &id]);
-            let _ = self.ctr(&["task", "delete", "-f", &id]);
-        }
-        let out = self.ctr(&["containers", "ls", "-q"]);
-        for id in text(&out.stdout).lines() {
-            let _ = self.ctr(&["containers", "rm", id]);
-        }
-        let _ = self.daemon.kill();
-        let _ = self.daemon.wait();
-        // The daemon's mounts (snapshots) must not keep the directory busy.
-        let _ = Command::new("umount").arg("-R").arg(self.dir.path().join("root")).output();
-    }
-}
-
-/// Processes whose command line contains `needle`.
-fn processes_with(needle: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        if !e.file_name().to_string_lossy().chars().all(|c| c.is_ascii_digit()) {
-            continue;
-        }
-        if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
-            let c = text(&c).replace('\0', " ");
-            if c.contains(needle) {
-                out.push(c);
-            }
-        }
-    }
-    out
-}
+use ironpod_tests::containerd::{processes_with, text, Containerd, RUNTIME};
+use ironpod_tests::{bin, require_linux_kvm};
 
 fn assert_pod_gone(id: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -280,7 +129,7 @@ fn ctr_run_with_a_terminal() {
     // `ctr run -t` needs a terminal of its own: script(1) gives it one, 40x100.
     let inner = format!(
         "stty rows 40 cols 100; ctr -a {} run -t --rm --runtime {RUNTIME} {} t4 sh -c 'tty; stty size; exit 5'",
-        c.dir.path().join("containerd.sock").display(),
+        c.socket().display(),
         c.image
     );
     let out = Command::new("script")

@@ -6,7 +6,8 @@ use anyhow::Result;
 
 use crate::util;
 
-/// Packages: kernel build, rig (QEMU, busybox), disk images for tests.
+/// Packages: kernel build, rig (QEMU, busybox), disk images for tests, containerd, and
+/// protoc for the CRI client the tests build.
 pub const PACKAGES: &[&str] = &[
     "linux-source-6.12",
     "bc",
@@ -30,6 +31,7 @@ pub const PACKAGES: &[&str] = &[
     "openssl",
     "apache2-utils",
     "containerd",
+    "protobuf-compiler",
 ];
 
 fn installed(pkg: &str) -> bool {

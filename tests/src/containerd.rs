@@ -1,0 +1,259 @@
+//! A private containerd for a test: Debian's containerd 1.6, started with its own
+//! configuration in a temporary directory, finding `containerd-shim-ironpod-v2` on its PATH,
+//! with ironpod's test images imported.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{bin_dir, busybox_rootfs_tar, busybox_rootfs_tar_with, TestRoot};
+
+/// The runtime type the shim serves.
+pub const RUNTIME: &str = "io.containerd.ironpod.v2";
+/// The CRI sandbox ("pause") image: busybox sleeping forever.
+pub const PAUSE_IMAGE: &str = "ironpod.test/pause:1";
+/// The busybox image, the same layer as the pause image.
+pub const DEMO_IMAGE: &str = "docker.io/library/demo:latest";
+/// A busybox image with its own layer (it has `/app.txt`): a pod booted from the pause
+/// image must attach it.
+pub const APP_IMAGE: &str = "ironpod.test/app:1";
+
+/// Lossy UTF-8.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A running private containerd.
+pub struct Containerd {
+    dir: tempfile::TempDir,
+    daemon: Child,
+    namespace: &'static str,
+    /// The demo image's name in containerd.
+    pub image: String,
+    _images: TestRoot,
+}
+
+/// Starts containerd on the configuration in `d` and waits for its socket.
+fn spawn_daemon(d: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(d.join("containerd.log"))
+        .expect("containerd log");
+    let sock = d.join("containerd.sock");
+    let _ = std::fs::remove_file(&sock);
+    // containerd finds the shim on its PATH; the shim keeps its cache in the test dir.
+    let path = format!("{}:{}", bin_dir().display(), std::env::var("PATH").unwrap_or_default());
+    let daemon = Command::new("containerd")
+        .arg("--config")
+        .arg(d.join("config.toml"))
+        .env("PATH", path)
+        .env("IRONPOD_SHIM_ROOT", d.join("shim"))
+        .stdout(log.try_clone().expect("log fd"))
+        .stderr(log)
+        .spawn()
+        .expect("containerd (apt install containerd)");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !sock.exists() {
+        assert!(Instant::now() < deadline, "containerd did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    daemon
+}
+
+fn base_config(d: &Path) -> String {
+    format!(
+        "version = 2\nroot = \"{0}/root\"\nstate = \"{0}/state\"\n\
+         [grpc]\n  address = \"{0}/containerd.sock\"\n\
+         [ttrpc]\n  address = \"{0}/containerd.sock.ttrpc\"\n\
+         [plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"{0}/opt\"\n",
+        d.display()
+    )
+}
+
+/// The CRI plugin: `ironpod` and `runc` runtime handlers, the local pause image, no CNI
+/// (tests use host-network pods), streaming on loopback only.
+fn cri_config(d: &Path) -> String {
+    let cri = "[plugins.\"io.containerd.grpc.v1.cri\"";
+    format!(
+        "{cri}]\n  sandbox_image = \"{PAUSE_IMAGE}\"\n  restrict_oom_score_adj = true\n  \
+         stream_server_address = \"127.0.0.1\"\n  stream_server_port = \"0\"\n\
+         {cri}.cni]\n  bin_dir = \"{0}/cni/bin\"\n  conf_dir = \"{0}/cni/conf\"\n\
+         {cri}.containerd]\n  snapshotter = \"overlayfs\"\n  default_runtime_name = \"runc\"\n\
+         {cri}.containerd.runtimes.runc]\n  runtime_type = \"io.containerd.runc.v2\"\n\
+         {cri}.containerd.runtimes.ironpod]\n  runtime_type = \"{RUNTIME}\"\n",
+        d.display()
+    )
+}
+
+impl Containerd {
+    /// containerd without the CRI plugin, the demo image in the `default` namespace.
+    pub fn start() -> Containerd {
+        Self::start_with(false)
+    }
+
+    /// containerd with the CRI plugin (socket: [`Containerd::socket`]); the pause, demo and
+    /// app images in the `k8s.io` namespace.
+    pub fn start_cri() -> Containerd {
+        Self::start_with(true)
+    }
+
+    fn start_with(cri: bool) -> Containerd {
+        std::fs::create_dir_all("/run/ironpod-tests").expect("mkdir /run/ironpod-tests");
+        let dir = tempfile::tempdir_in("/run/ironpod-tests").expect("temp dir");
+        let d = dir.path();
+        let config = if cri {
+            format!("{}{}", base_config(d), cri_config(d))
+        } else {
+            // (top-level keys go before the tables)
+            format!("disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n{}", base_config(d))
+        };
+        std::fs::write(d.join("config.toml"), config).expect("write config");
+        let daemon = spawn_daemon(d);
+        // The images as an OCI archive, from ironpod's own store.
+        let images = TestRoot::with_demo();
+        let mut names = vec!["demo".to_string()];
+        if cri {
+            let tar = d.join("busybox.tar");
+            busybox_rootfs_tar(&tar);
+            let cmd = r#"CMD ["/bin/sleep", "2147483647"]"#;
+            let out = images.ironpod(&["import", "-c", cmd, &tar.to_string_lossy(), PAUSE_IMAGE]);
+            assert!(out.status.success(), "import pause: {}", text(&out.stderr));
+            let app = d.join("app.tar");
+            busybox_rootfs_tar_with(&app, &[("app.txt", "from the app image\n")]);
+            let out = images.ironpod(&["import", &app.to_string_lossy(), APP_IMAGE]);
+            assert!(out.status.success(), "import app: {}", text(&out.stderr));
+            names.extend([PAUSE_IMAGE.to_string(), APP_IMAGE.to_string()]);
+        }
+        let archive = d.join("images.tar");
+        let mut args = vec!["save".to_string()];
+        args.extend(names);
+        args.extend(["-o".to_string(), archive.to_string_lossy().into_owned()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = images.ironpod(&args);
+        assert!(out.status.success(), "save: {}", text(&out.stderr));
+        let namespace = if cri { "k8s.io" } else { "default" };
+        let c =
+            Containerd { dir, daemon, namespace, image: DEMO_IMAGE.to_string(), _images: images };
+        let out = c.ctr(&["images", "import", &archive.to_string_lossy()]);
+        assert!(out.status.success(), "import: {}", text(&out.stderr));
+        c
+    }
+
+    /// The test's directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// containerd's gRPC socket (also the CRI's).
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("containerd.sock")
+    }
+
+    /// Stops containerd (SIGTERM, as a service manager does) and starts it again.
+    pub fn restart(&mut self) {
+        // SAFETY: kill(2) of the daemon we started.
+        unsafe { libc::kill(self.daemon.id() as i32, libc::SIGTERM) };
+        let _ = self.daemon.wait();
+        self.daemon = spawn_daemon(self.dir.path());
+    }
+
+    /// A `ctr` command on this containerd and namespace.
+    pub fn ctr_cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("ctr");
+        cmd.arg("-a").arg(self.socket()).arg("-n").arg(self.namespace).args(args);
+        cmd
+    }
+
+    /// Runs `ctr ARGS` to completion.
+    pub fn ctr(&self, args: &[&str]) -> Output {
+        self.ctr_cmd(args).stdin(Stdio::null()).output().expect("ctr")
+    }
+
+    /// `ctr task ls` as (id, pid, status).
+    pub fn tasks(&self) -> Vec<(String, u32, String)> {
+        let out = self.ctr(&["task", "ls"]);
+        text(&out.stdout)
+            .lines()
+            .skip(1)
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                Some((f.first()?.to_string(), f.get(1)?.parse().ok()?, f.get(2)?.to_string()))
+            })
+            .collect()
+    }
+
+    /// Waits until task `id` has `status`.
+    pub fn wait_status(&self, id: &str, status: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let tasks = self.tasks();
+            if tasks.iter().any(|t| t.0 == id && t.2 == status) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{id} never became {status}: {tasks:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// containerd's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        for (id, _, _) in self.tasks() {
+            let _ = self.ctr(&["task", "kill", "-s", "KILL", &id]);
+            let _ = self.ctr(&["task", "delete", "-f", &id]);
+        }
+        let out = self.ctr(&["containers", "ls", "-q"]);
+        for id in text(&out.stdout).lines() {
+            let _ = self.ctr(&["containers", "rm", id]);
+        }
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+        // The daemon's mounts (snapshots, CRI sandbox shm) must not keep the directory busy.
+        for sub in ["root", "state"] {
+            let _ = Command::new("umount").arg("-R").arg(self.dir.path().join(sub)).output();
+        }
+        if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
+            let me = self.dir.path().to_string_lossy().into_owned();
+            for m in mounts.lines().filter_map(|l| l.split_whitespace().nth(1)) {
+                if m.starts_with(&me) {
+                    let _ = Command::new("umount").arg("-l").arg(m).output();
+                }
+            }
+        }
+    }
+}
+
+/// Processes whose command line contains `needle`.
+pub fn processes_with(needle: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return out };
+    for e in entries.flatten() {
+        if !e.file_name().to_string_lossy().chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
+            let c = text(&c).replace('\0', " ");
+            if c.contains(needle) {
+                out.push(c);
+            }
+        }
+    }
+    out
+}
+
+/// Mount points whose path contains `needle`.
+pub fn mounts_with(needle: &str) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mounts")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter(|m| m.contains(needle))
+        .map(str::to_string)
+        .collect()
+}

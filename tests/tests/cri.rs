@@ -1,0 +1,138 @@
+//! ironpod under Kubernetes' CRI: Debian's containerd 1.6 with its CRI plugin, a pod with the
+//! `ironpod` runtime handler, driven through the CRI gRPC API the way a kubelet does.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use ironpod_tests::containerd::{mounts_with, processes_with, Containerd, APP_IMAGE, DEMO_IMAGE};
+use ironpod_tests::cri::{container_config, log_path, pod_config, ContainerState, Cri};
+use ironpod_tests::require_linux_kvm;
+
+/// The non-empty virtio disks the guest sees, as "serial size" lines.
+const LIST_DISKS: &str =
+    "for d in /sys/block/vd*; do s=$(cat $d/size); [ $s -gt 0 ] && echo $(cat $d/serial) $s; done; true";
+
+/// The pod VM's VMM: the sandbox task's pid as containerd reports it.
+fn vmm_pid(c: &Containerd, pod: &str) -> u32 {
+    let tasks = c.tasks();
+    tasks.iter().find(|t| t.0 == pod).map(|t| t.1).unwrap_or_else(|| panic!("{tasks:?}"))
+}
+
+fn exec_ok(cri: &mut Cri, id: &str, script: &str) -> String {
+    let (out, err, code) = cri.exec_sync(id, &["sh", "-c", script], 60).expect("ExecSync");
+    assert_eq!(code, 0, "{script}: stdout {out:?} stderr {err:?}");
+    out
+}
+
+fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn cri_pod_with_two_containers_in_one_vm() {
+    let _w = require_linux_kvm();
+    let c = Containerd::start_cri();
+    let mut cri = Cri::connect(&c.socket());
+    let v = cri.version().expect("CRI Version");
+    assert_eq!(v.runtime_name, "containerd");
+    assert!(cri.has_image(APP_IMAGE).unwrap(), "images: {}", c.log());
+
+    let logs = c.dir().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let pod_cfg = pod_config("web", &logs);
+    let pod = cri
+        .run_pod(&pod_cfg, "ironpod")
+        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", c.log()));
+    assert_eq!(cri.pod_state(&pod).unwrap(), 0, "SANDBOX_READY");
+    let vmm = vmm_pid(&c, &pod);
+    let vmm_cmd = std::fs::read_to_string(format!("/proc/{vmm}/cmdline")).unwrap();
+    assert!(vmm_cmd.contains("ironpod-vmm"), "{vmm_cmd:?}");
+    let vm_dir = Path::new(vmm_cmd.split('\0').nth(2).expect("--config PATH")).parent().unwrap();
+    let vm_dir = vm_dir.to_path_buf();
+
+    // A: the demo image, the same layer as the pause image the VM booted with.
+    let a_cfg = container_config(
+        "a",
+        DEMO_IMAGE,
+        &["sh", "-c", "echo hello-from-a; echo oops >&2; exec sleep 3600"],
+    );
+    let a = cri.create_container(&pod, &a_cfg, &pod_cfg).expect("CreateContainer a");
+    cri.start_container(&a).expect("StartContainer a");
+    let disks_before = exec_ok(&mut cri, &a, LIST_DISKS);
+
+    // B: an image with a layer the VM lacks: attached to the running VM.
+    let b_cfg = container_config("b", APP_IMAGE, &["sh", "-c", "cat /app.txt; exec sleep 3600"]);
+    let b = cri
+        .create_container(&pod, &b_cfg, &pod_cfg)
+        .unwrap_or_else(|e| panic!("CreateContainer b: {e}\n{}", c.log()));
+    cri.start_container(&b).expect("StartContainer b");
+    let disks_with_b = exec_ok(&mut cri, &a, LIST_DISKS);
+    assert_eq!(
+        disks_with_b.lines().count(),
+        disks_before.lines().count() + 1,
+        "before {disks_before:?}, with b {disks_with_b:?}"
+    );
+
+    // One VM: both containers see the same guest kernel boot.
+    let boot_a = exec_ok(&mut cri, &a, "cat /proc/sys/kernel/random/boot_id");
+    let boot_b = exec_ok(&mut cri, &b, "cat /proc/sys/kernel/random/boot_id");
+    assert_eq!(boot_a, boot_b);
+    let host_boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    assert_ne!(boot_a, host_boot, "the containers run in the guest");
+    assert!(exec_ok(&mut cri, &a, "uname -r").starts_with("6.12."));
+    assert_eq!(exec_ok(&mut cri, &b, "cat /app.txt"), "from the app image\n");
+    assert!(exec_ok(&mut cri, &a, "ls /").lines().all(|l| l != "app.txt"));
+
+    // ExecSync: separate streams and the exit code.
+    let (out, err, code) =
+        cri.exec_sync(&a, &["sh", "-c", "echo out; echo err >&2; exit 4"], 60).unwrap();
+    assert_eq!((out.as_str(), err.as_str(), code), ("out\n", "err\n", 4));
+
+    // ContainerStatus and the CRI log files.
+    let st = cri.container_status(&a).unwrap();
+    assert_eq!(st.state, ContainerState::ContainerRunning as i32);
+    assert_eq!(st.log_path, log_path(&logs, "a").to_string_lossy());
+    wait_for("the containers' logs", Duration::from_secs(20), || {
+        let a_log = std::fs::read_to_string(log_path(&logs, "a")).unwrap_or_default();
+        let b_log = std::fs::read_to_string(log_path(&logs, "b")).unwrap_or_default();
+        a_log.contains(" stdout F hello-from-a")
+            && a_log.contains(" stderr F oops")
+            && b_log.contains(" stdout F from the app image")
+    });
+
+    // UpdateContainerResources reaches the container's cgroup in the guest.
+    let res = k8s_cri::v1::LinuxContainerResources {
+        memory_limit_in_bytes: 100 << 20,
+        cpu_period: 100_000,
+        cpu_quota: 50_000,
+        ..Default::default()
+    };
+    cri.update_resources(&a, res).unwrap_or_else(|e| panic!("Update: {e}\n{}", c.log()));
+    assert_eq!(exec_ok(&mut cri, &a, "cat /sys/fs/cgroup/memory.max"), "104857600\n");
+    assert_eq!(exec_ok(&mut cri, &a, "cat /sys/fs/cgroup/cpu.max"), "50000 100000\n");
+
+    // Stop and remove B: its layer disk leaves the VM.
+    cri.stop_container(&b, 2).expect("StopContainer b");
+    let st = cri.container_status(&b).unwrap();
+    assert_eq!(st.state, ContainerState::ContainerExited as i32);
+    assert!(st.exit_code == 137 || st.exit_code == 143, "exit code {}", st.exit_code);
+    cri.remove_container(&b).expect("RemoveContainer b");
+    assert_eq!(exec_ok(&mut cri, &a, LIST_DISKS), disks_before);
+
+    // Stop and remove the pod: nothing is left.
+    cri.stop_pod(&pod).unwrap_or_else(|e| panic!("StopPodSandbox: {e}\n{}", c.log()));
+    cri.remove_pod(&pod).unwrap_or_else(|e| panic!("RemovePodSandbox: {e}\n{}", c.log()));
+    wait_for("the pod to be gone", Duration::from_secs(30), || {
+        processes_with(&format!("-id {pod} ")).is_empty()
+            && std::fs::read_to_string(format!("/proc/{vmm}/cmdline"))
+                .map_or(true, |c| !c.contains("ironpod-vmm"))
+    });
+    assert!(mounts_with(&pod).is_empty(), "mounts left: {:?}", mounts_with(&pod));
+    assert!(!vm_dir.exists(), "{} left", vm_dir.display());
+    assert!(!Path::new("/run/ironpod/shim").join(&pod).exists());
+    assert!(c.tasks().is_empty(), "{:?}", c.tasks());
+}
