@@ -67,11 +67,16 @@ pub fn require_linux_kvm() -> Watchdog {
 }
 
 /// The directory holding the workspace's built binaries (target/debug or target/release),
-/// found from the test executable's own path (target/<profile>/deps/<test>).
+/// found from the running executable's own path: target/<profile>/deps/<test> for a test,
+/// target/<profile>/<name> for a binary of this package.
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    let deps = exe.parent().expect("deps dir");
-    deps.parent().expect("profile dir").to_path_buf()
+    let dir = exe.parent().expect("executable's directory");
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().expect("profile dir").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 /// Path of a workspace binary (`ironpod`, `ironpod-vmm`), failing with a hint if it was not

@@ -27,6 +27,12 @@ pub enum Which {
         #[arg(long, default_value_t = 10)]
         pods: usize,
     },
+    /// Through containerd's CRI: RunPodSandbox → first container running, ironpod vs runc.
+    Cri {
+        /// Pods of each handler.
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+    },
     /// Pull of a ~200 MB 5-layer image from a local registry, ironpod vs skopeo; layer disks.
     Pull {
         /// Runs of each.
@@ -41,6 +47,7 @@ pub fn run(which: Which) -> Result<()> {
         Which::Pull { runs } => return crate::bench_pull::run(runs),
         Which::Boot { runs } => ("boot", runs, 0),
         Which::Run { runs, pods } => ("run", runs, pods),
+        Which::Cri { runs } => ("cri", runs, 0),
     };
     kernel::build()?;
     initramfs::build()?;
@@ -114,6 +121,7 @@ pub fn driver(which: Which) -> Result<()> {
     let runs = match which {
         Which::Boot { runs } => runs,
         Which::Run { runs, pods } => return crate::bench_run::driver(runs, pods),
+        Which::Cri { runs } => return crate::bench_run::cri_driver(runs),
         Which::Pull { .. } => anyhow::bail!("the pull benchmark has no driver"),
     };
     let kernel = format!("{}/vmlinux", util::ASSET_DIR);

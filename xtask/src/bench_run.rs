@@ -75,6 +75,17 @@ fn touch_rig_ram() -> Result<()> {
     Ok(())
 }
 
+/// `bench cri`'s measuring part, where KVM can run Linux: the CRI client lives in the tests
+/// package (`cri-bench`), built with the release binaries.
+pub fn cri_driver(runs: usize) -> Result<()> {
+    touch_rig_ram()?;
+    util::run(
+        Command::new(util::target_dir().join("release/cri-bench"))
+            .arg("--runs")
+            .arg(runs.to_string()),
+    )
+}
+
 /// The measuring part; runs where KVM can run Linux.
 pub fn driver(runs: usize, pods: usize) -> Result<()> {
     let ironpod = util::target_dir().join("release/ironpod");
