@@ -17,6 +17,8 @@ pub const DEMO_IMAGE: &str = "docker.io/library/demo:latest";
 /// A busybox image with its own layer (it has `/app.txt`): a pod booted from the pause
 /// image must attach it.
 pub const APP_IMAGE: &str = "ironpod.test/app:1";
+/// The app image plus a committed layer with `/two.txt` ([`Containerd::add_app2_image`]).
+pub const APP2_IMAGE: &str = "ironpod.test/app2:1";
 
 /// Lossy UTF-8.
 pub fn text(b: &[u8]) -> String {
@@ -138,6 +140,29 @@ impl Containerd {
         let out = c.ctr(&["images", "import", &archive.to_string_lossy()]);
         assert!(out.status.success(), "import: {}", text(&out.stderr));
         c
+    }
+
+    /// Adds [`APP2_IMAGE`] (two layers, both new to a pod booted from the pause image):
+    /// made with `ironpod run` + `ironpod commit` (boots a VM), then imported.
+    pub fn add_app2_image(&self) {
+        let out = self._images.ironpod(&[
+            "run",
+            "--name",
+            "mk-app2",
+            APP_IMAGE,
+            "sh",
+            "-c",
+            "echo two > /two.txt",
+        ]);
+        assert!(out.status.success(), "run for app2: {}", text(&out.stderr));
+        let out = self._images.ironpod(&["commit", "mk-app2", APP2_IMAGE]);
+        assert!(out.status.success(), "commit app2: {}", text(&out.stderr));
+        let _ = self._images.ironpod(&["rm", "mk-app2"]);
+        let archive = self.dir().join("app2.tar");
+        let out = self._images.ironpod(&["save", APP2_IMAGE, "-o", &archive.to_string_lossy()]);
+        assert!(out.status.success(), "save app2: {}", text(&out.stderr));
+        let out = self.ctr(&["images", "import", &archive.to_string_lossy()]);
+        assert!(out.status.success(), "import app2: {}", text(&out.stderr));
     }
 
     /// The test's directory.

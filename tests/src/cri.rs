@@ -176,7 +176,8 @@ fn image_spec(image: &str) -> cri::ImageSpec {
     cri::ImageSpec { image: image.into(), ..Default::default() }
 }
 
-/// A pod on the host's network (no CNI needed), its logs under `log_dir`.
+/// A pod on the host's network (no CNI needed; like a kubelet, no hostname of its own), its
+/// logs under `log_dir`.
 pub fn pod_config(name: &str, log_dir: &Path) -> PodSandboxConfig {
     PodSandboxConfig {
         metadata: Some(cri::PodSandboxMetadata {
@@ -185,7 +186,6 @@ pub fn pod_config(name: &str, log_dir: &Path) -> PodSandboxConfig {
             namespace: "default".into(),
             attempt: 0,
         }),
-        hostname: name.into(),
         log_directory: log_dir.to_string_lossy().into_owned(),
         linux: Some(cri::LinuxPodSandboxConfig {
             security_context: Some(cri::LinuxSandboxSecurityContext {

@@ -4,7 +4,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use ironpod_tests::containerd::{mounts_with, processes_with, Containerd, APP_IMAGE, DEMO_IMAGE};
+use ironpod_tests::containerd::{
+    mounts_with, processes_with, Containerd, APP2_IMAGE, APP_IMAGE, DEMO_IMAGE,
+};
 use ironpod_tests::cri::{container_config, log_path, pod_config, ContainerState, Cri};
 use ironpod_tests::require_linux_kvm;
 
@@ -36,6 +38,7 @@ fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
 fn cri_pod_with_two_containers_in_one_vm() {
     let _w = require_linux_kvm();
     let c = Containerd::start_cri();
+    c.add_app2_image();
     let mut cri = Cri::connect(&c.socket());
     let v = cri.version().expect("CRI Version");
     assert_eq!(v.runtime_name, "containerd");
@@ -64,7 +67,17 @@ fn cri_pod_with_two_containers_in_one_vm() {
     cri.start_container(&a).expect("StartContainer a");
     let disks_before = exec_ok(&mut cri, &a, LIST_DISKS);
 
-    // B: an image with a layer the VM lacks: attached to the running VM.
+    // C: an image of two layers the VM lacks: attached as one flattened disk.
+    let c_cfg = container_config("c", APP2_IMAGE, &["sleep", "3600"]);
+    let cc = cri
+        .create_container(&pod, &c_cfg, &pod_cfg)
+        .unwrap_or_else(|e| panic!("CreateContainer c: {e}\n{}", c.log()));
+    cri.start_container(&cc).expect("StartContainer c");
+    let disks_with_c = exec_ok(&mut cri, &a, LIST_DISKS);
+    assert_eq!(disks_with_c.lines().count(), disks_before.lines().count() + 1, "{disks_with_c}");
+    assert_eq!(exec_ok(&mut cri, &cc, "cat /app.txt /two.txt"), "from the app image\ntwo\n");
+
+    // B: an image with one layer the VM lacks: that layer's own disk is attached.
     let b_cfg = container_config("b", APP_IMAGE, &["sh", "-c", "cat /app.txt; exec sleep 3600"]);
     let b = cri
         .create_container(&pod, &b_cfg, &pod_cfg)
@@ -73,9 +86,16 @@ fn cri_pod_with_two_containers_in_one_vm() {
     let disks_with_b = exec_ok(&mut cri, &a, LIST_DISKS);
     assert_eq!(
         disks_with_b.lines().count(),
-        disks_before.lines().count() + 1,
-        "before {disks_before:?}, with b {disks_with_b:?}"
+        disks_before.lines().count() + 2,
+        "before {disks_before:?}, with b and c {disks_with_b:?}"
     );
+    cri.stop_container(&cc, 0).expect("StopContainer c");
+    cri.remove_container(&cc).expect("RemoveContainer c");
+    let flat: Vec<&str> =
+        disks_with_c.lines().filter(|l| !disks_before.lines().any(|b| b == *l)).collect();
+    let after_c = exec_ok(&mut cri, &a, LIST_DISKS);
+    assert_eq!(after_c.lines().count(), disks_before.lines().count() + 1, "{after_c}");
+    assert!(flat.iter().all(|f| !after_c.contains(f)), "{flat:?} still in {after_c}");
 
     // One VM: both containers see the same guest kernel boot.
     let boot_a = exec_ok(&mut cri, &a, "cat /proc/sys/kernel/random/boot_id");

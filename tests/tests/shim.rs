@@ -220,3 +220,72 @@ fn bind_mounts_host_files_pod_shm_and_refused_directories() {
     let _ = c.ctr(&["containers", "rm", "t7"]);
     assert_pod_gone("t7");
 }
+
+#[test]
+fn a_killed_shim_takes_its_pod_down_cleanly() {
+    let _w = require_linux_kvm();
+    let c = Containerd::start();
+    let out = c.ctr(&["run", "-d", "--runtime", RUNTIME, &c.image, "t8", "sleep", "600"]);
+    assert!(out.status.success(), "run -d: {}", text(&out.stderr));
+    c.wait_status("t8", "RUNNING", Duration::from_secs(30));
+    let vmm = c.tasks().iter().find(|t| t.0 == "t8").map(|t| t.1).unwrap();
+    let shims: Vec<i32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_string_lossy().parse().ok()?;
+            let cmd = text(&std::fs::read(e.path().join("cmdline")).ok()?).replace('\0', " ");
+            cmd.contains("containerd-shim-ironpod-v2 -namespace default -id t8 ").then_some(pid)
+        })
+        .collect();
+    assert_eq!(shims.len(), 1, "one shim serves t8: {shims:?}");
+    // As with runc's shim: containerd sees the shim die, runs `delete` for its bundle, and
+    // reports the task gone; here that also ends the pod's VM.
+    // SAFETY: kill(2) of the shim process we just identified.
+    assert_eq!(unsafe { libc::kill(shims[0], libc::SIGKILL) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.tasks().iter().any(|t| t.0 == "t8" && t.2 == "RUNNING") {
+        assert!(Instant::now() < deadline, "t8 still running: {:?}", c.tasks());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = c.ctr(&["task", "delete", "t8"]);
+    let _ = c.ctr(&["containers", "rm", "t8"]);
+    assert_pod_gone("t8");
+    assert!(
+        !text(&std::fs::read(format!("/proc/{vmm}/cmdline")).unwrap_or_default())
+            .contains("ironpod-vmm"),
+        "the VMM outlived its shim"
+    );
+}
+
+#[test]
+fn an_oom_kill_is_published_as_a_task_oom_event() {
+    let _w = require_linux_kvm();
+    let c = Containerd::start();
+    let mut events = c.ctr_cmd(&["events"]).stdout(Stdio::piped()).spawn().expect("ctr events");
+    let out = c.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        "--memory-limit",
+        "67108864",
+        &c.image,
+        "t9",
+        "sh",
+        "-c",
+        "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived",
+    ]);
+    assert!(!text(&out.stdout).contains("survived"), "{}", text(&out.stdout));
+    assert_eq!(out.status.code(), Some(137), "stderr {}", text(&out.stderr));
+    std::thread::sleep(Duration::from_secs(1));
+    let _ = events.kill();
+    let mut seen = String::new();
+    std::io::Read::read_to_string(events.stdout.as_mut().unwrap(), &mut seen).unwrap();
+    let _ = events.wait();
+    assert!(
+        seen.lines().any(|l| l.contains("/tasks/oom") && l.contains("t9")),
+        "no OOM event for t9 in:\n{seen}"
+    );
+    assert_pod_gone("t9");
+}

@@ -8,6 +8,7 @@ use std::time::Duration;
 use ironpod_protocol::RootfsDisks;
 use ironpod_vmm::config::DiskConfig;
 
+use super::rootfs::LayerCache;
 use crate::agent_client::AgentClient;
 use crate::pod::{disk_serial, make_writable_disk_fast};
 use crate::vm::{RunningVm, VmSpec};
@@ -39,7 +40,7 @@ struct HotLayers {
 }
 
 /// Most spare disk slots a sandbox VM gets.
-pub const MAX_SPARE_SLOTS: usize = 8;
+pub const MAX_SPARE_SLOTS: usize = 4;
 
 /// The spare disk slots a pod VM booted with `boot_layers` layer disks can have: every
 /// device needs one of the VMM's 19 interrupt lines (the layers, the writable disk, the
@@ -52,6 +53,10 @@ pub fn spare_slots(boot_layers: usize) -> u8 {
 
 /// Where the pod's shared `/dev/shm` lives in the guest.
 pub const POD_SHM: &str = "/run/ironpod/pod-shm";
+
+fn str(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -124,14 +129,34 @@ impl PodVm {
         lock(&self.ctl)
     }
 
-    /// The root disks of container `id` whose image layers are `layers` (bottom first):
-    /// layers the VM lacks are attached to its spare slots first. Undone by
+    /// The root disks of container `id` whose image layers are the snapshot directories
+    /// `lowers` (bottom first). Layers the VM lacks are attached to its spare slots: a
+    /// single missing layer as its own disk (shared with other images), several as one
+    /// flattened disk of the whole image (one slot per image, not per layer). Undone by
     /// [`PodVm::release`].
-    pub fn rootfs(&self, id: &str, layers: &[PathBuf]) -> Result<RootfsDisks, String> {
+    pub fn rootfs(
+        &self,
+        id: &str,
+        cache: &LayerCache,
+        lowers: &[PathBuf],
+    ) -> Result<RootfsDisks, String> {
+        let paths: Vec<PathBuf> =
+            lowers.iter().map(|d| cache.disk_path(d)).collect::<Result<_, _>>().map_err(str)?;
         let mut hot = lock(&self.hot);
+        let present =
+            |hot: &HotLayers, p: &PathBuf| self.layers.contains(p) || hot.refs.contains_key(p);
+        let missing: Vec<usize> = (0..paths.len()).filter(|&i| !present(&hot, &paths[i])).collect();
+        let disks = match missing.as_slice() {
+            [] => paths,
+            [i] => {
+                cache.disk_for(&lowers[*i]).map_err(str)?;
+                paths
+            }
+            _ => vec![cache.flat_disk_for(lowers).map_err(str)?],
+        };
         let mut mine: Vec<PathBuf> = Vec::new();
         let mut failure = None;
-        for l in layers {
+        for l in &disks {
             if self.layers.contains(l) || mine.contains(l) {
                 continue;
             }
@@ -161,7 +186,7 @@ impl PodVm {
             return Err(e);
         }
         Ok(RootfsDisks {
-            layers: layers.iter().map(|p| disk_serial(p)).collect(),
+            layers: disks.iter().map(|p| disk_serial(p)).collect(),
             writable: disk_serial(&self.writable),
         })
     }

@@ -9,6 +9,7 @@
 //! stay inside the VM (like Kata's block-device root filesystems) and containerd's upper
 //! directory stays empty.
 
+use std::ffi::CString;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -120,25 +121,79 @@ impl LayerCache {
         Ok(hex[..40].to_string())
     }
 
+    /// Where the disk of `dir` is (or will be) kept; nothing is built.
+    pub fn disk_path(&self, dir: &Path) -> Result<PathBuf, RootfsError> {
+        Ok(self.dir.join(format!("{}.erofs", Self::key(dir)?)))
+    }
+
     /// The disk of `dir`, built now if the cache does not have it.
     pub fn disk_for(&self, dir: &Path) -> Result<PathBuf, RootfsError> {
-        let disk = self.dir.join(format!("{}.erofs", Self::key(dir)?));
+        let disk = self.disk_path(dir)?;
         if disk.is_file() {
             return Ok(disk);
         }
+        self.build(&disk, dir, None)?;
+        Ok(disk)
+    }
+
+    /// One disk holding the merged view of `dirs` (bottom first, at least two): what a
+    /// running pod VM gets for an image of several layers it lacks, taking one disk slot
+    /// instead of one per layer. Whiteouts and opaque directories are resolved by
+    /// overlayfs, mounted read-only in a mount namespace of `mkfs.erofs`'s own, so nothing
+    /// stays mounted on the host whatever happens.
+    pub fn flat_disk_for(&self, dirs: &[PathBuf]) -> Result<PathBuf, RootfsError> {
+        if dirs.len() < 2 {
+            return Err(RootfsError::Unsupported("a flattened disk needs two layers".into()));
+        }
+        let mut h = Sha256::new();
+        for d in dirs {
+            h.update(Self::key(d)?);
+            h.update(b"\0");
+        }
+        let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        // The serial (first 20 bytes of the name) must differ from per-layer disks'.
+        let disk = self.dir.join(format!("f{}.erofs", &hex[..39]));
+        if disk.is_file() {
+            return Ok(disk);
+        }
+        // overlayfs lists the top layer first.
+        let lower: Vec<String> = dirs.iter().rev().map(|d| d.display().to_string()).collect();
+        let lower = lower.join(":");
+        if lower.contains(',') || lower.len() > 3800 {
+            return Err(RootfsError::Unsupported(format!(
+                "cannot stack {} layer directories in one overlay mount",
+                dirs.len()
+            )));
+        }
+        self.build(&disk, &self.dir.join(".flat-mnt"), Some(format!("lowerdir={lower}")))?;
+        Ok(disk)
+    }
+
+    /// Builds `disk` from `dir` (temp file, fsync, rename). With `overlay`, `dir` is a
+    /// mount point where that overlay is mounted first, in mkfs.erofs' own mount namespace.
+    fn build(&self, disk: &Path, dir: &Path, overlay: Option<String>) -> Result<(), RootfsError> {
         fs::create_dir_all(&self.dir).map_err(io(format!("create {}", self.dir.display())))?;
         let tmp = self.dir.join(format!(
             ".{}.{}.tmp",
             disk.file_name().unwrap_or_default().to_string_lossy(),
             std::process::id()
         ));
-        let out = Command::new("mkfs.erofs")
-            .arg("--quiet")
-            .arg("--preserve-mtime")
-            .arg(&tmp)
-            .arg(dir)
-            .output()
-            .map_err(io("run mkfs.erofs (install erofs-utils)"))?;
+        let mut cmd = Command::new("mkfs.erofs");
+        cmd.arg("--quiet").arg("--preserve-mtime").arg(&tmp).arg(dir);
+        if let Some(options) = overlay {
+            fs::create_dir_all(dir).map_err(io(format!("create {}", dir.display())))?;
+            let target = CString::new(dir.as_os_str().as_encoded_bytes())
+                .map_err(|_| RootfsError::Unsupported("mount point with NUL".into()))?;
+            let data = CString::new(options)
+                .map_err(|_| RootfsError::Unsupported("layer path with NUL".into()))?;
+            // SAFETY: between fork and exec the child only makes system calls on strings
+            // prepared before the fork.
+            unsafe {
+                use std::os::unix::process::CommandExt;
+                cmd.pre_exec(move || private_overlay(&target, &data));
+            }
+        }
+        let out = cmd.output().map_err(io("run mkfs.erofs (install erofs-utils)"))?;
         if !out.status.success() {
             let _ = fs::remove_file(&tmp);
             return Err(RootfsError::Mkfs {
@@ -150,8 +205,8 @@ impl LayerCache {
             .and_then(|f| f.sync_all())
             .map_err(io(format!("sync {}", tmp.display())))?;
         // Another shim may have built the same disk meanwhile: both are identical.
-        fs::rename(&tmp, &disk).map_err(io(format!("install {}", disk.display())))?;
-        Ok(disk)
+        fs::rename(&tmp, disk).map_err(io(format!("install {}", disk.display())))?;
+        Ok(())
     }
 
     /// Removes cached disks not used for `max_age` (their snapshots are likely gone); a
@@ -173,6 +228,30 @@ impl LayerCache {
                 let _ = fs::remove_file(&p);
             }
         }
+    }
+}
+
+/// In the forked child of mkfs.erofs: a mount namespace of its own (gone with the process),
+/// nothing propagating back to the host, and the read-only overlay at `target`.
+fn private_overlay(target: &CString, data: &CString) -> std::io::Result<()> {
+    let check = |r: libc::c_int| if r == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) };
+    // SAFETY: plain system calls on valid NUL-terminated strings.
+    unsafe {
+        check(libc::unshare(libc::CLONE_NEWNS))?;
+        check(libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ))?;
+        check(libc::mount(
+            c"overlay".as_ptr(),
+            target.as_ptr(),
+            c"overlay".as_ptr(),
+            libc::MS_RDONLY,
+            data.as_ptr().cast(),
+        ))
     }
 }
 
@@ -238,5 +317,43 @@ mod tests {
         fs::create_dir_all(&src).unwrap();
         assert_ne!(cache.disk_for(&src).unwrap(), a);
         assert!(cache.disk_for(&t.path().join("missing")).is_err());
+    }
+
+    #[test]
+    fn flattened_disk_resolves_whiteouts() {
+        // Needs root (mount namespaces), as the shim has; the host must have erofs-utils.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("flattened_disk_resolves_whiteouts: needs root");
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let (base, top) = (t.path().join("base"), t.path().join("top"));
+        fs::create_dir_all(base.join("etc")).unwrap();
+        fs::write(base.join("etc/keep"), "base").unwrap();
+        fs::write(base.join("etc/gone"), "base").unwrap();
+        fs::create_dir_all(top.join("etc")).unwrap();
+        fs::write(top.join("etc/keep"), "top").unwrap();
+        // An overlay whiteout: a 0/0 character device.
+        let wh = CString::new(top.join("etc/gone").as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mknod on a valid path.
+        assert_eq!(unsafe { libc::mknod(wh.as_ptr(), libc::S_IFCHR, 0) }, 0);
+        let cache = LayerCache::new(t.path().join("cache"));
+        let disk = cache.flat_disk_for(&[base.clone(), top.clone()]).unwrap();
+        assert_eq!(cache.flat_disk_for(&[base.clone(), top.clone()]).unwrap(), disk);
+        assert_ne!(cache.flat_disk_for(&[top.clone(), base.clone()]).unwrap(), disk);
+        assert!(cache.flat_disk_for(std::slice::from_ref(&base)).is_err());
+        // What the image holds, extracted by fsck.erofs (erofs-utils).
+        let out_dir = t.path().join("out");
+        let out = Command::new("fsck.erofs")
+            .arg(format!("--extract={}", out_dir.display()))
+            .arg(&disk)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(fs::read_to_string(out_dir.join("etc/keep")).unwrap(), "top");
+        assert!(!out_dir.join("etc/gone").exists());
+        // Nothing stayed mounted.
+        let mounts = fs::read_to_string("/proc/self/mounts").unwrap();
+        assert!(!mounts.contains(".flat-mnt"), "{mounts}");
     }
 }

@@ -201,11 +201,6 @@ impl Inner {
         let lowers = rootfs::lower_dirs(&mounts, bundle)
             .map_err(|e| err(Code::INVALID_ARGUMENT, e.to_string()))?;
         let cache = LayerCache::new(paths::layer_cache());
-        let layers: Vec<PathBuf> = lowers
-            .iter()
-            .map(|d| cache.disk_for(d))
-            .collect::<Result<_, _>>()
-            .map_err(|e| err(Code::INTERNAL, e.to_string()))?;
         let owns_pod = !joins;
         let pod = {
             let mut slot = lock(&self.pod);
@@ -224,6 +219,11 @@ impl Inner {
                     ))
                 }
                 (None, true) => {
+                    let layers: Vec<PathBuf> = lowers
+                        .iter()
+                        .map(|d| cache.disk_for(d))
+                        .collect::<Result<_, _>>()
+                        .map_err(|e| err(Code::INTERNAL, e.to_string()))?;
                     let (vcpus, mem) = super::vm_size(&spec);
                     // A CRI sandbox gets slots for its containers' other images.
                     let spare = if super::is_sandbox(&spec) {
@@ -234,7 +234,7 @@ impl Inner {
                     let p = PodVm::boot(
                         &paths::state_root(),
                         &paths::pod_dir(&self.grouping),
-                        layers.clone(),
+                        layers,
                         spare,
                         vcpus,
                         mem,
@@ -246,7 +246,7 @@ impl Inner {
                 }
             }
         };
-        let result = self.create_in(&pod, req, &mut spec, &layers);
+        let result = self.create_in(&pod, req, &mut spec, &cache, &lowers);
         if result.is_err() {
             if owns_pod {
                 pod.stop();
@@ -274,9 +274,10 @@ impl Inner {
         pod: &PodVm,
         req: &api::CreateTaskRequest,
         spec: &mut Spec,
-        layers: &[PathBuf],
+        cache: &LayerCache,
+        lowers: &[PathBuf],
     ) -> TtrpcResult<StdioPaths> {
-        let rootfs = pod.rootfs(&req.id, layers).map_err(|e| err(Code::INTERNAL, e))?;
+        let rootfs = pod.rootfs(&req.id, cache, lowers).map_err(|e| err(Code::INTERNAL, e))?;
         let sandbox_pid = pod.pid();
         let sandbox_guest_pid =
             lock(&self.tasks).values().find(|t| t.owns_pod).map(|t| t.init.r#ref.container.clone());

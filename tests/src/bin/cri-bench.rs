@@ -26,6 +26,53 @@ fn one_pod(cri: &mut Cri, c: &Containerd, name: &str, handler: &str) -> (f64, f6
     (sandbox, running)
 }
 
+/// Proportional set size of a process, in KiB.
+fn pss_kib(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let line = text.lines().find(|l| l.starts_with("Pss:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The pid of the process whose command line contains `needle`.
+fn pid_with(needle: &str) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_string_lossy().parse().ok()?;
+        let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+        String::from_utf8_lossy(&cmd).replace('\0', " ").contains(needle).then_some(pid)
+    })
+}
+
+/// Idle memory of `n` ironpod pods (a sleeping container each, 10 s idle): per pod
+/// (VMM PSS, shim PSS) in MiB.
+fn idle_pods(cri: &mut Cri, c: &Containerd, n: usize) -> Vec<(f64, f64)> {
+    let mut pods = Vec::new();
+    for i in 0..n {
+        let name = format!("idle-{i}");
+        let logs = c.dir().join("logs").join(&name);
+        std::fs::create_dir_all(&logs).expect("log dir");
+        let pod_cfg = pod_config(&name, &logs);
+        let pod = cri.run_pod(&pod_cfg, "ironpod").expect("RunPodSandbox");
+        let ctr_cfg = container_config("main", DEMO_IMAGE, &["sleep", "3600"]);
+        let id = cri.create_container(&pod, &ctr_cfg, &pod_cfg).expect("CreateContainer");
+        cri.start_container(&id).expect("StartContainer");
+        pods.push(pod);
+    }
+    std::thread::sleep(std::time::Duration::from_secs(10));
+    let tasks = c.tasks();
+    let mut out = Vec::new();
+    for pod in &pods {
+        let vmm = tasks.iter().find(|t| &t.0 == pod).map(|t| t.1).expect("sandbox task");
+        let shim = pid_with(&format!("-id {pod} ")).expect("the pod's shim");
+        let mib = |kib: Option<u64>| kib.expect("smaps_rollup") as f64 / 1024.0;
+        out.push((mib(pss_kib(vmm)), mib(pss_kib(shim))));
+    }
+    for pod in &pods {
+        cri.stop_pod(pod).expect("StopPodSandbox");
+        cri.remove_pod(pod).expect("RemovePodSandbox");
+    }
+    out
+}
+
 /// (median, min, max).
 fn stats(v: &mut [f64]) -> (f64, f64, f64) {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -76,5 +123,19 @@ fn main() {
         let (sm, smin, smax) = stats(sandbox);
         let (rm, rmin, rmax) = stats(running);
         println!("| {h} | {sm:.0} ({smin:.0}–{smax:.0}) | {rm:.0} ({rmin:.0}–{rmax:.0}) |");
+    }
+    let idle = idle_pods(&mut cri, &c, 5);
+    let mut vmm: Vec<f64> = idle.iter().map(|p| p.0).collect();
+    let mut shim: Vec<f64> = idle.iter().map(|p| p.1).collect();
+    let mut total: Vec<f64> = idle.iter().map(|p| p.0 + p.1).collect();
+    println!(
+        "\n{} idle ironpod pods (one sleeping container each, 10 s idle), PSS in MiB\n",
+        idle.len()
+    );
+    println!("| | median | min | max |");
+    println!("|---|---|---|---|");
+    for (what, v) in [("VMM (+ guest)", &mut vmm), ("shim", &mut shim), ("per pod", &mut total)] {
+        let (m, lo, hi) = stats(v);
+        println!("| {what} | {m:.1} | {lo:.1} | {hi:.1} |");
     }
 }

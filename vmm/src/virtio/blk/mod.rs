@@ -26,6 +26,8 @@ use super::{
 /// Sector size of the virtio-blk protocol.
 pub const SECTOR_SIZE: u64 = 512;
 const QUEUE_SIZE: u16 = 256;
+/// Queue size of read-only disks (image layers).
+const QUEUE_SIZE_RO: u16 = 64;
 /// Largest data segment count per request we advertise.
 const SEG_MAX: u32 = 128;
 /// Largest single request we accept (keeps one bad request from tying up the loop).
@@ -404,7 +406,11 @@ impl VirtioDevice for Block {
     }
 
     fn queue_max_sizes(&self) -> &[u16] {
-        &[QUEUE_SIZE]
+        if self.read_only {
+            &[QUEUE_SIZE_RO]
+        } else {
+            &[QUEUE_SIZE]
+        }
     }
 
     fn avail_features(&self) -> u64 {
