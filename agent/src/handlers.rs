@@ -73,6 +73,9 @@ pub fn handle(body: RequestBody) -> Result<ResponseBody> {
             std::fs::remove_file(p).map_err(|e| with_path(&path, e))?;
             Ok(ResponseBody::Done)
         }
+        RequestBody::ConfigureNetwork(cfg) => {
+            crate::net::configure(&cfg).map(|()| ResponseBody::Done)
+        }
         RequestBody::ReleaseDisk { serial } => {
             container::storage::release_layer(&serial).map(|()| ResponseBody::Done)
         }

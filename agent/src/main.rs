@@ -13,6 +13,7 @@ mod handlers;
 mod init;
 mod listener;
 mod log;
+mod net;
 mod reaper;
 mod session;
 
@@ -50,6 +51,9 @@ fn main() {
         if let Err(e) = init::setup() {
             log::line(&format!("early setup failed: {e}"));
             init::end_vm();
+        }
+        if let Err(e) = net::loopback_up() {
+            log::line(&format!("loopback: {}", e.message));
         }
         log::trace("agent: set up");
         // The pod's disks get mounted while the host connects.

@@ -16,9 +16,11 @@
 mod container;
 mod frame;
 mod messages;
+mod network;
 
 pub use frame::{read_frame, recv, send, write_frame, FrameError, MAX_FRAME};
 pub use messages::*;
+pub use network::{NetInterface, NetworkConfig};
 
 /// Version of this protocol; bumped on any incompatible change.
 pub const PROTOCOL_VERSION: u32 = 2;

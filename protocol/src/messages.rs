@@ -169,6 +169,8 @@ pub enum RequestBody {
         /// Absolute path.
         path: String,
     },
+    /// Configures the pod's network cards (addresses, MTU, default route) and brings them up.
+    ConfigureNetwork(crate::NetworkConfig),
     /// Unmounts a read-only layer disk that no container uses any more, so that the host
     /// may detach it; refused ([`ErrorKind::InvalidState`]) while the disk is still in use.
     ReleaseDisk {

@@ -349,6 +349,14 @@ impl AgentClient {
         self.expect_done(RequestBody::RemoveFile { path: path.into() })
     }
 
+    /// Configures the pod's network cards in the guest.
+    pub fn configure_network(
+        &mut self,
+        cfg: &ironpod_protocol::NetworkConfig,
+    ) -> Result<(), ClientError> {
+        self.expect_done(RequestBody::ConfigureNetwork(cfg.clone()))
+    }
+
     /// Unmounts a layer disk no container uses, so it can be detached.
     pub fn release_disk(&mut self, serial: &str) -> Result<(), ClientError> {
         self.expect_done(RequestBody::ReleaseDisk { serial: serial.into() })

@@ -79,6 +79,11 @@ pub struct VmSpec {
     /// CLI or monitor that starts a VM from its main thread, wrong for a server whose
     /// worker threads come and go (the containerd shim), which ends its VMs itself.
     pub die_with_starter: bool,
+    /// Network cards (tap devices in `netns`, or in the caller's namespace).
+    pub net: Vec<ironpod_vmm::config::NetConfig>,
+    /// Network namespace the VMM runs in (a `/run/netns/NAME` or `/proc/PID/ns/net`
+    /// path): its tap devices live there.
+    pub netns: Option<PathBuf>,
     /// Empty read-only disk slots for layers attached while the pod runs; with any, the
     /// VMM also listens on its control socket ([`RunningVm::api_path`]).
     pub spare_disks: u8,
@@ -114,6 +119,8 @@ impl VmSpec {
             free_page_reporting: false,
             die_with_starter: true,
             spare_disks: 0,
+            net: Vec::new(),
+            netns: None,
         })
     }
 }
@@ -200,6 +207,7 @@ impl RunningVm {
                 .clone()
                 .unwrap_or_else(|| SerialOutput::File(dir.join("console.log"))),
             free_page_reporting: spec.free_page_reporting,
+            net: spec.net.clone(),
             spare_disks: spec.spare_disks,
             api_socket: (spec.spare_disks > 0).then(|| dir.join(API_SOCKET)),
         };
@@ -219,6 +227,23 @@ impl RunningVm {
         cmd.stdin(if deferred { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::null())
             .stderr(stderr);
+        // Open until the spawn below: the child enters it before exec.
+        let netns_file = spec.netns.as_ref().map(|ns| fs::File::open(ns).map_err(prep(ns)));
+        let netns_file = netns_file.transpose()?;
+        if let Some(f) = &netns_file {
+            use std::os::fd::AsRawFd;
+            let fd = f.as_raw_fd();
+            // SAFETY: setns(2) on a descriptor opened before the fork; async-signal-safe.
+            unsafe {
+                use std::os::unix::process::CommandExt;
+                cmd.pre_exec(move || {
+                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         if spec.die_with_starter {
             // SAFETY: prctl is async-signal-safe. The VMM dies with the thread that started
             // it, so a killed monitor or CLI never leaves a VM behind.
@@ -230,7 +255,9 @@ impl RunningVm {
                 });
             }
         }
-        let mut child = cmd.spawn().map_err(|source| {
+        let spawned = cmd.spawn();
+        drop(netns_file);
+        let mut child = spawned.map_err(|source| {
             let _ = fs::remove_dir_all(&dir);
             VmError::Spawn { binary: binary.clone(), source }
         })?;

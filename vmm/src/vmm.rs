@@ -166,6 +166,15 @@ pub struct Vm {
     spare_disks: Vec<Arc<Mutex<Block>>>,
 }
 
+/// A random locally administered unicast MAC address (02:…).
+fn random_mac() -> std::io::Result<[u8; 6]> {
+    use std::io::Read;
+    let mut mac = [0u8; 6];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut mac[1..])?;
+    mac[0] = 0x02;
+    Ok(mac)
+}
+
 fn host_memory_mib() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
@@ -265,6 +274,18 @@ impl Vm {
             ));
             vmm.add_virtio(dev.clone())?;
             vmm.spare_disks.push(dev);
+        }
+        for net in vmm.config.net.clone() {
+            let mac = match net.mac.as_deref() {
+                Some(m) => crate::config::parse_mac(m)
+                    .ok_or_else(|| VmmError::Device(format!("bad MAC address {m:?}")))?,
+                None => random_mac().map_err(|e| VmmError::Host(format!("random MAC: {e}")))?,
+            };
+            let tap = crate::virtio::net::tap::Tap::open(&net.tap)
+                .map_err(|e| VmmError::Device(format!("tap {}: {e}", net.tap)))?;
+            let dev = crate::virtio::net::Net::new(tap, mac, net.mtu)
+                .map_err(|e| VmmError::Device(format!("virtio-net: {e}")))?;
+            vmm.add_virtio(Arc::new(Mutex::new(dev)))?;
         }
         if vmm.config.free_page_reporting {
             let dev = crate::virtio::balloon::Balloon::new()

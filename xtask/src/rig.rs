@@ -15,7 +15,8 @@ use anyhow::{bail, Context, Result};
 use crate::cpio::CpioWriter;
 use crate::{deps, util};
 
-/// Modules L1 loads, in order (virtio + 9p + overlay for the host root, then KVM).
+/// Modules L1 loads, in order (virtio + 9p + overlay for the host root, then KVM, then tun
+/// for the pods' tap devices).
 const MODULES: &[&str] = &[
     "virtio_ring",
     "virtio",
@@ -33,6 +34,7 @@ const MODULES: &[&str] = &[
     "kvm",
     "ccp",
     "kvm-amd",
+    "tun",
 ];
 
 const EXIT_MARKER: &str = "IRONPOD-RIG-EXIT=";
@@ -111,8 +113,10 @@ fn ensure_l1() -> Result<(PathBuf, PathBuf)> {
     let _lock = util::Lock::acquire(&rig.join("lock"))?;
     // Reuse whatever was prepared before (no network needed), else fetch the newest.
     let current = rig.join("current");
+    let have_modules =
+        |d: &Path| MODULES.iter().all(|m| d.join("mods").join(format!("{m}.ko")).is_file());
     let dir = match fs::read_link(&current) {
-        Ok(d) if d.join("vmlinux").is_file() => d,
+        Ok(d) if d.join("vmlinux").is_file() && have_modules(&d) => d,
         _ => {
             let pkg = newest_generic_kernel()?;
             let dir = rig.join(&pkg);

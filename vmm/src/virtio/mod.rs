@@ -9,6 +9,7 @@
 pub mod balloon;
 pub mod blk;
 pub mod mmio;
+pub mod net;
 #[cfg(test)]
 pub mod test_queue;
 pub mod vsock;

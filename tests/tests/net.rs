@@ -1,0 +1,105 @@
+//! virtio-net: a pod VM's card on a tap device inside a network namespace the test creates
+//! (the only place test traffic may go, besides loopback).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use ironpod_protocol::{ErrorKind, NetInterface, NetworkConfig};
+use ironpod_runtime::agent_client::ClientError;
+use ironpod_runtime::vm::{RunningVm, VmSpec};
+use ironpod_tests::require_linux_kvm;
+use ironpod_vmm::config::NetConfig;
+
+/// A network namespace made for one test (deleted on drop).
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn new(tag: &str) -> Netns {
+        let name = format!("ipt-{tag}-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        let out = Command::new("ip").args(["netns", "add", &name]).output().expect("ip (iproute2)");
+        assert!(out.status.success(), "ip netns add: {}", String::from_utf8_lossy(&out.stderr));
+        Netns { name }
+    }
+
+    fn path(&self) -> PathBuf {
+        PathBuf::from("/run/netns").join(&self.name)
+    }
+
+    /// Runs a command inside the namespace.
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        Command::new("ip").args(["netns", "exec", &self.name]).args(args).output().expect("ip")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+    }
+}
+
+const MAC: &str = "02:00:0a:e7:00:02";
+
+#[test]
+fn the_guest_answers_on_its_tap_inside_a_test_namespace() {
+    let _w = require_linux_kvm();
+    let ns = Netns::new("ping");
+    ns.ok(&["ip", "link", "set", "lo", "up"]);
+    ns.ok(&["ip", "tuntap", "add", "dev", "tap0", "mode", "tap", "vnet_hdr"]);
+    ns.ok(&["ip", "addr", "add", "10.231.0.1/24", "dev", "tap0"]);
+    ns.ok(&["ip", "link", "set", "tap0", "up"]);
+
+    let mut spec = VmSpec::with_defaults().expect("guest assets installed");
+    spec.net = vec![NetConfig { tap: "tap0".into(), mac: Some(MAC.into()), mtu: 1500 }];
+    spec.netns = Some(ns.path());
+    let mut vm = RunningVm::start(&spec).expect("start VMM");
+    let mut agent = vm.wait_agent(Duration::from_secs(120)).unwrap_or_else(|e| {
+        let console = std::fs::read_to_string(vm.dir().join("console.log")).unwrap_or_default();
+        panic!("agent not ready: {e}\nVMM: {}\nconsole:\n{console}", vm.vmm_log())
+    });
+
+    // Hostile or wrong configurations are refused before anything changes.
+    let card = |mac: &str, address: &str| NetworkConfig {
+        interfaces: vec![NetInterface { mac: mac.into(), address: address.into(), mtu: 1500 }],
+        gateway: Some("10.231.0.1".into()),
+    };
+    for (cfg, kind) in [
+        (card("02:00:00:00:00:99", "10.231.0.2/24"), ErrorKind::NotFound),
+        (card(MAC, "10.231.0.2"), ErrorKind::BadRequest),
+        (card(MAC, "10.231.0.2/40"), ErrorKind::BadRequest),
+        (card(MAC, "224.0.0.1/24"), ErrorKind::BadRequest),
+    ] {
+        match agent.configure_network(&cfg) {
+            Err(ClientError::Agent(e)) => assert_eq!(e.kind, kind, "{cfg:?}: {e:?}"),
+            other => panic!("{cfg:?}: {other:?}"),
+        }
+    }
+    agent.configure_network(&card(MAC, "10.231.0.2/24")).expect("configure eth0");
+
+    // ICMP both ways through the tap: echo requests in, replies out; then a 9000-byte
+    // ping, which the guest must take in several receive buffers and reassemble.
+    let out = ns.ok(&["busybox", "ping", "-c", "3", "-W", "5", "10.231.0.2"]);
+    assert!(out.contains("3 packets received"), "{out}");
+    let out = ns.ok(&["busybox", "ping", "-c", "1", "-s", "9000", "-W", "5", "10.231.0.2"]);
+    assert!(out.contains("1 packets received"), "{out}");
+    // The host's tap saw the guest's MAC.
+    let neigh = ns.ok(&["ip", "neigh", "show", "dev", "tap0"]);
+    assert!(neigh.contains(MAC), "{neigh}");
+
+    let status = vm.shutdown(&mut agent, Duration::from_secs(30)).expect("shutdown");
+    assert_eq!(status.code(), Some(0), "VMM log: {}", vm.vmm_log());
+}
