@@ -9,6 +9,7 @@ pub mod logs;
 pub mod monitor;
 pub mod monitor_handle;
 pub mod pod;
+pub mod podnet;
 pub mod seccomp;
 pub mod shim;
 pub mod spec;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use ironpod_protocol::{ErrorKind, NetInterface, NetworkConfig};
 use ironpod_runtime::agent_client::ClientError;
+use ironpod_runtime::podnet;
 use ironpod_runtime::vm::{RunningVm, VmSpec};
 use ironpod_tests::require_linux_kvm;
 use ironpod_vmm::config::NetConfig;
@@ -100,6 +101,47 @@ fn the_guest_answers_on_its_tap_inside_a_test_namespace() {
     let neigh = ns.ok(&["ip", "neigh", "show", "dev", "tap0"]);
     assert!(neigh.contains(MAC), "{neigh}");
 
+    let status = vm.shutdown(&mut agent, Duration::from_secs(30)).expect("shutdown");
+    assert_eq!(status.code(), Some(0), "VMM log: {}", vm.vmm_log());
+}
+
+#[test]
+fn the_vm_takes_the_place_of_a_cni_style_veth() {
+    let _w = require_linux_kvm();
+    // What CNI's bridge plugin leaves a pod: a namespace with eth0 (a veth whose peer is
+    // elsewhere), its address and a default route.
+    let pod = Netns::new("pod");
+    let peer = Netns::new("peer");
+    pod.ok(&["ip", "link", "set", "lo", "up"]);
+    pod.ok(&["ip", "link", "add", "eth0", "type", "veth", "peer", "name", "vpeer"]);
+    pod.ok(&["ip", "link", "set", "vpeer", "netns", &peer.name]);
+    pod.ok(&["ip", "addr", "add", "10.232.0.2/24", "dev", "eth0"]);
+    pod.ok(&["ip", "link", "set", "eth0", "up"]);
+    pod.ok(&["ip", "route", "add", "default", "via", "10.232.0.1"]);
+    peer.ok(&["ip", "addr", "add", "10.232.0.1/24", "dev", "vpeer"]);
+    peer.ok(&["ip", "link", "set", "vpeer", "up"]);
+
+    let nic = podnet::connect_tap(&pod.path(), "eth0", "tap0").expect("connect the tap");
+    let veth_mac = pod.ok(&["cat", "/sys/class/net/eth0/address"]);
+    assert_eq!(nic.mac, veth_mac.trim());
+    assert_eq!(nic.address, Some(("10.232.0.2".parse().unwrap(), 24)));
+    assert_eq!(nic.gateway, Some("10.232.0.1".parse().unwrap()));
+    assert_eq!(nic.mtu, 1500);
+    assert!(podnet::connect_tap(&pod.path(), "nope0", "tap1").is_err());
+
+    let mut spec = VmSpec::with_defaults().expect("guest assets installed");
+    spec.net = vec![NetConfig { tap: "tap0".into(), mac: Some(nic.mac.clone()), mtu: nic.mtu }];
+    spec.netns = Some(pod.path());
+    let mut vm = RunningVm::start(&spec).expect("start VMM");
+    let mut agent = vm.wait_agent(Duration::from_secs(120)).unwrap_or_else(|e| {
+        let console = std::fs::read_to_string(vm.dir().join("console.log")).unwrap_or_default();
+        panic!("agent not ready: {e}\nVMM: {}\nconsole:\n{console}", vm.vmm_log())
+    });
+    agent.configure_network(&nic.network_config()).expect("configure eth0");
+    // The peer reaches the guest at the veth's address: the frames cross the veth, are
+    // redirected to the tap and answered by the guest's kernel.
+    let out = peer.ok(&["busybox", "ping", "-c", "3", "-W", "5", "10.232.0.2"]);
+    assert!(out.contains("3 packets received"), "{out}");
     let status = vm.shutdown(&mut agent, Duration::from_secs(30)).expect("shutdown");
     assert_eq!(status.code(), Some(0), "VMM log: {}", vm.vmm_log());
 }

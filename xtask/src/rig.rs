@@ -15,8 +15,8 @@ use anyhow::{bail, Context, Result};
 use crate::cpio::CpioWriter;
 use crate::{deps, util};
 
-/// Modules L1 loads, in order (virtio + 9p + overlay for the host root, then KVM, then tun
-/// for the pods' tap devices).
+/// Modules L1 loads, in order (virtio + 9p + overlay for the host root, then KVM, then what
+/// pod networks use: tun, veth, ingress qdisc + u32 + mirred, bridge).
 const MODULES: &[&str] = &[
     "virtio_ring",
     "virtio",
@@ -35,6 +35,13 @@ const MODULES: &[&str] = &[
     "ccp",
     "kvm-amd",
     "tun",
+    "veth",
+    "sch_ingress",
+    "cls_u32",
+    "act_mirred",
+    "llc",
+    "stp",
+    "bridge",
 ];
 
 const EXIT_MARKER: &str = "IRONPOD-RIG-EXIT=";

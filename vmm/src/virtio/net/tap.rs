@@ -13,6 +13,7 @@ const IFF_TAP: i16 = 0x0002;
 const IFF_NO_PI: i16 = 0x1000;
 const IFF_VNET_HDR: i16 = 0x4000;
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
 const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
 const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8;
 /// Offload flags of TUNSETOFFLOAD.
@@ -73,6 +74,18 @@ impl Tap {
         }
         let end = req.name.iter().position(|&b| b == 0).unwrap_or(req.name.len());
         Ok(Tap { file, name: String::from_utf8_lossy(&req.name[..end]).into_owned() })
+    }
+
+    /// Makes the interface outlive this descriptor (`persist`) or not: a persistent tap can
+    /// be set up (addresses, traffic control) before the VMM opens it by name.
+    pub fn set_persistent(&self, persist: bool) -> io::Result<()> {
+        // SAFETY: TUNSETPERSIST takes its flag by value.
+        if unsafe { libc::ioctl(self.file.as_raw_fd(), TUNSETPERSIST, persist as libc::c_ulong) }
+            < 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     /// The interface's name.
