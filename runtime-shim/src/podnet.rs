@@ -167,7 +167,7 @@ async fn plumb(veth: &str, tap: &str) -> Result<GuestNic, PodNetError> {
         h.traffic_filter(from as i32)
             .add()
             .parent(0xffff_0000)
-            .protocol(0x0003)
+            .protocol((libc::ETH_P_ALL as u16).to_be())
             .redirect(to)
             .map_err(|e| failed("build the redirect")(e.to_string()))?
             .execute()

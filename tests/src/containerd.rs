@@ -29,14 +29,17 @@ pub fn text(b: &[u8]) -> String {
 pub struct Containerd {
     dir: tempfile::TempDir,
     daemon: Child,
+    netns: Option<PathBuf>,
     namespace: &'static str,
     /// The demo image's name in containerd.
     pub image: String,
     _images: TestRoot,
 }
 
-/// Starts containerd on the configuration in `d` and waits for its socket.
-fn spawn_daemon(d: &Path) -> Child {
+/// Starts containerd on the configuration in `d` and waits for its socket; with `netns`,
+/// containerd (and so CNI's bridge and every pod's host side) lives in that network
+/// namespace, not the host's.
+fn spawn_daemon(d: &Path, netns: Option<&Path>) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -46,7 +49,23 @@ fn spawn_daemon(d: &Path) -> Child {
     let _ = std::fs::remove_file(&sock);
     // containerd finds the shim on its PATH; the shim keeps its cache in the test dir.
     let path = format!("{}:{}", bin_dir().display(), std::env::var("PATH").unwrap_or_default());
-    let daemon = Command::new("containerd")
+    let mut cmd = Command::new("containerd");
+    let ns_file = netns.map(|p| std::fs::File::open(p).expect("open the test's netns"));
+    if let Some(f) = &ns_file {
+        use std::os::fd::AsRawFd;
+        let fd = f.as_raw_fd();
+        // SAFETY: setns(2) on a descriptor opened before the fork; async-signal-safe.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(move || {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let daemon = cmd
         .arg("--config")
         .arg(d.join("config.toml"))
         .env("PATH", path)
@@ -73,14 +92,15 @@ fn base_config(d: &Path) -> String {
     )
 }
 
-/// The CRI plugin: `ironpod` and `runc` runtime handlers, the local pause image, no CNI
-/// (tests use host-network pods), streaming on loopback only.
+/// The CRI plugin: `ironpod` and `runc` runtime handlers, the local pause image, Debian's
+/// CNI plugins with the test's own configuration (if it writes one), streaming on loopback
+/// only.
 fn cri_config(d: &Path) -> String {
     let cri = "[plugins.\"io.containerd.grpc.v1.cri\"";
     format!(
         "{cri}]\n  sandbox_image = \"{PAUSE_IMAGE}\"\n  restrict_oom_score_adj = true\n  \
          stream_server_address = \"127.0.0.1\"\n  stream_server_port = \"0\"\n\
-         {cri}.cni]\n  bin_dir = \"{0}/cni/bin\"\n  conf_dir = \"{0}/cni/conf\"\n\
+         {cri}.cni]\n  bin_dir = \"/usr/lib/cni\"\n  conf_dir = \"{0}/cni/conf\"\n\
          {cri}.containerd]\n  snapshotter = \"overlayfs\"\n  default_runtime_name = \"runc\"\n\
          {cri}.containerd.runtimes.runc]\n  runtime_type = \"io.containerd.runc.v2\"\n\
          {cri}.containerd.runtimes.ironpod]\n  runtime_type = \"{RUNTIME}\"\n",
@@ -91,16 +111,23 @@ fn cri_config(d: &Path) -> String {
 impl Containerd {
     /// containerd without the CRI plugin, the demo image in the `default` namespace.
     pub fn start() -> Containerd {
-        Self::start_with(false)
+        Self::start_with(false, None)
     }
 
     /// containerd with the CRI plugin (socket: [`Containerd::socket`]); the pause, demo and
     /// app images in the `k8s.io` namespace.
     pub fn start_cri() -> Containerd {
-        Self::start_with(true)
+        Self::start_with(true, None)
     }
 
-    fn start_with(cri: bool) -> Containerd {
+    /// Like [`Containerd::start_cri`], running in the network namespace `netns` with a CNI
+    /// network there: Debian's `bridge` plugin (bridge `iptbr0`, gateway 10.233.0.1) and
+    /// `host-local` addresses from 10.233.0.0/24, its state in the test directory.
+    pub fn start_cri_with_cni(netns: &Path) -> Containerd {
+        Self::start_with(true, Some(netns))
+    }
+
+    fn start_with(cri: bool, netns: Option<&Path>) -> Containerd {
         std::fs::create_dir_all("/run/ironpod-tests").expect("mkdir /run/ironpod-tests");
         let dir = tempfile::tempdir_in("/run/ironpod-tests").expect("temp dir");
         let d = dir.path();
@@ -111,7 +138,19 @@ impl Containerd {
             format!("disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n{}", base_config(d))
         };
         std::fs::write(d.join("config.toml"), config).expect("write config");
-        let daemon = spawn_daemon(d);
+        if netns.is_some() {
+            std::fs::create_dir_all(d.join("cni/conf")).expect("mkdir cni/conf");
+            let conf = format!(
+                r#"{{"cniVersion": "0.4.0", "name": "ipt", "plugins": [{{"type": "bridge",
+                "bridge": "iptbr0", "isGateway": true, "ipMasq": false, "ipam": {{
+                "type": "host-local", "dataDir": "{}/cni/ipam",
+                "ranges": [[{{"subnet": "10.233.0.0/24"}}]],
+                "routes": [{{"dst": "0.0.0.0/0"}}]}}}}]}}"#,
+                d.display()
+            );
+            std::fs::write(d.join("cni/conf/10-ipt.conflist"), conf).expect("write CNI conf");
+        }
+        let daemon = spawn_daemon(d, netns);
         // The images as an OCI archive, from ironpod's own store.
         let images = TestRoot::with_demo();
         let mut names = vec!["demo".to_string()];
@@ -135,8 +174,14 @@ impl Containerd {
         let out = images.ironpod(&args);
         assert!(out.status.success(), "save: {}", text(&out.stderr));
         let namespace = if cri { "k8s.io" } else { "default" };
-        let c =
-            Containerd { dir, daemon, namespace, image: DEMO_IMAGE.to_string(), _images: images };
+        let c = Containerd {
+            dir,
+            daemon,
+            netns: netns.map(Path::to_path_buf),
+            namespace,
+            image: DEMO_IMAGE.to_string(),
+            _images: images,
+        };
         let out = c.ctr(&["images", "import", &archive.to_string_lossy()]);
         assert!(out.status.success(), "import: {}", text(&out.stderr));
         c
@@ -180,7 +225,7 @@ impl Containerd {
         // SAFETY: kill(2) of the daemon we started.
         unsafe { libc::kill(self.daemon.id() as i32, libc::SIGTERM) };
         let _ = self.daemon.wait();
-        self.daemon = spawn_daemon(self.dir.path());
+        self.daemon = spawn_daemon(self.dir.path(), self.netns.as_deref());
     }
 
     /// A `ctr` command on this containerd and namespace.

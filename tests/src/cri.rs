@@ -157,6 +157,13 @@ impl Cri {
         Ok(r.status.map_or(-1, |s| s.state))
     }
 
+    /// The pod's IP address (from CNI).
+    pub fn pod_ip(&mut self, pod: &str) -> CriResult<String> {
+        let req = cri::PodSandboxStatusRequest { pod_sandbox_id: pod.into(), verbose: false };
+        let r = self.rt.block_on(self.runtime.pod_sandbox_status(req))?.into_inner();
+        Ok(r.status.and_then(|s| s.network).map(|n| n.ip).unwrap_or_default())
+    }
+
     /// Stops every container of the pod and the pod.
     pub fn stop_pod(&mut self, pod: &str) -> CriResult<()> {
         let req = cri::StopPodSandboxRequest { pod_sandbox_id: pod.into() };
@@ -202,6 +209,17 @@ pub fn pod_config(name: &str, log_dir: &Path) -> PodSandboxConfig {
         labels: HashMap::from([("app".to_string(), name.to_string())]),
         ..Default::default()
     }
+}
+
+/// A pod on the CNI network (a network namespace of its own), logs under `log_dir`.
+pub fn pod_config_cni(name: &str, log_dir: &Path) -> PodSandboxConfig {
+    let mut c = pod_config(name, log_dir);
+    let ns = c.linux.as_mut().and_then(|l| l.security_context.as_mut());
+    if let Some(o) = ns.and_then(|s| s.namespace_options.as_mut()) {
+        o.network = NamespaceMode::Pod as i32;
+    }
+    c.hostname = name.into();
+    c
 }
 
 /// A container running `cmd` from `image`, logging to `<pod log dir>/<name>.log`.

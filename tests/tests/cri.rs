@@ -156,3 +156,92 @@ fn cri_pod_with_two_containers_in_one_vm() {
     assert!(!Path::new("/run/ironpod/shim").join(&pod).exists());
     assert!(c.tasks().is_empty(), "{:?}", c.tasks());
 }
+
+#[test]
+fn cri_pods_on_a_cni_network_reach_each_other() {
+    let _w = require_linux_kvm();
+    // containerd, CNI's bridge and the pods' namespaces all live in a namespace of the
+    // test's own.
+    let ns = format!("ipt-cni-{}", std::process::id());
+    let ip = |args: &[&str]| {
+        let out = std::process::Command::new("ip").args(args).output().expect("ip (iproute2)");
+        assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let _ = std::process::Command::new("ip").args(["netns", "del", &ns]).output();
+    ip(&["netns", "add", &ns]);
+    struct Del(String);
+    impl Drop for Del {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip").args(["netns", "del", &self.0]).output();
+        }
+    }
+    let _del = Del(ns.clone());
+    ip(&["-n", &ns, "link", "set", "lo", "up"]);
+    let c = Containerd::start_cri_with_cni(&Path::new("/run/netns").join(&ns));
+    let mut cri = Cri::connect(&c.socket());
+    let logs = c.dir().join("logs");
+    let mut pods = Vec::new();
+    for name in ["one", "two"] {
+        let cfg = ironpod_tests::cri::pod_config_cni(name, &logs.join(name));
+        std::fs::create_dir_all(logs.join(name)).unwrap();
+        let pod = cri
+            .run_pod(&cfg, "ironpod")
+            .unwrap_or_else(|e| panic!("RunPodSandbox {name}: {e}\n{}", c.log()));
+        let ctr = container_config("main", DEMO_IMAGE, &["sleep", "3600"]);
+        let id = cri.create_container(&pod, &ctr, &cfg).expect("CreateContainer");
+        cri.start_container(&id).expect("StartContainer");
+        let addr = cri.pod_ip(&pod).unwrap();
+        assert!(addr.starts_with("10.233.0."), "pod IP {addr:?}");
+        pods.push((pod, id, addr));
+    }
+    // The guest's eth0 has the address CNI gave the pod.
+    let (one, two) = (&pods[0], &pods[1]);
+    let shown = exec_ok(&mut cri, &one.1, "ip -4 addr show eth0");
+    assert!(shown.contains(&format!("{}/24", one.2)), "{shown}");
+    // Pod to pod across the CNI bridge, both VMs answering; and to the bridge's gateway.
+    let (out, _, code) =
+        cri.exec_sync(&two.1, &["sh", "-c", &format!("ping -c 2 -W 5 {}", one.2)], 60).unwrap();
+    if code != 0 {
+        let mut diag = String::new();
+        for (_, id, _) in &pods {
+            let (o, e, _) = cri
+                .exec_sync(id, &["sh", "-c", "ip neigh; ip route; cat /proc/net/dev"], 30)
+                .unwrap();
+            diag += &format!("guest {id}:\n{o}{e}\n");
+        }
+        for e in std::fs::read_dir("/var/run/netns").unwrap().flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            let o = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "ip -n {n} -s link; ip -n {n} addr; tc -n {n} -s filter show dev eth0 ingress; \
+                     tc -n {n} -s filter show dev tap0 ingress; tc -n {n} qdisc"
+                ))
+                .output()
+                .unwrap();
+            diag += &format!(
+                "netns {n}:\n{}{}\n",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        let o = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("ip -n {ns} -s link; bridge -n {ns} fdb; ip -n {ns} addr"))
+            .output()
+            .unwrap();
+        diag += &format!(
+            "test ns:\n{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        panic!("pod two cannot ping pod one: {out}\n{diag}");
+    }
+    assert!(out.contains("2 packets received"), "{out}");
+    let out = exec_ok(&mut cri, &one.1, "ping -c 1 -W 5 10.233.0.1");
+    assert!(out.contains("1 packets received"), "{out}");
+    for (pod, _, _) in &pods {
+        cri.stop_pod(pod).expect("StopPodSandbox");
+        cri.remove_pod(pod).expect("RemovePodSandbox");
+    }
+}

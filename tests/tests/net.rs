@@ -139,9 +139,20 @@ fn the_vm_takes_the_place_of_a_cni_style_veth() {
     });
     agent.configure_network(&nic.network_config()).expect("configure eth0");
     // The peer reaches the guest at the veth's address: the frames cross the veth, are
-    // redirected to the tap and answered by the guest's kernel.
+    // redirected to the tap and answered by the guest's kernel — not by the pod
+    // namespace's own stack, which still holds the address but never sees a frame.
+    let rx = |agent: &mut ironpod_runtime::agent_client::AgentClient| -> u64 {
+        let b = agent.read_file("/sys/class/net/eth0/statistics/rx_packets").unwrap();
+        String::from_utf8_lossy(&b).trim().parse().unwrap()
+    };
+    let before = rx(&mut agent);
     let out = peer.ok(&["busybox", "ping", "-c", "3", "-W", "5", "10.232.0.2"]);
     assert!(out.contains("3 packets received"), "{out}");
+    assert!(rx(&mut agent) >= before + 3, "the guest did not receive the pings");
+    let pod_rx = pod.ok(&["cat", "/sys/class/net/eth0/statistics/rx_packets"]);
+    let filters = pod.ok(&["tc", "-s", "filter", "show", "dev", "eth0", "ingress"]);
+    assert!(filters.contains("protocol all"), "{filters}");
+    assert!(!filters.contains("rule hit 0 "), "the redirect never matched: {filters} ({pod_rx})");
     let status = vm.shutdown(&mut agent, Duration::from_secs(30)).expect("shutdown");
     assert_eq!(status.code(), Some(0), "VMM log: {}", vm.vmm_log());
 }

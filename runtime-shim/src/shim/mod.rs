@@ -64,6 +64,18 @@ fn bundle_spec(bundle: &Path) -> Option<Spec> {
     Spec::load(bundle.join("config.json")).ok()
 }
 
+/// The host network namespace `spec` asks for (the CNI-prepared one of a CRI sandbox).
+pub fn network_namespace(spec: &Spec) -> Option<PathBuf> {
+    spec.linux()
+        .as_ref()?
+        .namespaces()
+        .as_ref()?
+        .iter()
+        .find(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Network)?
+        .path()
+        .clone()
+}
+
 /// Whether `spec` is a CRI pod sandbox (the container that starts a Kubernetes pod).
 pub fn is_sandbox(spec: &Spec) -> bool {
     spec.annotations()

@@ -51,6 +51,9 @@ pub fn spare_slots(boot_layers: usize) -> u8 {
     by_irq.min(by_disks).min(MAX_SPARE_SLOTS) as u8
 }
 
+/// The tap device of a pod VM in its network namespace.
+const POD_TAP: &str = "tap0";
+
 /// Where the pod's shared `/dev/shm` lives in the guest.
 pub const POD_SHM: &str = "/run/ironpod/pod-shm";
 
@@ -65,11 +68,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl PodVm {
     /// Boots a VM with the image layer disks `layers` (bottom first), a fresh writable
     /// disk in `dir` and `spare` empty slots for more layers, and waits for its agent.
+    /// With `netns` (the pod's network namespace, as CNI left it), the VM runs there and its
+    /// card takes the place of the namespace's `eth0`.
     pub fn boot(
         state_root: &Path,
         dir: &Path,
         layers: Vec<PathBuf>,
         spare: u8,
+        netns: Option<PathBuf>,
         vcpus: u8,
         memory_mib: u64,
     ) -> Result<PodVm, String> {
@@ -84,6 +90,21 @@ impl PodVm {
         // restarted shim must not lose it).
         s.die_with_starter = false;
         s.spare_disks = spare;
+        let nic = match &netns {
+            Some(ns) => {
+                let nic = crate::podnet::connect_tap(ns, "eth0", POD_TAP).map_err(|e| {
+                    format!("connect the pod VM to network namespace {}: {e}", ns.display())
+                })?;
+                s.net = vec![ironpod_vmm::config::NetConfig {
+                    tap: POD_TAP.into(),
+                    mac: Some(nic.mac.clone()),
+                    mtu: nic.mtu,
+                }];
+                s.netns = Some(ns.clone());
+                Some(nic)
+            }
+            None => None,
+        };
         s.disks = layers
             .iter()
             .map(|p| DiskConfig { path: p.clone(), read_only: true })
@@ -100,6 +121,10 @@ impl PodVm {
             .wait_agent(Duration::from_secs(120))
             .map_err(|e| format!("the pod VM's agent did not come up: {e}"))?;
         ctl.set_timeout(Duration::from_secs(60)).map_err(|e| e.to_string())?;
+        if let Some(nic) = &nic {
+            ctl.configure_network(&nic.network_config())
+                .map_err(|e| format!("configure the pod VM's network: {e}"))?;
+        }
         Ok(PodVm {
             uds: vm.vsock_path().to_path_buf(),
             api: vm.api_path(),

@@ -236,6 +236,7 @@ impl Inner {
                         &paths::pod_dir(&self.grouping),
                         layers,
                         spare,
+                        super::network_namespace(&spec),
                         vcpus,
                         mem,
                     )
