@@ -192,6 +192,52 @@ mod tests {
     }
 
     #[test]
+    fn sandboxes_and_their_network_namespace() {
+        use oci_spec::runtime::{LinuxBuilder, LinuxNamespaceBuilder, LinuxNamespaceType};
+        let mut s = Spec::default();
+        assert!(!is_sandbox(&s));
+        s.set_annotations(Some(HashMap::from([(
+            ANNOTATION_CONTAINER_TYPE.to_string(),
+            "sandbox".to_string(),
+        )])));
+        assert!(is_sandbox(&s));
+        let ns = |typ, path: Option<&str>| {
+            let mut b = LinuxNamespaceBuilder::default().typ(typ);
+            if let Some(p) = path {
+                b = b.path(p);
+            }
+            b.build().unwrap()
+        };
+        s.set_linux(Some(
+            LinuxBuilder::default()
+                .namespaces(vec![
+                    ns(LinuxNamespaceType::Pid, None),
+                    ns(LinuxNamespaceType::Network, Some("/var/run/netns/cni-1")),
+                ])
+                .build()
+                .unwrap(),
+        ));
+        assert_eq!(network_namespace(&s), Some(PathBuf::from("/var/run/netns/cni-1")));
+        s.set_linux(Some(
+            LinuxBuilder::default()
+                .namespaces(vec![ns(LinuxNamespaceType::Network, None)])
+                .build()
+                .unwrap(),
+        ));
+        assert_eq!(network_namespace(&s), None);
+    }
+
+    #[test]
+    fn spare_slots_fit_the_interrupt_lines() {
+        assert_eq!(pod::spare_slots(1), pod::MAX_SPARE_SLOTS as u8);
+        // 16 disks at most: 13 layers + the writable disk leave 2 (the 19 interrupt lines
+        // would allow 3).
+        assert_eq!(pod::spare_slots(13), 2);
+        assert_eq!(pod::spare_slots(16), 0);
+        assert_eq!(pod::spare_slots(40), 0);
+    }
+
+    #[test]
     fn vm_size_follows_limits() {
         use oci_spec::runtime::{
             LinuxBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxResourcesBuilder,
