@@ -29,6 +29,9 @@ pub enum PodNetError {
     /// The namespace lacks what the pod needs.
     #[error("{0}")]
     Missing(String),
+    /// The namespace has no interface of that name (a pod with loopback only).
+    #[error("no interface {0} in the pod's network namespace")]
+    NoInterface(String),
 }
 
 fn failed(what: impl Into<String>) -> impl FnOnce(String) -> PodNetError {
@@ -83,11 +86,6 @@ pub fn connect_tap(netns: &Path, veth: &str, tap: &str) -> Result<GuestNic, PodN
                     std::io::Error::last_os_error().to_string(),
                 ));
             }
-            let t = ironpod_vmm::virtio::net::tap::Tap::open(&tap)
-                .map_err(|e| failed(format!("create tap {tap}"))(e.to_string()))?;
-            t.set_persistent(true)
-                .map_err(|e| failed(format!("make tap {tap} persistent"))(e.to_string()))?;
-            drop(t);
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_io()
                 .build()
@@ -107,7 +105,7 @@ async fn link(h: &Handle, name: &str) -> Result<LinkMessage, PodNetError> {
         .try_next()
         .await
         .map_err(|e| failed(format!("find interface {name}"))(e.to_string()))?
-        .ok_or_else(|| PodNetError::Missing(format!("no interface {name} in the pod's namespace")))
+        .ok_or_else(|| PodNetError::NoInterface(name.to_string()))
 }
 
 async fn plumb(veth: &str, tap: &str) -> Result<GuestNic, PodNetError> {
@@ -115,6 +113,11 @@ async fn plumb(veth: &str, tap: &str) -> Result<GuestNic, PodNetError> {
         rtnetlink::new_connection().map_err(|e| failed("netlink socket")(e.to_string()))?;
     tokio::spawn(conn);
     let v = link(&h, veth).await?;
+    // A persistent tap, so it can be set up before the VMM opens it by name.
+    let created = ironpod_vmm::virtio::net::tap::Tap::open(tap)
+        .and_then(|t| t.set_persistent(true))
+        .map_err(|e| failed(format!("create tap {tap}"))(e.to_string()));
+    created?;
     let t = link(&h, tap).await?;
     let (vi, ti) = (v.header.index, t.header.index);
     let mut mac = None;

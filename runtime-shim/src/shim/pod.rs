@@ -91,18 +91,25 @@ impl PodVm {
         s.die_with_starter = false;
         s.spare_disks = spare;
         let nic = match &netns {
-            Some(ns) => {
-                let nic = crate::podnet::connect_tap(ns, "eth0", POD_TAP).map_err(|e| {
-                    format!("connect the pod VM to network namespace {}: {e}", ns.display())
-                })?;
-                s.net = vec![ironpod_vmm::config::NetConfig {
-                    tap: POD_TAP.into(),
-                    mac: Some(nic.mac.clone()),
-                    mtu: nic.mtu,
-                }];
-                s.netns = Some(ns.clone());
-                Some(nic)
-            }
+            Some(ns) => match crate::podnet::connect_tap(ns, "eth0", POD_TAP) {
+                // A namespace with loopback only: the VM gets no card either.
+                Err(crate::podnet::PodNetError::NoInterface(_)) => None,
+                Err(e) => {
+                    return Err(format!(
+                        "connect the pod VM to network namespace {}: {e}",
+                        ns.display()
+                    ))
+                }
+                Ok(nic) => {
+                    s.net = vec![ironpod_vmm::config::NetConfig {
+                        tap: POD_TAP.into(),
+                        mac: Some(nic.mac.clone()),
+                        mtu: nic.mtu,
+                    }];
+                    s.netns = Some(ns.clone());
+                    Some(nic)
+                }
+            },
             None => None,
         };
         s.disks = layers
