@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 pub mod containerd;
 pub mod cri;
+pub mod netns;
 
 /// Why this machine cannot boot Linux guests on KVM, or `None` if it can.
 pub fn linux_kvm_unavailable() -> Option<String> {

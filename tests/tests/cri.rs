@@ -162,22 +162,9 @@ fn cri_pods_on_a_cni_network_reach_each_other() {
     let _w = require_linux_kvm();
     // containerd, CNI's bridge and the pods' namespaces all live in a namespace of the
     // test's own.
-    let ns = format!("ipt-cni-{}", std::process::id());
-    let ip = |args: &[&str]| {
-        let out = std::process::Command::new("ip").args(args).output().expect("ip (iproute2)");
-        assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
-    let _ = std::process::Command::new("ip").args(["netns", "del", &ns]).output();
-    ip(&["netns", "add", &ns]);
-    struct Del(String);
-    impl Drop for Del {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("ip").args(["netns", "del", &self.0]).output();
-        }
-    }
-    let _del = Del(ns.clone());
-    ip(&["-n", &ns, "link", "set", "lo", "up"]);
-    let c = Containerd::start_cri_with_cni(&Path::new("/run/netns").join(&ns));
+    let ns = ironpod_tests::netns::Netns::new("cni");
+    ns.ok(&["ip", "link", "set", "lo", "up"]);
+    let c = Containerd::start_cri_with_cni(&ns.path());
     let mut cri = Cri::connect(&c.socket());
     let logs = c.dir().join("logs");
     let mut pods = Vec::new();
@@ -227,7 +214,7 @@ fn cri_pods_on_a_cni_network_reach_each_other() {
         }
         let o = std::process::Command::new("sh")
             .arg("-c")
-            .arg(format!("ip -n {ns} -s link; bridge -n {ns} fdb; ip -n {ns} addr"))
+            .arg(format!("ip -n {0} -s link; bridge -n {0} fdb; ip -n {0} addr", ns.name))
             .output()
             .unwrap();
         diag += &format!(

@@ -1,57 +1,15 @@
 //! virtio-net: a pod VM's card on a tap device inside a network namespace the test creates
 //! (the only place test traffic may go, besides loopback).
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use ironpod_protocol::{ErrorKind, NetInterface, NetworkConfig};
 use ironpod_runtime::agent_client::ClientError;
 use ironpod_runtime::podnet;
 use ironpod_runtime::vm::{RunningVm, VmSpec};
+use ironpod_tests::netns::Netns;
 use ironpod_tests::require_linux_kvm;
 use ironpod_vmm::config::NetConfig;
-
-/// A network namespace made for one test (deleted on drop).
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn new(tag: &str) -> Netns {
-        let name = format!("ipt-{tag}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        let out = Command::new("ip").args(["netns", "add", &name]).output().expect("ip (iproute2)");
-        assert!(out.status.success(), "ip netns add: {}", String::from_utf8_lossy(&out.stderr));
-        Netns { name }
-    }
-
-    fn path(&self) -> PathBuf {
-        PathBuf::from("/run/netns").join(&self.name)
-    }
-
-    /// Runs a command inside the namespace.
-    fn run(&self, args: &[&str]) -> std::process::Output {
-        Command::new("ip").args(["netns", "exec", &self.name]).args(args).output().expect("ip")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
-    }
-}
 
 const MAC: &str = "02:00:0a:e7:00:02";
 
