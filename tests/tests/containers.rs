@@ -307,7 +307,16 @@ fn detached_container_lifecycle() {
     let logs = root.ironpod(&["logs", "web"]);
     assert_eq!(text(&logs.stdout), "hi from /tmp/work\nline3\n");
     assert_eq!(text(&logs.stderr), "oops\n");
-    assert_eq!(text(&root.ironpod(&["logs", "--tail", "1", "web"]).stdout), "line3\n");
+    // --tail counts lines across both streams, in the order they reached the log: stdout
+    // and stderr are separate pipes, so "oops" may land before or after "line3".
+    let tail = root.ironpod(&["logs", "--tail", "1", "web"]);
+    let last = format!("{}{}", text(&tail.stdout), text(&tail.stderr));
+    assert!(last == "line3\n" || last == "oops\n", "tail 1: {last:?}");
+    let tail = root.ironpod(&["logs", "--tail", "2", "web"]);
+    assert_eq!(text(&tail.stdout).lines().count() + text(&tail.stderr).lines().count(), 2);
+    let tail = root.ironpod(&["logs", "--tail", "3", "web"]);
+    assert_eq!(text(&tail.stdout), "hi from /tmp/work\nline3\n");
+    assert_eq!(text(&tail.stderr), "oops\n");
     // exec: exit code, env, user, workdir, stdin.
     let ex = root.ironpod(&[
         "exec",
