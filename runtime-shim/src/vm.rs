@@ -125,6 +125,23 @@ impl VmSpec {
     }
 }
 
+/// Makes `cmd`'s child enter the network namespace `ns` before it executes; `ns` must stay
+/// open until the spawn.
+pub fn enter_netns_on_exec(cmd: &mut Command, ns: &fs::File) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let fd = ns.as_raw_fd();
+    // SAFETY: setns(2) on a descriptor opened before the fork; async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 fn unique_id() -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let nanos = std::time::SystemTime::now()
@@ -231,18 +248,7 @@ impl RunningVm {
         let netns_file = spec.netns.as_ref().map(|ns| fs::File::open(ns).map_err(prep(ns)));
         let netns_file = netns_file.transpose()?;
         if let Some(f) = &netns_file {
-            use std::os::fd::AsRawFd;
-            let fd = f.as_raw_fd();
-            // SAFETY: setns(2) on a descriptor opened before the fork; async-signal-safe.
-            unsafe {
-                use std::os::unix::process::CommandExt;
-                cmd.pre_exec(move || {
-                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
+            enter_netns_on_exec(&mut cmd, f);
         }
         if spec.die_with_starter {
             // SAFETY: prctl is async-signal-safe. The VMM dies with the thread that started

@@ -52,18 +52,7 @@ fn spawn_daemon(d: &Path, netns: Option<&Path>) -> Child {
     let mut cmd = Command::new("containerd");
     let ns_file = netns.map(|p| std::fs::File::open(p).expect("open the test's netns"));
     if let Some(f) = &ns_file {
-        use std::os::fd::AsRawFd;
-        let fd = f.as_raw_fd();
-        // SAFETY: setns(2) on a descriptor opened before the fork; async-signal-safe.
-        unsafe {
-            use std::os::unix::process::CommandExt;
-            cmd.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        ironpod_runtime::vm::enter_netns_on_exec(&mut cmd, f);
     }
     let daemon = cmd
         .arg("--config")
