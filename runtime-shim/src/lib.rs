@@ -8,6 +8,8 @@ pub mod commit;
 pub mod logs;
 pub mod monitor;
 pub mod monitor_handle;
+pub mod netns;
+pub mod network;
 pub mod pod;
 pub mod podnet;
 pub mod seccomp;

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::agent_client::{AgentClient, ClientError};
 use crate::attach::{self, ExitReport, Frame};
 use crate::logs::{LogWriter, Stream};
+use crate::network::{self, NetworkError, NetworkSettings, PodNetwork};
 use crate::pod;
 use crate::spec::RunOptions;
 use crate::state::State;
@@ -51,6 +52,24 @@ pub struct Prepared {
     pub options: RunOptions,
     /// The container's OCI runtime spec.
     pub spec: oci_spec::runtime::Spec,
+}
+
+/// What the monitor needs at once, to start the VMM and the network while the caller
+/// prepares the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodShape {
+    /// vCPUs.
+    pub vcpus: u8,
+    /// Guest memory.
+    pub memory_mib: u64,
+    /// The network to join (`None`: loopback only).
+    pub network: Option<String>,
+}
+
+/// The pod's shape for a container's options.
+pub fn pod_shape(o: &RunOptions) -> PodShape {
+    let (vcpus, memory_mib) = vm_size(o);
+    PodShape { vcpus, memory_mib, network: o.network_name().map(str::to_string) }
 }
 
 /// The VM's size for a container's options.
@@ -214,6 +233,73 @@ fn accept_clients(listener: UnixListener, sh: Arc<Shared>) {
     });
 }
 
+/// The pod's network, coming up on a thread of its own while the VMM sets the VM up.
+type PendingNetwork = Option<JoinHandle<Result<PodNetwork, NetworkError>>>;
+
+/// Joins the pod to its network (if it has one) on a thread of its own.
+fn start_network(root: &Path, id: &str, network: Option<&str>) -> PendingNetwork {
+    let (root, id, name) = (root.to_path_buf(), id.to_string(), network?.to_string());
+    Some(std::thread::spawn(move || {
+        let r = network::connect(&root, &name, &id);
+        tracing::info!(%id, ok = r.is_ok(), "network ready");
+        r
+    }))
+}
+
+/// Waits for the pod's network; `Ok(None)` for a pod without one.
+fn join_network(net: PendingNetwork) -> Result<Option<PodNetwork>, ExitReport> {
+    let Some(h) = net else { return Ok(None) };
+    match h.join() {
+        Ok(Ok(n)) => Ok(Some(n)),
+        Ok(Err(e)) => Err(failure(e.to_string())),
+        Err(_) => Err(failure("the network set-up thread panicked".into())),
+    }
+}
+
+/// Sets the guest's side of the network up and writes the container's name-service files;
+/// publishes its ports. Returns what the record keeps.
+fn setup_guest_network(
+    root: &Path,
+    id: &str,
+    ctl: &mut AgentClient,
+    net: Option<&PodNetwork>,
+    opts: &RunOptions,
+    spec: &oci_spec::runtime::Spec,
+) -> Result<NetworkSettings, ExitReport> {
+    if let Some(n) = net {
+        ctl.configure_network(&n.guest_config())
+            .map_err(|e| failure(format!("configure the pod's network: {}", agent_message(&e))))?;
+    }
+    let hostname = spec.hostname().clone().unwrap_or_else(|| id.chars().take(12).collect());
+    let peers = match net {
+        Some(n) => network::peers(root, &n.network.name, id).unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let extra: Vec<(String, String)> =
+        opts.add_host.iter().filter_map(|h| network::files::parse_add_host(h).ok()).collect();
+    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let files = [
+        ("hosts", network::files::hosts(&hostname, net.map(|n| n.address), &peers, &extra)),
+        ("hostname", format!("{hostname}\n")),
+        ("resolv.conf", network::files::resolv_conf(&host_resolv, &opts.dns)),
+    ];
+    for (name, text) in files {
+        ctl.write_file(&crate::spec::etc_file(id, name), text.as_bytes())
+            .map_err(|e| failure(format!("write /etc/{name}: {}", agent_message(&e))))?;
+    }
+    let Some(n) = net else {
+        if !opts.publish.is_empty() {
+            return Err(failure(
+                "a pod without a network (--network none) cannot publish ports".into(),
+            ));
+        }
+        return Ok(NetworkSettings { network: "none".into(), ..Default::default() });
+    };
+    let ports = network::proxy::publish(&opts.publish, &n.net_ns, n.address)
+        .map_err(|e| failure(e.to_string()))?;
+    Ok(n.settings(ports))
+}
+
 /// A running pod and what the monitor keeps of it.
 struct Pod {
     vm: RunningVm,
@@ -250,7 +336,7 @@ fn boot(
     root: &Path,
     id: &str,
     mut vm: RunningVm,
-    launch: &Launch,
+    (launch, net): (&Launch, PendingNetwork),
     sh: &Arc<Shared>,
     log: &Arc<Mutex<Option<LogWriter>>>,
 ) -> Result<(Pod, (bool, bool)), ExitReport> {
@@ -267,7 +353,9 @@ fn boot(
         .map(|p| DiskConfig { path: p.clone(), read_only: true })
         .chain(std::iter::once(DiskConfig { path: launch.writable.clone(), read_only: false }))
         .collect();
-    vm.boot(disks, &cmdline).map_err(|e| failure(e.to_string()))?;
+    let net = join_network(net)?;
+    let cards = net.iter().map(PodNetwork::tap).collect();
+    vm.boot(disks, cards, &cmdline).map_err(|e| failure(e.to_string()))?;
     tracing::info!(%id, "booting");
     let uds = vm.vsock_path().to_path_buf();
     let _ = sh.uds.set(uds.clone());
@@ -285,6 +373,10 @@ fn boot(
     *lock(log) = LogWriter::open(&pod::log_path(root, id)).ok();
     let mut ctl = vm.wait_agent(Duration::from_secs(120)).map_err(|e| failure(e.to_string()))?;
     tracing::info!(%id, "agent ready");
+    let settings = setup_guest_network(root, id, &mut ctl, net.as_ref(), &opts, &spec)?;
+    if let Ok(text) = serde_json::to_string(&settings) {
+        let _ = state.set_network(id, &text);
+    }
     let guest_pid = ctl
         .create_container(CreateContainer {
             id: id.to_string(),
@@ -339,23 +431,32 @@ fn open_streams(
 pub fn run(
     root: &Path,
     id: &str,
-    (vcpus, memory_mib): (u8, u64),
+    shape: &PodShape,
     wait_attach: bool,
     mut ready: std::fs::File,
 ) -> i32 {
     tracing::debug!(%id, "monitor up");
-    // The VMM starts now and sets the VM up while the caller prepares the disks.
-    let vm = match start_vm(id, vcpus, memory_mib) {
+    // The VMM starts now and sets the VM up while the caller prepares the disks; the
+    // network comes up beside it.
+    let vm = match start_vm(id, shape.vcpus, shape.memory_mib) {
         Ok(vm) => vm,
         Err(report) => {
             let _ = writeln!(ready, "error: {}", report.error.unwrap_or_default());
             return 1;
         }
     };
+    let net = start_network(root, id, shape.network.as_deref());
+    let give_up = |net: PendingNetwork| {
+        if let Some(h) = net {
+            let _ = h.join();
+            network::disconnect(root, id);
+        }
+    };
     let mut line = String::new();
     if matches!(std::io::stdin().lock().read_line(&mut line), Ok(0)) {
         // The caller gave up before launching (bad image, bad flags): the VM just ends.
         drop(vm);
+        give_up(net);
         let _ = std::fs::remove_dir_all(pod::run_dir(id));
         return 0;
     }
@@ -366,6 +467,7 @@ pub fn run(
         }
         Err(e) => {
             let _ = writeln!(ready, "error: bad launch data: {e}");
+            give_up(net);
             return 1;
         }
     };
@@ -384,15 +486,17 @@ pub fn run(
         Ok(l) => accept_clients(l, sh.clone()),
         Err(e) => {
             let _ = writeln!(ready, "error: bind {}: {e}", sock.display());
+            give_up(net);
             return 1;
         }
     }
     let _ = writeln!(ready, "attach");
     let log = Arc::new(Mutex::new(None));
-    let (mut pod, stdio) = match boot(root, id, vm, &launch, &sh, &log) {
+    let (mut pod, stdio) = match boot(root, id, vm, (&launch, net), &sh, &log) {
         Ok(p) => p,
         Err(report) if report.error.is_none() => {
             // The caller gave up before the container was recorded: nothing to report.
+            network::disconnect(root, id);
             let _ = std::fs::remove_file(&sock);
             let _ = std::fs::remove_dir_all(pod::run_dir(id));
             return 0;
@@ -543,6 +647,7 @@ fn finish(
         pod.vm.kill();
         tracing::debug!(%id, "VM ended");
     }
+    network::disconnect(root, id);
     tracing::info!(%id, auto_remove, "pod down");
     sh.broadcast(&Frame::Exit(report));
     for c in lock(&sh.clients).drain(..) {

@@ -9,6 +9,7 @@ use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use crate::monitor::PodShape;
 use crate::pod::{container_dir, io, process_start, run_dir, PodError};
 use crate::state::State;
 
@@ -62,7 +63,7 @@ impl Proc {
 fn fork_monitor(
     root: &Path,
     id: &str,
-    shape: (u8, u64),
+    shape: &PodShape,
     wait_attach: bool,
     log: fs::File,
     ready_w: OwnedFd,
@@ -103,7 +104,7 @@ fn fork_monitor(
 fn exec_monitor(
     root: &Path,
     id: &str,
-    (vcpus, memory_mib): (u8, u64),
+    shape: &PodShape,
     wait_attach: bool,
     log: fs::File,
     ready_w: OwnedFd,
@@ -111,7 +112,11 @@ fn exec_monitor(
     let wfd = ready_w.as_raw_fd();
     let mut cmd = Command::new(monitor_binary());
     cmd.arg("--root").arg(root).arg("--ready-fd").arg("3");
-    cmd.arg("--vcpus").arg(vcpus.to_string()).arg("--memory-mib").arg(memory_mib.to_string());
+    cmd.arg("--vcpus").arg(shape.vcpus.to_string());
+    cmd.arg("--memory-mib").arg(shape.memory_mib.to_string());
+    if let Some(n) = &shape.network {
+        cmd.arg("--network").arg(n);
+    }
     cmd.arg(id);
     if wait_attach {
         cmd.arg("--wait-attach");
@@ -151,12 +156,12 @@ pub struct MonitorHandle {
 
 impl MonitorHandle {
     /// Starts the monitor for container `id` (detached: its own session, no terminal); it
-    /// starts the pod's VMM (`shape`: vCPUs, memory in MiB) at once. With `wait_attach` the
-    /// monitor starts the program only when a client attaches.
+    /// starts the pod's VMM and network at once. With `wait_attach` the monitor starts the
+    /// program only when a client attaches.
     pub fn spawn(
         root: &Path,
         id: &str,
-        shape: (u8, u64),
+        shape: &PodShape,
         wait_attach: bool,
     ) -> Result<Self, PodError> {
         let (r, w) = pipe()?;

@@ -323,6 +323,8 @@ pub fn reconcile(state: &State, rec: Record) -> Result<Record, PodError> {
             }
         }
         let _ = fs::remove_dir_all(run_dir(&rec.id));
+        // Its address frees itself (the lease's holder is gone); its namespace does not.
+        let _ = crate::netns::remove(&crate::network::pod_namespace(&rec.id));
         return Ok(state.find(&rec.id)?);
     }
     Ok(rec)
@@ -376,6 +378,7 @@ pub fn remove(root: &Path, store: &ImageStore, id: &str) -> Result<(), PodError>
         fs::remove_dir_all(&dir).map_err(io(format!("remove {}", dir.display())))?;
     }
     let _ = fs::remove_dir_all(run_dir(id));
+    crate::network::disconnect(root, id);
     state.delete(id)?;
     store.release(&lease_holder(id))?;
     Ok(())

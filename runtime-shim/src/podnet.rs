@@ -108,7 +108,8 @@ async fn link(h: &Handle, name: &str) -> Result<LinkMessage, PodNetError> {
         .ok_or_else(|| PodNetError::NoInterface(name.to_string()))
 }
 
-async fn plumb(veth: &str, tap: &str) -> Result<GuestNic, PodNetError> {
+/// In the current namespace, creates the tap and joins it to `veth` (see [`connect_tap`]).
+pub(crate) async fn plumb(veth: &str, tap: &str) -> Result<GuestNic, PodNetError> {
     let (conn, h, _) =
         rtnetlink::new_connection().map_err(|e| failed("netlink socket")(e.to_string()))?;
     tokio::spawn(conn);

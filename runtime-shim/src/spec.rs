@@ -56,7 +56,39 @@ pub struct RunOptions {
     /// `no-new-privileges[=true|false]`).
     #[serde(default)]
     pub security_opt: Vec<String>,
+    /// `--network`: a network's name, `none`, or unset for the default network.
+    #[serde(default)]
+    pub network: Option<String>,
+    /// `-p` mappings.
+    #[serde(default)]
+    pub publish: Vec<crate::network::PortMapping>,
+    /// `--dns` servers (replace the host's).
+    #[serde(default)]
+    pub dns: Vec<String>,
+    /// `--add-host NAME:IP` entries.
+    #[serde(default)]
+    pub add_host: Vec<String>,
 }
+
+impl RunOptions {
+    /// The network the pod joins: `None` for `--network none`.
+    pub fn network_name(&self) -> Option<&str> {
+        match self.network.as_deref() {
+            None | Some("") => Some(crate::network::DEFAULT_NETWORK),
+            Some("none") => None,
+            Some(n) => Some(n),
+        }
+    }
+}
+
+/// Where the agent finds a container's name-service files (written by the pod's monitor
+/// before the container is created; bind-mounted on `/etc/<name>`).
+pub fn etc_file(id: &str, name: &str) -> String {
+    format!("/run/ironpod/etc/{id}/{name}")
+}
+
+/// The name-service files every container gets.
+pub const ETC_FILES: [&str; 3] = ["hosts", "hostname", "resolv.conf"];
 
 /// Errors building a spec (exit code 125 territory).
 #[derive(Debug, thiserror::Error)]
@@ -353,6 +385,18 @@ pub fn build(id: &str, image: &ImageConfiguration, o: &RunOptions) -> Result<Spe
         annotations.insert(USER_ANNOTATION.to_string(), name);
     }
     let mut spec = Spec::default();
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    for name in ETC_FILES {
+        mounts.push(
+            oci_spec::runtime::MountBuilder::default()
+                .destination(format!("/etc/{name}"))
+                .typ("bind")
+                .source(etc_file(id, name))
+                .options(vec!["rbind".to_string(), "rprivate".to_string()])
+                .build()?,
+        );
+    }
+    spec.set_mounts(Some(mounts));
     spec.set_hostname(Some(hostname))
         .set_process(Some(process))
         .set_root(Some(RootBuilder::default().path("rootfs").readonly(o.read_only).build()?))

@@ -170,6 +170,13 @@ impl State {
                 auto_remove INTEGER NOT NULL DEFAULT 0
             );",
         )?;
+        // Added after the first release: databases made before get the column.
+        let has_network: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('containers') WHERE name = 'network'")?
+            .exists([])?;
+        if !has_network {
+            conn.execute_batch("ALTER TABLE containers ADD COLUMN network TEXT")?;
+        }
         Ok(State { conn })
     }
 
@@ -273,6 +280,24 @@ impl State {
         Ok(n == 1)
     }
 
+    /// Records the container's network settings (JSON of
+    /// [`crate::network::NetworkSettings`]).
+    pub fn set_network(&self, id: &str, settings: &str) -> Result<(), StateError> {
+        self.conn
+            .execute("UPDATE containers SET network = ?2 WHERE id = ?1", params![id, settings])?;
+        Ok(())
+    }
+
+    /// The container's network settings, once its pod started.
+    pub fn network(&self, id: &str) -> Result<Option<crate::network::NetworkSettings>, StateError> {
+        let text: Option<String> = self
+            .conn
+            .query_row("SELECT network FROM containers WHERE id = ?1", [id], |r| r.get(0))
+            .optional()?
+            .flatten();
+        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+    }
+
     /// Deletes a record.
     pub fn delete(&self, id: &str) -> Result<(), StateError> {
         self.conn.execute("DELETE FROM containers WHERE id = ?1", [id])?;
@@ -307,6 +332,9 @@ mod tests {
         let r = s.find("one").unwrap();
         assert_eq!((r.status.as_str(), r.exit_code), (status::EXITED, Some(7)));
         assert_eq!(s.list().unwrap().len(), 2);
+        assert_eq!(s.network("abc123").unwrap(), None);
+        s.set_network("abc123", r#"{"network":"bridge","address":"10.88.0.2"}"#).unwrap();
+        assert_eq!(s.network("abc123").unwrap().unwrap().address, Some([10, 88, 0, 2].into()));
         s.delete("abc123").unwrap();
         assert!(s.find("one").is_err());
     }

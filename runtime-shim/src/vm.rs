@@ -182,14 +182,20 @@ impl RunningVm {
         Self::spawn(spec, true)
     }
 
-    /// Hands a deferred VMM its disks and command-line words: the guest boots.
-    pub fn boot(&mut self, disks: Vec<DiskConfig>, cmdline: &str) -> Result<(), VmError> {
+    /// Hands a deferred VMM its disks, network cards and command-line words: the guest
+    /// boots.
+    pub fn boot(
+        &mut self,
+        disks: Vec<DiskConfig>,
+        net: Vec<ironpod_vmm::config::NetConfig>,
+        cmdline: &str,
+    ) -> Result<(), VmError> {
         let Some(mut stdin) = self.late.take() else {
             return Err(VmError::Late(
                 "the VMM was not started deferred, or booted already".into(),
             ));
         };
-        let late = LateConfig { disks, cmdline: cmdline.to_string() };
+        let late = LateConfig { disks, net, cmdline: cmdline.to_string() };
         let mut text = serde_json::to_vec(&late).map_err(|e| VmError::Late(e.to_string()))?;
         text.push(b'\n');
         std::io::Write::write_all(&mut stdin, &text).map_err(|e| {

@@ -23,7 +23,8 @@ fn the_guest_answers_on_its_tap_inside_a_test_namespace() {
     ns.ok(&["ip", "link", "set", "tap0", "up"]);
 
     let mut spec = VmSpec::with_defaults().expect("guest assets installed");
-    spec.net = vec![NetConfig { tap: "tap0".into(), mac: Some(MAC.into()), mtu: 1500 }];
+    spec.net =
+        vec![NetConfig { tap: "tap0".into(), mac: Some(MAC.into()), mtu: 1500, netns: None }];
     spec.netns = Some(ns.path());
     let mut vm = RunningVm::start(&spec).expect("start VMM");
     let mut agent = vm.wait_agent(Duration::from_secs(120)).unwrap_or_else(|e| {
@@ -88,7 +89,12 @@ fn the_vm_takes_the_place_of_a_cni_style_veth() {
     assert!(podnet::connect_tap(&pod.path(), "nope0", "tap1").is_err());
 
     let mut spec = VmSpec::with_defaults().expect("guest assets installed");
-    spec.net = vec![NetConfig { tap: "tap0".into(), mac: Some(nic.mac.clone()), mtu: nic.mtu }];
+    spec.net = vec![NetConfig {
+        tap: "tap0".into(),
+        mac: Some(nic.mac.clone()),
+        mtu: nic.mtu,
+        netns: None,
+    }];
     spec.netns = Some(pod.path());
     let mut vm = RunningVm::start(&spec).expect("start VMM");
     let mut agent = vm.wait_agent(Duration::from_secs(120)).unwrap_or_else(|e| {

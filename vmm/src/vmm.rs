@@ -276,16 +276,7 @@ impl Vm {
             vmm.spare_disks.push(dev);
         }
         for net in vmm.config.net.clone() {
-            let mac = match net.mac.as_deref() {
-                Some(m) => crate::config::parse_mac(m)
-                    .ok_or_else(|| VmmError::Device(format!("bad MAC address {m:?}")))?,
-                None => random_mac().map_err(|e| VmmError::Host(format!("random MAC: {e}")))?,
-            };
-            let tap = crate::virtio::net::tap::Tap::open(&net.tap)
-                .map_err(|e| VmmError::Device(format!("tap {}: {e}", net.tap)))?;
-            let dev = crate::virtio::net::Net::new(tap, mac, net.mtu)
-                .map_err(|e| VmmError::Device(format!("virtio-net: {e}")))?;
-            vmm.add_virtio(Arc::new(Mutex::new(dev)))?;
+            vmm.add_net(&net)?;
         }
         if vmm.config.free_page_reporting {
             let dev = crate::virtio::balloon::Balloon::new()
@@ -308,12 +299,29 @@ impl Vm {
             self.add_disk(&disk.path, disk.read_only)?;
             self.config.disks.push(disk);
         }
+        for net in late.net {
+            self.add_net(&net)?;
+            self.config.net.push(net);
+        }
         if !late.cmdline.trim().is_empty() {
             self.cmdline
                 .insert_str(late.cmdline.trim())
                 .map_err(|e| VmmError::Cmdline(e.to_string()))?;
         }
         Ok(())
+    }
+
+    fn add_net(&mut self, net: &crate::config::NetConfig) -> Result<(), VmmError> {
+        let mac = match net.mac.as_deref() {
+            Some(m) => crate::config::parse_mac(m)
+                .ok_or_else(|| VmmError::Device(format!("bad MAC address {m:?}")))?,
+            None => random_mac().map_err(|e| VmmError::Host(format!("random MAC: {e}")))?,
+        };
+        let tap = open_tap(&net.tap, net.netns.as_deref())
+            .map_err(|e| VmmError::Device(format!("tap {}: {e}", net.tap)))?;
+        let dev = crate::virtio::net::Net::new(tap, mac, net.mtu)
+            .map_err(|e| VmmError::Device(format!("virtio-net: {e}")))?;
+        self.add_virtio(Arc::new(Mutex::new(dev)))
     }
 
     fn add_disk(&mut self, path: &std::path::Path, read_only: bool) -> Result<(), VmmError> {
@@ -476,4 +484,29 @@ impl Vm {
         }
         Ok(outcome)
     }
+}
+
+/// Opens a tap device, in the network namespace at `netns` if given: on a thread of its own
+/// that enters the namespace (a tap stays in the namespace it was opened in, whatever thread
+/// then uses it), so the VMM itself stays where it is.
+fn open_tap(
+    name: &str,
+    netns: Option<&std::path::Path>,
+) -> std::io::Result<crate::virtio::net::tap::Tap> {
+    use std::os::fd::AsRawFd;
+    let Some(path) = netns else {
+        return crate::virtio::net::tap::Tap::open(name);
+    };
+    let ns = std::fs::File::open(path)?;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: setns(2) on an open namespace descriptor; it changes this thread only.
+            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            crate::virtio::net::tap::Tap::open(name)
+        })
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("the tap thread panicked")))
+    })
 }

@@ -2,7 +2,7 @@
 //! `ironpod_runtime::monitor`). A small binary of its own: it starts fast and stays small
 //! while its pod runs.
 //!
-//! Usage: `ironpod-monitor --root ROOT --ready-fd FD [--wait-attach] CONTAINER_ID`, with the
+//! Usage: `ironpod-monitor --root ROOT --ready-fd FD --vcpus N --memory-mib M [--network NAME] [--wait-attach] CONTAINER_ID`, with the
 //! launch data (JSON) on stdin.
 
 use std::os::fd::FromRawFd;
@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 fn usage() -> ExitCode {
-    eprintln!("usage: ironpod-monitor --root ROOT --ready-fd FD --vcpus N --memory-mib M [--wait-attach] CONTAINER_ID");
+    eprintln!("usage: ironpod-monitor --root ROOT --ready-fd FD --vcpus N --memory-mib M [--network NAME] [--wait-attach] CONTAINER_ID");
     ExitCode::from(2)
 }
 
@@ -18,7 +18,7 @@ fn main() -> ExitCode {
     ironpod_runtime::init_tracing();
     let (mut root, mut ready_fd, mut wait_attach, mut id) =
         (None::<PathBuf>, None::<i32>, false, None::<String>);
-    let (mut vcpus, mut memory) = (None::<u8>, None::<u64>);
+    let (mut vcpus, mut memory, mut network) = (None::<u8>, None::<u64>, None::<String>);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -27,6 +27,7 @@ fn main() -> ExitCode {
             "--wait-attach" => wait_attach = true,
             "--vcpus" => vcpus = args.next().and_then(|v| v.parse().ok()),
             "--memory-mib" => memory = args.next().and_then(|v| v.parse().ok()),
+            "--network" => network = args.next(),
             s if !s.starts_with('-') && id.is_none() => id = Some(s.to_string()),
             _ => return usage(),
         }
@@ -42,7 +43,13 @@ fn main() -> ExitCode {
     // SAFETY: `ironpod run` handed us this fd for the readiness reports only.
     let ready = unsafe { std::fs::File::from_raw_fd(fd) };
     ExitCode::from(
-        ironpod_runtime::monitor::run(&root, &id, (vcpus, memory), wait_attach, ready).clamp(0, 255)
-            as u8,
+        ironpod_runtime::monitor::run(
+            &root,
+            &id,
+            &ironpod_runtime::monitor::PodShape { vcpus, memory_mib: memory, network },
+            wait_attach,
+            ready,
+        )
+        .clamp(0, 255) as u8,
     )
 }

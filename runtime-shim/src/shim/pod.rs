@@ -105,6 +105,7 @@ impl PodVm {
                         tap: POD_TAP.into(),
                         mac: Some(nic.mac.clone()),
                         mtu: nic.mtu,
+                        netns: None,
                     }];
                     s.netns = Some(ns.clone());
                     Some(nic)

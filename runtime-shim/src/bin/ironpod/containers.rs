@@ -457,6 +457,7 @@ pub fn inspect(root: &Path, containers: &[String]) -> Result<i32, Failure> {
             Ok(r) => {
                 let spec: serde_json::Value = serde_json::from_str(&r.spec).unwrap_or_default();
                 let opts: serde_json::Value = serde_json::from_str(&r.options).unwrap_or_default();
+                let net = network_settings(root, &r);
                 out.push(serde_json::json!({
                     "Id": r.id,
                     "Name": r.name,
@@ -492,7 +493,9 @@ pub fn inspect(root: &Path, containers: &[String]) -> Result<i32, Failure> {
                         "PidsLimit": opts["pids_limit"],
                         "ReadonlyRootfs": opts["read_only"],
                         "Privileged": opts["privileged"],
+                        "NetworkMode": opts["network"].as_str().unwrap_or("bridge"),
                     },
+                    "NetworkSettings": net,
                     "Pod": { "VmmPid": r.vmm_pid, "MonitorPid": r.monitor_pid, "Vsock": r.vsock },
                     "LogPath": pod::log_path(root, &r.id),
                     "Spec": spec,
@@ -506,6 +509,77 @@ pub fn inspect(root: &Path, containers: &[String]) -> Result<i32, Failure> {
     }
     println!("{}", serde_json::to_string_pretty(&out).map_err(rt)?);
     Ok(code)
+}
+
+/// A container's network as `docker inspect` shows it (empty once it stopped).
+fn network_settings(root: &Path, r: &Record) -> serde_json::Value {
+    let settings = if is_running(r) {
+        State::open(root).ok().and_then(|s| s.network(&r.id).ok().flatten())
+    } else {
+        None
+    };
+    let Some(n) = settings else {
+        return serde_json::json!({ "IPAddress": "", "Gateway": "", "MacAddress": "", "Ports": {}, "Networks": {} });
+    };
+    let mut ports = serde_json::Map::new();
+    for p in &n.ports {
+        let key = format!("{}/{}", p.pod_port, p.protocol);
+        let entry = ports.entry(key).or_insert_with(|| serde_json::json!([]));
+        if let Some(a) = entry.as_array_mut() {
+            a.push(serde_json::json!({ "HostIp": p.host_ip.to_string(), "HostPort": p.host_port.to_string() }));
+        }
+    }
+    let ip = n.address.map(|a| a.to_string()).unwrap_or_default();
+    let gw = n.gateway.map(|a| a.to_string()).unwrap_or_default();
+    let mac = n.mac.clone().unwrap_or_default();
+    let mut networks = serde_json::Map::new();
+    networks.insert(
+        n.network.clone(),
+        serde_json::json!({ "IPAddress": ip, "IPPrefixLen": n.prefix, "Gateway": gw, "MacAddress": mac }),
+    );
+    serde_json::json!({
+        "IPAddress": ip,
+        "IPPrefixLen": n.prefix,
+        "Gateway": gw,
+        "MacAddress": mac,
+        "Ports": ports,
+        "Networks": networks,
+    })
+}
+
+/// `ironpod port CONTAINER [PODPORT[/PROTO]]`: the published ports.
+pub fn port(root: &Path, container: &str, which: Option<&str>) -> Result<i32, Failure> {
+    let r = find(root, container)?;
+    if !is_running(&r) {
+        return Err(Failure::Runtime(format!("container {container} is not running")));
+    }
+    let n = State::open(root).map_err(rt)?.network(&r.id).map_err(rt)?.unwrap_or_default();
+    let want = match which {
+        Some(w) => {
+            let (p, proto) = w.split_once('/').unwrap_or((w, "tcp"));
+            let p: u16 = p.parse().map_err(|_| Failure::Usage(format!("invalid port {w:?}")))?;
+            Some((p, proto.to_string()))
+        }
+        None => None,
+    };
+    let mut found = false;
+    for m in &n.ports {
+        match &want {
+            Some((p, proto)) if (m.pod_port, m.protocol.to_string()) == (*p, proto.clone()) => {
+                println!("{}:{}", m.host_ip, m.host_port);
+                found = true;
+            }
+            Some(_) => {}
+            None => {
+                println!("{}/{} -> {}:{}", m.pod_port, m.protocol, m.host_ip, m.host_port);
+                found = true;
+            }
+        }
+    }
+    if let (Some(w), false) = (which, found) {
+        return Err(Failure::Runtime(format!("no public port '{w}' published for {container}")));
+    }
+    Ok(0)
 }
 
 /// `ironpod top`.

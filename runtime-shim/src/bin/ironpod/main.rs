@@ -3,6 +3,7 @@
 mod containers;
 mod exec;
 mod images;
+mod network;
 mod run;
 mod terminal;
 mod vm;
@@ -63,6 +64,18 @@ enum Command {
     },
     /// Shows containers' resource use.
     Stats(containers::StatsArgs),
+    /// Lists a container's published ports, or the host address of one.
+    Port {
+        /// Container.
+        container: String,
+        /// Pod port (PORT[/tcp|udp]).
+        port: Option<String>,
+    },
+    /// Network commands.
+    Network {
+        #[command(subcommand)]
+        command: network::NetworkCommand,
+    },
     /// Creates a new image from a container's changes.
     Commit(containers::CommitArgs),
     /// MicroVM maintenance.
@@ -162,6 +175,8 @@ fn main() -> ExitCode {
         Command::Inspect { containers: c } => containers::inspect(&root, &c),
         Command::Top { container } => containers::top(&root, &container),
         Command::Stats(a) => containers::stats(&root, a),
+        Command::Port { container, port } => containers::port(&root, &container, port.as_deref()),
+        Command::Network { command } => network::run(&root, command),
         Command::Commit(a) => containers::commit(&root, a),
         other => old_command(&root, other).map(|()| 0).map_err(Failure::Other),
     };

@@ -84,6 +84,20 @@ pub struct RunArgs {
     /// Security options: seccomp=unconfined, seccomp=PROFILE.json, no-new-privileges.
     #[arg(long = "security-opt")]
     security_opt: Vec<String>,
+    /// Network to join: a network's name (`ironpod network ls`), `bridge` (the default) or
+    /// `none` (loopback only).
+    #[arg(long, visible_alias = "net")]
+    network: Option<String>,
+    /// Publish a pod port on the host: [IP:][HOSTPORT:]PODPORT[/tcp|udp] (IP defaults to
+    /// 127.0.0.1; no HOSTPORT picks a free one).
+    #[arg(short = 'p', long = "publish", value_name = "PORTS")]
+    publish: Vec<String>,
+    /// DNS server for the container's /etc/resolv.conf (replaces the host's).
+    #[arg(long)]
+    dns: Vec<String>,
+    /// Extra /etc/hosts entry NAME:IP.
+    #[arg(long = "add-host", value_name = "NAME:IP")]
+    add_host: Vec<String>,
     /// When to pull the image.
     #[arg(long, value_enum, default_value = "missing")]
     pull: PullPolicy,
@@ -159,6 +173,47 @@ pub fn ensure_image(store: &ImageStore, image: &str, policy: PullPolicy) -> Resu
     }
 }
 
+/// Checks the network flags before anything starts: the network exists, ports parse,
+/// `--dns` and `--add-host` values are addresses.
+fn check_network(root: &Path, mut o: RunOptions, publish: &[String]) -> Result<RunOptions, String> {
+    use ironpod_runtime::network::{self, NetworkStore};
+    match o.network.as_deref() {
+        Some("host") => {
+            return Err("--network host is not supported: a pod runs in its own VM and cannot \
+                        share the host's network stack (publish ports with -p instead)"
+                .into())
+        }
+        Some(n) if n.starts_with("container:") => {
+            return Err("--network container:… is not supported: run the containers in one pod \
+                        (the containerd shim does)"
+                .into())
+        }
+        _ => {}
+    }
+    match o.network_name() {
+        Some(name) => {
+            let store = NetworkStore::open(root).map_err(|e| e.to_string())?;
+            let net = store.find(name).map_err(|e| e.to_string())?;
+            o.network = Some(net.name);
+        }
+        None if !publish.is_empty() => {
+            return Err("a pod without a network (--network none) cannot publish ports".into())
+        }
+        None => {}
+    }
+    for p in publish {
+        o.publish.extend(network::parse_publish(p).map_err(|e| e.to_string())?);
+    }
+    for d in &o.dns {
+        d.parse::<std::net::IpAddr>()
+            .map_err(|_| format!("invalid --dns {d:?}: not an IP address"))?;
+    }
+    for h in &o.add_host {
+        network::files::parse_add_host(h)?;
+    }
+    Ok(o)
+}
+
 /// `ironpod run`.
 pub fn run(root: &Path, a: RunArgs) -> Result<i32, Failure> {
     let rt = |e: String| Failure::Runtime(e);
@@ -181,11 +236,16 @@ pub fn run(root: &Path, a: RunArgs) -> Result<i32, Failure> {
         cap_add: a.cap_add.clone(),
         cap_drop: a.cap_drop.clone(),
         security_opt: a.security_opt.clone(),
+        network: a.network.clone(),
+        publish: Vec::new(),
+        dns: a.dns.clone(),
+        add_host: a.add_host.clone(),
     };
+    let opts = check_network(root, opts, &a.publish).map_err(rt)?;
     // The monitor process starts while the image is looked up and the disks are prepared;
     // it boots the VM as soon as they are, while the spec and the record are made.
     let id = pod::new_id().map_err(|e| rt(e.to_string()))?;
-    let mut monitor = pod::MonitorHandle::spawn(root, &id, monitor::vm_size(&opts), !a.detach)
+    let mut monitor = pod::MonitorHandle::spawn(root, &id, &monitor::pod_shape(&opts), !a.detach)
         .map_err(|e| rt(e.to_string()))?;
     tracing::debug!("monitor spawned");
     let store = ImageStore::open(root).map_err(|e| rt(e.to_string()))?;

@@ -1,0 +1,318 @@
+//! ironpod's own networks for CLI pods (Docker's bridge networks, inside namespaces).
+//!
+//! A network is a host network namespace (`ironpod-net-<id>`) holding a bridge whose address
+//! is the gateway; it exists only while pods use it (made on first use, again after a host
+//! reboot). Each pod gets a namespace of its own (`ironpod-<id>`) with a veth on that bridge
+//! and its VM's tap, and an address leased from the network's subnet. Pods of one network
+//! reach each other by address (and by name, through `/etc/hosts`); published ports reach
+//! them through [`proxy`]. Nothing is routed to or from the host's own networks: traffic
+//! stays inside these namespaces (DESIGN.md §8).
+
+pub mod files;
+pub mod ipam;
+pub mod plumb;
+pub mod ports;
+pub mod proxy;
+pub mod store;
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use ports::{parse_publish, PortMapping, Protocol};
+pub use store::{Network, NetworkStore, DEFAULT_NETWORK};
+
+use crate::netns;
+use crate::podnet::GuestNic;
+
+/// Errors of networks and port publishing.
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    /// The database failed.
+    #[error("network database: {0}")]
+    Db(#[from] rusqlite::Error),
+    /// No such network.
+    #[error("network {0} not found")]
+    NotFound(String),
+    /// The name is taken.
+    #[error("network with name {0} already exists")]
+    Exists(String),
+    /// Live pods use it.
+    #[error("network {0} has active endpoints (containers {1})")]
+    InUse(String, String),
+    /// No address left.
+    #[error("no free address left on network {0}")]
+    Exhausted(String),
+    /// A bad value from the user.
+    #[error("{0}")]
+    Invalid(String),
+    /// Host plumbing failed.
+    #[error("setting up the pod's network: {0}")]
+    Plumb(String),
+    /// A port could not be published.
+    #[error("{0}")]
+    Publish(String),
+}
+
+/// What a container's record keeps of its network (shown by `inspect` and `port`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkSettings {
+    /// The network's name (`none` for none).
+    pub network: String,
+    /// The pod's address.
+    #[serde(default)]
+    pub address: Option<Ipv4Addr>,
+    /// Prefix length of the network.
+    #[serde(default)]
+    pub prefix: u8,
+    /// Gateway.
+    #[serde(default)]
+    pub gateway: Option<Ipv4Addr>,
+    /// The VM's MAC address.
+    #[serde(default)]
+    pub mac: Option<String>,
+    /// Published ports (with the host ports bound).
+    #[serde(default)]
+    pub ports: Vec<PortMapping>,
+}
+
+/// A pod joined to a network.
+#[derive(Debug, Clone)]
+pub struct PodNetwork {
+    /// The network.
+    pub network: Network,
+    /// The pod's address.
+    pub address: Ipv4Addr,
+    /// The network's prefix length.
+    pub prefix: u8,
+    /// The gateway.
+    pub gateway: Ipv4Addr,
+    /// What the guest's card must be.
+    pub nic: GuestNic,
+    /// The pod's namespace (holds the tap).
+    pub pod_ns: PathBuf,
+    /// The network's namespace (holds the bridge; the proxy connects from there).
+    pub net_ns: PathBuf,
+}
+
+impl PodNetwork {
+    /// The tap the VM opens.
+    pub fn tap(&self) -> ironpod_vmm::config::NetConfig {
+        ironpod_vmm::config::NetConfig {
+            tap: plumb::POD_TAP.into(),
+            mac: Some(self.nic.mac.clone()),
+            mtu: self.nic.mtu,
+            netns: Some(self.pod_ns.clone()),
+        }
+    }
+
+    /// The agent's configuration of the card.
+    pub fn guest_config(&self) -> ironpod_protocol::NetworkConfig {
+        ironpod_protocol::NetworkConfig {
+            interfaces: vec![ironpod_protocol::NetInterface {
+                mac: self.nic.mac.clone(),
+                address: format!("{}/{}", self.address, self.prefix),
+                mtu: self.nic.mtu,
+            }],
+            gateway: Some(self.gateway.to_string()),
+        }
+    }
+
+    /// What the record keeps.
+    pub fn settings(&self, ports: Vec<PortMapping>) -> NetworkSettings {
+        NetworkSettings {
+            network: self.network.name.clone(),
+            address: Some(self.address),
+            prefix: self.prefix,
+            gateway: Some(self.gateway),
+            mac: Some(self.nic.mac.clone()),
+            ports,
+        }
+    }
+}
+
+/// Name of a pod's namespace.
+pub fn pod_namespace(container: &str) -> String {
+    format!("ironpod-{}", &container[..container.len().min(12)])
+}
+
+/// Serializes making a network's namespace and bridge among ironpod processes.
+struct SetupLock {
+    _file: std::fs::File,
+}
+
+impl SetupLock {
+    fn take() -> Result<Self, NetworkError> {
+        use std::os::fd::AsRawFd;
+        let dir = std::path::Path::new("/run/ironpod");
+        std::fs::create_dir_all(dir).map_err(|e| NetworkError::Plumb(e.to_string()))?;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("networks.lock"))
+            .map_err(|e| NetworkError::Plumb(format!("networks.lock: {e}")))?;
+        // SAFETY: flock on an fd we own; released when it closes.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(NetworkError::Plumb(std::io::Error::last_os_error().to_string()));
+        }
+        Ok(SetupLock { _file: f })
+    }
+}
+
+/// Makes sure a network's namespace and bridge exist; returns the namespace's path.
+pub fn ensure_network(net: &Network) -> Result<PathBuf, NetworkError> {
+    let sub = net.subnet()?;
+    let gw = net.gateway()?;
+    let _lock = SetupLock::take()?;
+    let ns = netns::create(&net.namespace())
+        .map_err(|e| NetworkError::Plumb(format!("namespace {}: {e}", net.namespace())))?;
+    plumb::ensure_bridge(&ns, gw, sub.prefix).map_err(NetworkError::Plumb)?;
+    Ok(ns)
+}
+
+/// Joins pod `container` to the network `key`: an address leased for this process (the
+/// pod's monitor), the namespaces, the veth and the tap.
+pub fn connect(
+    root: &std::path::Path,
+    key: &str,
+    container: &str,
+) -> Result<PodNetwork, NetworkError> {
+    let mut store = NetworkStore::open(root)?;
+    let network = store.find(key)?;
+    let me = std::process::id() as i32;
+    let address = store.lease(&network, container, (me, crate::pod::process_start(me)))?;
+    drop(store);
+    let result = (|| {
+        let sub = network.subnet()?;
+        let gateway = network.gateway()?;
+        let net_ns = ensure_network(&network)?;
+        let name = pod_namespace(container);
+        let pod_ns = netns::create(&name)
+            .map_err(|e| NetworkError::Plumb(format!("namespace {name}: {e}")))?;
+        let veth = format!("vp{}", &container[..container.len().min(12)]);
+        let nic = plumb::attach_pod(&net_ns, &pod_ns, &veth, (address, sub.prefix), gateway)
+            .map_err(NetworkError::Plumb)?;
+        Ok(PodNetwork {
+            network: network.clone(),
+            address,
+            prefix: sub.prefix,
+            gateway,
+            nic,
+            pod_ns,
+            net_ns,
+        })
+    })();
+    if result.is_err() {
+        disconnect(root, container);
+    }
+    result
+}
+
+/// Takes a pod off its network: its namespace (with the veth and tap) goes, its address is
+/// free again. Idempotent; failures are only logged (the lease frees itself once the
+/// monitor is gone anyway).
+pub fn disconnect(root: &std::path::Path, container: &str) {
+    if let Err(e) = netns::remove(&pod_namespace(container)) {
+        tracing::warn!(%container, "remove the pod's network namespace: {e}");
+    }
+    match NetworkStore::open(root) {
+        Ok(s) => {
+            if let Err(e) = s.release(container) {
+                tracing::warn!(%container, "release the pod's address: {e}");
+            }
+        }
+        Err(e) => tracing::warn!(%container, "release the pod's address: {e}"),
+    }
+}
+
+/// Removes a network (no live pod may use it) and its namespace.
+pub fn remove(root: &std::path::Path, key: &str) -> Result<Network, NetworkError> {
+    let mut store = NetworkStore::open(root)?;
+    let net = store.remove(key)?;
+    let _lock = SetupLock::take()?;
+    netns::remove(&net.namespace())
+        .map_err(|e| NetworkError::Plumb(format!("remove namespace {}: {e}", net.namespace())))?;
+    Ok(net)
+}
+
+/// The other live pods of a network, by container name, for `/etc/hosts`.
+pub fn peers(
+    root: &std::path::Path,
+    network: &str,
+    me: &str,
+) -> Result<Vec<(String, Ipv4Addr)>, NetworkError> {
+    let leases = NetworkStore::open(root)?.leases(network)?;
+    let state =
+        crate::state::State::open(root).map_err(|e| NetworkError::Invalid(e.to_string()))?;
+    Ok(leases
+        .into_iter()
+        .filter(|l| l.container != me)
+        .filter_map(|l| state.find(&l.container).ok().map(|r| (r.name, l.address)))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(ns: &str, args: &[&str]) -> String {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", ns, "ip"])
+            .args(args)
+            .output()
+            .expect("ip (iproute2)");
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The host side of two pods on one network: namespaces, bridge, veths, taps, addresses,
+    /// and all of it gone again after disconnect and remove.
+    #[test]
+    fn pods_join_a_network_and_leave_nothing() {
+        if unsafe { libc::geteuid() } != 0 {
+            panic!("this test needs root (network namespaces)");
+        }
+        let root = tempfile::tempdir().unwrap();
+        let mut store = NetworkStore::open(root.path()).unwrap();
+        let net = store.create("unit", Some("10.213.0.0/24"), None).unwrap();
+        drop(store);
+        let ids = [crate::pod::new_id().unwrap(), crate::pod::new_id().unwrap()];
+        let a = connect(root.path(), "unit", &ids[0]).unwrap();
+        let b = connect(root.path(), "unit", &ids[1]).unwrap();
+        assert_eq!(a.address.to_string(), "10.213.0.2");
+        assert_eq!(b.address.to_string(), "10.213.0.3");
+        assert_eq!(a.gateway.to_string(), "10.213.0.1");
+        assert_ne!(a.nic.mac, b.nic.mac);
+        let br = ip(&net.namespace(), &["-o", "addr", "show", "dev", plumb::BRIDGE]);
+        assert!(br.contains("10.213.0.1/24"), "{br}");
+        let ports = ip(&net.namespace(), &["-o", "link", "show", "master", plumb::BRIDGE]);
+        assert_eq!(ports.lines().count(), 2, "{ports}");
+        let pod = pod_namespace(&ids[0]);
+        let links = ip(&pod, &["-o", "link"]);
+        assert!(links.contains("eth0") && links.contains("tap0"), "{links}");
+        let route = ip(&pod, &["route", "show", "default"]);
+        assert!(route.contains("via 10.213.0.1"), "{route}");
+        let g = a.guest_config();
+        assert_eq!(g.interfaces[0].address, "10.213.0.2/24");
+        // Busy: not removable.
+        assert!(matches!(remove(root.path(), "unit"), Err(NetworkError::InUse(..))));
+        for id in &ids {
+            disconnect(root.path(), id);
+            assert!(!netns::path(&pod_namespace(id)).exists());
+        }
+        // The kernel takes a namespace's devices down in the background.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let ports = ip(&net.namespace(), &["-o", "link", "show", "master", plumb::BRIDGE]);
+            if ports.lines().count() == 0 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "veths go with the pods: {ports}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        remove(root.path(), "unit").unwrap();
+        assert!(!netns::path(&net.namespace()).exists());
+    }
+}

@@ -1,0 +1,141 @@
+//! The host side of ironpod's own networks, with rtnetlink: a network is a namespace holding
+//! a bridge (its address is the pods' gateway); a pod is a namespace of its own holding a
+//! veth whose other end is a port of that bridge, and the tap of its VM
+//! ([`crate::podnet::connect_tap`]'s set-up, as for a CNI pod).
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use futures_util::TryStreamExt;
+use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkMessage};
+use rtnetlink::{
+    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
+};
+
+use crate::netns;
+use crate::podnet::GuestNic;
+
+/// The bridge's name inside a network's namespace.
+pub const BRIDGE: &str = "br0";
+/// The pod's veth inside the pod's namespace.
+pub const POD_VETH: &str = "eth0";
+/// The VM's tap inside the pod's namespace.
+pub const POD_TAP: &str = "tap0";
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(|e| format!("netlink runtime: {e}"))
+}
+
+async fn connect() -> Result<Handle, String> {
+    let (conn, h, _) = rtnetlink::new_connection().map_err(|e| format!("netlink socket: {e}"))?;
+    tokio::spawn(conn);
+    Ok(h)
+}
+
+async fn find(h: &Handle, name: &str) -> Result<Option<LinkMessage>, String> {
+    match h.link().get().match_name(name.to_string()).execute().try_next().await {
+        Ok(l) => Ok(l),
+        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(None),
+        Err(e) => Err(format!("find {name}: {e}")),
+    }
+}
+
+async fn must_find(h: &Handle, name: &str) -> Result<LinkMessage, String> {
+    find(h, name).await?.ok_or_else(|| format!("no interface {name}"))
+}
+
+async fn up(h: &Handle, index: u32, what: &str) -> Result<(), String> {
+    h.link()
+        .set(LinkUnspec::new_with_index(index).up().build())
+        .execute()
+        .await
+        .map_err(|e| format!("bring up {what}: {e}"))
+}
+
+async fn add_address(h: &Handle, index: u32, ip: Ipv4Addr, prefix: u8) -> Result<(), String> {
+    match h.address().add(index, ip.into(), prefix).execute().await {
+        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => Ok(()),
+        r => r.map_err(|e| format!("add address {ip}/{prefix}: {e}")),
+    }
+}
+
+/// Makes sure the namespace at `ns` has the bridge up with `gateway/prefix` (idempotent).
+pub fn ensure_bridge(ns: &Path, gateway: Ipv4Addr, prefix: u8) -> Result<(), String> {
+    netns::run_in(ns, || {
+        runtime()?.block_on(async {
+            let h = connect().await?;
+            up(&h, must_find(&h, "lo").await?.header.index, "lo").await?;
+            let br = match find(&h, BRIDGE).await? {
+                Some(b) => b,
+                None => {
+                    h.link()
+                        .add(LinkBridge::new(BRIDGE).build())
+                        .execute()
+                        .await
+                        .map_err(|e| format!("create bridge: {e}"))?;
+                    must_find(&h, BRIDGE).await?
+                }
+            };
+            add_address(&h, br.header.index, gateway, prefix).await?;
+            up(&h, br.header.index, BRIDGE).await
+        })
+    })
+}
+
+/// Joins a pod to a network: in `net_ns`, a veth `host_veth` on the bridge whose peer is
+/// `eth0` in `pod_ns` with `address/prefix` and a default route via `gateway`; then the
+/// VM's tap in `pod_ns`, joined to `eth0`. Returns what the guest's card must be.
+pub fn attach_pod(
+    net_ns: &Path,
+    pod_ns: &Path,
+    host_veth: &str,
+    (address, prefix): (Ipv4Addr, u8),
+    gateway: Ipv4Addr,
+) -> Result<GuestNic, String> {
+    let pod_file =
+        std::fs::File::open(pod_ns).map_err(|e| format!("open {}: {e}", pod_ns.display()))?;
+    netns::run_in(net_ns, || {
+        use std::os::fd::AsRawFd;
+        runtime()?.block_on(async {
+            let h = connect().await?;
+            if let Some(old) = find(&h, host_veth).await? {
+                // A leftover of an earlier attempt for this pod.
+                let _ = h.link().del(old.header.index).execute().await;
+            }
+            let peer =
+                LinkUnspec::new_with_name(POD_VETH).setns_by_fd(pod_file.as_raw_fd()).build();
+            let veth = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(
+                rtnetlink::packet_route::link::InfoKind::Veth,
+            )
+            .name(host_veth.to_string())
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+            .build();
+            h.link().add(veth).execute().await.map_err(|e| format!("create veth: {e}"))?;
+            let br = must_find(&h, BRIDGE).await?.header.index;
+            let v = must_find(&h, host_veth).await?.header.index;
+            h.link()
+                .set(LinkUnspec::new_with_index(v).controller(br).up().build())
+                .execute()
+                .await
+                .map_err(|e| format!("put {host_veth} on the bridge: {e}"))
+        })
+    })?;
+    netns::run_in(pod_ns, || {
+        runtime()?.block_on(async {
+            let h = connect().await?;
+            up(&h, must_find(&h, "lo").await?.header.index, "lo").await?;
+            let eth = must_find(&h, POD_VETH).await?.header.index;
+            add_address(&h, eth, address, prefix).await?;
+            up(&h, eth, POD_VETH).await?;
+            h.route()
+                .add(RouteMessageBuilder::<Ipv4Addr>::new().gateway(gateway).build())
+                .execute()
+                .await
+                .map_err(|e| format!("default route via {gateway}: {e}"))?;
+            crate::podnet::plumb(POD_VETH, POD_TAP).await.map_err(|e| e.to_string())
+        })
+    })
+}
