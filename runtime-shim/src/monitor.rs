@@ -264,7 +264,7 @@ fn setup_guest_network(
     ctl: &mut AgentClient,
     net: Option<&PodNetwork>,
     opts: &RunOptions,
-    spec: &oci_spec::runtime::Spec,
+    spec: &mut oci_spec::runtime::Spec,
 ) -> Result<NetworkSettings, ExitReport> {
     if let Some(n) = net {
         ctl.configure_network(&n.guest_config())
@@ -287,6 +287,7 @@ fn setup_guest_network(
         ctl.write_file(&crate::spec::etc_file(id, name), text.as_bytes())
             .map_err(|e| failure(format!("write /etc/{name}: {}", agent_message(&e))))?;
     }
+    crate::spec::add_etc_mounts(spec, id).map_err(|e| failure(e.to_string()))?;
     let Some(n) = net else {
         if !opts.publish.is_empty() {
             return Err(failure(
@@ -362,7 +363,7 @@ fn boot(
     // While the guest boots: the records, the rest of the container from the caller, the log.
     let state = State::open(root).map_err(|e| failure(e.to_string()))?;
     let mut line = String::new();
-    let Prepared { options: opts, spec } = match std::io::stdin().lock().read_line(&mut line) {
+    let Prepared { options: opts, mut spec } = match std::io::stdin().lock().read_line(&mut line) {
         Ok(n) if n > 0 => {
             serde_json::from_str(&line).map_err(|e| failure(format!("bad container data: {e}")))?
         }
@@ -373,7 +374,7 @@ fn boot(
     *lock(log) = LogWriter::open(&pod::log_path(root, id)).ok();
     let mut ctl = vm.wait_agent(Duration::from_secs(120)).map_err(|e| failure(e.to_string()))?;
     tracing::info!(%id, "agent ready");
-    let settings = setup_guest_network(root, id, &mut ctl, net.as_ref(), &opts, &spec)?;
+    let settings = setup_guest_network(root, id, &mut ctl, net.as_ref(), &opts, &mut spec)?;
     if let Ok(text) = serde_json::to_string(&settings) {
         let _ = state.set_network(id, &text);
     }

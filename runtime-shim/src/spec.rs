@@ -87,8 +87,30 @@ pub fn etc_file(id: &str, name: &str) -> String {
     format!("/run/ironpod/etc/{id}/{name}")
 }
 
-/// The name-service files every container gets.
+/// The name-service files every CLI container gets.
 pub const ETC_FILES: [&str; 3] = ["hosts", "hostname", "resolv.conf"];
+
+/// Adds the bind mounts of the name-service files (their guest copies must exist before
+/// the container is created).
+pub fn add_etc_mounts(spec: &mut Spec, id: &str) -> Result<(), SpecError> {
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    for name in ETC_FILES {
+        let dest = format!("/etc/{name}");
+        if mounts.iter().any(|m| m.destination().as_os_str() == dest.as_str()) {
+            continue;
+        }
+        mounts.push(
+            oci_spec::runtime::MountBuilder::default()
+                .destination(dest)
+                .typ("bind")
+                .source(etc_file(id, name))
+                .options(vec!["rbind".to_string(), "rprivate".to_string()])
+                .build()?,
+        );
+    }
+    spec.set_mounts(Some(mounts));
+    Ok(())
+}
 
 /// Errors building a spec (exit code 125 territory).
 #[derive(Debug, thiserror::Error)]
@@ -385,18 +407,6 @@ pub fn build(id: &str, image: &ImageConfiguration, o: &RunOptions) -> Result<Spe
         annotations.insert(USER_ANNOTATION.to_string(), name);
     }
     let mut spec = Spec::default();
-    let mut mounts = spec.mounts().clone().unwrap_or_default();
-    for name in ETC_FILES {
-        mounts.push(
-            oci_spec::runtime::MountBuilder::default()
-                .destination(format!("/etc/{name}"))
-                .typ("bind")
-                .source(etc_file(id, name))
-                .options(vec!["rbind".to_string(), "rprivate".to_string()])
-                .build()?,
-        );
-    }
-    spec.set_mounts(Some(mounts));
     spec.set_hostname(Some(hostname))
         .set_process(Some(process))
         .set_root(Some(RootBuilder::default().path("rootfs").readonly(o.read_only).build()?))
@@ -408,6 +418,7 @@ pub fn build(id: &str, image: &ImageConfiguration, o: &RunOptions) -> Result<Spe
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn image(json: &str) -> ImageConfiguration {
         serde_json::from_str(json).unwrap()
@@ -495,5 +506,18 @@ mod tests {
             capabilities(&RunOptions { privileged: true, ..Default::default() }).unwrap().len()
                 >= 40
         );
+    }
+
+    #[test]
+    fn etc_mounts_are_added_once() {
+        let mut s = Spec::default();
+        let before = s.mounts().as_ref().map(|m| m.len()).unwrap_or(0);
+        add_etc_mounts(&mut s, "abc").unwrap();
+        add_etc_mounts(&mut s, "abc").unwrap();
+        let m = s.mounts().clone().unwrap();
+        assert_eq!(m.len(), before + 3);
+        let hosts = m.iter().find(|m| m.destination() == Path::new("/etc/hosts")).unwrap();
+        assert_eq!(hosts.source().as_deref(), Some(Path::new("/run/ironpod/etc/abc/hosts")));
+        assert_eq!(hosts.typ().as_deref(), Some("bind"));
     }
 }

@@ -25,16 +25,28 @@ fn assert_no_leftovers(root: &TestRoot) {
         let pods: Vec<_> = std::fs::read_dir("/run/ironpod/pods")
             .map(|d| d.flatten().collect())
             .unwrap_or_default();
-        let clean = vmms.stdout.is_empty() && !mounts.contains(&root_str) && pods.is_empty();
+        // Pods' network namespaces (`ironpod-<id>`; networks' are `ironpod-net-<id>`).
+        let netns: Vec<String> = std::fs::read_dir("/run/netns")
+            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        let pod_netns: Vec<&String> = netns
+            .iter()
+            .filter(|n| n.starts_with("ironpod-") && !n.starts_with("ironpod-net-"))
+            .collect();
+        let clean = vmms.stdout.is_empty()
+            && !mounts.contains(&root_str)
+            && pods.is_empty()
+            && pod_netns.is_empty();
         if clean {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "leftovers: vmm pids {:?}, pod dirs {:?}, mounts under root: {}",
+            "leftovers: vmm pids {:?}, pod dirs {:?}, mounts under root: {}, namespaces {:?}",
             text(&vmms.stdout),
             pods.iter().map(|p| p.path()).collect::<Vec<_>>(),
-            mounts.contains(&root_str)
+            mounts.contains(&root_str),
+            pod_netns
         );
         std::thread::sleep(Duration::from_millis(100));
     }

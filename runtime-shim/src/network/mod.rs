@@ -217,13 +217,23 @@ pub fn disconnect(root: &std::path::Path, container: &str) {
     if let Err(e) = netns::remove(&pod_namespace(container)) {
         tracing::warn!(%container, "remove the pod's network namespace: {e}");
     }
-    match NetworkStore::open(root) {
-        Ok(s) => {
-            if let Err(e) = s.release(container) {
-                tracing::warn!(%container, "release the pod's address: {e}");
+    let store = match NetworkStore::open(root) {
+        Ok(s) => s,
+        Err(e) => return tracing::warn!(%container, "release the pod's address: {e}"),
+    };
+    let networks = store.networks_of(container).unwrap_or_default();
+    if let Err(e) = store.release(container) {
+        tracing::warn!(%container, "release the pod's address: {e}");
+    }
+    // The last pod out takes the network's namespace down (the next one makes it again).
+    for name in networks {
+        let Ok(net) = store.find(&name) else { continue };
+        let Ok(_lock) = SetupLock::take() else { continue };
+        if store.leases(&name).is_ok_and(|l| l.is_empty()) {
+            if let Err(e) = netns::remove(&net.namespace()) {
+                tracing::warn!(network = %name, "remove the network's namespace: {e}");
             }
         }
-        Err(e) => tracing::warn!(%container, "release the pod's address: {e}"),
     }
 }
 
@@ -299,20 +309,21 @@ mod tests {
         // Busy: not removable.
         assert!(matches!(remove(root.path(), "unit"), Err(NetworkError::InUse(..))));
         for id in &ids {
-            disconnect(root.path(), id);
-            assert!(!netns::path(&pod_namespace(id)).exists());
+            assert!(netns::path(&pod_namespace(id)).exists());
         }
+        disconnect(root.path(), &ids[0]);
         // The kernel takes a namespace's devices down in the background.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
             let ports = ip(&net.namespace(), &["-o", "link", "show", "master", plumb::BRIDGE]);
-            if ports.lines().count() == 0 {
+            if ports.lines().count() == 1 {
                 break;
             }
             assert!(std::time::Instant::now() < deadline, "veths go with the pods: {ports}");
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
+        disconnect(root.path(), &ids[1]);
+        assert!(!netns::path(&net.namespace()).exists(), "the last pod out ends the namespace");
         remove(root.path(), "unit").unwrap();
-        assert!(!netns::path(&net.namespace()).exists());
     }
 }

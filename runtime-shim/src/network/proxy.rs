@@ -199,3 +199,128 @@ fn serve_udp(socket: UdpSocket, ns: Arc<std::fs::File>, target: SocketAddr) {
         let _ = flow.send(&buf[..n]);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// A namespace of the test's own with loopback up: the "pod" side of the proxy.
+    struct Ns(String);
+
+    impl Ns {
+        fn new(tag: &str) -> Ns {
+            if unsafe { libc::geteuid() } != 0 {
+                panic!("this test needs root (network namespaces)");
+            }
+            let name = format!("ironpod-unit-{tag}-{}", std::process::id());
+            let p = netns::create(&name).unwrap();
+            let ok = std::process::Command::new("ip")
+                .args(["netns", "exec", &name, "ip", "link", "set", "lo", "up"])
+                .status()
+                .unwrap();
+            assert!(ok.success());
+            let _ = p;
+            Ns(name)
+        }
+
+        fn path(&self) -> std::path::PathBuf {
+            netns::path(&self.0)
+        }
+
+        /// Runs `f` on a thread inside the namespace (sockets made there stay there).
+        fn spawn<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+            let file = std::fs::File::open(self.path()).unwrap();
+            std::thread::spawn(move || {
+                netns::enter(&file).unwrap();
+                f()
+            })
+            .join()
+            .unwrap()
+        }
+    }
+
+    impl Drop for Ns {
+        fn drop(&mut self) {
+            let _ = netns::remove(&self.0);
+        }
+    }
+
+    #[test]
+    fn tcp_both_ways_large_and_half_closed() {
+        let ns = Ns::new("tcp");
+        // An echo server inside the namespace, on its loopback.
+        let server = ns.spawn(|| TcpListener::bind("127.0.0.1:0").unwrap());
+        let target_port = server.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for c in server.incoming() {
+                let mut c = c.unwrap();
+                std::thread::spawn(move || {
+                    let mut w = c.try_clone().unwrap();
+                    std::io::copy(&mut c, &mut w).unwrap();
+                    w.shutdown(Shutdown::Write).unwrap();
+                });
+            }
+        });
+        let m = PortMapping {
+            host_ip: Ipv4Addr::LOCALHOST,
+            host_port: 0,
+            pod_port: target_port,
+            protocol: Protocol::Tcp,
+        };
+        let out = publish(&[m], &ns.path(), Ipv4Addr::LOCALHOST).unwrap();
+        assert_ne!(out[0].host_port, 0, "the bound port is reported");
+        // Nothing listens on that port in the host's namespace but the proxy.
+        let c = TcpStream::connect((Ipv4Addr::LOCALHOST, out[0].host_port)).unwrap();
+        let data: Vec<u8> = (0..8u32 << 20).map(|i| (i * 7 + i / 251) as u8).collect();
+        let mut w = c.try_clone().unwrap();
+        let sent = data.clone();
+        let writer = std::thread::spawn(move || {
+            w.write_all(&sent).unwrap();
+            w.shutdown(Shutdown::Write).unwrap();
+        });
+        let mut back = Vec::new();
+        (&c).read_to_end(&mut back).unwrap();
+        writer.join().unwrap();
+        assert_eq!(back.len(), data.len());
+        assert!(back == data, "the bytes came back changed");
+        // A taken port fails the publish.
+        let busy = TcpListener::bind("127.0.0.1:0").unwrap();
+        let taken = PortMapping { host_port: busy.local_addr().unwrap().port(), ..m };
+        let e = publish(&[taken], &ns.path(), Ipv4Addr::LOCALHOST).unwrap_err().to_string();
+        assert!(e.contains("bind for 127.0.0.1"), "{e}");
+    }
+
+    #[test]
+    fn udp_flows_get_their_own_replies() {
+        let ns = Ns::new("udp");
+        let server = ns.spawn(|| UdpSocket::bind("127.0.0.1:0").unwrap());
+        let target_port = server.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while let Ok((n, from)) = server.recv_from(&mut buf) {
+                let mut reply = b"echo:".to_vec();
+                reply.extend_from_slice(&buf[..n]);
+                server.send_to(&reply, from).unwrap();
+            }
+        });
+        let m = PortMapping {
+            host_ip: Ipv4Addr::LOCALHOST,
+            host_port: 0,
+            pod_port: target_port,
+            protocol: Protocol::Udp,
+        };
+        let port = publish(&[m], &ns.path(), Ipv4Addr::LOCALHOST).unwrap()[0].host_port;
+        let clients: Vec<UdpSocket> =
+            (0..2).map(|_| UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
+        for (i, c) in clients.iter().enumerate() {
+            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            c.send_to(format!("client{i}").as_bytes(), (Ipv4Addr::LOCALHOST, port)).unwrap();
+        }
+        for (i, c) in clients.iter().enumerate() {
+            let mut buf = [0u8; 64];
+            let n = c.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], format!("echo:client{i}").as_bytes());
+        }
+    }
+}

@@ -323,6 +323,14 @@ impl NetworkStore {
         Ok(())
     }
 
+    /// The networks `container` holds addresses on.
+    pub fn networks_of(&self, container: &str) -> Result<Vec<String>, NetworkError> {
+        let mut stmt =
+            self.conn.prepare("SELECT DISTINCT network FROM ip_leases WHERE container = ?1")?;
+        let rows = stmt.query_map([container], |r| r.get(0))?.collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
     /// The leases of live pods on `network`.
     pub fn leases(&self, network: &str) -> Result<Vec<Lease>, NetworkError> {
         live_leases(&self.conn, network)

@@ -1,0 +1,185 @@
+//! CLI pods on ironpod's own networks: pods of one network talk (by address and by name),
+//! `--network none` has no route, published ports reach a server in a pod from the host's
+//! loopback. Traffic stays on loopback and inside the namespaces ironpod makes.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use ironpod_tests::{require_linux_kvm, TestRoot};
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn ok(root: &TestRoot, args: &[&str]) -> String {
+    let out = root.ironpod(args);
+    assert!(out.status.success(), "ironpod {args:?}: {}{}", text(&out.stdout), text(&out.stderr));
+    text(&out.stdout)
+}
+
+fn inspect(root: &TestRoot, c: &str) -> serde_json::Value {
+    let v: serde_json::Value = serde_json::from_str(&ok(root, &["inspect", c])).unwrap();
+    v[0].clone()
+}
+
+/// A busybox web server in the pod serving `body` at / and `seq 1 N` at /big.
+fn web_server(body: &str, big: u32) -> String {
+    format!(
+        "mkdir -p /www && echo {body} > /www/index.html && seq 1 {big} > /www/big && \
+         exec httpd -f -p 80 -h /www"
+    )
+}
+
+/// GET `path` from 127.0.0.1:`port` (HTTP/1.0), retrying while the pod's server starts.
+fn http_get(port: u16, path: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let attempt = (|| -> std::io::Result<String> {
+            let mut c = TcpStream::connect(("127.0.0.1", port))?;
+            c.set_read_timeout(Some(Duration::from_secs(30)))?;
+            write!(c, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+            let mut s = Vec::new();
+            c.read_to_end(&mut s)?;
+            Ok(text(&s))
+        })();
+        match attempt {
+            Ok(s) if s.starts_with("HTTP/1") => return s,
+            other => {
+                assert!(Instant::now() < deadline, "no answer on 127.0.0.1:{port}: {other:?}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn pods_on_a_network_talk_and_network_none_has_no_route() {
+    let _w = require_linux_kvm();
+    let root = TestRoot::with_demo();
+    let id = ok(&root, &["network", "create", "--subnet", "10.213.5.0/24", "testnet"]);
+    assert_eq!(id.trim().len(), 64);
+    let ls = ok(&root, &["network", "ls"]);
+    assert!(ls.contains("testnet") && ls.contains("10.213.5.0/24") && ls.contains("bridge"));
+    let out = root.ironpod(&["network", "create", "--subnet", "10.213.5.128/25", "other"]);
+    assert!(!out.status.success(), "an overlapping subnet is refused");
+
+    let web = web_server("hello-from-web", 10);
+    ok(&root, &["run", "-d", "--name", "web", "--network", "testnet", "demo", "sh", "-c", &web]);
+    let w = inspect(&root, "web");
+    assert_eq!(w["NetworkSettings"]["IPAddress"], "10.213.5.2", "{w:#}");
+    assert_eq!(w["NetworkSettings"]["Gateway"], "10.213.5.1");
+    assert_eq!(w["HostConfig"]["NetworkMode"], "testnet");
+
+    // A second pod reaches the first, and finds it by name in its /etc/hosts (the demo
+    // image's static busybox cannot resolve names itself, nor run wget: glibc's NSS is not
+    // in it).
+    let out = root.ironpod(&[
+        "run",
+        "--rm",
+        "--network",
+        "testnet",
+        "--hostname",
+        "client",
+        "--add-host",
+        "extra.example:10.213.5.77",
+        "demo",
+        "sh",
+        "-c",
+        "ping -c 2 -W 10 10.213.5.2 && printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 20 10.213.5.2 80 && cat /etc/hosts && \
+         cat /etc/hostname && ip -4 addr show eth0 && ip route",
+    ]);
+    let s = text(&out.stdout);
+    assert!(out.status.success(), "{s}{}", text(&out.stderr));
+    assert!(s.contains("2 packets received"), "{s}");
+    assert!(s.contains("hello-from-web"), "{s}");
+    assert!(s.contains("10.213.5.2\tweb\n"), "peers by name: {s}");
+    assert!(s.contains("10.213.5.77\textra.example\n"), "{s}");
+    assert!(s.contains("10.213.5.3\tclient\n"), "own entry: {s}");
+    assert!(s.contains("\nclient\n"), "/etc/hostname: {s}");
+    assert!(s.contains("inet 10.213.5.3/24"), "{s}");
+    assert!(s.contains("default via 10.213.5.1"), "{s}");
+    let out = ok(&root, &["network", "inspect", "testnet"]);
+    assert!(out.contains("10.213.5.2"), "{out}");
+
+    // --network none: loopback only, no route anywhere.
+    let out = root.ironpod(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "demo",
+        "sh",
+        "-c",
+        "cat /proc/net/dev; echo routes:; ip route; ping -c 1 -W 2 10.213.5.2; echo ping=$?; \
+         ping -c 1 -W 2 127.0.0.1 >/dev/null; echo lo=$?",
+    ]);
+    let s = text(&out.stdout);
+    let e = text(&out.stderr);
+    assert!(out.status.success(), "{s}{e}");
+    assert!(s.contains("lo:") && !s.contains("eth0"), "{s}");
+    assert!(s.contains("routes:\nping=") || s.contains("routes:\n"), "no routes: {s}");
+    assert!(s.contains("ping=1") || s.contains("ping=2"), "{s}");
+    assert!(e.contains("unreachable"), "{e}");
+    assert!(s.contains("lo=0"), "loopback works: {s}");
+    let out = root.ironpod(&["run", "--rm", "--network", "none", "-p", "8080:80", "demo", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(text(&out.stderr).contains("cannot publish"), "{}", text(&out.stderr));
+    for bad in ["host", "nosuchnet"] {
+        let out = root.ironpod(&["run", "--rm", "--network", bad, "demo", "true"]);
+        assert_eq!(out.status.code(), Some(125), "{bad}");
+    }
+
+    // In use: not removable; afterwards it is, and nothing of the pods stays on the host.
+    let out = root.ironpod(&["network", "rm", "testnet"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("active endpoints"), "{}", text(&out.stderr));
+    ok(&root, &["rm", "-f", "web"]);
+    ok(&root, &["network", "rm", "testnet"]);
+    let leftovers: Vec<String> = std::fs::read_dir("/run/netns")
+        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    assert!(!leftovers.iter().any(|n| n.starts_with("ironpod-")), "namespaces left: {leftovers:?}");
+}
+
+#[test]
+fn a_published_port_reaches_a_web_server_in_the_pod() {
+    let _w = require_linux_kvm();
+    let root = TestRoot::with_demo();
+    let port = free_port();
+    let web = web_server("hello-through-the-proxy", 200_000);
+    let spec = format!("127.0.0.1:{port}:80");
+    let id = ok(&root, &["run", "-d", "-p", &spec, "-p", "81", "demo", "sh", "-c", &web]);
+    let id = id.trim();
+    let s = http_get(port, "/");
+    assert!(s.contains("200 OK") && s.contains("hello-through-the-proxy"), "{s}");
+    // A larger answer arrives whole.
+    let s = http_get(port, "/big");
+    let body = s.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let want: String = (1..=200_000).map(|i| format!("{i}\n")).collect();
+    assert!(body == want, "body of {} bytes, want {}", body.len(), want.len());
+    // `port` and inspect tell where the ports are; the one without a host port got one.
+    let out = ok(&root, &["port", id]);
+    assert!(out.contains(&format!("80/tcp -> 127.0.0.1:{port}")), "{out}");
+    let auto = ok(&root, &["port", id, "81/tcp"]);
+    let auto: u16 = auto.trim().rsplit(':').next().unwrap().parse().unwrap();
+    assert_ne!(auto, 0);
+    let i = inspect(&root, id);
+    assert_eq!(i["NetworkSettings"]["Ports"]["80/tcp"][0]["HostPort"], port.to_string(), "{i:#}");
+    assert_eq!(i["NetworkSettings"]["IPAddress"], "10.88.0.2", "default network");
+    // The same host port for a second pod: refused, clearly.
+    let out = root.ironpod(&["run", "--rm", "-p", &spec, "demo", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(text(&out.stderr).contains(&format!("127.0.0.1:{port}")), "{}", text(&out.stderr));
+    ok(&root, &["rm", "-f", id]);
+    // The port is free again once the pod is gone.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpListener::bind(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "port {port} still taken after rm");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
