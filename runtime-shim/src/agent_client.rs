@@ -386,6 +386,29 @@ impl AgentClient {
         }
     }
 
+    /// Sends all the requests at once, then reads every answer (one round trip instead of
+    /// one each); each must be `Done`. The first failure is returned.
+    pub fn expect_all_done(&mut self, bodies: Vec<RequestBody>) -> Result<(), ClientError> {
+        let mut ids = Vec::with_capacity(bodies.len());
+        for b in bodies {
+            ids.push(self.send_request(b)?);
+        }
+        let mut first_err = None;
+        for id in ids {
+            let r = match self.read_response(id) {
+                Ok(ResponseBody::Done) => Ok(()),
+                Ok(other) => Err(ClientError::Protocol(format!("unexpected reply {other:?}"))),
+                Err(e @ ClientError::Agent(_)) => Err(e),
+                // Anything but the agent's refusal leaves the session out of step: stop.
+                Err(e) => return Err(e),
+            };
+            if let Err(e) = r {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
     fn expect_done(&mut self, body: RequestBody) -> Result<(), ClientError> {
         match self.call(body)? {
             ResponseBody::Done => Ok(()),

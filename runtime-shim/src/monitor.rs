@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::agent_client::{AgentClient, ClientError};
 use crate::attach::{self, ExitReport, Frame};
 use crate::logs::{LogWriter, Stream};
-use crate::network::{self, NetworkError, NetworkSettings, PodNetwork};
+use crate::network::{self, NetworkError, NetworkSettings, PodNetwork, PodTap};
 use crate::pod;
 use crate::spec::RunOptions;
 use crate::state::State;
@@ -233,26 +233,47 @@ fn accept_clients(listener: UnixListener, sh: Arc<Shared>) {
     });
 }
 
-/// The pod's network, coming up on a thread of its own while the VMM sets the VM up.
-type PendingNetwork = Option<JoinHandle<Result<PodNetwork, NetworkError>>>;
-
-/// Joins the pod to its network (if it has one) on a thread of its own.
-fn start_network(root: &Path, id: &str, network: Option<&str>) -> PendingNetwork {
-    let (root, id, name) = (root.to_path_buf(), id.to_string(), network?.to_string());
-    Some(std::thread::spawn(move || {
-        let r = network::connect(&root, &name, &id);
-        tracing::info!(%id, ok = r.is_ok(), "network ready");
-        r
-    }))
+/// The pod's network, coming up on a thread of its own while the VMM sets the VM up: the
+/// tap first (the VM boots with it), then the rest (needed once the agent answers).
+struct PendingNetwork {
+    tap: std::sync::mpsc::Receiver<Result<PodTap, NetworkError>>,
+    rest: JoinHandle<Result<PodNetwork, NetworkError>>,
 }
 
-/// Waits for the pod's network; `Ok(None)` for a pod without one.
-fn join_network(net: PendingNetwork) -> Result<Option<PodNetwork>, ExitReport> {
-    let Some(h) = net else { return Ok(None) };
-    match h.join() {
-        Ok(Ok(n)) => Ok(Some(n)),
-        Ok(Err(e)) => Err(failure(e.to_string())),
-        Err(_) => Err(failure("the network set-up thread panicked".into())),
+impl PendingNetwork {
+    /// Joins the pod to its network on a thread of its own.
+    fn start(root: &Path, id: &str, network: &str) -> PendingNetwork {
+        let (root, id, name) = (root.to_path_buf(), id.to_string(), network.to_string());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let rest = std::thread::spawn(move || {
+            let tap = network::prepare_tap(&id);
+            let made = tap.as_ref().ok().cloned();
+            let _ = tx.send(tap);
+            let tap = made.ok_or_else(|| NetworkError::Plumb("no tap".into()))?;
+            tracing::debug!(%id, "tap ready");
+            let r = network::connect(&root, &name, &id, &tap);
+            tracing::info!(%id, ok = r.is_ok(), "network ready");
+            r
+        });
+        PendingNetwork { tap: rx, rest }
+    }
+
+    /// Waits for the tap.
+    fn tap(&self) -> Result<PodTap, ExitReport> {
+        match self.tap.recv() {
+            Ok(Ok(t)) => Ok(t),
+            Ok(Err(e)) => Err(failure(e.to_string())),
+            Err(_) => Err(failure("the network set-up thread ended early".into())),
+        }
+    }
+
+    /// Waits for the whole network.
+    fn join(self) -> Result<PodNetwork, ExitReport> {
+        match self.rest.join() {
+            Ok(Ok(n)) => Ok(n),
+            Ok(Err(e)) => Err(failure(e.to_string())),
+            Err(_) => Err(failure("the network set-up thread panicked".into())),
+        }
     }
 }
 
@@ -266,10 +287,6 @@ fn setup_guest_network(
     opts: &RunOptions,
     spec: &mut oci_spec::runtime::Spec,
 ) -> Result<NetworkSettings, ExitReport> {
-    if let Some(n) = net {
-        ctl.configure_network(&n.guest_config())
-            .map_err(|e| failure(format!("configure the pod's network: {}", agent_message(&e))))?;
-    }
     let hostname = spec.hostname().clone().unwrap_or_else(|| id.chars().take(12).collect());
     let peers = match net {
         Some(n) => network::peers(root, &n.network.name, id).unwrap_or_default(),
@@ -283,10 +300,17 @@ fn setup_guest_network(
         ("hostname", format!("{hostname}\n")),
         ("resolv.conf", network::files::resolv_conf(&host_resolv, &opts.dns)),
     ];
-    for (name, text) in files {
-        ctl.write_file(&crate::spec::etc_file(id, name), text.as_bytes())
-            .map_err(|e| failure(format!("write /etc/{name}: {}", agent_message(&e))))?;
-    }
+    // The card's set-up and the files in one round trip.
+    let mut requests: Vec<RequestBody> =
+        net.iter().map(|n| RequestBody::ConfigureNetwork(n.guest_config())).collect();
+    requests.extend(files.into_iter().map(|(name, text)| RequestBody::WriteFile {
+        path: crate::spec::etc_file(id, name),
+        data: text.into_bytes(),
+        append: false,
+    }));
+    ctl.expect_all_done(requests).map_err(|e| {
+        failure(format!("set up the pod's network and name files: {}", agent_message(&e)))
+    })?;
     crate::spec::add_etc_mounts(spec, id).map_err(|e| failure(e.to_string()))?;
     let Some(n) = net else {
         if !opts.publish.is_empty() {
@@ -337,7 +361,7 @@ fn boot(
     root: &Path,
     id: &str,
     mut vm: RunningVm,
-    (launch, net): (&Launch, PendingNetwork),
+    (launch, pending): (&Launch, &mut Option<PendingNetwork>),
     sh: &Arc<Shared>,
     log: &Arc<Mutex<Option<LogWriter>>>,
 ) -> Result<(Pod, (bool, bool)), ExitReport> {
@@ -354,8 +378,8 @@ fn boot(
         .map(|p| DiskConfig { path: p.clone(), read_only: true })
         .chain(std::iter::once(DiskConfig { path: launch.writable.clone(), read_only: false }))
         .collect();
-    let net = join_network(net)?;
-    let cards = net.iter().map(PodNetwork::tap).collect();
+    let tap = pending.as_ref().map(PendingNetwork::tap).transpose()?;
+    let cards = tap.iter().map(PodTap::net_config).collect();
     vm.boot(disks, cards, &cmdline).map_err(|e| failure(e.to_string()))?;
     tracing::info!(%id, "booting");
     let uds = vm.vsock_path().to_path_buf();
@@ -374,6 +398,7 @@ fn boot(
     *lock(log) = LogWriter::open(&pod::log_path(root, id)).ok();
     let mut ctl = vm.wait_agent(Duration::from_secs(120)).map_err(|e| failure(e.to_string()))?;
     tracing::info!(%id, "agent ready");
+    let net = pending.take().map(PendingNetwork::join).transpose()?;
     let settings = setup_guest_network(root, id, &mut ctl, net.as_ref(), &opts, &mut spec)?;
     if let Ok(text) = serde_json::to_string(&settings) {
         let _ = state.set_network(id, &text);
@@ -437,6 +462,10 @@ pub fn run(
     mut ready: std::fs::File,
 ) -> i32 {
     tracing::debug!(%id, "monitor up");
+    // One malloc arena: the monitor's short-lived helper threads (network set-up, stdio)
+    // would each leave an arena of their own resident for the pod's whole life.
+    // SAFETY: mallopt with integer arguments, before this process starts threads.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
     // The VMM starts now and sets the VM up while the caller prepares the disks; the
     // network comes up beside it.
     let vm = match start_vm(id, shape.vcpus, shape.memory_mib) {
@@ -446,10 +475,11 @@ pub fn run(
             return 1;
         }
     };
-    let net = start_network(root, id, shape.network.as_deref());
-    let give_up = |net: PendingNetwork| {
-        if let Some(h) = net {
-            let _ = h.join();
+    let mut net = shape.network.as_deref().map(|n| PendingNetwork::start(root, id, n));
+    // Before the pod's network is taken down, its set-up must have ended.
+    let give_up = |net: Option<PendingNetwork>| {
+        if let Some(p) = net {
+            let _ = p.rest.join();
             network::disconnect(root, id);
         }
     };
@@ -493,7 +523,13 @@ pub fn run(
     }
     let _ = writeln!(ready, "attach");
     let log = Arc::new(Mutex::new(None));
-    let (mut pod, stdio) = match boot(root, id, vm, (&launch, net), &sh, &log) {
+    let booted = boot(root, id, vm, (&launch, &mut net), &sh, &log);
+    if let Some(p) = net.take() {
+        // Boot failed before it waited for the network: wait now, so that nothing is made
+        // after the pod's network is taken down.
+        let _ = p.rest.join();
+    }
+    let (mut pod, stdio) = match booted {
         Ok(p) => p,
         Err(report) if report.error.is_none() => {
             // The caller gave up before the container was recorded: nothing to report.
@@ -648,12 +684,13 @@ fn finish(
         pod.vm.kill();
         tracing::debug!(%id, "VM ended");
     }
-    network::disconnect(root, id);
     tracing::info!(%id, auto_remove, "pod down");
     sh.broadcast(&Frame::Exit(report));
     for c in lock(&sh.clients).drain(..) {
         let _ = c.shutdown(std::net::Shutdown::Both);
     }
+    // After the clients heard the end: the address and namespace go while `run` returns.
+    network::disconnect(root, id);
     let _ = std::fs::remove_dir_all(pod::run_dir(id));
     0
 }

@@ -378,7 +378,8 @@ pub fn remove(root: &Path, store: &ImageStore, id: &str) -> Result<(), PodError>
         fs::remove_dir_all(&dir).map_err(io(format!("remove {}", dir.display())))?;
     }
     let _ = fs::remove_dir_all(run_dir(id));
-    crate::network::disconnect(root, id);
+    // Normally gone with the monitor already (and its address lease ended with it).
+    let _ = crate::netns::remove(&crate::network::pod_namespace(id));
     state.delete(id)?;
     store.release(&lease_holder(id))?;
     Ok(())

@@ -161,6 +161,18 @@ pub(crate) async fn plumb(veth: &str, tap: &str) -> Result<GuestNic, PodNetError
         .execute()
         .await
         .map_err(|e| failed(format!("bring up {tap}"))(e.to_string()))?;
+    redirect(&h, (vi, veth), (ti, tap)).await?;
+    let mtu = u16::try_from(mtu).unwrap_or(u16::MAX);
+    Ok(GuestNic { mac, address, gateway, mtu })
+}
+
+/// Redirects every frame arriving on one interface to the other, both ways (tc ingress
+/// qdisc, u32 match-all filter, mirred egress redirect).
+pub(crate) async fn redirect(
+    h: &Handle,
+    (vi, veth): (u32, &str),
+    (ti, tap): (u32, &str),
+) -> Result<(), PodNetError> {
     let mut qd = h.qdisc();
     for (from, to, name) in [(vi, ti, veth), (ti, vi, tap)] {
         qd.add(from as i32)
@@ -178,6 +190,5 @@ pub(crate) async fn plumb(veth: &str, tap: &str) -> Result<GuestNic, PodNetError
             .await
             .map_err(|e| failed(format!("redirect {name}"))(e.to_string()))?;
     }
-    let mtu = u16::try_from(mtu).unwrap_or(u16::MAX);
-    Ok(GuestNic { mac, address, gateway, mtu })
+    Ok(())
 }

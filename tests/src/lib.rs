@@ -133,6 +133,13 @@ impl Drop for TestRoot {
                 let _ = self.cmd(&["rm", "-f", id]).output();
             }
         }
+        // Networks' namespaces stay until `network rm` (the default network's for good).
+        if let Ok(out) = self.cmd(&["network", "inspect", "bridge"]).output() {
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            if let Some(ns) = v[0]["Namespace"].as_str() {
+                let _ = std::process::Command::new("ip").args(["netns", "del", ns]).output();
+            }
+        }
     }
 }
 

@@ -8,12 +8,9 @@ use std::path::Path;
 
 use futures_util::TryStreamExt;
 use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkMessage};
-use rtnetlink::{
-    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
-};
+use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth};
 
 use crate::netns;
-use crate::podnet::GuestNic;
 
 /// The bridge's name inside a network's namespace.
 pub const BRIDGE: &str = "br0";
@@ -85,16 +82,26 @@ pub fn ensure_bridge(ns: &Path, gateway: Ipv4Addr, prefix: u8) -> Result<(), Str
     })
 }
 
+/// Makes the VM's tap, persistent, in the pod's namespace (it is opened by name later).
+pub fn make_tap(pod_ns: &Path) -> Result<(), String> {
+    netns::run_in(pod_ns, || {
+        ironpod_vmm::virtio::net::tap::Tap::open(POD_TAP)
+            .and_then(|t| t.set_persistent(true))
+            .map_err(|e| format!("create tap {POD_TAP}: {e}"))
+    })
+}
+
 /// Joins a pod to a network: in `net_ns`, a veth `host_veth` on the bridge whose peer is
-/// `eth0` in `pod_ns` with `address/prefix` and a default route via `gateway`; then the
-/// VM's tap in `pod_ns`, joined to `eth0`. Returns what the guest's card must be.
+/// `eth0` (with the guest's MAC) in `pod_ns`; then the VM's tap (made by [`make_tap`]) and
+/// `eth0` redirect to each other. The pod's address is the guest's alone: nothing in
+/// `pod_ns` speaks IP.
 pub fn attach_pod(
     net_ns: &Path,
     pod_ns: &Path,
     host_veth: &str,
-    (address, prefix): (Ipv4Addr, u8),
-    gateway: Ipv4Addr,
-) -> Result<GuestNic, String> {
+    mac: [u8; 6],
+    mtu: u16,
+) -> Result<(), String> {
     let pod_file =
         std::fs::File::open(pod_ns).map_err(|e| format!("open {}: {e}", pod_ns.display()))?;
     netns::run_in(net_ns, || {
@@ -105,12 +112,16 @@ pub fn attach_pod(
                 // A leftover of an earlier attempt for this pod.
                 let _ = h.link().del(old.header.index).execute().await;
             }
-            let peer =
-                LinkUnspec::new_with_name(POD_VETH).setns_by_fd(pod_file.as_raw_fd()).build();
+            let peer = LinkUnspec::new_with_name(POD_VETH)
+                .setns_by_fd(pod_file.as_raw_fd())
+                .address(mac.to_vec())
+                .mtu(u32::from(mtu))
+                .build();
             let veth = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(
                 rtnetlink::packet_route::link::InfoKind::Veth,
             )
             .name(host_veth.to_string())
+            .mtu(u32::from(mtu))
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
             .build();
             h.link().add(veth).execute().await.map_err(|e| format!("create veth: {e}"))?;
@@ -126,16 +137,17 @@ pub fn attach_pod(
     netns::run_in(pod_ns, || {
         runtime()?.block_on(async {
             let h = connect().await?;
-            up(&h, must_find(&h, "lo").await?.header.index, "lo").await?;
             let eth = must_find(&h, POD_VETH).await?.header.index;
-            add_address(&h, eth, address, prefix).await?;
             up(&h, eth, POD_VETH).await?;
-            h.route()
-                .add(RouteMessageBuilder::<Ipv4Addr>::new().gateway(gateway).build())
+            let tap = must_find(&h, POD_TAP).await?.header.index;
+            h.link()
+                .set(LinkUnspec::new_with_index(tap).mtu(u32::from(mtu)).up().build())
                 .execute()
                 .await
-                .map_err(|e| format!("default route via {gateway}: {e}"))?;
-            crate::podnet::plumb(POD_VETH, POD_TAP).await.map_err(|e| e.to_string())
+                .map_err(|e| format!("bring up {POD_TAP}: {e}"))?;
+            crate::podnet::redirect(&h, (eth, POD_VETH), (tap, POD_TAP))
+                .await
+                .map_err(|e| e.to_string())
         })
     })
 }
