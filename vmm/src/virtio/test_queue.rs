@@ -43,6 +43,12 @@ impl TestQueue {
         (self.avail_addr() + 6 + 2 * self.size as u64 + 3) & !3
     }
 
+    /// The device's `avail_event` (after the used ring; with `VIRTIO_RING_F_EVENT_IDX`).
+    pub fn avail_event(&self) -> u16 {
+        let b = self.read(self.used_addr() + 4 + 8 * self.size as u64, 2);
+        u16::from_le_bytes([b[0], b[1]])
+    }
+
     /// A ready `Queue` for the device.
     pub fn queue(&self) -> Queue {
         let mut q = Queue::new(self.size).unwrap();

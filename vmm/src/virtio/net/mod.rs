@@ -17,10 +17,12 @@ mod tests;
 use std::io;
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 
 use event_manager::{EventOps, Events, MutEventSubscriber};
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -189,7 +191,18 @@ impl<B: NetBackend> Net<B> {
                 let Some(chain) = next else {
                     // Out of buffers: put the chains back; be kicked when more come.
                     q.set_next_avail(start);
-                    match q.enable_notification(&mem) {
+                    if chains.is_empty() {
+                        match q.enable_notification(&mem) {
+                            Ok(true) => continue 'retry,
+                            _ => return Delivery::NoRoom,
+                        }
+                    }
+                    // The frame needs more than every buffer posted so far.
+                    if chains.len() >= usize::from(q.size()) {
+                        // More than the whole ring holds: it never fits.
+                        return Delivery::Dropped;
+                    }
+                    match kick_after_current(q, &mem) {
                         Ok(true) => continue 'retry,
                         _ => return Delivery::NoRoom,
                     }
@@ -279,6 +292,23 @@ enum Delivery {
     Done,
     Dropped,
     NoRoom,
+}
+
+/// Asks the driver to notify once it posts buffers beyond those it has posted so far (not
+/// beyond those the device consumed: chains put back are posted already, and a notification
+/// point behind them would never be passed again). Returns whether more came meanwhile.
+fn kick_after_current(q: &mut Queue, mem: &GuestMemoryMmap) -> Result<bool, virtio_queue::Error> {
+    let now = q.avail_idx(mem, Ordering::Acquire)?;
+    if q.event_idx_enabled() {
+        // avail_event sits after the used ring's entries (virtio 1.x, 2.7.10).
+        let at = q.used_ring() + 4 + 8 * u64::from(q.size());
+        mem.store(now.0.to_le(), GuestAddress(at), Ordering::Release)
+            .map_err(virtio_queue::Error::GuestMemory)?;
+    } else {
+        q.enable_notification(mem)?;
+    }
+    fence(Ordering::SeqCst);
+    Ok(q.avail_idx(mem, Ordering::Acquire)? != now)
 }
 
 impl<B: NetBackend> VirtioDevice for Net<B> {

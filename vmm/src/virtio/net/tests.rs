@@ -159,6 +159,38 @@ fn rx_waits_for_buffers_without_losing_the_frame() {
     assert_eq!(r.dev.stats(), NetStats { rx_frames: 2, ..Default::default() });
 }
 
+/// A frame that needs more buffers than the driver has posted waits for more (it must not
+/// spin on the buffers it cannot use, nor ask for a notification the driver already passed).
+#[test]
+fn rx_frame_larger_than_the_posted_buffers_waits_for_more() {
+    for features in [ALL, ALL | VIRTIO_RING_F_EVENT_IDX] {
+        let mut r = Rig::new(features);
+        let first = r.give_rx(1, RXBUF_SIZE);
+        r.dev.backend_mut().inbox.push_back(frame(3000));
+        assert!(!r.dev.process_rx(), "nothing delivered yet");
+        assert_eq!(r.rx.used_idx(), 0);
+        if features & VIRTIO_RING_F_EVENT_IDX != 0 {
+            assert_eq!(r.rx.avail_event(), 1, "kick me when buffers past the first come");
+        }
+        let more = r.give_rx(2, RXBUF_SIZE);
+        r.dev.process_rx();
+        assert_eq!(r.rx.used_idx(), 2, "the frame took the first buffer and one more");
+        let mut got = r.rx.read(first[0], RXBUF_SIZE as usize);
+        got.extend(r.rx.read(more[0], 3000 - RXBUF_SIZE as usize));
+        assert_eq!(u16::from_le_bytes([got[10], got[11]]), 2);
+        assert_eq!(&got[12..], &frame(3000)[12..]);
+    }
+    // A frame larger than the whole ring: dropped, the buffers stay for the next frames.
+    let mut r = Rig::new(ALL);
+    r.give_rx(64, 100);
+    r.dev.backend_mut().inbox.push_back(frame(64 * 100 + 1));
+    r.dev.backend_mut().inbox.push_back(frame(80));
+    r.dev.process_rx();
+    assert_eq!(r.dev.stats().rx_dropped, 1);
+    assert_eq!(r.rx.used_idx(), 1);
+    assert_eq!(r.rx.used(0).1, 80);
+}
+
 #[test]
 fn rx_without_merging_drops_a_frame_too_big_for_one_buffer() {
     let mut r = Rig::new(VIRTIO_F_VERSION_1);
