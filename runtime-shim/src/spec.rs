@@ -68,6 +68,9 @@ pub struct RunOptions {
     /// `--add-host NAME:IP` entries.
     #[serde(default)]
     pub add_host: Vec<String>,
+    /// `--tmpfs PATH[:OPTIONS]` mounts.
+    #[serde(default)]
+    pub tmpfs: Vec<String>,
 }
 
 impl RunOptions {
@@ -79,6 +82,51 @@ impl RunOptions {
             Some(n) => Some(n),
         }
     }
+}
+
+/// tmpfs options a user may set (`--tmpfs /run:size=64m,mode=1777`).
+const TMPFS_OPTIONS: [&str; 12] = [
+    "size",
+    "mode",
+    "uid",
+    "gid",
+    "nr_inodes",
+    "nr_blocks",
+    "exec",
+    "noexec",
+    "suid",
+    "nosuid",
+    "dev",
+    "nodev",
+];
+
+/// The mount of one `--tmpfs PATH[:OPTIONS]` (Docker's defaults: nosuid, nodev, noexec).
+pub fn tmpfs_mount(v: &str) -> Result<oci_spec::runtime::Mount, SpecError> {
+    let bad = |why: &str| SpecError::Invalid(format!("invalid --tmpfs {v:?}: {why}"));
+    let (path, opts) = v.split_once(':').unwrap_or((v, ""));
+    if !path.starts_with('/') || path.split('/').any(|c| c == "..") || path.contains('\0') {
+        return Err(bad("the path must be absolute, without \"..\""));
+    }
+    if path == "/" {
+        return Err(bad("cannot mount over /"));
+    }
+    let mut options: Vec<String> = vec!["nosuid".into(), "nodev".into(), "noexec".into()];
+    for o in opts.split(',').filter(|o| !o.is_empty()) {
+        let key = o.split_once('=').map_or(o, |(k, _)| k);
+        if !TMPFS_OPTIONS.contains(&key) || o.len() > 64 {
+            return Err(bad(&format!("unsupported option {o:?}")));
+        }
+        // A later flag overrides a default (exec after noexec).
+        let opposite = key.strip_prefix("no").map(str::to_string).unwrap_or(format!("no{key}"));
+        options.retain(|x| *x != opposite);
+        options.push(o.to_string());
+    }
+    Ok(oci_spec::runtime::MountBuilder::default()
+        .destination(path)
+        .typ("tmpfs")
+        .source("tmpfs")
+        .options(options)
+        .build()?)
 }
 
 /// Where the agent finds a container's name-service files (written by the pod's monitor
@@ -407,6 +455,15 @@ pub fn build(id: &str, image: &ImageConfiguration, o: &RunOptions) -> Result<Spe
         annotations.insert(USER_ANNOTATION.to_string(), name);
     }
     let mut spec = Spec::default();
+    if !o.tmpfs.is_empty() {
+        let mut mounts = spec.mounts().clone().unwrap_or_default();
+        for t in &o.tmpfs {
+            let m = tmpfs_mount(t)?;
+            mounts.retain(|x| x.destination() != m.destination());
+            mounts.push(m);
+        }
+        spec.set_mounts(Some(mounts));
+    }
     spec.set_hostname(Some(hostname))
         .set_process(Some(process))
         .set_root(Some(RootBuilder::default().path("rootfs").readonly(o.read_only).build()?))
@@ -519,5 +576,18 @@ mod tests {
         let hosts = m.iter().find(|m| m.destination() == Path::new("/etc/hosts")).unwrap();
         assert_eq!(hosts.source().as_deref(), Some(Path::new("/run/ironpod/etc/abc/hosts")));
         assert_eq!(hosts.typ().as_deref(), Some("bind"));
+    }
+
+    #[test]
+    fn tmpfs_mounts() {
+        let m = tmpfs_mount("/scratch:size=64m,exec,mode=1777").unwrap();
+        assert_eq!(m.destination(), Path::new("/scratch"));
+        assert_eq!(m.typ().as_deref(), Some("tmpfs"));
+        let o = m.options().clone().unwrap();
+        assert_eq!(o, ["nosuid", "nodev", "size=64m", "exec", "mode=1777"]);
+        assert_eq!(tmpfs_mount("/t").unwrap().options().clone().unwrap().len(), 3);
+        for bad in ["t", "/", "/a/../b", "/x:uid=0,bind", "/x:size=1g,remount", "/x:rw,ro"] {
+            assert!(tmpfs_mount(bad).is_err(), "{bad}");
+        }
     }
 }

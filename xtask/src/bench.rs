@@ -33,6 +33,13 @@ pub enum Which {
         #[arg(long, default_value_t = 10)]
         runs: usize,
     },
+    /// TCP throughput: host ↔ pod through a published port (proxy vs DNAT), pod ↔ pod,
+    /// and runc containers over a bridge.
+    Net {
+        /// Runs of each.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// Pull of a ~200 MB 5-layer image from a local registry, ironpod vs skopeo; layer disks.
     Pull {
         /// Runs of each.
@@ -48,6 +55,7 @@ pub fn run(which: Which) -> Result<()> {
         Which::Boot { runs } => ("boot", runs, 0),
         Which::Run { runs, pods } => ("run", runs, pods),
         Which::Cri { runs } => ("cri", runs, 0),
+        Which::Net { runs } => ("net", runs, 0),
     };
     kernel::build()?;
     initramfs::build()?;
@@ -122,6 +130,7 @@ pub fn driver(which: Which) -> Result<()> {
         Which::Boot { runs } => runs,
         Which::Run { runs, pods } => return crate::bench_run::driver(runs, pods),
         Which::Cri { runs } => return crate::bench_run::cri_driver(runs),
+        Which::Net { runs } => return crate::bench_net::driver(runs),
         Which::Pull { .. } => anyhow::bail!("the pull benchmark has no driver"),
     };
     let kernel = format!("{}/vmlinux", util::ASSET_DIR);

@@ -32,6 +32,7 @@ pub const PACKAGES: &[&str] = &[
     "apache2-utils",
     "containerd",
     "protobuf-compiler",
+    "nftables",
 ];
 
 fn installed(pkg: &str) -> bool {

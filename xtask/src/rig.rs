@@ -16,7 +16,7 @@ use crate::cpio::CpioWriter;
 use crate::{deps, util};
 
 /// Modules L1 loads, in order (virtio + 9p + overlay for the host root, then KVM, then what
-/// pod networks use: tun, veth, ingress qdisc + u32 + mirred, bridge).
+/// pod networks use: tun, veth, ingress qdisc + u32 + mirred, bridge; then nftables NAT).
 const MODULES: &[&str] = &[
     "virtio_ring",
     "virtio",
@@ -42,6 +42,18 @@ const MODULES: &[&str] = &[
     "llc",
     "stp",
     "bridge",
+    // nftables NAT, for `bench net`'s DNAT comparison.
+    "crc32c_generic",
+    "libcrc32c",
+    "nfnetlink",
+    "nf_tables",
+    "nf_defrag_ipv4",
+    "nf_defrag_ipv6",
+    "nf_conntrack",
+    "nf_nat",
+    "nft_chain_nat",
+    "nft_nat",
+    "nft_masq",
 ];
 
 const EXIT_MARKER: &str = "IRONPOD-RIG-EXIT=";

@@ -98,6 +98,9 @@ pub struct RunArgs {
     /// Extra /etc/hosts entry NAME:IP.
     #[arg(long = "add-host", value_name = "NAME:IP")]
     add_host: Vec<String>,
+    /// Mount a tmpfs: PATH[:OPTIONS] (size=, mode=, uid=, gid=, [no]exec, …).
+    #[arg(long, value_name = "PATH[:OPTIONS]")]
+    tmpfs: Vec<String>,
     /// When to pull the image.
     #[arg(long, value_enum, default_value = "missing")]
     pull: PullPolicy,
@@ -240,6 +243,7 @@ pub fn run(root: &Path, a: RunArgs) -> Result<i32, Failure> {
         publish: Vec::new(),
         dns: a.dns.clone(),
         add_host: a.add_host.clone(),
+        tmpfs: a.tmpfs.clone(),
     };
     let opts = check_network(root, opts, &a.publish).map_err(rt)?;
     // The monitor process starts while the image is looked up and the disks are prepared;
