@@ -31,11 +31,13 @@ const PORTS: [u16; 4] = [18001, 18002, 18011, 18012];
 const SERVERS: &str =
     "(while true; do nc -l -p 5001 -e dd of=/dev/null bs=64k 2>/dev/null; done) & \
                        while true; do nc -l -p 5002 -e dd if=/dev/zero bs=64k 2>/dev/null; done";
-/// A reader of SIZE bytes from a source server, printing its time in ns.
+/// A reader of SIZE bytes from a source server, printing its time in ns (from
+/// /proc/uptime's centiseconds: busybox's `date` has no %N).
 fn reader(host: &str) -> String {
     format!(
-        "s=$(date +%s%N); nc {host} 5002 -e dd of=/dev/null bs=64k count={} iflag=fullblock \
-         2>/dev/null; e=$(date +%s%N); echo $((e-s))",
+        "cs() {{ read u _ < /proc/uptime; echo ${{u%.*}}${{u#*.}}; }}; s=$(cs); \
+         nc {host} 5002 -e dd of=/dev/null bs=64k count={} iflag=fullblock 2>/dev/null; \
+         e=$(cs); echo $(( (e-s) * 10000000 ))",
         SIZE >> 16
     )
 }
