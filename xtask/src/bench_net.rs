@@ -294,9 +294,10 @@ pub fn driver(runs: usize) -> Result<()> {
                 .arg(format!("ipr-b{n}"))
                 .stdin(std::process::Stdio::null())
                 .output()?;
-            let ns: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().with_context(|| {
-                format!("runc exec: {:?} {}", out.status, String::from_utf8_lossy(&out.stderr))
-            })?;
+            let ns: f64 =
+                String::from_utf8_lossy(&out.stdout).trim().parse().with_context(|| {
+                    format!("runc exec: {:?} {}", out.status, String::from_utf8_lossy(&out.stderr))
+                })?;
             Ok(mbps(SIZE, ns / 1e9))
         })
     })();
