@@ -270,19 +270,17 @@ pub fn driver(runs: usize) -> Result<()> {
         runc_bundle(&work.join("a"), &tarball, "ipr-a", SERVERS)?;
         // The reader is a container of its own per run (`runc exec` fails in the rig).
         runc_bundle(&work.join("b"), &tarball, "ipr-b", &reader("10.98.0.2"))?;
-        for x in ["a"] {
-            // Detached: its stdio must not be our pipes (nothing would end them).
-            let st = Command::new("runc")
-                .args(["run", "-d", "--bundle"])
-                .arg(work.join(x))
-                .arg(format!("ipr-{x}"))
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status()?;
-            if !st.success() {
-                bail!("runc run ipr-{x}: {st}");
-            }
+        // Detached: its stdio must not be our pipes (nothing would end them).
+        let st = Command::new("runc")
+            .args(["run", "-d", "--bundle"])
+            .arg(work.join("a"))
+            .arg("ipr-a")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()?;
+        if !st.success() {
+            bail!("runc run ipr-a: {st}");
         }
         std::thread::sleep(Duration::from_millis(500));
         let mut n = 0;
@@ -296,12 +294,12 @@ pub fn driver(runs: usize) -> Result<()> {
                 .output()?;
             let ns: f64 =
                 String::from_utf8_lossy(&out.stdout).trim().parse().with_context(|| {
-                    format!("runc exec: {:?} {}", out.status, String::from_utf8_lossy(&out.stderr))
+                    format!("runc run: {:?} {}", out.status, String::from_utf8_lossy(&out.stderr))
                 })?;
             Ok(mbps(SIZE, ns / 1e9))
         })
     })();
-    let _ = sh("for c in ipr-a; do runc kill $c KILL; runc delete -f $c; done; \
+    let _ = sh("runc kill ipr-a KILL; runc delete -f ipr-a; \
                 for n in ipr-br ipr-a ipr-b; do ip netns del $n; done");
     let runc = r?;
     eprintln!("runc pod to pod: {:.0} MiB/s", runc.0);
