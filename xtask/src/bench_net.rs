@@ -8,13 +8,13 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
 use crate::bench::stats;
+use crate::bench_run::runc_bundle_with;
 use crate::{demo_image, util};
 
 /// Bytes moved per measurement.
@@ -167,27 +167,6 @@ fn dnat_teardown() {
                 sysctl -qw net.ipv4.conf.all.route_localnet=0");
 }
 
-/// A runc bundle of the demo root filesystem running `script` in network namespace `ns`.
-fn runc_bundle(dir: &Path, rootfs_tar: &Path, ns: &str, script: &str) -> Result<()> {
-    let rootfs = dir.join("rootfs");
-    std::fs::create_dir_all(&rootfs)?;
-    util::run(Command::new("tar").arg("-xf").arg(rootfs_tar).arg("-C").arg(&rootfs))?;
-    util::run(Command::new("runc").args(["spec"]).current_dir(dir))?;
-    let cfg = dir.join("config.json");
-    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cfg)?)?;
-    v["process"]["terminal"] = false.into();
-    v["process"]["args"] = serde_json::json!(["sh", "-c", script]);
-    if let Some(list) = v["linux"]["namespaces"].as_array_mut() {
-        for n in list.iter_mut() {
-            if n["type"] == "network" {
-                n["path"] = format!("/run/netns/{ns}").into();
-            }
-        }
-    }
-    std::fs::write(&cfg, serde_json::to_vec_pretty(&v)?)?;
-    Ok(())
-}
-
 /// The measuring part; runs where KVM can run Linux.
 pub fn driver(runs: usize) -> Result<()> {
     let ironpod = util::target_dir().join("release/ironpod");
@@ -267,9 +246,10 @@ pub fn driver(runs: usize) -> Result<()> {
             done
             ip -n ipr-a addr add 10.98.0.2/24 dev eth0
             ip -n ipr-b addr add 10.98.0.3/24 dev eth0")?;
-        runc_bundle(&work.join("a"), &tarball, "ipr-a", SERVERS)?;
+        runc_bundle_with(&work.join("a"), &tarball, &["sh", "-c", SERVERS], Some("ipr-a"))?;
         // The reader is a container of its own per run (`runc exec` fails in the rig).
-        runc_bundle(&work.join("b"), &tarball, "ipr-b", &reader("10.98.0.2"))?;
+        let read = reader("10.98.0.2");
+        runc_bundle_with(&work.join("b"), &tarball, &["sh", "-c", &read], Some("ipr-b"))?;
         // Detached: its stdio must not be our pipes (nothing would end them).
         let st = Command::new("runc")
             .args(["run", "-d", "--bundle"])

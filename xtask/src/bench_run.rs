@@ -35,6 +35,17 @@ fn rss_pss_kib(pid: i64) -> Option<(u64, u64)> {
 
 /// A runc bundle with the demo root filesystem, running `true`.
 fn runc_bundle(dir: &Path, tarball: &Path) -> Result<()> {
+    runc_bundle_with(dir, tarball, &["true"], None)
+}
+
+/// A runc bundle with the demo root filesystem running `args`, in the network namespace
+/// `/run/netns/NETNS` if given.
+pub fn runc_bundle_with(
+    dir: &Path,
+    tarball: &Path,
+    args: &[&str],
+    netns: Option<&str>,
+) -> Result<()> {
     let rootfs = dir.join("rootfs");
     std::fs::create_dir_all(&rootfs)?;
     util::run(Command::new("tar").arg("-xf").arg(tarball).arg("-C").arg(&rootfs))?;
@@ -42,7 +53,12 @@ fn runc_bundle(dir: &Path, tarball: &Path) -> Result<()> {
     let cfg = dir.join("config.json");
     let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cfg)?)?;
     v["process"]["terminal"] = false.into();
-    v["process"]["args"] = serde_json::json!(["true"]);
+    v["process"]["args"] = serde_json::json!(args);
+    if let (Some(ns), Some(list)) = (netns, v["linux"]["namespaces"].as_array_mut()) {
+        for n in list.iter_mut().filter(|n| n["type"] == "network") {
+            n["path"] = format!("/run/netns/{ns}").into();
+        }
+    }
     std::fs::write(&cfg, serde_json::to_vec_pretty(&v)?)?;
     Ok(())
 }

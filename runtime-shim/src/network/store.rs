@@ -278,25 +278,11 @@ impl NetworkStore {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut stale = Vec::new();
         let mut used = HashSet::new();
-        {
-            let mut stmt = tx.prepare(
-                "SELECT address, container, holder_pid, holder_start FROM ip_leases WHERE network = ?1",
-            )?;
-            let rows = stmt.query_map([&network.name], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i32>(2)?,
-                    r.get::<_, Option<i64>>(3)?,
-                ))
-            })?;
-            for row in rows {
-                let (addr, owner, pid, start) = row?;
-                if owner == container || !holder_alive(pid, start) {
-                    stale.push(addr);
-                } else if let Ok(ip) = addr.parse() {
-                    used.insert(ip);
-                }
+        for (addr, owner, live) in lease_rows(&tx, &network.name)? {
+            if owner == container || !live {
+                stale.push(addr);
+            } else if let Ok(ip) = addr.parse() {
+                used.insert(ip);
             }
         }
         for a in stale {
@@ -337,7 +323,11 @@ impl NetworkStore {
     }
 }
 
-fn live_leases(conn: &Connection, network: &str) -> Result<Vec<Lease>, NetworkError> {
+/// Every lease row of `network`, by address: (address, container, whether its holder lives).
+fn lease_rows(
+    conn: &Connection,
+    network: &str,
+) -> Result<Vec<(String, String, bool)>, NetworkError> {
     let mut stmt = conn.prepare(
         "SELECT address, container, holder_pid, holder_start FROM ip_leases WHERE network = ?1
          ORDER BY address",
@@ -353,11 +343,20 @@ fn live_leases(conn: &Connection, network: &str) -> Result<Vec<Lease>, NetworkEr
     let mut out = Vec::new();
     for row in rows {
         let (addr, container, pid, start) = row?;
-        if let (Ok(address), true) = (addr.parse(), holder_alive(pid, start)) {
-            out.push(Lease { network: network.into(), address, container });
-        }
+        out.push((addr, container, holder_alive(pid, start)));
     }
     Ok(out)
+}
+
+fn live_leases(conn: &Connection, network: &str) -> Result<Vec<Lease>, NetworkError> {
+    Ok(lease_rows(conn, network)?
+        .into_iter()
+        .filter(|(_, _, live)| *live)
+        .filter_map(|(addr, container, _)| {
+            let address = addr.parse().ok()?;
+            Some(Lease { network: network.into(), address, container })
+        })
+        .collect())
 }
 
 fn new_id() -> Result<String, NetworkError> {
