@@ -26,3 +26,11 @@ pub use network::{NetInterface, NetworkConfig};
 pub const PROTOCOL_VERSION: u32 = 2;
 /// The vsock port the agent listens on.
 pub const AGENT_VSOCK_PORT: u32 = 1024;
+
+/// The virtio-fs tag of the pod's share: host directories (volumes) the pod's containers
+/// bind-mount. The kernel command-line word `ironpod.share` asks the agent to mount it at
+/// boot; otherwise it is mounted when a container's mount needs it.
+pub const SHARE_TAG: &str = "ironpod-share";
+
+/// Where the agent mounts the pod's share in the guest.
+pub const SHARE_DIR: &str = "/run/ironpod/shared";

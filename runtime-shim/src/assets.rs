@@ -72,3 +72,19 @@ pub fn vmm_binary() -> PathBuf {
     }
     PathBuf::from("ironpod-vmm")
 }
+
+/// Where `cargo xtask deps` installs virtiofsd (built from crates.io; Debian 12 has none).
+pub const VIRTIOFSD_CACHE: &str = "/var/cache/ironpod/virtiofsd/bin/virtiofsd";
+
+/// The virtio-fs server for volumes: `$IRONPOD_VIRTIOFSD`, else the one `cargo xtask deps`
+/// installs, else Debian's (`/usr/libexec/virtiofsd`).
+pub fn virtiofsd() -> Result<PathBuf, MissingAsset> {
+    if let Some(p) = std::env::var_os("IRONPOD_VIRTIOFSD") {
+        return existing("virtiofsd", PathBuf::from(p), "check $IRONPOD_VIRTIOFSD");
+    }
+    let debian = Path::new("/usr/libexec/virtiofsd");
+    if !Path::new(VIRTIOFSD_CACHE).is_file() && debian.is_file() {
+        return Ok(debian.to_path_buf());
+    }
+    existing("virtiofsd", PathBuf::from(VIRTIOFSD_CACHE), "run `cargo xtask deps`")
+}

@@ -18,6 +18,7 @@ pub mod spec;
 pub mod state;
 pub mod vm;
 pub mod vmm_api;
+pub mod volumes;
 
 /// Logs to stderr, quiet unless `RUST_LOG` asks: errors reach the user as one line.
 pub fn init_tracing() {

@@ -114,6 +114,9 @@ fn exec_monitor(
     cmd.arg("--root").arg(root).arg("--ready-fd").arg("3");
     cmd.arg("--vcpus").arg(shape.vcpus.to_string());
     cmd.arg("--memory-mib").arg(shape.memory_mib.to_string());
+    if shape.shared_memory {
+        cmd.arg("--shared-memory");
+    }
     if let Some(n) = &shape.network {
         cmd.arg("--network").arg(n);
     }

@@ -253,7 +253,9 @@ pub fn create(
         make_writable_disk_fast(root, &writable_disk(root, &id))?;
         tracing::debug!("writable disk ready");
         let writable = writable_disk(root, &id);
-        let launch = crate::monitor::Launch { layers, writable };
+        let volumes = crate::volumes::resolve(root, &opts.volumes)
+            .map_err(|e| PodError::State2(e.to_string()))?;
+        let launch = crate::monitor::Launch { layers, writable, volumes };
         disks_ready(&launch)?;
         let config = store.config_of(&digest)?;
         let spec = spec::build(&id, &config, opts)?;
@@ -323,6 +325,8 @@ pub fn reconcile(state: &State, rec: Record) -> Result<Record, PodError> {
             }
         }
         let _ = fs::remove_dir_all(run_dir(&rec.id));
+        // Its virtiofsd ends with the VMM's connection; the share's mounts stay until now.
+        crate::volumes::share::teardown(&rec.id);
         // Its address frees itself (the lease's holder is gone); its namespace does not.
         let _ = crate::netns::remove(&crate::network::pod_namespace(&rec.id));
         return Ok(state.find(&rec.id)?);
@@ -378,6 +382,7 @@ pub fn remove(root: &Path, store: &ImageStore, id: &str) -> Result<(), PodError>
         fs::remove_dir_all(&dir).map_err(io(format!("remove {}", dir.display())))?;
     }
     let _ = fs::remove_dir_all(run_dir(id));
+    crate::volumes::share::teardown(id);
     // Normally gone with the monitor already (and its address lease ended with it).
     let _ = crate::netns::remove(&crate::network::pod_namespace(id));
     state.delete(id)?;

@@ -71,6 +71,9 @@ pub struct RunOptions {
     /// `--tmpfs PATH[:OPTIONS]` mounts.
     #[serde(default)]
     pub tmpfs: Vec<String>,
+    /// `-v` volumes, in order (volume `i` is entry `v<i>` of the pod's share).
+    #[serde(default)]
+    pub volumes: Vec<crate::volumes::VolumeMount>,
 }
 
 impl RunOptions {
@@ -455,10 +458,11 @@ pub fn build(id: &str, image: &ImageConfiguration, o: &RunOptions) -> Result<Spe
         annotations.insert(USER_ANNOTATION.to_string(), name);
     }
     let mut spec = Spec::default();
-    if !o.tmpfs.is_empty() {
+    if !o.tmpfs.is_empty() || !o.volumes.is_empty() {
         let mut mounts = spec.mounts().clone().unwrap_or_default();
-        for t in &o.tmpfs {
-            let m = tmpfs_mount(t)?;
+        let extra = o.tmpfs.iter().map(|t| tmpfs_mount(t)).collect::<Result<Vec<_>, _>>()?;
+        // Volumes after tmpfs mounts: a volume inside a tmpfs stays visible.
+        for m in extra.into_iter().chain(crate::volumes::spec_mounts(&o.volumes)) {
             mounts.retain(|x| x.destination() != m.destination());
             mounts.push(m);
         }

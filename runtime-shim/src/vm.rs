@@ -87,6 +87,8 @@ pub struct VmSpec {
     /// Empty read-only disk slots for layers attached while the pod runs; with any, the
     /// VMM also listens on its control socket ([`RunningVm::api_path`]).
     pub spare_disks: u8,
+    /// Guest memory in a shared memory file (needed for virtio-fs).
+    pub shared_memory: bool,
 }
 
 impl VmSpec {
@@ -121,6 +123,7 @@ impl VmSpec {
             spare_disks: 0,
             net: Vec::new(),
             netns: None,
+            shared_memory: false,
         })
     }
 }
@@ -182,12 +185,13 @@ impl RunningVm {
         Self::spawn(spec, true)
     }
 
-    /// Hands a deferred VMM its disks, network cards and command-line words: the guest
-    /// boots.
+    /// Hands a deferred VMM its disks, network cards, virtio-fs devices and command-line
+    /// words: the guest boots.
     pub fn boot(
         &mut self,
         disks: Vec<DiskConfig>,
         net: Vec<ironpod_vmm::config::NetConfig>,
+        fs: Vec<ironpod_vmm::config::FsConfig>,
         cmdline: &str,
     ) -> Result<(), VmError> {
         let Some(mut stdin) = self.late.take() else {
@@ -195,7 +199,7 @@ impl RunningVm {
                 "the VMM was not started deferred, or booted already".into(),
             ));
         };
-        let late = LateConfig { disks, net, cmdline: cmdline.to_string() };
+        let late = LateConfig { disks, net, fs, cmdline: cmdline.to_string() };
         let mut text = serde_json::to_vec(&late).map_err(|e| VmError::Late(e.to_string()))?;
         text.push(b'\n');
         std::io::Write::write_all(&mut stdin, &text).map_err(|e| {
@@ -233,6 +237,8 @@ impl RunningVm {
             net: spec.net.clone(),
             spare_disks: spec.spare_disks,
             api_socket: (spec.spare_disks > 0).then(|| dir.join(API_SOCKET)),
+            shared_memory: spec.shared_memory,
+            fs: Vec::new(),
         };
         let cfg_path = dir.join("vm.json");
         let text = serde_json::to_vec_pretty(&config)

@@ -1,4 +1,4 @@
-//! Data in pods: tmpfs mounts (`--tmpfs`).
+//! Data in pods: tmpfs mounts (`--tmpfs`) and volumes (`-v`, `ironpod volume`).
 
 use ironpod_tests::{require_linux_kvm, TestRoot};
 
@@ -53,4 +53,101 @@ fn tmpfs_mounts_are_sized_noexec_and_gone_with_the_pod() {
         let out = root.ironpod(&["run", "--rm", "--tmpfs", bad, "demo", "true"]);
         assert_eq!(out.status.code(), Some(125), "{bad}: {}", text(&out.stderr));
     }
+}
+
+/// Mount points under the pods' shares on the host (none once pods are gone).
+fn share_mounts() -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| p.starts_with("/run/ironpod/shares/"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn volumes_keep_data_between_pods_refuse_writes_when_ro_and_stay_inside() {
+    let _w = require_linux_kvm();
+    let root = TestRoot::with_demo();
+    let host = root.path().join("host-data");
+    std::fs::create_dir_all(&host).unwrap();
+    std::fs::write(host.join("hello"), "from-host\n").unwrap();
+    // Beside the volume, not in it: no container may read it.
+    std::fs::write(root.path().join("secret.txt"), "host-secret\n").unwrap();
+    std::os::unix::fs::symlink("/", host.join("to-root")).unwrap();
+    std::os::unix::fs::symlink("..", host.join("up")).unwrap();
+    let bind = format!("{}:/data", host.display());
+
+    // One pod writes into a host directory and a named volume (made on first use)…
+    let out = root.ironpod(&[
+        "run",
+        "--name",
+        "writer",
+        "-v",
+        &bind,
+        "-v",
+        "keep1:/vol",
+        "demo",
+        "sh",
+        "-c",
+        "cat /data/hello; echo pod-one > /data/out; echo persisted > /vol/kept; \
+         mkdir -p /vol/dir && echo deep > /vol/dir/f; \
+         cat /data/../secret.txt /data/up/secret.txt /data/to-root/secret.txt 2>&1; \
+         ls /data/to-root/ | tr '\\n' ' '; echo; grep ' /data ' /proc/mounts",
+    ]);
+    let s = text(&out.stdout);
+    assert!(out.status.success(), "{s}{}", text(&out.stderr));
+    assert!(s.starts_with("from-host\n"), "{s}");
+    assert_eq!(std::fs::read_to_string(host.join("out")).unwrap(), "pod-one\n");
+    // `..` and symlinks resolve inside the container's own tree, never on the host.
+    assert!(!s.contains("host-secret"), "a host file outside the volume was read: {s}");
+    assert!(s.contains("No such file"), "{s}");
+    assert!(s.contains("virtiofs"), "the volume is a virtio-fs mount: {s}");
+
+    // …the next pod reads them; read-only volumes refuse writes (guest and host).
+    let ro = format!("{}:/data:ro", host.display());
+    let out = root.ironpod(&[
+        "run",
+        "--rm",
+        "-v",
+        &ro,
+        "-v",
+        "keep1:/vol:ro",
+        "demo",
+        "sh",
+        "-c",
+        "cat /vol/kept /vol/dir/f /data/out; (echo x > /vol/new) 2>&1; (echo x > /data/out) 2>&1; \
+         rm /data/hello 2>&1; grep ' /vol ' /proc/mounts",
+    ]);
+    let s = text(&out.stdout);
+    assert!(out.status.success(), "{s}{}", text(&out.stderr));
+    assert!(s.starts_with("persisted\ndeep\npod-one\n"), "{s}");
+    assert_eq!(s.matches("Read-only file system").count(), 3, "{s}");
+    assert!(s.lines().any(|l| l.contains(" /vol ") && l.contains(" ro,")), "{s}");
+    assert_eq!(std::fs::read_to_string(host.join("out")).unwrap(), "pod-one\n");
+    assert!(host.join("hello").exists());
+
+    // Named volumes: listed, inspected, kept while a container uses them.
+    let ls = text(&root.ironpod(&["volume", "ls", "-q"]).stdout);
+    assert_eq!(ls, "keep1\n");
+    let inspect = root.ironpod(&["volume", "inspect", "keep1"]);
+    let v: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    let mountpoint = std::path::PathBuf::from(v[0]["Mountpoint"].as_str().unwrap());
+    assert_eq!(std::fs::read_to_string(mountpoint.join("kept")).unwrap(), "persisted\n");
+    let out = root.ironpod(&["volume", "rm", "keep1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("in use"), "{}", text(&out.stderr));
+    assert!(root.ironpod(&["rm", "writer"]).status.success());
+    assert!(root.ironpod(&["volume", "rm", "keep1"]).status.success());
+    assert!(!mountpoint.exists());
+    assert_eq!(text(&root.ironpod(&["volume", "ls", "-q"]).stdout), "");
+
+    // Bad values are refused before anything starts; nothing is left mounted.
+    for bad in ["/data", "rel:/x:rx", "x:/data", "v1:relative"] {
+        let out = root.ironpod(&["run", "--rm", "-v", bad, "demo", "true"]);
+        assert_eq!(out.status.code(), Some(125), "{bad}: {}", text(&out.stderr));
+    }
+    assert!(share_mounts().is_empty(), "{:?}", share_mounts());
+    assert_eq!(std::fs::read_to_string(host.join("hello")).unwrap(), "from-host\n");
 }

@@ -219,8 +219,8 @@ impl Vm {
         }
         let vm = kvm.create_vm().map_err(kvm_call("create VM"))?;
         let size = config.memory_mib << 20;
-        let mem = GuestMemoryMmap::from_ranges(&layout::ram_ranges(size))
-            .map_err(|e| VmmError::Memory { mib: config.memory_mib, reason: e.to_string() })?;
+        let mem = guest_memory(size, config.shared_memory)
+            .map_err(|reason| VmmError::Memory { mib: config.memory_mib, reason })?;
         for (slot, region) in mem.iter().enumerate() {
             let r = kvm_userspace_memory_region {
                 slot: slot as u32,
@@ -278,6 +278,9 @@ impl Vm {
         for net in vmm.config.net.clone() {
             vmm.add_net(&net)?;
         }
+        for fs in vmm.config.fs.clone() {
+            vmm.add_fs(&fs)?;
+        }
         if vmm.config.free_page_reporting {
             let dev = crate::virtio::balloon::Balloon::new()
                 .map_err(|e| VmmError::Device(format!("balloon: {e}")))?;
@@ -303,6 +306,10 @@ impl Vm {
             self.add_net(&net)?;
             self.config.net.push(net);
         }
+        for fs in late.fs {
+            self.add_fs(&fs)?;
+            self.config.fs.push(fs);
+        }
         if !late.cmdline.trim().is_empty() {
             self.cmdline
                 .insert_str(late.cmdline.trim())
@@ -321,6 +328,15 @@ impl Vm {
             .map_err(|e| VmmError::Device(format!("tap {}: {e}", net.tap)))?;
         let dev = crate::virtio::net::Net::new(tap, mac, net.mtu)
             .map_err(|e| VmmError::Device(format!("virtio-net: {e}")))?;
+        self.add_virtio(Arc::new(Mutex::new(dev)))
+    }
+
+    fn add_fs(&mut self, fs: &crate::config::FsConfig) -> Result<(), VmmError> {
+        if !self.config.shared_memory {
+            return Err(VmmError::Device("virtio-fs needs shared_memory".into()));
+        }
+        let dev = crate::virtio::fs::Fs::new(&fs.socket, &fs.tag, fs.queue_size)
+            .map_err(|e| VmmError::Device(format!("virtio-fs {}: {e}", fs.tag)))?;
         self.add_virtio(Arc::new(Mutex::new(dev)))
     }
 
@@ -484,6 +500,34 @@ impl Vm {
         }
         Ok(outcome)
     }
+}
+
+/// Guest RAM of `size` bytes: private anonymous memory, or with `shared` one memory file
+/// (memfd) mapped shared, whose descriptor vhost-user backends map as well.
+fn guest_memory(size: u64, shared: bool) -> Result<GuestMemoryMmap, String> {
+    let ranges = layout::ram_ranges(size);
+    if !shared {
+        return GuestMemoryMmap::from_ranges(&ranges).map_err(|e| e.to_string());
+    }
+    // SAFETY: memfd_create with a NUL-terminated name and flags; the result is checked.
+    let fd = unsafe { libc::memfd_create(c"ironpod-guest-ram".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(format!("memfd_create: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: fd is a new descriptor that nothing else owns.
+    let file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    file.set_len(size).map_err(|e| format!("size the memory file: {e}"))?;
+    let file = Arc::new(file);
+    let mut offset = 0u64;
+    let with_files: Vec<_> = ranges
+        .iter()
+        .map(|&(addr, len)| {
+            let f = vm_memory::FileOffset::from_arc(file.clone(), offset);
+            offset += len as u64;
+            (addr, len, Some(f))
+        })
+        .collect();
+    GuestMemoryMmap::from_ranges_with_files(&with_files).map_err(|e| e.to_string())
 }
 
 /// Opens a tap device, in the network namespace at `netns` if given: on a thread of its own

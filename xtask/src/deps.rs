@@ -33,7 +33,15 @@ pub const PACKAGES: &[&str] = &[
     "containerd",
     "protobuf-compiler",
     "nftables",
+    // virtiofsd (volumes) is built from crates.io against these.
+    "libseccomp-dev",
+    "libcap-ng-dev",
 ];
+
+/// virtiofsd, the virtio-fs server for volumes: Debian 12 has none, so it is built from
+/// crates.io once and kept here (the path `ironpod` looks for).
+const VIRTIOFSD_ROOT: &str = "/var/cache/ironpod/virtiofsd";
+const VIRTIOFSD_VERSION: &str = "1.14.0";
 
 fn installed(pkg: &str) -> bool {
     Command::new("dpkg-query")
@@ -55,6 +63,20 @@ pub fn ensure() -> Result<()> {
                 .args(["install", "-y", "-q", "--no-install-recommends"])
                 .args(&missing),
         )?;
+    }
+    let virtiofsd = std::path::Path::new(VIRTIOFSD_ROOT).join("bin/virtiofsd");
+    if !virtiofsd.is_file() {
+        eprintln!("xtask: building virtiofsd {VIRTIOFSD_VERSION} (about a minute)");
+        util::run(Command::new("cargo").args([
+            "install",
+            "--locked",
+            "--quiet",
+            "--root",
+            VIRTIOFSD_ROOT,
+            "--version",
+            VIRTIOFSD_VERSION,
+            "virtiofsd",
+        ]))?;
     }
     Ok(())
 }

@@ -184,6 +184,9 @@ impl Runtime {
         crate::log::trace("create: layer disks mounted");
         let rw = storage::writable(&req.rootfs.writable)?;
         crate::log::trace("create: writable disk mounted");
+        if storage::uses_share(spec) {
+            storage::share()?;
+        }
         let upper_base = rw.join("containers").join(&id);
         storage::overlay(&root, &lowers, &upper_base.join("upper"), &upper_base.join("work"))?;
         crate::log::trace("create: overlay mounted");

@@ -89,6 +89,33 @@ fn mount_once(
     Ok(target)
 }
 
+/// Mounts (once) the pod's share (virtio-fs, [`ironpod_protocol::SHARE_TAG`]) at
+/// [`ironpod_protocol::SHARE_DIR`].
+pub fn share() -> Result<PathBuf, AgentError> {
+    let target = PathBuf::from(ironpod_protocol::SHARE_DIR);
+    let mut mounted = MOUNTED.lock().unwrap_or_else(|e| e.into_inner());
+    let set = mounted.get_or_insert_with(HashSet::new);
+    if set.contains(&target) {
+        return Ok(target);
+    }
+    fs::create_dir_all(&target).map_err(AgentError::from)?;
+    let tag = ironpod_protocol::SHARE_TAG;
+    mount(Some(tag), &target, Some("virtiofs"), 0, None).map_err(|e| {
+        AgentError::new(ErrorKind::Io, format!("mount the pod's share (virtio-fs {tag}): {e}"))
+    })?;
+    set.insert(target.clone());
+    Ok(target)
+}
+
+/// Whether a container's mounts use the pod's share.
+pub fn uses_share(spec: &oci_spec::runtime::Spec) -> bool {
+    let dir = Path::new(ironpod_protocol::SHARE_DIR);
+    spec.mounts()
+        .iter()
+        .flatten()
+        .any(|m| m.source().as_deref().is_some_and(|s| s.starts_with(dir)))
+}
+
 /// Mounts (once) a read-only layer disk and returns its mount point.
 pub fn layer(serial: &str) -> Result<PathBuf, AgentError> {
     mount_once(serial, LAYERS_DIR, "erofs", true)
@@ -154,6 +181,11 @@ pub fn disks_on_cmdline(cmdline: &str) -> (Vec<String>, Option<String>) {
 /// only logged: creating the container mounts again and reports it.
 pub fn premount(cmdline: &str) {
     let (layers, rw) = disks_on_cmdline(cmdline);
+    if cmdline.split_whitespace().any(|w| w == "ironpod.share") {
+        if let Err(e) = share() {
+            crate::log::line(&e.message);
+        }
+    }
     for l in &layers {
         if let Err(e) = layer(l) {
             crate::log::line(&format!("layer disk {l}: {}", e.message));

@@ -18,7 +18,7 @@ use ironpod_images::ImageStore;
 use ironpod_protocol::{
     CreateContainer, ErrorKind, ProcessRef, RequestBody, RootfsDisks, StdioStream,
 };
-use ironpod_vmm::config::DiskConfig;
+use ironpod_vmm::config::{DiskConfig, FsConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::agent_client::{AgentClient, ClientError};
@@ -29,6 +29,7 @@ use crate::pod;
 use crate::spec::RunOptions;
 use crate::state::State;
 use crate::vm::{RunningVm, VmSpec};
+use crate::volumes::share::PodShare;
 
 mod net;
 use net::{setup_guest_network, PendingNetwork};
@@ -45,6 +46,9 @@ pub struct Launch {
     pub layers: Vec<PathBuf>,
     /// The writable disk.
     pub writable: PathBuf,
+    /// The container's volumes (host directories), shared with the VM through virtio-fs.
+    #[serde(default)]
+    pub volumes: Vec<crate::volumes::HostDir>,
 }
 
 /// What the monitor needs next, once the container is recorded: sent as a second line
@@ -67,12 +71,19 @@ pub struct PodShape {
     pub memory_mib: u64,
     /// The network to join (`None`: loopback only).
     pub network: Option<String>,
+    /// The pod has volumes: its guest memory must be shareable with virtiofsd.
+    pub shared_memory: bool,
 }
 
 /// The pod's shape for a container's options.
 pub fn pod_shape(o: &RunOptions) -> PodShape {
     let (vcpus, memory_mib) = vm_size(o);
-    PodShape { vcpus, memory_mib, network: o.network_name().map(str::to_string) }
+    PodShape {
+        vcpus,
+        memory_mib,
+        network: o.network_name().map(str::to_string),
+        shared_memory: !o.volumes.is_empty(),
+    }
 }
 
 /// The VM's size for a container's options.
@@ -245,15 +256,16 @@ struct Pod {
     /// The session that created the container: it starts it and ends the VM.
     ctl: AgentClient,
     state: Option<State>,
+    /// The volumes' share (taken down when the pod is).
+    _share: Option<PodShare>,
 }
 
-/// Boots the VM (first thing), then reads the records, creates the container and opens its
-/// streams.
 /// Starts the pod's VMM deferred: it sets the VM up while the caller prepares the disks.
-fn start_vm(id: &str, vcpus: u8, memory_mib: u64) -> Result<RunningVm, ExitReport> {
+fn start_vm(id: &str, shape: &PodShape) -> Result<RunningVm, ExitReport> {
     let mut vm_spec = VmSpec::with_defaults().map_err(|e| failure(e.to_string()))?;
-    vm_spec.vcpus = vcpus;
-    vm_spec.memory_mib = memory_mib;
+    vm_spec.vcpus = shape.vcpus;
+    vm_spec.memory_mib = shape.memory_mib;
+    vm_spec.shared_memory = shape.shared_memory;
     vm_spec.free_page_reporting = true;
     // Report free blocks from 32 KiB up (the default is 2 MiB blocks, which leaves much of
     // what the guest freed after boot on the host).
@@ -291,7 +303,19 @@ fn boot(
         .collect();
     let tap = pending.as_ref().map(PendingNetwork::tap).transpose()?;
     let cards = tap.iter().map(PodTap::net_config).collect();
-    vm.boot(disks, cards, &cmdline).map_err(|e| failure(e.to_string()))?;
+    let mut fs = Vec::new();
+    let share = if launch.volumes.is_empty() {
+        None
+    } else {
+        // The volumes' share and its virtiofsd, up before the VMM connects to it.
+        let socket = vm.dir().join("fs.sock");
+        let share = PodShare::start(id, &launch.volumes, &socket)
+            .map_err(|e| failure(format!("volumes: {e}")))?;
+        fs.push(FsConfig { socket, tag: ironpod_protocol::SHARE_TAG.into(), queue_size: 1024 });
+        cmdline.push_str(" ironpod.share");
+        Some(share)
+    };
+    vm.boot(disks, cards, fs, &cmdline).map_err(|e| failure(e.to_string()))?;
     tracing::info!(%id, "booting");
     let uds = vm.vsock_path().to_path_buf();
     let _ = sh.uds.set(uds.clone());
@@ -327,7 +351,8 @@ fn boot(
         .map_err(|e| failure(format!("create the container: {}", agent_message(&e))))?;
     tracing::info!(%id, "container created in the guest");
     let stdio = (opts.tty, opts.interactive);
-    Ok((Pod { vm, uds, pumps: Vec::new(), guest_pid, ctl, state: Some(state) }, stdio))
+    let pod = Pod { vm, uds, pumps: Vec::new(), guest_pid, ctl, state: Some(state), _share: share };
+    Ok((pod, stdio))
 }
 
 /// Opens the container's stdio streams (connections of their own, side by side) and starts
@@ -379,7 +404,7 @@ pub fn run(
     unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
     // The VMM starts now and sets the VM up while the caller prepares the disks; the
     // network comes up beside it.
-    let vm = match start_vm(id, shape.vcpus, shape.memory_mib) {
+    let vm = match start_vm(id, shape) {
         Ok(vm) => vm,
         Err(report) => {
             let _ = writeln!(ready, "error: {}", report.error.unwrap_or_default());

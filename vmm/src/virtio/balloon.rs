@@ -88,11 +88,17 @@ impl Balloon {
             return;
         };
         let ptr = slice.ptr_guard_mut().as_ptr();
+        // Shared memory (a memory file, for vhost-user backends) keeps its pages in the file:
+        // only punching them out of it frees them.
+        let shared = mem
+            .find_region(GuestAddress(addr))
+            .is_some_and(|r| vm_memory::GuestMemoryRegion::file_offset(r).is_some());
+        let advice = if shared { libc::MADV_REMOVE } else { libc::MADV_DONTNEED };
         // SAFETY: ptr..ptr+len lies inside one guest memory mapping owned by this process
         // (checked by get_slice), page aligned because guest regions are; dropping the pages
         // of guest RAM is what the guest asked for, and it is memory-safe for us: the mapping
         // stays valid and reads back as zeros.
-        let rc = unsafe { libc::madvise(ptr as *mut libc::c_void, len_usize, libc::MADV_DONTNEED) };
+        let rc = unsafe { libc::madvise(ptr as *mut libc::c_void, len_usize, advice) };
         if rc == 0 {
             stats.released_bytes += len;
         } else {

@@ -8,6 +8,7 @@
 
 pub mod balloon;
 pub mod blk;
+pub mod fs;
 pub mod mmio;
 pub mod net;
 #[cfg(test)]

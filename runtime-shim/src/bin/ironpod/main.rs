@@ -7,6 +7,7 @@ mod network;
 mod run;
 mod terminal;
 mod vm;
+mod volume;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -75,6 +76,11 @@ enum Command {
     Network {
         #[command(subcommand)]
         command: network::NetworkCommand,
+    },
+    /// Volume commands.
+    Volume {
+        #[command(subcommand)]
+        command: volume::VolumeCommand,
     },
     /// Creates a new image from a container's changes.
     Commit(containers::CommitArgs),
@@ -177,6 +183,7 @@ fn main() -> ExitCode {
         Command::Stats(a) => containers::stats(&root, a),
         Command::Port { container, port } => containers::port(&root, &container, port.as_deref()),
         Command::Network { command } => network::run(&root, command),
+        Command::Volume { command } => volume::run(&root, command),
         Command::Commit(a) => containers::commit(&root, a),
         other => old_command(&root, other).map(|()| 0).map_err(Failure::Other),
     };

@@ -101,6 +101,10 @@ pub struct RunArgs {
     /// Mount a tmpfs: PATH[:OPTIONS] (size=, mode=, uid=, gid=, [no]exec, …).
     #[arg(long, value_name = "PATH[:OPTIONS]")]
     tmpfs: Vec<String>,
+    /// Mount a volume: HOSTDIR:PATH[:ro|rw] (a host directory, made if missing) or
+    /// NAME:PATH[:ro|rw] (a named volume, made on first use; see `ironpod volume`).
+    #[arg(short = 'v', long = "volume", value_name = "SOURCE:PATH[:ro]")]
+    volume: Vec<String>,
     /// When to pull the image.
     #[arg(long, value_enum, default_value = "missing")]
     pull: PullPolicy,
@@ -244,7 +248,12 @@ pub fn run(root: &Path, a: RunArgs) -> Result<i32, Failure> {
         dns: a.dns.clone(),
         add_host: a.add_host.clone(),
         tmpfs: a.tmpfs.clone(),
+        volumes: ironpod_runtime::volumes::parse_all(&a.volume).map_err(|e| rt(e.to_string()))?,
     };
+    // Bad mount flags are refused before anything starts.
+    for t in &opts.tmpfs {
+        ironpod_runtime::spec::tmpfs_mount(t).map_err(|e| rt(e.to_string()))?;
+    }
     let opts = check_network(root, opts, &a.publish).map_err(rt)?;
     // The monitor process starts while the image is looked up and the disks are prepared;
     // it boots the VM as soon as they are, while the spec and the record are made.

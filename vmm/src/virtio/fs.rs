@@ -1,0 +1,249 @@
+//! virtio-fs through a vhost-user backend (virtiofsd): the file system server runs in its own
+//! process and works on the queues itself. The VMM only negotiates, hands the backend the
+//! guest memory (its file descriptors), the queue addresses and two eventfds per queue: the
+//! guest's notifications reach the backend directly through KVM's ioeventfd ("kick"), and the
+//! backend's "call" eventfd is read here and turned into the MMIO interrupt (the virtio-mmio
+//! interrupt status register must be set before the guest is interrupted, so the call cannot
+//! go straight to KVM as an irqfd).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use event_manager::{EventOps, Events, MutEventSubscriber};
+use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
+use vhost::vhost_user::{Frontend, VhostUserFrontend};
+use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
+use vm_memory::{GuestAddress, GuestMemoryBackend};
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use super::{
+    features, read_config_bytes, ActivateContext, ActivateError, GuestMemoryMmap, Interrupt,
+    QueueT, VirtioDevice,
+};
+use crate::config::MAX_FS_TAG;
+
+/// Virtio device type of a file system device.
+pub const DEVICE_TYPE_FS: u32 = 26;
+
+/// The high-priority queue and one request queue.
+const NUM_QUEUES: usize = 2;
+
+/// Errors while connecting to the backend.
+#[derive(Debug, thiserror::Error)]
+pub enum FsError {
+    /// The vhost-user conversation failed.
+    #[error("vhost-user backend {socket}: {what}: {source}")]
+    Backend {
+        /// The backend's socket.
+        socket: String,
+        /// The step.
+        what: &'static str,
+        /// Why.
+        source: vhost::Error,
+    },
+    /// The backend lacks what a virtio-fs device needs.
+    #[error("vhost-user backend {0}: does not offer VIRTIO_F_VERSION_1")]
+    NoVersion1(String),
+    /// An eventfd could not be made.
+    #[error("eventfd: {0}")]
+    EventFd(#[from] std::io::Error),
+}
+
+struct Active {
+    interrupt: Arc<Interrupt>,
+}
+
+/// A virtio-fs device backed by a vhost-user file system server.
+pub struct Fs {
+    frontend: Frontend,
+    socket: String,
+    config: [u8; MAX_FS_TAG + 4],
+    queue_sizes: [u16; NUM_QUEUES],
+    backend_features: u64,
+    protocol: bool,
+    kicks: Vec<EventFd>,
+    calls: Vec<EventFd>,
+    active: Option<Active>,
+}
+
+impl Fs {
+    /// Connects to the backend listening on `socket`; the guest will see `tag`.
+    pub fn new(socket: &Path, tag: &str, queue_size: u16) -> Result<Self, FsError> {
+        let name = socket.display().to_string();
+        let err = |what| {
+            let socket = name.clone();
+            move |source| FsError::Backend { socket, what, source }
+        };
+        let mut frontend = Frontend::connect(socket, NUM_QUEUES as u64).map_err(err("connect"))?;
+        frontend.set_owner().map_err(err("set owner"))?;
+        let backend_features = frontend.get_features().map_err(err("get features"))?;
+        if backend_features & features::VIRTIO_F_VERSION_1 == 0 {
+            return Err(FsError::NoVersion1(name));
+        }
+        let protocol = backend_features & VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits() != 0;
+        if protocol {
+            let offered = frontend.get_protocol_features().map_err(err("get protocol features"))?;
+            // REPLY_ACK: every request that changes the backend is acknowledged, so the
+            // memory table is in place before the queues are.
+            let wanted =
+                offered & (VhostUserProtocolFeatures::MQ | VhostUserProtocolFeatures::REPLY_ACK);
+            frontend.set_protocol_features(wanted).map_err(err("set protocol features"))?;
+        }
+        let mut config = [0u8; MAX_FS_TAG + 4];
+        let n = tag.len().min(MAX_FS_TAG);
+        config[..n].copy_from_slice(&tag.as_bytes()[..n]);
+        // num_request_queues
+        config[MAX_FS_TAG..].copy_from_slice(&1u32.to_le_bytes());
+        let mut kicks = Vec::new();
+        let mut calls = Vec::new();
+        for _ in 0..NUM_QUEUES {
+            kicks.push(EventFd::new(EFD_NONBLOCK)?);
+            calls.push(EventFd::new(EFD_NONBLOCK)?);
+        }
+        Ok(Fs {
+            frontend,
+            socket: name,
+            config,
+            queue_sizes: [queue_size; NUM_QUEUES],
+            backend_features,
+            protocol,
+            kicks,
+            calls,
+            active: None,
+        })
+    }
+
+    fn backend_err(&self, what: &'static str) -> impl FnOnce(vhost::Error) -> ActivateError + '_ {
+        move |e| ActivateError::Backend(format!("{}: {what}: {e}", self.socket))
+    }
+
+    /// The vhost-user description of guest memory: every region must be backed by a file.
+    fn memory_table(
+        mem: &GuestMemoryMmap,
+    ) -> Result<Vec<VhostUserMemoryRegionInfo>, ActivateError> {
+        mem.iter()
+            .map(|r| {
+                VhostUserMemoryRegionInfo::from_guest_region(r).map_err(|_| {
+                    ActivateError::Backend(
+                        "guest memory is not shared (the VM needs shared_memory)".into(),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    fn host_address(mem: &GuestMemoryMmap, gpa: u64) -> Result<u64, ActivateError> {
+        mem.get_host_address(GuestAddress(gpa)).map(|p| p as u64).map_err(|_| {
+            ActivateError::Backend(format!("queue address {gpa:#x} is not in guest memory"))
+        })
+    }
+}
+
+impl VirtioDevice for Fs {
+    fn device_type(&self) -> u32 {
+        DEVICE_TYPE_FS
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &self.queue_sizes
+    }
+
+    fn avail_features(&self) -> u64 {
+        let ours = features::VIRTIO_F_VERSION_1
+            | features::VIRTIO_RING_F_EVENT_IDX
+            | features::VIRTIO_RING_F_INDIRECT_DESC;
+        self.backend_features & ours
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        read_config_bytes(&self.config, offset, data);
+    }
+
+    fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
+
+    fn queue_events(&self) -> &[EventFd] {
+        &self.kicks
+    }
+
+    fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError> {
+        if ctx.queues.len() != NUM_QUEUES {
+            return Err(ActivateError::QueueCount { expected: NUM_QUEUES, got: ctx.queues.len() });
+        }
+        let mut acked = ctx.acked_features & self.avail_features();
+        if self.protocol {
+            acked |= VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
+        }
+        self.frontend.set_features(acked).map_err(self.backend_err("set features"))?;
+        let table = Self::memory_table(&ctx.mem)?;
+        self.frontend.set_mem_table(&table).map_err(self.backend_err("set memory table"))?;
+        for (i, q) in ctx.queues.iter().enumerate() {
+            let addr = VringConfigData {
+                queue_max_size: self.queue_sizes[i],
+                queue_size: q.size(),
+                flags: 0,
+                desc_table_addr: Self::host_address(&ctx.mem, q.desc_table())?,
+                used_ring_addr: Self::host_address(&ctx.mem, q.used_ring())?,
+                avail_ring_addr: Self::host_address(&ctx.mem, q.avail_ring())?,
+                log_addr: None,
+            };
+            self.frontend.set_vring_num(i, q.size()).map_err(self.backend_err("set vring num"))?;
+            self.frontend.set_vring_addr(i, &addr).map_err(self.backend_err("set vring addr"))?;
+            self.frontend
+                .set_vring_base(i, q.next_avail())
+                .map_err(self.backend_err("set vring base"))?;
+            self.frontend
+                .set_vring_call(i, &self.calls[i])
+                .map_err(self.backend_err("set vring call"))?;
+            self.frontend
+                .set_vring_kick(i, &self.kicks[i])
+                .map_err(self.backend_err("set vring kick"))?;
+            if self.protocol {
+                self.frontend
+                    .set_vring_enable(i, true)
+                    .map_err(self.backend_err("enable vring"))?;
+            }
+        }
+        self.active = Some(Active { interrupt: ctx.interrupt });
+        Ok(())
+    }
+
+    fn is_activated(&self) -> bool {
+        self.active.is_some()
+    }
+
+    fn reset(&mut self) {
+        if self.active.take().is_some() {
+            // GET_VRING_BASE stops the backend's work on each queue.
+            for i in 0..NUM_QUEUES {
+                if self.protocol {
+                    let _ = self.frontend.set_vring_enable(i, false);
+                }
+                let _ = self.frontend.get_vring_base(i);
+            }
+        }
+    }
+}
+
+impl MutEventSubscriber for Fs {
+    fn process(&mut self, events: Events, _ops: &mut EventOps) {
+        let Some(call) = self.calls.get(events.data() as usize) else { return };
+        // Reading resets the counter; several calls in a row make one interrupt.
+        if call.read().is_err() {
+            return;
+        }
+        if let Some(a) = &self.active {
+            if let Err(e) = a.interrupt.signal_used_queue() {
+                eprintln!("ironpod-vmm: virtio-fs interrupt: {e}");
+            }
+        }
+    }
+
+    fn init(&mut self, ops: &mut EventOps) {
+        for (i, call) in self.calls.iter().enumerate() {
+            if let Err(e) = ops.add(Events::with_data(call, i as u32, EventSet::IN)) {
+                eprintln!("ironpod-vmm: virtio-fs: cannot watch the backend's calls: {e:?}");
+            }
+        }
+    }
+}
