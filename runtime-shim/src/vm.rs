@@ -89,6 +89,8 @@ pub struct VmSpec {
     pub spare_disks: u8,
     /// Guest memory in a shared memory file (needed for virtio-fs).
     pub shared_memory: bool,
+    /// virtio-fs devices (need `shared_memory`).
+    pub fs: Vec<ironpod_vmm::config::FsConfig>,
 }
 
 impl VmSpec {
@@ -124,6 +126,7 @@ impl VmSpec {
             net: Vec::new(),
             netns: None,
             shared_memory: false,
+            fs: Vec::new(),
         })
     }
 }
@@ -238,7 +241,7 @@ impl RunningVm {
             spare_disks: spec.spare_disks,
             api_socket: (spec.spare_disks > 0).then(|| dir.join(API_SOCKET)),
             shared_memory: spec.shared_memory,
-            fs: Vec::new(),
+            fs: spec.fs.clone(),
         };
         let cfg_path = dir.join("vm.json");
         let text = serde_json::to_vec_pretty(&config)

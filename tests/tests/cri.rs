@@ -232,3 +232,116 @@ fn cri_pods_on_a_cni_network_reach_each_other() {
         cri.remove_pod(pod).expect("RemovePodSandbox");
     }
 }
+
+/// Files under `dir` (recursively, not following links) whose contents hold `needle`.
+fn files_holding(dir: &Path, needle: &[u8]) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    for e in entries.flatten() {
+        let Ok(t) = e.file_type() else { continue };
+        if t.is_dir() {
+            out.extend(files_holding(&e.path(), needle));
+        } else if t.is_file() {
+            let data = std::fs::read(e.path()).unwrap_or_default();
+            if data.windows(needle.len()).any(|w| w == needle) {
+                out.push(e.path().display().to_string());
+            }
+        }
+    }
+    out
+}
+
+/// A CRI mount of a host directory, the way a kubelet passes a pod's volumes.
+fn volume(host: &Path, path: &str, readonly: bool) -> k8s_cri::v1::Mount {
+    k8s_cri::v1::Mount {
+        container_path: path.into(),
+        host_path: host.to_string_lossy().into_owned(),
+        readonly,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn cri_pod_volumes_empty_dir_config_map_and_secret() {
+    let _w = require_linux_kvm();
+    let c = Containerd::start_cri();
+    let mut cri = Cri::connect(&c.socket());
+    let logs = c.dir().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    // What a kubelet makes for a pod: an emptyDir, a configMap's files, and a secret's
+    // files on a tmpfs (here /run) with mode 0600.
+    let vols = c.dir().join("pod-volumes");
+    let empty_dir = vols.join("kubernetes.io~empty-dir/cache");
+    let config_map = vols.join("kubernetes.io~configmap/settings");
+    std::fs::create_dir_all(&empty_dir).unwrap();
+    std::fs::create_dir_all(&config_map).unwrap();
+    std::fs::write(config_map.join("app.conf"), "color=blue\n").unwrap();
+    let secret_dir = tempfile::tempdir_in("/run").unwrap();
+    let secret_value = "s3cr3t-7f1c9a-token";
+    let token = secret_dir.path().join("token");
+    std::fs::write(&token, secret_value).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    let pod_cfg = pod_config("vols", &logs);
+    let pod = cri
+        .run_pod(&pod_cfg, "ironpod")
+        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", c.log()));
+    let mut writer = container_config("writer", DEMO_IMAGE, &["sleep", "3600"]);
+    writer.mounts = vec![
+        volume(&empty_dir, "/cache", false),
+        volume(&config_map, "/etc/app", true),
+        volume(secret_dir.path(), "/var/run/secrets/app", true),
+    ];
+    let mut reader = container_config("reader", DEMO_IMAGE, &["sleep", "3600"]);
+    reader.mounts = vec![volume(&empty_dir, "/data", false)];
+    let mut ids = Vec::new();
+    for cfg in [&writer, &reader] {
+        let id = cri
+            .create_container(&pod, cfg, &pod_cfg)
+            .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", c.log()));
+        cri.start_container(&id).expect("StartContainer");
+        ids.push(id);
+    }
+    let (w, r) = (&ids[0], &ids[1]);
+    // The emptyDir is one directory for both containers (and the host).
+    exec_ok(&mut cri, w, "echo shared-by-writer > /cache/note");
+    assert_eq!(exec_ok(&mut cri, r, "cat /data/note"), "shared-by-writer\n");
+    exec_ok(&mut cri, r, "echo reply > /data/back");
+    assert_eq!(std::fs::read_to_string(empty_dir.join("back")).unwrap(), "reply\n");
+    // The configMap and the secret are read-only; the secret keeps its mode.
+    assert_eq!(exec_ok(&mut cri, w, "cat /etc/app/app.conf"), "color=blue\n");
+    let out = exec_ok(
+        &mut cri,
+        w,
+        "cat /var/run/secrets/app/token; echo; stat -c %a /var/run/secrets/app/token; \
+         (echo x > /etc/app/app.conf) 2>&1; (echo x > /var/run/secrets/app/new) 2>&1; true",
+    );
+    assert!(out.starts_with(&format!("{secret_value}\n600\n")), "{out}");
+    assert_eq!(out.matches("Read-only file system").count(), 2, "{out}");
+    assert_eq!(std::fs::read_to_string(config_map.join("app.conf")).unwrap(), "color=blue\n");
+    // A file the host adds to a running pod's volume shows up (a configMap update).
+    std::fs::write(config_map.join("late.conf"), "late\n").unwrap();
+    wait_for("a host file in the volume", Duration::from_secs(10), || {
+        cri.exec_sync(w, &["cat", "/etc/app/late.conf"], 30)
+            .is_ok_and(|(o, _, code)| code == 0 && o == "late\n")
+    });
+
+    // Removing one container takes only its entries out of the pod's share.
+    cri.stop_container(r, 0).expect("StopContainer");
+    cri.remove_container(r).expect("RemoveContainer");
+    assert_eq!(exec_ok(&mut cri, w, "cat /cache/back"), "reply\n");
+
+    cri.stop_pod(&pod).unwrap_or_else(|e| panic!("StopPodSandbox: {e}\n{}", c.log()));
+    cri.remove_pod(&pod).unwrap_or_else(|e| panic!("RemovePodSandbox: {e}\n{}", c.log()));
+    wait_for("the pod to be gone", Duration::from_secs(30), || {
+        processes_with(&format!("-id {pod} ")).is_empty()
+            && processes_with(&format!("shares/{pod}")).is_empty()
+    });
+    assert!(mounts_with(&pod).is_empty(), "mounts left: {:?}", mounts_with(&pod));
+    // The volumes' data stays on the host; the secret was never copied anywhere.
+    assert_eq!(std::fs::read_to_string(empty_dir.join("note")).unwrap(), "shared-by-writer\n");
+    let mut copies = files_holding(c.dir(), secret_value.as_bytes());
+    copies.extend(files_holding(Path::new("/run/ironpod"), secret_value.as_bytes()));
+    assert!(copies.is_empty(), "the secret was written to {copies:?}");
+}

@@ -9,8 +9,9 @@
 //!   host before the pod starts);
 //! - bind mounts of host files are listed so the caller copies them into the guest and the
 //!   mount points at the copy; a host directory bound at `/dev/shm` (the CRI's pod-wide shm)
-//!   becomes the pod's shared tmpfs in the guest; other host directories are refused (they
-//!   need volume sharing);
+//!   becomes the pod's shared tmpfs in the guest; other host directories (Kubernetes
+//!   emptyDir, configMap, secret and hostPath volumes) are listed so the caller adds them to
+//!   the pod's virtio-fs share and the mount points at the share;
 //! - AppArmor and SELinux labels name host policies: cleared.
 
 use std::path::{Path, PathBuf};
@@ -27,6 +28,19 @@ pub struct GuestBinds {
     pub files: Vec<HostFile>,
     /// Indexes of mounts to point at the pod's shared `/dev/shm` tmpfs.
     pub pod_shm: Vec<usize>,
+    /// Host directories to share with the guest (and point their mounts at).
+    pub dirs: Vec<HostDirMount>,
+}
+
+/// A host directory that a bind mount of the spec needs in the guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostDirMount {
+    /// Index of the mount in `spec.mounts`.
+    pub mount: usize,
+    /// The host directory.
+    pub source: PathBuf,
+    /// The mount is read-only (so is the share's entry on the host).
+    pub read_only: bool,
 }
 
 /// A host file that a bind mount of the spec needs in the guest.
@@ -106,12 +120,9 @@ pub fn for_guest(
             continue;
         }
         if meta.is_dir() {
-            return Err(format!(
-                "bind mount of the host directory {} at {}: sharing host directories with a \
-                 pod VM needs a volume, which this runtime does not provide yet",
-                source.display(),
-                m.destination().display()
-            ));
+            let read_only = m.options().as_ref().is_some_and(|o| o.iter().any(|x| x == "ro"));
+            binds.dirs.push(HostDirMount { mount: i, source, read_only });
+            continue;
         }
         if !meta.is_file() || meta.len() > MAX_BIND_FILE {
             return Err(format!(
@@ -175,7 +186,7 @@ mod tests {
     }
 
     #[test]
-    fn bind_mounts_of_files_are_listed_dirs_refused() {
+    fn bind_mounts_of_files_and_dirs_are_listed() {
         let t = tempfile::tempdir().unwrap();
         let f = t.path().join("hosts");
         std::fs::write(&f, "127.0.0.1 localhost\n").unwrap();
@@ -195,7 +206,11 @@ mod tests {
         set_mount_source(&mut s, 1, "/run/x");
         assert_eq!(s.mounts().as_ref().unwrap()[1].source().as_deref(), Some(Path::new("/run/x")));
         let mut s = spec_with(vec![], vec![bind(t.path())]);
-        assert!(for_guest(&mut s, |_| None).unwrap_err().contains("directory"));
+        let dirs = for_guest(&mut s, |_| None).unwrap().dirs;
+        assert_eq!(
+            dirs,
+            vec![HostDirMount { mount: 0, source: t.path().to_path_buf(), read_only: true }]
+        );
         let mut s = spec_with(vec![], vec![bind(&t.path().join("missing"))]);
         assert!(for_guest(&mut s, |_| None).is_err());
         // The CRI's pod shm directory: the pod's shared tmpfs in the guest.

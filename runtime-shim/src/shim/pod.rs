@@ -12,6 +12,7 @@ use super::rootfs::LayerCache;
 use crate::agent_client::AgentClient;
 use crate::pod::{disk_serial, make_writable_disk_fast};
 use crate::vm::{RunningVm, VmSpec};
+use crate::volumes::share::{self, PodShare};
 
 /// A booted pod VM.
 #[derive(Debug)]
@@ -26,6 +27,8 @@ pub struct PodVm {
     writable: PathBuf,
     shm: Mutex<bool>,
     hot: Mutex<HotLayers>,
+    /// The pod's virtio-fs share: its containers' host directories (Kubernetes volumes).
+    share: Mutex<Option<PodShare>>,
 }
 
 /// Layer disks attached to the running VM for containers whose image the pod was not
@@ -44,9 +47,9 @@ pub const MAX_SPARE_SLOTS: usize = 4;
 
 /// The spare disk slots a pod VM booted with `boot_layers` layer disks can have: every
 /// device needs one of the VMM's 19 interrupt lines (the layers, the writable disk, the
-/// balloon and vsock take theirs) and at most 16 disks exist.
+/// network card, the share, the balloon and vsock take theirs) and at most 16 disks exist.
 pub fn spare_slots(boot_layers: usize) -> u8 {
-    let by_irq = 19usize.saturating_sub(boot_layers + 3);
+    let by_irq = 19usize.saturating_sub(boot_layers + 5);
     let by_disks = ironpod_vmm::config::MAX_DISKS.saturating_sub(boot_layers + 1);
     by_irq.min(by_disks).min(MAX_SPARE_SLOTS) as u8
 }
@@ -118,6 +121,17 @@ impl PodVm {
             .map(|p| DiskConfig { path: p.clone(), read_only: true })
             .chain(std::iter::once(DiskConfig { path: writable.clone(), read_only: false }))
             .collect();
+        // The share for the containers' volumes, empty until they come.
+        let socket = dir.join("fs.sock");
+        let pod_share = PodShare::start(&share_id(dir), &[], &socket)
+            .map_err(|e| format!("the pod's volume share: {e}"))?;
+        s.shared_memory = true;
+        s.fs = vec![ironpod_vmm::config::FsConfig {
+            socket,
+            tag: ironpod_protocol::SHARE_TAG.into(),
+            queue_size: 1024,
+        }];
+        s.cmdline_extra.push_str(" ironpod.share");
         let mut vm = RunningVm::start(&s).map_err(|e| format!("start the pod VM: {e}"))?;
         // For `delete` after this shim is gone: which VMM to end (pid + start time, so a
         // reused pid is never hit).
@@ -144,7 +158,22 @@ impl PodVm {
             writable,
             shm: Mutex::new(false),
             hot: Mutex::new(HotLayers::default()),
+            share: Mutex::new(Some(pod_share)),
         })
+    }
+
+    /// Shares host directory `source` of container `id`'s mount `index` with the guest;
+    /// returns its path there. Undone by [`PodVm::release`].
+    pub fn share_dir(
+        &self,
+        id: &str,
+        index: usize,
+        source: &Path,
+        read_only: bool,
+    ) -> Result<String, String> {
+        let share = lock(&self.share);
+        let share = share.as_ref().ok_or("the pod is stopping")?;
+        share.bind(&format!("{id}+{index}"), source, read_only).map_err(str)
     }
 
     /// The VMM's host pid (reported to containerd as the tasks' pid).
@@ -228,6 +257,10 @@ impl PodVm {
     /// any more is unmounted in the guest and detached from the VM (it stays attached
     /// when the guest still holds it).
     pub fn release(&self, id: &str) {
+        if let Some(share) = lock(&self.share).as_ref() {
+            // `+` is in no container id: this prefix is the container's entries only.
+            share.unbind(&format!("{id}+"));
+        }
         let mut hot = lock(&self.hot);
         let Some(mine) = hot.users.remove(id) else { return };
         for l in mine {
@@ -279,21 +312,30 @@ impl PodVm {
         Some(if log.is_empty() { status.to_string() } else { format!("{status}: {log}") })
     }
 
-    /// Stops the VM: asks the agent to power off, kills the VMM if it does not.
+    /// Stops the VM: asks the agent to power off, kills the VMM if it does not; then takes
+    /// the share down.
     pub fn stop(&self) {
-        let mut vm = lock(&self.vm);
-        if vm.try_exit().is_some() {
-            return;
+        {
+            let mut vm = lock(&self.vm);
+            if vm.try_exit().is_none() {
+                let mut ctl = lock(&self.ctl);
+                let _ = ctl.set_timeout(Duration::from_secs(2));
+                if vm.shutdown(&mut ctl, Duration::from_secs(5)).is_err() {
+                    vm.kill();
+                }
+            }
         }
-        let mut ctl = lock(&self.ctl);
-        let _ = ctl.set_timeout(Duration::from_secs(2));
-        if vm.shutdown(&mut ctl, Duration::from_secs(5)).is_err() {
-            vm.kill();
-        }
+        drop(lock(&self.share).take());
     }
 }
 
-/// Ends the VMM recorded in a pod directory whose shim is gone, and removes the directory.
+/// The share of the pod whose directory is `dir` is named after it (the sandbox id).
+fn share_id(dir: &Path) -> String {
+    dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// Ends the VMM recorded in a pod directory whose shim is gone, takes its share down and
+/// removes the directory.
 pub fn kill_orphan(dir: &Path) {
     if let Ok(s) = std::fs::read_to_string(dir.join("vmm.pid")) {
         let mut it = s.split_whitespace().map(|x| x.parse::<i64>().ok());
@@ -305,5 +347,6 @@ pub fn kill_orphan(dir: &Path) {
             }
         }
     }
+    share::teardown(&share_id(dir));
     let _ = std::fs::remove_dir_all(dir);
 }

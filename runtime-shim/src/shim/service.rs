@@ -297,6 +297,12 @@ impl Inner {
                 guest_spec::set_mount_source(spec, i, shm);
             }
         }
+        for d in binds.dirs {
+            let guest = pod
+                .share_dir(&req.id, d.mount, &d.source, d.read_only)
+                .map_err(|e| err(Code::INTERNAL, format!("share {}: {e}", d.source.display())))?;
+            guest_spec::set_mount_source(spec, d.mount, &guest);
+        }
         for f in binds.files {
             let data = std::fs::read(&f.source).map_err(|e| {
                 err(Code::INVALID_ARGUMENT, format!("read {}: {e}", f.source.display()))

@@ -53,6 +53,7 @@ fn mount(source: Option<&Path>, target: &Path, flags: libc::c_ulong) -> Result<(
 }
 
 /// A pod's share and its virtiofsd.
+#[derive(Debug)]
 pub struct PodShare {
     id: String,
     server: Option<Child>,
@@ -73,20 +74,7 @@ impl PodShare {
         mount(Some(&dir), &dir, libc::MS_BIND)?;
         mount(None, &dir, libc::MS_SHARED)?;
         for (i, v) in volumes.iter().enumerate() {
-            let entry = dir.join(share_entry(i));
-            std::fs::create_dir(&entry).map_err(io(format!("create {}", entry.display())))?;
-            mount(Some(&v.path), &entry, libc::MS_BIND)?;
-            if v.read_only {
-                mount(
-                    None,
-                    &entry,
-                    libc::MS_BIND
-                        | libc::MS_REMOUNT
-                        | libc::MS_RDONLY
-                        | libc::MS_NOSUID
-                        | libc::MS_NODEV,
-                )?;
-            }
+            share.bind(&share_entry(i), &v.path, v.read_only)?;
         }
         let _ = std::fs::remove_file(socket);
         let listener =
@@ -118,6 +106,63 @@ impl PodShare {
     }
 }
 
+impl PodShare {
+    /// Adds host directory `source` to the share as `entry` (a read-only bind mount if
+    /// asked; visible to the running guest at once); returns its path in the guest.
+    pub fn bind(&self, entry: &str, source: &Path, read_only: bool) -> Result<String, VolumeError> {
+        if entry.is_empty()
+            || entry.len() > 200
+            || entry.starts_with('.')
+            || entry.contains(['/', '\0'])
+        {
+            return Err(VolumeError::Invalid(format!("bad share entry name {entry:?}")));
+        }
+        let target = share_dir(&self.id).join(entry);
+        std::fs::create_dir(&target).map_err(io(format!("create {}", target.display())))?;
+        let made = mount(Some(source), &target, libc::MS_BIND).and_then(|()| {
+            if !read_only {
+                return Ok(());
+            }
+            let ro = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY;
+            mount(None, &target, ro | libc::MS_NOSUID | libc::MS_NODEV)
+        });
+        if let Err(e) = made {
+            unmount_all(&target);
+            let _ = std::fs::remove_dir(&target);
+            return Err(e);
+        }
+        Ok(format!("{}/{entry}", ironpod_protocol::SHARE_DIR))
+    }
+
+    /// Takes the entries whose names start with `prefix` out of the share.
+    pub fn unbind(&self, prefix: &str) {
+        let dir = share_dir(&self.id);
+        let Ok(entries) = std::fs::read_dir(&dir) else { return };
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(prefix) {
+                unmount_all(&e.path());
+                let _ = std::fs::remove_dir(e.path());
+            }
+        }
+    }
+}
+
+/// Unmounts everything at or under `dir` (deepest first).
+fn unmount_all(dir: &Path) {
+    for _ in 0..4 {
+        let mounts = mounts_under(dir);
+        if mounts.is_empty() {
+            break;
+        }
+        for m in mounts.iter().rev() {
+            if let Ok(c) = cpath(m) {
+                // SAFETY: c is a valid NUL-terminated path.
+                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+            }
+        }
+    }
+}
+
 impl Drop for PodShare {
     fn drop(&mut self) {
         if let Some(mut c) = self.server.take() {
@@ -145,18 +190,7 @@ pub fn teardown(id: &str) {
     if !dir.exists() {
         return;
     }
-    for _ in 0..4 {
-        let mounts = mounts_under(&dir);
-        if mounts.is_empty() {
-            break;
-        }
-        for m in mounts.iter().rev() {
-            if let Ok(c) = cpath(m) {
-                // SAFETY: c is a valid NUL-terminated path.
-                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-            }
-        }
-    }
+    unmount_all(&dir);
     if let Ok(entries) = std::fs::read_dir(&dir) {
         for e in entries.flatten() {
             let _ = std::fs::remove_dir(e.path());
@@ -197,6 +231,13 @@ mod tests {
         assert_eq!(std::fs::read(rw.join("new")).unwrap(), b"2");
         let err = std::fs::write(dir.join("v1/x"), b"3").unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EROFS));
+        assert_eq!(mounts_under(&dir).len(), 3);
+        // Entries come and go while the pod runs.
+        assert_eq!(share.bind("c1-0", &ro, true).unwrap(), "/run/ironpod/shared/c1-0");
+        assert!(share.bind("../x", &ro, false).is_err());
+        assert_eq!(std::fs::read(dir.join("c1-0/kept")).unwrap(), b"1");
+        share.unbind("c1-");
+        assert!(!dir.join("c1-0").exists());
         assert_eq!(mounts_under(&dir).len(), 3);
         drop(share);
         assert!(!dir.exists());
