@@ -128,6 +128,17 @@ fn volumes_keep_data_between_pods_refuse_writes_when_ro_and_stay_inside() {
     assert_eq!(std::fs::read_to_string(host.join("out")).unwrap(), "pod-one\n");
     assert!(host.join("hello").exists());
 
+    // `inspect` shows the writer's mounts as Docker does.
+    let v: serde_json::Value =
+        serde_json::from_slice(&root.ironpod(&["inspect", "writer"]).stdout).unwrap();
+    let mounts = &v[0]["Mounts"];
+    assert_eq!(mounts[0]["Type"], "bind", "{mounts}");
+    assert_eq!(mounts[0]["Destination"], "/data");
+    assert_eq!(
+        (mounts[1]["Type"].as_str(), mounts[1]["Name"].as_str()),
+        (Some("volume"), Some("keep1"))
+    );
+    assert_eq!(mounts[1]["RW"], true);
     // Named volumes: listed, inspected, kept while a container uses them.
     let ls = text(&root.ironpod(&["volume", "ls", "-q"]).stdout);
     assert_eq!(ls, "keep1\n");

@@ -504,7 +504,7 @@ impl Vm {
 
 /// Guest RAM of `size` bytes: private anonymous memory, or with `shared` one memory file
 /// (memfd) mapped shared, whose descriptor vhost-user backends map as well.
-fn guest_memory(size: u64, shared: bool) -> Result<GuestMemoryMmap, String> {
+pub(crate) fn guest_memory(size: u64, shared: bool) -> Result<GuestMemoryMmap, String> {
     let ranges = layout::ram_ranges(size);
     if !shared {
         return GuestMemoryMmap::from_ranges(&ranges).map_err(|e| e.to_string());

@@ -40,6 +40,13 @@ pub enum Which {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// File I/O on a virtio-fs volume vs ext4 on virtio-blk in a pod; a volume's start-up
+    /// cost; virtiofsd's memory.
+    Volumes {
+        /// Runs of each.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// Pull of a ~200 MB 5-layer image from a local registry, ironpod vs skopeo; layer disks.
     Pull {
         /// Runs of each.
@@ -56,6 +63,7 @@ pub fn run(which: Which) -> Result<()> {
         Which::Run { runs, pods } => ("run", runs, pods),
         Which::Cri { runs } => ("cri", runs, 0),
         Which::Net { runs } => ("net", runs, 0),
+        Which::Volumes { runs } => ("volumes", runs, 0),
     };
     kernel::build()?;
     initramfs::build()?;
@@ -131,6 +139,7 @@ pub fn driver(which: Which) -> Result<()> {
         Which::Run { runs, pods } => return crate::bench_run::driver(runs, pods),
         Which::Cri { runs } => return crate::bench_run::cri_driver(runs),
         Which::Net { runs } => return crate::bench_net::driver(runs),
+        Which::Volumes { runs } => return crate::bench_volumes::driver(runs),
         Which::Pull { .. } => anyhow::bail!("the pull benchmark has no driver"),
     };
     let kernel = format!("{}/vmlinux", util::ASSET_DIR);

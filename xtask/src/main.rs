@@ -5,6 +5,7 @@ mod bench;
 mod bench_net;
 mod bench_pull;
 mod bench_run;
+mod bench_volumes;
 mod cpio;
 mod demo_image;
 mod deps;

@@ -194,6 +194,30 @@ pub fn resolve(root: &Path, mounts: &[VolumeMount]) -> Result<Vec<HostDir>, Volu
         .collect()
 }
 
+/// A container's volumes as `docker inspect` shows them (`Mounts`).
+pub fn inspect_mounts(root: &Path, mounts: &[VolumeMount]) -> serde_json::Value {
+    let store = VolumeStore::new(root);
+    mounts
+        .iter()
+        .map(|m| match &m.source {
+            Source::Host(p) => serde_json::json!({
+                "Type": "bind",
+                "Source": p,
+                "Destination": m.destination,
+                "RW": !m.read_only,
+            }),
+            Source::Named(n) => serde_json::json!({
+                "Type": "volume",
+                "Name": n,
+                "Source": store.get(n).map(|v| v.mountpoint).unwrap_or_default(),
+                "Destination": m.destination,
+                "Driver": "local",
+                "RW": !m.read_only,
+            }),
+        })
+        .collect()
+}
+
 /// The name of volume `i`'s directory in the pod's share.
 pub fn share_entry(i: usize) -> String {
     format!("v{i}")

@@ -273,6 +273,28 @@ mod tests {
     }
 
     #[test]
+    fn reported_pages_of_shared_memory_leave_the_memory_file() {
+        use std::os::unix::fs::MetadataExt;
+        use vm_memory::{Bytes, GuestMemoryRegion};
+        let mem = crate::vmm::guest_memory(16 << 20, true).unwrap();
+        let file_blocks = || {
+            let region = mem.find_region(GuestAddress(0)).unwrap();
+            region.file_offset().unwrap().file().metadata().unwrap().blocks()
+        };
+        mem.write_slice(&vec![0xaa; 2 << 20], GuestAddress(4 << 20)).unwrap();
+        let before = file_blocks();
+        assert!(before >= (2 << 20) / 512, "{before}");
+        let mut stats = BalloonStats::default();
+        Balloon::release(&mem, 4 << 20, 2 << 20, &mut stats);
+        assert_eq!(stats.released_bytes, 2 << 20);
+        // MADV_DONTNEED would only unmap them: the file would keep its pages.
+        assert_eq!(file_blocks(), before - (2 << 20) / 512);
+        let mut back = [1u8; 4];
+        mem.read_slice(&mut back, GuestAddress(4 << 20)).unwrap();
+        assert_eq!(back, [0; 4]);
+    }
+
+    #[test]
     fn config_and_queue_count() {
         let mut dev = Balloon::new().unwrap();
         dev.write_config(4, &7u32.to_le_bytes());

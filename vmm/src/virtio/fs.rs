@@ -247,3 +247,112 @@ impl MutEventSubscriber for Fs {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::virtio::Queue;
+
+    /// virtiofsd as `cargo xtask deps` installs it (the tests need it, as ironpod does).
+    const VIRTIOFSD: &str = "/var/cache/ironpod/virtiofsd/bin/virtiofsd";
+
+    struct Backend {
+        child: Child,
+        _dir: tempfile::TempDir,
+        socket: std::path::PathBuf,
+    }
+
+    impl Drop for Backend {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    fn virtiofsd() -> Backend {
+        assert!(Path::new(VIRTIOFSD).is_file(), "{VIRTIOFSD} is missing: run `cargo xtask deps`");
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("fs.sock");
+        let child = Command::new(VIRTIOFSD)
+            .arg("--socket-path")
+            .arg(&socket)
+            .arg("--shared-dir")
+            .arg(dir.path())
+            .args(["--sandbox", "none", "--log-level", "error"])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        Backend { child, _dir: dir, socket }
+    }
+
+    /// Connects, retrying while virtiofsd is still starting to listen.
+    fn connect(b: &Backend) -> Fs {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match Fs::new(&b.socket, "vol", 256) {
+                Ok(fs) => return fs,
+                Err(e) if Instant::now() > deadline => panic!("{e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
+    fn queues(size: u16) -> Vec<Queue> {
+        (0..NUM_QUEUES as u64)
+            .map(|i| {
+                let mut q = Queue::new(size).unwrap();
+                let base = 0x10000 * (i * 4 + 1);
+                q.set_desc_table_address(Some(base as u32), Some(0));
+                q.set_avail_ring_address(Some((base + 0x10000) as u32), Some(0));
+                q.set_used_ring_address(Some((base + 0x20000) as u32), Some(0));
+                q.set_ready(true);
+                q
+            })
+            .collect()
+    }
+
+    fn ctx(mem: GuestMemoryMmap, acked: u64) -> ActivateContext {
+        ActivateContext {
+            mem,
+            queues: queues(256),
+            interrupt: Arc::new(Interrupt::new(EventFd::new(EFD_NONBLOCK).unwrap())),
+            acked_features: acked,
+        }
+    }
+
+    #[test]
+    fn negotiates_and_activates_with_virtiofsd() {
+        let b = virtiofsd();
+        let mut fs = connect(&b);
+        assert_eq!(fs.device_type(), DEVICE_TYPE_FS);
+        assert_eq!(fs.queue_max_sizes(), &[256, 256]);
+        assert_ne!(fs.avail_features() & features::VIRTIO_F_VERSION_1, 0);
+        let mut cfg = [0u8; MAX_FS_TAG + 4];
+        fs.read_config(0, &mut cfg);
+        assert_eq!(&cfg[..4], b"vol\0");
+        assert_eq!(u32::from_le_bytes(cfg[MAX_FS_TAG..].try_into().unwrap()), 1);
+
+        // Private memory cannot be handed to a backend.
+        let private = crate::vmm::guest_memory(16 << 20, false).unwrap();
+        let err = fs.activate(ctx(private, fs.avail_features())).unwrap_err();
+        assert!(err.to_string().contains("shared"), "{err}");
+        assert!(!fs.is_activated());
+
+        // Shared memory: the backend takes the table and the queues (each step acknowledged).
+        let shared = crate::vmm::guest_memory(16 << 20, true).unwrap();
+        fs.activate(ctx(shared, fs.avail_features())).unwrap();
+        assert!(fs.is_activated());
+        fs.reset();
+        assert!(!fs.is_activated());
+    }
+
+    #[test]
+    fn a_missing_backend_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Fs::new(&dir.path().join("none.sock"), "t", 128).err().unwrap();
+        assert!(err.to_string().contains("connect"), "{err}");
+    }
+}

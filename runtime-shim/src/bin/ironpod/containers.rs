@@ -496,6 +496,9 @@ pub fn inspect(root: &Path, containers: &[String]) -> Result<i32, Failure> {
                         "NetworkMode": opts["network"].as_str().unwrap_or("bridge"),
                     },
                     "NetworkSettings": net,
+                    "Mounts": serde_json::from_str::<ironpod_runtime::spec::RunOptions>(&r.options)
+                        .map(|o| ironpod_runtime::volumes::inspect_mounts(root, &o.volumes))
+                        .unwrap_or_default(),
                     "Pod": { "VmmPid": r.vmm_pid, "MonitorPid": r.monitor_pid, "Vsock": r.vsock },
                     "LogPath": pod::log_path(root, &r.id),
                     "Spec": spec,
