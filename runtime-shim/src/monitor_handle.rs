@@ -114,8 +114,8 @@ fn exec_monitor(
     cmd.arg("--root").arg(root).arg("--ready-fd").arg("3");
     cmd.arg("--vcpus").arg(shape.vcpus.to_string());
     cmd.arg("--memory-mib").arg(shape.memory_mib.to_string());
-    if shape.shared_memory {
-        cmd.arg("--shared-memory");
+    for v in &shape.volumes {
+        cmd.arg(if v.read_only { "--volume-ro" } else { "--volume" }).arg(&v.path);
     }
     if let Some(n) = &shape.network {
         cmd.arg("--network").arg(n);

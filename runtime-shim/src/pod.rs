@@ -253,9 +253,7 @@ pub fn create(
         make_writable_disk_fast(root, &writable_disk(root, &id))?;
         tracing::debug!("writable disk ready");
         let writable = writable_disk(root, &id);
-        let volumes = crate::volumes::resolve(root, &opts.volumes)
-            .map_err(|e| PodError::State2(e.to_string()))?;
-        let launch = crate::monitor::Launch { layers, writable, volumes };
+        let launch = crate::monitor::Launch { layers, writable };
         disks_ready(&launch)?;
         let config = store.config_of(&digest)?;
         let spec = spec::build(&id, &config, opts)?;

@@ -19,7 +19,7 @@ fn main() -> ExitCode {
     let (mut root, mut ready_fd, mut wait_attach, mut id) =
         (None::<PathBuf>, None::<i32>, false, None::<String>);
     let (mut vcpus, mut memory, mut network) = (None::<u8>, None::<u64>, None::<String>);
-    let mut shared_memory = false;
+    let mut volumes = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -29,7 +29,13 @@ fn main() -> ExitCode {
             "--vcpus" => vcpus = args.next().and_then(|v| v.parse().ok()),
             "--memory-mib" => memory = args.next().and_then(|v| v.parse().ok()),
             "--network" => network = args.next(),
-            "--shared-memory" => shared_memory = true,
+            "--volume" | "--volume-ro" => match args.next() {
+                Some(p) => volumes.push(ironpod_runtime::volumes::HostDir {
+                    path: PathBuf::from(p),
+                    read_only: a == "--volume-ro",
+                }),
+                None => return usage(),
+            },
             s if !s.starts_with('-') && id.is_none() => id = Some(s.to_string()),
             _ => return usage(),
         }
@@ -48,12 +54,7 @@ fn main() -> ExitCode {
         ironpod_runtime::monitor::run(
             &root,
             &id,
-            &ironpod_runtime::monitor::PodShape {
-                vcpus,
-                memory_mib: memory,
-                network,
-                shared_memory,
-            },
+            &ironpod_runtime::monitor::PodShape { vcpus, memory_mib: memory, network, volumes },
             wait_attach,
             ready,
         )

@@ -30,6 +30,7 @@ use crate::spec::RunOptions;
 use crate::state::State;
 use crate::vm::{RunningVm, VmSpec};
 use crate::volumes::share::PodShare;
+use crate::volumes::HostDir;
 
 mod net;
 use net::{setup_guest_network, PendingNetwork};
@@ -46,9 +47,6 @@ pub struct Launch {
     pub layers: Vec<PathBuf>,
     /// The writable disk.
     pub writable: PathBuf,
-    /// The container's volumes (host directories), shared with the VM through virtio-fs.
-    #[serde(default)]
-    pub volumes: Vec<crate::volumes::HostDir>,
 }
 
 /// What the monitor needs next, once the container is recorded: sent as a second line
@@ -71,19 +69,15 @@ pub struct PodShape {
     pub memory_mib: u64,
     /// The network to join (`None`: loopback only).
     pub network: Option<String>,
-    /// The pod has volumes: its guest memory must be shareable with virtiofsd.
-    pub shared_memory: bool,
+    /// The container's volumes (host directories, in the order of its `-v` options), shared
+    /// with the VM through virtio-fs; their server starts with the VMM.
+    pub volumes: Vec<HostDir>,
 }
 
-/// The pod's shape for a container's options.
-pub fn pod_shape(o: &RunOptions) -> PodShape {
+/// The pod's shape for a container's options and its volumes' host directories.
+pub fn pod_shape(o: &RunOptions, volumes: Vec<HostDir>) -> PodShape {
     let (vcpus, memory_mib) = vm_size(o);
-    PodShape {
-        vcpus,
-        memory_mib,
-        network: o.network_name().map(str::to_string),
-        shared_memory: !o.volumes.is_empty(),
-    }
+    PodShape { vcpus, memory_mib, network: o.network_name().map(str::to_string), volumes }
 }
 
 /// The VM's size for a container's options.
@@ -265,7 +259,8 @@ fn start_vm(id: &str, shape: &PodShape) -> Result<RunningVm, ExitReport> {
     let mut vm_spec = VmSpec::with_defaults().map_err(|e| failure(e.to_string()))?;
     vm_spec.vcpus = shape.vcpus;
     vm_spec.memory_mib = shape.memory_mib;
-    vm_spec.shared_memory = shape.shared_memory;
+    // virtiofsd maps the guest's memory.
+    vm_spec.shared_memory = !shape.volumes.is_empty();
     vm_spec.free_page_reporting = true;
     // Report free blocks from 32 KiB up (the default is 2 MiB blocks, which leaves much of
     // what the guest freed after boot on the host).
@@ -284,7 +279,7 @@ fn boot(
     root: &Path,
     id: &str,
     mut vm: RunningVm,
-    (launch, pending): (&Launch, &mut Option<PendingNetwork>),
+    (launch, pending, share): (&Launch, &mut Option<PendingNetwork>, Option<PodShare>),
     sh: &Arc<Shared>,
     log: &Arc<Mutex<Option<LogWriter>>>,
 ) -> Result<(Pod, (bool, bool)), ExitReport> {
@@ -304,17 +299,14 @@ fn boot(
     let tap = pending.as_ref().map(PendingNetwork::tap).transpose()?;
     let cards = tap.iter().map(PodTap::net_config).collect();
     let mut fs = Vec::new();
-    let share = if launch.volumes.is_empty() {
-        None
-    } else {
-        // The volumes' share and its virtiofsd, up before the VMM connects to it.
-        let socket = vm.dir().join("fs.sock");
-        let share = PodShare::start(id, &launch.volumes, &socket)
-            .map_err(|e| failure(format!("volumes: {e}")))?;
-        fs.push(FsConfig { socket, tag: ironpod_protocol::SHARE_TAG.into(), queue_size: 1024 });
+    if let Some(share) = &share {
+        fs.push(FsConfig {
+            socket: share.socket().to_path_buf(),
+            tag: ironpod_protocol::SHARE_TAG.into(),
+            queue_size: 1024,
+        });
         cmdline.push_str(" ironpod.share");
-        Some(share)
-    };
+    }
     vm.boot(disks, cards, fs, &cmdline).map_err(|e| failure(e.to_string()))?;
     tracing::info!(%id, "booting");
     let uds = vm.vsock_path().to_path_buf();
@@ -411,6 +403,19 @@ pub fn run(
             return 1;
         }
     };
+    // The volumes' share and its virtiofsd start beside the VMM (the VMM connects when it
+    // boots, and talks to virtiofsd only once the guest's driver is up).
+    let share = if shape.volumes.is_empty() {
+        None
+    } else {
+        match PodShare::start(id, &shape.volumes, &vm.dir().join("fs.sock")) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                let _ = writeln!(ready, "error: volumes: {e}");
+                return 1;
+            }
+        }
+    };
     let mut net = shape.network.as_deref().map(|n| PendingNetwork::start(root, id, n));
     // Before the pod's network is taken down, its set-up must have ended.
     let give_up = |net: Option<PendingNetwork>| {
@@ -459,7 +464,7 @@ pub fn run(
     }
     let _ = writeln!(ready, "attach");
     let log = Arc::new(Mutex::new(None));
-    let booted = boot(root, id, vm, (&launch, &mut net), &sh, &log);
+    let booted = boot(root, id, vm, (&launch, &mut net, share), &sh, &log);
     if let Some(p) = net.take() {
         // Boot failed before it waited for the network: wait now, so that nothing is made
         // after the pod's network is taken down.

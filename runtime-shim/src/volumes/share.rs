@@ -56,6 +56,7 @@ fn mount(source: Option<&Path>, target: &Path, flags: libc::c_ulong) -> Result<(
 #[derive(Debug)]
 pub struct PodShare {
     id: String,
+    socket: PathBuf,
     server: Option<Child>,
 }
 
@@ -65,7 +66,7 @@ impl PodShare {
     pub fn start(id: &str, volumes: &[HostDir], socket: &Path) -> Result<PodShare, VolumeError> {
         let virtiofsd = crate::assets::virtiofsd()?;
         teardown(id);
-        let mut share = PodShare { id: id.to_string(), server: None };
+        let mut share = PodShare { id: id.to_string(), socket: socket.to_path_buf(), server: None };
         let dir = share_dir(id);
         std::fs::create_dir_all(SHARES_DIR).map_err(io(format!("create {SHARES_DIR}")))?;
         std::fs::create_dir(&dir).map_err(io(format!("create {}", dir.display())))?;
@@ -107,6 +108,11 @@ impl PodShare {
 }
 
 impl PodShare {
+    /// virtiofsd's socket (for the VMM).
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
     /// Adds host directory `source` to the share as `entry` (a read-only bind mount if
     /// asked; visible to the running guest at once); returns its path in the guest.
     pub fn bind(&self, entry: &str, source: &Path, read_only: bool) -> Result<String, VolumeError> {

@@ -5,6 +5,12 @@
 //! backend's "call" eventfd is read here and turned into the MMIO interrupt (the virtio-mmio
 //! interrupt status register must be set before the guest is interrupted, so the call cannot
 //! go straight to KVM as an irqfd).
+//!
+//! The VMM connects when the device is made (a backend that is not listening fails the VM's
+//! set-up at once) but talks to it only when the guest's driver activates the device: the
+//! backend starts up (virtiofsd sets its sandbox up before it answers) while the guest
+//! boots, instead of delaying the boot. The guest is offered the features every virtio-fs
+//! backend has; activation checks the backend's own.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -60,36 +66,25 @@ pub struct Fs {
     socket: String,
     config: [u8; MAX_FS_TAG + 4],
     queue_sizes: [u16; NUM_QUEUES],
-    backend_features: u64,
-    protocol: bool,
+    /// The backend's features and whether it speaks vhost-user protocol features, once
+    /// asked (at the first activation).
+    backend: Option<(u64, bool)>,
     kicks: Vec<EventFd>,
     calls: Vec<EventFd>,
     active: Option<Active>,
 }
 
+/// What the guest is offered: what virtio-fs backends have (virtiofsd does).
+const OFFERED: u64 = features::VIRTIO_F_VERSION_1
+    | features::VIRTIO_RING_F_EVENT_IDX
+    | features::VIRTIO_RING_F_INDIRECT_DESC;
+
 impl Fs {
     /// Connects to the backend listening on `socket`; the guest will see `tag`.
     pub fn new(socket: &Path, tag: &str, queue_size: u16) -> Result<Self, FsError> {
         let name = socket.display().to_string();
-        let err = |what| {
-            let socket = name.clone();
-            move |source| FsError::Backend { socket, what, source }
-        };
-        let mut frontend = Frontend::connect(socket, NUM_QUEUES as u64).map_err(err("connect"))?;
-        frontend.set_owner().map_err(err("set owner"))?;
-        let backend_features = frontend.get_features().map_err(err("get features"))?;
-        if backend_features & features::VIRTIO_F_VERSION_1 == 0 {
-            return Err(FsError::NoVersion1(name));
-        }
-        let protocol = backend_features & VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits() != 0;
-        if protocol {
-            let offered = frontend.get_protocol_features().map_err(err("get protocol features"))?;
-            // REPLY_ACK: every request that changes the backend is acknowledged, so the
-            // memory table is in place before the queues are.
-            let wanted =
-                offered & (VhostUserProtocolFeatures::MQ | VhostUserProtocolFeatures::REPLY_ACK);
-            frontend.set_protocol_features(wanted).map_err(err("set protocol features"))?;
-        }
+        let frontend = Frontend::connect(socket, NUM_QUEUES as u64)
+            .map_err(|source| FsError::Backend { socket: name.clone(), what: "connect", source })?;
         let mut config = [0u8; MAX_FS_TAG + 4];
         let n = tag.len().min(MAX_FS_TAG);
         config[..n].copy_from_slice(&tag.as_bytes()[..n]);
@@ -106,12 +101,40 @@ impl Fs {
             socket: name,
             config,
             queue_sizes: [queue_size; NUM_QUEUES],
-            backend_features,
-            protocol,
+            backend: None,
             kicks,
             calls,
             active: None,
         })
+    }
+
+    /// Takes ownership of the backend and negotiates protocol features (once).
+    fn handshake(&mut self) -> Result<(u64, bool), FsError> {
+        if let Some(b) = self.backend {
+            return Ok(b);
+        }
+        let socket = self.socket.clone();
+        let err = |what| {
+            let socket = socket.clone();
+            move |source| FsError::Backend { socket, what, source }
+        };
+        self.frontend.set_owner().map_err(err("set owner"))?;
+        let features = self.frontend.get_features().map_err(err("get features"))?;
+        if features & features::VIRTIO_F_VERSION_1 == 0 {
+            return Err(FsError::NoVersion1(socket));
+        }
+        let protocol = features & VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits() != 0;
+        if protocol {
+            let offered =
+                self.frontend.get_protocol_features().map_err(err("get protocol features"))?;
+            // REPLY_ACK: every request that changes the backend is acknowledged, so the
+            // memory table is in place before the queues are.
+            let wanted =
+                offered & (VhostUserProtocolFeatures::MQ | VhostUserProtocolFeatures::REPLY_ACK);
+            self.frontend.set_protocol_features(wanted).map_err(err("set protocol features"))?;
+        }
+        self.backend = Some((features, protocol));
+        Ok((features, protocol))
     }
 
     fn backend_err(&self, what: &'static str) -> impl FnOnce(vhost::Error) -> ActivateError + '_ {
@@ -150,10 +173,7 @@ impl VirtioDevice for Fs {
     }
 
     fn avail_features(&self) -> u64 {
-        let ours = features::VIRTIO_F_VERSION_1
-            | features::VIRTIO_RING_F_EVENT_IDX
-            | features::VIRTIO_RING_F_INDIRECT_DESC;
-        self.backend_features & ours
+        OFFERED
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
@@ -170,8 +190,17 @@ impl VirtioDevice for Fs {
         if ctx.queues.len() != NUM_QUEUES {
             return Err(ActivateError::QueueCount { expected: NUM_QUEUES, got: ctx.queues.len() });
         }
-        let mut acked = ctx.acked_features & self.avail_features();
-        if self.protocol {
+        let (backend_features, protocol) =
+            self.handshake().map_err(|e| ActivateError::Backend(e.to_string()))?;
+        let mut acked = ctx.acked_features & OFFERED;
+        if acked & !backend_features != 0 {
+            return Err(ActivateError::Backend(format!(
+                "{}: the driver accepted features {:#x} the backend lacks",
+                self.socket,
+                acked & !backend_features
+            )));
+        }
+        if protocol {
             acked |= VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
         }
         self.frontend.set_features(acked).map_err(self.backend_err("set features"))?;
@@ -198,7 +227,7 @@ impl VirtioDevice for Fs {
             self.frontend
                 .set_vring_kick(i, &self.kicks[i])
                 .map_err(self.backend_err("set vring kick"))?;
-            if self.protocol {
+            if protocol {
                 self.frontend
                     .set_vring_enable(i, true)
                     .map_err(self.backend_err("enable vring"))?;
@@ -215,8 +244,9 @@ impl VirtioDevice for Fs {
     fn reset(&mut self) {
         if self.active.take().is_some() {
             // GET_VRING_BASE stops the backend's work on each queue.
+            let protocol = self.backend.is_some_and(|b| b.1);
             for i in 0..NUM_QUEUES {
-                if self.protocol {
+                if protocol {
                     let _ = self.frontend.set_vring_enable(i, false);
                 }
                 let _ = self.frontend.get_vring_base(i);

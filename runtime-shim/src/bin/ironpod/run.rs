@@ -258,8 +258,13 @@ pub fn run(root: &Path, a: RunArgs) -> Result<i32, Failure> {
     // The monitor process starts while the image is looked up and the disks are prepared;
     // it boots the VM as soon as they are, while the spec and the record are made.
     let id = pod::new_id().map_err(|e| rt(e.to_string()))?;
-    let mut monitor = pod::MonitorHandle::spawn(root, &id, &monitor::pod_shape(&opts), !a.detach)
-        .map_err(|e| rt(e.to_string()))?;
+    // Host directories are made (and named volumes created) now: the monitor starts their
+    // server with the VMM.
+    let volumes =
+        ironpod_runtime::volumes::resolve(root, &opts.volumes).map_err(|e| rt(e.to_string()))?;
+    let shape = monitor::pod_shape(&opts, volumes);
+    let mut monitor =
+        pod::MonitorHandle::spawn(root, &id, &shape, !a.detach).map_err(|e| rt(e.to_string()))?;
     tracing::debug!("monitor spawned");
     let store = ImageStore::open(root).map_err(|e| rt(e.to_string()))?;
     tracing::debug!("image store open");
