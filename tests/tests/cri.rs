@@ -283,6 +283,14 @@ fn cri_pod_volumes_empty_dir_config_map_and_secret() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
 
+    // Files too: a termination log the container writes and the kubelet reads, and a
+    // secret's file mounted alone (subPath), owned by the pod's user.
+    let term_log = vols.join("termination-log");
+    std::fs::write(&term_log, "").unwrap();
+    let key = secret_dir.path().join("key");
+    std::fs::write(&key, "k3y-material").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o400)).unwrap();
+    std::os::unix::fs::chown(&key, Some(1000), Some(1000)).unwrap();
     let pod_cfg = pod_config("vols", &logs);
     let pod = cri
         .run_pod(&pod_cfg, "ironpod")
@@ -292,6 +300,8 @@ fn cri_pod_volumes_empty_dir_config_map_and_secret() {
         volume(&empty_dir, "/cache", false),
         volume(&config_map, "/etc/app", true),
         volume(secret_dir.path(), "/var/run/secrets/app", true),
+        volume(&term_log, "/dev/termination-log", false),
+        volume(&key, "/etc/ssh/key", true),
     ];
     let mut reader = container_config("reader", DEMO_IMAGE, &["sleep", "3600"]);
     reader.mounts = vec![volume(&empty_dir, "/data", false)];
@@ -320,6 +330,10 @@ fn cri_pod_volumes_empty_dir_config_map_and_secret() {
     assert!(out.starts_with(&format!("{secret_value}\n600\n")), "{out}");
     assert_eq!(out.matches("Read-only file system").count(), 2, "{out}");
     assert_eq!(std::fs::read_to_string(config_map.join("app.conf")).unwrap(), "color=blue\n");
+    exec_ok(&mut cri, w, "echo finished-ok > /dev/termination-log");
+    assert_eq!(std::fs::read_to_string(&term_log).unwrap(), "finished-ok\n");
+    let out = exec_ok(&mut cri, w, "stat -c '%a %u' /etc/ssh/key; cat /etc/ssh/key");
+    assert_eq!(out, "400 1000\nk3y-material");
     // A file the host adds to a running pod's volume shows up (a configMap update).
     std::fs::write(config_map.join("late.conf"), "late\n").unwrap();
     wait_for("a host file in the volume", Duration::from_secs(10), || {

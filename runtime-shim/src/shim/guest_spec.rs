@@ -7,49 +7,36 @@
 //!   any other path is refused;
 //! - hooks run host programs: dropped (containerd's CRI does not use them; CNI runs on the
 //!   host before the pod starts);
-//! - bind mounts of host files are listed so the caller copies them into the guest and the
-//!   mount points at the copy; a host directory bound at `/dev/shm` (the CRI's pod-wide shm)
-//!   becomes the pod's shared tmpfs in the guest; other host directories (Kubernetes
-//!   emptyDir, configMap, secret and hostPath volumes) are listed so the caller adds them to
-//!   the pod's virtio-fs share and the mount points at the share;
+//! - a host directory bound at `/dev/shm` (the CRI's pod-wide shm) becomes the pod's shared
+//!   tmpfs in the guest; other bind mounts of host files and directories (the CRI's
+//!   `/etc/hosts` and `/etc/resolv.conf`, Kubernetes' emptyDir, configMap, secret, hostPath
+//!   volumes, `/dev/termination-log`) are listed so the caller adds them to the pod's
+//!   virtio-fs share and the mount points at the share: the container sees the host's files
+//!   themselves, with their owners and modes, and the host sees its writes;
 //! - AppArmor and SELinux labels name host policies: cleared.
 
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{LinuxNamespace, LinuxNamespaceType, Mount, Spec};
 
-/// Largest host file a bind mount may bring into the guest (a copy is made).
-pub const MAX_BIND_FILE: u64 = 1 << 20;
-
 /// What the caller must provide in the guest for the spec's bind mounts.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GuestBinds {
-    /// Host files to copy in (and point their mounts at).
-    pub files: Vec<HostFile>,
     /// Indexes of mounts to point at the pod's shared `/dev/shm` tmpfs.
     pub pod_shm: Vec<usize>,
-    /// Host directories to share with the guest (and point their mounts at).
-    pub dirs: Vec<HostDirMount>,
+    /// Host files and directories to share with the guest (and point their mounts at).
+    pub shared: Vec<HostMount>,
 }
 
-/// A host directory that a bind mount of the spec needs in the guest.
+/// A host file or directory that a bind mount of the spec needs in the guest.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostDirMount {
+pub struct HostMount {
     /// Index of the mount in `spec.mounts`.
     pub mount: usize,
-    /// The host directory.
+    /// The host file or directory.
     pub source: PathBuf,
     /// The mount is read-only (so is the share's entry on the host).
     pub read_only: bool,
-}
-
-/// A host file that a bind mount of the spec needs in the guest.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostFile {
-    /// Index of the mount in `spec.mounts`.
-    pub mount: usize,
-    /// The host file.
-    pub source: PathBuf,
 }
 
 fn is_bind(m: &Mount) -> bool {
@@ -119,19 +106,14 @@ pub fn for_guest(
             binds.pod_shm.push(i);
             continue;
         }
-        if meta.is_dir() {
-            let read_only = m.options().as_ref().is_some_and(|o| o.iter().any(|x| x == "ro"));
-            binds.dirs.push(HostDirMount { mount: i, source, read_only });
-            continue;
-        }
-        if !meta.is_file() || meta.len() > MAX_BIND_FILE {
+        if !meta.is_dir() && !meta.is_file() {
             return Err(format!(
-                "bind mount source {} must be a regular file of at most {} bytes",
-                source.display(),
-                MAX_BIND_FILE
+                "bind mount source {} must be a regular file or a directory",
+                source.display()
             ));
         }
-        binds.files.push(HostFile { mount: i, source });
+        let read_only = m.options().as_ref().is_some_and(|o| o.iter().any(|x| x == "ro"));
+        binds.shared.push(HostMount { mount: i, source, read_only });
     }
     Ok(binds)
 }
@@ -186,7 +168,7 @@ mod tests {
     }
 
     #[test]
-    fn bind_mounts_of_files_and_dirs_are_listed() {
+    fn bind_mounts_of_files_and_dirs_are_shared() {
         let t = tempfile::tempdir().unwrap();
         let f = t.path().join("hosts");
         std::fs::write(&f, "127.0.0.1 localhost\n").unwrap();
@@ -202,15 +184,17 @@ mod tests {
         let proc_ = MountBuilder::default().destination("/proc").typ("proc").build().unwrap();
         let mut s = spec_with(vec![], vec![proc_, bind(&f)]);
         let binds = for_guest(&mut s, |_| None).unwrap();
-        assert_eq!(binds.files, vec![HostFile { mount: 1, source: f.clone() }]);
+        assert_eq!(binds.shared, vec![HostMount { mount: 1, source: f.clone(), read_only: true }]);
         set_mount_source(&mut s, 1, "/run/x");
         assert_eq!(s.mounts().as_ref().unwrap()[1].source().as_deref(), Some(Path::new("/run/x")));
         let mut s = spec_with(vec![], vec![bind(t.path())]);
-        let dirs = for_guest(&mut s, |_| None).unwrap().dirs;
+        let shared = for_guest(&mut s, |_| None).unwrap().shared;
         assert_eq!(
-            dirs,
-            vec![HostDirMount { mount: 0, source: t.path().to_path_buf(), read_only: true }]
+            shared,
+            vec![HostMount { mount: 0, source: t.path().to_path_buf(), read_only: true }]
         );
+        let mut s = spec_with(vec![], vec![bind(Path::new("/dev/null"))]);
+        assert!(for_guest(&mut s, |_| None).unwrap_err().contains("regular file"));
         let mut s = spec_with(vec![], vec![bind(&t.path().join("missing"))]);
         assert!(for_guest(&mut s, |_| None).is_err());
         // The CRI's pod shm directory: the pod's shared tmpfs in the guest.

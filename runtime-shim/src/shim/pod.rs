@@ -162,9 +162,9 @@ impl PodVm {
         })
     }
 
-    /// Shares host directory `source` of container `id`'s mount `index` with the guest;
-    /// returns its path there. Undone by [`PodVm::release`].
-    pub fn share_dir(
+    /// Shares host file or directory `source` of container `id`'s mount `index` with the
+    /// guest; returns its path there. Undone by [`PodVm::release`].
+    pub fn share_path(
         &self,
         id: &str,
         index: usize,

@@ -297,19 +297,11 @@ impl Inner {
                 guest_spec::set_mount_source(spec, i, shm);
             }
         }
-        for d in binds.dirs {
+        for m in binds.shared {
             let guest = pod
-                .share_dir(&req.id, d.mount, &d.source, d.read_only)
-                .map_err(|e| err(Code::INTERNAL, format!("share {}: {e}", d.source.display())))?;
-            guest_spec::set_mount_source(spec, d.mount, &guest);
-        }
-        for f in binds.files {
-            let data = std::fs::read(&f.source).map_err(|e| {
-                err(Code::INVALID_ARGUMENT, format!("read {}: {e}", f.source.display()))
-            })?;
-            let guest = format!("/run/ironpod/binds/{}/{}", req.id, f.mount);
-            pod.ctl().write_file(&guest, &data).map_err(|e| pod_err(pod, e))?;
-            guest_spec::set_mount_source(spec, f.mount, &guest);
+                .share_path(&req.id, m.mount, &m.source, m.read_only)
+                .map_err(|e| err(Code::INTERNAL, format!("share {}: {e}", m.source.display())))?;
+            guest_spec::set_mount_source(spec, m.mount, &guest);
         }
         let stdio = StdioPaths {
             stdin: req.stdin.clone(),

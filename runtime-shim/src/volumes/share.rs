@@ -113,8 +113,8 @@ impl PodShare {
         &self.socket
     }
 
-    /// Adds host directory `source` to the share as `entry` (a read-only bind mount if
-    /// asked; visible to the running guest at once); returns its path in the guest.
+    /// Adds host directory or file `source` to the share as `entry` (a read-only bind mount
+    /// if asked; visible to the running guest at once); returns its path in the guest.
     pub fn bind(&self, entry: &str, source: &Path, read_only: bool) -> Result<String, VolumeError> {
         if entry.is_empty()
             || entry.len() > 200
@@ -124,7 +124,15 @@ impl PodShare {
             return Err(VolumeError::Invalid(format!("bad share entry name {entry:?}")));
         }
         let target = share_dir(&self.id).join(entry);
-        std::fs::create_dir(&target).map_err(io(format!("create {}", target.display())))?;
+        let is_dir =
+            std::fs::metadata(source).map_err(io(format!("share {}", source.display())))?.is_dir();
+        // The mount point: an empty directory, or an empty file for a file.
+        let made = if is_dir {
+            std::fs::create_dir(&target)
+        } else {
+            std::fs::OpenOptions::new().write(true).create_new(true).open(&target).map(drop)
+        };
+        made.map_err(io(format!("create {}", target.display())))?;
         let made = mount(Some(source), &target, libc::MS_BIND).and_then(|()| {
             if !read_only {
                 return Ok(());
@@ -134,7 +142,7 @@ impl PodShare {
         });
         if let Err(e) = made {
             unmount_all(&target);
-            let _ = std::fs::remove_dir(&target);
+            remove_entry(&target);
             return Err(e);
         }
         Ok(format!("{}/{entry}", ironpod_protocol::SHARE_DIR))
@@ -147,8 +155,19 @@ impl PodShare {
         for e in entries.flatten() {
             if e.file_name().to_string_lossy().starts_with(prefix) {
                 unmount_all(&e.path());
-                let _ = std::fs::remove_dir(e.path());
+                remove_entry(&e.path());
             }
+        }
+    }
+}
+
+/// Removes an entry's (unmounted, empty) mount point. Still mounted, it stays: unlinking a
+/// mount point fails, and a directory is only removed when empty.
+fn remove_entry(p: &Path) {
+    if std::fs::remove_dir(p).is_err() {
+        let is_file = std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file() && m.len() == 0);
+        if is_file && mounts_under(p).is_empty() {
+            let _ = std::fs::remove_file(p);
         }
     }
 }
@@ -199,7 +218,7 @@ pub fn teardown(id: &str) {
     unmount_all(&dir);
     if let Ok(entries) = std::fs::read_dir(&dir) {
         for e in entries.flatten() {
-            let _ = std::fs::remove_dir(e.path());
+            remove_entry(&e.path());
         }
     }
     let _ = std::fs::remove_dir(&dir);
@@ -242,8 +261,15 @@ mod tests {
         assert_eq!(share.bind("c1-0", &ro, true).unwrap(), "/run/ironpod/shared/c1-0");
         assert!(share.bind("../x", &ro, false).is_err());
         assert_eq!(std::fs::read(dir.join("c1-0/kept")).unwrap(), b"1");
+        // A file is shared as itself (its contents, mode and writes).
+        let file = tmp.path().join("hosts");
+        std::fs::write(&file, b"127.0.0.1 localhost\n").unwrap();
+        share.bind("c1-1", &file, false).unwrap();
+        std::fs::write(dir.join("c1-1"), b"written through\n").unwrap();
+        assert_eq!(std::fs::read(&file).unwrap(), b"written through\n");
         share.unbind("c1-");
-        assert!(!dir.join("c1-0").exists());
+        assert!(!dir.join("c1-0").exists() && !dir.join("c1-1").exists());
+        assert_eq!(std::fs::read(&file).unwrap(), b"written through\n");
         assert_eq!(mounts_under(&dir).len(), 3);
         drop(share);
         assert!(!dir.exists());
