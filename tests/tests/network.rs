@@ -183,3 +183,95 @@ fn a_published_port_reaches_a_web_server_in_the_pod() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn pods_reach_outside_through_nat_and_internal_networks_do_not() {
+    use ironpod_tests::netns::Netns;
+    use std::process::{Command, Stdio};
+    let _w = require_linux_kvm();
+    let root = TestRoot::with_demo();
+    // This test's ironpod runs in a namespace of its own ("the host"), whose only way out
+    // leads to another ("outside"). Outside has no route back to the pods' addresses: its
+    // answers arrive only because the host masquerades them.
+    let host = Netns::new("egress-host");
+    let outside = Netns::new("egress-out");
+    host.ok(&[
+        "ip",
+        "link",
+        "add",
+        "eh0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eo0",
+        "netns",
+        &outside.name,
+    ]);
+    for (ns, addr) in [(&host, "192.0.2.2/24"), (&outside, "192.0.2.1/24")] {
+        let dev = if addr.starts_with("192.0.2.2") { "eh0" } else { "eo0" };
+        ns.ok(&["ip", "link", "set", "lo", "up"]);
+        ns.ok(&["ip", "addr", "add", addr, "dev", dev]);
+        ns.ok(&["ip", "link", "set", dev, "up"]);
+    }
+    host.ok(&["ip", "route", "add", "default", "via", "192.0.2.1"]);
+    let www = tempfile::tempdir_in(root.path()).unwrap();
+    std::fs::write(www.path().join("index.html"), "hello-outside\n").unwrap();
+    let mut server = Command::new("ip")
+        .args(["netns", "exec", &outside.name, "busybox", "httpd", "-f", "-p", "8080", "-h"])
+        .arg(www.path())
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ironpod = |args: &[&str]| {
+        Command::new("ip")
+            .args(["netns", "exec", &host.name])
+            .arg(ironpod_tests::bin("ironpod"))
+            .env("IRONPOD_ROOT", root.path())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let fetch = "printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc -w 10 192.0.2.1 8080 2>&1";
+
+    let out = ironpod(&["run", "--rm", "demo", "sh", "-c", fetch]);
+    let s = text(&out.stdout);
+    if !s.contains("hello-outside") {
+        let v: serde_json::Value =
+            serde_json::from_slice(&ironpod(&["network", "inspect", "bridge"]).stdout).unwrap();
+        let ns = v[0]["Namespace"].as_str().unwrap_or_default().to_string();
+        let show = "ip -s link; ip addr; ip route; nft list ruleset; \
+                    cat /proc/sys/net/ipv4/ip_forward /proc/sys/net/ipv4/conf/*/proxy_arp; ip neigh";
+        let diag = |n: &str| {
+            let o = Command::new("ip").args(["netns", "exec", n, "sh", "-c", show]).output();
+            o.map(|o| text(&o.stdout) + &text(&o.stderr)).unwrap_or_default()
+        };
+        panic!(
+            "a pod on the default network did not reach outside: {s}{}\n== host\n{}\n== network\n{}",
+            text(&out.stderr),
+            diag(&host.name),
+            diag(&ns)
+        );
+    }
+    let rules = host.ok(&["nft", "list", "table", "ip", "ironpod"]);
+    assert!(rules.contains("10.88.0.0/16") && rules.contains("masquerade"), "{rules}");
+
+    // An internal network has no way out (and its subnet is not masqueraded).
+    let out = ironpod(&["network", "create", "--internal", "--subnet", "10.213.9.0/24", "inside"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = ironpod(&["run", "--rm", "--network", "inside", "demo", "sh", "-c", fetch]);
+    let s = text(&out.stdout);
+    assert!(!s.contains("hello-outside"), "an internal network reached outside: {s}");
+    assert!(s.contains("unreachable"), "{s}");
+    let v: serde_json::Value =
+        serde_json::from_slice(&ironpod(&["network", "inspect", "inside"]).stdout).unwrap();
+    assert_eq!(v[0]["Internal"], true);
+    assert!(!host.ok(&["nft", "list", "table", "ip", "ironpod"]).contains("10.213.9.0"));
+    assert!(ironpod(&["network", "rm", "inside"]).status.success());
+
+    let _ = server.kill();
+    let _ = server.wait();
+    // The default network's namespace (and the uplink with it) goes with the test root.
+    drop(root);
+}

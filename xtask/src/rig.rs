@@ -42,7 +42,7 @@ const MODULES: &[&str] = &[
     "llc",
     "stp",
     "bridge",
-    // nftables NAT, for `bench net`'s DNAT comparison.
+    // nftables NAT: networks' egress (masquerade, conntrack state), `bench net`'s DNAT.
     "crc32c_generic",
     "libcrc32c",
     "nfnetlink",
@@ -54,6 +54,7 @@ const MODULES: &[&str] = &[
     "nft_chain_nat",
     "nft_nat",
     "nft_masq",
+    "nft_ct",
 ];
 
 const EXIT_MARKER: &str = "IRONPOD-RIG-EXIT=";

@@ -8,6 +8,7 @@
 //! them through [`proxy`]. Nothing is routed to or from the host's own networks: traffic
 //! stays inside these namespaces (DESIGN.md §8).
 
+pub mod egress;
 pub mod files;
 pub mod ipam;
 pub mod plumb;
@@ -125,7 +126,9 @@ impl PodNetwork {
                 address: format!("{}/{}", self.address, self.prefix),
                 mtu: self.tap.mtu,
             }],
-            gateway: Some(self.gateway.to_string()),
+            // An internal network leads nowhere: without a default route, connections out
+            // fail at once ("Network unreachable") instead of timing out.
+            gateway: (!self.network.internal).then(|| self.gateway.to_string()),
         }
     }
 
@@ -176,7 +179,11 @@ impl SetupLock {
 
 /// Makes sure a network's namespace and bridge exist; returns the namespace's path. A
 /// namespace that exists was set up whole (under the lock) unless `check` asks to look.
-pub fn ensure_network(net: &Network, check: bool) -> Result<PathBuf, NetworkError> {
+pub fn ensure_network(
+    root: &std::path::Path,
+    net: &Network,
+    check: bool,
+) -> Result<PathBuf, NetworkError> {
     let path = netns::path(&net.namespace());
     if !check && netns::is_namespace(&path) {
         return Ok(path);
@@ -187,6 +194,10 @@ pub fn ensure_network(net: &Network, check: bool) -> Result<PathBuf, NetworkErro
     let ns = netns::create(&net.namespace())
         .map_err(|e| NetworkError::Plumb(format!("namespace {}: {e}", net.namespace())))?;
     plumb::ensure_bridge(&ns, gw, sub.prefix).map_err(NetworkError::Plumb)?;
+    if !net.internal {
+        egress::connect(net, &ns)?;
+        egress::sync(root)?;
+    }
     Ok(ns)
 }
 
@@ -240,12 +251,12 @@ pub fn connect(
     let plumbed = (|| {
         let veth = format!("vp{}", &container[..container.len().min(12)]);
         let mac = parse_mac(&tap.mac)?;
-        let net_ns = ensure_network(&network, false)?;
+        let net_ns = ensure_network(root, &network, false)?;
         match plumb::attach_pod(&net_ns, &tap.pod_ns, &veth, mac, tap.mtu) {
             Ok(()) => Ok(net_ns),
             // A network namespace left half made (by a crash) is mended once.
             Err(_) => {
-                let net_ns = ensure_network(&network, true)?;
+                let net_ns = ensure_network(root, &network, true)?;
                 plumb::attach_pod(&net_ns, &tap.pod_ns, &veth, mac, tap.mtu)
                     .map_err(NetworkError::Plumb)?;
                 Ok(net_ns)
@@ -295,6 +306,12 @@ pub fn remove(root: &std::path::Path, key: &str) -> Result<Network, NetworkError
     let _lock = SetupLock::take()?;
     netns::remove(&net.namespace())
         .map_err(|e| NetworkError::Plumb(format!("remove namespace {}: {e}", net.namespace())))?;
+    if !net.internal {
+        // Its uplink went with its namespace; its subnet leaves the masquerade rule.
+        if let Err(e) = egress::sync(root) {
+            tracing::warn!(network = %net.name, "update the egress rules: {e}");
+        }
+    }
     Ok(net)
 }
 
@@ -337,7 +354,7 @@ mod tests {
         }
         let root = tempfile::tempdir().unwrap();
         let mut store = NetworkStore::open(root.path()).unwrap();
-        let net = store.create("unit", Some("10.213.0.0/24"), None).unwrap();
+        let net = store.create("unit", Some("10.213.0.0/24"), None, true).unwrap();
         drop(store);
         let ids = [crate::pod::new_id().unwrap(), crate::pod::new_id().unwrap()];
         let taps = [prepare_tap(&ids[0]).unwrap(), prepare_tap(&ids[1]).unwrap()];

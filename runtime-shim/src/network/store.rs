@@ -34,6 +34,8 @@ pub struct Network {
     pub gateway: String,
     /// RFC 3339.
     pub created: String,
+    /// No egress: its pods reach each other only (`network create --internal`).
+    pub internal: bool,
 }
 
 impl Network {
@@ -85,10 +87,11 @@ fn network_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Network> {
         subnet: r.get(2)?,
         gateway: r.get(3)?,
         created: r.get(4)?,
+        internal: r.get(5)?,
     })
 }
 
-const NET_COLUMNS: &str = "id, name, subnet, gateway, created";
+const NET_COLUMNS: &str = "id, name, subnet, gateway, created, internal";
 
 impl NetworkStore {
     /// Opens (creating) the tables; the default network always exists.
@@ -101,7 +104,8 @@ impl NetworkStore {
                 name TEXT UNIQUE NOT NULL,
                 subnet TEXT NOT NULL,
                 gateway TEXT NOT NULL,
-                created TEXT NOT NULL
+                created TEXT NOT NULL,
+                internal INTEGER NOT NULL DEFAULT 0
             );
             CREATE TABLE IF NOT EXISTS ip_leases (
                 network TEXT NOT NULL,
@@ -112,12 +116,21 @@ impl NetworkStore {
                 PRIMARY KEY (network, address)
             );",
         )?;
+        // Added after networks first shipped: older databases get the column.
+        let has_internal: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('networks') WHERE name = 'internal'")?
+            .exists([])?;
+        if !has_internal {
+            conn.execute_batch(
+                "ALTER TABLE networks ADD COLUMN internal INTEGER NOT NULL DEFAULT 0",
+            )?;
+        }
         let store = NetworkStore { conn };
         if store.find(DEFAULT_NETWORK).is_err() {
             let sub = Subnet::parse(DEFAULT_SUBNET)?;
             store.conn.execute(
                 &format!(
-                    "INSERT OR IGNORE INTO networks ({NET_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5)"
+                    "INSERT OR IGNORE INTO networks ({NET_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, 0)"
                 ),
                 params![
                     new_id()?,
@@ -168,12 +181,13 @@ impl NetworkStore {
     }
 
     /// Creates a network. Without a subnet, the first free `10.89.N.0/24` is taken; without
-    /// a gateway, the subnet's first address.
+    /// a gateway, the subnet's first address. An `internal` one has no egress.
     pub fn create(
         &mut self,
         name: &str,
         subnet: Option<&str>,
         gateway: Option<&str>,
+        internal: bool,
     ) -> Result<Network, NetworkError> {
         if !crate::pod::valid_name(name) || name.len() > 64 {
             return Err(NetworkError::Invalid(format!(
@@ -235,10 +249,11 @@ impl NetworkStore {
             subnet: sub.to_string(),
             gateway: gw.to_string(),
             created: ironpod_images::time::now_rfc3339(),
+            internal,
         };
         tx.execute(
-            &format!("INSERT INTO networks ({NET_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5)"),
-            params![net.id, net.name, net.subnet, net.gateway, net.created],
+            &format!("INSERT INTO networks ({NET_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+            params![net.id, net.name, net.subnet, net.gateway, net.created, net.internal],
         )?;
         tx.commit()?;
         Ok(net)
@@ -382,13 +397,13 @@ mod tests {
         drop(s);
         let mut s = NetworkStore::open(dir.path()).unwrap();
         assert_eq!(s.find(DEFAULT_NETWORK).unwrap().id, def.id, "made once");
-        let a = s.create("a", None, None).unwrap();
+        let a = s.create("a", None, None, false).unwrap();
         assert_eq!((a.subnet.as_str(), a.gateway.as_str()), ("10.89.0.0/24", "10.89.0.1"));
-        let b = s.create("b", None, None).unwrap();
+        let b = s.create("b", None, None, false).unwrap();
         assert_eq!(b.subnet, "10.89.1.0/24");
-        let c = s.create("c", Some("192.168.50.0/24"), Some("192.168.50.254")).unwrap();
+        let c = s.create("c", Some("192.168.50.0/24"), Some("192.168.50.254"), false).unwrap();
         assert_eq!(c.gateway, "192.168.50.254");
-        assert!(matches!(s.create("a", None, None), Err(NetworkError::Exists(_))));
+        assert!(matches!(s.create("a", None, None, false), Err(NetworkError::Exists(_))));
         for (name, sub, gw) in [
             ("none", None, None),
             ("bridge", None, None),
@@ -398,7 +413,7 @@ mod tests {
             ("d", Some("10.90.0.0/24"), Some("10.90.0.255")),
             ("d", Some("10.90.0.0/24"), Some("nope")),
         ] {
-            assert!(s.create(name, sub, gw).is_err(), "{name} {sub:?} {gw:?}");
+            assert!(s.create(name, sub, gw, false).is_err(), "{name} {sub:?} {gw:?}");
         }
         assert_eq!(s.find(&a.id[..10]).unwrap().name, "a");
         let names: Vec<String> = s.list().unwrap().into_iter().map(|n| n.name).collect();
@@ -407,14 +422,14 @@ mod tests {
         s.remove("b").unwrap();
         // (By name: "b" may also begin another network's hex id.)
         assert!(s.list().unwrap().iter().all(|n| n.name != "b"));
-        assert_eq!(s.create("b2", None, None).unwrap().subnet, "10.89.1.0/24", "reused");
+        assert_eq!(s.create("b2", None, None, false).unwrap().subnet, "10.89.1.0/24", "reused");
     }
 
     #[test]
     fn leases_are_lowest_free_and_freed_with_their_holder() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = NetworkStore::open(dir.path()).unwrap();
-        let n = s.create("n", Some("10.90.0.0/29"), None).unwrap();
+        let n = s.create("n", Some("10.90.0.0/29"), None, false).unwrap();
         let ip1 = s.lease(&n, "c1", me()).unwrap();
         let ip2 = s.lease(&n, "c2", me()).unwrap();
         assert_eq!((ip1.to_string(), ip2.to_string()), ("10.90.0.2".into(), "10.90.0.3".into()));

@@ -42,6 +42,9 @@ pub struct CreateArgs {
     /// Gateway address (the bridge's); by default the subnet's first address.
     #[arg(long)]
     gateway: Option<String>,
+    /// No egress: pods reach each other only, nothing outside the network.
+    #[arg(long)]
+    internal: bool,
     /// Driver (only `bridge`).
     #[arg(short, long, default_value = "bridge")]
     driver: String,
@@ -64,8 +67,9 @@ pub fn run(root: &Path, cmd: NetworkCommand) -> Result<i32, Failure> {
                 )));
             }
             let mut store = NetworkStore::open(root).map_err(rt)?;
-            let net =
-                store.create(&a.name, a.subnet.as_deref(), a.gateway.as_deref()).map_err(rt)?;
+            let net = store
+                .create(&a.name, a.subnet.as_deref(), a.gateway.as_deref(), a.internal)
+                .map_err(rt)?;
             println!("{}", net.id);
             Ok(0)
         }
@@ -132,7 +136,7 @@ pub fn run(root: &Path, cmd: NetworkCommand) -> Result<i32, Failure> {
                     "Id": n.id,
                     "Created": n.created,
                     "Driver": "bridge",
-                    "Internal": true,
+                    "Internal": n.internal,
                     "IPAM": { "Config": [{ "Subnet": n.subnet, "Gateway": n.gateway }] },
                     "Namespace": n.namespace(),
                     "Containers": pods,
