@@ -6,7 +6,6 @@
 //! default route.
 
 use std::net::Ipv4Addr;
-use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use futures_util::TryStreamExt;
@@ -73,28 +72,12 @@ impl GuestNic {
 /// In the network namespace at `netns`, creates the tap `tap` and redirects all traffic
 /// between it and `veth` both ways; returns what the guest's card must be.
 pub fn connect_tap(netns: &Path, veth: &str, tap: &str) -> Result<GuestNic, PodNetError> {
-    let ns = std::fs::File::open(netns)
-        .map_err(|e| failed(format!("open {}", netns.display()))(e.to_string()))?;
-    let veth = veth.to_string();
-    let tap = tap.to_string();
-    // Namespaces are per thread: do the work on a thread of its own that enters it.
-    std::thread::scope(|s| {
-        s.spawn(move || {
-            // SAFETY: setns(2) on an open namespace descriptor, for this thread only.
-            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(failed("enter the pod's network namespace")(
-                    std::io::Error::last_os_error().to_string(),
-                ));
-            }
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_io()
-                .build()
-                .map_err(|e| failed("netlink runtime")(e.to_string()))?;
-            rt.block_on(plumb(&veth, &tap))
-        })
-        .join()
-        .unwrap_or_else(|_| Err(PodNetError::Missing("the network set-up thread panicked".into())))
+    // Namespaces are per thread: the work runs on a thread of its own that enters it.
+    crate::netns::run_in(netns, || {
+        let rt = crate::network::plumb::runtime()?;
+        Ok(rt.block_on(plumb(veth, tap)))
     })
+    .map_err(failed("set up the pod's network namespace"))?
 }
 
 async fn link(h: &Handle, name: &str) -> Result<LinkMessage, PodNetError> {

@@ -15,10 +15,10 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use futures_util::TryStreamExt;
 use rtnetlink::packet_route::link::{InfoData, InfoVeth};
 use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
+use super::plumb::{connect as connect_netlink, find, must_find, runtime, up};
 use super::{Network, NetworkError, NetworkStore};
 use crate::netns;
 
@@ -50,89 +50,62 @@ pub fn connect(net: &Network, ns: &Path) -> Result<(), NetworkError> {
     let subnet = net.subnet()?;
     let ns_file =
         std::fs::File::open(ns).map_err(|e| plumb(format!("open {}: {e}", ns.display())))?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()
-        .map_err(|e| plumb(format!("netlink runtime: {e}")))?;
-    rt.block_on(async {
-        use std::os::fd::AsRawFd;
-        let (conn, h, _) = rtnetlink::new_connection().map_err(|e| format!("netlink: {e}"))?;
-        tokio::spawn(conn);
-        let exists = h.link().get().match_name(host.clone()).execute().try_next().await.is_ok();
-        if !exists {
-            let peer = LinkUnspec::new_with_name(UPLINK).setns_by_fd(ns_file.as_raw_fd()).build();
-            let veth = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(
-                rtnetlink::packet_route::link::InfoKind::Veth,
-            )
-            .name(host.clone())
-            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
-            .build();
-            h.link().add(veth).execute().await.map_err(|e| format!("create {host}: {e}"))?;
-        }
-        let link = h
-            .link()
-            .get()
-            .match_name(host.clone())
-            .execute()
-            .try_next()
-            .await
-            .map_err(|e| format!("find {host}: {e}"))?
-            .ok_or_else(|| format!("no interface {host}"))?;
-        let index = link.header.index;
-        h.link()
-            .set(LinkUnspec::new_with_index(index).up().build())
-            .execute()
-            .await
-            .map_err(|e| format!("bring up {host}: {e}"))?;
-        let route = RouteMessageBuilder::<std::net::Ipv4Addr>::new()
-            .destination_prefix(subnet.network, subnet.prefix)
-            .output_interface(index)
-            .build();
-        match h.route().add(route).execute().await {
-            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => Ok(()),
-            r => r.map_err(|e| format!("route {subnet} to {host}: {e}")),
-        }
-    })
-    .map_err(plumb)?;
+    runtime()
+        .and_then(|rt| {
+            rt.block_on(async {
+                use std::os::fd::AsRawFd;
+                let h = connect_netlink().await?;
+                if find(&h, &host).await?.is_none() {
+                    let peer =
+                        LinkUnspec::new_with_name(UPLINK).setns_by_fd(ns_file.as_raw_fd()).build();
+                    let veth = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(
+                        rtnetlink::packet_route::link::InfoKind::Veth,
+                    )
+                    .name(host.clone())
+                    .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+                    .build();
+                    h.link()
+                        .add(veth)
+                        .execute()
+                        .await
+                        .map_err(|e| format!("create {host}: {e}"))?;
+                }
+                let index = must_find(&h, &host).await?.header.index;
+                up(&h, index, &host).await?;
+                add_route(&h, subnet.network, subnet.prefix, index).await
+            })
+        })
+        .map_err(plumb)?;
     sysctl(&format!("/proc/sys/net/ipv4/conf/{host}/proxy_arp"), "1").map_err(plumb)?;
     sysctl("/proc/sys/net/ipv4/ip_forward", "1").map_err(plumb)?;
     netns::run_in(ns, || {
         sysctl(&format!("/proc/sys/net/ipv4/conf/{UPLINK}/proxy_arp"), "1")?;
         sysctl("/proc/sys/net/ipv4/ip_forward", "1")?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .build()
-            .map_err(|e| format!("netlink runtime: {e}"))?;
-        rt.block_on(async {
-            let (conn, h, _) = rtnetlink::new_connection().map_err(|e| format!("netlink: {e}"))?;
-            tokio::spawn(conn);
-            let up = h
-                .link()
-                .get()
-                .match_name(UPLINK.to_string())
-                .execute()
-                .try_next()
-                .await
-                .map_err(|e| format!("find {UPLINK}: {e}"))?
-                .ok_or_else(|| format!("no interface {UPLINK}"))?
-                .header
-                .index;
-            h.link()
-                .set(LinkUnspec::new_with_index(up).up().build())
-                .execute()
-                .await
-                .map_err(|e| format!("bring up {UPLINK}: {e}"))?;
-            let default = RouteMessageBuilder::<std::net::Ipv4Addr>::new()
-                .destination_prefix(std::net::Ipv4Addr::UNSPECIFIED, 0)
-                .output_interface(up)
-                .build();
-            match h.route().add(default).execute().await {
-                Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => Ok(()),
-                r => r.map_err(|e| format!("default route via {UPLINK}: {e}")),
-            }
+        runtime()?.block_on(async {
+            let h = connect_netlink().await?;
+            let index = must_find(&h, UPLINK).await?.header.index;
+            up(&h, index, UPLINK).await?;
+            add_route(&h, std::net::Ipv4Addr::UNSPECIFIED, 0, index).await
         })
     })
     .map_err(plumb)
+}
+
+/// Routes `dest/prefix` out of interface `index`, on link (idempotent).
+async fn add_route(
+    h: &rtnetlink::Handle,
+    dest: std::net::Ipv4Addr,
+    prefix: u8,
+    index: u32,
+) -> Result<(), String> {
+    let route = RouteMessageBuilder::<std::net::Ipv4Addr>::new()
+        .destination_prefix(dest, prefix)
+        .output_interface(index)
+        .build();
+    match h.route().add(route).execute().await {
+        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => Ok(()),
+        r => r.map_err(|e| format!("route {dest}/{prefix}: {e}")),
+    }
 }
 
 /// The whole `ip ironpod` table for these subnets (replaces what was there, atomically).

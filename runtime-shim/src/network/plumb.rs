@@ -19,20 +19,23 @@ pub const POD_VETH: &str = "eth0";
 /// The VM's tap inside the pod's namespace.
 pub const POD_TAP: &str = "tap0";
 
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
+/// A one-thread runtime for netlink calls.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()
         .map_err(|e| format!("netlink runtime: {e}"))
 }
 
-async fn connect() -> Result<Handle, String> {
+/// A netlink connection in the calling thread's network namespace.
+pub(crate) async fn connect() -> Result<Handle, String> {
     let (conn, h, _) = rtnetlink::new_connection().map_err(|e| format!("netlink socket: {e}"))?;
     tokio::spawn(conn);
     Ok(h)
 }
 
-async fn find(h: &Handle, name: &str) -> Result<Option<LinkMessage>, String> {
+/// The interface named `name`, if any.
+pub(crate) async fn find(h: &Handle, name: &str) -> Result<Option<LinkMessage>, String> {
     match h.link().get().match_name(name.to_string()).execute().try_next().await {
         Ok(l) => Ok(l),
         Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(None),
@@ -40,11 +43,13 @@ async fn find(h: &Handle, name: &str) -> Result<Option<LinkMessage>, String> {
     }
 }
 
-async fn must_find(h: &Handle, name: &str) -> Result<LinkMessage, String> {
+/// The interface named `name`.
+pub(crate) async fn must_find(h: &Handle, name: &str) -> Result<LinkMessage, String> {
     find(h, name).await?.ok_or_else(|| format!("no interface {name}"))
 }
 
-async fn up(h: &Handle, index: u32, what: &str) -> Result<(), String> {
+/// Brings interface `index` up.
+pub(crate) async fn up(h: &Handle, index: u32, what: &str) -> Result<(), String> {
     h.link()
         .set(LinkUnspec::new_with_index(index).up().build())
         .execute()
