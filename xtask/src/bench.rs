@@ -92,6 +92,40 @@ pub fn run(which: Which) -> Result<()> {
     }
 }
 
+/// A throwaway ironpod state root (under /run, a real tmpfs in the rig too) with the demo
+/// image imported as `demo`, for a benchmark driver.
+pub struct BenchRoot {
+    /// The state root.
+    pub root: tempfile::TempDir,
+    /// The demo image's rootfs tarball.
+    pub tarball: std::path::PathBuf,
+    ironpod: std::path::PathBuf,
+}
+
+impl BenchRoot {
+    /// Makes the root and imports the demo image.
+    pub fn new() -> Result<Self> {
+        std::fs::create_dir_all("/run/ironpod-bench")?;
+        let b = BenchRoot {
+            root: tempfile::tempdir_in("/run/ironpod-bench")?,
+            tarball: crate::demo_image::build_tarball()?,
+            ironpod: util::target_dir().join("release/ironpod"),
+        };
+        b.ip(&["import", &b.tarball.to_string_lossy(), "demo"])?;
+        Ok(b)
+    }
+
+    /// Runs `ironpod ARGS` on this root; its standard output, or why it failed.
+    pub fn ip(&self, args: &[&str]) -> Result<String> {
+        let out =
+            Command::new(&self.ironpod).arg("--root").arg(self.root.path()).args(args).output()?;
+        if !out.status.success() {
+            bail!("ironpod {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
 /// (median, min, max).
 pub fn stats(v: &mut [f64]) -> (f64, f64, f64) {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));

@@ -13,9 +13,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::bench::stats;
+use crate::bench::{stats, BenchRoot};
 use crate::bench_run::runc_bundle_with;
-use crate::{demo_image, util};
 
 /// Bytes moved per measurement.
 const SIZE: usize = 32 << 20;
@@ -169,18 +168,9 @@ fn dnat_teardown() {
 
 /// The measuring part; runs where KVM can run Linux.
 pub fn driver(runs: usize) -> Result<()> {
-    let ironpod = util::target_dir().join("release/ironpod");
-    std::fs::create_dir_all("/run/ironpod-bench")?;
-    let root = tempfile::tempdir_in("/run/ironpod-bench")?;
-    let tarball = demo_image::build_tarball()?;
-    let ip = |args: &[&str]| -> Result<String> {
-        let out = Command::new(&ironpod).arg("--root").arg(root.path()).args(args).output()?;
-        if !out.status.success() {
-            bail!("ironpod {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    };
-    ip(&["import", &tarball.to_string_lossy(), "demo"])?;
+    let bench = BenchRoot::new()?;
+    let ip = |args: &[&str]| bench.ip(args);
+    let (root, tarball) = (&bench.root, &bench.tarball);
     ip(&["network", "create", "--subnet", SUBNET, "benchnet"])?;
     let p = |host: u16, pod: u16| format!("127.0.0.1:{host}:{pod}");
     ip(&[
@@ -246,10 +236,10 @@ pub fn driver(runs: usize) -> Result<()> {
             done
             ip -n ipr-a addr add 10.98.0.2/24 dev eth0
             ip -n ipr-b addr add 10.98.0.3/24 dev eth0")?;
-        runc_bundle_with(&work.join("a"), &tarball, &["sh", "-c", SERVERS], Some("ipr-a"))?;
+        runc_bundle_with(&work.join("a"), tarball, &["sh", "-c", SERVERS], Some("ipr-a"))?;
         // The reader is a container of its own per run (`runc exec` fails in the rig).
         let read = reader("10.98.0.2");
-        runc_bundle_with(&work.join("b"), &tarball, &["sh", "-c", &read], Some("ipr-b"))?;
+        runc_bundle_with(&work.join("b"), tarball, &["sh", "-c", &read], Some("ipr-b"))?;
         // Detached: its stdio must not be our pipes (nothing would end them).
         let st = Command::new("runc")
             .args(["run", "-d", "--bundle"])

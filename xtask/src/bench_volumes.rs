@@ -5,12 +5,9 @@
 //!
 //! Times are taken in the guest from /proc/uptime (busybox's `date` has no %N).
 
-use std::process::Command;
+use anyhow::{Context, Result};
 
-use anyhow::{bail, Context, Result};
-
-use crate::bench::stats;
-use crate::{demo_image, util};
+use crate::bench::{stats, BenchRoot};
 
 /// Size of the sequential file.
 const BIG_MIB: usize = 64;
@@ -61,18 +58,8 @@ fn own_pss_kib(needle: &str) -> u64 {
 
 /// The measuring part; runs where KVM is.
 pub fn driver(runs: usize) -> Result<()> {
-    let ironpod = util::target_dir().join("release/ironpod");
-    std::fs::create_dir_all("/run/ironpod-bench")?;
-    let root = tempfile::tempdir_in("/run/ironpod-bench")?;
-    let tarball = demo_image::build_tarball()?;
-    let ip = |args: &[&str]| -> Result<String> {
-        let out = Command::new(&ironpod).arg("--root").arg(root.path()).args(args).output()?;
-        if !out.status.success() {
-            bail!("ironpod {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    };
-    ip(&["import", &tarball.to_string_lossy(), "demo"])?;
+    let bench = BenchRoot::new()?;
+    let ip = |args: &[&str]| bench.ip(args);
     ip(&["volume", "create", "benchvol"])?;
     let id = ip(&[
         "run",
