@@ -1,10 +1,11 @@
 //! virtio-fs through a vhost-user backend (virtiofsd): the file system server runs in its own
 //! process and works on the queues itself. The VMM only negotiates, hands the backend the
 //! guest memory (its file descriptors), the queue addresses and two eventfds per queue: the
-//! guest's notifications reach the backend directly through KVM's ioeventfd ("kick"), and the
-//! backend's "call" eventfd is read here and turned into the MMIO interrupt (the virtio-mmio
-//! interrupt status register must be set before the guest is interrupted, so the call cannot
-//! go straight to KVM as an irqfd).
+//! guest's notifications reach the backend directly through KVM's ioeventfd ("kick"), and
+//! the backend's "call" is the device's irqfd itself, so its interrupts reach the guest
+//! without passing through the VMM. virtio-mmio's interrupt status register cannot then be
+//! set per interrupt: while the device is active it always reads "used buffers"
+//! ([`Interrupt::set_sticky`]), as the driver only needs to look at its queues.
 //!
 //! The VMM connects when the device is made (a backend that is not listening fails the VM's
 //! set-up at once) but talks to it only when the guest's driver activates the device: the
@@ -20,7 +21,6 @@ use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatu
 use vhost::vhost_user::{Frontend, VhostUserFrontend};
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
 use vm_memory::{GuestAddress, GuestMemoryBackend};
-use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::{
@@ -70,7 +70,6 @@ pub struct Fs {
     /// asked (at the first activation).
     backend: Option<(u64, bool)>,
     kicks: Vec<EventFd>,
-    calls: Vec<EventFd>,
     active: Option<Active>,
 }
 
@@ -91,10 +90,8 @@ impl Fs {
         // num_request_queues
         config[MAX_FS_TAG..].copy_from_slice(&1u32.to_le_bytes());
         let mut kicks = Vec::new();
-        let mut calls = Vec::new();
         for _ in 0..NUM_QUEUES {
             kicks.push(EventFd::new(EFD_NONBLOCK)?);
-            calls.push(EventFd::new(EFD_NONBLOCK)?);
         }
         Ok(Fs {
             frontend,
@@ -103,7 +100,6 @@ impl Fs {
             queue_sizes: [queue_size; NUM_QUEUES],
             backend: None,
             kicks,
-            calls,
             active: None,
         })
     }
@@ -222,7 +218,7 @@ impl VirtioDevice for Fs {
                 .set_vring_base(i, q.next_avail())
                 .map_err(self.backend_err("set vring base"))?;
             self.frontend
-                .set_vring_call(i, &self.calls[i])
+                .set_vring_call(i, ctx.interrupt.irqfd())
                 .map_err(self.backend_err("set vring call"))?;
             self.frontend
                 .set_vring_kick(i, &self.kicks[i])
@@ -233,6 +229,7 @@ impl VirtioDevice for Fs {
                     .map_err(self.backend_err("enable vring"))?;
             }
         }
+        ctx.interrupt.set_sticky(super::INT_VRING);
         self.active = Some(Active { interrupt: ctx.interrupt });
         Ok(())
     }
@@ -242,7 +239,8 @@ impl VirtioDevice for Fs {
     }
 
     fn reset(&mut self) {
-        if self.active.take().is_some() {
+        if let Some(active) = self.active.take() {
+            active.interrupt.set_sticky(0);
             // GET_VRING_BASE stops the backend's work on each queue.
             let protocol = self.backend.is_some_and(|b| b.1);
             for i in 0..NUM_QUEUES {
@@ -255,27 +253,11 @@ impl VirtioDevice for Fs {
     }
 }
 
+/// The backend signals the guest itself (through the irqfd): nothing to watch here.
 impl MutEventSubscriber for Fs {
-    fn process(&mut self, events: Events, _ops: &mut EventOps) {
-        let Some(call) = self.calls.get(events.data() as usize) else { return };
-        // Reading resets the counter; several calls in a row make one interrupt.
-        if call.read().is_err() {
-            return;
-        }
-        if let Some(a) = &self.active {
-            if let Err(e) = a.interrupt.signal_used_queue() {
-                eprintln!("ironpod-vmm: virtio-fs interrupt: {e}");
-            }
-        }
-    }
+    fn process(&mut self, _events: Events, _ops: &mut EventOps) {}
 
-    fn init(&mut self, ops: &mut EventOps) {
-        for (i, call) in self.calls.iter().enumerate() {
-            if let Err(e) = ops.add(Events::with_data(call, i as u32, EventSet::IN)) {
-                eprintln!("ironpod-vmm: virtio-fs: cannot watch the backend's calls: {e:?}");
-            }
-        }
-    }
+    fn init(&mut self, _ops: &mut EventOps) {}
 }
 
 #[cfg(test)]
@@ -373,10 +355,14 @@ mod tests {
 
         // Shared memory: the backend takes the table and the queues (each step acknowledged).
         let shared = crate::vmm::guest_memory(16 << 20, true).unwrap();
-        fs.activate(ctx(shared, fs.avail_features())).unwrap();
+        let c = ctx(shared, fs.avail_features());
+        let irq = c.interrupt.clone();
+        fs.activate(c).unwrap();
         assert!(fs.is_activated());
+        assert_eq!(irq.status(), crate::virtio::INT_VRING, "the status always says used buffers");
         fs.reset();
         assert!(!fs.is_activated());
+        assert_eq!(irq.status(), 0);
     }
 
     #[test]

@@ -54,13 +54,24 @@ pub const INT_CONFIG: u32 = 0x2;
 #[derive(Debug)]
 pub struct Interrupt {
     status: AtomicU32,
+    /// Bits that read as set whatever the driver acknowledges ([`Interrupt::set_sticky`]).
+    sticky: AtomicU32,
     irqfd: EventFd,
 }
 
 impl Interrupt {
     /// Wraps an irqfd that has been registered with KVM for the device's GSI.
     pub fn new(irqfd: EventFd) -> Self {
-        Interrupt { status: AtomicU32::new(0), irqfd }
+        Interrupt { status: AtomicU32::new(0), sticky: AtomicU32::new(0), irqfd }
+    }
+
+    /// Makes `bits` read as pending until cleared with `set_sticky(0)`. For a device whose
+    /// queues a separate process serves and signals straight through the irqfd (vhost-user):
+    /// the status register cannot be set per interrupt, so it always says "used buffers"
+    /// and the driver checks its queues on every interrupt (it finds nothing on a spurious
+    /// one, which is harmless).
+    pub fn set_sticky(&self, bits: u32) {
+        self.sticky.store(bits, Ordering::SeqCst);
     }
 
     /// Tells the guest a queue has new used buffers.
@@ -80,7 +91,7 @@ impl Interrupt {
 
     /// The pending interrupt bits (InterruptStatus register).
     pub fn status(&self) -> u32 {
-        self.status.load(Ordering::SeqCst)
+        self.status.load(Ordering::SeqCst) | self.sticky.load(Ordering::SeqCst)
     }
 
     /// Clears acknowledged bits (InterruptACK register).
@@ -184,5 +195,10 @@ mod tests {
         i.ack(INT_VRING);
         assert_eq!(i.status(), INT_CONFIG);
         assert_eq!(i.irqfd().read().unwrap(), 2);
+        i.set_sticky(INT_VRING);
+        i.ack(INT_VRING | INT_CONFIG);
+        assert_eq!(i.status(), INT_VRING, "a sticky bit survives the ack");
+        i.set_sticky(0);
+        assert_eq!(i.status(), 0);
     }
 }
