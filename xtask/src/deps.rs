@@ -6,8 +6,9 @@ use anyhow::Result;
 
 use crate::util;
 
-/// Packages: kernel build, rig (QEMU, busybox), disk images for tests, containerd, and
-/// protoc for the CRI client the tests build.
+/// Packages: kernel build, rig (QEMU, busybox), disk images for tests, containerd with the
+/// CNI plugins its CRI tests use, the tools the runtime and the tests call (`ip`, `nft`,
+/// `pgrep`/`pkill`), and protoc for the CRI client the tests build.
 pub const PACKAGES: &[&str] = &[
     "linux-source-6.12",
     "bc",
@@ -31,6 +32,9 @@ pub const PACKAGES: &[&str] = &[
     "openssl",
     "apache2-utils",
     "containerd",
+    "containernetworking-plugins",
+    "iproute2",
+    "procps",
     "protobuf-compiler",
     "nftables",
     // virtiofsd (volumes) is built from crates.io against these.

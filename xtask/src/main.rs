@@ -9,6 +9,7 @@ mod bench_volumes;
 mod cpio;
 mod demo_image;
 mod deps;
+mod guest_tests;
 mod initramfs;
 mod kernel;
 mod rig;

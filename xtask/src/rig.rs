@@ -102,11 +102,16 @@ pub struct RigArgs {
 
 /// `cargo xtask rig -- CMD…`: exits with CMD's status.
 pub fn run_cli(a: RigArgs) -> Result<()> {
+    eprintln!("xtask rig: booting L1 (QEMU TCG, nested SVM) to run: {}", a.cmd.join(" "));
     let code = run(&a.cmd, a.release, Duration::from_secs(a.timeout), a.mem)?;
     std::process::exit(code);
 }
 
+/// The newest Debian 6.1 generic kernel package. The package lists are refreshed first:
+/// Debian replaces these packages (a new ABI number) with every kernel update, so an old
+/// list names one the mirror no longer has.
 fn newest_generic_kernel() -> Result<String> {
+    util::run(Command::new("apt-get").args(["update", "-q"]))?;
     let out = util::output(Command::new("apt-cache").args([
         "search",
         "--names-only",
@@ -125,6 +130,15 @@ fn newest_generic_kernel() -> Result<String> {
         .pop()
         .map(|(_, n)| n)
         .context("no linux-image-6.1.0-NN-amd64 package in apt (run apt-get update)")
+}
+
+/// The Debian package L1's kernel came from (the one prepared first is kept and reused, so
+/// runs on one machine use the same L1 kernel until its cache is removed).
+pub fn l1_kernel() -> String {
+    fs::read_link(Path::new(util::CACHE_DIR).join("rig/current"))
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "(not prepared)".into())
 }
 
 /// Makes sure L1's kernel and initramfs exist; returns their paths.
@@ -326,15 +340,54 @@ fn qemu_cpu_ticks(pid: u32) -> u64 {
         .sum()
 }
 
-/// Runs `cmd` in the rig and returns its exit status.
+/// Kernel command line of L1.
+const L1_CMDLINE: &str = "console=ttyS0 reboot=t panic=-1 quiet loglevel=1";
+
+/// How one rig run ended.
+pub struct RigExit {
+    /// The command's exit status, if L1 reported one.
+    pub status: Option<i32>,
+    /// The rig was killed after its time limit.
+    pub timed_out: bool,
+    /// How long L1 ran.
+    pub elapsed: Duration,
+}
+
+impl RigExit {
+    /// The exit status, or an error saying why there is none.
+    pub fn status(&self, timeout: Duration) -> Result<i32> {
+        match self.status {
+            Some(code) => Ok(code),
+            None if self.timed_out => bail!("the rig timed out after {timeout:?}"),
+            None => bail!("the rig machine stopped before the command finished (no exit marker)"),
+        }
+    }
+}
+
+/// Runs `cmd` in the rig, printing its output, and returns its exit status.
 pub fn run(cmd: &[String], release: bool, timeout: Duration, mem_mib: u64) -> Result<i32> {
     deps::ensure()?;
+    let exit = run_observed(cmd, release, timeout, mem_mib, |line| println!("{line}"))?;
+    eprintln!("xtask rig: L1 ran for {:.1} s", exit.elapsed.as_secs_f64());
+    exit.status(timeout)
+}
+
+/// Runs `cmd` in a rig machine of its own, handing every line of its output (L1's own noise
+/// left out) to `on_line` as it arrives. Several may run at once, each on one host core.
+pub fn run_observed(
+    cmd: &[String],
+    release: bool,
+    timeout: Duration,
+    mem_mib: u64,
+    mut on_line: impl FnMut(&str),
+) -> Result<RigExit> {
+    static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let (vmlinux, initrd) = ensure_l1()?;
-    let work = Path::new("/var/tmp/ironpod-rig").join(format!("{}", std::process::id()));
+    let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let work = Path::new("/var/tmp/ironpod-rig").join(format!("{}-{n}", std::process::id()));
     fs::create_dir_all(&work)?;
     let script_path = work.join("cmd.sh");
     fs::write(&script_path, script(cmd, release)?)?;
-    eprintln!("xtask rig: booting L1 (QEMU TCG, nested SVM) to run: {}", cmd.join(" "));
     let started = Instant::now();
     let mut child = Command::new("qemu-system-x86_64")
         .args([
@@ -356,10 +409,7 @@ pub fn run(cmd: &[String], release: bool, timeout: Duration, mem_mib: u64) -> Re
         .arg("-initrd")
         .arg(&initrd)
         .arg("-append")
-        .arg(format!(
-            "console=ttyS0 reboot=t panic=-1 quiet loglevel=1 ironpod.script={}",
-            script_path.display()
-        ))
+        .arg(format!("{L1_CMDLINE} ironpod.script={}", script_path.display()))
         .args(["-fsdev", "local,id=hr,path=/,security_model=none,readonly=on,multidevs=remap"])
         .args(["-device", "virtio-9p-pci,fsdev=hr,mount_tag=hostroot", "-nic", "none"])
         .arg("-monitor")
@@ -372,34 +422,7 @@ pub fn run(cmd: &[String], release: bool, timeout: Duration, mem_mib: u64) -> Re
     let stdout = child.stdout.take().context("no qemu stdout")?;
     let pid = child.id();
     let hmp = work.join("hmp.sock");
-    let watchdog = std::thread::spawn(move || {
-        let deadline = Instant::now() + timeout;
-        let (mut cpu, mut since) = (qemu_cpu_ticks(pid), Instant::now());
-        while Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(200));
-            // SAFETY: probing a pid with signal 0 has no effect.
-            if unsafe { libc::kill(pid as i32, 0) } != 0 {
-                return false;
-            }
-            let now = qemu_cpu_ticks(pid);
-            if now != cpu {
-                (cpu, since) = (now, Instant::now());
-            } else if since.elapsed() > STALL {
-                // Seen rarely under TCG: L1 halts and the interrupt that should wake it
-                // never comes, so the whole machine sleeps forever. An NMI wakes the CPU;
-                // the kernel then runs its expired timers and goes on.
-                eprintln!("xtask rig: L1 made no progress for {STALL:?}: waking its CPU (NMI)");
-                if let Ok(mut s) = std::os::unix::net::UnixStream::connect(&hmp) {
-                    let _ = std::io::Write::write_all(&mut s, b"nmi\n");
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-                since = Instant::now();
-            }
-        }
-        // SAFETY: killing our own child.
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-        true
-    });
+    let watchdog = std::thread::spawn(move || watch(pid, &hmp, timeout));
     let mut status = None;
     for line in BufReader::new(stdout).split(b'\n') {
         let mut line = clean(&String::from_utf8_lossy(&line?));
@@ -412,18 +435,44 @@ pub fn run(cmd: &[String], release: bool, timeout: Duration, mem_mib: u64) -> Re
             continue;
         }
         if !is_noise(&line) {
-            println!("{line}");
+            on_line(&line);
         }
     }
     let _ = child.wait();
     let timed_out = watchdog.join().unwrap_or(false);
     let _ = fs::remove_dir_all(&work);
-    eprintln!("xtask rig: L1 ran for {:.1} s", started.elapsed().as_secs_f64());
-    match status {
-        Some(code) => Ok(code),
-        None if timed_out => bail!("the rig timed out after {timeout:?}"),
-        None => bail!("the rig machine stopped before the command finished (no exit marker)"),
+    Ok(RigExit { status, timed_out, elapsed: started.elapsed() })
+}
+
+/// Watches QEMU `pid` until it ends (false) or `timeout` passes (kills it, true); wakes L1's
+/// CPU with an NMI when QEMU has used no CPU for [`STALL`].
+fn watch(pid: u32, hmp: &Path, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    let (mut cpu, mut since) = (qemu_cpu_ticks(pid), Instant::now());
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        // SAFETY: probing a pid with signal 0 has no effect.
+        if unsafe { libc::kill(pid as i32, 0) } != 0 {
+            return false;
+        }
+        let now = qemu_cpu_ticks(pid);
+        if now != cpu {
+            (cpu, since) = (now, Instant::now());
+        } else if since.elapsed() > STALL {
+            // Seen rarely under TCG: L1 halts and the interrupt that should wake it
+            // never comes, so the whole machine sleeps forever. An NMI wakes the CPU;
+            // the kernel then runs its expired timers and goes on.
+            eprintln!("xtask rig: L1 made no progress for {STALL:?}: waking its CPU (NMI)");
+            if let Ok(mut s) = std::os::unix::net::UnixStream::connect(hmp) {
+                let _ = std::io::Write::write_all(&mut s, b"nmi\n");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            since = Instant::now();
+        }
     }
+    // SAFETY: killing our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    true
 }
 
 #[cfg(test)]

@@ -1,86 +1,175 @@
 //! `cargo xtask test` (every test; what CI runs) and `cargo xtask demo`.
 
-use std::path::PathBuf;
-use std::process::Command;
-use std::time::Duration;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::{deps, initramfs, kernel, rig, util};
+use crate::{deps, guest_tests, initramfs, kernel, rig, util};
 
-/// Test executables of the `ironpod-tests` package (they boot Linux guests).
-fn linux_test_executables() -> Result<Vec<PathBuf>> {
-    let out = util::output(util::cargo().args([
-        "test",
-        "-p",
-        "ironpod-tests",
-        "--no-run",
-        "--message-format=json",
-        "-q",
-    ]))?;
-    let mut exes = Vec::new();
-    for line in out.lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-        if v["reason"] == "compiler-artifact" && v["profile"]["test"] == true {
-            if let Some(e) = v["executable"].as_str() {
-                exes.push(PathBuf::from(e));
-            }
-        }
-    }
-    if exes.is_empty() {
-        bail!("package ironpod-tests produced no test executables");
-    }
-    Ok(exes)
+/// One line of the summary table.
+struct Row {
+    what: String,
+    place: String,
+    tests: String,
+    time: String,
+    result: String,
 }
 
-/// Runs every test: formatting, lints, host tests, then the Linux-booting tests directly on
-/// KVM or, where KVM cannot run Linux, inside the rig. Never skips them.
-pub fn run() -> Result<()> {
-    deps::ensure()?;
-    let vmlinux = kernel::build()?;
-    let initrd = initramfs::build()?;
-    eprintln!("xtask test: kernel {}, initramfs {}", vmlinux.display(), initrd.display());
-    util::run(util::cargo().args(["fmt", "--all", "--check"]))?;
-    util::run(util::cargo().args([
-        "clippy",
-        "--workspace",
-        "--all-targets",
-        "-q",
-        "--",
-        "-D",
-        "warnings",
-    ]))?;
-    util::run(util::cargo().args(["test", "--workspace", "--exclude", "ironpod-tests"]))?;
-    util::run(util::cargo().args(["build", "--workspace", "--bins", "-q"]))?;
-    let exes = linux_test_executables()?;
-    let mut script = String::from("set -e\n");
-    for e in &exes {
-        script.push_str(&format!(
-            "echo '== {}'\n{} --test-threads=1 --nocapture\n",
-            e.display(),
-            e.display()
-        ));
-    }
-    match util::direct_kvm() {
-        Ok(()) => {
-            eprintln!(
-                "xtask test: this machine has hardware KVM: running the Linux guest tests directly"
-            );
-            util::run(Command::new("bash").arg("-c").arg(&script))
-        }
-        Err(why) => {
-            eprintln!("xtask test: {why}, so the Linux guest tests run inside the rig");
-            let code = rig::run(
-                &["bash".into(), "-c".into(), script],
-                false,
-                Duration::from_secs(1500),
-                4096,
-            )?;
-            if code != 0 {
-                bail!("Linux guest tests failed in the rig (exit status {code})");
+/// Times a step that runs on the host, adding its row.
+fn step(rows: &mut Vec<Row>, what: &str, f: impl FnOnce() -> Result<String>) -> Result<()> {
+    let t = Instant::now();
+    let r = f();
+    rows.push(Row {
+        what: what.into(),
+        place: "host".into(),
+        tests: r.as_ref().map(Clone::clone).unwrap_or_default(),
+        time: guest_tests::secs(t.elapsed()),
+        result: if r.is_ok() { "ok" } else { "FAILED" }.into(),
+    });
+    r.map(drop)
+}
+
+/// Runs a command, echoing its output, and adds up libtest's `test result:` lines:
+/// returns "passed/ignored" counts.
+fn run_counting(cmd: &mut Command) -> Result<String> {
+    let desc = format!("{cmd:?}");
+    let mut child = cmd.stdout(Stdio::piped()).spawn().with_context(|| format!("start {desc}"))?;
+    let out = child.stdout.take().context("no stdout")?;
+    let (mut passed, mut ignored) = (0u32, 0u32);
+    for line in BufReader::new(out).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            for part in rest.split(';') {
+                let mut w = part.split_whitespace().rev();
+                let (Some(what), Some(n)) = (w.next(), w.next()) else { continue };
+                let n: u32 = n.parse().unwrap_or(0);
+                match what {
+                    "passed" => passed += n,
+                    "ignored" => ignored += n,
+                    _ => {}
+                }
             }
-            Ok(())
         }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("{desc} failed with {status}");
+    }
+    Ok(format!("{passed} passed, {ignored} ignored"))
+}
+
+/// Runs every test: formatting, lints, host tests (debug: debug assertions on), then the
+/// Linux-booting tests (release) directly on KVM or, where KVM cannot run Linux, inside two
+/// rig machines at once. Never skips them; runs all of them even when one fails, and ends
+/// with a table of every step and binary.
+pub fn run() -> Result<()> {
+    let started = Instant::now();
+    let mut rows = Vec::new();
+    step(&mut rows, "deps, guest kernel, initramfs", || {
+        deps::ensure()?;
+        let vmlinux = kernel::build()?;
+        let initrd = initramfs::build()?;
+        eprintln!("xtask test: kernel {}, initramfs {}", vmlinux.display(), initrd.display());
+        Ok(String::new())
+    })?;
+    step(&mut rows, "cargo fmt --check, clippy -D warnings", || {
+        util::run(util::cargo().args(["fmt", "--all", "--check"]))?;
+        util::run(util::cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "-q",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
+        Ok(String::new())
+    })?;
+    step(&mut rows, "host tests (debug build)", || {
+        run_counting(util::cargo().args(["test", "--workspace", "--exclude", "ironpod-tests"]))
+    })?;
+    let mut bins = Vec::new();
+    step(&mut rows, "release build: binaries + guest tests", || {
+        util::build_release_bins()?;
+        bins = guest_tests::build()?;
+        Ok(String::new())
+    })?;
+    let t = Instant::now();
+    let reports = guest_tests::run(bins)?;
+    let guest_wall = t.elapsed();
+    for r in &reports {
+        rows.push(Row {
+            what: format!("tests/{}.rs", r.name),
+            place: r.place.clone(),
+            tests: format!(
+                "{} passed{}{}",
+                r.passed,
+                if r.failed.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} failed", r.failed.len())
+                },
+                if r.ignored == 0 { String::new() } else { format!(", {} ignored", r.ignored) }
+            ),
+            time: r.elapsed.map(guest_tests::secs).unwrap_or_else(|| "-".into()),
+            result: format!("{} (limit {})", r.result(), guest_tests::secs(r.limit)),
+        });
+    }
+    rows.push(Row {
+        what: "Linux guest tests, wall".into(),
+        place: String::new(),
+        tests: format!("{} passed", reports.iter().map(|r| r.passed).sum::<u32>()),
+        time: guest_tests::secs(guest_wall),
+        result: String::new(),
+    });
+    rows.push(Row {
+        what: "total".into(),
+        place: String::new(),
+        tests: String::new(),
+        time: guest_tests::secs(started.elapsed()),
+        result: String::new(),
+    });
+    print_table(&rows);
+    if reports.iter().any(|r| r.place.starts_with("rig")) {
+        println!("rig: L1 kernel from Debian's {}", rig::l1_kernel());
+    }
+    let problems: Vec<String> = reports.iter().filter(|r| !r.ok()).map(|r| r.problem()).collect();
+    if !problems.is_empty() {
+        bail!("Linux guest tests failed:\n  {}", problems.join("\n  "));
+    }
+    Ok(())
+}
+
+fn print_table(rows: &[Row]) {
+    let w = |f: fn(&Row) -> &str, title: &str| {
+        rows.iter().map(|r| f(r).chars().count()).max().unwrap_or(0).max(title.len())
+    };
+    let (a, b, c, d) = (
+        w(|r| &r.what, "step / test binary"),
+        w(|r| &r.place, "where"),
+        w(|r| &r.tests, "tests"),
+        w(|r| &r.time, "time"),
+    );
+    println!("\nxtask test: summary");
+    println!(
+        "| {:a$} | {:b$} | {:c$} | {:>d$} | result |",
+        "step / test binary", "where", "tests", "time"
+    );
+    println!(
+        "|{}|{}|{}|{}|---|",
+        "-".repeat(a + 2),
+        "-".repeat(b + 2),
+        "-".repeat(c + 2),
+        "-".repeat(d + 2)
+    );
+    for r in rows {
+        println!(
+            "| {:a$} | {:b$} | {:c$} | {:>d$} | {} |",
+            r.what, r.place, r.tests, r.time, r.result
+        );
     }
 }
 
@@ -89,7 +178,7 @@ pub fn demo() -> Result<()> {
     deps::ensure()?;
     kernel::build()?;
     initramfs::build()?;
-    util::run(util::cargo().args(["build", "--release", "--workspace", "--bins", "-q"]))?;
+    util::build_release_bins()?;
     let ironpod = util::target_dir().join("release/ironpod");
     crate::demo_image::ensure(&ironpod)?;
     println!("The local demo image, made from Debian's busybox-static with `ironpod import`:");

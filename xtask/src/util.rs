@@ -51,6 +51,21 @@ pub fn cargo() -> Command {
     c
 }
 
+/// Builds the release binaries the demo and the Linux guest tests run (the CLI with its
+/// monitor, the containerd shim, the VMM).
+pub fn build_release_bins() -> Result<()> {
+    run(cargo().args([
+        "build",
+        "--release",
+        "-q",
+        "-p",
+        "ironpod-runtime",
+        "-p",
+        "ironpod-vmm",
+        "--bins",
+    ]))
+}
+
 /// Hex sha256 over several parts (each length-prefixed, so boundaries matter).
 pub fn sha256_parts(parts: &[&[u8]]) -> String {
     let mut h = Sha256::new();
