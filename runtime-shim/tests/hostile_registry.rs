@@ -189,7 +189,7 @@ fn lying_registries_get_clear_errors_and_leave_the_store_clean() {
         ("notjson", "not JSON"),
         ("huge", "too large"),
         ("liar", "digest"),
-        ("trunc", ""),
+        ("trunc", "registry: error decoding response body"),
         ("oversize", "bytes"),
     ] {
         let o = ironpod(&root, &["pull", "-q", &format!("localhost:{port}/{repo}:v1")]);

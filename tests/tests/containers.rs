@@ -287,6 +287,49 @@ fn memory_limit_kills_with_137_and_cpu_and_pids_limits_apply() {
     assert_no_leftovers(&root);
 }
 
+/// Parses a size as `ironpod stats` prints it (`bytes_human`: `123B`, `1.50KiB`, `64.00MiB`…).
+fn parse_human_bytes(s: &str) -> f64 {
+    let units = [("TiB", 1u64 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+    for (unit, mult) in units {
+        if let Some(v) = s.strip_suffix(unit) {
+            return v.parse::<f64>().unwrap_or_else(|_| panic!("size {s:?}")) * mult as f64;
+        }
+    }
+    let v = s.strip_suffix('B').unwrap_or_else(|| panic!("size {s:?}"));
+    v.parse::<u64>().unwrap_or_else(|_| panic!("size {s:?}")) as f64
+}
+
+/// Checks `ironpod stats --no-stream NAME`'s output: the header, then one row for the
+/// container (id, name, CPU %, memory usage / limit, memory %, block I/O, PIDS).
+fn check_stats(out: &str, id: &str, name: &str, limit: u64) {
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "header and one row: {out}");
+    assert_eq!(
+        lines[0],
+        "CONTAINER ID  NAME                  CPU %    MEM USAGE / LIMIT       MEM %    \
+         BLOCK I/O             PIDS",
+        "{out}"
+    );
+    let f: Vec<&str> = lines[1].split_whitespace().collect();
+    // id name cpu% usage / limit mem% read / write pids
+    assert_eq!(f.len(), 11, "{out}");
+    assert_eq!(f[0], &id[..12], "{out}");
+    assert_eq!(f[1], name, "{out}");
+    let cpu: f64 = f[2].strip_suffix('%').and_then(|v| v.parse().ok()).expect(out);
+    assert!(cpu >= 0.0, "{out}");
+    assert_eq!((f[4], f[8]), ("/", "/"), "{out}");
+    let usage = parse_human_bytes(f[3]);
+    assert!(usage > 0.0 && usage <= limit as f64, "usage within the limit: {out}");
+    assert_eq!(parse_human_bytes(f[5]), limit as f64, "the --memory limit: {out}");
+    let pct: f64 = f[6].strip_suffix('%').and_then(|v| v.parse().ok()).expect(out);
+    // MEM % is usage / limit, from the exact byte counts (the printed usage is rounded).
+    assert!((pct - usage / limit as f64 * 100.0).abs() < 0.1, "{out}");
+    parse_human_bytes(f[7]);
+    parse_human_bytes(f[9]);
+    let pids: u64 = f[10].parse().expect(out);
+    assert!(pids >= 1, "{out}");
+}
+
 #[test]
 fn detached_container_lifecycle() {
     let _w = require_linux_kvm();
@@ -300,6 +343,8 @@ fn detached_container_lifecycle() {
         "GREETING=hi",
         "-w",
         "/tmp/work",
+        "--memory",
+        "64m",
         "demo",
         "sh",
         "-c",
@@ -381,7 +426,8 @@ fn detached_container_lifecycle() {
     let top = text(&root.ironpod(&["top", "web"]).stdout);
     assert!(top.contains("sleep 600"), "{top}");
     let stats = root.ironpod(&["stats", "--no-stream", "web"]);
-    assert!(text(&stats.stdout).contains("web"), "{}", text(&stats.stderr));
+    assert!(stats.status.success(), "{}", text(&stats.stderr));
+    check_stats(&text(&stats.stdout), &id, "web", 64 << 20);
     // rm refuses a running container. stop: `sleep` is PID 1 of its namespace and ignores
     // SIGTERM, so after the grace time it is killed (137), as with Docker.
     assert_eq!(root.ironpod(&["rm", "web"]).status.code(), Some(1));
@@ -424,8 +470,12 @@ fn a_killed_vmm_shows_as_exited_with_an_error_and_leaves_nothing() {
     println!("killed VMM noticed after {:?}", t.elapsed());
     let v: serde_json::Value =
         serde_json::from_slice(&root.ironpod(&["inspect", "victim"]).stdout).unwrap();
-    assert_ne!(v[0]["State"]["ExitCode"], 0);
-    assert!(v[0]["State"]["Error"].as_str().unwrap().contains("VM"), "{v}");
+    assert_eq!(v[0]["State"]["ExitCode"], 255, "{v}");
+    assert!(
+        v[0]["State"]["Error"].as_str().unwrap().starts_with("the pod VM ended unexpectedly"),
+        "{v}"
+    );
+    assert!(text(&root.ironpod(&["ps", "-a"]).stdout).contains("Exited (255)"));
     assert!(root.ironpod(&["rm", "victim"]).status.success());
     assert_no_leftovers(&root);
     // The store is intact: images still listed, and a new container runs.

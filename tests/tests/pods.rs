@@ -145,27 +145,43 @@ fn hostile_specs_get_typed_errors_and_leave_nothing() {
     let _w = require_linux_kvm();
     let (mut pod, config) = boot_pod();
     let base = spec_for("x", &config, &["true"]);
-    let mut cases: Vec<(&str, Spec)> = Vec::new();
+    // (what, spec, the error kind and message the agent answers with).
+    let mut cases: Vec<(&str, Spec, ErrorKind, &str)> = Vec::new();
     let mut s = base.clone();
     let mut p = s.process().clone().unwrap();
     p.set_cwd("../../etc".into());
     s.set_process(Some(p));
-    cases.push(("relative cwd", s));
+    cases.push((
+        "relative cwd",
+        s,
+        ErrorKind::BadRequest,
+        r#"process.cwd must be an absolute path: "../../etc""#,
+    ));
     let mut s = base.clone();
     let mut m = s.mounts().clone().unwrap();
     m[0].set_destination("/proc/../../../escape".into());
     s.set_mounts(Some(m));
-    cases.push(("mount with ..", s));
+    cases.push((
+        "mount with ..",
+        s,
+        ErrorKind::BadRequest,
+        r#"mount destination must not contain '..': "/proc/../../../escape""#,
+    ));
     let mut s = base.clone();
     let mut p = s.process().clone().unwrap();
     p.set_args(Some(vec![]));
     s.set_process(Some(p));
-    cases.push(("no args", s));
+    cases.push(("no args", s, ErrorKind::BadRequest, "process.args must name a program"));
     let mut s = base.clone();
     let mut linux = s.linux().clone().unwrap();
     linux.set_cgroups_path(Some("/../../etc".into()));
     s.set_linux(Some(linux));
-    cases.push(("cgroup path with ..", s));
+    cases.push((
+        "cgroup path with ..",
+        s,
+        ErrorKind::BadRequest,
+        r#"cgroupsPath "/../../etc" must not contain '..'"#,
+    ));
     let mut s = base.clone();
     let mut linux = s.linux().clone().unwrap();
     let mut ns = linux.namespaces().clone().unwrap();
@@ -177,19 +193,26 @@ fn hostile_specs_get_typed_errors_and_leave_nothing() {
     );
     linux.set_namespaces(Some(ns));
     s.set_linux(Some(linux));
-    cases.push(("user namespace", s));
+    cases.push((
+        "user namespace",
+        s,
+        ErrorKind::Unsupported,
+        "namespace User is not supported in ironpod guests",
+    ));
     let s = share_pid_with(base.clone(), "nosuchcontainer");
-    cases.push(("pid ns of a missing container", s));
-    for (what, spec) in cases {
+    cases.push((
+        "pid ns of a missing container",
+        s,
+        ErrorKind::NotFound,
+        r#"no container "nosuchcontainer""#,
+    ));
+    for (what, spec, kind, message) in cases {
         let e = pod.create("bad", spec).expect_err(what);
         match e {
-            ClientError::Agent(a) => assert!(
-                matches!(
-                    a.kind,
-                    ErrorKind::BadRequest | ErrorKind::Unsupported | ErrorKind::NotFound
-                ),
-                "{what}: {a:?}"
-            ),
+            ClientError::Agent(a) => {
+                assert_eq!(a.kind, kind, "{what}: {a:?}");
+                assert!(a.message.contains(message), "{what}: {a:?}");
+            }
             other => panic!("{what}: {other}"),
         }
     }
@@ -217,13 +240,23 @@ fn hostile_specs_get_typed_errors_and_leave_nothing() {
         ironpod_protocol::write_frame(&mut s, body.as_bytes()).unwrap();
         let r: ironpod_protocol::Response = ironpod_protocol::recv(&mut s).unwrap();
         match r.result {
-            ironpod_protocol::Outcome::Err(e) => assert_eq!(e.kind, ErrorKind::BadRequest, "{e:?}"),
+            ironpod_protocol::Outcome::Err(e) => {
+                // The agent cannot even decode the request (the session's own answer, id 0).
+                assert_eq!((e.kind, r.id), (ErrorKind::BadRequest, 0), "{e:?}");
+                assert!(e.message.starts_with("malformed request: "), "{e:?}");
+            }
             ok => panic!("accepted {body}: {ok:?}"),
         }
     }
     // Bad ids.
     for id in ["", "../x", "a/b", &"x".repeat(65)] {
-        assert!(pod.create(id, base.clone()).is_err(), "{id:?}");
+        match pod.create(id, base.clone()) {
+            Err(ClientError::Agent(a)) => {
+                assert_eq!(a.kind, ErrorKind::BadRequest, "{id:?}: {a:?}");
+                assert_eq!(a.message, format!("bad container id {id:?}"), "{id:?}");
+            }
+            other => panic!("{id:?}: {other:?}"),
+        }
     }
     // Nothing was left: the same id works now, and the agent still answers.
     pod.create("bad", base.clone()).unwrap();
