@@ -77,6 +77,17 @@ pub fn run() -> Result<()> {
     })?;
     step(&mut rows, "cargo fmt --check, clippy -D warnings", || {
         util::run(util::cargo().args(["fmt", "--all", "--check"]))?;
+        // The `cargo xtask` launcher is a workspace of its own.
+        let launcher = ["--manifest-path", "xtask/launch/Cargo.toml"];
+        util::run(util::cargo().arg("fmt").args(launcher).arg("--check"))?;
+        util::run(util::cargo().arg("clippy").args(launcher).args([
+            "--target-dir",
+            "target/xtask-launch",
+            "-q",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
         util::run(util::cargo().args([
             "clippy",
             "--workspace",
