@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::{bin_dir, busybox_rootfs_tar, busybox_rootfs_tar_with, TestRoot};
@@ -50,6 +51,18 @@ fn spawn_daemon(d: &Path, netns: Option<&Path>) -> Child {
     // containerd finds the shim on its PATH; the shim keeps its cache in the test dir.
     let path = format!("{}:{}", bin_dir().display(), std::env::var("PATH").unwrap_or_default());
     let mut cmd = Command::new("containerd");
+    // A daemon must not outlive the thread that started it (a test, or the shared daemon's
+    // thread, which lives as long as the test process): no containerd is left behind by a
+    // test process that ends without running its clean-up (an abort, a kill).
+    // SAFETY: prctl(2) in the child before exec; async-signal-safe.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     let ns_file = netns.map(|p| std::fs::File::open(p).expect("open the test's netns"));
     if let Some(f) = &ns_file {
         ironpod_runtime::vm::enter_netns_on_exec(&mut cmd, f);
@@ -101,6 +114,30 @@ impl Containerd {
     /// containerd without the CRI plugin, the demo image in the `default` namespace.
     pub fn start() -> Containerd {
         Self::start_with(false, None)
+    }
+
+    /// One [`Containerd::start`] shared by the tests of a test process (they run one at a
+    /// time): started by the first, handed to each with no task or container left from
+    /// the one before, stopped when the process exits.
+    pub fn shared() -> &'static Containerd {
+        static SHARED: OnceLock<Containerd> = OnceLock::new();
+        extern "C" fn stop() {
+            if let Some(c) = SHARED.get() {
+                c.stop();
+            }
+        }
+        shared_in(&SHARED, false, stop)
+    }
+
+    /// Like [`Containerd::shared`], with the CRI plugin ([`Containerd::start_cri`]).
+    pub fn shared_cri() -> &'static Containerd {
+        static SHARED: OnceLock<Containerd> = OnceLock::new();
+        extern "C" fn stop() {
+            if let Some(c) = SHARED.get() {
+                c.stop();
+            }
+        }
+        shared_in(&SHARED, true, stop)
     }
 
     /// containerd with the CRI plugin (socket: [`Containerd::socket`]); the pause, demo and
@@ -261,8 +298,41 @@ impl Containerd {
     }
 }
 
-impl Drop for Containerd {
-    fn drop(&mut self) {
+/// Starts the shared daemon of `cell` once, from a thread that lives as long as the process
+/// (the daemon's parent-death signal is bound to it), with `stop` run at exit; then clears
+/// what an earlier test left in it.
+fn shared_in(
+    cell: &'static OnceLock<Containerd>,
+    cri: bool,
+    stop: extern "C" fn(),
+) -> &'static Containerd {
+    let c = cell.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("shared-containerd".into())
+            .spawn(move || {
+                let started = std::panic::catch_unwind(|| Containerd::start_with(cri, None));
+                let _ = tx.send(started);
+                loop {
+                    std::thread::park();
+                }
+            })
+            .expect("thread for the shared containerd");
+        let c = match rx.recv().expect("the shared containerd's thread") {
+            Ok(c) => c,
+            Err(e) => std::panic::resume_unwind(e),
+        };
+        // SAFETY: registers a plain function to run at exit.
+        unsafe { libc::atexit(stop) };
+        c
+    });
+    c.clear();
+    c
+}
+
+impl Containerd {
+    /// Kills and deletes every task and removes every container.
+    fn clear(&self) {
         for (id, _, _) in self.tasks() {
             let _ = self.ctr(&["task", "kill", "-s", "KILL", &id]);
             let _ = self.ctr(&["task", "delete", "-f", &id]);
@@ -271,8 +341,18 @@ impl Drop for Containerd {
         for id in text(&out.stdout).lines() {
             let _ = self.ctr(&["containers", "rm", id]);
         }
-        let _ = self.daemon.kill();
-        let _ = self.daemon.wait();
+    }
+
+    /// Clears it, stops the daemon, takes its mounts down and cleans up its image root.
+    fn stop(&self) {
+        self.clear();
+        let pid = self.daemon.id() as i32;
+        // SAFETY: kill(2) and waitpid(2) of the daemon we started (not yet reaped: only
+        // this function and `restart`, which needs `&mut self`, wait for it).
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
         // The daemon's mounts (snapshots, CRI sandbox shm) must not keep the directory busy.
         for sub in ["root", "state"] {
             let _ = Command::new("umount").arg("-R").arg(self.dir.path().join(sub)).output();
@@ -285,6 +365,13 @@ impl Drop for Containerd {
                 }
             }
         }
+        self._images.clean_up();
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

@@ -127,6 +127,14 @@ impl TestRoot {
 
 impl Drop for TestRoot {
     fn drop(&mut self) {
+        self.clean_up();
+    }
+}
+
+impl TestRoot {
+    /// Removes what the root's containers left on the host: containers (running ones too)
+    /// and the default network's namespace.
+    pub fn clean_up(&self) {
         // Containers left running by a failed test must not outlive it.
         if let Ok(out) = self.cmd(&["ps", "-aq"]).output() {
             for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {

@@ -37,7 +37,7 @@ fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
 #[test]
 fn cri_pod_with_two_containers_in_one_vm() {
     let _w = require_linux_kvm();
-    let c = Containerd::start_cri();
+    let c = Containerd::shared_cri();
     c.add_app2_image();
     let mut cri = Cri::connect(&c.socket());
     let v = cri.version().expect("CRI Version");
@@ -51,7 +51,7 @@ fn cri_pod_with_two_containers_in_one_vm() {
         .run_pod(&pod_cfg, "ironpod")
         .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", c.log()));
     assert_eq!(cri.pod_state(&pod).unwrap(), 0, "SANDBOX_READY");
-    let vmm = vmm_pid(&c, &pod);
+    let vmm = vmm_pid(c, &pod);
     let vmm_cmd = std::fs::read_to_string(format!("/proc/{vmm}/cmdline")).unwrap();
     assert!(vmm_cmd.contains("ironpod-vmm"), "{vmm_cmd:?}");
     let vm_dir = Path::new(vmm_cmd.split('\0').nth(2).expect("--config PATH")).parent().unwrap();
@@ -264,7 +264,7 @@ fn volume(host: &Path, path: &str, readonly: bool) -> k8s_cri::v1::Mount {
 #[test]
 fn cri_pod_volumes_empty_dir_config_map_and_secret() {
     let _w = require_linux_kvm();
-    let c = Containerd::start_cri();
+    let c = Containerd::shared_cri();
     let mut cri = Cri::connect(&c.socket());
     let logs = c.dir().join("logs");
     std::fs::create_dir_all(&logs).unwrap();

@@ -1,6 +1,7 @@
-//! ironpod as a containerd runtime: Debian's real containerd 1.6, started by each test with
-//! a private configuration, runs tasks through `containerd-shim-ironpod-v2` (`ctr run
-//! --runtime io.containerd.ironpod.v2`), each in its own pod VM.
+//! ironpod as a containerd runtime: Debian's real containerd 1.6 with a private
+//! configuration (one shared by the tests, cleared between them; the restart test has its
+//! own) runs tasks through `containerd-shim-ironpod-v2` (`ctr run --runtime
+//! io.containerd.ironpod.v2`), each in its own pod VM.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -31,7 +32,7 @@ fn assert_pod_gone(id: &str) {
 #[test]
 fn ctr_run_shows_the_guest_kernel_and_the_exit_code() {
     let _w = require_linux_kvm();
-    let c = Containerd::start();
+    let c = Containerd::shared();
     let out = c.ctr(&[
         "run",
         "--rm",
@@ -56,7 +57,7 @@ fn ctr_run_shows_the_guest_kernel_and_the_exit_code() {
 #[test]
 fn ctr_task_exec_ps_metrics_kill_delete() {
     let _w = require_linux_kvm();
-    let c = Containerd::start();
+    let c = Containerd::shared();
     let out = c.ctr(&["run", "-d", "--runtime", RUNTIME, &c.image, "t2", "sleep", "600"]);
     assert!(out.status.success(), "run -d: {}\n{}", text(&out.stderr), c.log());
     c.wait_status("t2", "RUNNING", Duration::from_secs(30));
@@ -106,7 +107,7 @@ fn ctr_task_exec_ps_metrics_kill_delete() {
 #[test]
 fn killing_the_vmm_stops_the_task() {
     let _w = require_linux_kvm();
-    let c = Containerd::start();
+    let c = Containerd::shared();
     let out = c.ctr(&["run", "-d", "--runtime", RUNTIME, &c.image, "t3", "sleep", "600"]);
     assert!(out.status.success(), "run -d: {}", text(&out.stderr));
     c.wait_status("t3", "RUNNING", Duration::from_secs(30));
@@ -125,7 +126,7 @@ fn killing_the_vmm_stops_the_task() {
 #[test]
 fn ctr_run_with_a_terminal() {
     let _w = require_linux_kvm();
-    let c = Containerd::start();
+    let c = Containerd::shared();
     // `ctr run -t` needs a terminal of its own: script(1) gives it one, 40x100.
     let inner = format!(
         "stty rows 40 cols 100; ctr -a {} run -t --rm --runtime {RUNTIME} {} t4 sh -c 'tty; stty size; exit 5'",
@@ -171,7 +172,7 @@ fn a_containerd_restart_keeps_the_pod() {
 #[test]
 fn bind_mounts_host_files_pod_shm_and_directories() {
     let _w = require_linux_kvm();
-    let c = Containerd::start();
+    let c = Containerd::shared();
     let host = tempfile::tempdir_in("/run/ironpod-tests").unwrap();
     let greeting = host.path().join("greeting");
     std::fs::write(&greeting, "hello from the host\n").unwrap();
@@ -228,7 +229,7 @@ fn bind_mounts_host_files_pod_shm_and_directories() {
 #[test]
 fn a_killed_shim_takes_its_pod_down_cleanly() {
     let _w = require_linux_kvm();
-    let c = Containerd::start();
+    let c = Containerd::shared();
     let out = c.ctr(&["run", "-d", "--runtime", RUNTIME, &c.image, "t8", "sleep", "600"]);
     assert!(out.status.success(), "run -d: {}", text(&out.stderr));
     c.wait_status("t8", "RUNNING", Duration::from_secs(30));
@@ -265,7 +266,7 @@ fn a_killed_shim_takes_its_pod_down_cleanly() {
 #[test]
 fn an_oom_kill_is_published_as_a_task_oom_event() {
     let _w = require_linux_kvm();
-    let c = Containerd::start();
+    let c = Containerd::shared();
     let mut events = c.ctr_cmd(&["events"]).stdout(Stdio::piped()).spawn().expect("ctr events");
     let out = c.ctr(&[
         "run",

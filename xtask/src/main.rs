@@ -9,11 +9,11 @@ mod bench_volumes;
 mod cpio;
 mod demo_image;
 mod deps;
-mod guest_tests;
 mod initramfs;
 mod kernel;
 mod rig;
 mod test;
+mod test_bins;
 mod util;
 
 use clap::{Parser, Subcommand};

@@ -268,10 +268,11 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// The script L1 runs: same working directory, PATH with our binaries, IRONPOD_* passed on.
-fn script(cmd: &[String], release: bool) -> Result<String> {
+/// The script L1 runs: same working directory, PATH with our binaries (built with cargo
+/// profile `profile`), IRONPOD_* passed on.
+fn script(cmd: &[String], profile: &str) -> Result<String> {
     let cwd = std::env::current_dir()?;
-    let bins = util::target_dir().join(if release { "release" } else { "debug" });
+    let bins = util::target_dir().join(profile);
     let mut s = String::from("set -o pipefail\n");
     s.push_str(&format!(
         "export PATH={}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n",
@@ -367,16 +368,18 @@ impl RigExit {
 /// Runs `cmd` in the rig, printing its output, and returns its exit status.
 pub fn run(cmd: &[String], release: bool, timeout: Duration, mem_mib: u64) -> Result<i32> {
     deps::ensure()?;
-    let exit = run_observed(cmd, release, timeout, mem_mib, |line| println!("{line}"))?;
+    let profile = if release { "release" } else { "debug" };
+    let exit = run_observed(cmd, profile, timeout, mem_mib, |line| println!("{line}"))?;
     eprintln!("xtask rig: L1 ran for {:.1} s", exit.elapsed.as_secs_f64());
     exit.status(timeout)
 }
 
-/// Runs `cmd` in a rig machine of its own, handing every line of its output (L1's own noise
-/// left out) to `on_line` as it arrives. Several may run at once, each on one host core.
+/// Runs `cmd` in a rig machine of its own (our binaries of cargo profile `profile` first on
+/// PATH), handing every line of its output (L1's own noise left out) to `on_line` as it
+/// arrives. Several may run at once, each on one host core.
 pub fn run_observed(
     cmd: &[String],
-    release: bool,
+    profile: &str,
     timeout: Duration,
     mem_mib: u64,
     mut on_line: impl FnMut(&str),
@@ -387,7 +390,7 @@ pub fn run_observed(
     let work = Path::new("/var/tmp/ironpod-rig").join(format!("{}-{n}", std::process::id()));
     fs::create_dir_all(&work)?;
     let script_path = work.join("cmd.sh");
-    fs::write(&script_path, script(cmd, release)?)?;
+    fs::write(&script_path, script(cmd, profile)?)?;
     let started = Instant::now();
     let mut child = Command::new("qemu-system-x86_64")
         .args([

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::{deps, guest_tests, initramfs, kernel, rig, util};
+use crate::{deps, initramfs, kernel, rig, test_bins, util};
 
 /// One line of the summary table.
 struct Row {
@@ -25,7 +25,7 @@ fn step(rows: &mut Vec<Row>, what: &str, f: impl FnOnce() -> Result<String>) -> 
         what: what.into(),
         place: "host".into(),
         tests: r.as_ref().map(Clone::clone).unwrap_or_default(),
-        time: guest_tests::secs(t.elapsed()),
+        time: test_bins::secs(t.elapsed()),
         result: if r.is_ok() { "ok" } else { "FAILED" }.into(),
     });
     r.map(drop)
@@ -61,10 +61,10 @@ fn run_counting(cmd: &mut Command) -> Result<String> {
     Ok(format!("{passed} passed, {ignored} ignored"))
 }
 
-/// Runs every test: formatting, lints, host tests (debug: debug assertions on), then the
-/// Linux-booting tests (release) directly on KVM or, where KVM cannot run Linux, inside two
-/// rig machines at once. Never skips them; runs all of them even when one fails, and ends
-/// with a table of every step and binary.
+/// Runs every test: formatting, lints, one build of everything (profile `rig`: release
+/// optimisation, debug assertions on), the host tests, then the Linux-booting tests directly
+/// on KVM or, where KVM cannot run Linux, inside two rig machines at once. Never skips them;
+/// runs all of them even when some fail, and ends with a table of every step and binary.
 pub fn run() -> Result<()> {
     let started = Instant::now();
     let mut rows = Vec::new();
@@ -99,59 +99,83 @@ pub fn run() -> Result<()> {
         ]))?;
         Ok(String::new())
     })?;
-    step(&mut rows, "host tests (debug build)", || {
-        run_counting(util::cargo().args(["test", "--workspace", "--exclude", "ironpod-tests"]))
+    let (mut host, mut guest) = (Vec::new(), Vec::new());
+    step(&mut rows, &format!("build, profile {}", test_bins::PROFILE), || {
+        (host, guest) = test_bins::build()?;
+        Ok(format!("{} test binaries", host.len() + guest.len()))
     })?;
-    let mut bins = Vec::new();
-    step(&mut rows, "release build: binaries + guest tests", || {
-        util::build_release_bins()?;
-        bins = guest_tests::build()?;
-        Ok(String::new())
-    })?;
+    // Every test runs, whatever failed before it; the failures are listed at the end.
     let t = Instant::now();
-    let reports = guest_tests::run(bins)?;
+    let host_reports = test_bins::run_host(&host)?;
+    let doc = run_counting(util::cargo().args([
+        "test",
+        "--profile",
+        test_bins::PROFILE,
+        "--workspace",
+        "--doc",
+    ]));
+    rows.push(Row {
+        what: format!("host tests: {} binaries + doc tests", host_reports.len()),
+        place: "host".into(),
+        tests: counts(&host_reports),
+        time: test_bins::secs(t.elapsed()),
+        result: if host_reports.iter().all(|r| r.ok()) && doc.is_ok() { "ok" } else { "FAILED" }
+            .into(),
+    });
+    let t = Instant::now();
+    let reports = test_bins::run_guest(guest)?;
     let guest_wall = t.elapsed();
     for r in &reports {
         rows.push(Row {
             what: format!("tests/{}.rs", r.name),
             place: r.place.clone(),
-            tests: format!(
-                "{} passed{}{}",
-                r.passed,
-                if r.failed.is_empty() {
-                    String::new()
-                } else {
-                    format!(", {} failed", r.failed.len())
-                },
-                if r.ignored == 0 { String::new() } else { format!(", {} ignored", r.ignored) }
-            ),
-            time: r.elapsed.map(guest_tests::secs).unwrap_or_else(|| "-".into()),
-            result: format!("{} (limit {})", r.result(), guest_tests::secs(r.limit)),
+            tests: counts(std::slice::from_ref(r)),
+            time: r.elapsed.map(test_bins::secs).unwrap_or_else(|| "-".into()),
+            result: format!("{} (limit {})", r.result(), test_bins::secs(r.limit)),
         });
     }
     rows.push(Row {
         what: "Linux guest tests, wall".into(),
         place: String::new(),
         tests: format!("{} passed", reports.iter().map(|r| r.passed).sum::<u32>()),
-        time: guest_tests::secs(guest_wall),
+        time: test_bins::secs(guest_wall),
         result: String::new(),
     });
     rows.push(Row {
         what: "total".into(),
         place: String::new(),
         tests: String::new(),
-        time: guest_tests::secs(started.elapsed()),
+        time: test_bins::secs(started.elapsed()),
         result: String::new(),
     });
     print_table(&rows);
     if reports.iter().any(|r| r.place.starts_with("rig")) {
         println!("rig: L1 kernel from Debian's {}", rig::l1_kernel());
     }
-    let problems: Vec<String> = reports.iter().filter(|r| !r.ok()).map(|r| r.problem()).collect();
+    let mut problems: Vec<String> =
+        host_reports.iter().chain(&reports).filter(|r| !r.ok()).map(|r| r.problem()).collect();
+    if let Err(e) = doc {
+        problems.push(format!("doc tests: {e:#}"));
+    }
     if !problems.is_empty() {
-        bail!("Linux guest tests failed:\n  {}", problems.join("\n  "));
+        bail!("tests failed:\n  {}", problems.join("\n  "));
     }
     Ok(())
+}
+
+/// "N passed[, M failed][, K ignored]" over `reports`.
+fn counts(reports: &[test_bins::BinReport]) -> String {
+    let passed: u32 = reports.iter().map(|r| r.passed).sum();
+    let failed: usize = reports.iter().map(|r| r.failed.len()).sum();
+    let ignored: u32 = reports.iter().map(|r| r.ignored).sum();
+    let mut s = format!("{passed} passed");
+    if failed > 0 {
+        s.push_str(&format!(", {failed} failed"));
+    }
+    if ignored > 0 {
+        s.push_str(&format!(", {ignored} ignored"));
+    }
+    s
 }
 
 fn print_table(rows: &[Row]) {

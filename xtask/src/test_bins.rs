@@ -1,9 +1,10 @@
-//! The Linux-guest test binaries (package `ironpod-tests`): built in release (under the
-//! rig's emulation a debug VMM and agent are several times slower), each run under a time
-//! limit of its own derived from its measured duration, and — where KVM cannot run Linux —
-//! split over two rig machines at once (each L1 is one emulated CPU on one host core),
-//! balanced by measured duration. Results come from markers around each binary and from
-//! libtest's own lines, so a stall names the binary and the test it was in.
+//! Test executables, built once with cargo profile `rig` (release optimisation with debug
+//! assertions: under the rig's emulation a debug VMM is several times slower), each run
+//! under a time limit of its own with markers around it. The host's run in turn on the
+//! host; the Linux-guest ones (package `ironpod-tests`) run directly where KVM runs Linux,
+//! else split over two rig machines at once (each L1 is one emulated CPU on one host core),
+//! balanced by measured duration. Results come from the markers and libtest's own lines, so
+//! a stall names the binary and the test it was in.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -13,35 +14,47 @@ use anyhow::{bail, Context, Result};
 
 use crate::{rig, util};
 
-/// Seconds each binary took in the rig (release build, one L1 each, measured 2026-12-03).
-/// Used to balance the machines and to derive each binary's time limit; a binary not
-/// listed here counts as [`UNMEASURED_SECS`].
+/// The cargo profile every test is built with.
+pub const PROFILE: &str = "rig";
+
+/// Seconds each Linux-guest test binary took in the rig (profile `rig`, two L1s at once,
+/// measured 2026-12-03). Used to balance the machines and to derive each binary's time
+/// limit; a binary not listed here counts as [`UNMEASURED_SECS`].
 const MEASURED_SECS: &[(&str, u64)] = &[
-    ("boot", 60),
-    ("containers", 300),
-    ("cri", 200),
-    ("net", 20),
-    ("network", 120),
-    ("pods", 30),
-    ("shim", 200),
-    ("volumes", 60),
+    // The package's library and `cri-bench` binary (no tests of their own today).
+    ("ironpod_tests", 1),
+    ("cri-bench", 1),
+    ("boot", 35),
+    ("containers", 160),
+    ("cri", 85),
+    ("net", 15),
+    ("network", 40),
+    ("pods", 10),
+    ("shim", 110),
+    ("volumes", 25),
 ];
-const UNMEASURED_SECS: u64 = 300;
+/// What a test binary not measured yet counts as (host test binaries take seconds).
+const UNMEASURED_SECS: u64 = 200;
 /// Rig machines that run at once (one per host core).
 const MACHINES: usize = 2;
 /// L1's memory (MiB): its tmpfs overlay holds every pod's disks and state.
 const L1_MEM_MIB: u64 = 4096;
 /// What one L1 needs besides its binaries: boot, module loading, power-off.
 const L1_OVERHEAD: Duration = Duration::from_secs(120);
+/// The package whose tests boot Linux guests.
+const GUEST_PACKAGE: &str = "ironpod-tests";
 
 const BEGIN: &str = "IRONPOD-TEST-BEGIN ";
 const END: &str = "IRONPOD-TEST-END ";
 
-/// One test executable of `ironpod-tests`.
+/// One test executable.
 pub struct TestBin {
-    /// Its test target's name (`containers` for tests/tests/containers.rs).
+    /// Its name in reports: the test target's (`containers` for tests/tests/containers.rs),
+    /// prefixed with the package for host tests.
     pub name: String,
     exe: PathBuf,
+    /// Where it runs (its package's directory, as `cargo test` does).
+    dir: PathBuf,
     measured: Duration,
 }
 
@@ -53,38 +66,69 @@ impl TestBin {
     }
 }
 
-/// Builds the test executables in release and returns them with their measured durations.
-pub fn build() -> Result<Vec<TestBin>> {
+/// Builds every target of the workspace with [`PROFILE`] in one cargo run (one feature
+/// resolution, so nothing is built twice) and returns the test executables: the host's and
+/// the Linux-guest ones.
+pub fn build() -> Result<(Vec<TestBin>, Vec<TestBin>)> {
+    util::run(util::cargo().args([
+        "build",
+        "--profile",
+        PROFILE,
+        "--workspace",
+        "--all-targets",
+        "-q",
+    ]))?;
+    // Builds nothing more; lists the test executables.
     let out = util::output(util::cargo().args([
         "test",
-        "--release",
-        "-p",
-        "ironpod-tests",
+        "--profile",
+        PROFILE,
+        "--workspace",
         "--no-run",
         "--message-format=json",
         "-q",
     ]))?;
-    let mut bins = Vec::new();
+    let (mut host, mut guest) = (Vec::new(), Vec::new());
     for line in out.lines() {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
         if v["reason"] != "compiler-artifact" || v["profile"]["test"] != true {
             continue;
         }
-        let (Some(exe), Some(name)) = (v["executable"].as_str(), v["target"]["name"].as_str())
+        let (Some(exe), Some(target), Some(manifest)) =
+            (v["executable"].as_str(), v["target"]["name"].as_str(), v["manifest_path"].as_str())
         else {
             continue;
         };
-        let secs = MEASURED_SECS.iter().find(|(n, _)| *n == name).map_or(UNMEASURED_SECS, |m| m.1);
-        bins.push(TestBin {
-            name: name.to_string(),
+        let dir =
+            PathBuf::from(manifest).parent().context("manifest has no directory")?.to_path_buf();
+        let package = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let is_guest = v["package_id"].as_str().is_some_and(|id| id.contains(GUEST_PACKAGE))
+            && dir == util::root().join("tests");
+        let secs = if is_guest {
+            MEASURED_SECS.iter().find(|(n, _)| *n == target).map_or(UNMEASURED_SECS, |m| m.1)
+        } else {
+            UNMEASURED_SECS
+        };
+        let bin = TestBin {
+            name: if is_guest { target.to_string() } else { format!("{package}/{target}") },
             exe: PathBuf::from(exe),
+            dir,
             measured: Duration::from_secs(secs),
-        });
+        };
+        if is_guest {
+            guest.push(bin)
+        } else {
+            host.push(bin)
+        }
     }
-    if bins.is_empty() {
-        bail!("package ironpod-tests produced no test executables");
+    if guest.is_empty() || host.is_empty() {
+        bail!(
+            "the workspace produced no test executables (host: {}, guest: {})",
+            host.len(),
+            guest.len()
+        );
     }
-    Ok(bins)
+    Ok((host, guest))
 }
 
 /// Splits `bins` into `n` groups of about equal measured time: longest first, each to the
@@ -102,17 +146,19 @@ fn balance(mut bins: Vec<TestBin>, n: usize) -> Vec<Vec<TestBin>> {
     groups
 }
 
-/// The bash script that runs one group in turn, each binary under `timeout`, with markers
-/// around it. `cleanup`: after a binary that ran over its limit, kill whatever of ironpod it
-/// left running (only inside a throwaway rig machine, never on a real host).
-fn script(group: &[TestBin], cleanup: bool) -> String {
+/// The bash script that runs one group in turn, each binary in its directory under
+/// `timeout`, with markers around it, libtest called with `args`. `cleanup`: after a binary
+/// that ran over its limit, kill whatever of ironpod it left running (only inside a
+/// throwaway rig machine, never on a real host).
+fn script(group: &[TestBin], args: &str, cleanup: bool) -> String {
     let mut s = String::from("exec 2>&1\n");
     for b in group {
         let limit = b.limit().as_secs();
         s.push_str(&format!(
-            "echo '{BEGIN}{name}'\ntimeout -k 15 {limit} {exe} --test-threads=1 --nocapture\n\
+            "echo '{BEGIN}{name}'\ncd '{dir}' && timeout -k 15 {limit} '{exe}' {args}\n\
              rc=$?\necho \"{END}{name} $rc\"\n",
             name = b.name,
+            dir = b.dir.display(),
             exe = b.exe.display(),
         ));
         if cleanup {
@@ -253,56 +299,68 @@ impl Tracker {
     }
 }
 
-/// Runs every binary: directly (in turn) where KVM runs Linux, else over [`MACHINES`] rig
-/// machines at once. Prints each machine's output as it comes, prefixed with its name.
-pub fn run(bins: Vec<TestBin>) -> Result<Vec<BinReport>> {
-    match util::direct_kvm() {
-        Ok(()) => {
-            eprintln!("xtask test: hardware KVM here: the Linux guest tests run directly, in turn");
-            let mut tracker = Tracker::new("host", &bins);
-            let mut child = Command::new("bash")
-                .arg("-c")
-                .arg(script(&bins, false))
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .spawn()
-                .context("start bash")?;
-            let out = child.stdout.take().context("no stdout")?;
-            for line in std::io::BufRead::lines(std::io::BufReader::new(out)) {
-                let line = line?;
-                println!("{line}");
-                tracker.line(&line);
-            }
-            child.wait()?;
-            Ok(tracker.finish("ended early"))
-        }
-        Err(why) => {
-            let groups = balance(bins, MACHINES);
-            eprintln!(
-                "xtask test: {why}, so the Linux guest tests run inside {} rig machines at once",
-                groups.len()
-            );
-            let results: Vec<Result<Vec<BinReport>>> = std::thread::scope(|s| {
-                let handles: Vec<_> = groups
-                    .iter()
-                    .enumerate()
-                    .map(|(i, g)| {
-                        let place = format!("rig L1-{}", (b'a' + i as u8) as char);
-                        s.spawn(move || run_in_rig(&place, g))
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().unwrap_or_else(|_| bail!("a rig thread panicked")))
-                    .collect()
-            });
-            let mut all = Vec::new();
-            for r in results {
-                all.extend(r?);
-            }
-            Ok(all)
-        }
+/// libtest's arguments for the Linux-guest tests: one at a time (they share the machine's
+/// KVM, network namespaces and process table), their output as it comes.
+const GUEST_ARGS: &str = "--test-threads=1 --nocapture";
+
+/// Runs the host's test binaries here, in turn (each runs its tests on parallel threads).
+pub fn run_host(bins: &[TestBin]) -> Result<Vec<BinReport>> {
+    run_here("host", bins, "")
+}
+
+/// Runs `bins` on this machine with `args`, echoing their output.
+fn run_here(place: &str, bins: &[TestBin], args: &str) -> Result<Vec<BinReport>> {
+    let mut tracker = Tracker::new(place, bins);
+    let mut child = Command::new("bash")
+        .arg("-c")
+        .arg(script(bins, args, false))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("start bash")?;
+    let out = child.stdout.take().context("no stdout")?;
+    for line in std::io::BufRead::lines(std::io::BufReader::new(out)) {
+        let line = line?;
+        println!("{line}");
+        tracker.line(&line);
     }
+    child.wait()?;
+    Ok(tracker.finish("ended early"))
+}
+
+/// Runs the Linux-guest binaries: directly (in turn) where KVM runs Linux, else over
+/// [`MACHINES`] rig machines at once, each machine's output printed as it comes, prefixed
+/// with its name.
+pub fn run_guest(bins: Vec<TestBin>) -> Result<Vec<BinReport>> {
+    if util::direct_kvm().is_ok() {
+        eprintln!("xtask test: hardware KVM here: the Linux guest tests run directly, in turn");
+        return run_here("host (KVM)", &bins, GUEST_ARGS);
+    }
+    let why = util::direct_kvm().err().unwrap_or_default();
+    let groups = balance(bins, MACHINES);
+    eprintln!(
+        "xtask test: {why}, so the Linux guest tests run inside {} rig machines at once",
+        groups.len()
+    );
+    let results: Vec<Result<Vec<BinReport>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| {
+                let place = format!("rig L1-{}", (b'a' + i as u8) as char);
+                s.spawn(move || run_in_rig(&place, g))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| bail!("a rig thread panicked")))
+            .collect()
+    });
+    let mut all = Vec::new();
+    for r in results {
+        all.extend(r?);
+    }
+    Ok(all)
 }
 
 /// Runs one group in a rig machine of its own.
@@ -312,8 +370,8 @@ fn run_in_rig(place: &str, group: &[TestBin]) -> Result<Vec<BinReport>> {
     eprintln!("xtask test: {place}: {} (limit {} s in all)", names.join(", "), budget.as_secs());
     let mut tracker = Tracker::new(place, group);
     let tag = place.rsplit(' ').next().unwrap_or(place).to_string();
-    let cmd = ["bash".to_string(), "-c".to_string(), script(group, true)];
-    let exit = rig::run_observed(&cmd, true, budget, L1_MEM_MIB, |line| {
+    let cmd = ["bash".to_string(), "-c".to_string(), script(group, GUEST_ARGS, true)];
+    let exit = rig::run_observed(&cmd, PROFILE, budget, L1_MEM_MIB, |line| {
         println!("[{tag}] {line}");
         tracker.line(line);
     })?;
@@ -380,6 +438,7 @@ mod tests {
         TestBin {
             name: name.into(),
             exe: PathBuf::from(format!("/x/{name}")),
+            dir: PathBuf::from("/w"),
             measured: Duration::from_secs(secs),
         }
     }
@@ -435,12 +494,12 @@ mod tests {
 
     #[test]
     fn the_script_marks_each_binary_and_limits_it() {
-        let s = script(&[bin("one", 20)], true);
-        assert!(
-            s.contains("echo 'IRONPOD-TEST-BEGIN one'\ntimeout -k 15 200 /x/one --test-threads=1")
-        );
+        let s = script(&[bin("one", 20)], GUEST_ARGS, true);
+        assert!(s.contains(
+            "echo 'IRONPOD-TEST-BEGIN one'\ncd '/w' && timeout -k 15 200 '/x/one' --test-threads=1"
+        ));
         assert!(s.contains("echo \"IRONPOD-TEST-END one $rc\""));
         assert!(s.contains("pkill -KILL -x \"$p\""));
-        assert!(!script(&[bin("one", 20)], false).contains("pkill"));
+        assert!(!script(&[bin("one", 20)], "", false).contains("pkill"));
     }
 }
