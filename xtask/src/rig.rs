@@ -341,7 +341,7 @@ fn qemu_cpu_ticks(pid: u32) -> u64 {
         .sum()
 }
 
-/// Kernel command line of L1.
+/// Kernel command line of L1 (`IRONPOD_RIG_KERNEL_ARGS` adds to it, for experiments).
 const L1_CMDLINE: &str = "console=ttyS0 reboot=t panic=-1 quiet loglevel=1";
 
 /// How one rig run ended.
@@ -412,7 +412,11 @@ pub fn run_observed(
         .arg("-initrd")
         .arg(&initrd)
         .arg("-append")
-        .arg(format!("{L1_CMDLINE} ironpod.script={}", script_path.display()))
+        .arg(format!(
+            "{L1_CMDLINE} {} ironpod.script={}",
+            std::env::var("IRONPOD_RIG_KERNEL_ARGS").unwrap_or_default(),
+            script_path.display()
+        ))
         .args(["-fsdev", "local,id=hr,path=/,security_model=none,readonly=on,multidevs=remap"])
         .args(["-device", "virtio-9p-pci,fsdev=hr,mount_tag=hostroot", "-nic", "none"])
         .arg("-monitor")

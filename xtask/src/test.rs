@@ -32,8 +32,8 @@ fn step(rows: &mut Vec<Row>, what: &str, f: impl FnOnce() -> Result<String>) -> 
 }
 
 /// Runs a command, echoing its output, and adds up libtest's `test result:` lines:
-/// returns "passed/ignored" counts.
-fn run_counting(cmd: &mut Command) -> Result<String> {
+/// returns the tests passed and ignored.
+fn run_counting(cmd: &mut Command) -> Result<(u32, u32)> {
     let desc = format!("{cmd:?}");
     let mut child = cmd.stdout(Stdio::piped()).spawn().with_context(|| format!("start {desc}"))?;
     let out = child.stdout.take().context("no stdout")?;
@@ -58,7 +58,7 @@ fn run_counting(cmd: &mut Command) -> Result<String> {
     if !status.success() {
         bail!("{desc} failed with {status}");
     }
-    Ok(format!("{passed} passed, {ignored} ignored"))
+    Ok((passed, ignored))
 }
 
 /// Runs every test: formatting, lints, one build of everything (profile `rig`: release
@@ -113,11 +113,22 @@ pub fn run() -> Result<()> {
         test_bins::PROFILE,
         "--workspace",
         "--doc",
-    ]));
+    ]))
+    .and_then(|(p, i)| {
+        // The launcher's own tests (a workspace of its own).
+        let (p2, i2) = run_counting(util::cargo().args([
+            "test",
+            "--manifest-path",
+            "xtask/launch/Cargo.toml",
+            "--target-dir",
+            "target/xtask-launch",
+        ]))?;
+        Ok((p + p2, i + i2))
+    });
     rows.push(Row {
-        what: format!("host tests: {} binaries + doc tests", host_reports.len()),
+        what: format!("host tests: {} binaries, doc tests, launcher", host_reports.len()),
         place: "host".into(),
-        tests: counts(&host_reports),
+        tests: counts(&host_reports, doc.as_ref().map_or((0, 0), |c| *c)),
         time: test_bins::secs(t.elapsed()),
         result: if host_reports.iter().all(|r| r.ok()) && doc.is_ok() { "ok" } else { "FAILED" }
             .into(),
@@ -129,7 +140,7 @@ pub fn run() -> Result<()> {
         rows.push(Row {
             what: format!("tests/{}.rs", r.name),
             place: r.place.clone(),
-            tests: counts(std::slice::from_ref(r)),
+            tests: counts(std::slice::from_ref(r), (0, 0)),
             time: r.elapsed.map(test_bins::secs).unwrap_or_else(|| "-".into()),
             result: format!("{} (limit {})", r.result(), test_bins::secs(r.limit)),
         });
@@ -155,7 +166,7 @@ pub fn run() -> Result<()> {
     let mut problems: Vec<String> =
         host_reports.iter().chain(&reports).filter(|r| !r.ok()).map(|r| r.problem()).collect();
     if let Err(e) = doc {
-        problems.push(format!("doc tests: {e:#}"));
+        problems.push(format!("doc or launcher tests: {e:#}"));
     }
     if !problems.is_empty() {
         bail!("tests failed:\n  {}", problems.join("\n  "));
@@ -163,11 +174,11 @@ pub fn run() -> Result<()> {
     Ok(())
 }
 
-/// "N passed[, M failed][, K ignored]" over `reports`.
-fn counts(reports: &[test_bins::BinReport]) -> String {
-    let passed: u32 = reports.iter().map(|r| r.passed).sum();
+/// "N passed[, M failed][, K ignored]" over `reports` and `more` (passed, ignored).
+fn counts(reports: &[test_bins::BinReport], more: (u32, u32)) -> String {
+    let passed: u32 = reports.iter().map(|r| r.passed).sum::<u32>() + more.0;
     let failed: usize = reports.iter().map(|r| r.failed.len()).sum();
-    let ignored: u32 = reports.iter().map(|r| r.ignored).sum();
+    let ignored: u32 = reports.iter().map(|r| r.ignored).sum::<u32>() + more.1;
     let mut s = format!("{passed} passed");
     if failed > 0 {
         s.push_str(&format!(", {failed} failed"));
