@@ -26,11 +26,11 @@ const MEASURED_SECS: &[(&str, u64)] = &[
     ("cri-bench", 1),
     ("boot", 35),
     ("containers", 160),
-    ("cri", 85),
+    ("cri", 75),
     ("net", 15),
-    ("network", 40),
-    ("pods", 10),
-    ("shim", 110),
+    ("network", 45),
+    ("pods", 12),
+    ("shim", 100),
     ("volumes", 25),
 ];
 /// What a test binary not measured yet counts as (host test binaries take seconds).
