@@ -343,7 +343,7 @@ impl Containerd {
         }
     }
 
-    /// Clears it, stops the daemon, takes its mounts down and cleans up its image root.
+    /// Clears it, stops the daemon, takes its mounts down and removes its directories.
     fn stop(&self) {
         self.clear();
         let pid = self.daemon.id() as i32;
@@ -366,6 +366,10 @@ impl Containerd {
             }
         }
         self._images.clean_up();
+        // (For an owned daemon its TempDir would do this on drop; a shared one is never
+        // dropped.)
+        let _ = std::fs::remove_dir_all(self.dir.path());
+        let _ = std::fs::remove_dir_all(self._images.path());
     }
 }
 
