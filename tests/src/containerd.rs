@@ -120,24 +120,12 @@ impl Containerd {
     /// time): started by the first, handed to each with no task or container left from
     /// the one before, stopped when the process exits.
     pub fn shared() -> &'static Containerd {
-        static SHARED: OnceLock<Containerd> = OnceLock::new();
-        extern "C" fn stop() {
-            if let Some(c) = SHARED.get() {
-                c.stop();
-            }
-        }
-        shared_in(&SHARED, false, stop)
+        shared(false)
     }
 
     /// Like [`Containerd::shared`], with the CRI plugin ([`Containerd::start_cri`]).
     pub fn shared_cri() -> &'static Containerd {
-        static SHARED: OnceLock<Containerd> = OnceLock::new();
-        extern "C" fn stop() {
-            if let Some(c) = SHARED.get() {
-                c.stop();
-            }
-        }
-        shared_in(&SHARED, true, stop)
+        shared(true)
     }
 
     /// containerd with the CRI plugin (socket: [`Containerd::socket`]); the pause, demo and
@@ -298,15 +286,22 @@ impl Containerd {
     }
 }
 
-/// Starts the shared daemon of `cell` once, from a thread that lives as long as the process
-/// (the daemon's parent-death signal is bound to it), with `stop` run at exit; then clears
-/// what an earlier test left in it.
-fn shared_in(
-    cell: &'static OnceLock<Containerd>,
-    cri: bool,
-    stop: extern "C" fn(),
-) -> &'static Containerd {
-    let c = cell.get_or_init(|| {
+/// The shared daemons of this process: without and with the CRI plugin.
+static SHARED: [OnceLock<Containerd>; 2] = [OnceLock::new(), OnceLock::new()];
+
+/// Stops the shared daemons (run at exit).
+extern "C" fn stop_shared() {
+    for c in SHARED.iter().filter_map(OnceLock::get) {
+        c.stop();
+    }
+}
+
+/// Starts the shared daemon (`cri`: with the CRI plugin) once, from a thread that lives as
+/// long as the process (the daemon's parent-death signal is bound to it), stopped at exit;
+/// then clears what an earlier test left in it.
+fn shared(cri: bool) -> &'static Containerd {
+    static AT_EXIT: std::sync::Once = std::sync::Once::new();
+    let c = SHARED[usize::from(cri)].get_or_init(|| {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("shared-containerd".into())
@@ -318,13 +313,14 @@ fn shared_in(
                 }
             })
             .expect("thread for the shared containerd");
-        let c = match rx.recv().expect("the shared containerd's thread") {
+        match rx.recv().expect("the shared containerd's thread") {
             Ok(c) => c,
             Err(e) => std::panic::resume_unwind(e),
-        };
-        // SAFETY: registers a plain function to run at exit.
-        unsafe { libc::atexit(stop) };
-        c
+        }
+    });
+    // SAFETY: registers a plain function to run at exit.
+    AT_EXIT.call_once(|| unsafe {
+        libc::atexit(stop_shared);
     });
     c.clear();
     c
