@@ -42,16 +42,8 @@ fn run_counting(cmd: &mut Command) -> Result<(u32, u32)> {
         let line = line?;
         println!("{line}");
         if let Some(rest) = line.strip_prefix("test result: ") {
-            for part in rest.split(';') {
-                let mut w = part.split_whitespace().rev();
-                let (Some(what), Some(n)) = (w.next(), w.next()) else { continue };
-                let n: u32 = n.parse().unwrap_or(0);
-                match what {
-                    "passed" => passed += n,
-                    "ignored" => ignored += n,
-                    _ => {}
-                }
-            }
+            let (p, i) = test_bins::result_counts(rest);
+            (passed, ignored) = (passed + p, ignored + i);
         }
     }
     let status = child.wait()?;

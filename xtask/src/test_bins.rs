@@ -207,6 +207,18 @@ pub struct BinReport {
     pub outcome: Outcome,
 }
 
+/// Tests passed and ignored in what follows libtest's `test result: ` (`ok. 4 passed; 0
+/// failed; 1 ignored; …`).
+pub fn result_counts(rest: &str) -> (u32, u32) {
+    let count = |what: &str| {
+        rest.split(';')
+            .find_map(|p| p.trim().strip_suffix(what)?.trim().rsplit(' ').next())
+            .and_then(|n| n.parse::<u32>().ok())
+            .unwrap_or(0)
+    };
+    (count("passed"), count("ignored"))
+}
+
 /// Follows one machine's output and turns it into [`BinReport`]s.
 struct Tracker {
     place: String,
@@ -268,14 +280,9 @@ impl Tracker {
                 self.in_failures = false;
             } else if let Some(rest) = rest.strip_prefix("result: ") {
                 self.in_failures = false;
-                let count = |what: &str| {
-                    rest.split(';')
-                        .find_map(|p| p.trim().strip_suffix(what)?.trim().rsplit(' ').next())
-                        .and_then(|n| n.parse::<u32>().ok())
-                        .unwrap_or(0)
-                };
-                r.passed += count("passed");
-                r.ignored += count("ignored");
+                let (passed, ignored) = result_counts(rest);
+                r.passed += passed;
+                r.ignored += ignored;
             }
         } else if t == "failures:" {
             self.in_failures = true;
