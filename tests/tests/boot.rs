@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use ironpod_pods::agent_client::{connect_hybrid, ClientError};
+use ironpod_pods::vm::{RunningVm, VmSpec};
 use ironpod_protocol::ErrorKind;
-use ironpod_runtime::agent_client::{connect_hybrid, ClientError};
-use ironpod_runtime::vm::{RunningVm, VmSpec};
 use ironpod_tests::require_linux_kvm;
 use ironpod_vmm::config::DiskConfig;
 
@@ -18,7 +18,7 @@ fn spec() -> VmSpec {
         .expect("guest assets installed (cargo xtask kernel && cargo xtask initramfs)")
 }
 
-fn boot(spec: &VmSpec) -> (RunningVm, ironpod_runtime::agent_client::AgentClient) {
+fn boot(spec: &VmSpec) -> (RunningVm, ironpod_pods::agent_client::AgentClient) {
     let mut vm = RunningVm::start(spec).expect("start VMM");
     let agent = vm.wait_agent(BOOT_TIMEOUT).unwrap_or_else(|e| {
         let console = std::fs::read_to_string(vm.dir().join("console.log")).unwrap_or_default();
@@ -35,7 +35,7 @@ fn boot(spec: &VmSpec) -> (RunningVm, ironpod_runtime::agent_client::AgentClient
     (vm, agent)
 }
 
-fn shutdown_clean(mut vm: RunningVm, mut agent: ironpod_runtime::agent_client::AgentClient) {
+fn shutdown_clean(mut vm: RunningVm, mut agent: ironpod_pods::agent_client::AgentClient) {
     let status = vm.shutdown(&mut agent, Duration::from_secs(30)).expect("shutdown");
     assert_eq!(status.code(), Some(0), "VMM exit status after shutdown; log: {}", vm.vmm_log());
 }
@@ -173,7 +173,7 @@ fn vsock_refuses_ports_nobody_listens_on() {
             Duration::from_secs(10),
         )
         .unwrap();
-        let mut c = ironpod_runtime::agent_client::AgentClient::handshake(s).unwrap();
+        let mut c = ironpod_pods::agent_client::AgentClient::handshake(s).unwrap();
         c.ping().unwrap();
     }
     agent.ping().unwrap();

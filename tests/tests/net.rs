@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
+use ironpod_net::podnet;
+use ironpod_pods::agent_client::ClientError;
+use ironpod_pods::vm::{RunningVm, VmSpec};
 use ironpod_protocol::{ErrorKind, NetInterface, NetworkConfig};
-use ironpod_runtime::agent_client::ClientError;
-use ironpod_runtime::podnet;
-use ironpod_runtime::vm::{RunningVm, VmSpec};
 use ironpod_tests::netns::Netns;
 use ironpod_tests::require_linux_kvm;
 use ironpod_vmm::config::NetConfig;
@@ -105,7 +105,7 @@ fn the_vm_takes_the_place_of_a_cni_style_veth() {
     // The peer reaches the guest at the veth's address: the frames cross the veth, are
     // redirected to the tap and answered by the guest's kernel — not by the pod
     // namespace's own stack, which still holds the address but never sees a frame.
-    let rx = |agent: &mut ironpod_runtime::agent_client::AgentClient| -> u64 {
+    let rx = |agent: &mut ironpod_pods::agent_client::AgentClient| -> u64 {
         let b = agent.read_file("/sys/class/net/eth0/statistics/rx_packets").unwrap();
         String::from_utf8_lossy(&b).trim().parse().unwrap()
     };

@@ -5,13 +5,13 @@ use std::io::Read;
 use std::time::Duration;
 
 use ironpod_images::ImageStore;
+use ironpod_pods::agent_client::{AgentClient, ClientError};
+use ironpod_pods::paths;
+use ironpod_pods::spec::{self, RunOptions};
+use ironpod_pods::vm::{RunningVm, VmSpec};
 use ironpod_protocol::{
     CreateContainer, ErrorKind, ProcessRef, RequestBody, RootfsDisks, StdioStream,
 };
-use ironpod_runtime::agent_client::{AgentClient, ClientError};
-use ironpod_runtime::pod;
-use ironpod_runtime::spec::{self, RunOptions};
-use ironpod_runtime::vm::{RunningVm, VmSpec};
 use ironpod_tests::{require_linux_kvm, TestRoot};
 use ironpod_vmm::config::DiskConfig;
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
@@ -30,7 +30,7 @@ fn boot_pod() -> (Pod, oci_spec::image::ImageConfiguration) {
     let disks = store.layer_disks("demo").unwrap();
     let config = store.config_of(&store.resolve("demo").unwrap()).unwrap();
     let rw = root.path().join("pod-rw.ext4");
-    pod::make_writable_disk(&rw).unwrap();
+    ironpod_pods::disks::make_writable_disk(&rw).unwrap();
     let mut s = VmSpec::with_defaults().unwrap();
     s.disks = disks
         .iter()
@@ -42,8 +42,8 @@ fn boot_pod() -> (Pod, oci_spec::image::ImageConfiguration) {
     let p = Pod {
         vm,
         ctl,
-        layers: disks.iter().map(|d| pod::disk_serial(d)).collect(),
-        writable: pod::disk_serial(&rw),
+        layers: disks.iter().map(|d| paths::disk_serial(d)).collect(),
+        writable: paths::disk_serial(&rw),
         _root: root,
     };
     (p, config)
@@ -222,7 +222,7 @@ fn hostile_specs_get_typed_errors_and_leave_nothing() {
         r#"{"id":5,"body":{"create_container":{"id":"y","spec":{"ociVersion":"1.0.2","process":{"cwd":"/","user":{"uid":0,"gid":0},"capabilities":{"bounding":["CAP_NOPE"]}}},"rootfs":{"layers":[],"writable":"w"}}}}"#,
         r#"{"id":6,"body":{"create_container":{"id":"y","spec":"not a spec","rootfs":{"layers":[],"writable":"w"}}}}"#,
     ] {
-        let mut s = ironpod_runtime::agent_client::connect_hybrid(
+        let mut s = ironpod_pods::agent_client::connect_hybrid(
             &uds,
             ironpod_protocol::AGENT_VSOCK_PORT,
             Duration::from_secs(30),

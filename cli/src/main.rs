@@ -1,0 +1,248 @@
+//! `ironpod`: the command-line front end.
+
+mod containers;
+mod exec;
+mod images;
+mod network;
+mod run;
+mod terminal;
+mod vm;
+mod volume;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Containers in KVM microVMs.
+#[derive(Parser, Debug)]
+#[command(name = "ironpod", version, about)]
+struct Cli {
+    /// State root (images, pods).
+    #[arg(long, global = true, env = "IRONPOD_ROOT", default_value = ironpod_images::DEFAULT_ROOT)]
+    root: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Runs a command in a new container (its own microVM).
+    Run(Box<run::RunArgs>),
+    /// Attaches to a running container's input and output.
+    Attach {
+        /// Container.
+        container: String,
+    },
+    /// Lists containers.
+    Ps(containers::PsArgs),
+    /// Shows a container's output.
+    Logs(containers::LogsArgs),
+    /// Runs a command in a running container.
+    Exec(exec::ExecArgs),
+    /// Stops containers (stop signal, then SIGKILL).
+    Stop(containers::StopArgs),
+    /// Sends a signal to containers.
+    Kill(containers::KillArgs),
+    /// Removes containers.
+    Rm(containers::RmArgs),
+    /// Waits for containers to stop and prints their exit codes.
+    Wait {
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Shows containers as JSON.
+    Inspect {
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Shows the processes of a container.
+    Top {
+        /// Container.
+        container: String,
+    },
+    /// Shows containers' resource use.
+    Stats(containers::StatsArgs),
+    /// Lists a container's published ports, or the host address of one.
+    Port {
+        /// Container.
+        container: String,
+        /// Pod port (PORT[/tcp|udp]).
+        port: Option<String>,
+    },
+    /// Network commands.
+    Network {
+        #[command(subcommand)]
+        command: network::NetworkCommand,
+    },
+    /// Volume commands.
+    Volume {
+        #[command(subcommand)]
+        command: volume::VolumeCommand,
+    },
+    /// Creates a new image from a container's changes.
+    Commit(containers::CommitArgs),
+    /// MicroVM maintenance.
+    Vm {
+        #[command(subcommand)]
+        command: VmCommand,
+    },
+    /// Pulls an image from a registry.
+    Pull(images::PullArgs),
+    /// Pushes an image to a registry.
+    Push(images::PushArgs),
+    /// Stores credentials for a registry.
+    Login(images::LoginArgs),
+    /// Forgets credentials for a registry.
+    Logout {
+        /// Registry host[:port].
+        registry: String,
+    },
+    /// Creates a one-layer image from a root filesystem tarball (plain or gzip).
+    Import(images::ImportArgs),
+    /// Lists images.
+    Images(images::ImagesArgs),
+    /// Image commands.
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
+    /// Adds a name to an image.
+    Tag {
+        /// Existing image.
+        source: String,
+        /// New name.
+        target: String,
+    },
+    /// Removes images (names; unreferenced content is deleted).
+    Rmi {
+        /// Untag images that pods still use (their content stays until the pods are gone).
+        #[arg(short, long)]
+        force: bool,
+        /// Images.
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Writes images to an OCI layout tar archive (stdout unless -o).
+    Save(images::SaveArgs),
+    /// Loads images from an OCI layout tar archive (stdin unless -i).
+    Load(images::LoadArgs),
+    /// Shows how an image was built.
+    History {
+        /// Image.
+        image: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum VmCommand {
+    /// Boots a VM, waits for the agent, reports, shuts it down.
+    Check(vm::CheckArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum ImageCommand {
+    /// Shows manifest, config and names of images as JSON.
+    Inspect {
+        /// Images.
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Lists images.
+    Ls(images::ImagesArgs),
+}
+
+fn main() -> ExitCode {
+    ironpod_pods::init_tracing();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if e.use_stderr() => {
+            let _ = e.print();
+            // Docker's exit code for bad flags.
+            return ExitCode::from(125);
+        }
+        Err(e) => e.exit(),
+    };
+    tracing::debug!("arguments parsed");
+    let root = cli.root;
+    let is_run = matches!(cli.command, Command::Run(_) | Command::Exec(_));
+    let status = match cli.command {
+        Command::Run(a) => run::run(&root, *a),
+        Command::Attach { container } => run::attach(&root, &container),
+        Command::Ps(a) => containers::ps(&root, a),
+        Command::Logs(a) => containers::logs_cmd(&root, a),
+        Command::Exec(a) => exec::exec(&root, a),
+        Command::Stop(a) => containers::stop(&root, a),
+        Command::Kill(a) => containers::kill(&root, a),
+        Command::Rm(a) => containers::rm(&root, a),
+        Command::Wait { containers: c } => containers::wait(&root, &c),
+        Command::Inspect { containers: c } => containers::inspect(&root, &c),
+        Command::Top { container } => containers::top(&root, &container),
+        Command::Stats(a) => containers::stats(&root, a),
+        Command::Port { container, port } => containers::port(&root, &container, port.as_deref()),
+        Command::Network { command } => network::run(&root, command),
+        Command::Volume { command } => volume::run(&root, command),
+        Command::Commit(a) => containers::commit(&root, a),
+        other => old_command(&root, other).map(|()| 0).map_err(Failure::Other),
+    };
+    match status {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Err(Failure::Usage(e)) => {
+            eprintln!("ironpod: {e}");
+            ExitCode::from(125)
+        }
+        Err(Failure::Runtime(e)) => {
+            eprintln!("ironpod: {e}");
+            ExitCode::from(if is_run { 125 } else { 1 })
+        }
+        Err(Failure::Other(e)) => {
+            eprintln!("ironpod: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// How a command failed.
+#[derive(Debug)]
+pub enum Failure {
+    /// Bad arguments (exit 125, as Docker).
+    Usage(String),
+    /// The runtime failed (exit 125 for run/exec, 1 otherwise).
+    Runtime(String),
+    /// Any other failure (exit 1).
+    Other(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Usage(m) | Failure::Runtime(m) | Failure::Other(m) => f.write_str(m),
+        }
+    }
+}
+
+fn old_command(root: &std::path::Path, command: Command) -> Result<(), String> {
+    let root = root.to_path_buf();
+    match command {
+        Command::Vm { command: VmCommand::Check(a) } => vm::check(a),
+        Command::Import(a) => images::import(&root, a),
+        Command::Images(a) | Command::Image { command: ImageCommand::Ls(a) } => {
+            images::list(&root, a)
+        }
+        Command::Image { command: ImageCommand::Inspect { images: refs } } => {
+            images::inspect(&root, &refs)
+        }
+        Command::Tag { source, target } => images::tag(&root, &source, &target),
+        Command::Rmi { force, images: refs } => images::rmi(&root, &refs, force),
+        Command::History { image } => images::history(&root, &image),
+        Command::Save(a) => images::save(&root, a),
+        Command::Pull(a) => images::pull(&root, a),
+        Command::Push(a) => images::push(&root, a),
+        Command::Login(a) => images::login(&root, a),
+        Command::Logout { registry } => images::logout(&root, &registry),
+        Command::Load(a) => images::load(&root, a),
+        _ => Err("internal: command not dispatched".into()),
+    }
+}

@@ -1,0 +1,149 @@
+//! `ironpod network create|ls|rm|inspect`.
+
+use std::path::Path;
+
+use ironpod_net::{self as network, NetworkStore};
+
+use crate::Failure;
+
+/// `ironpod network …`.
+#[derive(clap::Subcommand, Debug)]
+pub enum NetworkCommand {
+    /// Creates a network: pods on it reach each other by address and name.
+    Create(CreateArgs),
+    /// Lists networks.
+    #[command(visible_alias = "list")]
+    Ls {
+        /// Only names.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Removes networks that no running pod uses.
+    #[command(visible_alias = "remove")]
+    Rm {
+        /// Networks.
+        #[arg(required = true)]
+        networks: Vec<String>,
+    },
+    /// Shows networks and their pods as JSON.
+    Inspect {
+        /// Networks.
+        #[arg(required = true)]
+        networks: Vec<String>,
+    },
+}
+
+/// Arguments of `ironpod network create`.
+#[derive(clap::Args, Debug)]
+pub struct CreateArgs {
+    /// IPv4 subnet (A.B.C.D/N); by default the first free 10.89.N.0/24.
+    #[arg(long)]
+    subnet: Option<String>,
+    /// Gateway address (the bridge's); by default the subnet's first address.
+    #[arg(long)]
+    gateway: Option<String>,
+    /// No egress: pods reach each other only, nothing outside the network.
+    #[arg(long)]
+    internal: bool,
+    /// Driver (only `bridge`).
+    #[arg(short, long, default_value = "bridge")]
+    driver: String,
+    /// Name.
+    name: String,
+}
+
+fn rt(e: impl std::fmt::Display) -> Failure {
+    Failure::Runtime(e.to_string())
+}
+
+/// Runs a network command.
+pub fn run(root: &Path, cmd: NetworkCommand) -> Result<i32, Failure> {
+    match cmd {
+        NetworkCommand::Create(a) => {
+            if a.driver != "bridge" {
+                return Err(Failure::Usage(format!(
+                    "network driver {:?} is not supported (only bridge)",
+                    a.driver
+                )));
+            }
+            let mut store = NetworkStore::open(root).map_err(rt)?;
+            let net = store
+                .create(&a.name, a.subnet.as_deref(), a.gateway.as_deref(), a.internal)
+                .map_err(rt)?;
+            println!("{}", net.id);
+            Ok(0)
+        }
+        NetworkCommand::Ls { quiet } => {
+            let store = NetworkStore::open(root).map_err(rt)?;
+            let nets = store.list().map_err(rt)?;
+            if quiet {
+                for n in nets {
+                    println!("{}", n.name);
+                }
+                return Ok(0);
+            }
+            println!("{:<14}{:<20}{:<10}{:<18}GATEWAY", "NETWORK ID", "NAME", "DRIVER", "SUBNET");
+            for n in nets {
+                println!(
+                    "{:<14}{:<20}{:<10}{:<18}{}",
+                    &n.id[..12],
+                    n.name,
+                    "bridge",
+                    n.subnet,
+                    n.gateway
+                );
+            }
+            println!("{:<14}{:<20}{:<10}{:<18}", "-", "none", "null", "-");
+            Ok(0)
+        }
+        NetworkCommand::Rm { networks } => {
+            let mut code = 0;
+            for n in networks {
+                match network::remove(root, &n) {
+                    Ok(_) => println!("{n}"),
+                    Err(e) => {
+                        eprintln!("ironpod: {e}");
+                        code = 1;
+                    }
+                }
+            }
+            Ok(code)
+        }
+        NetworkCommand::Inspect { networks } => {
+            let store = NetworkStore::open(root).map_err(rt)?;
+            let state = ironpod_state::State::open(root).map_err(rt)?;
+            let mut out = Vec::new();
+            let mut code = 0;
+            for key in networks {
+                let n = match store.find(&key) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        eprintln!("ironpod: {e}");
+                        code = 1;
+                        continue;
+                    }
+                };
+                let mut pods = serde_json::Map::new();
+                for l in store.leases(&n.name).map_err(rt)? {
+                    let name = state.find(&l.container).map(|r| r.name).unwrap_or_default();
+                    pods.insert(
+                        l.container.clone(),
+                        serde_json::json!({ "Name": name, "IPv4Address": l.address.to_string() }),
+                    );
+                }
+                out.push(serde_json::json!({
+                    "Name": n.name,
+                    "Id": n.id,
+                    "Created": n.created,
+                    "Driver": "bridge",
+                    "Internal": n.internal,
+                    "IPAM": { "Config": [{ "Subnet": n.subnet, "Gateway": n.gateway }] },
+                    "Namespace": n.namespace(),
+                    "Containers": pods,
+                }));
+            }
+            println!("{}", serde_json::to_string_pretty(&out).map_err(rt)?);
+            Ok(code)
+        }
+    }
+}

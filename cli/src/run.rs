@@ -1,0 +1,421 @@
+//! `ironpod run`: create a container (pulling its image if needed), start its pod monitor,
+//! and — unless detached — attach to it until it ends, exiting with its exit code.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use ironpod_images::{ImageError, ImageStore, RegistryOptions};
+use ironpod_pods::attach::{self, ExitReport, Frame};
+use ironpod_pods::launch::pod_shape;
+use ironpod_pods::monitor_handle::MonitorHandle;
+use ironpod_pods::spec::RunOptions;
+use ironpod_pods::{paths, pod, PodError};
+
+use crate::terminal;
+use crate::Failure;
+
+/// When to pull the image.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PullPolicy {
+    /// Pull if not present.
+    Missing,
+    /// Always pull.
+    Always,
+    /// Never pull.
+    Never,
+}
+
+/// Arguments of `ironpod run`.
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// Remove the container when it exits.
+    #[arg(long)]
+    rm: bool,
+    /// Run in the background and print the container id.
+    #[arg(short, long)]
+    detach: bool,
+    /// Keep stdin open and pass it to the container.
+    #[arg(short, long)]
+    interactive: bool,
+    /// Allocate a pseudo-terminal.
+    #[arg(short, long)]
+    tty: bool,
+    /// Container name.
+    #[arg(long)]
+    name: Option<String>,
+    /// Environment variable (K=V, or K to pass the caller's value).
+    #[arg(short, long = "env", value_name = "K=V")]
+    env: Vec<String>,
+    /// File of environment variables (K=V lines).
+    #[arg(long = "env-file", value_name = "FILE")]
+    env_file: Vec<PathBuf>,
+    /// Working directory inside the container.
+    #[arg(short, long = "workdir", value_name = "DIR")]
+    workdir: Option<String>,
+    /// User: UID[:GID] or NAME[:GROUP].
+    #[arg(short, long)]
+    user: Option<String>,
+    /// Replace the image's entrypoint.
+    #[arg(long)]
+    entrypoint: Option<String>,
+    /// CPUs (fractions allowed).
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// Memory limit (e.g. 64m, 1g).
+    #[arg(short, long, value_parser = parse_size)]
+    memory: Option<u64>,
+    /// Largest number of processes (-1: unlimited).
+    #[arg(long = "pids-limit")]
+    pids_limit: Option<i64>,
+    /// Host name (default: the short container id).
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Mount the root filesystem read-only.
+    #[arg(long = "read-only")]
+    read_only: bool,
+    /// Every capability, nothing masked.
+    #[arg(long)]
+    privileged: bool,
+    /// Add a capability.
+    #[arg(long = "cap-add")]
+    cap_add: Vec<String>,
+    /// Drop a capability.
+    #[arg(long = "cap-drop")]
+    cap_drop: Vec<String>,
+    /// Security options: seccomp=unconfined, seccomp=PROFILE.json, no-new-privileges.
+    #[arg(long = "security-opt")]
+    security_opt: Vec<String>,
+    /// Network to join: a network's name (`ironpod network ls`), `bridge` (the default) or
+    /// `none` (loopback only).
+    #[arg(long, visible_alias = "net")]
+    network: Option<String>,
+    /// Publish a pod port on the host: [IP:][HOSTPORT:]PODPORT[/tcp|udp] (IP defaults to
+    /// 127.0.0.1; no HOSTPORT picks a free one).
+    #[arg(short = 'p', long = "publish", value_name = "PORTS")]
+    publish: Vec<String>,
+    /// DNS server for the container's /etc/resolv.conf (replaces the host's).
+    #[arg(long)]
+    dns: Vec<String>,
+    /// Extra /etc/hosts entry NAME:IP.
+    #[arg(long = "add-host", value_name = "NAME:IP")]
+    add_host: Vec<String>,
+    /// Mount a tmpfs: PATH[:OPTIONS] (size=, mode=, uid=, gid=, [no]exec, …).
+    #[arg(long, value_name = "PATH[:OPTIONS]")]
+    tmpfs: Vec<String>,
+    /// Mount a volume: HOSTDIR:PATH[:ro|rw] (a host directory, made if missing) or
+    /// NAME:PATH[:ro|rw] (a named volume, made on first use; see `ironpod volume`).
+    #[arg(short = 'v', long = "volume", value_name = "SOURCE:PATH[:ro]")]
+    volume: Vec<String>,
+    /// When to pull the image.
+    #[arg(long, value_enum, default_value = "missing")]
+    pull: PullPolicy,
+    /// Image.
+    image: String,
+    /// Command and arguments (replace the image's Cmd).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+/// Parses Docker-style sizes: `512`, `64k`, `64m`, `1g`, `1.5g` (binary units).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let t = t.strip_suffix('b').unwrap_or(&t);
+    let (num, mult) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        Some('t') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    let v: f64 = num.parse().map_err(|_| format!("invalid size {s:?}"))?;
+    if !(v >= 0.0 && v.is_finite()) {
+        return Err(format!("invalid size {s:?}"));
+    }
+    let bytes = v * mult as f64;
+    if bytes > u64::MAX as f64 / 2.0 {
+        return Err(format!("size {s:?} is too large"));
+    }
+    Ok(bytes as u64)
+}
+
+fn read_env_files(files: &[PathBuf]) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(f).map_err(|e| format!("open {}: {e}", f.display()))?;
+        for line in text.lines() {
+            let l = line.trim_start();
+            if l.is_empty() || l.starts_with('#') {
+                continue;
+            }
+            if l.starts_with('=') {
+                return Err(format!("{}: invalid line {line:?}", f.display()));
+            }
+            out.push(l.to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// Makes sure the image is present according to the pull policy.
+pub fn ensure_image(store: &ImageStore, image: &str, policy: PullPolicy) -> Result<(), String> {
+    let present = match store.resolve(image) {
+        Ok(_) => true,
+        Err(ImageError::NotFound(_)) => false,
+        Err(e) => return Err(e.to_string()),
+    };
+    match (policy, present) {
+        (PullPolicy::Never, false) => Err(format!("No such image: {image}")),
+        (PullPolicy::Missing, true) | (PullPolicy::Never, true) => Ok(()),
+        _ => {
+            if !present {
+                eprintln!("Unable to find image '{image}' locally");
+            }
+            let opts = RegistryOptions {
+                insecure: false,
+                ca_file: None,
+                platform: Some("linux/amd64".into()),
+                quiet: false,
+            };
+            store.pull(image, &opts).map(|_| ()).map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// Checks the network flags before anything starts: the network exists, ports parse,
+/// `--dns` and `--add-host` values are addresses.
+fn check_network(root: &Path, mut o: RunOptions, publish: &[String]) -> Result<RunOptions, String> {
+    use ironpod_net::{self as network, NetworkStore};
+    match o.network.as_deref() {
+        Some("host") => {
+            return Err("--network host is not supported: a pod runs in its own VM and cannot \
+                        share the host's network stack (publish ports with -p instead)"
+                .into())
+        }
+        Some(n) if n.starts_with("container:") => {
+            return Err("--network container:… is not supported: run the containers in one pod \
+                        (the containerd shim does)"
+                .into())
+        }
+        _ => {}
+    }
+    match o.network_name() {
+        Some(name) => {
+            let store = NetworkStore::open(root).map_err(|e| e.to_string())?;
+            let net = store.find(name).map_err(|e| e.to_string())?;
+            o.network = Some(net.name);
+        }
+        None if !publish.is_empty() => {
+            return Err("a pod without a network (--network none) cannot publish ports".into())
+        }
+        None => {}
+    }
+    for p in publish {
+        o.publish.extend(network::parse_publish(p).map_err(|e| e.to_string())?);
+    }
+    for d in &o.dns {
+        d.parse::<std::net::IpAddr>()
+            .map_err(|_| format!("invalid --dns {d:?}: not an IP address"))?;
+    }
+    for h in &o.add_host {
+        network::files::parse_add_host(h)?;
+    }
+    Ok(o)
+}
+
+/// `ironpod run`.
+pub fn run(root: &Path, a: RunArgs) -> Result<i32, Failure> {
+    let rt = |e: String| Failure::Runtime(e);
+    let mut env = read_env_files(&a.env_file).map_err(rt)?;
+    env.extend(a.env.iter().cloned());
+    let opts = RunOptions {
+        command: a.command.clone(),
+        entrypoint: a.entrypoint.clone(),
+        env,
+        workdir: a.workdir.clone(),
+        user: a.user.clone(),
+        tty: a.tty,
+        interactive: a.interactive,
+        cpus: a.cpus,
+        memory: a.memory,
+        pids_limit: a.pids_limit,
+        hostname: a.hostname.clone(),
+        read_only: a.read_only,
+        privileged: a.privileged,
+        cap_add: a.cap_add.clone(),
+        cap_drop: a.cap_drop.clone(),
+        security_opt: a.security_opt.clone(),
+        network: a.network.clone(),
+        publish: Vec::new(),
+        dns: a.dns.clone(),
+        add_host: a.add_host.clone(),
+        tmpfs: a.tmpfs.clone(),
+        volumes: ironpod_volumes::parse_all(&a.volume).map_err(|e| rt(e.to_string()))?,
+    };
+    // Bad mount flags are refused before anything starts.
+    for t in &opts.tmpfs {
+        ironpod_pods::spec::tmpfs_mount(t).map_err(|e| rt(e.to_string()))?;
+    }
+    let opts = check_network(root, opts, &a.publish).map_err(rt)?;
+    // The monitor process starts while the image is looked up and the disks are prepared;
+    // it boots the VM as soon as they are, while the spec and the record are made.
+    let id = ironpod_ids::new_id().map_err(|e| rt(e.to_string()))?;
+    // Host directories are made (and named volumes created) now: the monitor starts their
+    // server with the VMM.
+    let volumes = ironpod_volumes::resolve(root, &opts.volumes).map_err(|e| rt(e.to_string()))?;
+    let shape = pod_shape(&opts, volumes);
+    let mut monitor =
+        MonitorHandle::spawn(root, &id, &shape, !a.detach).map_err(|e| rt(e.to_string()))?;
+    tracing::debug!("monitor spawned");
+    let store = ImageStore::open(root).map_err(|e| rt(e.to_string()))?;
+    tracing::debug!("image store open");
+    ensure_image(&store, &a.image, a.pull).map_err(rt)?;
+    tracing::debug!("image present");
+    let created =
+        pod::create(root, &store, &id, &a.image, a.name.as_deref(), &opts, a.rm, |launch| {
+            monitor.boot(launch)
+        })
+        .map_err(|e| rt(e.to_string()))?;
+    let rec = &created.record;
+    drop(store);
+    // Block the relayed signals before any thread starts, so none of them kills us.
+    let signals = (!a.detach).then(terminal::SignalRelay::start);
+    if let Err(e) = monitor.launch(&created.prepared) {
+        if a.rm {
+            if let Ok(store) = ImageStore::open(root) {
+                let _ = pod::remove(root, &store, &rec.id);
+            }
+        }
+        if let PodError::Start { code, message } = &e {
+            eprintln!("ironpod: {message}");
+            return Ok(*code);
+        }
+        return Err(rt(e.to_string()));
+    }
+    if a.detach {
+        println!("{}", rec.id);
+        return Ok(0);
+    }
+    let signals = signals.unwrap_or_else(terminal::SignalRelay::start);
+    let report = attach_to(&rec.id, a.interactive, a.tty, signals).map_err(rt)?;
+    if let Some(e) = &report.error {
+        eprintln!("ironpod: {e}");
+    }
+    Ok(report.code)
+}
+
+/// `ironpod attach CONTAINER`: relays a running container's stdio (stdin too when it was
+/// started with `-i`) until it ends; exits with its exit code.
+pub fn attach(root: &Path, container: &str) -> Result<i32, Failure> {
+    let state = ironpod_state::State::open(root).map_err(|e| Failure::Runtime(e.to_string()))?;
+    let rec = state.find(container).map_err(|e| Failure::Runtime(e.to_string()))?;
+    let rec = pod::reconcile(&state, rec).map_err(|e| Failure::Runtime(e.to_string()))?;
+    if rec.status != ironpod_state::status::RUNNING {
+        return Err(Failure::Runtime(format!("container {container} is not running")));
+    }
+    let opts: RunOptions = serde_json::from_str(&rec.options).unwrap_or_default();
+    let signals = terminal::SignalRelay::start();
+    let report =
+        attach_to(&rec.id, opts.interactive, opts.tty, signals).map_err(Failure::Runtime)?;
+    if let Some(e) = &report.error {
+        eprintln!("ironpod: {e}");
+    }
+    Ok(report.code)
+}
+
+/// Attaches to a container's monitor and relays stdio until the container ends.
+pub fn attach_to(
+    id: &str,
+    interactive: bool,
+    tty: bool,
+    signals: terminal::SignalRelay,
+) -> Result<ExitReport, String> {
+    let sock = paths::attach_socket(id);
+    let mut conn =
+        UnixStream::connect(&sock).map_err(|e| format!("attach to {}: {e}", sock.display()))?;
+    attach::write(&mut conn, &Frame::Hello).map_err(|e| format!("attach: {e}"))?;
+    let local_tty = tty && terminal::is_tty(0);
+    let _raw = if local_tty { terminal::RawMode::enter(0).ok() } else { None };
+    // Signals go to the container (Docker's sig-proxy); a window change is a resize.
+    if let Ok(mut w) = conn.try_clone() {
+        if tty {
+            if let Some((rows, cols)) = terminal::size(0).or_else(|| terminal::size(1)) {
+                let _ = attach::write(&mut w, &Frame::Resize { rows, cols });
+            }
+        }
+        std::thread::spawn(move || {
+            for sig in signals {
+                let f = if sig == libc::SIGWINCH {
+                    match terminal::size(0).or_else(|| terminal::size(1)) {
+                        Some((rows, cols)) => Frame::Resize { rows, cols },
+                        None => continue,
+                    }
+                } else {
+                    Frame::Signal(sig)
+                };
+                if attach::write(&mut w, &f).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    // Input flows once the program runs (nothing is lost: the stream is open by then).
+    let mut stdin_writer = if interactive { conn.try_clone().ok() } else { None };
+    let mut out = std::io::stdout().lock();
+    let mut err = std::io::stderr();
+    loop {
+        match attach::read(&mut conn) {
+            Ok(Some(Frame::Stdout(d))) => {
+                let _ = out.write_all(&d);
+                let _ = out.flush();
+            }
+            Ok(Some(Frame::Stderr(d))) => {
+                let _ = err.write_all(&d);
+            }
+            Ok(Some(Frame::Exit(r))) => return Ok(r),
+            Ok(Some(Frame::Started)) => {
+                if let Some(mut w) = stdin_writer.take() {
+                    std::thread::spawn(move || {
+                        let mut stdin = std::io::stdin().lock();
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            match stdin.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => {
+                                    if attach::write(&mut w, &Frame::Stdin(buf[..n].to_vec()))
+                                        .is_err()
+                                    {
+                                        return;
+                                    }
+                                }
+                            }
+                        }
+                        let _ = attach::write(&mut w, &Frame::StdinClose);
+                    });
+                }
+            }
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => {
+                return Err("the pod monitor went away before the container ended".into());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64m").unwrap(), 64 << 20);
+        assert_eq!(parse_size("64MB").unwrap(), 64 << 20);
+        assert_eq!(parse_size("1g").unwrap(), 1 << 30);
+        assert_eq!(parse_size("1.5k").unwrap(), 1536);
+        assert_eq!(parse_size("100").unwrap(), 100);
+        assert_eq!(parse_size("100b").unwrap(), 100);
+        for bad in ["", "x", "-1m", "1q", "1e400g", "nan"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+}

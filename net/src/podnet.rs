@@ -1,0 +1,177 @@
+//! Host-side plumbing of a pod's network: inside the pod's network namespace, a tap device
+//! for the VM joined to the namespace's veth (what CNI or ironpod's own networks give a
+//! pod) with traffic-control `mirred` redirects both ways — every frame arriving on one
+//! leaves on the other, so the VM takes the veth's place on the wire (the way Kata
+//! Containers connects its VMs). The guest then gets the veth's MAC, addresses, MTU and
+//! default route.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use futures_util::TryStreamExt;
+use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
+use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
+use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
+
+/// Why the pod's network could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum PodNetError {
+    /// A system call or netlink request failed.
+    #[error("{what}: {reason}")]
+    Failed {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        reason: String,
+    },
+    /// The namespace lacks what the pod needs.
+    #[error("{0}")]
+    Missing(String),
+    /// The namespace has no interface of that name (a pod with loopback only).
+    #[error("no interface {0} in the pod's network namespace")]
+    NoInterface(String),
+}
+
+fn failed(what: impl Into<String>) -> impl FnOnce(String) -> PodNetError {
+    let what = what.into();
+    move |reason| PodNetError::Failed { what, reason }
+}
+
+/// What the guest's card must look like to take the veth's place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestNic {
+    /// The veth's MAC address (`aa:bb:…`).
+    pub mac: String,
+    /// IPv4 address and prefix length of the veth.
+    pub address: Option<(Ipv4Addr, u8)>,
+    /// IPv4 default gateway of the namespace.
+    pub gateway: Option<Ipv4Addr>,
+    /// The veth's MTU.
+    pub mtu: u16,
+}
+
+impl GuestNic {
+    /// The agent's configuration for this card.
+    pub fn network_config(&self) -> ironpod_protocol::NetworkConfig {
+        ironpod_protocol::NetworkConfig {
+            interfaces: self
+                .address
+                .map(|(a, p)| ironpod_protocol::NetInterface {
+                    mac: self.mac.clone(),
+                    address: format!("{a}/{p}"),
+                    mtu: self.mtu,
+                })
+                .into_iter()
+                .collect(),
+            gateway: self.gateway.map(|g| g.to_string()),
+        }
+    }
+}
+
+/// In the network namespace at `netns`, creates the tap `tap` and redirects all traffic
+/// between it and `veth` both ways; returns what the guest's card must be.
+pub fn connect_tap(netns: &Path, veth: &str, tap: &str) -> Result<GuestNic, PodNetError> {
+    // Namespaces are per thread: the work runs on a thread of its own that enters it.
+    crate::netns::run_in(netns, || {
+        let rt = crate::rtnl::runtime()?;
+        Ok(rt.block_on(plumb(veth, tap)))
+    })
+    .map_err(failed("set up the pod's network namespace"))?
+}
+
+async fn link(h: &Handle, name: &str) -> Result<LinkMessage, PodNetError> {
+    h.link()
+        .get()
+        .match_name(name.to_string())
+        .execute()
+        .try_next()
+        .await
+        .map_err(|e| failed(format!("find interface {name}"))(e.to_string()))?
+        .ok_or_else(|| PodNetError::NoInterface(name.to_string()))
+}
+
+/// In the current namespace, creates the tap and joins it to `veth` (see [`connect_tap`]).
+pub(crate) async fn plumb(veth: &str, tap: &str) -> Result<GuestNic, PodNetError> {
+    let (conn, h, _) =
+        rtnetlink::new_connection().map_err(|e| failed("netlink socket")(e.to_string()))?;
+    tokio::spawn(conn);
+    let v = link(&h, veth).await?;
+    // A persistent tap, so it can be set up before the VMM opens it by name.
+    let created = ironpod_vmm::virtio::net::tap::Tap::open(tap)
+        .and_then(|t| t.set_persistent(true))
+        .map_err(|e| failed(format!("create tap {tap}"))(e.to_string()));
+    created?;
+    let t = link(&h, tap).await?;
+    let (vi, ti) = (v.header.index, t.header.index);
+    let mut mac = None;
+    let mut mtu = 1500u32;
+    for a in &v.attributes {
+        match a {
+            LinkAttribute::Address(m) if m.len() == 6 => {
+                mac = Some(m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"))
+            }
+            LinkAttribute::Mtu(m) => mtu = *m,
+            _ => {}
+        }
+    }
+    let mac = mac.ok_or_else(|| PodNetError::Missing(format!("{veth} has no MAC address")))?;
+    let mut address = None;
+    let mut addrs = h.address().get().set_link_index_filter(vi).execute();
+    while let Some(m) =
+        addrs.try_next().await.map_err(|e| failed("list addresses")(e.to_string()))?
+    {
+        for a in &m.attributes {
+            if let AddressAttribute::Address(std::net::IpAddr::V4(ip)) = a {
+                address.get_or_insert((*ip, m.header.prefix_len));
+            }
+        }
+    }
+    let mut gateway = None;
+    let mut routes = h.route().get(RouteMessageBuilder::<Ipv4Addr>::new().build()).execute();
+    while let Some(r) = routes.try_next().await.map_err(|e| failed("list routes")(e.to_string()))? {
+        if r.header.destination_prefix_length != 0 {
+            continue;
+        }
+        for a in &r.attributes {
+            if let RouteAttribute::Gateway(RouteAddress::Inet(g)) = a {
+                gateway.get_or_insert(*g);
+            }
+        }
+    }
+    h.link()
+        .set(LinkUnspec::new_with_index(ti).mtu(mtu).up().build())
+        .execute()
+        .await
+        .map_err(|e| failed(format!("bring up {tap}"))(e.to_string()))?;
+    redirect(&h, (vi, veth), (ti, tap)).await?;
+    let mtu = u16::try_from(mtu).unwrap_or(u16::MAX);
+    Ok(GuestNic { mac, address, gateway, mtu })
+}
+
+/// Redirects every frame arriving on one interface to the other, both ways (tc ingress
+/// qdisc, u32 match-all filter, mirred egress redirect).
+pub(crate) async fn redirect(
+    h: &Handle,
+    (vi, veth): (u32, &str),
+    (ti, tap): (u32, &str),
+) -> Result<(), PodNetError> {
+    let mut qd = h.qdisc();
+    for (from, to, name) in [(vi, ti, veth), (ti, vi, tap)] {
+        qd.add(from as i32)
+            .ingress()
+            .execute()
+            .await
+            .map_err(|e| failed(format!("ingress qdisc on {name}"))(e.to_string()))?;
+        h.traffic_filter(from as i32)
+            .add()
+            .parent(0xffff_0000)
+            .protocol((libc::ETH_P_ALL as u16).to_be())
+            .redirect(to)
+            .map_err(|e| failed("build the redirect")(e.to_string()))?
+            .execute()
+            .await
+            .map_err(|e| failed(format!("redirect {name}"))(e.to_string()))?;
+    }
+    Ok(())
+}

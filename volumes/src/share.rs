@@ -1,0 +1,281 @@
+//! The pod's share: `/run/ironpod/shares/<id>` on the host, with a bind mount of each volume
+//! (`v0`, `v1`, …; read-only volumes are read-only bind mounts), served to the VM by one
+//! virtiofsd as virtio-fs tag [`ironpod_protocol::SHARE_TAG`].
+//!
+//! virtiofsd runs sandboxed in the share (its own mount namespace, pivoted into the share
+//! directory), so nothing the guest asks for can name a host path outside the volumes. Its
+//! listening socket is made here and handed over as a descriptor, so the VMM can connect at
+//! once without waiting for virtiofsd to be up.
+
+use std::ffi::CString;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use crate::error::{io, VolumeError};
+use crate::mounts::{share_entry, HostDir};
+
+/// Where the pods' shares are made.
+pub const SHARES_DIR: &str = "/run/ironpod/shares";
+
+/// The share directory of pod `id`.
+pub fn share_dir(id: &str) -> PathBuf {
+    Path::new(SHARES_DIR).join(id)
+}
+
+fn cpath(p: &Path) -> Result<CString, VolumeError> {
+    CString::new(p.as_os_str().as_encoded_bytes())
+        .map_err(|_| VolumeError::Invalid(format!("bad path {}", p.display())))
+}
+
+fn mount(source: Option<&Path>, target: &Path, flags: libc::c_ulong) -> Result<(), VolumeError> {
+    let t = cpath(target)?;
+    let s = source.map(cpath).transpose()?;
+    // SAFETY: valid NUL-terminated strings (or null for an unused source); no data argument.
+    let rc = unsafe {
+        libc::mount(
+            s.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
+            t.as_ptr(),
+            std::ptr::null(),
+            flags,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        let what = match source {
+            Some(s) => format!("bind {} on {}", s.display(), target.display()),
+            None => format!("remount {}", target.display()),
+        };
+        return Err(io(what)(std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// A pod's share and its virtiofsd.
+#[derive(Debug)]
+pub struct PodShare {
+    id: String,
+    socket: PathBuf,
+    server: Option<Child>,
+}
+
+impl PodShare {
+    /// Makes the share of pod `id` with `volumes` and starts virtiofsd on it, listening on
+    /// `socket` (a path the VMM connects to).
+    pub fn start(id: &str, volumes: &[HostDir], socket: &Path) -> Result<PodShare, VolumeError> {
+        let virtiofsd = crate::virtiofsd::path()?;
+        teardown(id);
+        let mut share = PodShare { id: id.to_string(), socket: socket.to_path_buf(), server: None };
+        let dir = share_dir(id);
+        std::fs::create_dir_all(SHARES_DIR).map_err(io(format!("create {SHARES_DIR}")))?;
+        std::fs::create_dir(&dir).map_err(io(format!("create {}", dir.display())))?;
+        // A mount of its own, shared: what is mounted in it later (a container's volumes
+        // added to a running pod) reaches virtiofsd's namespace too.
+        mount(Some(&dir), &dir, libc::MS_BIND)?;
+        mount(None, &dir, libc::MS_SHARED)?;
+        for (i, v) in volumes.iter().enumerate() {
+            share.bind(&share_entry(i), &v.path, v.read_only)?;
+        }
+        let _ = std::fs::remove_file(socket);
+        let listener =
+            UnixListener::bind(socket).map_err(io(format!("bind {}", socket.display())))?;
+        let fd = listener.as_raw_fd();
+        let mut cmd = Command::new(&virtiofsd);
+        cmd.arg("--fd")
+            .arg(fd.to_string())
+            .arg("--shared-dir")
+            .arg(&dir)
+            .args(["--sandbox", "namespace", "--cache", "auto", "--no-announce-submounts"])
+            .args(["--log-level", "error"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        // SAFETY: between fork and exec only async-signal-safe calls: fcntl on a descriptor
+        // this process owns, so that virtiofsd inherits the listening socket.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(io(format!("start {}", virtiofsd.display())))?;
+        tracing::debug!(%id, pid = child.id(), "virtiofsd started");
+        share.server = Some(child);
+        Ok(share)
+    }
+}
+
+impl PodShare {
+    /// virtiofsd's socket (for the VMM).
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Adds host directory or file `source` to the share as `entry` (a read-only bind mount
+    /// if asked; visible to the running guest at once); returns its path in the guest.
+    pub fn bind(&self, entry: &str, source: &Path, read_only: bool) -> Result<String, VolumeError> {
+        if entry.is_empty()
+            || entry.len() > 200
+            || entry.starts_with('.')
+            || entry.contains(['/', '\0'])
+        {
+            return Err(VolumeError::Invalid(format!("bad share entry name {entry:?}")));
+        }
+        let target = share_dir(&self.id).join(entry);
+        let is_dir =
+            std::fs::metadata(source).map_err(io(format!("share {}", source.display())))?.is_dir();
+        // The mount point: an empty directory, or an empty file for a file.
+        let made = if is_dir {
+            std::fs::create_dir(&target)
+        } else {
+            std::fs::OpenOptions::new().write(true).create_new(true).open(&target).map(drop)
+        };
+        made.map_err(io(format!("create {}", target.display())))?;
+        let made = mount(Some(source), &target, libc::MS_BIND).and_then(|()| {
+            if !read_only {
+                return Ok(());
+            }
+            let ro = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY;
+            mount(None, &target, ro | libc::MS_NOSUID | libc::MS_NODEV)
+        });
+        if let Err(e) = made {
+            unmount_all(&target);
+            remove_entry(&target);
+            return Err(e);
+        }
+        Ok(format!("{}/{entry}", ironpod_protocol::SHARE_DIR))
+    }
+
+    /// Takes the entries whose names start with `prefix` out of the share.
+    pub fn unbind(&self, prefix: &str) {
+        let dir = share_dir(&self.id);
+        let Ok(entries) = std::fs::read_dir(&dir) else { return };
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(prefix) {
+                unmount_all(&e.path());
+                remove_entry(&e.path());
+            }
+        }
+    }
+}
+
+/// Removes an entry's (unmounted, empty) mount point. Still mounted, it stays: unlinking a
+/// mount point fails, and a directory is only removed when empty.
+fn remove_entry(p: &Path) {
+    if std::fs::remove_dir(p).is_err() {
+        let is_file = std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file() && m.len() == 0);
+        if is_file && mounts_under(p).is_empty() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Unmounts everything at or under `dir` (deepest first).
+fn unmount_all(dir: &Path) {
+    for _ in 0..4 {
+        let mounts = mounts_under(dir);
+        if mounts.is_empty() {
+            break;
+        }
+        for m in mounts.iter().rev() {
+            if let Ok(c) = cpath(m) {
+                // SAFETY: c is a valid NUL-terminated path.
+                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+            }
+        }
+    }
+}
+
+impl Drop for PodShare {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.server.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        teardown(&self.id);
+    }
+}
+
+/// Mount points at or under `dir`, deepest last (from `/proc/self/mountinfo`).
+fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(PathBuf::from)
+        .filter(|p| p.starts_with(dir))
+        .collect()
+}
+
+/// Takes pod `id`'s share down (after a crash too): unmounts everything in it and removes
+/// its empty directories. Never deletes files: a volume that stays mounted stays whole.
+pub fn teardown(id: &str) {
+    let dir = share_dir(id);
+    if !dir.exists() {
+        return;
+    }
+    unmount_all(&dir);
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        for e in entries.flatten() {
+            remove_entry(&e.path());
+        }
+    }
+    let _ = std::fs::remove_dir(&dir);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The host half of a share (root only: it mounts): read-only volumes refuse writes on the
+    /// host, teardown leaves the volumes' files and no mounts.
+    #[test]
+    fn share_mounts_and_teardown() {
+        // SAFETY: geteuid has no preconditions.
+        assert_eq!(unsafe { libc::geteuid() }, 0, "this test mounts: run it as root");
+        crate::virtiofsd::path().expect("virtiofsd (cargo xtask deps)");
+        let tmp = tempfile::tempdir().unwrap();
+        let (rw, ro) = (tmp.path().join("rw"), tmp.path().join("ro"));
+        std::fs::create_dir_all(&rw).unwrap();
+        std::fs::create_dir_all(&ro).unwrap();
+        std::fs::write(ro.join("kept"), b"1").unwrap();
+        let id = format!("{:064x}", std::process::id());
+        let sock = tmp.path().join("fs.sock");
+        let share = PodShare::start(
+            &id,
+            &[
+                HostDir { path: rw.clone(), read_only: false },
+                HostDir { path: ro.clone(), read_only: true },
+            ],
+            &sock,
+        )
+        .unwrap();
+        let dir = share_dir(&id);
+        std::fs::write(dir.join("v0/new"), b"2").unwrap();
+        assert_eq!(std::fs::read(rw.join("new")).unwrap(), b"2");
+        let err = std::fs::write(dir.join("v1/x"), b"3").unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EROFS));
+        assert_eq!(mounts_under(&dir).len(), 3);
+        // Entries come and go while the pod runs.
+        assert_eq!(share.bind("c1-0", &ro, true).unwrap(), "/run/ironpod/shared/c1-0");
+        assert!(share.bind("../x", &ro, false).is_err());
+        assert_eq!(std::fs::read(dir.join("c1-0/kept")).unwrap(), b"1");
+        // A file is shared as itself (its contents, mode and writes).
+        let file = tmp.path().join("hosts");
+        std::fs::write(&file, b"127.0.0.1 localhost\n").unwrap();
+        share.bind("c1-1", &file, false).unwrap();
+        std::fs::write(dir.join("c1-1"), b"written through\n").unwrap();
+        assert_eq!(std::fs::read(&file).unwrap(), b"written through\n");
+        share.unbind("c1-");
+        assert!(!dir.join("c1-0").exists() && !dir.join("c1-1").exists());
+        assert_eq!(std::fs::read(&file).unwrap(), b"written through\n");
+        assert_eq!(mounts_under(&dir).len(), 3);
+        drop(share);
+        assert!(!dir.exists());
+        assert!(mounts_under(&dir).is_empty());
+        assert_eq!(std::fs::read(ro.join("kept")).unwrap(), b"1");
+        assert_eq!(std::fs::read(rw.join("new")).unwrap(), b"2");
+    }
+}
