@@ -3,6 +3,8 @@
 mod containers;
 mod exec;
 mod images;
+mod inspect;
+mod lifecycle;
 mod network;
 mod run;
 mod terminal;
@@ -41,11 +43,11 @@ enum Command {
     /// Runs a command in a running container.
     Exec(exec::ExecArgs),
     /// Stops containers (stop signal, then SIGKILL).
-    Stop(containers::StopArgs),
+    Stop(lifecycle::StopArgs),
     /// Sends a signal to containers.
-    Kill(containers::KillArgs),
+    Kill(lifecycle::KillArgs),
     /// Removes containers.
-    Rm(containers::RmArgs),
+    Rm(lifecycle::RmArgs),
     /// Waits for containers to stop and prints their exit codes.
     Wait {
         /// Containers.
@@ -64,7 +66,7 @@ enum Command {
         container: String,
     },
     /// Shows containers' resource use.
-    Stats(containers::StatsArgs),
+    Stats(inspect::StatsArgs),
     /// Lists a container's published ports, or the host address of one.
     Port {
         /// Container.
@@ -83,7 +85,7 @@ enum Command {
         command: volume::VolumeCommand,
     },
     /// Creates a new image from a container's changes.
-    Commit(containers::CommitArgs),
+    Commit(inspect::CommitArgs),
     /// MicroVM maintenance.
     Vm {
         #[command(subcommand)]
@@ -174,17 +176,17 @@ fn main() -> ExitCode {
         Command::Ps(a) => containers::ps(&root, a),
         Command::Logs(a) => containers::logs_cmd(&root, a),
         Command::Exec(a) => exec::exec(&root, a),
-        Command::Stop(a) => containers::stop(&root, a),
-        Command::Kill(a) => containers::kill(&root, a),
-        Command::Rm(a) => containers::rm(&root, a),
-        Command::Wait { containers: c } => containers::wait(&root, &c),
-        Command::Inspect { containers: c } => containers::inspect(&root, &c),
-        Command::Top { container } => containers::top(&root, &container),
-        Command::Stats(a) => containers::stats(&root, a),
-        Command::Port { container, port } => containers::port(&root, &container, port.as_deref()),
+        Command::Stop(a) => lifecycle::stop(&root, a),
+        Command::Kill(a) => lifecycle::kill(&root, a),
+        Command::Rm(a) => lifecycle::rm(&root, a),
+        Command::Wait { containers: c } => lifecycle::wait(&root, &c),
+        Command::Inspect { containers: c } => inspect::inspect(&root, &c),
+        Command::Top { container } => inspect::top(&root, &container),
+        Command::Stats(a) => inspect::stats(&root, a),
+        Command::Port { container, port } => inspect::port(&root, &container, port.as_deref()),
         Command::Network { command } => network::run(&root, command),
         Command::Volume { command } => volume::run(&root, command),
-        Command::Commit(a) => containers::commit(&root, a),
+        Command::Commit(a) => inspect::commit(&root, a),
         other => old_command(&root, other).map(|()| 0).map_err(Failure::Other),
     };
     match status {

@@ -18,6 +18,7 @@ mod process;
 pub mod rootfs;
 mod service;
 pub mod stdio;
+mod tasks;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

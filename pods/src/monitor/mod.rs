@@ -7,7 +7,7 @@
 //! anything else, so reading the records, opening the log and the client's attach all happen
 //! while the guest boots; an attached client is served as soon as it connects.
 
-use std::io::{BufRead, Read, Write};
+use std::io::{BufRead, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -16,9 +16,7 @@ use std::time::{Duration, Instant};
 
 use ironpod_images::ImageStore;
 use ironpod_net::{self as network, PodTap};
-use ironpod_protocol::{
-    CreateContainer, ErrorKind, ProcessRef, RequestBody, RootfsDisks, StdioStream,
-};
+use ironpod_protocol::{CreateContainer, ErrorKind, ProcessRef, RootfsDisks, StdioStream};
 use ironpod_state::State;
 use ironpod_vmm::config::{DiskConfig, FsConfig};
 use ironpod_volumes::share::PodShare;
@@ -30,38 +28,10 @@ use crate::logs::{LogWriter, Stream};
 use crate::vm::{RunningVm, VmSpec};
 use crate::{paths, pod};
 
+mod clients;
 mod net;
+use clients::{accept_clients, lock, open_stdio, pump, Shared};
 use net::{setup_guest_network, PendingNetwork};
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// State shared by the monitor's threads.
-struct Shared {
-    id: String,
-    clients: Mutex<Vec<UnixStream>>,
-    /// The container's stdin stream, once open.
-    stdin: Mutex<Option<UnixStream>>,
-    /// The VM's vsock socket, once the VMM runs.
-    uds: OnceLock<PathBuf>,
-    /// The container has started: resizes and signals can be delivered.
-    started: std::sync::atomic::AtomicBool,
-    /// The program runs (the `Started` frame went out).
-    running: std::sync::atomic::AtomicBool,
-    /// The last terminal size a client sent before the start (applied at the start).
-    early_size: Mutex<Option<(u16, u16)>>,
-}
-
-impl Shared {
-    fn broadcast(&self, f: &Frame) {
-        lock(&self.clients).retain_mut(|c| attach::write(c, f).is_ok());
-    }
-
-    fn has_clients(&self) -> bool {
-        !lock(&self.clients).is_empty()
-    }
-}
 
 /// What the monitor hands to `run` when the start fails: Docker's exit codes.
 fn start_failure(e: &ClientError) -> ExitReport {
@@ -82,105 +52,6 @@ fn agent_message(e: &ClientError) -> String {
 
 fn failure(msg: String) -> ExitReport {
     ExitReport { code: 125, oom_killed: false, error: Some(msg) }
-}
-
-fn open_stdio(uds: &Path, id: &str, which: StdioStream) -> Result<UnixStream, ClientError> {
-    AgentClient::open(uds, Duration::from_secs(30))?
-        .into_stream(RequestBody::OpenStdio { process: ProcessRef::init(id), stream: which })
-}
-
-/// Copies one output stream of the container to the log and to attached clients.
-fn pump(
-    mut from: UnixStream,
-    stream: Stream,
-    log: Arc<Mutex<Option<LogWriter>>>,
-    sh: Arc<Shared>,
-) -> JoinHandle<()> {
-    std::thread::spawn(move || {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = match from.read(&mut buf) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => n,
-            };
-            let chunk = &buf[..n];
-            if let Some(w) = lock(&log).as_mut() {
-                if let Err(e) = w.write(stream, chunk) {
-                    eprintln!("ironpod monitor: log write failed: {e}");
-                }
-            }
-            sh.broadcast(&match stream {
-                Stream::Stdout => Frame::Stdout(chunk.to_vec()),
-                Stream::Stderr => Frame::Stderr(chunk.to_vec()),
-            });
-        }
-    })
-}
-
-/// Serves one attached client's input: stdin bytes, terminal size, signals.
-fn serve_client(mut c: UnixStream, sh: Arc<Shared>) {
-    let mut ctl: Option<AgentClient> = None;
-    while let Ok(Some(f)) = attach::read(&mut c) {
-        match f {
-            Frame::Stdin(data) => {
-                let mut s = lock(&sh.stdin);
-                if let Some(w) = s.as_mut() {
-                    if w.write_all(&data).is_err() {
-                        *s = None;
-                    }
-                }
-            }
-            Frame::StdinClose => {
-                if let Some(w) = lock(&sh.stdin).take() {
-                    let _ = w.shutdown(std::net::Shutdown::Both);
-                }
-            }
-            Frame::Resize { rows, cols }
-                if !sh.started.load(std::sync::atomic::Ordering::SeqCst) =>
-            {
-                *lock(&sh.early_size) = Some((rows, cols));
-            }
-            Frame::Resize { .. } | Frame::Signal(_) => {
-                if ctl.is_none() {
-                    ctl = sh
-                        .uds
-                        .get()
-                        .and_then(|u| AgentClient::open(u, Duration::from_secs(10)).ok());
-                }
-                if let Some(a) = ctl.as_mut() {
-                    let p = ProcessRef::init(&sh.id);
-                    let _ = match f {
-                        Frame::Resize { rows, cols } => a.resize(&p, rows, cols),
-                        Frame::Signal(s) => a.signal(&p, s, false),
-                        _ => Ok(()),
-                    };
-                }
-            }
-            _ => {}
-        }
-    }
-}
-
-fn accept_clients(listener: UnixListener, sh: Arc<Shared>) {
-    std::thread::spawn(move || {
-        for c in listener.incoming().flatten() {
-            let mut c = c;
-            if let Ok(Some(Frame::Hello)) = attach::read(&mut c) {
-                let Ok(reader) = c.try_clone() else { continue };
-                // A client that comes after the start learns it at once.
-                let mut clients = lock(&sh.clients);
-                if sh.running.load(std::sync::atomic::Ordering::SeqCst)
-                    && attach::write(&mut c, &Frame::Started).is_err()
-                {
-                    continue;
-                }
-                clients.push(c);
-                drop(clients);
-                let sh = sh.clone();
-                std::thread::spawn(move || serve_client(reader, sh));
-            }
-        }
-    });
 }
 
 /// A running pod and what the monitor keeps of it.
