@@ -1,4 +1,9 @@
-//! `ironpod`: the command-line front end.
+//! `ironpod`: the docker-shaped command line.
+//!
+//! Owns: the commands and their flags (clap), and what they print (tables, JSON, exit
+//! codes). Everything a pod does is `ironpod-pods` (with `ironpod-net`, `ironpod-volumes`,
+//! `ironpod-state`, `ironpod-images` below it); nothing here is needed by the containerd
+//! shim or a service.
 
 mod containers;
 mod exec;
