@@ -316,6 +316,12 @@ impl RunningVm {
         fs::read_to_string(self.dir.join("vmm.log")).unwrap_or_default().trim().to_string()
     }
 
+    /// How the VMM ended, for a user: `ironpod-vmm was killed by its seccomp filter (syscall
+    /// N)` when its filter stopped it, else its exit status and the end of its log.
+    pub fn end_reason(&self, status: ExitStatus) -> String {
+        end_reason(status, &self.vmm_log())
+    }
+
     /// Exit status, if the VMM has exited.
     pub fn try_exit(&mut self) -> Option<ExitStatus> {
         if self.exit.is_none() {
@@ -430,6 +436,27 @@ impl Drop for RunningVm {
     }
 }
 
+/// How a VMM that exited with `status`, having written `log`, ended (see
+/// [`RunningVm::end_reason`]).
+pub fn end_reason(status: ExitStatus, log: &str) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    const MARK: &str = "killed by its seccomp filter (syscall ";
+    if status.code() == Some(ironpod_vmm::seccomp::SECCOMP_EXIT) {
+        if let Some(rest) = log.lines().rev().find_map(|l| l.split_once(MARK).map(|(_, r)| r)) {
+            let nr: String = rest.chars().take_while(|c| c.is_ascii_digit() || *c == '-').collect();
+            return format!("ironpod-vmm was killed by its seccomp filter (syscall {nr})");
+        }
+    }
+    if status.signal() == Some(libc::SIGSYS) {
+        return "ironpod-vmm was killed by its seccomp filter (SIGSYS)".into();
+    }
+    if log.is_empty() {
+        status.to_string()
+    } else {
+        format!("{status}: {log}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -437,6 +464,22 @@ mod tests {
     #[test]
     fn overhead_of_this_process_is_positive() {
         assert!(overhead_kib(std::process::id(), 1).unwrap() > 0);
+    }
+
+    #[test]
+    fn a_seccomp_kill_is_named() {
+        use std::os::unix::process::ExitStatusExt;
+        let killed = ExitStatus::from_raw(ironpod_vmm::seccomp::SECCOMP_EXIT << 8);
+        let log = "ironpod-vmm: killed by its seccomp filter (syscall 165)";
+        assert_eq!(
+            end_reason(killed, log),
+            "ironpod-vmm was killed by its seccomp filter (syscall 165)"
+        );
+        let sigsys = ExitStatus::from_raw(libc::SIGSYS);
+        assert_eq!(end_reason(sigsys, ""), "ironpod-vmm was killed by its seccomp filter (SIGSYS)");
+        let failed = ExitStatus::from_raw(1 << 8);
+        assert_eq!(end_reason(failed, "ironpod-vmm: boom"), "exit status: 1: ironpod-vmm: boom");
+        assert_eq!(end_reason(failed, ""), "exit status: 1");
     }
 
     #[test]

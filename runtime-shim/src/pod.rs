@@ -309,8 +309,7 @@ impl PodVm {
     pub fn exit_reason(&self) -> Option<String> {
         let mut vm = lock(&self.vm);
         let status = vm.try_exit()?;
-        let log = vm.vmm_log();
-        Some(if log.is_empty() { status.to_string() } else { format!("{status}: {log}") })
+        Some(vm.end_reason(status))
     }
 
     /// Stops the VM: asks the agent to power off, kills the VMM if it does not; then takes

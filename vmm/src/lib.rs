@@ -5,6 +5,7 @@ pub mod bus;
 pub mod config;
 pub mod devices;
 pub mod host;
+pub mod seccomp;
 pub mod signals;
 pub mod vcpu;
 pub mod virtio;

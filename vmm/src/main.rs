@@ -21,6 +21,9 @@ struct Args {
     /// before booting (stdin closed first: exit 0 without booting).
     #[arg(long)]
     late_config: bool,
+    /// Run without the seccomp filters (debugging only: ironpod never uses it).
+    #[arg(long)]
+    no_seccomp: bool,
 }
 
 fn main() -> ExitCode {
@@ -61,7 +64,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     }
-    match vm.run() {
+    match vm.run(!args.no_seccomp) {
         Ok(exit) => {
             match &exit {
                 VmExit::Clean => {}

@@ -126,15 +126,26 @@ impl Vcpu {
         }
     }
 
-    /// Starts the vCPU on its own thread; when it stops, the reason is sent on `stops` and
-    /// `stop_evt` is signalled so the event loop wakes up.
+    /// Starts the vCPU on its own thread (under the vCPU seccomp filter with `seccomp`,
+    /// installed before it enters the guest); when it stops, the reason is sent on `stops`
+    /// and `stop_evt` is signalled so the event loop wakes up.
     pub fn spawn(
         mut self,
         stops: Sender<VcpuStop>,
         stop_evt: EventFd,
+        seccomp: bool,
     ) -> std::io::Result<JoinHandle<()>> {
         std::thread::Builder::new().name(format!("vcpu{}", self.index)).spawn(move || {
-            let reason = self.run();
+            let filtered = match seccomp {
+                true => crate::seccomp::install(crate::seccomp::ThreadKind::Vcpu).map_err(|e| {
+                    VcpuStop::Error { vcpu: self.index, reason: format!("seccomp filter: {e}") }
+                }),
+                false => Ok(()),
+            };
+            let reason = match filtered {
+                Ok(()) => self.run(),
+                Err(stop) => stop,
+            };
             let _ = stops.send(reason);
             let _ = stop_evt.write(1);
         })

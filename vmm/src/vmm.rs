@@ -405,9 +405,15 @@ impl Vm {
         Ok(())
     }
 
-    /// Boots the guest and runs until it stops; returns how it ended.
-    pub fn run(mut self) -> Result<VmExit, VmmError> {
+    /// Boots the guest and runs until it stops; returns how it ended. With `seccomp`, every
+    /// thread runs under its seccomp filter ([`crate::seccomp`]) from before the guest's
+    /// first instruction (vCPU threads) or the first event it causes (the event loop).
+    pub fn run(mut self, seccomp: bool) -> Result<VmExit, VmmError> {
         let host = |e: std::io::Error| VmmError::Host(e.to_string());
+        if seccomp {
+            crate::seccomp::install_sigsys_handler()
+                .map_err(|e| VmmError::Host(format!("SIGSYS handler: {e}")))?;
+        }
         let size = self.config.memory_mib << 20;
         let entry = boot::load(
             &self.mem,
@@ -482,7 +488,12 @@ impl Vm {
             exit: exit.clone(),
         })));
         for v in vcpus {
-            v.spawn(tx.clone(), vcpu_evt.try_clone().map_err(host)?).map_err(host)?;
+            v.spawn(tx.clone(), vcpu_evt.try_clone().map_err(host)?, seccomp).map_err(host)?;
+        }
+        // After the vCPU threads started (they do not inherit it), before the first event.
+        if seccomp {
+            crate::seccomp::install(crate::seccomp::ThreadKind::Vmm)
+                .map_err(|e| VmmError::Host(format!("seccomp filter: {e}")))?;
         }
         let outcome = loop {
             if let Some(e) = lock(&exit).take() {

@@ -382,7 +382,7 @@ pub fn run(
         },
         Err(e) => {
             let why = match pod.vm.wait_exit(Duration::from_secs(2)) {
-                Some(s) => format!("the pod VM ended unexpectedly ({s})"),
+                Some(s) => format!("the pod VM ended unexpectedly ({})", pod.vm.end_reason(s)),
                 None => format!("lost the agent: {e}"),
             };
             ExitReport { code: 255, oom_killed: false, error: Some(why) }

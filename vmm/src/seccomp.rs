@@ -1,0 +1,230 @@
+//! The VMM's seccomp filters: one allowlist per kind of thread, compiled to BPF at build time
+//! from `seccomp/x86_64.json` (see `build.rs`), installed before the guest runs.
+//!
+//! - `vmm`: the main thread, which runs the event loop (devices' queues, the vsock muxer,
+//!   the control API, the console, termination signals). It installs its filter after the
+//!   vCPU threads started and before it handles the first event.
+//! - `vcpu`: each vCPU thread, before its first `KVM_RUN` (so before the first guest
+//!   instruction). Its MMIO and port I/O handlers run here too.
+//!
+//! A syscall outside a thread's list traps: the SIGSYS handler writes
+//! `ironpod-vmm: killed by its seccomp filter (syscall N)` on stderr and the VMM exits with
+//! status [`SECCOMP_EXIT`]. `ironpod-vmm --no-seccomp` skips the filters (debugging only).
+
+use std::io;
+
+use seccompiler::{BpfProgram, Error as SeccompError};
+
+include!(concat!(env!("OUT_DIR"), "/seccomp_filters.rs"));
+
+/// The VMM's exit status when its seccomp filter stopped it (128 + SIGSYS).
+pub const SECCOMP_EXIT: i32 = 128 + libc::SIGSYS;
+
+/// The kinds of threads with a filter of their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThreadKind {
+    /// The main thread: setup, then the event loop.
+    Vmm,
+    /// A vCPU thread.
+    Vcpu,
+}
+
+/// The BPF program of a thread kind.
+pub fn program(kind: ThreadKind) -> BpfProgram {
+    let insns = match kind {
+        ThreadKind::Vmm => VMM_FILTER,
+        ThreadKind::Vcpu => VCPU_FILTER,
+    };
+    insns.iter().map(|&(code, jt, jf, k)| seccompiler::sock_filter { code, jt, jf, k }).collect()
+}
+
+/// Installs the filter of `kind` on the calling thread (it also sets `no_new_privs`).
+pub fn install(kind: ThreadKind) -> Result<(), SeccompError> {
+    seccompiler::apply_filter(&program(kind))
+}
+
+/// Offset of `si_syscall` in `siginfo_t` for SIGSYS, in `i32`s (x86_64: after si_signo,
+/// si_errno, si_code, padding, and the 8-byte si_call_addr).
+const SI_SYSCALL_OFFSET: usize = 6;
+
+/// Writes `ironpod-vmm: killed by its seccomp filter (syscall N)` and exits: what a thread
+/// that made a forbidden syscall runs instead of it.
+extern "C" fn on_sigsys(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
+    // SAFETY: the kernel hands a SIGSYS handler a valid siginfo_t whose si_syscall field
+    // lies at this offset on x86_64.
+    let nr = unsafe { *(info as *const i32).add(SI_SYSCALL_OFFSET) };
+    let mut buf = [0u8; 96];
+    let prefix = b"ironpod-vmm: killed by its seccomp filter (syscall ";
+    buf[..prefix.len()].copy_from_slice(prefix);
+    let mut len = prefix.len();
+    let mut digits = [0u8; 12];
+    let mut n = nr.unsigned_abs();
+    let mut d = 0;
+    loop {
+        digits[d] = b'0' + (n % 10) as u8;
+        d += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if nr < 0 {
+        buf[len] = b'-';
+        len += 1;
+    }
+    while d > 0 {
+        d -= 1;
+        buf[len] = digits[d];
+        len += 1;
+    }
+    buf[len..len + 2].copy_from_slice(b")\n");
+    len += 2;
+    // SAFETY: write(2) and _exit(2) are async-signal-safe and in every thread's allowlist
+    // (write, exit_group); the buffer is valid for `len` bytes.
+    unsafe {
+        libc::write(2, buf.as_ptr() as *const libc::c_void, len);
+        libc::_exit(SECCOMP_EXIT);
+    }
+}
+
+/// Installs the SIGSYS handler that reports a forbidden syscall (process-wide; call before
+/// installing filters).
+pub fn install_sigsys_handler() -> io::Result<()> {
+    // SAFETY: sigaction is plain data; zeroed is a valid empty value, then filled in.
+    let mut act: libc::sigaction = unsafe { std::mem::zeroed() };
+    act.sa_sigaction = on_sigsys as *const () as usize;
+    act.sa_flags = libc::SA_SIGINFO;
+    // SAFETY: `act.sa_mask` is a valid sigset_t to initialise.
+    unsafe { libc::sigemptyset(&mut act.sa_mask) };
+    // SAFETY: installs a handler for SIGSYS with a valid sigaction; the old one is not needed.
+    if unsafe { libc::sigaction(libc::SIGSYS, &act, std::ptr::null_mut()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `f` in a forked child and returns its wait status.
+    fn in_child(f: impl FnOnce() -> i32) -> i32 {
+        // SAFETY: the test harness may run threads; the child only runs `f` (no allocation:
+        // async-signal-safe calls and installing a filter built before) and then _exits.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork");
+        if pid == 0 {
+            let code = f();
+            // SAFETY: ends the child without running the parent's exit handlers.
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        status
+    }
+
+    #[test]
+    fn both_filters_compile_and_load() {
+        for kind in [ThreadKind::Vmm, ThreadKind::Vcpu] {
+            // Built before the fork: the child of a threaded process must not allocate.
+            let prog = program(kind);
+            assert!(!prog.is_empty(), "{kind:?}");
+            let status = in_child(|| match seccompiler::apply_filter(&prog) {
+                Ok(()) => 0,
+                Err(_) => 3,
+            });
+            assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn a_forbidden_syscall_ends_the_process_with_the_seccomp_status() {
+        for kind in [ThreadKind::Vmm, ThreadKind::Vcpu] {
+            let prog = program(kind);
+            let status = in_child(|| {
+                if install_sigsys_handler().is_err() || seccompiler::apply_filter(&prog).is_err() {
+                    return 3;
+                }
+                // SAFETY: a plain syscall no VMM thread may make (mount: no jail escape).
+                unsafe { libc::syscall(libc::SYS_mount, 0, 0, 0, 0, 0) };
+                4
+            });
+            assert!(libc::WIFEXITED(status), "{kind:?}: {status:#x}");
+            assert_eq!(libc::WEXITSTATUS(status), SECCOMP_EXIT, "{kind:?}");
+        }
+    }
+
+    /// README's table of the allowlists, as the JSON says it must read: one row per syscall,
+    /// a column per thread (`yes`, or the allowed ioctl requests), and why.
+    fn expected_table() -> String {
+        struct Row {
+            name: String,
+            cells: [Vec<String>; 2],
+            why: Vec<String>,
+        }
+        let json: serde_json::Value =
+            serde_json::from_str(include_str!("../seccomp/x86_64.json")).unwrap();
+        let mut rows: Vec<Row> = Vec::new();
+        for (col, thread) in ["vmm", "vcpu"].into_iter().enumerate() {
+            for rule in json[thread]["filter"].as_array().unwrap() {
+                let name = rule["syscall"].as_str().unwrap().to_string();
+                let i = match rows.iter().position(|r| r.name == name) {
+                    Some(i) => i,
+                    None => {
+                        rows.push(Row { name, cells: Default::default(), why: Vec::new() });
+                        rows.len() - 1
+                    }
+                };
+                let row = &mut rows[i];
+                row.cells[col].push(match rule["args"].as_array() {
+                    Some(args) => args
+                        .iter()
+                        .filter_map(|a| a["comment"].as_str())
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    None => "yes".into(),
+                });
+                let why = rule["comment"].as_str().unwrap_or("").to_string();
+                if !why.is_empty() && !row.why.contains(&why) {
+                    row.why.push(why);
+                }
+            }
+        }
+        let mut out = String::from("| syscall | vmm | vcpu | why |\n|---|---|---|---|\n");
+        for r in rows {
+            out.push_str(&format!(
+                "| `{}` | {} | {} | {} |\n",
+                r.name,
+                r.cells[0].join(", "),
+                r.cells[1].join(", "),
+                r.why.join("; ")
+            ));
+        }
+        out
+    }
+
+    #[test]
+    fn readme_lists_every_allowed_syscall() {
+        let table = expected_table();
+        let readme = include_str!("../README.md");
+        assert!(
+            readme.contains(&table),
+            "vmm/README.md's seccomp table does not match seccomp/x86_64.json; it must read:\n{table}"
+        );
+    }
+
+    #[test]
+    fn without_the_handler_sigsys_kills() {
+        let prog = program(ThreadKind::Vcpu);
+        let status = in_child(|| {
+            if seccompiler::apply_filter(&prog).is_err() {
+                return 3;
+            }
+            // SAFETY: as above.
+            unsafe { libc::syscall(libc::SYS_mount, 0, 0, 0, 0, 0) };
+            4
+        });
+        assert!(libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGSYS, "{status:#x}");
+    }
+}
