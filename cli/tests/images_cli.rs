@@ -239,3 +239,37 @@ fn containerd_imports_what_we_save() {
         "containerd lists the image with our manifest digest:\n{ls}"
     );
 }
+
+/// The state root is root's alone: made 0700, so another local user can neither list it
+/// nor read the records, images and credentials in it (the tests run as root).
+#[test]
+fn another_user_cannot_read_the_state_root() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    // The temp dir itself is 0700: open it up, so only the state root's mode protects it.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let root = dir.path().join("state");
+    ok(&ironpod(&root, &["import", tarball(dir.path(), "t", "x").to_str().unwrap(), "demo"]));
+    ok(&ironpod(&root, &["ps", "-a"]));
+    ok(&ironpod(&root, &["network", "ls"]));
+    assert_eq!(std::fs::metadata(&root).unwrap().mode() & 0o777, 0o700);
+    let nobody = |cmd: &mut Command| cmd.uid(65534).gid(65534).output().unwrap();
+    for f in ["images.db", "containers.db", "."] {
+        let out = nobody(Command::new("cat").arg(root.join(f)));
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
+            "{f}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = nobody(
+        Command::new(env!("CARGO_BIN_EXE_ironpod")).arg("--root").arg(&root).args(["images"]),
+    );
+    assert!(!out.status.success(), "another user listed the images");
+    // An existing root with loose permissions is tightened on the next use.
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    ok(&ironpod(&root, &["images"]));
+    assert_eq!(std::fs::metadata(&root).unwrap().mode() & 0o777, 0o700);
+}

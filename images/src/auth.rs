@@ -76,7 +76,7 @@ pub fn login(root: &Path, registry: &str, user: &str, password: &str) -> Result<
     if user.contains(':') {
         return Err(ImageError::Credentials("user names cannot contain ':'".into()));
     }
-    std::fs::create_dir_all(root).map_err(|e| ImageError::io(root, e))?;
+    crate::private::private_dir(root).map_err(|e| ImageError::io(root, e))?;
     let mut c = load(root)?;
     c.0.insert(registry.to_string(), STANDARD.encode(format!("{user}:{password}")));
     store(root, &c)

@@ -21,6 +21,7 @@ mod import;
 mod layers;
 mod lock;
 mod names;
+pub mod private;
 mod registry;
 pub mod time;
 mod unpack;
@@ -83,7 +84,7 @@ pub struct ImageStore {
 impl ImageStore {
     /// Opens (creating if needed) the store under `root`.
     pub fn open(root: &Path) -> Result<Self, ImageError> {
-        std::fs::create_dir_all(root).map_err(|e| ImageError::io(root, e))?;
+        private::private_dir(root).map_err(|e| ImageError::io(root, e))?;
         let blobs = BlobStore::open(root)?;
         let db = db::Db::open(&root.join("images.db"))?;
         Ok(ImageStore { root: root.to_path_buf(), blobs, db })

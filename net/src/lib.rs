@@ -143,8 +143,9 @@ struct SetupLock {
 impl SetupLock {
     fn take() -> Result<Self, NetworkError> {
         use std::os::fd::AsRawFd;
-        let dir = std::path::Path::new("/run/ironpod");
-        std::fs::create_dir_all(dir).map_err(|e| NetworkError::Plumb(e.to_string()))?;
+        let dir = std::path::Path::new(ironpod_images::private::RUN_ROOT);
+        ironpod_images::private::private_dir(dir)
+            .map_err(|e| NetworkError::Plumb(e.to_string()))?;
         let f = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)

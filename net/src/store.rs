@@ -89,7 +89,7 @@ const NET_COLUMNS: &str = "id, name, subnet, gateway, created, internal";
 impl NetworkStore {
     /// Opens (creating) the tables; the default network always exists.
     pub fn open(root: &Path) -> Result<Self, NetworkError> {
-        std::fs::create_dir_all(root).ok();
+        ironpod_images::private::private_dir(root).ok();
         let conn = ironpod_images::open_sqlite(&root.join("containers.db"))?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS networks (

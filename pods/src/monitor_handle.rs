@@ -171,6 +171,9 @@ impl MonitorHandle {
         wait_attach: bool,
     ) -> Result<Self, PodError> {
         let (r, w) = pipe()?;
+        ironpod_images::private::private_run_root().map_err(io("create /run/ironpod"))?;
+        ironpod_images::private::private_dir(root)
+            .map_err(io(format!("create {}", root.display())))?;
         for dir in [run_dir(id), container_dir(root, id)] {
             fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
         }

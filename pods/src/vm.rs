@@ -217,6 +217,8 @@ impl RunningVm {
             let path = path.to_path_buf();
             move |source| VmError::Prepare { path, source }
         };
+        ironpod_images::private::private_run_root()
+            .map_err(prep(Path::new(ironpod_images::private::RUN_ROOT)))?;
         fs::create_dir_all(&dir).map_err(prep(&dir))?;
         let uds = dir.join("v.sock");
         let mut cmdline = BASE_CMDLINE.to_string();

@@ -83,6 +83,10 @@ impl PodVm {
         vcpus: u8,
         memory_mib: u64,
     ) -> Result<PodVm, String> {
+        ironpod_images::private::private_run_root()
+            .map_err(|e| format!("create {}: {e}", ironpod_images::private::RUN_ROOT))?;
+        ironpod_images::private::private_dir(state_root)
+            .map_err(|e| format!("create {}: {e}", state_root.display()))?;
         std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
         let writable = dir.join("rw.ext4");
         make_writable_disk_fast(state_root, &writable).map_err(|e| e.to_string())?;
@@ -231,7 +235,16 @@ impl PodVm {
                     ))
                 } else {
                     ironpod_pods::vmm_api::attach_disk(&self.api, l).map_err(|e| {
-                        format!("attach layer disk {} for container {id}: {e}", l.display())
+                        // A VMM that died on the request (its exit may take a moment) says
+                        // why in its end.
+                        for _ in 0..20 {
+                            if self.gone() {
+                                break;
+                            }
+                            std::thread::sleep(std::time::Duration::from_millis(50));
+                        }
+                        let end = self.exit_reason().map(|r| format!(" ({r})")).unwrap_or_default();
+                        format!("attach layer disk {} for container {id}: {e}{end}", l.display())
                     })
                 };
                 if let Err(e) = attached {

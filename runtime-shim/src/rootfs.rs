@@ -172,6 +172,11 @@ impl LayerCache {
     /// Builds `disk` from `dir` (temp file, fsync, rename). With `overlay`, `dir` is a
     /// mount point where that overlay is mounted first, in mkfs.erofs' own mount namespace.
     fn build(&self, disk: &Path, dir: &Path, overlay: Option<String>) -> Result<(), RootfsError> {
+        // The shim's state root (the cache's parent) is root's only.
+        if let Some(state_root) = self.dir.parent() {
+            ironpod_images::private::private_dir(state_root)
+                .map_err(io(format!("create {}", state_root.display())))?;
+        }
         fs::create_dir_all(&self.dir).map_err(io(format!("create {}", self.dir.display())))?;
         let tmp = self.dir.join(format!(
             ".{}.{}.tmp",

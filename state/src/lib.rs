@@ -149,7 +149,7 @@ impl Record {
 impl State {
     /// Opens (creating) `<root>/containers.db`.
     pub fn open(root: &Path) -> Result<Self, StateError> {
-        std::fs::create_dir_all(root).ok();
+        ironpod_images::private::private_dir(root).ok();
         let conn = ironpod_images::open_sqlite(&root.join("containers.db"))?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS containers (

@@ -330,6 +330,36 @@ fn check_stats(out: &str, id: &str, name: &str, limit: u64) {
     assert!(pids >= 1, "{out}");
 }
 
+/// Another local user (nobody) can neither connect to a running pod's attach socket nor
+/// read the state root: `/run/ironpod` and the root are 0700, whatever the modes below.
+fn only_root_reaches_the_pod(root: &TestRoot, id: &str) {
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::process::CommandExt;
+    for dir in [std::path::Path::new("/run/ironpod"), root.path()] {
+        let mode = std::fs::metadata(dir).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}: {mode:o}", dir.display());
+    }
+    let sock = format!("/run/ironpod/pods/{id}/attach.sock");
+    assert!(std::path::Path::new(&sock).exists(), "{sock}");
+    let connect = "import socket, sys\n\
+                   s = socket.socket(socket.AF_UNIX)\n\
+                   s.connect(sys.argv[1])\n";
+    let as_nobody = |args: &[&str]| {
+        let out = std::process::Command::new(args[0])
+            .args(&args[1..])
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap();
+        (out.status.success(), text(&out.stderr))
+    };
+    let (ok, err) = as_nobody(&["python3", "-c", connect, &sock]);
+    assert!(!ok && err.contains("Permission denied"), "nobody connected to {sock}: {err}");
+    let db = root.path().join("containers.db");
+    let (ok, err) = as_nobody(&["cat", db.to_str().unwrap()]);
+    assert!(!ok && err.contains("Permission denied"), "nobody read the records: {err}");
+}
+
 #[test]
 fn detached_container_lifecycle() {
     let _w = require_linux_kvm();
@@ -355,6 +385,7 @@ fn detached_container_lifecycle() {
     assert_eq!(id.len(), 64, "{id}");
     let ps = text(&root.ironpod(&["ps"]).stdout);
     assert!(ps.contains(&id[..12]) && ps.contains("Up ") && ps.contains("web"), "{ps}");
+    only_root_reaches_the_pod(&root, &id);
     // Logs: streams apart, tail, survive the pod.
     let deadline = Instant::now() + Duration::from_secs(30);
     while !text(&root.ironpod(&["logs", "web"]).stdout).contains("line3") {

@@ -8,7 +8,7 @@
 //!   instruction). Its MMIO and port I/O handlers run here too.
 //!
 //! A syscall outside a thread's list traps: the SIGSYS handler writes
-//! `ironpod-vmm: killed by its seccomp filter (syscall N)` on stderr and the VMM exits with
+//! `ironpod-vmm: killed by its seccomp filter (syscall N, args A, B, C)` on stderr and the VMM exits with
 //! status [`SECCOMP_EXIT`]. `ironpod-vmm --no-seccomp` skips the filters (debugging only).
 
 use std::io;
@@ -47,35 +47,70 @@ pub fn install(kind: ThreadKind) -> Result<(), SeccompError> {
 /// si_errno, si_code, padding, and the 8-byte si_call_addr).
 const SI_SYSCALL_OFFSET: usize = 6;
 
-/// Writes `ironpod-vmm: killed by its seccomp filter (syscall N)` and exits: what a thread
-/// that made a forbidden syscall runs instead of it.
-extern "C" fn on_sigsys(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
-    // SAFETY: the kernel hands a SIGSYS handler a valid siginfo_t whose si_syscall field
-    // lies at this offset on x86_64.
-    let nr = unsafe { *(info as *const i32).add(SI_SYSCALL_OFFSET) };
-    let mut buf = [0u8; 96];
-    let prefix = b"ironpod-vmm: killed by its seccomp filter (syscall ";
-    buf[..prefix.len()].copy_from_slice(prefix);
-    let mut len = prefix.len();
-    let mut digits = [0u8; 12];
-    let mut n = nr.unsigned_abs();
+/// Appends `n` in decimal to `buf` at `*len`.
+fn push_decimal(buf: &mut [u8], len: &mut usize, n: i64) {
+    let mut digits = [0u8; 20];
+    let mut v = n.unsigned_abs();
     let mut d = 0;
     loop {
-        digits[d] = b'0' + (n % 10) as u8;
+        digits[d] = b'0' + (v % 10) as u8;
         d += 1;
-        n /= 10;
-        if n == 0 {
+        v /= 10;
+        if v == 0 {
             break;
         }
     }
-    if nr < 0 {
-        buf[len] = b'-';
-        len += 1;
+    if n < 0 {
+        buf[*len] = b'-';
+        *len += 1;
     }
     while d > 0 {
         d -= 1;
-        buf[len] = digits[d];
-        len += 1;
+        buf[*len] = digits[d];
+        *len += 1;
+    }
+}
+
+/// Appends `n` in hexadecimal (`0x…`) to `buf` at `*len`.
+fn push_hex(buf: &mut [u8], len: &mut usize, n: u64) {
+    buf[*len..*len + 2].copy_from_slice(b"0x");
+    *len += 2;
+    let mut started = false;
+    for i in (0..16).rev() {
+        let nib = ((n >> (i * 4)) & 0xf) as u8;
+        if nib != 0 || started || i == 0 {
+            started = true;
+            buf[*len] = if nib < 10 { b'0' + nib } else { b'a' + nib - 10 };
+            *len += 1;
+        }
+    }
+}
+
+/// Writes `ironpod-vmm: killed by its seccomp filter (syscall N, args A, B, C)` and exits:
+/// what a thread that made a forbidden syscall runs instead of it.
+extern "C" fn on_sigsys(_sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    // SAFETY: the kernel hands a SIGSYS handler a valid siginfo_t whose si_syscall field
+    // lies at this offset on x86_64.
+    let nr = unsafe { *(info as *const i32).add(SI_SYSCALL_OFFSET) };
+    // SAFETY: with SA_SIGINFO the third argument is the interrupted thread's ucontext_t,
+    // whose registers hold the syscall's arguments (rdi, rsi, rdx).
+    let args = unsafe {
+        let g = &(*(ctx as *const libc::ucontext_t)).uc_mcontext.gregs;
+        [g[libc::REG_RDI as usize], g[libc::REG_RSI as usize], g[libc::REG_RDX as usize]]
+    };
+    let mut buf = [0u8; 160];
+    let prefix = b"ironpod-vmm: killed by its seccomp filter (syscall ";
+    buf[..prefix.len()].copy_from_slice(prefix);
+    let mut len = prefix.len();
+    push_decimal(&mut buf, &mut len, nr as i64);
+    buf[len..len + 7].copy_from_slice(b", args ");
+    len += 7;
+    for (i, a) in args.iter().enumerate() {
+        if i > 0 {
+            buf[len..len + 2].copy_from_slice(b", ");
+            len += 2;
+        }
+        push_hex(&mut buf, &mut len, *a as u64);
     }
     buf[len..len + 2].copy_from_slice(b")\n");
     len += 2;

@@ -69,6 +69,7 @@ impl PodShare {
         teardown(id);
         let mut share = PodShare { id: id.to_string(), socket: socket.to_path_buf(), server: None };
         let dir = share_dir(id);
+        ironpod_images::private::private_run_root().map_err(io("create /run/ironpod"))?;
         std::fs::create_dir_all(SHARES_DIR).map_err(io(format!("create {SHARES_DIR}")))?;
         std::fs::create_dir(&dir).map_err(io(format!("create {}", dir.display())))?;
         // A mount of its own, shared: what is mounted in it later (a container's volumes
