@@ -173,21 +173,87 @@ mod tests {
         }
     }
 
+    /// Syscalls no VMM thread may make, each as a closure that makes it.
+    fn forbidden() -> Vec<(&'static str, fn())> {
+        vec![
+            ("mount", || {
+                // SAFETY: a plain syscall; the filter stops it before it runs.
+                unsafe { libc::syscall(libc::SYS_mount, 0, 0, 0, 0, 0) };
+            }),
+            ("executable memory", || {
+                // SAFETY: an anonymous mapping; the filter stops it before it runs.
+                unsafe {
+                    libc::mmap(
+                        std::ptr::null_mut(),
+                        4096,
+                        libc::PROT_READ | libc::PROT_EXEC,
+                        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                        -1,
+                        0,
+                    )
+                };
+            }),
+            ("an internet socket", || {
+                // SAFETY: as above.
+                unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+            }),
+            ("a terminal ioctl", || {
+                // SAFETY: as above.
+                unsafe { libc::ioctl(0, libc::TIOCSTI, b"x".as_ptr()) };
+            }),
+        ]
+    }
+
     #[test]
     fn a_forbidden_syscall_ends_the_process_with_the_seccomp_status() {
         for kind in [ThreadKind::Vmm, ThreadKind::Vcpu] {
             let prog = program(kind);
-            let status = in_child(|| {
-                if install_sigsys_handler().is_err() || seccompiler::apply_filter(&prog).is_err() {
-                    return 3;
-                }
-                // SAFETY: a plain syscall no VMM thread may make (mount: no jail escape).
-                unsafe { libc::syscall(libc::SYS_mount, 0, 0, 0, 0, 0) };
-                4
-            });
-            assert!(libc::WIFEXITED(status), "{kind:?}: {status:#x}");
-            assert_eq!(libc::WEXITSTATUS(status), SECCOMP_EXIT, "{kind:?}");
+            for (what, call) in forbidden() {
+                let status = in_child(|| {
+                    if install_sigsys_handler().is_err()
+                        || seccompiler::apply_filter(&prog).is_err()
+                    {
+                        return 3;
+                    }
+                    call();
+                    4
+                });
+                assert!(libc::WIFEXITED(status), "{kind:?}, {what}: {status:#x}");
+                assert_eq!(libc::WEXITSTATUS(status), SECCOMP_EXIT, "{kind:?}, {what}");
+            }
         }
+    }
+
+    #[test]
+    fn allowed_memory_and_sockets_still_work() {
+        let prog = program(ThreadKind::Vmm);
+        let status = in_child(|| {
+            if install_sigsys_handler().is_err() || seccompiler::apply_filter(&prog).is_err() {
+                return 3;
+            }
+            // SAFETY: plain syscalls on our own resources.
+            unsafe {
+                let p = libc::mmap(
+                    std::ptr::null_mut(),
+                    4096,
+                    libc::PROT_NONE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                );
+                if p == libc::MAP_FAILED
+                    || libc::mprotect(p, 4096, libc::PROT_READ | libc::PROT_WRITE) != 0
+                {
+                    return 5;
+                }
+                if libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0) < 0 {
+                    return 6;
+                }
+            }
+            0
+        });
+        assert!(libc::WIFEXITED(status), "{status:#x}");
+        assert_eq!(libc::WEXITSTATUS(status), 0);
     }
 
     /// README's table of the allowlists, as the JSON says it must read: one row per syscall,

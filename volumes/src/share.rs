@@ -88,7 +88,10 @@ impl PodShare {
             .arg(fd.to_string())
             .arg("--shared-dir")
             .arg(&dir)
-            .args(["--sandbox", "namespace", "--cache", "auto", "--no-announce-submounts"])
+            // Its own mount, pid and network namespaces, pivoted into the share; its own
+            // seccomp allowlist (a forbidden syscall kills it).
+            .args(["--sandbox", "namespace", "--seccomp", "kill"])
+            .args(["--cache", "auto", "--no-announce-submounts"])
             .args(["--log-level", "error"])
             .stdin(Stdio::null())
             .stdout(Stdio::null());

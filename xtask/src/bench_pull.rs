@@ -134,15 +134,7 @@ fn dir_size(p: &Path) -> u64 {
 /// Runs the benchmark and prints a markdown table.
 pub fn run(runs: usize) -> Result<()> {
     crate::deps::ensure()?;
-    util::run(util::cargo().args([
-        "build",
-        "--release",
-        "-q",
-        "-p",
-        "ironpod-cli",
-        "-p",
-        "ironpod-pods",
-    ]))?;
+    util::build_release_bins()?;
     let ironpod = util::target_dir().join("release/ironpod");
     let work = Path::new("/var/tmp/ironpod-bench-pull");
     let _ = fs::remove_dir_all(work);
