@@ -29,7 +29,7 @@ mod rtnl;
 pub mod store;
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -184,11 +184,15 @@ pub fn ensure_network(
     Ok(ns)
 }
 
-/// Makes pod `container`'s namespace and the tap of its VM, with a new random MAC address.
-pub fn prepare_tap(container: &str) -> Result<PodTap, NetworkError> {
+/// Makes pod `container`'s namespace (or names `in_ns`, the namespace its jailed VMM runs
+/// in, so) and the tap of its VM there, with a new random MAC address.
+pub fn prepare_tap(container: &str, in_ns: Option<&Path>) -> Result<PodTap, NetworkError> {
     let name = pod_namespace(container);
-    let pod_ns =
-        netns::create(&name).map_err(|e| NetworkError::Plumb(format!("namespace {name}: {e}")))?;
+    let pod_ns = match in_ns {
+        Some(ns) => netns::adopt(&name, ns),
+        None => netns::create(&name),
+    }
+    .map_err(|e| NetworkError::Plumb(format!("namespace {name}: {e}")))?;
     plumb::make_tap(&pod_ns).map_err(NetworkError::Plumb)?;
     let mut mac = [0u8; 6];
     getrandom(&mut mac[1..]).map_err(|e| NetworkError::Plumb(format!("random MAC: {e}")))?;
@@ -334,7 +338,7 @@ mod tests {
         let net = store.create("unit", Some("10.213.0.0/24"), None, true).unwrap();
         drop(store);
         let ids = [ironpod_ids::new_id().unwrap(), ironpod_ids::new_id().unwrap()];
-        let taps = [prepare_tap(&ids[0]).unwrap(), prepare_tap(&ids[1]).unwrap()];
+        let taps = [prepare_tap(&ids[0], None).unwrap(), prepare_tap(&ids[1], None).unwrap()];
         let a = connect(root.path(), "unit", &ids[0], &taps[0]).unwrap();
         let b = connect(root.path(), "unit", &ids[1], &taps[1]).unwrap();
         assert_eq!(a.address.to_string(), "10.213.0.2");

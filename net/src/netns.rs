@@ -83,6 +83,41 @@ pub fn create(name: &str) -> io::Result<PathBuf> {
     Ok(target)
 }
 
+/// Names the existing network namespace at `source` (a `/proc/PID/ns/net` path) `name`, so
+/// it outlives its process; returns the new path. An existing `name` is replaced.
+pub fn adopt(name: &str, source: &Path) -> io::Result<PathBuf> {
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("bad name {name:?}")));
+    }
+    if !is_namespace(source) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a namespace", source.display()),
+        ));
+    }
+    remove(name)?;
+    let target = path(name);
+    fs::create_dir_all(NETNS_DIR)?;
+    fs::OpenOptions::new().write(true).create(true).truncate(false).open(&target)?;
+    let (c_source, c_target) = (cstring(source)?, cstring(&target)?);
+    // SAFETY: mount(2) with two valid C strings; a bind mount of a namespace file.
+    let r = unsafe {
+        libc::mount(
+            c_source.as_ptr(),
+            c_target.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        )
+    };
+    if r != 0 {
+        let e = io::Error::last_os_error();
+        let _ = fs::remove_file(&target);
+        return Err(e);
+    }
+    Ok(target)
+}
+
 /// Removes the namespace `name` (it ends once nothing uses it any more); a missing one is
 /// not an error.
 pub fn remove(name: &str) -> io::Result<()> {

@@ -17,6 +17,7 @@ pub mod attach;
 pub mod commit;
 pub mod disks;
 pub mod error;
+pub mod jail;
 pub mod launch;
 pub mod logs;
 pub mod monitor;

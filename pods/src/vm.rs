@@ -11,6 +11,8 @@ use ironpod_vmm::config::{DiskConfig, LateConfig, SerialOutput, VmConfig, VsockC
 
 use crate::agent_client::{AgentClient, ClientError};
 use crate::assets::{self, MissingAsset};
+use crate::jail::{self, Jail, JailError};
+use crate::vmm_api::{self, VmmApiError};
 
 /// Where per-VM runtime directories live.
 pub const RUN_DIR: &str = "/run/ironpod/vms";
@@ -54,6 +56,17 @@ pub enum VmError {
     /// The late configuration could not be handed to a deferred VMM.
     #[error("cannot hand the VMM its disks: {0}")]
     Late(String),
+    /// The VMM's jail.
+    #[error(transparent)]
+    Jail(#[from] JailError),
+    /// The VMM's control socket.
+    #[error(transparent)]
+    Api(#[from] VmmApiError),
+}
+
+fn prep(path: &Path) -> impl FnOnce(std::io::Error) -> VmError {
+    let path = path.to_path_buf();
+    move |source| VmError::Prepare { path, source }
 }
 
 /// What to boot.
@@ -75,9 +88,9 @@ pub struct VmSpec {
     pub serial: Option<SerialOutput>,
     /// Return memory the guest frees to the host (virtio-balloon free page reporting).
     pub free_page_reporting: bool,
-    /// Kill the VMM when the thread that started it ends (PR_SET_PDEATHSIG): right for a
-    /// CLI or monitor that starts a VM from its main thread, wrong for a server whose
-    /// worker threads come and go (the containerd shim), which ends its VMs itself.
+    /// Kill the VMM when the process that started it ends (PR_SET_PDEATHSIG): right for a
+    /// CLI or monitor, wrong for a server that must not lose its VMs when it restarts (the
+    /// containerd shim), which ends them itself.
     pub die_with_starter: bool,
     /// Network cards (tap devices in `netns`, or in the caller's namespace).
     pub net: Vec<ironpod_vmm::config::NetConfig>,
@@ -91,6 +104,10 @@ pub struct VmSpec {
     pub shared_memory: bool,
     /// virtio-fs devices (need `shared_memory`).
     pub fs: Vec<ironpod_vmm::config::FsConfig>,
+    /// Run the VMM in its jail ([`crate::jail`]): its own user, no capabilities, its own
+    /// namespaces and a root holding only its files. Always on in ironpod; off only to
+    /// measure what the jail costs (`cargo xtask bench boot`).
+    pub jail: bool,
 }
 
 impl VmSpec {
@@ -127,6 +144,7 @@ impl VmSpec {
             netns: None,
             shared_memory: false,
             fs: Vec::new(),
+            jail: true,
         })
     }
 }
@@ -173,6 +191,12 @@ pub struct RunningVm {
     started: Instant,
     memory_mib: u64,
     exit: Option<ExitStatus>,
+    /// The VMM's jail (unmounted when this is dropped).
+    jail: Option<Jail>,
+    /// Keeps the jailed VMM's parent thread (see [`spawn_in_new_pid_namespace`]).
+    _parent: Option<std::sync::mpsc::Sender<()>>,
+    /// Disks attached through the control socket: serial and path in the jail.
+    attached: Vec<(String, PathBuf)>,
 }
 
 impl RunningVm {
@@ -202,6 +226,18 @@ impl RunningVm {
                 "the VMM was not started deferred, or booted already".into(),
             ));
         };
+        let pid = self.pid();
+        let (disks, net, fs) = match &mut self.jail {
+            None => (disks, net, fs),
+            Some(jail) => {
+                let vmm_ns = PathBuf::from(format!("/proc/{pid}/ns/net"));
+                let mut disks = disks;
+                for d in &mut disks {
+                    d.path = jail.expose_disk(&d.path, d.read_only)?;
+                }
+                (disks, jail_cards(jail, net, Some(&vmm_ns))?, jail_fs(jail, fs)?)
+            }
+        };
         let late = LateConfig { disks, net, fs, cmdline: cmdline.to_string() };
         let mut text = serde_json::to_vec(&late).map_err(|e| VmError::Late(e.to_string()))?;
         text.push(b'\n');
@@ -213,27 +249,41 @@ impl RunningVm {
 
     fn spawn(spec: &VmSpec, deferred: bool) -> Result<Self, VmError> {
         let dir = Path::new(RUN_DIR).join(unique_id());
-        let prep = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| VmError::Prepare { path, source }
-        };
         ironpod_images::private::private_run_root()
             .map_err(prep(Path::new(ironpod_images::private::RUN_ROOT)))?;
         fs::create_dir_all(&dir).map_err(prep(&dir))?;
+        let made = Self::spawn_in(spec, deferred, &dir);
+        if made.is_err() {
+            let _ = fs::remove_dir_all(&dir);
+        }
+        made
+    }
+
+    fn spawn_in(spec: &VmSpec, deferred: bool, dir: &Path) -> Result<Self, VmError> {
+        let mut jail = match spec.jail {
+            true => Some(Jail::create(dir, u64::from(std::process::id()))?),
+            false => None,
+        };
         let uds = dir.join("v.sock");
         let mut cmdline = BASE_CMDLINE.to_string();
         if !spec.cmdline_extra.trim().is_empty() {
             cmdline.push(' ');
             cmdline.push_str(spec.cmdline_extra.trim());
         }
-        let config = VmConfig {
+        // Paths as the VMM sees them: in its jail, or on the host.
+        let jailed = jail.is_some();
+        let inside = |name: &str| match jailed {
+            true => Path::new("/").join(name),
+            false => dir.join(name),
+        };
+        let mut config = VmConfig {
             vcpus: spec.vcpus,
             memory_mib: spec.memory_mib,
             kernel: spec.kernel.clone(),
             initrd: Some(spec.initrd.clone()),
             cmdline,
             disks: spec.disks.clone(),
-            vsock: Some(VsockConfig { cid: GUEST_CID, uds_path: uds.clone() }),
+            vsock: Some(VsockConfig { cid: GUEST_CID, uds_path: inside("v.sock") }),
             serial: spec
                 .serial
                 .clone()
@@ -241,25 +291,46 @@ impl RunningVm {
             free_page_reporting: spec.free_page_reporting,
             net: spec.net.clone(),
             spare_disks: spec.spare_disks,
-            api_socket: (spec.spare_disks > 0).then(|| dir.join(API_SOCKET)),
+            api_socket: (spec.spare_disks > 0).then(|| inside(API_SOCKET)),
             shared_memory: spec.shared_memory,
             fs: spec.fs.clone(),
         };
+        let mut stdout = Stdio::null();
+        let binary = assets::vmm_binary();
+        if let Some(jail) = &mut jail {
+            stdout = jail_config(jail, &mut config, spec.netns.as_deref(), &binary)?;
+        }
         let cfg_path = dir.join("vm.json");
         let text = serde_json::to_vec_pretty(&config)
             .map_err(|e| VmError::Prepare { path: cfg_path.clone(), source: e.into() })?;
         fs::write(&cfg_path, text).map_err(prep(&cfg_path))?;
         let stderr = fs::File::create(dir.join("vmm.log")).map_err(prep(&dir.join("vmm.log")))?;
-        let binary = assets::vmm_binary();
-        tracing::debug!(?binary, config = %cfg_path.display(), "starting VMM");
+        tracing::debug!(?binary, config = %cfg_path.display(), jail = jail.is_some(), "starting VMM");
         let started = Instant::now();
-        let mut cmd = Command::new(&binary);
-        cmd.arg("--config").arg(&cfg_path);
+        let mut cmd = match &jail {
+            Some(_) => {
+                let mut c = Command::new(jail::VMM_IN_JAIL);
+                c.arg("--config").arg(inside("vm.json"));
+                // Nothing of the launcher's environment but what the VMM's diagnostics read.
+                c.env_clear();
+                for var in ["RUST_LOG", "RUST_BACKTRACE"] {
+                    if let Some(v) = std::env::var_os(var) {
+                        c.env(var, v);
+                    }
+                }
+                c
+            }
+            None => {
+                let mut c = Command::new(&binary);
+                c.arg("--config").arg(&cfg_path);
+                c
+            }
+        };
         if deferred {
             cmd.arg("--late-config");
         }
         cmd.stdin(if deferred { Stdio::piped() } else { Stdio::null() })
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(stderr);
         // Open until the spawn below: the child enters it before exec.
         let netns_file = spec.netns.as_ref().map(|ns| fs::File::open(ns).map_err(prep(ns)));
@@ -267,25 +338,63 @@ impl RunningVm {
         if let Some(f) = &netns_file {
             enter_netns_on_exec(&mut cmd, f);
         }
-        if spec.die_with_starter {
-            // SAFETY: prctl is async-signal-safe. The VMM dies with the thread that started
-            // it, so a killed monitor or CLI never leaves a VM behind.
-            unsafe {
-                use std::os::unix::process::CommandExt;
-                cmd.pre_exec(|| {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
-                    Ok(())
-                });
+        let (child, parent) = match &jail {
+            Some(jail) => {
+                let max_file = config
+                    .disks
+                    .iter()
+                    .filter_map(|d| fs::metadata(jail.host_path(&d.path)).ok())
+                    .map(|m| m.len())
+                    .fold(crate::disks::WRITABLE_DISK_BYTES, u64::max);
+                let entry =
+                    jail.entry(spec.netns.is_none(), spec.vcpus, max_file, spec.die_with_starter);
+                // SAFETY: `Entry::enter` makes system calls only (see its docs).
+                unsafe {
+                    use std::os::unix::process::CommandExt;
+                    cmd.pre_exec(move || entry.enter());
+                }
+                spawn_in_new_pid_namespace(cmd)
+            }
+            None => {
+                if spec.die_with_starter {
+                    // SAFETY: prctl is async-signal-safe. The VMM dies with the thread that
+                    // started it, so a killed monitor or CLI never leaves a VM behind.
+                    unsafe {
+                        use std::os::unix::process::CommandExt;
+                        cmd.pre_exec(|| {
+                            libc::prctl(
+                                libc::PR_SET_PDEATHSIG,
+                                libc::SIGKILL as libc::c_ulong,
+                                0,
+                                0,
+                                0,
+                            );
+                            Ok(())
+                        });
+                    }
+                }
+                cmd.spawn().map(|c| (c, None))
             }
         }
-        let spawned = cmd.spawn();
+        .map_err(|source| VmError::Spawn { binary: binary.clone(), source })?;
         drop(netns_file);
-        let mut child = spawned.map_err(|source| {
-            let _ = fs::remove_dir_all(&dir);
-            VmError::Spawn { binary: binary.clone(), source }
-        })?;
-        let late = child.stdin.take();
-        Ok(RunningVm { child, late, dir, uds, started, memory_mib: spec.memory_mib, exit: None })
+        let mut vm = RunningVm {
+            child,
+            late: None,
+            dir: dir.to_path_buf(),
+            uds,
+            started,
+            memory_mib: spec.memory_mib,
+            exit: None,
+            jail,
+            _parent: parent,
+            attached: Vec::new(),
+        };
+        vm.late = vm.child.stdin.take();
+        if let Some(j) = &vm.jail {
+            j.record_owner(vm.pid()).map_err(prep(j.root()))?;
+        }
+        Ok(vm)
     }
 
     /// When the VMM was started.
@@ -400,6 +509,49 @@ impl RunningVm {
         }
     }
 
+    /// Attaches the layer disk `disk` (read-only) to a free spare slot of the running VM
+    /// through its control socket; returns the serial the guest sees.
+    pub fn attach_disk(&mut self, disk: &Path) -> Result<String, VmError> {
+        let api = self.api_path();
+        let Some(jail) = &mut self.jail else {
+            return Ok(vmm_api::attach_disk(&api, disk)?);
+        };
+        let inside = jail.expose_disk(disk, true)?;
+        match vmm_api::attach_disk(&api, &inside) {
+            Ok(serial) => {
+                self.attached.push((serial.clone(), inside));
+                Ok(serial)
+            }
+            Err(e) => {
+                let _ = jail.unbind(&inside);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Empties the slot holding the disk with `serial` (see [`RunningVm::attach_disk`]).
+    pub fn detach_disk(&mut self, serial: &str) -> Result<(), VmError> {
+        vmm_api::detach_disk(&self.api_path(), serial)?;
+        if let Some(i) = self.attached.iter().position(|(s, _)| s == serial) {
+            let (_, inside) = self.attached.remove(i);
+            if let Some(jail) = &self.jail {
+                jail.unbind(&inside)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The network namespace a jailed VMM runs in (`/proc/PID/ns/net`): the one it was given
+    /// or a new, empty one.
+    pub fn own_netns(&self) -> Option<PathBuf> {
+        self.jail.as_ref().map(|_| PathBuf::from(format!("/proc/{}/ns/net", self.pid())))
+    }
+
+    /// The VMM's user id when it runs jailed.
+    pub fn uid(&self) -> Option<u32> {
+        self.jail.as_ref().map(Jail::uid)
+    }
+
     /// Resident memory of the VMM process itself, excluding guest RAM (KiB).
     pub fn vmm_overhead_kib(&self) -> Option<u64> {
         overhead_kib(self.pid(), self.memory_mib)
@@ -434,7 +586,150 @@ pub fn overhead_kib(pid: u32, memory_mib: u64) -> Option<u64> {
 impl Drop for RunningVm {
     fn drop(&mut self) {
         self.kill();
+        self._parent = None;
+        self.jail = None;
         let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Spawns `cmd` as the first process (pid 1) of a new pid namespace: from a thread of its
+/// own, which unshares its children's pid namespace (a thread can do that once), forks,
+/// and then stays as the VMM's parent until the returned sender is dropped (its end is the
+/// VMM's `PR_SET_PDEATHSIG`).
+fn spawn_in_new_pid_namespace(
+    mut cmd: Command,
+) -> std::io::Result<(Child, Option<std::sync::mpsc::Sender<()>>)> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (stay, parked) = std::sync::mpsc::channel::<()>();
+    std::thread::Builder::new().name("vmm-parent".into()).spawn(move || {
+        // SAFETY: unshare(2) of the pid namespace this thread's children get; this thread
+        // and the rest of the process stay where they are.
+        let r = if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            cmd.spawn()
+        };
+        let spawned = r.is_ok();
+        let _ = tx.send(r);
+        if spawned {
+            let _ = parked.recv();
+        }
+    })?;
+    let child =
+        rx.recv().map_err(|_| std::io::Error::other("the VMM's spawning thread ended early"))??;
+    Ok((child, Some(stay)))
+}
+
+/// Makes `config` fit a VMM in `jail`: the VMM binary, kernel, initramfs, `/dev/kvm`, disks,
+/// virtio-fs sockets and taps bound or handed into it, every path as the VMM sees it. The
+/// console, when it goes to a file, is opened here and becomes the VMM's stdout (returned).
+fn jail_config(
+    jail: &mut Jail,
+    config: &mut VmConfig,
+    netns: Option<&Path>,
+    binary: &Path,
+) -> Result<Stdio, VmError> {
+    match jail::is_static_elf(binary) {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(JailError::Binary(format!(
+                "{} is dynamically linked: a jailed VMM must be a static binary (`cargo xtask \
+                 demo` and `cargo xtask test` build it so)",
+                binary.display()
+            ))
+            .into())
+        }
+        Err(source) => return Err(VmError::Spawn { binary: binary.to_path_buf(), source }),
+    }
+    jail.bind(binary, jail::VMM_IN_JAIL, true)?;
+    config.kernel = jail.bind(&config.kernel, "/kernel", true)?;
+    if let Some(i) = &config.initrd {
+        config.initrd = Some(jail.bind(i, "/initrd", true)?);
+    }
+    jail.device(Path::new("/dev/kvm"), "/dev/kvm")?;
+    for d in &mut config.disks {
+        d.path = jail.expose_disk(&d.path, d.read_only)?;
+    }
+    config.fs = jail_fs(jail, std::mem::take(&mut config.fs))?;
+    config.net = jail_cards(jail, std::mem::take(&mut config.net), netns)?;
+    let stdout = match &config.serial {
+        SerialOutput::File(p) => {
+            let f = fs::OpenOptions::new().create(true).append(true).open(p).map_err(prep(p))?;
+            config.serial = SerialOutput::Stdout;
+            Stdio::from(f)
+        }
+        _ => Stdio::null(),
+    };
+    Ok(stdout)
+}
+
+/// The virtio-fs sockets of a jailed VMM: each becomes its user's (it connects) and is bound
+/// into the jail.
+fn jail_fs(
+    jail: &Jail,
+    fs: Vec<ironpod_vmm::config::FsConfig>,
+) -> Result<Vec<ironpod_vmm::config::FsConfig>, VmError> {
+    let mut out = Vec::with_capacity(fs.len());
+    for mut f in fs {
+        jail.give(&f.socket)?;
+        let inside = match f.socket.strip_prefix(jail.root()) {
+            Ok(rel) => Path::new("/").join(rel),
+            Err(_) => jail.bind(&f.socket, &format!("/fs-{}.sock", f.tag), false)?,
+        };
+        f.socket = inside;
+        out.push(f);
+    }
+    Ok(out)
+}
+
+/// The network cards of a jailed VMM running in the namespace `vmm_ns`: each tap must be
+/// there (the VMM cannot enter another), and becomes openable by the VMM's user.
+fn jail_cards(
+    jail: &Jail,
+    cards: Vec<ironpod_vmm::config::NetConfig>,
+    vmm_ns: Option<&Path>,
+) -> Result<Vec<ironpod_vmm::config::NetConfig>, VmError> {
+    if cards.is_empty() {
+        return Ok(cards);
+    }
+    let no_card = |why: String| JailError::Binary(format!("a jailed VMM's network card: {why}"));
+    let Some(vmm_ns) = vmm_ns else {
+        return Err(no_card("the VMM has a network namespace of its own, empty".into()).into());
+    };
+    let mut out = Vec::with_capacity(cards.len());
+    for mut card in cards {
+        if let Some(ns) = &card.netns {
+            if !same_file(ns, vmm_ns) {
+                return Err(no_card(format!(
+                    "tap {} is in {}, not in the VMM's network namespace",
+                    card.tap,
+                    ns.display()
+                ))
+                .into());
+            }
+        }
+        let (uid, gid, tap) = (jail.uid(), jail.gid(), card.tap.clone());
+        ironpod_net::netns::run_in(vmm_ns, move || {
+            ironpod_vmm::virtio::net::tap::Tap::open(&tap)
+                .and_then(|t| t.set_owner(uid, gid))
+                .map_err(|e| format!("hand tap {tap} to the VMM's user: {e}"))
+        })
+        .map_err(no_card)?;
+        card.netns = None;
+        out.push(card);
+    }
+    if !jail.host_path(Path::new("/dev/net/tun")).exists() {
+        jail.device(Path::new("/dev/net/tun"), "/dev/net/tun")?;
+    }
+    Ok(out)
+}
+
+/// Whether two paths name the same file (two names of one namespace).
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (fs::metadata(a), fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
     }
 }
 

@@ -22,7 +22,6 @@ pub struct PodVm {
     ctl: Mutex<AgentClient>,
     uds: PathBuf,
     pid: u32,
-    api: PathBuf,
     spare: u8,
     layers: Vec<PathBuf>,
     writable: PathBuf,
@@ -154,7 +153,6 @@ impl PodVm {
         }
         Ok(PodVm {
             uds: vm.vsock_path().to_path_buf(),
-            api: vm.api_path(),
             spare,
             pid: vm.pid(),
             vm: Mutex::new(vm),
@@ -234,7 +232,8 @@ impl PodVm {
                          this pod has no spare disk slots (only sandbox pods have them)"
                     ))
                 } else {
-                    ironpod_pods::vmm_api::attach_disk(&self.api, l).map_err(|e| {
+                    let attached = lock(&self.vm).attach_disk(l);
+                    attached.map_err(|e| {
                         // A VMM that died on the request (its exit may take a moment) says
                         // why in its end.
                         for _ in 0..20 {
@@ -285,7 +284,8 @@ impl PodVm {
             }
             let serial = disk_serial(&l);
             let r = self.ctl().release_disk(&serial).map_err(|e| e.to_string()).and_then(|()| {
-                ironpod_pods::vmm_api::detach_disk(&self.api, &serial).map_err(|e| e.to_string())
+                let detached = lock(&self.vm).detach_disk(&serial);
+                detached.map_err(|e| e.to_string())
             });
             match r {
                 Ok(()) => {

@@ -88,6 +88,26 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
+/// How a jailed VMM's command line starts (its binary and config as it sees them).
+pub const JAILED_VMM: &str = "/ironpod-vmm --config /vm.json";
+
+/// The host directory of the VM whose jailed VMM is `pid` (its jail's root, under
+/// `/run/ironpod/vms`).
+pub fn vm_dir_of(pid: u32) -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    let its = std::fs::metadata(format!("/proc/{pid}/root/vm.json"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/root/vm.json: {e}"));
+    std::fs::read_dir("/run/ironpod/vms")
+        .expect("/run/ironpod/vms")
+        .flatten()
+        .map(|e| e.path())
+        .find(|d| {
+            std::fs::metadata(d.join("vm.json"))
+                .is_ok_and(|m| m.dev() == its.dev() && m.ino() == its.ino())
+        })
+        .unwrap_or_else(|| panic!("no VM directory holds the config of VMM {pid}"))
+}
+
 /// A private `ironpod` state root for one test, with a busybox image named `demo` in it.
 pub struct TestRoot {
     /// The directory (removed on drop).

@@ -54,8 +54,7 @@ fn cri_pod_with_two_containers_in_one_vm() {
     let vmm = vmm_pid(c, &pod);
     let vmm_cmd = std::fs::read_to_string(format!("/proc/{vmm}/cmdline")).unwrap();
     assert!(vmm_cmd.contains("ironpod-vmm"), "{vmm_cmd:?}");
-    let vm_dir = Path::new(vmm_cmd.split('\0').nth(2).expect("--config PATH")).parent().unwrap();
-    let vm_dir = vm_dir.to_path_buf();
+    let vm_dir = ironpod_tests::vm_dir_of(vmm);
 
     // A: the demo image, the same layer as the pause image the VM booted with.
     let a_cfg = container_config(

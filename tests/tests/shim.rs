@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ironpod_tests::containerd::{processes_with, text, Containerd, RUNTIME};
-use ironpod_tests::{bin, require_linux_kvm};
+use ironpod_tests::require_linux_kvm;
 
 fn assert_pod_gone(id: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -16,7 +16,7 @@ fn assert_pod_gone(id: &str) {
         let shims =
             processes_with(&format!("containerd-shim-ironpod-v2 -namespace default -id {id} "));
         let dir = PathBuf::from("/run/ironpod/shim").join(id);
-        let vmms = processes_with(&bin("ironpod-vmm").to_string_lossy());
+        let vmms = processes_with(ironpod_tests::JAILED_VMM);
         if shims.is_empty() && vmms.is_empty() && !dir.exists() {
             return;
         }

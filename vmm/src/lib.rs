@@ -7,6 +7,7 @@ pub mod devices;
 pub mod host;
 pub mod seccomp;
 pub mod signals;
+pub mod tiny_guest;
 pub mod vcpu;
 pub mod virtio;
 pub mod vmm;

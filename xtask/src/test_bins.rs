@@ -88,6 +88,8 @@ pub fn build() -> Result<(Vec<TestBin>, Vec<TestBin>)> {
         "--message-format=json",
         "-q",
     ]))?;
+    // After the listing (which would link it again as the workspace build does).
+    util::build_static_vmm(PROFILE)?;
     let (mut host, mut guest) = (Vec::new(), Vec::new());
     for line in out.lines() {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };

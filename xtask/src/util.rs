@@ -52,7 +52,7 @@ pub fn cargo() -> Command {
 }
 
 /// Builds the release binaries the demo and the Linux guest tests run (the CLI with its
-/// monitor, the containerd shim, the VMM).
+/// monitor, the containerd shim, the static VMM).
 pub fn build_release_bins() -> Result<()> {
     run(cargo().args([
         "build",
@@ -64,9 +64,27 @@ pub fn build_release_bins() -> Result<()> {
         "ironpod-pods",
         "-p",
         "ironpod-shim",
+        "--bins",
+    ]))?;
+    build_static_vmm("release")
+}
+
+/// Links `ironpod-vmm` of cargo profile `profile` statically (in place of the dynamic one a
+/// workspace build makes): it runs in a jail that holds no shared libraries. Only the
+/// binary's own link changes; its dependencies are the workspace build's.
+pub fn build_static_vmm(profile: &str) -> Result<()> {
+    run(cargo().args([
+        "rustc",
+        "--profile",
+        profile,
+        "-q",
         "-p",
         "ironpod-vmm",
-        "--bins",
+        "--bin",
+        "ironpod-vmm",
+        "--",
+        "-C",
+        "target-feature=+crt-static",
     ]))
 }
 

@@ -229,7 +229,8 @@ pub fn run(
             }
         }
     };
-    let mut net = shape.network.as_deref().map(|n| PendingNetwork::start(root, id, n));
+    let mut net =
+        shape.network.as_deref().map(|n| PendingNetwork::start(root, id, n, vm.own_netns()));
     // Before the pod's network is taken down, its set-up must have ended.
     let give_up = |net: Option<PendingNetwork>| {
         if let Some(p) = net {

@@ -1,7 +1,7 @@
 //! The pod's network as the monitor brings it up: host side beside the VMM's start, guest
 //! side (card, name-service files, published ports) once the agent answers.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
 use ironpod_net::{self as network, NetworkError, NetworkSettings, PodNetwork, PodTap};
@@ -21,12 +21,18 @@ pub(super) struct PendingNetwork {
 }
 
 impl PendingNetwork {
-    /// Joins the pod to its network on a thread of its own.
-    pub(super) fn start(root: &Path, id: &str, network: &str) -> PendingNetwork {
+    /// Joins the pod to its network on a thread of its own; `vmm_ns`: the network namespace
+    /// the pod's VMM already runs in (a jailed one), which becomes the pod's.
+    pub(super) fn start(
+        root: &Path,
+        id: &str,
+        network: &str,
+        vmm_ns: Option<PathBuf>,
+    ) -> PendingNetwork {
         let (root, id, name) = (root.to_path_buf(), id.to_string(), network.to_string());
         let (tx, rx) = std::sync::mpsc::channel();
         let rest = std::thread::spawn(move || {
-            let tap = network::prepare_tap(&id);
+            let tap = network::prepare_tap(&id, vmm_ns.as_deref());
             let made = tap.as_ref().ok().cloned();
             let _ = tx.send(tap);
             let tap = made.ok_or_else(|| NetworkError::Plumb("no tap".into()))?;

@@ -14,6 +14,8 @@ const IFF_NO_PI: i16 = 0x1000;
 const IFF_VNET_HDR: i16 = 0x4000;
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
+const TUNSETOWNER: libc::c_ulong = 0x4004_54cc;
+const TUNSETGROUP: libc::c_ulong = 0x4004_54ce;
 const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
 const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8;
 /// Offload flags of TUNSETOFFLOAD.
@@ -84,6 +86,18 @@ impl Tap {
             < 0
         {
             return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Lets the user `uid` and group `gid` open the (persistent) interface without
+    /// `CAP_NET_ADMIN`: how a jailed VMM gets its tap.
+    pub fn set_owner(&self, uid: u32, gid: u32) -> io::Result<()> {
+        for (req, id) in [(TUNSETOWNER, uid), (TUNSETGROUP, gid)] {
+            // SAFETY: TUNSETOWNER and TUNSETGROUP take the id by value.
+            if unsafe { libc::ioctl(self.file.as_raw_fd(), req, id as libc::c_ulong) } < 0 {
+                return Err(io::Error::last_os_error());
+            }
         }
         Ok(())
     }
