@@ -212,8 +212,8 @@ pub fn stats(root: &Path, a: StatsArgs) -> Result<i32, Failure> {
     }
     std::thread::sleep(Duration::from_millis(500));
     println!(
-        "{:<14}{:<22}{:<9}{:<24}{:<9}{:<22}PIDS",
-        "CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "BLOCK I/O"
+        "{:<14}{:<22}{:<9}{:<24}{:<9}{:<22}{:<6}HOST MEM / LIMIT",
+        "CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "BLOCK I/O", "PIDS"
     );
     for (r, s0) in recs.iter().zip(first) {
         let s = agent(r)?.stats(&r.id).map_err(rt)?;
@@ -221,8 +221,13 @@ pub fn stats(root: &Path, a: StatsArgs) -> Result<i32, Failure> {
         let cpu = s.cpu_usage_usec.saturating_sub(s0.cpu_usage_usec) as f64 / dt * 100.0;
         let limit = s.memory_limit.unwrap_or(0);
         let mem_pct = if limit > 0 { s.memory_bytes as f64 / limit as f64 * 100.0 } else { 0.0 };
+        // The pod's VMM and virtiofsd, in the host cgroup named after the container.
+        let host = match ironpod_pods::cgroup::PodCgroup::usage_of(&r.id) {
+            Some(u) => format!("{} / {}", bytes_human(u.memory), bytes_human(u.memory_limit)),
+            None => "-".into(),
+        };
         println!(
-            "{:<14}{:<22}{:<9}{:<24}{:<9}{:<22}{}",
+            "{:<14}{:<22}{:<9}{:<24}{:<9}{:<22}{:<6}{}",
             short(&r.id),
             r.name,
             format!("{cpu:.2}%"),
@@ -233,7 +238,8 @@ pub fn stats(root: &Path, a: StatsArgs) -> Result<i32, Failure> {
             ),
             format!("{mem_pct:.2}%"),
             format!("{} / {}", bytes_human(s.io_read_bytes), bytes_human(s.io_write_bytes)),
-            s.pids
+            s.pids,
+            host
         );
     }
     Ok(0)

@@ -35,12 +35,14 @@ pub struct Prepared {
 
 /// What the monitor needs at once, to start the VMM and the network while the caller
 /// prepares the container.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PodShape {
     /// vCPUs.
     pub vcpus: u8,
     /// Guest memory.
     pub memory_mib: u64,
+    /// CPU time the pod may use, in CPUs (`--cpus`; its host cgroup's cpu limit).
+    pub cpus: Option<f64>,
     /// The network to join (`None`: loopback only).
     pub network: Option<String>,
     /// The container's volumes (host directories, in the order of its `-v` options), shared
@@ -51,7 +53,8 @@ pub struct PodShape {
 /// The pod's shape for a container's options and its volumes' host directories.
 pub fn pod_shape(o: &RunOptions, volumes: Vec<HostDir>) -> PodShape {
     let (vcpus, memory_mib) = vm_size(o);
-    PodShape { vcpus, memory_mib, network: o.network_name().map(str::to_string), volumes }
+    let network = o.network_name().map(str::to_string);
+    PodShape { vcpus, memory_mib, cpus: o.cpus, network, volumes }
 }
 
 /// The VM's size for a container's options.

@@ -14,6 +14,7 @@
 pub mod agent_client;
 pub mod assets;
 pub mod attach;
+pub mod cgroup;
 pub mod commit;
 pub mod disks;
 pub mod error;

@@ -117,6 +117,9 @@ fn exec_monitor(
     cmd.arg("--root").arg(root).arg("--ready-fd").arg("3");
     cmd.arg("--vcpus").arg(shape.vcpus.to_string());
     cmd.arg("--memory-mib").arg(shape.memory_mib.to_string());
+    if let Some(c) = shape.cpus {
+        cmd.arg("--cpus").arg(c.to_string());
+    }
     for v in &shape.volumes {
         cmd.arg(if v.read_only { "--volume-ro" } else { "--volume" }).arg(&v.path);
     }

@@ -4,6 +4,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ironpod_protocol::AGENT_VSOCK_PORT;
@@ -11,6 +12,7 @@ use ironpod_vmm::config::{DiskConfig, LateConfig, SerialOutput, VmConfig, VsockC
 
 use crate::agent_client::{AgentClient, ClientError};
 use crate::assets::{self, MissingAsset};
+use crate::cgroup::{self, Limits, PodCgroup, Usage};
 use crate::jail::{self, Jail, JailError};
 use crate::vmm_api::{self, VmmApiError};
 
@@ -108,6 +110,11 @@ pub struct VmSpec {
     /// namespaces and a root holding only its files. Always on in ironpod; off only to
     /// measure what the jail costs (`cargo xtask bench boot`).
     pub jail: bool,
+    /// The pod's host cgroup, shared with its virtiofsd; `None`: a jailed VM gets one of its
+    /// own, sized by `vcpus`, `memory_mib` and `cpus` ([`crate::cgroup`]).
+    pub cgroup: Option<Arc<PodCgroup>>,
+    /// CPU time the VM may use, in CPUs (its own cgroup's cpu limit).
+    pub cpus: Option<f64>,
 }
 
 impl VmSpec {
@@ -145,6 +152,8 @@ impl VmSpec {
             shared_memory: false,
             fs: Vec::new(),
             jail: true,
+            cgroup: None,
+            cpus: None,
         })
     }
 }
@@ -197,6 +206,8 @@ pub struct RunningVm {
     _parent: Option<std::sync::mpsc::Sender<()>>,
     /// Disks attached through the control socket: serial and path in the jail.
     attached: Vec<(String, PathBuf)>,
+    /// The host cgroup the VMM runs in (removed when its last holder is dropped).
+    cgroup: Option<Arc<PodCgroup>>,
 }
 
 impl RunningVm {
@@ -248,18 +259,29 @@ impl RunningVm {
     }
 
     fn spawn(spec: &VmSpec, deferred: bool) -> Result<Self, VmError> {
-        let dir = Path::new(RUN_DIR).join(unique_id());
+        let id = unique_id();
+        let dir = Path::new(RUN_DIR).join(&id);
         ironpod_images::private::private_run_root()
             .map_err(prep(Path::new(ironpod_images::private::RUN_ROOT)))?;
         fs::create_dir_all(&dir).map_err(prep(&dir))?;
-        let made = Self::spawn_in(spec, deferred, &dir);
+        let made = Self::spawn_in(spec, deferred, &dir, &id);
         if made.is_err() {
             let _ = fs::remove_dir_all(&dir);
         }
         made
     }
 
-    fn spawn_in(spec: &VmSpec, deferred: bool, dir: &Path) -> Result<Self, VmError> {
+    fn spawn_in(spec: &VmSpec, deferred: bool, dir: &Path, id: &str) -> Result<Self, VmError> {
+        let cgroup = match (&spec.cgroup, spec.jail) {
+            (Some(c), _) => Some(c.clone()),
+            (None, true) => {
+                let limits = Limits::for_vm(spec.vcpus, spec.memory_mib, spec.cpus);
+                PodCgroup::create(&format!("vm-{id}"), &limits)
+                    .map_err(|e| VmError::Prepare { path: "the VM's cgroup".into(), source: e })?
+                    .map(Arc::new)
+            }
+            (None, false) => None,
+        };
         let mut jail = match spec.jail {
             true => Some(Jail::create(dir, u64::from(std::process::id()))?),
             false => None,
@@ -338,6 +360,15 @@ impl RunningVm {
         if let Some(f) = &netns_file {
             enter_netns_on_exec(&mut cmd, f);
         }
+        // The child joins the cgroup first thing, so all it makes and allocates from then
+        // on is counted there.
+        let join = cgroup::joiner(cgroup.as_deref())
+            .map_err(|e| VmError::Prepare { path: "the VM's cgroup".into(), source: e })?;
+        // SAFETY: the joiner makes system calls only (see its docs).
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(join);
+        }
         let (child, parent) = match &jail {
             Some(jail) => {
                 let max_file = config
@@ -389,6 +420,7 @@ impl RunningVm {
             jail,
             _parent: parent,
             attached: Vec::new(),
+            cgroup,
         };
         vm.late = vm.child.stdin.take();
         if let Some(j) = &vm.jail {
@@ -430,6 +462,15 @@ impl RunningVm {
     /// How the VMM ended, for a user: `ironpod-vmm was killed by its seccomp filter (syscall
     /// N)` when its filter stopped it, else its exit status and the end of its log.
     pub fn end_reason(&self, status: ExitStatus) -> String {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(u) = self.host_usage().filter(|u| u.oom_kills > 0) {
+            if status.signal() == Some(libc::SIGKILL) {
+                return format!(
+                    "ironpod-vmm was killed by the pod's host memory limit ({} MiB)",
+                    u.memory_limit >> 20
+                );
+            }
+        }
         end_reason(status, &self.vmm_log())
     }
 
@@ -547,6 +588,11 @@ impl RunningVm {
         self.jail.as_ref().map(|_| PathBuf::from(format!("/proc/{}/ns/net", self.pid())))
     }
 
+    /// What the VM's host cgroup (VMM, virtiofsd) uses now; `None` without one.
+    pub fn host_usage(&self) -> Option<Usage> {
+        self.cgroup.as_ref().map(|c| c.usage())
+    }
+
     /// The VMM's user id when it runs jailed.
     pub fn uid(&self) -> Option<u32> {
         self.jail.as_ref().map(Jail::uid)
@@ -588,6 +634,7 @@ impl Drop for RunningVm {
         self.kill();
         self._parent = None;
         self.jail = None;
+        self.cgroup = None;
         let _ = fs::remove_dir_all(&self.dir);
     }
 }

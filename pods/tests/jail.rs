@@ -128,6 +128,15 @@ fn a_jailed_vmm_holds_no_privilege_and_sees_only_its_own_files() {
     assert_eq!(limit("Max processes"), "17 17");
     assert_eq!(limit("Max file size"), format!("{0} {0}", 8u64 << 30));
 
+    // In a host cgroup of its own (v2, or the v1 memory, pids and cpu hierarchies), bounded
+    // to its guest's memory and the host side's allowance.
+    let usage = vm.host_usage().expect("a host cgroup");
+    assert_eq!(usage.memory_limit, (64 + ironpod_pods::cgroup::HOST_ALLOWANCE_MIB) << 20);
+    assert!(usage.memory > 0 && usage.pids >= 2, "{usage:?}");
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let name = format!("vm-{}", vm.dir().file_name().unwrap().to_string_lossy());
+    assert!(cgroups.lines().any(|l| l.ends_with(&format!("/ironpod/{name}"))), "{cgroups}");
+
     // Another VMM is another user.
     let other = start(&spec);
     assert_ne!(other.uid(), Some(uid));
@@ -139,4 +148,5 @@ fn a_jailed_vmm_holds_no_privilege_and_sees_only_its_own_files() {
     assert!(!Path::new(&format!("/proc/{pid}")).exists(), "the VMM is gone");
     assert_eq!(mounts_under(&dir), Vec::<String>::new());
     assert!(!dir.exists());
+    assert_eq!(ironpod_pods::cgroup::PodCgroup::usage_of(&name), None, "cgroup {name} left");
 }

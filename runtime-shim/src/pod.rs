@@ -2,10 +2,11 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use ironpod_pods::agent_client::AgentClient;
+use ironpod_pods::cgroup::{self, Limits, PodCgroup, Usage};
 use ironpod_pods::disks::make_writable_disk_fast;
 use ironpod_pods::paths::disk_serial;
 use ironpod_pods::vm::{RunningVm, VmSpec};
@@ -29,6 +30,8 @@ pub struct PodVm {
     hot: Mutex<HotLayers>,
     /// The pod's virtio-fs share: its containers' host directories (Kubernetes volumes).
     share: Mutex<Option<PodShare>>,
+    /// The pod's host cgroup (last: removed once the VMM and virtiofsd are gone).
+    cgroup: Option<Arc<PodCgroup>>,
 }
 
 /// Layer disks attached to the running VM for containers whose image the pod was not
@@ -125,9 +128,17 @@ impl PodVm {
             .map(|p| DiskConfig { path: p.clone(), read_only: true })
             .chain(std::iter::once(DiskConfig { path: writable.clone(), read_only: false }))
             .collect();
+        // The pod's host cgroup: its VMM and its virtiofsd.
+        let limits = Limits::for_vm(vcpus, memory_mib, None);
+        let cgroup = PodCgroup::create(&cgroup_name(dir), &limits)
+            .map_err(|e| format!("the pod's cgroup: {e}"))?
+            .map(Arc::new);
+        s.cgroup = cgroup.clone();
         // The share for the containers' volumes, empty until they come.
         let socket = dir.join("fs.sock");
-        let pod_share = PodShare::start(&share_id(dir), &[], &socket)
+        let join =
+            cgroup::joiner(cgroup.as_deref()).map_err(|e| format!("the pod's cgroup: {e}"))?;
+        let pod_share = PodShare::start_with(&share_id(dir), &[], &socket, join)
             .map_err(|e| format!("the pod's volume share: {e}"))?;
         s.shared_memory = true;
         s.fs = vec![ironpod_vmm::config::FsConfig {
@@ -162,6 +173,7 @@ impl PodVm {
             shm: Mutex::new(false),
             hot: Mutex::new(HotLayers::default()),
             share: Mutex::new(Some(pod_share)),
+            cgroup,
         })
     }
 
@@ -177,6 +189,11 @@ impl PodVm {
         let share = lock(&self.share);
         let share = share.as_ref().ok_or("the pod is stopping")?;
         share.bind(&format!("{id}+{index}"), source, read_only).map_err(str)
+    }
+
+    /// What the pod uses on the host (its VMM and virtiofsd); `None` without a cgroup.
+    pub fn host_usage(&self) -> Option<Usage> {
+        self.cgroup.as_ref().map(|c| c.usage())
     }
 
     /// The VMM's host pid (reported to containerd as the tasks' pid).
@@ -347,6 +364,11 @@ fn share_id(dir: &Path) -> String {
     dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
+/// The pod's host cgroup is named after its directory too.
+fn cgroup_name(dir: &Path) -> String {
+    format!("pod-{}", share_id(dir))
+}
+
 /// Ends the VMM recorded in a pod directory whose shim is gone, takes its share down and
 /// removes the directory.
 pub fn kill_orphan(dir: &Path) {
@@ -361,5 +383,6 @@ pub fn kill_orphan(dir: &Path) {
         }
     }
     share::teardown(&share_id(dir));
+    PodCgroup::remove(&cgroup_name(dir));
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -319,10 +319,19 @@ impl containerd_shim::Task for Service {
         _ctx: &TtrpcContext,
         req: api::StatsRequest,
     ) -> TtrpcResult<api::StatsResponse> {
-        self.inner.task(&req.id)?;
+        let task = self.inner.task(&req.id)?;
         let pod = self.inner.pod()?;
         let s = pod.ctl().stats(&req.id);
-        let s = s.map_err(|e| pod_err(&pod, e))?;
+        let mut s = s.map_err(|e| pod_err(&pod, e))?;
+        if task.sandbox {
+            // The sandbox stands for the pod: what its VMM and virtiofsd use on the host.
+            if let Some(u) = pod.host_usage() {
+                s.memory_bytes = u.memory;
+                s.memory_limit = Some(u.memory_limit);
+                s.cpu_usage_usec = u.cpu_usec;
+                s.pids = u.pids;
+            }
+        }
         let any = crate::metrics::to_any(&s);
         Ok(api::StatsResponse { stats: MessageField::some(any), ..Default::default() })
     }

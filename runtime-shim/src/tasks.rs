@@ -34,6 +34,8 @@ pub(crate) struct Task {
     pub(crate) execs: Mutex<HashMap<String, Arc<Process>>>,
     /// This task booted the pod VM (the CRI sandbox, or a pod of one).
     pub(crate) owns_pod: bool,
+    /// The CRI pod sandbox: its stats are the pod's host-side usage.
+    pub(crate) sandbox: bool,
     /// Its processes are frozen.
     pub(crate) paused: std::sync::atomic::AtomicBool,
 }
@@ -228,6 +230,7 @@ impl Inner {
                 }
             }
         };
+        let sandbox = owns_pod && crate::is_sandbox(&spec);
         let result = self.create_in(&pod, req, &mut spec, &cache, &lowers);
         if result.is_err() {
             if owns_pod {
@@ -245,6 +248,7 @@ impl Inner {
             init,
             execs: Mutex::new(HashMap::new()),
             owns_pod,
+            sandbox,
             paused: std::sync::atomic::AtomicBool::new(false),
         });
         lock(&self.tasks).insert(req.id.clone(), task);

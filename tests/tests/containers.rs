@@ -128,23 +128,82 @@ fn twenty_megabytes_through_stdin_come_back_identical() {
         *b = x as u8;
     }
     let mut child = root
-        .cmd(&["run", "--rm", "-i", "demo", "cat"])
+        .cmd(&["run", "--rm", "-i", "--name", "stream", "demo", "cat"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
+    // While the guest floods its vsock streams, the pod's host side stays bounded.
+    let host = HostSampler::start(&root, "stream");
     let feeder = std::thread::spawn(move || {
         stdin.write_all(&data).unwrap();
         Sha256::digest(&data)
     });
     let out = child.wait_with_output().unwrap();
     let sent = feeder.join().unwrap();
+    let (peak_kib, samples) = host.finish();
+    println!(
+        "VMM's own memory while 2 x 20 MiB streamed: at most {peak_kib} KiB ({samples} samples)"
+    );
+    assert!(samples > 0, "the pod's host side was never seen");
+    assert!(peak_kib < 64 << 10, "the VMM's own memory grew to {peak_kib} KiB");
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
     assert_eq!(out.stdout.len(), 20 << 20);
     assert_eq!(Sha256::digest(&out.stdout), sent, "bytes changed on the way");
     assert_no_leftovers(&root);
+}
+
+/// Samples a running container's host side: the VMM's own memory (without guest RAM) and
+/// its cgroup's OOM kills, until [`HostSampler::finish`].
+struct HostSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<(u64, u32)>,
+}
+
+impl HostSampler {
+    fn start(root: &TestRoot, name: &str) -> HostSampler {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (root_dir, name, flag) = (root.path().to_path_buf(), name.to_string(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let (mut peak, mut samples, mut pod) = (0u64, 0u32, None);
+            while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                if pod.is_none() {
+                    let out = std::process::Command::new(ironpod_tests::bin("ironpod"))
+                        .env("IRONPOD_ROOT", &root_dir)
+                        .args(["inspect", &name])
+                        .output()
+                        .unwrap();
+                    let v: serde_json::Value =
+                        serde_json::from_slice(&out.stdout).unwrap_or_default();
+                    let vmm = v[0]["Pod"]["VmmPid"].as_u64().filter(|p| *p > 0);
+                    let id = v[0]["Id"].as_str().map(str::to_string);
+                    pod = vmm.zip(id);
+                }
+                if let Some((vmm, id)) = &pod {
+                    if let Some(kib) = ironpod_pods::vm::overhead_kib(*vmm as u32, 256) {
+                        peak = peak.max(kib);
+                        samples += 1;
+                    }
+                    let events = std::fs::read_to_string(format!(
+                        "/sys/fs/cgroup/ironpod/{id}/memory.events"
+                    ))
+                    .unwrap_or_default();
+                    assert!(!events.contains("oom_kill 1"), "the host memory limit was hit");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            (peak, samples)
+        });
+        HostSampler { stop, thread }
+    }
+
+    /// Peak VMM memory of its own (KiB) and the number of samples.
+    fn finish(self) -> (u64, u32) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.join().unwrap()
+    }
 }
 
 fn openpty(rows: u16, cols: u16) -> (OwnedFd, OwnedFd) {
@@ -301,18 +360,22 @@ fn parse_human_bytes(s: &str) -> f64 {
 
 /// Checks `ironpod stats --no-stream NAME`'s output: the header, then one row for the
 /// container (id, name, CPU %, memory usage / limit, memory %, block I/O, PIDS).
-fn check_stats(out: &str, id: &str, name: &str, limit: u64) {
+fn check_stats(out: &str, id: &str, name: &str, limit: u64, host_limit: u64) {
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 2, "header and one row: {out}");
     assert_eq!(
         lines[0],
         "CONTAINER ID  NAME                  CPU %    MEM USAGE / LIMIT       MEM %    \
-         BLOCK I/O             PIDS",
+         BLOCK I/O             PIDS  HOST MEM / LIMIT",
         "{out}"
     );
     let f: Vec<&str> = lines[1].split_whitespace().collect();
-    // id name cpu% usage / limit mem% read / write pids
-    assert_eq!(f.len(), 11, "{out}");
+    // id name cpu% usage / limit mem% read / write pids host-usage / host-limit
+    assert_eq!(f.len(), 14, "{out}");
+    assert_eq!(f[12], "/", "{out}");
+    let host = parse_human_bytes(f[11]);
+    assert!(host > 0.0 && host <= host_limit as f64, "host usage within its limit: {out}");
+    assert_eq!(parse_human_bytes(f[13]), host_limit as f64, "the pod's host limit: {out}");
     assert_eq!(f[0], &id[..12], "{out}");
     assert_eq!(f[1], name, "{out}");
     let cpu: f64 = f[2].strip_suffix('%').and_then(|v| v.parse().ok()).expect(out);
@@ -328,6 +391,37 @@ fn check_stats(out: &str, id: &str, name: &str, limit: u64) {
     parse_human_bytes(f[9]);
     let pids: u64 = f[10].parse().expect(out);
     assert!(pids >= 1, "{out}");
+}
+
+/// The host side of container `id`'s pod: its VMM runs jailed as a user of its own, in the
+/// host cgroup named after the container, whose limits are the pod's.
+fn check_host_side(id: &str, memory_max: u64, cpu_max: &str) {
+    let cg = std::path::PathBuf::from("/sys/fs/cgroup/ironpod").join(id);
+    let read = |f: &str| {
+        std::fs::read_to_string(cg.join(f))
+            .unwrap_or_else(|e| panic!("{f}: {e}"))
+            .trim()
+            .to_string()
+    };
+    let vmm: u32 = read("cgroup.procs")
+        .lines()
+        .filter_map(|p| p.parse().ok())
+        .find(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c == "ironpod-vmm\n")
+        })
+        .unwrap_or_else(|| panic!("no VMM in {}: {}", cg.display(), read("cgroup.procs")));
+    assert_eq!(read("memory.max"), memory_max.to_string());
+    assert_eq!(read("cpu.max"), cpu_max);
+    let vcpus = std::thread::available_parallelism().map_or(1, |n| n.get()).min(2);
+    assert_eq!(read("pids.max"), (vcpus + 64).to_string());
+    assert!(read("memory.events").contains("oom_kill 0"), "{}", read("memory.events"));
+    let ps = std::process::Command::new("ps")
+        .args(["-o", "user=,args=", "-p", &vmm.to_string()])
+        .output()
+        .unwrap();
+    let ps = text(&ps.stdout);
+    assert!(ps.contains("/ironpod-vmm --config /vm.json"), "{ps}");
+    assert!(!ps.trim_start().starts_with("root"), "the VMM runs as root: {ps}");
 }
 
 /// Another local user (nobody) can neither connect to a running pod's attach socket nor
@@ -375,6 +469,8 @@ fn detached_container_lifecycle() {
         "/tmp/work",
         "--memory",
         "64m",
+        "--cpus",
+        "1.5",
         "demo",
         "sh",
         "-c",
@@ -458,7 +554,9 @@ fn detached_container_lifecycle() {
     assert!(top.contains("sleep 600"), "{top}");
     let stats = root.ironpod(&["stats", "--no-stream", "web"]);
     assert!(stats.status.success(), "{}", text(&stats.stderr));
-    check_stats(&text(&stats.stdout), &id, "web", 64 << 20);
+    // The guest gets 64 MiB + 128 MiB of overhead, at least 256 MiB.
+    check_stats(&text(&stats.stdout), &id, "web", 64 << 20, (256 + 160) << 20);
+    check_host_side(&id, (256 + 160) << 20, "150000 100000");
     // rm refuses a running container. stop: `sleep` is PID 1 of its namespace and ignores
     // SIGTERM, so after the grace time it is killed (137), as with Docker.
     assert_eq!(root.ironpod(&["rm", "web"]).status.code(), Some(1));

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ironpod_tests::containerd::{
-    mounts_with, processes_with, Containerd, APP2_IMAGE, APP_IMAGE, DEMO_IMAGE,
+    mounts_with, processes_with, text, Containerd, APP2_IMAGE, APP_IMAGE, DEMO_IMAGE,
 };
 use ironpod_tests::cri::{container_config, log_path, pod_config, ContainerState, Cri};
 use ironpod_tests::require_linux_kvm;
@@ -55,6 +55,25 @@ fn cri_pod_with_two_containers_in_one_vm() {
     let vmm_cmd = std::fs::read_to_string(format!("/proc/{vmm}/cmdline")).unwrap();
     assert!(vmm_cmd.contains("ironpod-vmm"), "{vmm_cmd:?}");
     let vm_dir = ironpod_tests::vm_dir_of(vmm);
+    // The pod's host side: the VMM jailed as a user of its own, in the pod's host cgroup,
+    // whose usage the sandbox task's metrics report.
+    let cg = Path::new("/sys/fs/cgroup/ironpod").join(format!("pod-{pod}"));
+    let procs = std::fs::read_to_string(cg.join("cgroup.procs")).unwrap();
+    assert!(procs.lines().any(|p| p == vmm.to_string()), "VMM {vmm} not in {procs}");
+    let status = std::fs::read_to_string(format!("/proc/{vmm}/status")).unwrap();
+    assert!(!status.lines().any(|l| l.starts_with("Uid:\t0")), "{status}");
+    let max: u64 = std::fs::read_to_string(cg.join("memory.max")).unwrap().trim().parse().unwrap();
+    let out = c.ctr(&["task", "metrics", &pod]);
+    let m = text(&out.stdout);
+    assert!(out.status.success(), "metrics: {}", text(&out.stderr));
+    let value = |k: &str| -> u64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{k} in {m}"))
+    };
+    assert_eq!(value("memory.usage_limit"), max, "{m}");
+    assert!(value("memory.usage ") > 0 && value("memory.usage ") <= max, "{m}");
 
     // A: the demo image, the same layer as the pause image the VM booted with.
     let a_cfg = container_config(

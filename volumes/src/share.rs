@@ -65,6 +65,17 @@ impl PodShare {
     /// Makes the share of pod `id` with `volumes` and starts virtiofsd on it, listening on
     /// `socket` (a path the VMM connects to).
     pub fn start(id: &str, volumes: &[HostDir], socket: &Path) -> Result<PodShare, VolumeError> {
+        Self::start_with(id, volumes, socket, || Ok(()))
+    }
+
+    /// Like [`PodShare::start`]; virtiofsd's process runs `before_exec` between fork and
+    /// exec (system calls only: joining the pod's cgroup, say).
+    pub fn start_with(
+        id: &str,
+        volumes: &[HostDir],
+        socket: &Path,
+        mut before_exec: impl FnMut() -> std::io::Result<()> + Send + Sync + 'static,
+    ) -> Result<PodShare, VolumeError> {
         let virtiofsd = crate::virtiofsd::path()?;
         teardown(id);
         let mut share = PodShare { id: id.to_string(), socket: socket.to_path_buf(), server: None };
@@ -96,13 +107,14 @@ impl PodShare {
             .stdin(Stdio::null())
             .stdout(Stdio::null());
         // SAFETY: between fork and exec only async-signal-safe calls: fcntl on a descriptor
-        // this process owns, so that virtiofsd inherits the listening socket.
+        // this process owns, so that virtiofsd inherits the listening socket, and the
+        // caller's `before_exec`, which promises the same.
         unsafe {
             cmd.pre_exec(move || {
                 if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                Ok(())
+                before_exec()
             });
         }
         let child = cmd.spawn().map_err(io(format!("start {}", virtiofsd.display())))?;

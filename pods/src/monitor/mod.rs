@@ -23,6 +23,7 @@ use ironpod_volumes::share::PodShare;
 
 use crate::agent_client::{AgentClient, ClientError};
 use crate::attach::{self, ExitReport, Frame};
+use crate::cgroup::{self, Limits, PodCgroup};
 use crate::launch::{Launch, PodShape, Prepared};
 use crate::logs::{LogWriter, Stream};
 use crate::vm::{RunningVm, VmSpec};
@@ -68,10 +69,16 @@ struct Pod {
 }
 
 /// Starts the pod's VMM deferred: it sets the VM up while the caller prepares the disks.
-fn start_vm(id: &str, shape: &PodShape) -> Result<RunningVm, ExitReport> {
+fn start_vm(
+    id: &str,
+    shape: &PodShape,
+    cgroup: Option<Arc<PodCgroup>>,
+) -> Result<RunningVm, ExitReport> {
     let mut vm_spec = VmSpec::with_defaults().map_err(|e| failure(e.to_string()))?;
     vm_spec.vcpus = shape.vcpus;
     vm_spec.memory_mib = shape.memory_mib;
+    vm_spec.cpus = shape.cpus;
+    vm_spec.cgroup = cgroup;
     // virtiofsd maps the guest's memory.
     vm_spec.shared_memory = !shape.volumes.is_empty();
     vm_spec.free_page_reporting = true;
@@ -209,7 +216,16 @@ pub fn run(
     unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
     // The VMM starts now and sets the VM up while the caller prepares the disks; the
     // network comes up beside it.
-    let vm = match start_vm(id, shape) {
+    // The pod's host cgroup: its VMM and its virtiofsd (dropped last: after both are gone).
+    let limits = Limits::for_vm(shape.vcpus, shape.memory_mib, shape.cpus);
+    let cgroup = match PodCgroup::create(id, &limits) {
+        Ok(c) => c.map(Arc::new),
+        Err(e) => {
+            let _ = writeln!(ready, "error: the pod's cgroup: {e}");
+            return 1;
+        }
+    };
+    let vm = match start_vm(id, shape, cgroup.clone()) {
         Ok(vm) => vm,
         Err(report) => {
             let _ = writeln!(ready, "error: {}", report.error.unwrap_or_default());
@@ -221,7 +237,12 @@ pub fn run(
     let share = if shape.volumes.is_empty() {
         None
     } else {
-        match PodShare::start(id, &shape.volumes, &vm.dir().join("fs.sock")) {
+        let started =
+            cgroup::joiner(cgroup.as_deref()).map_err(|e| e.to_string()).and_then(|join| {
+                PodShare::start_with(id, &shape.volumes, &vm.dir().join("fs.sock"), join)
+                    .map_err(|e| e.to_string())
+            });
+        match started {
             Ok(s) => Some(s),
             Err(e) => {
                 let _ = writeln!(ready, "error: volumes: {e}");
