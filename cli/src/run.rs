@@ -63,7 +63,7 @@ pub struct RunArgs {
     #[arg(long)]
     cpus: Option<f64>,
     /// Memory limit (e.g. 64m, 1g).
-    #[arg(short, long, value_parser = parse_size)]
+    #[arg(short, long, value_parser = ironpod_pods::spec::parse_size)]
     memory: Option<u64>,
     /// Largest number of processes (-1: unlimited).
     #[arg(long = "pids-limit")]
@@ -115,28 +115,6 @@ pub struct RunArgs {
     /// Command and arguments (replace the image's Cmd).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
-}
-
-/// Parses Docker-style sizes: `512`, `64k`, `64m`, `1g`, `1.5g` (binary units).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim().to_ascii_lowercase();
-    let t = t.strip_suffix('b').unwrap_or(&t);
-    let (num, mult) = match t.chars().last() {
-        Some('k') => (&t[..t.len() - 1], 1u64 << 10),
-        Some('m') => (&t[..t.len() - 1], 1 << 20),
-        Some('g') => (&t[..t.len() - 1], 1 << 30),
-        Some('t') => (&t[..t.len() - 1], 1 << 40),
-        _ => (t, 1),
-    };
-    let v: f64 = num.parse().map_err(|_| format!("invalid size {s:?}"))?;
-    if !(v >= 0.0 && v.is_finite()) {
-        return Err(format!("invalid size {s:?}"));
-    }
-    let bytes = v * mult as f64;
-    if bytes > u64::MAX as f64 / 2.0 {
-        return Err(format!("size {s:?} is too large"));
-    }
-    Ok(bytes as u64)
 }
 
 fn read_env_files(files: &[PathBuf]) -> Result<Vec<String>, String> {
@@ -398,24 +376,6 @@ pub fn attach_to(
             Ok(None) | Err(_) => {
                 return Err("the pod monitor went away before the container ended".into());
             }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("64m").unwrap(), 64 << 20);
-        assert_eq!(parse_size("64MB").unwrap(), 64 << 20);
-        assert_eq!(parse_size("1g").unwrap(), 1 << 30);
-        assert_eq!(parse_size("1.5k").unwrap(), 1536);
-        assert_eq!(parse_size("100").unwrap(), 100);
-        assert_eq!(parse_size("100b").unwrap(), 100);
-        for bad in ["", "x", "-1m", "1q", "1e400g", "nan"] {
-            assert!(parse_size(bad).is_err(), "{bad}");
         }
     }
 }

@@ -24,7 +24,7 @@ mod names;
 pub mod private;
 mod registry;
 pub mod time;
-mod unpack;
+pub mod unpack;
 
 use std::path::{Path, PathBuf};
 

@@ -476,9 +476,45 @@ pub fn build(id: &str, image: &ImageConfiguration, o: &RunOptions) -> Result<Spe
     Ok(spec)
 }
 
+/// Parses Docker-style sizes: `512`, `64k`, `64m`, `1g`, `1.5g` (binary units).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let t = t.strip_suffix('b').unwrap_or(&t);
+    let (num, mult) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        Some('t') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    let v: f64 = num.parse().map_err(|_| format!("invalid size {s:?}"))?;
+    if !(v >= 0.0 && v.is_finite()) {
+        return Err(format!("invalid size {s:?}"));
+    }
+    let bytes = v * mult as f64;
+    if bytes > u64::MAX as f64 / 2.0 {
+        return Err(format!("size {s:?} is too large"));
+    }
+    Ok(bytes as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64m").unwrap(), 64 << 20);
+        assert_eq!(parse_size("64MB").unwrap(), 64 << 20);
+        assert_eq!(parse_size("1g").unwrap(), 1 << 30);
+        assert_eq!(parse_size("1.5k").unwrap(), 1536);
+        assert_eq!(parse_size("100").unwrap(), 100);
+        assert_eq!(parse_size("100b").unwrap(), 100);
+        for bad in ["", "x", "-1m", "1q", "1e400g", "nan"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+
     use std::path::Path;
 
     fn image(json: &str) -> ImageConfiguration {

@@ -68,6 +68,8 @@ pub fn run(which: Which) -> Result<()> {
     kernel::build()?;
     initramfs::build()?;
     util::run(util::cargo().args(["build", "--release", "--workspace", "--bins", "-q"]))?;
+    // The jailed VMM must be static (the workspace build linked it dynamically).
+    util::build_static_vmm("release")?;
     let me = std::env::current_exe()?;
     let args: Vec<String> = vec![
         me.to_string_lossy().into(),

@@ -9,6 +9,7 @@ mod bench_volumes;
 mod cpio;
 mod demo_image;
 mod deps;
+mod fuzz;
 mod initramfs;
 mod kernel;
 mod rig;
@@ -39,6 +40,8 @@ enum Cmd {
     Test,
     /// Boots a microVM with our VMM and talks to the agent.
     Demo,
+    /// Runs the libFuzzer targets of fuzz/ (cargo-fuzz, nightly, AddressSanitizer).
+    Fuzz(fuzz::FuzzArgs),
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -61,6 +64,7 @@ fn main() {
         Cmd::Rig(a) => rig::run_cli(a),
         Cmd::Test => test::run(),
         Cmd::Demo => test::demo(),
+        Cmd::Fuzz(a) => fuzz::run(a),
         Cmd::Bench { which } => bench::run(which),
         Cmd::BenchDriver { which } => bench::driver(which),
     };

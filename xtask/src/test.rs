@@ -17,6 +17,9 @@ struct Row {
     result: String,
 }
 
+/// Seconds each fuzz target runs in `cargo xtask test`.
+const FUZZ_SECS: u64 = 15;
+
 /// Times a step that runs on the host, adding its row.
 fn step(rows: &mut Vec<Row>, what: &str, f: impl FnOnce() -> Result<String>) -> Result<()> {
     let t = Instant::now();
@@ -72,6 +75,8 @@ pub fn run() -> Result<()> {
         // The `cargo xtask` launcher is a workspace of its own.
         let launcher = ["--manifest-path", "xtask/launch/Cargo.toml"];
         util::run(util::cargo().arg("fmt").args(launcher).arg("--check"))?;
+        // The fuzz targets are a workspace of their own too.
+        util::run(util::cargo().args(["fmt", "--manifest-path", "fuzz/Cargo.toml", "--check"]))?;
         util::run(util::cargo().arg("clippy").args(launcher).args([
             "--target-dir",
             "target/xtask-launch",
@@ -125,6 +130,21 @@ pub fn run() -> Result<()> {
         result: if host_reports.iter().all(|r| r.ok()) && doc.is_ok() { "ok" } else { "FAILED" }
             .into(),
     });
+    // The fuzz targets, briefly (two at a time): a regression net; the long runs and what
+    // they found are in README.
+    let t = Instant::now();
+    let fuzz = crate::fuzz::run_targets(&[], FUZZ_SECS);
+    let fuzz_ok = fuzz.as_ref().is_ok_and(|r| r.iter().all(|r| r.ok));
+    rows.push(Row {
+        what: format!("fuzz targets, {FUZZ_SECS} s each"),
+        place: "host".into(),
+        tests: match &fuzz {
+            Ok(r) => format!("{} targets, {} runs", r.len(), r.iter().map(|r| r.runs).sum::<u64>()),
+            Err(_) => String::new(),
+        },
+        time: test_bins::secs(t.elapsed()),
+        result: if fuzz_ok { "ok" } else { "FAILED" }.into(),
+    });
     let t = Instant::now();
     let reports = test_bins::run_guest(guest)?;
     let guest_wall = t.elapsed();
@@ -159,6 +179,12 @@ pub fn run() -> Result<()> {
         host_reports.iter().chain(&reports).filter(|r| !r.ok()).map(|r| r.problem()).collect();
     if let Err(e) = doc {
         problems.push(format!("doc or launcher tests: {e:#}"));
+    }
+    match fuzz {
+        Err(e) => problems.push(format!("fuzz targets: {e:#}")),
+        Ok(r) => problems.extend(
+            r.iter().filter(|r| !r.ok).map(|r| format!("fuzz target {} found a crash", r.target)),
+        ),
     }
     if !problems.is_empty() {
         bail!("tests failed:\n  {}", problems.join("\n  "));

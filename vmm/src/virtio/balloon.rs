@@ -106,8 +106,9 @@ impl Balloon {
         }
     }
 
-    /// Processes one queue; returns whether the guest must be interrupted.
-    fn process(&mut self, index: usize) -> bool {
+    /// Processes the guest's buffers on queue `index` (inflate, deflate, stats, free page
+    /// reporting); returns whether the guest must be interrupted.
+    pub fn process_queue(&mut self, index: usize) -> bool {
         let Some(active) = self.active.as_mut() else { return false };
         let mem = active.mem.clone();
         let Some(queue) = active.queues.get_mut(index) else { return false };
@@ -144,7 +145,7 @@ impl Balloon {
 
     fn handle(&mut self, index: usize) {
         let _ = self.queue_evts[index].read();
-        if self.process(index) {
+        if self.process_queue(index) {
             if let Some(a) = &self.active {
                 let _ = a.interrupt.signal_used_queue();
             }

@@ -11,7 +11,7 @@ pub mod blk;
 pub mod fs;
 pub mod mmio;
 pub mod net;
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod test_queue;
 pub mod vsock;
 

@@ -186,7 +186,13 @@ impl<B: NetBackend> Net<B> {
             loop {
                 let next = match q.iter(&mem) {
                     Ok(mut it) => it.next(),
-                    Err(_) => None,
+                    Err(_) => {
+                        // A ring the driver broke (an avail index further ahead than the
+                        // ring holds): nothing to take, and nothing to retry until the
+                        // next kick (found by fuzzing: this used to spin forever).
+                        q.set_next_avail(start);
+                        return Delivery::NoRoom;
+                    }
                 };
                 let Some(chain) = next else {
                     // Out of buffers: put the chains back; be kicked when more come.
