@@ -3,21 +3,11 @@
 //! connections open, carry data, run out of credit and are reset.
 #![no_main]
 
-use std::os::fd::RawFd;
 use std::os::unix::net::UnixListener;
 
-use ironpod_vmm::virtio::vsock::muxer::Registrar;
 use ironpod_vmm::virtio::vsock::Vsock;
 use ironpod_vmm::virtio::VirtioDevice;
 use libfuzzer_sys::fuzz_target;
-use vmm_sys_util::epoll::EventSet;
-
-struct NoLoop;
-
-impl Registrar for NoLoop {
-    fn add(&mut self, _: RawFd, _: u32, _: EventSet) {}
-    fn remove(&mut self, _: RawFd, _: u32, _: EventSet) {}
-}
 
 fuzz_target!(|data: &[u8]| {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -28,8 +18,8 @@ fuzz_target!(|data: &[u8]| {
     let (_queues, ctx) = ironpod_fuzz::guest(memory, 3, features);
     if dev.activate(ctx).is_ok() {
         for _ in 0..3 {
-            dev.process_tx(&mut NoLoop);
-            dev.process_rx(&mut NoLoop);
+            dev.process_tx(&mut ironpod_fuzz::NoLoop);
+            dev.process_rx(&mut ironpod_fuzz::NoLoop);
         }
     }
 });

@@ -3,20 +3,11 @@
 //! and the packets the muxer sends back in between.
 #![no_main]
 
-use std::os::fd::RawFd;
 use std::os::unix::net::UnixListener;
 
-use ironpod_vmm::virtio::vsock::muxer::{Muxer, Registrar};
+use ironpod_vmm::virtio::vsock::muxer::Muxer;
 use ironpod_vmm::virtio::vsock::packet::{Header, Packet, HDR_LEN};
 use libfuzzer_sys::fuzz_target;
-use vmm_sys_util::epoll::EventSet;
-
-struct NoLoop;
-
-impl Registrar for NoLoop {
-    fn add(&mut self, _: RawFd, _: u32, _: EventSet) {}
-    fn remove(&mut self, _: RawFd, _: u32, _: EventSet) {}
-}
 
 fuzz_target!(|data: &[u8]| {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -29,13 +20,13 @@ fuzz_target!(|data: &[u8]| {
         let len = (hdr.len as usize).min(tail.len()).min(4096);
         let (payload, tail) = tail.split_at(len);
         rest = tail;
-        m.guest_packet(Packet { hdr, data: payload.to_vec() }, &mut NoLoop);
+        m.guest_packet(Packet { hdr, data: payload.to_vec() }, &mut ironpod_fuzz::NoLoop);
         for _ in 0..8 {
-            match m.next_for_guest(64 << 10, &mut NoLoop) {
+            match m.next_for_guest(64 << 10, &mut ironpod_fuzz::NoLoop) {
                 Some(p) => assert_eq!(p.hdr.len as usize, p.data.len()),
                 None => break,
             }
         }
     }
-    m.reset_all(&mut NoLoop);
+    m.reset_all(&mut ironpod_fuzz::NoLoop);
 });

@@ -2,10 +2,13 @@
 //! rings and the buffers they point to — is written by the fuzzer, byte for byte, as a
 //! hostile guest kernel could.
 
+use std::os::fd::RawFd;
 use std::sync::Arc;
 
 use ironpod_vmm::virtio::test_queue::TestQueue;
+use ironpod_vmm::virtio::vsock::muxer::Registrar;
 use ironpod_vmm::virtio::{ActivateContext, Interrupt};
+use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 /// Guest memory bytes, from address 0, that come from the fuzz input: the queues (one per
@@ -55,4 +58,12 @@ pub fn pieces(data: &[u8], max: usize) -> Vec<&[u8]> {
         rest = &tail[n..];
     }
     out
+}
+
+/// A registrar for the vsock device without an event loop: the targets drive it by hand.
+pub struct NoLoop;
+
+impl Registrar for NoLoop {
+    fn add(&mut self, _: RawFd, _: u32, _: EventSet) {}
+    fn remove(&mut self, _: RawFd, _: u32, _: EventSet) {}
 }

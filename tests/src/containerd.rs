@@ -375,6 +375,15 @@ impl Drop for Containerd {
     }
 }
 
+/// The value of `key` in `ctr task metrics` output (`memory.usage 1234`).
+pub fn metric(metrics: &str, key: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{key} in {metrics}"))
+}
+
 /// Processes whose command line contains `needle`.
 pub fn processes_with(needle: &str) -> Vec<String> {
     let mut out = Vec::new();

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ironpod_tests::containerd::{
-    mounts_with, processes_with, text, Containerd, APP2_IMAGE, APP_IMAGE, DEMO_IMAGE,
+    metric, mounts_with, processes_with, text, Containerd, APP2_IMAGE, APP_IMAGE, DEMO_IMAGE,
 };
 use ironpod_tests::cri::{container_config, log_path, pod_config, ContainerState, Cri};
 use ironpod_tests::require_linux_kvm;
@@ -66,12 +66,7 @@ fn cri_pod_with_two_containers_in_one_vm() {
     let out = c.ctr(&["task", "metrics", &pod]);
     let m = text(&out.stdout);
     assert!(out.status.success(), "metrics: {}", text(&out.stderr));
-    let value = |k: &str| -> u64 {
-        m.lines()
-            .find_map(|l| l.strip_prefix(k))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("{k} in {m}"))
-    };
+    let value = |k: &str| metric(&m, k);
     assert_eq!(value("memory.usage_limit"), max, "{m}");
     assert!(value("memory.usage ") > 0 && value("memory.usage ") <= max, "{m}");
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ironpod_tests::containerd::{processes_with, text, Containerd, RUNTIME};
+use ironpod_tests::containerd::{metric, processes_with, text, Containerd, RUNTIME};
 use ironpod_tests::require_linux_kvm;
 
 fn assert_pod_gone(id: &str) {
@@ -77,12 +77,7 @@ fn ctr_task_exec_ps_metrics_kill_delete() {
     let out = c.ctr(&["task", "metrics", "t2"]);
     let m = text(&out.stdout);
     assert!(out.status.success(), "metrics: {}", text(&out.stderr));
-    let value = |k: &str| -> u64 {
-        m.lines()
-            .find_map(|l| l.strip_prefix(k))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("{k} in {m}"))
-    };
+    let value = |k: &str| metric(&m, k);
     assert_eq!(value("pids.current"), 1);
     assert!(value("memory.usage") > 0);
     assert!(value("cpu.usage_usec") > 0);
