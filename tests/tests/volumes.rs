@@ -94,7 +94,8 @@ fn volumes_keep_data_between_pods_refuse_writes_when_ro_and_stay_inside() {
         "cat /data/hello; echo pod-one > /data/out; echo persisted > /vol/kept; \
          mkdir -p /vol/dir && echo deep > /vol/dir/f; \
          cat /data/../secret.txt /data/up/secret.txt /data/to-root/secret.txt 2>&1; \
-         ls /data/to-root/ | tr '\\n' ' '; echo; grep ' /data ' /proc/mounts",
+         ls /data/to-root/ | tr '\\n' ' '; echo; grep ' /data ' /proc/mounts; \
+         touch /data/by-root; chown 1234:4321 /data/out; mknod /data/dev c 1 3 || echo no-mknod",
     ]);
     let s = text(&out.stdout);
     assert!(out.status.success(), "{s}{}", text(&out.stderr));
@@ -104,6 +105,13 @@ fn volumes_keep_data_between_pods_refuse_writes_when_ro_and_stay_inside() {
     assert!(!s.contains("host-secret"), "a host file outside the volume was read: {s}");
     assert!(s.contains("No such file"), "{s}");
     assert!(s.contains("virtiofs"), "the volume is a virtio-fs mount: {s}");
+    // virtiofsd, in a user namespace of its own, keeps Docker's ownership (root's files are
+    // root's, chown works) but cannot make device nodes on the host.
+    use std::os::unix::fs::MetadataExt;
+    let meta = |f: &str| std::fs::metadata(host.join(f)).unwrap();
+    assert_eq!((meta("by-root").uid(), meta("by-root").gid()), (0, 0));
+    assert_eq!((meta("out").uid(), meta("out").gid()), (1234, 4321));
+    assert!(s.contains("no-mknod") && !host.join("dev").exists(), "{s}");
 
     // …the next pod reads them; read-only volumes refuse writes (guest and host).
     let ro = format!("{}:/data:ro", host.display());

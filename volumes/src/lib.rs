@@ -16,6 +16,7 @@ pub mod error;
 pub mod mounts;
 pub mod share;
 pub mod store;
+mod userns;
 pub mod virtiofsd;
 
 pub use error::VolumeError;

@@ -3,7 +3,9 @@
 //! virtiofsd as virtio-fs tag [`ironpod_protocol::SHARE_TAG`].
 //!
 //! virtiofsd runs sandboxed in the share (its own mount namespace, pivoted into the share
-//! directory), so nothing the guest asks for can name a host path outside the volumes. Its
+//! directory), so nothing the guest asks for can name a host path outside the volumes, in a
+//! user namespace of its own (see [`crate::userns`]: capabilities only there), under its own
+//! seccomp allowlist. Every mount in the share is `nodev,nosuid,noexec`. Its
 //! listening socket is made here and handed over as a descriptor, so the VMM can connect at
 //! once without waiting for virtiofsd to be up.
 
@@ -53,6 +55,38 @@ fn mount(source: Option<&Path>, target: &Path, flags: libc::c_ulong) -> Result<(
     Ok(())
 }
 
+/// Flags of every mount in the share: nothing in a volume is a device, a set-uid program or
+/// an executable to the host side. virtiofsd never runs files; the guest's kernel runs them,
+/// and sees its own flags. (A hostile guest that names a host device node in a volume gets
+/// `EACCES`, not the device.)
+const HARMLESS: libc::c_ulong = libc::MS_NODEV | libc::MS_NOSUID | libc::MS_NOEXEC;
+
+/// virtiofsd's descriptor limit (its own default; the kernel's `nr_open` is 1048576).
+const NOFILE: libc::rlim_t = 1_000_000;
+
+/// Raises the descriptor limit while still root on the host (virtiofsd holds one descriptor
+/// per inode the guest uses, having no file handles): to [`NOFILE`], or to the hard limit
+/// where raising that is not allowed (no `CAP_SYS_RESOURCE`). Async-signal-safe.
+fn raise_nofile() -> std::io::Result<()> {
+    let mut lim = libc::rlimit { rlim_cur: NOFILE, rlim_max: NOFILE };
+    // SAFETY: lim is a valid rlimit.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } == 0 {
+        return Ok(());
+    }
+    // SAFETY: lim is a valid rlimit to fill, then to set.
+    let ok = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0
+        }
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// A pod's share and its virtiofsd.
 #[derive(Debug)]
 pub struct PodShare {
@@ -86,6 +120,7 @@ impl PodShare {
         // A mount of its own, shared: what is mounted in it later (a container's volumes
         // added to a running pod) reaches virtiofsd's namespace too.
         mount(Some(&dir), &dir, libc::MS_BIND)?;
+        mount(None, &dir, libc::MS_BIND | libc::MS_REMOUNT | HARMLESS)?;
         mount(None, &dir, libc::MS_SHARED)?;
         for (i, v) in volumes.iter().enumerate() {
             share.bind(&share_entry(i), &v.path, v.read_only)?;
@@ -99,22 +134,28 @@ impl PodShare {
             .arg(fd.to_string())
             .arg("--shared-dir")
             .arg(&dir)
-            // Its own mount, pid and network namespaces, pivoted into the share; its own
-            // seccomp allowlist (a forbidden syscall kills it).
+            // Its own mount, pid and network namespaces (inside the user namespace made
+            // below), pivoted into the share; its own seccomp allowlist (a forbidden
+            // syscall kills it). No file handles: opening one needs CAP_DAC_READ_SEARCH in
+            // the host's namespace, which it has not. The descriptor limit is set here.
             .args(["--sandbox", "namespace", "--seccomp", "kill"])
+            .args(["--inode-file-handles=never", "--rlimit-nofile", "0"])
             .args(["--cache", "auto", "--no-announce-submounts"])
             .args(["--log-level", "error"])
             .stdin(Stdio::null())
             .stdout(Stdio::null());
         // SAFETY: between fork and exec only async-signal-safe calls: fcntl on a descriptor
-        // this process owns, so that virtiofsd inherits the listening socket, and the
-        // caller's `before_exec`, which promises the same.
+        // this process owns, so that virtiofsd inherits the listening socket, the caller's
+        // `before_exec`, which promises the same, setrlimit, and entering the user
+        // namespace (made for this place).
         unsafe {
             cmd.pre_exec(move || {
                 if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                before_exec()
+                before_exec()?;
+                raise_nofile()?;
+                crate::userns::enter_identity_userns()
             });
         }
         let child = cmd.spawn().map_err(io(format!("start {}", virtiofsd.display())))?;
@@ -151,11 +192,8 @@ impl PodShare {
         };
         made.map_err(io(format!("create {}", target.display())))?;
         let made = mount(Some(source), &target, libc::MS_BIND).and_then(|()| {
-            if !read_only {
-                return Ok(());
-            }
-            let ro = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY;
-            mount(None, &target, ro | libc::MS_NOSUID | libc::MS_NODEV)
+            let ro = if read_only { libc::MS_RDONLY } else { 0 };
+            mount(None, &target, libc::MS_BIND | libc::MS_REMOUNT | HARMLESS | ro)
         });
         if let Err(e) = made {
             unmount_all(&target);
@@ -274,10 +312,51 @@ mod tests {
         let err = std::fs::write(dir.join("v1/x"), b"3").unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EROFS));
         assert_eq!(mounts_under(&dir).len(), 3);
+        // Nothing in the share is a device, set-uid program or executable to the host.
+        let flags = mount_options(&dir);
+        assert_eq!(flags.len(), 3, "{flags:?}");
+        for f in &flags {
+            assert!(["nodev", "nosuid", "noexec"].iter().all(|o| f.contains(o)), "{flags:?}");
+        }
+        mknod_null(&rw.join("null"));
+        let err = std::fs::read(dir.join("v0/null")).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EACCES), "a host device opened in a volume");
+        // virtiofsd is up, in a user namespace of its own with the identity map, and its
+        // sandboxed child too.
+        let pid = share.server.as_ref().unwrap().id();
+        let child = wait_for_child(pid);
+        let ours = std::fs::read_link("/proc/self/ns/user").unwrap();
+        for p in [pid, child] {
+            let ns = std::fs::read_link(format!("/proc/{p}/ns/user")).unwrap();
+            assert_ne!(ns, ours, "virtiofsd {p} is in the host's user namespace");
+            let map = std::fs::read_to_string(format!("/proc/{p}/uid_map")).unwrap();
+            assert_eq!(map.split_whitespace().collect::<Vec<_>>(), ["0", "0", "4294967295"]);
+        }
+        // Its server sees the share as its whole file system: the share and its two volumes.
+        let mut seen = String::new();
+        for _ in 0..200 {
+            seen = std::fs::read_to_string(format!("/proc/{child}/mountinfo")).unwrap();
+            if seen.lines().count() == 3 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let points: Vec<&str> = seen.lines().filter_map(|l| l.split(' ').nth(4)).collect();
+        assert_eq!(points, ["/", "/v0", "/v1"], "{seen}");
         // Entries come and go while the pod runs.
         assert_eq!(share.bind("c1-0", &ro, true).unwrap(), "/run/ironpod/shared/c1-0");
         assert!(share.bind("../x", &ro, false).is_err());
         assert_eq!(std::fs::read(dir.join("c1-0/kept")).unwrap(), b"1");
+        // … and reach the running virtiofsd's sandbox.
+        let mut seen = String::new();
+        for _ in 0..200 {
+            seen = std::fs::read_to_string(format!("/proc/{child}/mountinfo")).unwrap();
+            if seen.contains(" /c1-0 ") {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(seen.contains(" /c1-0 "), "{seen}");
         // A file is shared as itself (its contents, mode and writes).
         let file = tmp.path().join("hosts");
         std::fs::write(&file, b"127.0.0.1 localhost\n").unwrap();
@@ -293,5 +372,35 @@ mod tests {
         assert!(mounts_under(&dir).is_empty());
         assert_eq!(std::fs::read(ro.join("kept")).unwrap(), b"1");
         assert_eq!(std::fs::read(rw.join("new")).unwrap(), b"2");
+    }
+
+    /// The mount options of the mounts at or under `dir`.
+    fn mount_options(dir: &Path) -> Vec<String> {
+        let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        text.lines()
+            .map(|l| l.split(' ').collect::<Vec<_>>())
+            .filter(|f| f.len() > 5 && Path::new(f[4]).starts_with(dir))
+            .map(|f| f[5].to_string())
+            .collect()
+    }
+
+    fn mknod_null(path: &Path) {
+        let c = cpath(path).unwrap();
+        // SAFETY: a valid path; makes the character device 1:3 (/dev/null).
+        let rc = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) };
+        assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+    }
+
+    /// The pid of the first child of `pid` (virtiofsd's sandboxed server), waiting for it.
+    fn wait_for_child(pid: u32) -> u32 {
+        for _ in 0..200 {
+            let children =
+                std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
+            if let Some(c) = children.split_whitespace().next() {
+                return c.parse().unwrap();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("virtiofsd {pid} started no sandboxed child");
     }
 }

@@ -59,8 +59,9 @@ const MODULES: &[&str] = &[
 
 const EXIT_MARKER: &str = "IRONPOD-RIG-EXIT=";
 
-/// L1's /init: mounts the host root, loads KVM, chroots into the overlay and runs the
-/// script named on its command line.
+/// L1's /init: mounts the host root, loads KVM, moves the overlay onto `/` and enters it
+/// as switch_root does (not a plain chroot: user namespaces, which virtiofsd runs in, are
+/// refused to a chrooted process) and runs the script named on its command line.
 const L1_INIT: &str = r#"#!/bin/busybox sh
 B=/bin/busybox
 $B mount -t proc proc /proc; $B mount -t sysfs sys /sys; $B mount -t devtmpfs dev /dev
@@ -78,9 +79,9 @@ $B mount -t devpts devpts /newroot/dev/pts
 $B mount -t tmpfs tmpfs /newroot/run; $B mount -t tmpfs tmpfs /newroot/dev/shm
 $B mount -t cgroup2 cgroup2 /newroot/sys/fs/cgroup 2>/dev/null
 $B ip link set lo up
-$B chroot /newroot /bin/bash "$script"
-echo "IRONPOD-RIG-EXIT=$?"
-$B poweroff -f
+$B mkdir -p /newroot/run/rig; $B cp /bin/busybox /newroot/run/rig/busybox
+cd /newroot; $B mount --move . /
+exec $B chroot . /run/rig/busybox sh -c '/bin/bash "$0"; echo "IRONPOD-RIG-EXIT=$?"; /run/rig/busybox poweroff -f' "$script"
 "#;
 
 /// Arguments of `cargo xtask rig`.
