@@ -167,10 +167,15 @@ pub struct Vm {
 }
 
 /// A random locally administered unicast MAC address (02:…).
+/// A random locally administered MAC address, from getrandom(2): a jailed VMM has no
+/// /dev/urandom.
 fn random_mac() -> std::io::Result<[u8; 6]> {
-    use std::io::Read;
     let mut mac = [0u8; 6];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut mac[1..])?;
+    // SAFETY: getrandom fills at most the 5 bytes of the buffer it is given.
+    let n = unsafe { libc::getrandom(mac[1..].as_mut_ptr().cast(), 5, 0) };
+    if n != 5 {
+        return Err(std::io::Error::last_os_error());
+    }
     mac[0] = 0x02;
     Ok(mac)
 }

@@ -51,6 +51,8 @@ pub struct MmioTransport {
     queue_sel: u32,
     status: u32,
     config_generation: u32,
+    /// An activation failure was logged: the guest may retry forever, the log says it once.
+    told_activation_failure: bool,
 }
 
 impl MmioTransport {
@@ -76,6 +78,7 @@ impl MmioTransport {
             queue_sel: 0,
             status: 0,
             config_generation: 0,
+            told_activation_failure: false,
         }
     }
 
@@ -172,10 +175,12 @@ impl MmioTransport {
             acked_features: self.acked_features,
         };
         if let Err(e) = dev.activate(ctx) {
-            eprintln!(
-                "ironpod-vmm: virtio device type {} failed to activate: {e}",
-                dev.device_type()
-            );
+            if !std::mem::replace(&mut self.told_activation_failure, true) {
+                eprintln!(
+                    "ironpod-vmm: virtio device type {} failed to activate: {e} (said once)",
+                    dev.device_type()
+                );
+            }
             drop(dev);
             self.status |= status::DEVICE_NEEDS_RESET;
             let _ = self.interrupt.signal_config_change();
