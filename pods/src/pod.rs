@@ -120,6 +120,10 @@ pub fn reconcile(state: &State, rec: Record) -> Result<Record, PodError> {
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }
         }
+        // Its VMM's user id and jail (a tmpfs mounted in the run directory) are free now.
+        if let Err(e) = crate::jail::PodIds::sweep_stale() {
+            tracing::warn!(id = %rec.id, "free the VMM user ids of dead launchers: {e}");
+        }
         let _ = fs::remove_dir_all(run_dir(&rec.id));
         // Its virtiofsd ends with the VMM's connection; the share's mounts stay until now.
         ironpod_volumes::share::teardown(&rec.id);

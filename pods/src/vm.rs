@@ -106,9 +106,10 @@ pub struct VmSpec {
     pub shared_memory: bool,
     /// virtio-fs devices (need `shared_memory`).
     pub fs: Vec<ironpod_vmm::config::FsConfig>,
-    /// Run the VMM in its jail ([`crate::jail`]): its own user, no capabilities, its own
-    /// namespaces and a root holding only its files. Always on in ironpod; off only to
-    /// measure what the jail costs (`cargo xtask bench boot`).
+    /// Run the VMM confined: in its jail ([`crate::jail`]: its own user, no capabilities,
+    /// its own namespaces and a root holding only its files), under its seccomp filters,
+    /// in a host cgroup. Always on for pods; off only to measure what confinement costs
+    /// (`ironpod vm check --unconfined`, for `cargo xtask bench boot`).
     pub jail: bool,
     /// The pod's host cgroup, shared with its virtiofsd; `None`: a jailed VM gets one of its
     /// own, sized by `vcpus`, `memory_mib` and `cpus` ([`crate::cgroup`]).
@@ -344,7 +345,7 @@ impl RunningVm {
             }
             None => {
                 let mut c = Command::new(&binary);
-                c.arg("--config").arg(&cfg_path);
+                c.arg("--config").arg(&cfg_path).arg("--no-seccomp");
                 c
             }
         };
@@ -679,7 +680,7 @@ fn jail_config(
     match jail::is_static_elf(binary) {
         Ok(true) => {}
         Ok(false) => {
-            return Err(JailError::Binary(format!(
+            return Err(JailError::Unfit(format!(
                 "{} is dynamically linked: a jailed VMM must be a static binary (`cargo xtask \
                  demo` and `cargo xtask test` build it so)",
                 binary.display()
@@ -739,7 +740,7 @@ fn jail_cards(
     if cards.is_empty() {
         return Ok(cards);
     }
-    let no_card = |why: String| JailError::Binary(format!("a jailed VMM's network card: {why}"));
+    let no_card = |why: String| JailError::Unfit(format!("a jailed VMM's network card: {why}"));
     let Some(vmm_ns) = vmm_ns else {
         return Err(no_card("the VMM has a network namespace of its own, empty".into()).into());
     };

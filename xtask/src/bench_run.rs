@@ -121,20 +121,23 @@ pub fn driver(runs: usize, pods: usize) -> Result<()> {
     timed(&mut ip(&["run", "--rm", "demo", "true"]))?;
     timed(&mut ip(&["vm", "check"]))?;
     let (mut run, mut check, mut runc) = (Vec::new(), Vec::new(), Vec::new());
-    let mut bare = Vec::new();
+    let (mut bare, mut loose) = (Vec::new(), Vec::new());
     for i in 0..runs {
         run.push(timed(&mut ip(&["run", "--rm", "demo", "true"]))?);
         bare.push(timed(&mut ip(&["run", "--rm", "--network", "none", "demo", "true"]))?);
         check.push(timed(&mut ip(&["vm", "check"]))?);
+        loose.push(timed(&mut ip(&["vm", "check", "--unconfined"]))?);
         runc.push(timed(
             Command::new("runc").args(["run", "--bundle"]).arg(&bundle).arg(format!("bench{i}")),
         )?);
         eprintln!(
-            "run {}: ironpod run {:.0} ms (no network {:.0} ms), vm check {:.0} ms, runc {:.0} ms",
+            "run {}: ironpod run {:.0} ms (no network {:.0} ms), vm check {:.0} ms \
+             (unconfined {:.0} ms), runc {:.0} ms",
             i + 1,
             run[i],
             bare[i],
             check[i],
+            loose[i],
             runc[i]
         );
     }
@@ -142,11 +145,14 @@ pub fn driver(runs: usize, pods: usize) -> Result<()> {
     let (cm, cmin, cmax) = stats(&mut check);
     let (um, umin, umax) = stats(&mut runc);
     let (nm, nmin, nmax) = stats(&mut bare);
+    let (lm, lmin, lmax) = stats(&mut loose);
     println!("| start to exit ({runs} runs each) | median | min | max |");
     println!("|---|---|---|---|");
     println!("| `ironpod run --rm demo true` | {rm:.0} ms | {rmin:.0} ms | {rmax:.0} ms |");
     println!("| `ironpod run --rm --network none demo true` | {nm:.0} ms | {nmin:.0} ms | {nmax:.0} ms |");
-    println!("| `ironpod vm check` (bare VM boot + shutdown) | {cm:.0} ms | {cmin:.0} ms | {cmax:.0} ms |");
+    println!("| `ironpod vm check` (bare VM boot + shutdown; jailed + seccomp) | {cm:.0} ms | {cmin:.0} ms | {cmax:.0} ms |");
+    println!("| `ironpod vm check --unconfined` (no jail, seccomp, cgroup) | {lm:.0} ms | {lmin:.0} ms | {lmax:.0} ms |");
+    println!("| jailed + seccomp / unconfined | {:.3}× | | |", cm / lm);
     println!("| `runc run` (same rootfs, no VM) | {um:.0} ms | {umin:.0} ms | {umax:.0} ms |");
     println!("| run / bare boot | {:.2}× | | |", rm / cm);
     // Idle pods: what each costs on the host once booted and idle.

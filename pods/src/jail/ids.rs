@@ -119,6 +119,27 @@ impl PodIds {
         )))
     }
 
+    /// Frees the pairs whose launcher is gone, with their jails (unmounted and removed), as
+    /// the next claim would: for a caller that just found a launcher dead.
+    pub fn sweep_stale() -> io::Result<()> {
+        Self::sweep_stale_in(Path::new(CLAIMS_DIR))
+    }
+
+    /// Like [`PodIds::sweep_stale`], with the claims directory given.
+    pub fn sweep_stale_in(dir: &Path) -> io::Result<()> {
+        if !dir.is_dir() {
+            return Ok(());
+        }
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(".lock"))?;
+        flock(&lock)?;
+        sweep(dir);
+        Ok(())
+    }
+
     /// Records `pid` (with its start time) as the process holding the pair.
     pub fn record(&self, pid: u32) -> io::Result<()> {
         let start = ironpod_ids::process_start(pid as i32).unwrap_or(0);
@@ -232,5 +253,20 @@ mod tests {
         std::mem::forget(a);
         let b = claim().unwrap();
         assert_eq!(b.uid, 5000);
+    }
+
+    #[test]
+    fn a_sweep_frees_only_dead_owners_pairs() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = IdRange { start: 5000, count: 2 };
+        let claim = || PodIds::claim_in(dir.path(), Path::new("/nowhere"), (r, r), 0);
+        let (live, dead) = (claim().unwrap(), claim().unwrap());
+        fs::write(dead.claim.join("owner"), "2147483632 12\n/nowhere\n").unwrap();
+        let dead_claim = dead.claim.clone();
+        std::mem::forget(dead);
+        PodIds::sweep_stale_in(dir.path()).unwrap();
+        assert!(!dead_claim.exists(), "the dead launcher's pair is free");
+        assert!(live.claim.exists(), "a live one's is not");
+        PodIds::sweep_stale_in(&dir.path().join("absent")).unwrap();
     }
 }

@@ -48,9 +48,11 @@ pub enum JailError {
         /// Why.
         source: io::Error,
     },
-    /// The VMM binary cannot run in a jail.
+    /// Something handed to the jail cannot go in it: a dynamically linked VMM binary, a
+    /// device path that is not a device, a disk without a file name, a network card
+    /// outside the VMM's network namespace.
     #[error("{0}")]
-    Binary(String),
+    Unfit(String),
 }
 
 fn step(what: impl Into<String>) -> impl FnOnce(io::Error) -> JailError {
@@ -238,7 +240,7 @@ impl Jail {
         use std::os::unix::fs::{FileTypeExt, MetadataExt};
         let meta = fs::metadata(host).map_err(step(format!("stat {}", host.display())))?;
         if !meta.file_type().is_char_device() {
-            return Err(JailError::Binary(format!("{} is not a device", host.display())));
+            return Err(JailError::Unfit(format!("{} is not a device", host.display())));
         }
         let target = self.host_path(Path::new(inside));
         if let Some(parent) = target.parent() {
@@ -266,7 +268,7 @@ impl Jail {
         let name = source
             .file_name()
             .ok_or_else(|| {
-                JailError::Binary(format!("disk {} has no file name", source.display()))
+                JailError::Unfit(format!("disk {} has no file name", source.display()))
             })?
             .to_string_lossy()
             .into_owned();

@@ -100,6 +100,18 @@ impl Vsock {
         self.muxer.connection_count()
     }
 
+    /// What the event loop does when `token` (a queue's index, the listener, a host stream
+    /// the muxer registered) has `events`: for fuzz targets that drive the device without an
+    /// event loop.
+    #[cfg(feature = "fuzzing")]
+    pub fn event(&mut self, token: u32, events: EventSet, reg: &mut dyn Registrar) {
+        self.handle(token, events, reg);
+    }
+
+    /// Event-loop token of the host listener (queues are their indices).
+    #[cfg(feature = "fuzzing")]
+    pub const TOKEN_LISTENER: u32 = TOKEN_LISTENER;
+
     /// Takes every packet the driver queued on tx and hands it to the muxer.
     pub fn process_tx(&mut self, reg: &mut dyn Registrar) {
         let Some(a) = self.active.as_mut() else { return };
