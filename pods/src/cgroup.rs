@@ -234,6 +234,23 @@ impl PodCgroup {
             .collect()
     }
 
+    /// The cgroup's directory, open, on cgroup v2 (what a child is created inside with
+    /// `CLONE_INTO_CGROUP`); `None` on v1.
+    pub fn v2_dir(&self) -> io::Result<Option<fs::File>> {
+        match &self.hierarchy {
+            Hierarchy::V2(_) => {
+                use std::os::unix::fs::OpenOptionsExt;
+                let dir = self.path();
+                fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_DIRECTORY)
+                    .open(dir)
+                    .map(Some)
+            }
+            Hierarchy::V1 { .. } => Ok(None),
+        }
+    }
+
     /// Moves the process `pid` (and its threads) into the cgroup.
     pub fn add(&self, pid: u32) -> io::Result<()> {
         for d in self.dirs() {

@@ -26,6 +26,7 @@ pub mod monitor_handle;
 pub mod paths;
 pub mod pod;
 pub mod seccomp;
+pub mod spawn;
 pub mod spec;
 pub mod vm;
 pub mod vmm_api;

@@ -2,7 +2,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,8 +12,9 @@ use ironpod_vmm::config::{DiskConfig, LateConfig, SerialOutput, VmConfig, VsockC
 
 use crate::agent_client::{AgentClient, ClientError};
 use crate::assets::{self, MissingAsset};
-use crate::cgroup::{self, Limits, PodCgroup, Usage};
+use crate::cgroup::{Limits, PodCgroup, Usage};
 use crate::jail::{self, Jail, JailError};
+use crate::spawn::{self, Process, Spawn};
 use crate::vmm_api::{self, VmmApiError};
 
 /// Where per-VM runtime directories live.
@@ -159,23 +160,6 @@ impl VmSpec {
     }
 }
 
-/// Makes `cmd`'s child enter the network namespace `ns` before it executes; `ns` must stay
-/// open until the spawn.
-pub fn enter_netns_on_exec(cmd: &mut Command, ns: &fs::File) {
-    use std::os::fd::AsRawFd;
-    use std::os::unix::process::CommandExt;
-    let fd = ns.as_raw_fd();
-    // SAFETY: setns(2) on a descriptor opened before the fork; async-signal-safe.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
-
 fn unique_id() -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let nanos = std::time::SystemTime::now()
@@ -193,9 +177,9 @@ fn unique_id() -> String {
 /// A running VMM process. Dropping it kills the VMM and removes its runtime directory.
 #[derive(Debug)]
 pub struct RunningVm {
-    child: Child,
+    child: Process,
     /// Set when started with [`RunningVm::start_deferred`] until [`RunningVm::boot`].
-    late: Option<std::process::ChildStdin>,
+    late: Option<fs::File>,
     dir: PathBuf,
     uds: PathBuf,
     started: Instant,
@@ -273,6 +257,8 @@ impl RunningVm {
     }
 
     fn spawn_in(spec: &VmSpec, deferred: bool, dir: &Path, id: &str) -> Result<Self, VmError> {
+        // A VM's start counts from here: its jail and cgroup are part of it.
+        let started = Instant::now();
         let cgroup = match (&spec.cgroup, spec.jail) {
             (Some(c), _) => Some(c.clone()),
             (None, true) => {
@@ -318,7 +304,7 @@ impl RunningVm {
             shared_memory: spec.shared_memory,
             fs: spec.fs.clone(),
         };
-        let mut stdout = Stdio::null();
+        let mut stdout = None;
         let binary = assets::vmm_binary();
         if let Some(jail) = &mut jail {
             stdout = jail_config(jail, &mut config, spec.netns.as_deref(), &binary)?;
@@ -329,48 +315,32 @@ impl RunningVm {
         fs::write(&cfg_path, text).map_err(prep(&cfg_path))?;
         let stderr = fs::File::create(dir.join("vmm.log")).map_err(prep(&dir.join("vmm.log")))?;
         tracing::debug!(?binary, config = %cfg_path.display(), jail = jail.is_some(), "starting VMM");
-        let started = Instant::now();
-        let mut cmd = match &jail {
-            Some(_) => {
-                let mut c = Command::new(jail::VMM_IN_JAIL);
-                c.arg("--config").arg(inside("vm.json"));
-                // Nothing of the launcher's environment but what the VMM's diagnostics read.
-                c.env_clear();
-                for var in ["RUST_LOG", "RUST_BACKTRACE"] {
-                    if let Some(v) = std::env::var_os(var) {
-                        c.env(var, v);
-                    }
-                }
-                c
-            }
-            None => {
-                let mut c = Command::new(&binary);
-                c.arg("--config").arg(&cfg_path).arg("--no-seccomp");
-                c
-            }
-        };
+        let mut cmd = vmm_command(jail.is_some(), &binary, &inside("vm.json"), deferred)
+            .map_err(|source| VmError::Spawn { binary: binary.clone(), source })?;
         if deferred {
-            cmd.arg("--late-config");
+            cmd.stdin_pipe();
         }
-        cmd.stdin(if deferred { Stdio::piped() } else { Stdio::null() })
-            .stdout(stdout)
-            .stderr(stderr);
+        if let Some(f) = stdout {
+            cmd.stdout(f);
+        }
+        cmd.stderr(stderr);
         // Open until the spawn below: the child enters it before exec.
         let netns_file = spec.netns.as_ref().map(|ns| fs::File::open(ns).map_err(prep(ns)));
         let netns_file = netns_file.transpose()?;
         if let Some(f) = &netns_file {
-            enter_netns_on_exec(&mut cmd, f);
+            // SAFETY: the hook makes one system call.
+            unsafe { cmd.pre_exec(spawn::setns_hook(f)) };
         }
-        // The child joins the cgroup first thing, so all it makes and allocates from then
-        // on is counted there.
-        let join = cgroup::joiner(cgroup.as_deref())
-            .map_err(|e| VmError::Prepare { path: "the VM's cgroup".into(), source: e })?;
-        // SAFETY: the joiner makes system calls only (see its docs).
-        unsafe {
-            use std::os::unix::process::CommandExt;
-            cmd.pre_exec(join);
-        }
-        let (child, parent) = match &jail {
+        // The child starts inside the cgroup (or joins it first thing), so all it makes and
+        // allocates is counted there.
+        let cg_files =
+            cgroup.as_deref().map(|c| Ok::<_, std::io::Error>((c.v2_dir()?, c.procs_files()?)));
+        let (cg_dir, cg_procs) = cg_files
+            .transpose()
+            .map_err(|e| VmError::Prepare { path: "the VM's cgroup".into(), source: e })?
+            .unwrap_or_default();
+        cmd.cgroup(cg_dir, cg_procs);
+        let spawned = match &jail {
             Some(jail) => {
                 let max_file = config
                     .disks
@@ -381,38 +351,24 @@ impl RunningVm {
                 let entry =
                     jail.entry(spec.netns.is_none(), spec.vcpus, max_file, spec.die_with_starter);
                 // SAFETY: `Entry::enter` makes system calls only (see its docs).
-                unsafe {
-                    use std::os::unix::process::CommandExt;
-                    cmd.pre_exec(move || entry.enter());
-                }
-                spawn_in_new_pid_namespace(cmd)
+                unsafe { cmd.pre_exec(Box::new(move || entry.enter())) };
+                spawn::in_new_pid_namespace(cmd).map(|(c, stdin, p)| (c, stdin, Some(p)))
             }
             None => {
                 if spec.die_with_starter {
                     // SAFETY: prctl is async-signal-safe. The VMM dies with the thread that
                     // started it, so a killed monitor or CLI never leaves a VM behind.
-                    unsafe {
-                        use std::os::unix::process::CommandExt;
-                        cmd.pre_exec(|| {
-                            libc::prctl(
-                                libc::PR_SET_PDEATHSIG,
-                                libc::SIGKILL as libc::c_ulong,
-                                0,
-                                0,
-                                0,
-                            );
-                            Ok(())
-                        });
-                    }
+                    unsafe { cmd.pre_exec(spawn::die_with_parent_hook()) };
                 }
-                cmd.spawn().map(|c| (c, None))
+                cmd.start().map(|(c, stdin)| (c, stdin, None))
             }
-        }
-        .map_err(|source| VmError::Spawn { binary: binary.clone(), source })?;
+        };
+        let (child, late, parent) =
+            spawned.map_err(|source| VmError::Spawn { binary: binary.clone(), source })?;
         drop(netns_file);
-        let mut vm = RunningVm {
+        let vm = RunningVm {
             child,
-            late: None,
+            late,
             dir: dir.to_path_buf(),
             uds,
             started,
@@ -423,7 +379,6 @@ impl RunningVm {
             attached: Vec::new(),
             cgroup,
         };
-        vm.late = vm.child.stdin.take();
         if let Some(j) = &vm.jail {
             j.record_owner(vm.pid()).map_err(prep(j.root()))?;
         }
@@ -640,32 +595,31 @@ impl Drop for RunningVm {
     }
 }
 
-/// Spawns `cmd` as the first process (pid 1) of a new pid namespace: from a thread of its
-/// own, which unshares its children's pid namespace (a thread can do that once), forks,
-/// and then stays as the VMM's parent until the returned sender is dropped (its end is the
-/// VMM's `PR_SET_PDEATHSIG`).
-fn spawn_in_new_pid_namespace(
-    mut cmd: Command,
-) -> std::io::Result<(Child, Option<std::sync::mpsc::Sender<()>>)> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let (stay, parked) = std::sync::mpsc::channel::<()>();
-    std::thread::Builder::new().name("vmm-parent".into()).spawn(move || {
-        // SAFETY: unshare(2) of the pid namespace this thread's children get; this thread
-        // and the rest of the process stay where they are.
-        let r = if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
-            Err(std::io::Error::last_os_error())
-        } else {
-            cmd.spawn()
-        };
-        let spawned = r.is_ok();
-        let _ = tx.send(r);
-        if spawned {
-            let _ = parked.recv();
+/// The VMM's command: in its jail (`/ironpod-vmm`, with nothing of the launcher's
+/// environment but what the VMM's diagnostics read), or unconfined (`binary`, without
+/// seccomp filters: a measuring mode).
+fn vmm_command(
+    jailed: bool,
+    binary: &Path,
+    config: &Path,
+    deferred: bool,
+) -> std::io::Result<Spawn> {
+    let mut args = vec![std::ffi::OsStr::new("--config"), config.as_os_str()];
+    if deferred {
+        args.push("--late-config".as_ref());
+    }
+    let env: Vec<(std::ffi::OsString, std::ffi::OsString)> = match jailed {
+        true => ["RUST_LOG", "RUST_BACKTRACE"]
+            .into_iter()
+            .filter_map(|k| std::env::var_os(k).map(|v| (k.into(), v)))
+            .collect(),
+        false => {
+            args.push("--no-seccomp".as_ref());
+            std::env::vars_os().collect()
         }
-    })?;
-    let child =
-        rx.recv().map_err(|_| std::io::Error::other("the VMM's spawning thread ended early"))??;
-    Ok((child, Some(stay)))
+    };
+    let program = if jailed { Path::new(jail::VMM_IN_JAIL) } else { binary };
+    Spawn::new(program.as_os_str(), &args, env)
 }
 
 /// Makes `config` fit a VMM in `jail`: the VMM binary, kernel, initramfs, `/dev/kvm`, disks,
@@ -676,7 +630,7 @@ fn jail_config(
     config: &mut VmConfig,
     netns: Option<&Path>,
     binary: &Path,
-) -> Result<Stdio, VmError> {
+) -> Result<Option<fs::File>, VmError> {
     match jail::is_static_elf(binary) {
         Ok(true) => {}
         Ok(false) => {
@@ -704,9 +658,9 @@ fn jail_config(
         SerialOutput::File(p) => {
             let f = fs::OpenOptions::new().create(true).append(true).open(p).map_err(prep(p))?;
             config.serial = SerialOutput::Stdout;
-            Stdio::from(f)
+            Some(f)
         }
-        _ => Stdio::null(),
+        _ => None,
     };
     Ok(stdout)
 }

@@ -69,14 +69,6 @@ fn status_kib(pid: u32, key: &str) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-fn sha(path: &Path) -> Vec<u8> {
-    use std::hash::{DefaultHasher, Hasher};
-    let bytes = std::fs::read(path).unwrap();
-    let mut h = DefaultHasher::new();
-    h.write(&bytes);
-    h.finish().to_le_bytes().to_vec()
-}
-
 /// Listens on the guest's host port in the VM's directory (as the VMM's user may connect)
 /// and keeps every connection without reading: the guest's stream meets a host that does
 /// not drain it.
@@ -115,7 +107,6 @@ fn a_hostile_guest_gets_nothing_from_its_devices() {
         (0..1u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
     std::fs::write(dir.join("rw.img"), &noise).unwrap();
     std::fs::write(dir.join("ro.img"), &noise).unwrap();
-    let ro_before = sha(&dir.join("ro.img"));
     let files_before: Vec<_> =
         std::fs::read_dir(dir).unwrap().flatten().map(|e| e.path()).collect();
 
@@ -198,7 +189,7 @@ fn a_hostile_guest_gets_nothing_from_its_devices() {
     assert!(log.len() < 16 << 10, "the guest made the VMM log {} bytes: {log}", log.len());
 
     // The host is as it was: the read-only disk unchanged, no disk grown, no file made.
-    assert_eq!(sha(&dir.join("ro.img")), ro_before, "the read-only disk changed");
+    assert!(std::fs::read(dir.join("ro.img")).unwrap() == noise, "the read-only disk changed");
     for d in ["rw.img", "ro.img"] {
         assert_eq!(std::fs::metadata(dir.join(d)).unwrap().len(), 1 << 20, "{d} grew");
     }

@@ -65,7 +65,7 @@ fn spawn_daemon(d: &Path, netns: Option<&Path>) -> Child {
     }
     let ns_file = netns.map(|p| std::fs::File::open(p).expect("open the test's netns"));
     if let Some(f) = &ns_file {
-        ironpod_pods::vm::enter_netns_on_exec(&mut cmd, f);
+        ironpod_pods::spawn::enter_netns_on_exec(&mut cmd, f);
     }
     let daemon = cmd
         .arg("--config")

@@ -267,9 +267,7 @@ impl Jail {
     pub fn expose_disk(&mut self, source: &Path, read_only: bool) -> Result<PathBuf, JailError> {
         let name = source
             .file_name()
-            .ok_or_else(|| {
-                JailError::Unfit(format!("disk {} has no file name", source.display()))
-            })?
+            .ok_or_else(|| JailError::Unfit(format!("disk {} has no file name", source.display())))?
             .to_string_lossy()
             .into_owned();
         if read_only {
