@@ -95,8 +95,19 @@ impl Guest {
 }
 
 fn header(step: &Step, last_port: u32) -> Option<Vec<u8>> {
-    let Step::Tx { port, src_port, op, len, flags, buf_alloc, fwd_cnt, odd_type, odd_cids, payload, .. } =
-        step
+    let Step::Tx {
+        port,
+        src_port,
+        op,
+        len,
+        flags,
+        buf_alloc,
+        fwd_cnt,
+        odd_type,
+        odd_cids,
+        payload,
+        ..
+    } = step
     else {
         return None;
     };
@@ -125,7 +136,8 @@ fn header(step: &Step, last_port: u32) -> Option<Vec<u8>> {
 fuzz_target!(|steps: Vec<Step>| {
     let dir = tempfile::tempdir().expect("temp dir");
     let uds = dir.path().join("v.sock");
-    let service = UnixListener::bind(dir.path().join(format!("v.sock_{SERVICE_PORT}"))).expect("listen");
+    let service =
+        UnixListener::bind(dir.path().join(format!("v.sock_{SERVICE_PORT}"))).expect("listen");
     service.set_nonblocking(true).expect("nonblocking");
     let mut dev = Vsock::new(GUEST_CID, uds.clone()).expect("device");
     let (qs, ctx) = ironpod_fuzz::guest(&[], 3, dev.avail_features());
