@@ -57,6 +57,11 @@ impl Write for VsockStream {
     }
 }
 
+/// Whether a vsock peer is the host (the only side allowed to drive the agent).
+fn from_host(peer: &libc::sockaddr_vm) -> bool {
+    peer.svm_family == libc::AF_VSOCK as libc::sa_family_t && peer.svm_cid == libc::VMADDR_CID_HOST
+}
+
 impl Listener {
     /// Listens on vsock `port` for any CID.
     pub fn vsock(port: u32) -> io::Result<Self> {
@@ -111,12 +116,15 @@ impl Listener {
     fn accept(&self) -> io::Result<Box<dyn Stream>> {
         match self {
             Listener::Vsock { fd, .. } => {
-                // SAFETY: the fd is a listening socket; the peer address is not needed.
+                // SAFETY: sockaddr_vm is plain data.
+                let mut peer: libc::sockaddr_vm = unsafe { std::mem::zeroed() };
+                let mut len = std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t;
+                // SAFETY: the fd is a listening socket; peer/len describe a buffer we own.
                 let raw = unsafe {
                     libc::accept4(
                         fd.as_raw_fd(),
-                        std::ptr::null_mut(),
-                        std::ptr::null_mut(),
+                        (&mut peer as *mut libc::sockaddr_vm).cast(),
+                        &mut len,
                         libc::SOCK_CLOEXEC,
                     )
                 };
@@ -124,7 +132,14 @@ impl Listener {
                     return Err(io::Error::last_os_error());
                 }
                 // SAFETY: accept4 returned a new fd that nothing else owns.
-                Ok(Box::new(VsockStream(unsafe { OwnedFd::from_raw_fd(raw) })))
+                let stream = unsafe { OwnedFd::from_raw_fd(raw) };
+                if !from_host(&peer) {
+                    // Only the host side drives the agent: not a process of this guest
+                    // (local vsock loopback), nor another VM.
+                    log::line(&format!("refused a vsock connection from cid {}", peer.svm_cid));
+                    return Err(io::Error::from(io::ErrorKind::PermissionDenied));
+                }
+                Ok(Box::new(VsockStream(stream)))
             }
             Listener::Unix(l) => {
                 let (s, _): (UnixStream, _) = l.accept()?;
@@ -145,12 +160,38 @@ impl Listener {
                         log::line(&format!("cannot start a session thread: {e}"));
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // Interrupted, or a peer that is not the host (refused and logged).
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::PermissionDenied
+                    ) => {}
                 Err(e) => {
                     log::line(&format!("accept failed: {e}"));
                     std::thread::sleep(std::time::Duration::from_millis(50));
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::from_host;
+
+    #[test]
+    fn only_the_host_cid_drives_the_agent() {
+        // SAFETY: sockaddr_vm is plain data.
+        let mut peer: libc::sockaddr_vm = unsafe { std::mem::zeroed() };
+        peer.svm_family = libc::AF_VSOCK as libc::sa_family_t;
+        peer.svm_cid = libc::VMADDR_CID_HOST;
+        assert!(from_host(&peer));
+        for cid in [libc::VMADDR_CID_LOCAL, 3, 42, libc::VMADDR_CID_ANY] {
+            peer.svm_cid = cid;
+            assert!(!from_host(&peer), "cid {cid}");
+        }
+        peer.svm_cid = libc::VMADDR_CID_HOST;
+        peer.svm_family = libc::AF_UNIX as libc::sa_family_t;
+        assert!(!from_host(&peer));
     }
 }

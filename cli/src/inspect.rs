@@ -165,7 +165,7 @@ pub fn top(root: &Path, container: &str) -> Result<i32, Failure> {
             p.pid,
             p.ppid,
             format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60),
-            p.cmd
+            crate::terminal::printable(&p.cmd)
         );
     }
     Ok(0)

@@ -197,15 +197,15 @@ fn main() -> ExitCode {
     match status {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(Failure::Usage(e)) => {
-            eprintln!("ironpod: {e}");
+            eprintln!("ironpod: {}", terminal::printable_lines(&e));
             ExitCode::from(125)
         }
         Err(Failure::Runtime(e)) => {
-            eprintln!("ironpod: {e}");
+            eprintln!("ironpod: {}", terminal::printable_lines(&e));
             ExitCode::from(if is_run { 125 } else { 1 })
         }
         Err(Failure::Other(e)) => {
-            eprintln!("ironpod: {e}");
+            eprintln!("ironpod: {}", terminal::printable_lines(&e));
             ExitCode::FAILURE
         }
     }

@@ -3,6 +3,41 @@
 
 use std::sync::mpsc;
 
+/// `text` made safe to print on a terminal: control characters (C0 but tab, DEL, C1 —
+/// escape sequences a guest could use to rewrite the screen, set the window title or
+/// worse) come out as `\x..` / `\u{..}`. For anything that came from a guest (process
+/// lists, the agent's error messages); a container's own output streams stay raw, as
+/// Docker's do.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    escape_controls(text, false)
+}
+
+/// Like [`printable`], keeping line breaks (messages of several lines).
+pub fn printable_lines(text: &str) -> std::borrow::Cow<'_, str> {
+    escape_controls(text, true)
+}
+
+fn escape_controls(text: &str, keep_newlines: bool) -> std::borrow::Cow<'_, str> {
+    let bad = |c: char| {
+        ((c.is_control() && c != '\t') && !(keep_newlines && c == '\n'))
+            || ('\u{80}'..='\u{9f}').contains(&c)
+    };
+    if !text.chars().any(bad) {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if !bad(c) {
+            out.push(c);
+        } else if (c as u32) < 0x100 {
+            out.push_str(&format!("\\x{:02x}", c as u32));
+        } else {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        }
+    }
+    out.into()
+}
+
 /// Whether `fd` is a terminal.
 pub fn is_tty(fd: i32) -> bool {
     // SAFETY: isatty takes an integer.
@@ -97,5 +132,19 @@ impl Iterator for SignalRelay {
 
     fn next(&mut self) -> Option<i32> {
         self.rx.recv().ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn guest_text_cannot_drive_the_terminal() {
+        assert_eq!(printable("sh -c 'sleep 1'\tx"), "sh -c 'sleep 1'\tx");
+        assert_eq!(printable("ünïcode ok"), "ünïcode ok");
+        assert_eq!(printable("a\x1b]0;pwned\x07b"), "a\\x1b]0;pwned\\x07b");
+        assert_eq!(printable("\r\n\x7f\u{9b}2J"), "\\x0d\\x0a\\x7f\\x9b2J");
+        assert_eq!(super::printable_lines("one\ntwo\x1b[2J"), "one\ntwo\\x1b[2J");
     }
 }

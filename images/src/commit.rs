@@ -29,15 +29,34 @@ pub struct CommitInfo {
     pub config: serde_json::Map<String, serde_json::Value>,
 }
 
+/// How long a layer may take to arrive: a floor, plus one second per MiB announced (a
+/// guest that trickles its layer is cut off; the store is not locked meanwhile).
+fn stream_deadline(size: u64) -> std::time::Duration {
+    std::time::Duration::from_secs(300 + size / (1 << 20))
+}
+
+/// Whether `s` is a sha256 digest in lowercase hex (what the agent must announce).
+fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 impl ImageStore {
     /// Reads a layer tar from `layer` (which must be `size` bytes with sha256 `sha256_hex`,
-    /// as the agent announced), checks it, and stores the image `base` + this layer as `name`.
+    /// as the agent announced, and no more than `max_size`), checks it, and stores the image
+    /// `base` + this layer as `name`.
+    ///
+    /// Everything the guest announced is checked before use: the digest's form before it
+    /// names anything, the size against `max_size` and the free space of the store. The layer
+    /// is received and checked into the store's scratch directory before the store is
+    /// locked, within a deadline, so a guest that stalls holds up nothing but its commit.
+    #[allow(clippy::too_many_arguments)]
     pub fn commit(
         &self,
         base: &Digest,
         mut layer: impl Read,
         size: u64,
         sha256_hex: &str,
+        max_size: u64,
         name: &str,
         info: &CommitInfo,
     ) -> Result<ImageSummary, ImageError> {
@@ -48,14 +67,32 @@ impl ImageStore {
                 name.full()
             )));
         }
-        let _l = self.lock(false)?;
+        if !is_sha256_hex(sha256_hex) {
+            return Err(ImageError::Corrupt(format!(
+                "the agent announced a malformed layer digest {:?}",
+                sha256_hex.chars().take(80).collect::<String>()
+            )));
+        }
+        if size > max_size {
+            return Err(ImageError::Corrupt(format!(
+                "the agent announced a {size}-byte layer: more than the {max_size} bytes a commit may take"
+            )));
+        }
         let tmp_dir = self.root.join("tmp");
         fs::create_dir_all(&tmp_dir).map_err(|e| ImageError::io(&tmp_dir, e))?;
-        let tmp = tmp_dir.join(format!(
-            "commit-{}-{}.tar",
-            std::process::id(),
-            sha256_hex.get(..12).unwrap_or("x")
-        ));
+        if let Some(free) = free_bytes(&tmp_dir) {
+            if size > free {
+                return Err(ImageError::io(
+                    &tmp_dir,
+                    io::Error::new(
+                        io::ErrorKind::StorageFull,
+                        format!("a {size}-byte layer does not fit in the {free} bytes free"),
+                    ),
+                ));
+            }
+        }
+        let tmp = tmp_dir.join(format!("commit-{}-{}.tar", std::process::id(), &sha256_hex[..12]));
+        let deadline = std::time::Instant::now() + stream_deadline(size);
         let result = (|| {
             // 1. The raw layer, checked against what the agent announced.
             let mut f = File::create(&tmp).map_err(|e| ImageError::io(&tmp, e))?;
@@ -63,6 +100,12 @@ impl ImageStore {
             let mut got = 0u64;
             let mut buf = vec![0u8; 256 * 1024];
             loop {
+                if std::time::Instant::now() > deadline {
+                    return Err(ImageError::Corrupt(format!(
+                        "the layer did not arrive in {} s",
+                        stream_deadline(size).as_secs()
+                    )));
+                }
                 let n = layer.read(&mut buf).map_err(|e| ImageError::io(&tmp, e))?;
                 if n == 0 {
                     break;
@@ -85,6 +128,8 @@ impl ImageStore {
             drop(f);
             // 2. Its members must be safe (no absolute paths, no '..').
             validate(&tmp)?;
+            // Only now, the store.
+            let _l = self.lock(false)?;
             // 3. Compressed into the blob store.
             let pending = self.blobs.begin()?;
             let mut tee = HashingWriter::new(GzEncoder::new(pending, flate2::Compression::fast()));
@@ -151,5 +196,16 @@ impl ImageStore {
         })();
         let _ = fs::remove_file(&tmp);
         result
+    }
+}
+
+/// Bytes free for an unprivileged writer on the file system holding `dir`.
+fn free_bytes(dir: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs into a zeroed struct we own, with a valid C string.
+    unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        (libc::statvfs(c.as_ptr(), &mut st) == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
     }
 }

@@ -273,6 +273,7 @@ fn images_in_use_are_kept_until_released() {
 #[test]
 fn commit_adds_a_checked_layer_on_top_of_the_base() {
     use sha2::Digest as _;
+    const MAX: u64 = 1 << 30;
     let dir = tempfile::tempdir().unwrap();
     let store = ImageStore::open(&dir.path().join("root")).unwrap();
     store.import(&rootfs_tar(dir.path()), "base:1").unwrap();
@@ -300,7 +301,15 @@ fn commit_adds_a_checked_layer_on_top_of_the_base() {
     info.config.insert("Cmd".into(), serde_json::json!(["sh", "-c", "cat /etc/new"]));
     // Damaged in transit: refused, nothing tagged.
     let e = store
-        .commit(&base, &layer[..layer.len() - 1], layer.len() as u64, &hex, "new:1", &info)
+        .commit(
+            &base,
+            &layer[..layer.len() - 1],
+            layer.len() as u64,
+            &hex,
+            u64::MAX,
+            "new:1",
+            &info,
+        )
         .unwrap_err();
     assert!(e.to_string().contains("damaged"), "{e}");
     assert!(store.resolve("new:1").is_err());
@@ -308,10 +317,24 @@ fn commit_adds_a_checked_layer_on_top_of_the_base() {
     let bad = hostile_tar(dir.path(), "bad.tar", &[("../escape", tar::EntryType::Regular, None)]);
     let bad = std::fs::read(bad).unwrap();
     let bad_hex = format!("{:x}", sha2::Sha256::digest(&bad));
-    assert!(store.commit(&base, &bad[..], bad.len() as u64, &bad_hex, "new:1", &info).is_err());
+    assert!(store
+        .commit(&base, &bad[..], bad.len() as u64, &bad_hex, MAX, "new:1", &info)
+        .is_err());
     assert!(store.resolve("new:1").is_err());
     // The real thing.
-    let s = store.commit(&base, &layer[..], layer.len() as u64, &hex, "new:1", &info).unwrap();
+    // What the guest announces is checked before use: the digest's form (it names the
+    // scratch file), the size against the limit; nothing is read or tagged.
+    for bad_digest in ["../../../../../etc/passwd", "ABC", &format!("{hex}0"), &hex.to_uppercase()]
+    {
+        let e = store
+            .commit(&base, &layer[..], layer.len() as u64, bad_digest, MAX, "new:1", &info)
+            .unwrap_err();
+        assert!(e.to_string().contains("malformed layer digest"), "{e}");
+    }
+    let e = store.commit(&base, &layer[..], 1 << 40, &hex, MAX, "new:1", &info).unwrap_err();
+    assert!(e.to_string().contains("more than the"), "{e}");
+    assert!(store.resolve("new:1").is_err());
+    let s = store.commit(&base, &layer[..], layer.len() as u64, &hex, MAX, "new:1", &info).unwrap();
     let d = store.inspect("new:1").unwrap();
     assert_eq!(d.manifest_json.layers().len(), 2);
     assert_eq!(d.config.rootfs().diff_ids().len(), 2);
@@ -322,6 +345,29 @@ fn commit_adds_a_checked_layer_on_top_of_the_base() {
     );
     assert_eq!(store.history("new:1").unwrap()[0].comment().as_deref(), Some("msg"));
     assert_eq!(s.names, vec!["new:1".to_string()]);
+    // A guest that holds its stream back holds up nothing else: the store is not locked
+    // while the layer arrives.
+    struct Gate(std::sync::mpsc::Receiver<()>, std::io::Cursor<Vec<u8>>);
+    impl std::io::Read for Gate {
+        fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
+            if self.1.position() == 0 {
+                let _ = self.0.recv();
+            }
+            self.1.read(b)
+        }
+    }
+    let (open, gate) = std::sync::mpsc::channel();
+    std::thread::scope(|sc| {
+        let held = sc.spawn(|| {
+            let other = ImageStore::open(&dir.path().join("root")).unwrap();
+            let g = Gate(gate, std::io::Cursor::new(layer.clone()));
+            other.commit(&base, g, layer.len() as u64, &hex, MAX, "new:2", &info).map(|_| ())
+        });
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        drop(store.lock(true).expect("an exclusive lock while a commit streams"));
+        open.send(()).unwrap();
+        held.join().unwrap().unwrap();
+    });
     // Both images' layer disks build; the base's layer disk is shared.
     let disks = store.layer_disks("new:1").unwrap();
     assert_eq!(disks.len(), 2);

@@ -12,6 +12,7 @@ use std::io;
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,6 +24,10 @@ use crate::ports::{PortMapping, Protocol};
 const UDP_IDLE: Duration = Duration::from_secs(60);
 /// Bytes one splice moves at most (and the pipe's size).
 const SPLICE_CHUNK: usize = 1 << 20;
+/// TCP connections, and UDP flows, one published port carries at once (each costs threads
+/// and descriptors of the process serving it): past it, a new connection is closed at once
+/// and a new flow's datagrams are dropped until one ends.
+pub const MAX_FLOWS: usize = 1024;
 
 /// A bound port, before its proxy runs.
 enum Bound {
@@ -37,6 +42,15 @@ pub fn publish(
     mappings: &[PortMapping],
     net_ns: &Path,
     pod: Ipv4Addr,
+) -> Result<Vec<PortMapping>, NetworkError> {
+    publish_bounded(mappings, net_ns, pod, MAX_FLOWS)
+}
+
+fn publish_bounded(
+    mappings: &[PortMapping],
+    net_ns: &Path,
+    pod: Ipv4Addr,
+    max_flows: usize,
 ) -> Result<Vec<PortMapping>, NetworkError> {
     let mut bound = Vec::new();
     let mut out = Vec::new();
@@ -65,18 +79,36 @@ pub fn publish(
             .map_err(|e| NetworkError::Publish(format!("open {}: {e}", net_ns.display())))?;
         let ns = Arc::new(ns);
         std::thread::spawn(move || match b {
-            Bound::Tcp(l) => serve_tcp(l, ns, target),
-            Bound::Udp(s) => serve_udp(s, ns, target),
+            Bound::Tcp(l) => serve_tcp(l, ns, target, max_flows),
+            Bound::Udp(s) => serve_udp(s, ns, target, max_flows),
         });
     }
     Ok(out)
 }
 
-fn serve_tcp(listener: TcpListener, ns: Arc<std::fs::File>, target: SocketAddr) {
+/// One connection counted while it lives.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn serve_tcp(listener: TcpListener, ns: Arc<std::fs::File>, target: SocketAddr, max: usize) {
+    let live = Arc::new(AtomicUsize::new(0));
     for client in listener.incoming() {
         let Ok(client) = client else { continue };
+        if live.fetch_add(1, Ordering::Relaxed) >= max {
+            // Full: this one is closed at once (the client sees the end of the stream).
+            live.fetch_sub(1, Ordering::Relaxed);
+            drop(client);
+            continue;
+        }
+        let slot = Slot(live.clone());
         let ns = ns.clone();
         std::thread::spawn(move || {
+            let _slot = slot;
             // The connection to the pod is made from the network's namespace.
             if netns::enter(&ns).is_err() {
                 return;
@@ -161,7 +193,7 @@ fn splice_all(from: &TcpStream, to: &TcpStream) -> io::Result<()> {
     }
 }
 
-fn serve_udp(socket: UdpSocket, ns: Arc<std::fs::File>, target: SocketAddr) {
+fn serve_udp(socket: UdpSocket, ns: Arc<std::fs::File>, target: SocketAddr, max: usize) {
     // This thread makes the flows' sockets: in the network's namespace (the bound socket
     // stays where it was made).
     if netns::enter(&ns).is_err() {
@@ -176,6 +208,8 @@ fn serve_udp(socket: UdpSocket, ns: Arc<std::fs::File>, target: SocketAddr) {
             let mut map = flows.lock().unwrap_or_else(|e| e.into_inner());
             match map.get(&client) {
                 Some(f) => f.clone(),
+                // Full: a new client's datagrams are dropped until a flow idles out.
+                None if map.len() >= max => continue,
                 None => {
                     let Ok(f) = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)) else { continue };
                     if f.connect(target).is_err() || f.set_read_timeout(Some(UDP_IDLE)).is_err() {
@@ -289,6 +323,49 @@ mod tests {
         let taken = PortMapping { host_port: busy.local_addr().unwrap().port(), ..m };
         let e = publish(&[taken], &ns.path(), Ipv4Addr::LOCALHOST).unwrap_err().to_string();
         assert!(e.contains("bind for 127.0.0.1"), "{e}");
+    }
+
+    #[test]
+    fn a_port_carries_a_bounded_number_of_connections() {
+        let ns = Ns::new("tcpmax");
+        let server = ns.spawn(|| TcpListener::bind("127.0.0.1:0").unwrap());
+        let target_port = server.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for c in server.incoming() {
+                let mut c = c.unwrap();
+                std::thread::spawn(move || {
+                    let mut w = c.try_clone().unwrap();
+                    let _ = std::io::copy(&mut c, &mut w);
+                });
+            }
+        });
+        let m = PortMapping {
+            host_ip: Ipv4Addr::LOCALHOST,
+            host_port: 0,
+            pod_port: target_port,
+            protocol: Protocol::Tcp,
+        };
+        let port = publish_bounded(&[m], &ns.path(), Ipv4Addr::LOCALHOST, 2).unwrap()[0].host_port;
+        let open = || {
+            let c = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            c
+        };
+        let echoes = |mut c: &TcpStream| {
+            let mut b = [0u8; 1];
+            c.write_all(b"x").is_ok() && matches!(c.read(&mut b), Ok(1))
+        };
+        let (a, b) = (open(), open());
+        assert!(echoes(&a) && echoes(&b));
+        assert!(!echoes(&open()), "a third connection is closed while two are open");
+        drop(a);
+        // Once one ends, a new one is carried again.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !echoes(&open()) {
+            assert!(std::time::Instant::now() < deadline, "no slot came free");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(echoes(&b));
     }
 
     #[test]

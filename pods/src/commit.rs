@@ -58,8 +58,10 @@ fn read_layer(
     let stream = AgentClient::open(uds, Duration::from_secs(30))
         .and_then(|c| c.into_stream(RequestBody::OpenFile { path: layer.path.clone() }))
         .map_err(monitor_err)?;
-    let result =
-        store.commit(&pod::image_digest(rec)?, stream, layer.size, &layer.sha256, new_ref, info);
+    // A layer holds the container's writable disk's files, plus tar's headers and padding.
+    let max = crate::disks::WRITABLE_DISK_BYTES * 2;
+    let base = pod::image_digest(rec)?;
+    let result = store.commit(&base, stream, layer.size, &layer.sha256, max, new_ref, info);
     let _ = ctl.remove_file(&layer.path);
     Ok(result?)
 }

@@ -82,6 +82,13 @@ pub fn default_profile(caps: &[Capability]) -> LinuxSeccomp {
     rules.push(
         serde_json::json!({ "names": names, "action": "SCMP_ACT_ERRNO", "errnoRet": libc::EPERM }),
     );
+    // No vsock sockets: the VM's vsock leads to the host side and its agent, which is not a
+    // container's to talk to (Docker denies AF_VSOCK too). Compared on the low 32 bits, what
+    // the kernel reads of the int argument.
+    rules.push(serde_json::json!({
+        "names": ["socket"], "action": "SCMP_ACT_ERRNO", "errnoRet": libc::EAFNOSUPPORT,
+        "args": [{ "index": 0, "value": 0xffff_ffffu64, "valueTwo": libc::AF_VSOCK, "op": "SCMP_CMP_MASKED_EQ" }]
+    }));
     if !caps.contains(&Capability::SysAdmin) {
         for flag in CLONE_NS_FLAGS {
             rules.push(serde_json::json!({
@@ -114,5 +121,10 @@ mod tests {
         let s = serde_json::to_string(&p).unwrap();
         assert!(!s.contains("\"mount\"") && !s.contains("\"ptrace\"") && !s.contains("clone3"));
         assert!(s.contains("\"kexec_load\"") && s.contains("\"keyctl\""));
+        // AF_VSOCK whatever the capabilities.
+        let rules = p.syscalls().as_ref().unwrap();
+        let vsock = rules.iter().find(|r| r.names().iter().any(|n| n == "socket"));
+        let arg = &vsock.expect("a socket rule").args().as_ref().unwrap()[0];
+        assert_eq!((arg.value(), arg.value_two()), (0xffff_ffff, Some(libc::AF_VSOCK as u64)));
     }
 }

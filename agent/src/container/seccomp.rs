@@ -246,4 +246,41 @@ mod tests {
         unsafe { libc::waitpid(pid, &mut status, 0) };
         assert_eq!(libc::WEXITSTATUS(status), 0);
     }
+
+    #[test]
+    fn a_masked_argument_rule_sees_only_the_low_32_bits() {
+        // ironpod's default profile denies AF_VSOCK (40) so: the kernel reads the family as
+        // an int, so garbage in the register's upper half must not slip past the rule.
+        let p = profile(
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[
+                {"names":["socket"],"action":"SCMP_ACT_ERRNO","errnoRet":97,
+                 "args":[{"index":0,"value":4294967295,"valueTwo":40,"op":"SCMP_CMP_MASKED_EQ"}]}]}"#,
+        );
+        let progs = compile(&p).unwrap();
+        // SAFETY: fork in a test; the child only makes syscalls and exits.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: plain prctl and socket calls in the child.
+            let code = unsafe {
+                libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+                let ok = progs.iter().all(|p| install(p).is_ok());
+                let errno = || *libc::__errno_location();
+                let vsock = libc::syscall(libc::SYS_socket, 40i64, libc::SOCK_STREAM, 0);
+                let vsock_errno = errno();
+                let high = libc::syscall(libc::SYS_socket, 0x1_0000_0028i64, libc::SOCK_STREAM, 0);
+                let high_errno = errno();
+                let unix = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+                let denied = |r: i64, e: i32| r == -1 && e == libc::EAFNOSUPPORT;
+                i32::from(
+                    !(ok && denied(vsock, vsock_errno) && denied(high, high_errno) && unix >= 0),
+                )
+            };
+            // SAFETY: ends the child without running the parent's destructors.
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert_eq!(libc::WEXITSTATUS(status), 0);
+    }
 }

@@ -50,6 +50,9 @@ pub struct Balloon {
     queue_evts: [EventFd; 3],
     active: Option<Active>,
     stats: BalloonStats,
+    /// Chains taken per wake-up and queue (a queue's worth): then the event loop serves the
+    /// rest of the VM, and the queue's own event brings the device back.
+    budget: usize,
 }
 
 impl Balloon {
@@ -64,6 +67,7 @@ impl Balloon {
             ],
             active: None,
             stats: BalloonStats::default(),
+            budget: usize::from(QUEUE_SIZE),
         })
     }
 
@@ -113,7 +117,13 @@ impl Balloon {
         let mem = active.mem.clone();
         let Some(queue) = active.queues.get_mut(index) else { return false };
         let mut used_any = false;
-        while let Some(chain) = queue.pop_descriptor_chain(&mem) {
+        for taken in 0.. {
+            if taken == self.budget {
+                // A queue's worth: the rest after the other events.
+                let _ = self.queue_evts[index].write(1);
+                break;
+            }
+            let Some(chain) = queue.pop_descriptor_chain(&mem) else { break };
             let head = chain.head_index();
             for d in chain.clone() {
                 match index {
@@ -271,6 +281,37 @@ mod tests {
         assert_eq!(tq.read(4 << 20, 4), vec![0; 4], "released pages read as zeros");
         assert_eq!(dev.stats(), BalloonStats { released_bytes: 2 << 20, rejected: 4 });
         assert!(irq.status() & crate::virtio::INT_VRING != 0);
+    }
+
+    #[test]
+    fn a_wake_up_takes_at_most_its_budget_and_comes_back_for_the_rest() {
+        let tq = TestQueue::new(QUEUE_SIZE);
+        let mut rep = tq.sibling(0x8000, QUEUE_SIZE);
+        let mut dev = Balloon::new().unwrap();
+        dev.budget = 2;
+        let irq = Arc::new(Interrupt::new(EventFd::new(EFD_NONBLOCK).unwrap()));
+        let queues = vec![
+            tq.sibling(0, QUEUE_SIZE).queue(),
+            tq.sibling(0x4000, QUEUE_SIZE).queue(),
+            rep.queue(),
+        ];
+        dev.activate(ActivateContext {
+            mem: tq.mem.clone(),
+            queues,
+            interrupt: irq,
+            acked_features: VIRTIO_F_VERSION_1 | VIRTIO_BALLOON_F_PAGE_REPORTING,
+        })
+        .unwrap();
+        for i in 0..5u64 {
+            rep.add_chain(&[((4 << 20) + i * 4096, 4096, WRITE)]);
+        }
+        let _ = dev.queue_evts[REPORTING].read();
+        for want in [2, 4, 5] {
+            dev.handle(REPORTING);
+            assert_eq!(rep.used_idx(), want);
+            let rearmed = dev.queue_evts[REPORTING].read().is_ok();
+            assert_eq!(rearmed, want < 5, "the queue's event is raised while work may remain");
+        }
     }
 
     #[test]

@@ -140,6 +140,9 @@ pub struct Block {
     queue_evts: [EventFd; 1],
     active: Option<Active>,
     stats: BlockStats,
+    /// Requests taken per wake-up (a queue's worth): then the event loop serves the rest
+    /// of the VM, and the queue's own event brings the device back.
+    budget: usize,
 }
 
 struct Active {
@@ -170,6 +173,7 @@ impl Block {
             queue_evts: [EventFd::new(EFD_NONBLOCK).map_err(BlockError::EventFd)?],
             active: None,
             stats: BlockStats::default(),
+            budget: usize::from(QUEUE_SIZE),
         })
     }
 
@@ -218,24 +222,35 @@ impl Block {
         }
     }
 
+    /// Sets the requests taken per wake-up (tests).
+    #[cfg(test)]
+    pub(crate) fn set_budget(&mut self, n: usize) {
+        self.budget = n.max(1);
+    }
+
     /// Request counters.
     pub fn stats(&self) -> BlockStats {
         self.stats
     }
 
-    /// Processes every available request; returns whether the guest must be interrupted.
+    /// Processes the available requests, at most a queue's worth: a guest that keeps
+    /// adding requests cannot hold the event loop (when the budget runs out, the queue's
+    /// event is raised again and the rest waits its turn). Returns whether the guest must be
+    /// interrupted.
     pub fn process_queue(&mut self) -> bool {
         let Some(active) = self.active.as_mut() else { return false };
         let mem = active.mem.clone();
         let mut used_any = false;
+        let mut budget = self.budget;
         loop {
             if active.queue.disable_notification(&mem).is_err() {
                 break;
             }
             let chains: Vec<_> = match active.queue.iter(&mem) {
-                Ok(it) => it.collect(),
+                Ok(it) => it.take(budget).collect(),
                 Err(_) => break,
             };
+            budget -= chains.len();
             for chain in chains {
                 let head = chain.head_index();
                 let (len, outcome) = execute(self.medium.as_ref(), self.read_only, &mem, chain);
@@ -248,6 +263,11 @@ impl Block {
                 // the used ring itself is outside guest memory: nothing more can be done.
                 let _ = active.queue.add_used(&mem, head, len);
                 used_any = true;
+            }
+            if budget == 0 {
+                // Come back after the other events (notifications stay off meanwhile).
+                let _ = self.queue_evts[0].write(1);
+                break;
             }
             match active.queue.enable_notification(&mem) {
                 Ok(true) => continue, // more requests arrived meanwhile

@@ -253,3 +253,22 @@ fn empty_slot_takes_and_releases_a_medium() {
     assert_eq!((capacity(&b), b.serial()), (0, None));
     assert!(irq.status() & crate::virtio::INT_CONFIG != 0);
 }
+
+#[test]
+fn a_wake_up_takes_at_most_its_budget_and_comes_back_for_the_rest() {
+    let (_f, mut b) = disk(&[0u8; 4096], false);
+    b.set_budget(2);
+    let mut t = TestQueue::new(16);
+    activate(&mut b, &t);
+    header(&t, VIRTIO_BLK_T_FLUSH, 0);
+    for _ in 0..5 {
+        t.add_chain(&[(HDR, 16, 0), (STATUS, 1, WRITE)]);
+    }
+    let _ = b.queue_evts[0].read();
+    for want in [2, 4, 5] {
+        b.process_queue();
+        assert_eq!(t.used_idx(), want);
+        let rearmed = b.queue_evts[0].read().is_ok();
+        assert_eq!(rearmed, want < 5, "the queue's event is raised while work may remain");
+    }
+}

@@ -101,6 +101,9 @@ pub struct Net<B: NetBackend> {
     rx_buf: Vec<u8>,
     tx_buf: Vec<u8>,
     stats: NetStats,
+    /// Frames moved per wake-up and direction (a queue's worth): then the event loop serves
+    /// the rest of the VM, and the queue's own event brings the device back.
+    budget: usize,
 }
 
 impl<B: NetBackend> Net<B> {
@@ -118,7 +121,14 @@ impl<B: NetBackend> Net<B> {
             rx_buf: vec![0u8; MAX_FRAME],
             tx_buf: Vec::with_capacity(MAX_FRAME),
             stats: NetStats::default(),
+            budget: usize::from(QUEUE_SIZE),
         })
+    }
+
+    /// Sets the frames moved per wake-up (tests).
+    #[cfg(test)]
+    pub(crate) fn set_budget(&mut self, n: usize) {
+        self.budget = n.max(1);
     }
 
     /// Frame counters.
@@ -131,11 +141,19 @@ impl<B: NetBackend> Net<B> {
         &mut self.backend
     }
 
-    /// Moves frames from the backend to the guest until the backend has none or the guest
-    /// has no room; returns whether the guest must be interrupted.
+    /// Moves frames from the backend to the guest until the backend has none, the guest
+    /// has no room, or a queue's worth has moved (then the rx queue's event is raised again:
+    /// a flood from outside cannot hold the event loop); returns whether the guest must be
+    /// interrupted.
     pub fn process_rx(&mut self) -> bool {
         let mut used = false;
+        let mut budget = self.budget;
         loop {
+            if budget == 0 {
+                let _ = self.queue_evts[RX].write(1);
+                break;
+            }
+            budget -= 1;
             let len = match self.pending.take() {
                 Some(len) => len,
                 None => match self.backend.recv(&mut self.rx_buf) {
@@ -247,20 +265,24 @@ impl<B: NetBackend> Net<B> {
         }
     }
 
-    /// Sends every frame the guest queued; returns whether the guest must be interrupted.
+    /// Sends the frames the guest queued, at most a queue's worth (then the tx queue's
+    /// event is raised again and the rest waits its turn); returns whether the guest must be
+    /// interrupted.
     pub fn process_tx(&mut self) -> bool {
         let Some(a) = self.active.as_mut() else { return false };
         let mem = a.mem.clone();
         let q = &mut a.queues[TX];
         let mut used = false;
+        let mut budget = self.budget;
         loop {
             if q.disable_notification(&mem).is_err() {
                 break;
             }
             let chains: Vec<_> = match q.iter(&mem) {
-                Ok(it) => it.collect(),
+                Ok(it) => it.take(budget).collect(),
                 Err(_) => break,
             };
+            budget -= chains.len();
             for chain in chains {
                 let head = chain.head_index();
                 self.tx_buf.clear();
@@ -278,6 +300,10 @@ impl<B: NetBackend> Net<B> {
                 }
                 let _ = q.add_used(&mem, head, 0);
                 used = true;
+            }
+            if budget == 0 {
+                let _ = self.queue_evts[TX].write(1);
+                break;
             }
             match q.enable_notification(&mem) {
                 Ok(true) => continue,

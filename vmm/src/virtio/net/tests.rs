@@ -238,3 +238,32 @@ fn a_broken_rx_ring_does_not_hang_the_device() {
     r.dev.process_rx();
     assert_eq!(r.dev.stats().rx_frames, 1);
 }
+
+#[test]
+fn a_wake_up_moves_at_most_its_budget_each_way_and_comes_back_for_the_rest() {
+    let mut r = Rig::new(ALL);
+    r.dev.set_budget(2);
+    // tx: five frames queued, two per wake-up.
+    let f = frame(60);
+    r.tx.write(TXBUF, &f);
+    for _ in 0..5 {
+        r.tx.add_chain(&[(TXBUF, 60, 0)]);
+    }
+    for want in [2, 4, 5] {
+        r.dev.process_tx();
+        assert_eq!(r.tx.used_idx(), want);
+        let rearmed = r.dev.queue_evts[TX].read().is_ok();
+        assert_eq!(rearmed, want < 5, "the tx event is raised while work may remain");
+    }
+    // rx: a flood from the backend, room for all of it; two frames per wake-up.
+    r.give_rx(8, RXBUF_SIZE);
+    for _ in 0..5 {
+        r.dev.backend_mut().inbox.push_back(frame(100));
+    }
+    for want in [2, 4, 5] {
+        r.dev.process_rx();
+        assert_eq!(r.rx.used_idx(), want);
+        let rearmed = r.dev.queue_evts[RX].read().is_ok();
+        assert_eq!(rearmed, want < 5, "the rx event is raised while frames may remain");
+    }
+}

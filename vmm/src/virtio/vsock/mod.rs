@@ -59,6 +59,9 @@ pub struct Vsock {
     active: Option<Active>,
     muxer: Muxer,
     reset_pending: bool,
+    /// Chains taken per wake-up and queue (a queue's worth): then the event loop serves the
+    /// rest of the VM, and the queue's own event brings the device back.
+    budget: usize,
 }
 
 /// [`Registrar`] over the event manager's operations.
@@ -87,6 +90,7 @@ impl Vsock {
             active: None,
             muxer: Muxer::new(cid, &uds_path)?,
             reset_pending: false,
+            budget: usize::from(QUEUE_SIZE),
         })
     }
 
@@ -112,37 +116,47 @@ impl Vsock {
     #[cfg(feature = "fuzzing")]
     pub const TOKEN_LISTENER: u32 = TOKEN_LISTENER;
 
-    /// Takes every packet the driver queued on tx and hands it to the muxer.
+    /// Sets the chains taken per wake-up (tests).
+    #[cfg(test)]
+    pub(crate) fn set_budget(&mut self, n: usize) {
+        self.budget = n.max(1);
+    }
+
+    /// Hands the packets the driver queued on tx to the muxer one by one as they are taken
+    /// (nothing piles up here), at most a queue's worth: a guest that keeps refilling the
+    /// queue cannot hold the event loop (the tx event is raised again for the rest).
     pub fn process_tx(&mut self, reg: &mut dyn Registrar) {
         let Some(a) = self.active.as_mut() else { return };
         let mem = a.mem.clone();
-        let mut packets = Vec::new();
         let mut used = false;
-        while let Some(chain) = a.tx.pop_descriptor_chain(&mem) {
+        for _ in 0..self.budget {
+            let Some(chain) = a.tx.pop_descriptor_chain(&mem) else {
+                if used {
+                    let _ = a.interrupt.signal_used_queue();
+                }
+                return;
+            };
             let head = chain.head_index();
             // A chain that is not even readable (addresses outside guest memory, loops) is
             // dropped; one whose header could be read is answered.
-            if let Ok(mut r) = chain.reader(&mem) {
-                match packet::read_packet(&mut r) {
-                    Ok(p) => packets.push(p),
-                    Err((_, Some(hdr))) => packets.push(packet::Packet {
-                        hdr: packet::Header { op: u16::MAX, ..hdr },
-                        data: vec![],
-                    }),
-                    Err((_, None)) => {}
-                }
-            }
+            let pkt = chain.reader(&mem).ok().and_then(|mut r| match packet::read_packet(&mut r) {
+                Ok(p) => Some(p),
+                // A packet whose payload could not be read carries op u16::MAX: the muxer
+                // resets its connection (unknown op) or answers RST.
+                Err((_, Some(hdr))) => Some(packet::Packet {
+                    hdr: packet::Header { op: u16::MAX, ..hdr },
+                    data: vec![],
+                }),
+                Err((_, None)) => None,
+            });
             let _ = a.tx.add_used(&mem, head, 0);
             used = true;
+            if let Some(p) = pkt {
+                self.muxer.guest_packet(p, reg);
+            }
         }
-        if used {
-            let _ = a.interrupt.signal_used_queue();
-        }
-        for p in packets {
-            // A packet whose payload could not be read carries op u16::MAX: the muxer resets
-            // its connection (unknown op) or answers RST.
-            self.muxer.guest_packet(p, reg);
-        }
+        let _ = a.interrupt.signal_used_queue();
+        let _ = self.queue_evts[TX].write(1);
     }
 
     /// Fills rx buffers with whatever the muxer has for the guest.
@@ -150,7 +164,14 @@ impl Vsock {
         let Some(a) = self.active.as_mut() else { return };
         let mem = a.mem.clone();
         let mut used = false;
+        let mut budget = self.budget;
         while self.muxer.has_work() {
+            if budget == 0 {
+                // A queue's worth delivered: the rest after the other events.
+                let _ = self.queue_evts[RX].write(1);
+                break;
+            }
+            budget -= 1;
             let Some(chain) = a.rx.pop_descriptor_chain(&mem) else { break };
             let head = chain.head_index();
             let mut writer = match chain.writer(&mem) {

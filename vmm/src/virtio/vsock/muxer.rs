@@ -99,6 +99,41 @@ fn push(pending: &mut VecDeque<Packet>, pkt: Packet) {
     }
 }
 
+/// Connects to the unix socket at `path` without ever blocking: a host listener whose
+/// backlog is full refuses (`EAGAIN`) instead of stalling the VMM's event loop until it
+/// accepts.
+fn connect_nonblocking(path: &Path) -> io::Result<UnixStream> {
+    use std::os::fd::FromRawFd;
+    let bytes = path.as_os_str().as_encoded_bytes();
+    // SAFETY: sockaddr_un is plain data; all zeros is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    if bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "socket path too long"));
+    }
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: socket(2) with constant arguments.
+    let fd = unsafe {
+        libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0)
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd was just made and is owned by nothing else.
+    let stream = unsafe { UnixStream::from_raw_fd(fd) };
+    let len = std::mem::size_of::<libc::sa_family_t>() + bytes.len();
+    // SAFETY: addr is a valid sockaddr_un whose first `len` bytes hold the family and path.
+    let rc = unsafe {
+        libc::connect(fd, (&addr as *const libc::sockaddr_un).cast(), len as libc::socklen_t)
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(stream)
+}
+
 fn parse_connect(line: &[u8]) -> Option<u32> {
     let text = std::str::from_utf8(line).ok()?;
     let port = text.strip_prefix("CONNECT ")?.trim_end_matches('\n').trim_end_matches('\r');
@@ -375,9 +410,9 @@ impl Muxer {
             return;
         }
         let path = format!("{}_{}", self.uds_path.display(), h.dst_port);
-        let stream = match UnixStream::connect(&path) {
-            Ok(s) if s.set_nonblocking(true).is_ok() => s,
-            _ => {
+        let stream = match connect_nonblocking(Path::new(&path)) {
+            Ok(s) => s,
+            Err(_) => {
                 self.queue(reply_rst(h));
                 return;
             }

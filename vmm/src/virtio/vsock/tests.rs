@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::Duration;
 
@@ -291,6 +291,21 @@ fn guest_initiated_connection() {
 }
 
 #[test]
+fn a_host_listener_with_a_full_backlog_is_refused_without_blocking() {
+    let mut r = Rig::new();
+    let path = format!("{}_5002", r.uds().display());
+    let listener = UnixListener::bind(&path).unwrap();
+    // SAFETY: listen(2) again on our listener: a backlog of zero (one pending connection).
+    assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 0) }, 0);
+    let _filler = UnixStream::connect(&path).unwrap();
+    r.give_rx(4);
+    // (A blocking connect would hang here: the test harness's limit names this test.)
+    r.send(ghdr(op::REQUEST, 779, 5002, 0), &[]);
+    let pkts = r.take_rx();
+    assert_eq!(pkts[0].0.op, op::RST);
+}
+
+#[test]
 fn malformed_tx_chains_are_returned_and_answered() {
     let mut r = Rig::new();
     r.give_rx(32);
@@ -410,4 +425,29 @@ fn busy_socket_path_is_refused() {
     let _a = Vsock::new(3, p.clone()).unwrap();
     assert!(Vsock::new(3, p).is_err(), "a live listener must not be stolen");
     assert!(Vsock::new(3, dir.path().join("no/such/dir/v.sock")).is_err());
+}
+
+#[test]
+fn a_wake_up_takes_at_most_its_budget_and_comes_back_for_the_rest() {
+    let mut r = Rig::new();
+    r.dev.set_budget(2);
+    for port in 0..5 {
+        let a = r.buf(&ghdr(op::RW, 100 + port, 1024, 0).to_bytes());
+        r.tx.add_chain(&[(a, HDR_LEN as u32, 0)]);
+    }
+    let _ = r.dev.queue_evts[TX].read();
+    for want in [2, 4, 5] {
+        r.dev.process_tx(&mut r.reg);
+        assert_eq!(r.tx.used_idx(), want);
+        let rearmed = r.dev.queue_evts[TX].read().is_ok();
+        assert_eq!(rearmed, want < 5, "the tx event is raised while work may remain");
+    }
+    // Five answers (RST: no such connections) wait; rx hands out two per wake-up too.
+    r.give_rx(8);
+    for want in [2, 4, 5] {
+        r.run_rx();
+        assert_eq!(r.rx.used_idx(), want);
+        let rearmed = r.dev.queue_evts[RX].read().is_ok();
+        assert_eq!(rearmed, want < 5, "the rx event is raised while packets may remain");
+    }
 }
