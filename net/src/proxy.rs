@@ -280,10 +280,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn tcp_both_ways_large_and_half_closed() {
-        let ns = Ns::new("tcp");
-        // An echo server inside the namespace, on its loopback.
+    /// A TCP echo server on the namespace's loopback (it ends each echo by ending its
+    /// sending side); returns the mapping that publishes it.
+    fn echo_server(ns: &Ns) -> PortMapping {
         let server = ns.spawn(|| TcpListener::bind("127.0.0.1:0").unwrap());
         let target_port = server.local_addr().unwrap().port();
         std::thread::spawn(move || {
@@ -291,17 +290,24 @@ mod tests {
                 let mut c = c.unwrap();
                 std::thread::spawn(move || {
                     let mut w = c.try_clone().unwrap();
-                    std::io::copy(&mut c, &mut w).unwrap();
-                    w.shutdown(Shutdown::Write).unwrap();
+                    if std::io::copy(&mut c, &mut w).is_ok() {
+                        let _ = w.shutdown(Shutdown::Write);
+                    }
                 });
             }
         });
-        let m = PortMapping {
+        PortMapping {
             host_ip: Ipv4Addr::LOCALHOST,
             host_port: 0,
             pod_port: target_port,
             protocol: Protocol::Tcp,
-        };
+        }
+    }
+
+    #[test]
+    fn tcp_both_ways_large_and_half_closed() {
+        let ns = Ns::new("tcp");
+        let m = echo_server(&ns);
         let out = publish(&[m], &ns.path(), Ipv4Addr::LOCALHOST).unwrap();
         assert_ne!(out[0].host_port, 0, "the bound port is reported");
         // Nothing listens on that port in the host's namespace but the proxy.
@@ -328,23 +334,7 @@ mod tests {
     #[test]
     fn a_port_carries_a_bounded_number_of_connections() {
         let ns = Ns::new("tcpmax");
-        let server = ns.spawn(|| TcpListener::bind("127.0.0.1:0").unwrap());
-        let target_port = server.local_addr().unwrap().port();
-        std::thread::spawn(move || {
-            for c in server.incoming() {
-                let mut c = c.unwrap();
-                std::thread::spawn(move || {
-                    let mut w = c.try_clone().unwrap();
-                    let _ = std::io::copy(&mut c, &mut w);
-                });
-            }
-        });
-        let m = PortMapping {
-            host_ip: Ipv4Addr::LOCALHOST,
-            host_port: 0,
-            pod_port: target_port,
-            protocol: Protocol::Tcp,
-        };
+        let m = echo_server(&ns);
         let port = publish_bounded(&[m], &ns.path(), Ipv4Addr::LOCALHOST, 2).unwrap()[0].host_port;
         let open = || {
             let c = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();

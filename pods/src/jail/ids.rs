@@ -89,13 +89,7 @@ impl PodIds {
         seed: u64,
     ) -> io::Result<PodIds> {
         ironpod_images::private::private_dir(dir)?;
-        let lock = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dir.join(".lock"))?;
-        flock(&lock)?;
-        sweep(dir);
+        let _lock = lock_and_sweep(dir)?;
         let count = uids.count.min(gids.count);
         for i in 0..count {
             let slot = ((seed % u64::from(count)) as u32 + i) % count;
@@ -130,14 +124,7 @@ impl PodIds {
         if !dir.is_dir() {
             return Ok(());
         }
-        let lock = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dir.join(".lock"))?;
-        flock(&lock)?;
-        sweep(dir);
-        Ok(())
+        lock_and_sweep(dir).map(drop)
     }
 
     /// Records `pid` (with its start time) as the process holding the pair.
@@ -194,6 +181,16 @@ fn sweep(dir: &Path) {
         tracing::info!(claim = %claim.display(), "freeing a VMM user id its launcher left");
         let _ = fs::remove_dir_all(&claim);
     }
+}
+
+/// Takes the claims directory's lock (held until the file returned is dropped) and frees
+/// what dead launchers left.
+fn lock_and_sweep(dir: &Path) -> io::Result<fs::File> {
+    let lock =
+        fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(".lock"))?;
+    flock(&lock)?;
+    sweep(dir);
+    Ok(lock)
 }
 
 fn flock(f: &fs::File) -> io::Result<()> {

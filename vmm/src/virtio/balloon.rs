@@ -248,10 +248,11 @@ mod tests {
         v.iter().filter(|b| **b & 1 == 1).count()
     }
 
-    #[test]
-    fn reported_pages_go_back_to_the_host_and_bad_ranges_are_refused() {
+    /// An active balloon with free page reporting, its guest memory queue, its reporting
+    /// queue and its interrupt.
+    fn reporting_balloon() -> (Balloon, TestQueue, TestQueue, Arc<Interrupt>) {
         let tq = TestQueue::new(QUEUE_SIZE);
-        let mut rep = tq.sibling(0x8000, QUEUE_SIZE);
+        let rep = tq.sibling(0x8000, QUEUE_SIZE);
         let mut dev = Balloon::new().unwrap();
         let irq = Arc::new(Interrupt::new(EventFd::new(EFD_NONBLOCK).unwrap()));
         let queues = vec![
@@ -266,6 +267,12 @@ mod tests {
             acked_features: VIRTIO_F_VERSION_1 | VIRTIO_BALLOON_F_PAGE_REPORTING,
         })
         .unwrap();
+        (dev, tq, rep, irq)
+    }
+
+    #[test]
+    fn reported_pages_go_back_to_the_host_and_bad_ranges_are_refused() {
+        let (mut dev, tq, mut rep, irq) = reporting_balloon();
         // The guest touched 2 MiB at 4 MiB, then freed and reported it.
         tq.write(4 << 20, &vec![0xaa; 2 << 20]);
         assert_eq!(resident(&tq.mem, 4 << 20, 2 << 20), 512);
@@ -285,23 +292,8 @@ mod tests {
 
     #[test]
     fn a_wake_up_takes_at_most_its_budget_and_comes_back_for_the_rest() {
-        let tq = TestQueue::new(QUEUE_SIZE);
-        let mut rep = tq.sibling(0x8000, QUEUE_SIZE);
-        let mut dev = Balloon::new().unwrap();
+        let (mut dev, _tq, mut rep, _irq) = reporting_balloon();
         dev.budget = 2;
-        let irq = Arc::new(Interrupt::new(EventFd::new(EFD_NONBLOCK).unwrap()));
-        let queues = vec![
-            tq.sibling(0, QUEUE_SIZE).queue(),
-            tq.sibling(0x4000, QUEUE_SIZE).queue(),
-            rep.queue(),
-        ];
-        dev.activate(ActivateContext {
-            mem: tq.mem.clone(),
-            queues,
-            interrupt: irq,
-            acked_features: VIRTIO_F_VERSION_1 | VIRTIO_BALLOON_F_PAGE_REPORTING,
-        })
-        .unwrap();
         for i in 0..5u64 {
             rep.add_chain(&[((4 << 20) + i * 4096, 4096, WRITE)]);
         }
