@@ -15,6 +15,17 @@ use flate2::read::GzDecoder;
 
 use crate::{unpack, Digest, ImageError, ImageStore};
 
+/// Makes `dir` (and missing parents) mode 0700, and makes sure it is a directory of ours.
+fn private_dir(dir: &Path) -> Result<(), ImageError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| ImageError::io(dir, e))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|e| ImageError::io(dir, e))
+}
+
 impl ImageStore {
     /// The layer disks of an image, bottom layer first, building any that are missing.
     pub fn layer_disks(&self, reference: &str) -> Result<Vec<PathBuf>, ImageError> {
@@ -63,10 +74,20 @@ impl ImageStore {
         let work =
             self.root.join("tmp").join(format!("unpack-{}-{}", layer.hex(), std::process::id()));
         let _ = fs::remove_dir_all(&work);
+        // The work directory is the owner's alone: while the tree is being made it holds
+        // files with the image's owners and set-id bits.
+        private_dir(&work)?;
         let tree = work.join("tree");
-        fs::create_dir_all(&tree).map_err(|e| ImageError::io(&tree, e))?;
+        fs::create_dir(&tree).map_err(|e| ImageError::io(&tree, e))?;
         let result = (|| {
-            unpack::unpack(reader, &tree)?;
+            // A layer may take at most half the free space (its tree and its disk both need
+            // room), and never more than the fixed caps.
+            let mut limits = unpack::Limits::default();
+            if let Ok(st) = rustix::fs::statvfs(&work) {
+                let free = st.f_bavail.saturating_mul(st.f_frsize);
+                limits.max_bytes = limits.max_bytes.min(free / 2);
+            }
+            unpack::unpack(reader, &tree, &limits)?;
             let tmp_disk = work.join("disk.erofs");
             let out = Command::new("mkfs.erofs")
                 .arg("--quiet")
