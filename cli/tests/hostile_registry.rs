@@ -67,6 +67,9 @@ fn respond(s: &mut TcpStream, status: &str, ctype: &str, body: &[u8], declared_l
     let _ = s.write_all(body);
 }
 
+/// Bytes the endless manifest got written before the client hung up.
+static ENDLESS_SENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Serves one scenario per repository name.
 fn serve(listener: TcpListener, stall_release: Arc<AtomicBool>) {
     let c = Arc::new(Content::new());
@@ -101,6 +104,24 @@ fn serve(listener: TcpListener, stall_release: Arc<AtomicBool>) {
                 }
                 ("huge", "manifests") => {
                     respond(&mut s, "200 OK", manifest_ct, &vec![b' '; 5 << 20], None)
+                }
+                ("endless", "manifests") => {
+                    // No length, and no end: only the client can stop this.
+                    let head = format!("HTTP/1.1 200 OK\r\nContent-Type: {manifest_ct}\r\nConnection: close\r\n\r\n");
+                    let _ = s.write_all(head.as_bytes());
+                    let chunk = vec![b' '; 1 << 20];
+                    for _ in 0..1024 {
+                        if s.write_all(&chunk).is_err() {
+                            break;
+                        }
+                        ENDLESS_SENT.fetch_add(chunk.len() as u64, Ordering::SeqCst);
+                    }
+                }
+                ("bigconfig", "manifests") => {
+                    let mut m: serde_json::Value =
+                        serde_json::from_slice(&c.manifest(c.layer.len())).unwrap();
+                    m["config"]["size"] = serde_json::json!(1u64 << 30);
+                    respond(&mut s, "200 OK", manifest_ct, &serde_json::to_vec(&m).unwrap(), None)
                 }
                 ("wrongdigest", "manifests") => {
                     respond(&mut s, "200 OK", manifest_ct, &c.manifest(c.layer.len()), None)
@@ -188,6 +209,8 @@ fn lying_registries_get_clear_errors_and_leave_the_store_clean() {
     for (repo, expect) in [
         ("notjson", "not JSON"),
         ("huge", "too large"),
+        ("endless", "too large"),
+        ("bigconfig", "image config of 1073741824 bytes is too large"),
         ("liar", "digest"),
         ("trunc", "registry: error decoding response body"),
         ("oversize", "bytes"),
@@ -211,11 +234,15 @@ fn lying_registries_get_clear_errors_and_leave_the_store_clean() {
         let list = ironpod(&root, &["images", "--json"]);
         assert_eq!(String::from_utf8_lossy(&list.stdout).trim(), "[]", "{repo}: no image named");
     }
+    // The endless manifest was cut off near its limit, not read to its end.
+    let sent = ENDLESS_SENT.load(Ordering::SeqCst);
+    assert!(sent < 64 << 20, "{sent} bytes of an endless manifest were taken");
     // A manifest asked for by digest must match that digest.
     let wrong = sha(b"something else");
     let o = ironpod(&root, &["pull", "-q", &format!("localhost:{port}/wrongdigest@{wrong}")]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).to_lowercase().contains("digest"), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("verification failed: expected sha256:"), "{o:?}");
     // The honest repository still pulls fine.
     let o = ironpod(&root, &["pull", "-q", &format!("localhost:{port}/good:v1")]);
     assert!(o.status.success(), "{o:?}");

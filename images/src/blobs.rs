@@ -11,6 +11,15 @@ use sha2::{Digest as _, Sha256};
 
 use crate::ImageError;
 
+/// The largest blob read into memory: manifests, indexes and image configs.
+pub const MAX_METADATA: u64 = 8 << 20;
+
+/// Bytes free for an unprivileged writer on the file system holding `dir`.
+pub(crate) fn free_bytes(dir: &Path) -> Option<u64> {
+    let st = rustix::fs::statvfs(dir).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
 /// A sha256 content digest.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Digest(String);
@@ -261,16 +270,25 @@ impl BlobStore {
         Ok(d)
     }
 
-    /// Reads a whole blob, verifying it.
+    /// Reads a whole metadata blob (manifest, index, config), verifying it; one larger than
+    /// [`MAX_METADATA`] is refused before it is read.
     pub fn read(&self, d: &Digest) -> Result<Vec<u8>, ImageError> {
         let path = self.path(d);
         let mut data = Vec::new();
-        File::open(&path).and_then(|mut f| f.read_to_end(&mut data)).map_err(|e| {
-            match e.kind() {
+        File::open(&path)
+            .and_then(|f| {
+                let len = f.metadata()?.len();
+                if len > MAX_METADATA {
+                    return Err(io::Error::other(format!(
+                        "{len} bytes is too large for a manifest or config (limit {MAX_METADATA})"
+                    )));
+                }
+                f.take(MAX_METADATA).read_to_end(&mut data)
+            })
+            .map_err(|e| match e.kind() {
                 io::ErrorKind::NotFound => ImageError::MissingBlob(d.to_string()),
                 _ => ImageError::io(&path, e),
-            }
-        })?;
+            })?;
         let actual = Digest::of(&data);
         if actual != *d {
             return Err(ImageError::DigestMismatch {
@@ -352,10 +370,16 @@ mod tests {
         let p = s.begin().unwrap();
         drop(p);
         assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        // Only metadata is read into memory, and never more than its limit.
+        let big = s.put(&vec![0u8; MAX_METADATA as usize + 1]).unwrap();
+        let e = s.read(&big).unwrap_err();
+        assert!(e.to_string().contains("too large for a manifest or config"), "{e}");
         // Corruption on disk is detected on read.
         fs::write(s.path(&d), b"tampered").unwrap();
         assert!(matches!(s.read(&d), Err(ImageError::DigestMismatch { .. })));
         let deleted = s.sweep(|_| false).unwrap();
-        assert_eq!(deleted, vec![d.to_string()]);
+        let mut want = vec![d.to_string(), big.to_string()];
+        want.sort();
+        assert_eq!(deleted, want);
     }
 }

@@ -80,7 +80,7 @@ impl ImageStore {
         }
         let tmp_dir = self.root.join("tmp");
         fs::create_dir_all(&tmp_dir).map_err(|e| ImageError::io(&tmp_dir, e))?;
-        if let Some(free) = free_bytes(&tmp_dir) {
+        if let Some(free) = crate::blobs::free_bytes(&tmp_dir) {
             if size > free {
                 return Err(ImageError::io(
                     &tmp_dir,
@@ -196,16 +196,5 @@ impl ImageStore {
         })();
         let _ = fs::remove_file(&tmp);
         result
-    }
-}
-
-/// Bytes free for an unprivileged writer on the file system holding `dir`.
-fn free_bytes(dir: &std::path::Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    // SAFETY: statvfs into a zeroed struct we own, with a valid C string.
-    unsafe {
-        let mut st: libc::statvfs = std::mem::zeroed();
-        (libc::statvfs(c.as_ptr(), &mut st) == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
     }
 }

@@ -83,8 +83,7 @@ impl ImageStore {
             // A layer may take at most half the free space (its tree and its disk both need
             // room), and never more than the fixed caps.
             let mut limits = unpack::Limits::default();
-            if let Ok(st) = rustix::fs::statvfs(&work) {
-                let free = st.f_bavail.saturating_mul(st.f_frsize);
+            if let Some(free) = crate::blobs::free_bytes(&work) {
                 limits.max_bytes = limits.max_bytes.min(free / 2);
             }
             unpack::unpack(reader, &tree, &limits)?;

@@ -14,6 +14,7 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference, RegistryOperation};
 use oci_spec::image::{ImageIndex, ImageManifest};
 
+use crate::blobs::MAX_METADATA;
 use crate::{auth, Digest, ImageError, ImageName, ImageStore, ImageSummary};
 
 /// Largest manifest or index accepted from a registry.
@@ -154,12 +155,13 @@ impl ImageStore {
     ) -> Result<ImageSummary, ImageError> {
         let name = ImageName::parse(reference)?;
         let registry = name.reference().resolve_registry().to_string();
-        with_fallback(&registry, opts, |c| self.pull_with(c, &name, reference, opts))
+        with_fallback(&registry, opts, |c, plain| self.pull_with(c, plain, &name, reference, opts))
     }
 
     fn pull_with(
         &self,
         client: Client,
+        plain_http: bool,
         name: &ImageName,
         reference: &str,
         opts: &RegistryOptions,
@@ -169,9 +171,10 @@ impl ImageStore {
         let progress = Progress::new(opts.quiet);
         let _l = self.lock(false)?;
         let rt = runtime()?;
+        let http = http_client(opts)?;
         let manifest_digest = rt.block_on(async {
-            let (mut bytes, _) =
-                client.pull_manifest_raw(&r, &auth, ACCEPT).await.map_err(reg_err)?;
+            let fetch = ManifestFetch { oci: &client, http: &http, plain_http, auth: &auth };
+            let mut bytes = fetch.get(&r).await?;
             check_manifest_bytes(&bytes, r.digest())?;
             // An index: choose the platform's manifest and fetch it by digest.
             let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
@@ -182,16 +185,34 @@ impl ImageStore {
                     .map_err(|e| ImageError::Registry(format!("bad index: {e}")))?;
                 let d = pick_platform(&index, opts.platform.as_deref().unwrap_or("linux/amd64"))?;
                 let by_digest = r.clone_with_digest(d.clone());
-                bytes =
-                    client.pull_manifest_raw(&by_digest, &auth, ACCEPT).await.map_err(reg_err)?.0;
+                bytes = fetch.get(&by_digest).await?;
                 check_manifest_bytes(&bytes, Some(&d))?;
             }
             let manifest: ImageManifest = serde_json::from_slice(&bytes)
                 .map_err(|e| ImageError::Registry(format!("bad image manifest: {e}")))?;
             let mut wanted =
                 vec![(Digest::from_oci(manifest.config().digest())?, manifest.config().size())];
+            if manifest.config().size() > MAX_METADATA {
+                return Err(ImageError::Registry(format!(
+                    "the image config of {} bytes is too large (limit {MAX_METADATA})",
+                    manifest.config().size()
+                )));
+            }
             for l in manifest.layers() {
                 wanted.push((Digest::from_oci(l.digest())?, l.size()));
+            }
+            // What is announced must fit before anything is fetched (each blob is held to
+            // its announced size as it streams).
+            let needed: u64 = wanted
+                .iter()
+                .filter(|(d, _)| !self.blobs.contains(d))
+                .fold(0u64, |a, (_, s)| a.saturating_add(*s));
+            if let Some(free) = crate::blobs::free_bytes(&self.root) {
+                if needed > free {
+                    return Err(ImageError::Registry(format!(
+                        "{reference} needs {needed} bytes, and {free} are free"
+                    )));
+                }
             }
             let progress = Arc::new(progress);
             let jobs =
@@ -244,7 +265,7 @@ impl ImageStore {
     pub fn push(&self, reference: &str, opts: &RegistryOptions) -> Result<Digest, ImageError> {
         let name = ImageName::parse(reference)?;
         let registry = name.reference().resolve_registry().to_string();
-        with_fallback(&registry, opts, |c| self.push_with(c, &name, reference, opts))
+        with_fallback(&registry, opts, |c, _| self.push_with(c, &name, reference, opts))
     }
 
     fn push_with(
@@ -349,13 +370,7 @@ pub fn check_login(
 ) -> Result<(), ImageError> {
     let attempt = |plain_http: bool| -> Result<(), ImageError> {
         let scheme = if plain_http { "http" } else { "https" };
-        let mut b = reqwest::Client::builder().danger_accept_invalid_certs(opts.insecure);
-        if let Some(ca) = &opts.ca_file {
-            let pem = std::fs::read(ca).map_err(|e| ImageError::io(ca, e))?;
-            let cert = reqwest::Certificate::from_pem(&pem).map_err(reg_err)?;
-            b = b.tls_certs_merge([cert]);
-        }
-        let http = b.build().map_err(reg_err)?;
+        let http = http_client(opts)?;
         let rt = runtime()?;
         rt.block_on(async {
             let resp = http
@@ -414,12 +429,12 @@ pub fn check_login(
 fn with_fallback<T>(
     registry: &str,
     opts: &RegistryOptions,
-    op: impl Fn(Client) -> Result<T, ImageError>,
+    op: impl Fn(Client, bool) -> Result<T, ImageError>,
 ) -> Result<T, ImageError> {
-    match op(client(registry, opts, false)?) {
+    match op(client(registry, opts, false)?, false) {
         Ok(v) => Ok(v),
         Err(ImageError::Registry(https)) if opts.insecure || is_localhost(registry) => {
-            match op(client(registry, opts, true)?) {
+            match op(client(registry, opts, true)?, true) {
                 Ok(v) => Ok(v),
                 Err(ImageError::Registry(http)) => {
                     // HTTPS that never connected, to a registry that answered over HTTP:
@@ -436,6 +451,80 @@ fn with_fallback<T>(
         }
         Err(e) => Err(e),
     }
+}
+
+/// What fetching a manifest needs: the distribution client for its auth flow (it answers a
+/// registry's challenge and keeps the token), and a plain HTTP client that reads the body
+/// as it comes, so a registry cannot make us buffer more than [`MAX_MANIFEST`].
+struct ManifestFetch<'a> {
+    oci: &'a Client,
+    http: &'a reqwest::Client,
+    plain_http: bool,
+    auth: &'a RegistryAuth,
+}
+
+impl ManifestFetch<'_> {
+    /// The manifest or index `r` names, at most [`MAX_MANIFEST`] bytes.
+    async fn get(&self, r: &Reference) -> Result<Vec<u8>, ImageError> {
+        let token = self.oci.auth(r, self.auth, RegistryOperation::Pull).await.map_err(reg_err)?;
+        let reference = r.digest().or(r.tag()).unwrap_or("latest");
+        let url = format!(
+            "{}://{}/v2/{}/manifests/{reference}",
+            if self.plain_http { "http" } else { "https" },
+            r.resolve_registry(),
+            r.repository()
+        );
+        let mut req = self.http.get(&url).header("Accept", ACCEPT.join(", "));
+        req = match (token, self.auth) {
+            (Some(t), _) => req.bearer_auth(t),
+            (None, RegistryAuth::Basic(u, p)) => req.basic_auth(u, Some(p)),
+            (None, _) => req,
+        };
+        let mut resp = req.send().await.map_err(reg_err)?;
+        let status = resp.status();
+        let limit = if status.is_success() { MAX_MANIFEST } else { 4096 };
+        if resp.content_length().is_some_and(|l| l > limit as u64) && status.is_success() {
+            return Err(ImageError::Registry(format!(
+                "manifest of {} bytes is too large",
+                resp.content_length().unwrap_or(0)
+            )));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(reg_err)? {
+            if body.len() + chunk.len() > limit {
+                if !status.is_success() {
+                    break;
+                }
+                return Err(ImageError::Registry(format!(
+                    "manifest of more than {MAX_MANIFEST} bytes is too large"
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        if !status.is_success() {
+            return Err(ImageError::Registry(format!(
+                "{url}: {status}: {}",
+                // The registry's words, without anything a terminal would act on.
+                String::from_utf8_lossy(&body)
+                    .chars()
+                    .map(|c| if c.is_control() { ' ' } else { c })
+                    .collect::<String>()
+                    .trim()
+            )));
+        }
+        Ok(body)
+    }
+}
+
+/// A reqwest client with the TLS settings of `opts`.
+fn http_client(opts: &RegistryOptions) -> Result<reqwest::Client, ImageError> {
+    let mut b = reqwest::Client::builder().danger_accept_invalid_certs(opts.insecure);
+    if let Some(ca) = &opts.ca_file {
+        let pem = std::fs::read(ca).map_err(|e| ImageError::io(ca, e))?;
+        let cert = reqwest::Certificate::from_pem(&pem).map_err(reg_err)?;
+        b = b.tls_certs_merge([cert]);
+    }
+    b.build().map_err(reg_err)
 }
 
 /// A manifest from a registry: bounded in size, and matching the digest it was asked by.
