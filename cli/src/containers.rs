@@ -214,21 +214,14 @@ pub fn logs_cmd(root: &Path, a: LogsArgs) -> Result<i32, Failure> {
                 .map_err(|_| Failure::Usage(format!("invalid --tail value {:?}", a.tail)))?,
         )
     };
-    let mut file = match std::fs::File::open(&path) {
-        Ok(f) => Some(f),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(rt(format!("{}: {e}", path.display()))),
+    let (data, mut follower) =
+        logs::Follower::read_all(&path).map_err(|e| rt(format!("{}: {e}", path.display())))?;
+    let entries = logs::read_entries(&data[..]).map_err(rt)?;
+    let shown = match tail {
+        Some(n) => logs::tail(&entries, n),
+        None => &entries[..],
     };
-    let mut pos = 0u64;
-    if let Some(f) = file.as_mut() {
-        let data = read_from(f, &mut pos)?;
-        let entries = logs::read_entries(&data[..]).map_err(rt)?;
-        let shown = match tail {
-            Some(n) => logs::tail(&entries, n),
-            None => &entries[..],
-        };
-        emit(shown, a.timestamps);
-    }
+    emit(shown, a.timestamps);
     if !a.follow {
         return Ok(0);
     }
@@ -237,30 +230,13 @@ pub fn logs_cmd(root: &Path, a: LogsArgs) -> Result<i32, Failure> {
             let r = find(root, &rec.id)?;
             is_running(&r) || (r.status == status::CREATED && r.monitor_pid.is_some())
         };
-        if file.is_none() {
-            file = std::fs::File::open(&path).ok();
-        }
-        if let Some(f) = file.as_mut() {
-            let data = read_from(f, &mut pos)?;
-            // Only whole lines: keep a partial last line for the next round.
-            let cut = data.iter().rposition(|b| *b == b'\n').map(|i| i + 1).unwrap_or(0);
-            pos -= (data.len() - cut) as u64;
-            emit(&logs::read_entries(&data[..cut]).map_err(rt)?, a.timestamps);
-        }
+        let data = follower.poll().map_err(|e| rt(format!("{}: {e}", path.display())))?;
+        emit(&logs::read_entries(&data[..]).map_err(rt)?, a.timestamps);
         if !running {
             return Ok(0);
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn read_from(f: &mut std::fs::File, pos: &mut u64) -> Result<Vec<u8>, Failure> {
-    use std::io::{Read, Seek, SeekFrom};
-    f.seek(SeekFrom::Start(*pos)).map_err(rt)?;
-    let mut data = Vec::new();
-    f.read_to_end(&mut data).map_err(rt)?;
-    *pos += data.len() as u64;
-    Ok(data)
 }
 
 #[cfg(test)]

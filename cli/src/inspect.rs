@@ -57,6 +57,7 @@ pub fn inspect(root: &Path, containers: &[String]) -> Result<i32, Failure> {
                         "ReadonlyRootfs": opts["read_only"],
                         "Privileged": opts["privileged"],
                         "NetworkMode": opts["network"].as_str().unwrap_or("bridge"),
+                        "LogConfig": log_config(&opts),
                     },
                     "NetworkSettings": net,
                     "Mounts": serde_json::from_str::<ironpod_pods::spec::RunOptions>(&r.options)
@@ -78,6 +79,19 @@ pub fn inspect(root: &Path, containers: &[String]) -> Result<i32, Failure> {
 }
 
 /// A container's network as `docker inspect` shows it (empty once it stopped).
+/// Docker's `HostConfig.LogConfig`: the rotating driver its `local` one is, and the options
+/// the user gave (the defaults, 20m × 5, are the `local` driver's too).
+fn log_config(opts: &serde_json::Value) -> serde_json::Value {
+    let config: serde_json::Map<String, serde_json::Value> = opts["log_opt"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o.as_str()?.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.into()))
+        .collect();
+    serde_json::json!({ "Type": "local", "Config": config })
+}
+
 fn network_settings(root: &Path, r: &Record) -> serde_json::Value {
     let settings = if is_running(r) {
         State::open(root).ok().and_then(|s| s.network::<NetworkSettings>(&r.id).ok().flatten())

@@ -74,6 +74,9 @@ pub struct RunOptions {
     /// `-v` volumes, in order (volume `i` is entry `v<i>` of the pod's share).
     #[serde(default)]
     pub volumes: Vec<ironpod_volumes::VolumeMount>,
+    /// `--log-opt KEY=VALUE` entries (`max-size`, `max-file`; see [`crate::logs::LogLimits`]).
+    #[serde(default)]
+    pub log_opt: Vec<String>,
 }
 
 impl RunOptions {

@@ -108,6 +108,44 @@ fn run_separates_stdout_stderr_and_returns_the_exit_code() {
         probe,
     ]);
     assert_eq!(text(&out.stdout), "Seccomp:\t0\nunshared\n", "{}", text(&out.stderr));
+    // A log is bounded: it rotates at max-size and keeps max-file files; `logs` reads them
+    // in order.
+    let out = root.ironpod(&[
+        "run",
+        "--name",
+        "chatty",
+        "--log-opt",
+        "max-size=2k",
+        "--log-opt",
+        "max-file=2",
+        "demo",
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 400 ]; do echo line$i; i=$((i+1)); done",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: Vec<String> =
+        text(&root.ironpod(&["logs", "chatty"]).stdout).lines().map(str::to_string).collect();
+    assert_eq!(lines.last().map(String::as_str), Some("line399"), "{lines:?}");
+    let first: usize = lines[0].trim_start_matches("line").parse().unwrap();
+    assert!(first > 0, "the oldest lines were rotated away");
+    assert!(lines.iter().enumerate().all(|(i, l)| *l == format!("line{}", first + i)), "{lines:?}");
+    let v: serde_json::Value =
+        serde_json::from_slice(&root.ironpod(&["inspect", "chatty"]).stdout).unwrap();
+    assert_eq!(v[0]["HostConfig"]["LogConfig"]["Config"]["max-file"], "2");
+    let log = std::path::PathBuf::from(v[0]["LogPath"].as_str().unwrap());
+    let dir = log.parent().unwrap();
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("ctr.log"))
+        .collect();
+    files.sort();
+    assert_eq!(files, ["ctr.log", "ctr.log.1"]);
+    for f in &files {
+        assert!(std::fs::metadata(dir.join(f)).unwrap().len() <= 2048, "{f}");
+    }
+    assert!(root.ironpod(&["rm", "chatty"]).status.success());
     // --rm left nothing: no record, no files.
     let ps = root.ironpod(&["ps", "-aq"]);
     assert!(ps.stdout.is_empty(), "ps -a after --rm: {}", text(&ps.stdout));
@@ -626,6 +664,7 @@ fn bad_input_gets_clear_errors_and_leaves_nothing_behind() {
         (&["run", "--rm", "-w", "relative", "demo", "true"], 125, "not absolute"),
         (&["run", "--rm", "--cap-add", "NOT_A_CAP", "demo", "true"], 125, "unknown capability"),
         (&["run", "--rm", "demo"], 125, "no command"),
+        (&["run", "--rm", "--log-opt", "compress=true", "demo", "true"], 125, "unknown log opt"),
         (&["run", "--rm", "demo", "/no/such/program"], 127, "no such file"),
         (&["run", "--rm", "demo", "nosuchcmd"], 127, "executable file not found"),
         (&["run", "--rm", "demo", "/etc/passwd"], 126, "ermission denied"),

@@ -142,7 +142,10 @@ fn boot(
         _ => return Err(ExitReport { code: 125, oom_killed: false, error: None }),
     };
     tracing::debug!(%id, "container data received");
-    *lock(log) = LogWriter::open(&paths::log_path(root, id)).ok();
+    // The options were checked when the container was made; a record from before log
+    // options existed gets the defaults.
+    let limits = crate::logs::LogLimits::parse(&opts.log_opt).unwrap_or_default();
+    *lock(log) = LogWriter::open(&paths::log_path(root, id), limits).ok();
     let mut ctl = vm.wait_agent(Duration::from_secs(120)).map_err(|e| failure(e.to_string()))?;
     tracing::info!(%id, "agent ready");
     let net = pending.take().map(PendingNetwork::join).transpose()?;
