@@ -58,6 +58,7 @@ pub fn inspect(root: &Path, containers: &[String]) -> Result<i32, Failure> {
                         "Privileged": opts["privileged"],
                         "NetworkMode": opts["network"].as_str().unwrap_or("bridge"),
                         "LogConfig": log_config(&opts),
+                        "StorageOpt": key_values(&opts["storage_opt"]),
                     },
                     "NetworkSettings": net,
                     "Mounts": serde_json::from_str::<ironpod_pods::spec::RunOptions>(&r.options)
@@ -82,14 +83,19 @@ pub fn inspect(root: &Path, containers: &[String]) -> Result<i32, Failure> {
 /// Docker's `HostConfig.LogConfig`: the rotating driver its `local` one is, and the options
 /// the user gave (the defaults, 20m × 5, are the `local` driver's too).
 fn log_config(opts: &serde_json::Value) -> serde_json::Value {
-    let config: serde_json::Map<String, serde_json::Value> = opts["log_opt"]
+    serde_json::json!({ "Type": "local", "Config": key_values(&opts["log_opt"]) })
+}
+
+/// `["k=v", …]` as `{"k": "v", …}`.
+fn key_values(list: &serde_json::Value) -> serde_json::Value {
+    let map: serde_json::Map<String, serde_json::Value> = list
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|o| o.as_str()?.split_once('='))
         .map(|(k, v)| (k.to_string(), v.into()))
         .collect();
-    serde_json::json!({ "Type": "local", "Config": config })
+    map.into()
 }
 
 fn network_settings(root: &Path, r: &Record) -> serde_json::Value {

@@ -107,6 +107,10 @@ pub struct RunArgs {
     /// NAME:PATH[:ro|rw] (a named volume, made on first use; see `ironpod volume`).
     #[arg(short = 'v', long = "volume", value_name = "SOURCE:PATH[:ro]")]
     volume: Vec<String>,
+    /// Storage options: size=SIZE of the container's writable disk (default 8g; sparse, so
+    /// only what the container writes takes host disk, and never more than SIZE).
+    #[arg(long = "storage-opt", value_name = "size=SIZE")]
+    storage_opt: Vec<String>,
     /// Bound the container's log: max-size=SIZE (per file, default 20m; -1: unbounded),
     /// max-file=N (files kept, default 5).
     #[arg(long = "log-opt", value_name = "KEY=VALUE")]
@@ -233,9 +237,11 @@ pub fn run(root: &Path, a: RunArgs) -> Result<i32, Failure> {
         add_host: a.add_host.clone(),
         tmpfs: a.tmpfs.clone(),
         volumes: ironpod_volumes::parse_all(&a.volume).map_err(|e| rt(e.to_string()))?,
+        storage_opt: a.storage_opt.clone(),
         log_opt: a.log_opt.clone(),
     };
     ironpod_pods::logs::LogLimits::parse(&opts.log_opt).map_err(rt)?;
+    opts.writable_disk_bytes().map_err(|e| rt(e.to_string()))?;
     // Bad mount flags are refused before anything starts.
     for t in &opts.tmpfs {
         ironpod_pods::spec::tmpfs_mount(t).map_err(|e| rt(e.to_string()))?;

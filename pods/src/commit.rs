@@ -59,7 +59,8 @@ fn read_layer(
         .and_then(|c| c.into_stream(RequestBody::OpenFile { path: layer.path.clone() }))
         .map_err(monitor_err)?;
     // A layer holds the container's writable disk's files, plus tar's headers and padding.
-    let max = crate::disks::WRITABLE_DISK_BYTES * 2;
+    let opts: crate::spec::RunOptions = serde_json::from_str(&rec.options).unwrap_or_default();
+    let max = opts.writable_disk_bytes().unwrap_or(crate::disks::WRITABLE_DISK_BYTES) * 2;
     let base = pod::image_digest(rec)?;
     let result = store.commit(&base, stream, layer.size, &layer.sha256, max, new_ref, info);
     let _ = ctl.remove_file(&layer.path);

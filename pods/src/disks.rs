@@ -7,13 +7,48 @@ use std::process::Command;
 
 use crate::error::{io, PodError};
 
-/// Size of a container's writable disk (sparse: only what is written takes space).
+/// Default size of a container's writable disk (sparse: only what is written takes space,
+/// and a guest can never make it take more than its size).
 pub const WRITABLE_DISK_BYTES: u64 = 8 << 30;
+/// The smallest writable disk: room for ext4's journal and a container's first writes.
+pub const MIN_WRITABLE_DISK_BYTES: u64 = 64 << 20;
+/// The largest writable disk (ext4's limit with 4 KiB blocks is far above; this is a sanity
+/// bound on a typo).
+pub const MAX_WRITABLE_DISK_BYTES: u64 = 16 << 40;
 
-/// Makes a sparse ext4 disk of [`WRITABLE_DISK_BYTES`] at `path` with mkfs.ext4.
-pub fn make_writable_disk(path: &Path) -> Result<(), PodError> {
+/// Checks a writable disk size, rounded up to whole MiB.
+pub fn check_disk_size(bytes: u64) -> Result<u64, String> {
+    let mib = bytes.div_ceil(1 << 20) << 20;
+    if !(MIN_WRITABLE_DISK_BYTES..=MAX_WRITABLE_DISK_BYTES).contains(&mib) {
+        return Err(format!(
+            "a writable disk of {bytes} bytes is out of range ({} MiB to {} TiB)",
+            MIN_WRITABLE_DISK_BYTES >> 20,
+            MAX_WRITABLE_DISK_BYTES >> 40
+        ));
+    }
+    Ok(mib)
+}
+
+/// The writable disk size `--storage-opt KEY=VALUE` options ask for (`size=SIZE`).
+pub fn parse_storage_opts(opts: &[String]) -> Result<u64, String> {
+    let mut size = WRITABLE_DISK_BYTES;
+    for o in opts {
+        match o.split_once('=') {
+            Some(("size", v)) => {
+                size = check_disk_size(
+                    crate::spec::parse_size(v).map_err(|e| format!("invalid storage size: {e}"))?,
+                )?
+            }
+            _ => return Err(format!("unknown storage opt {o:?} (size=SIZE is known)")),
+        }
+    }
+    Ok(size)
+}
+
+/// Makes a sparse ext4 disk of `bytes` at `path` with mkfs.ext4.
+pub fn make_writable_disk(path: &Path, bytes: u64) -> Result<(), PodError> {
     let f = fs::File::create(path).map_err(io(format!("create {}", path.display())))?;
-    f.set_len(WRITABLE_DISK_BYTES).map_err(io(format!("size {}", path.display())))?;
+    f.set_len(bytes).map_err(io(format!("size {}", path.display())))?;
     drop(f);
     let out = Command::new("mkfs.ext4")
         // No resize_inode: its reserved descriptor blocks are 4 MiB of the 4.2 MiB a fresh
@@ -64,17 +99,19 @@ pub fn sparse_copy(src: &Path, dst: &Path) -> std::io::Result<()> {
     to.sync_all()
 }
 
-/// Makes a container's writable disk: a copy of a per-root template (built once with
-/// mkfs.ext4), which takes milliseconds instead of a mkfs run per container.
-pub fn make_writable_disk_fast(root: &Path, path: &Path) -> Result<(), PodError> {
+/// Makes a container's writable disk of `bytes` (see [`check_disk_size`]): a copy of a
+/// per-root template of that size (built once with mkfs.ext4), which takes milliseconds
+/// instead of a mkfs run per container.
+pub fn make_writable_disk_fast(root: &Path, path: &Path, bytes: u64) -> Result<(), PodError> {
+    let bytes = check_disk_size(bytes).map_err(PodError::Monitor)?;
     let dir = root.join("templates");
     // The name changes with the mkfs options (v2: no resize_inode), so an old template is
     // not reused.
-    let template = dir.join(format!("rw-{}-v2.ext4", WRITABLE_DISK_BYTES >> 30));
+    let template = dir.join(format!("rw-{}m-v2.ext4", bytes >> 20));
     if !template.is_file() {
         fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
-        let tmp = dir.join(format!(".rw-{}.tmp", std::process::id()));
-        make_writable_disk(&tmp)?;
+        let tmp = dir.join(format!(".rw-{}-{}.tmp", bytes >> 20, std::process::id()));
+        make_writable_disk(&tmp, bytes)?;
         fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io("sync the template"))?;
         fs::rename(&tmp, &template).map_err(io(format!("install {}", template.display())))?;
     }
@@ -85,6 +122,18 @@ pub fn make_writable_disk_fast(root: &Path, path: &Path) -> Result<(), PodError>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn storage_options() {
+        let o =
+            |v: &[&str]| parse_storage_opts(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(o(&[]), Ok(WRITABLE_DISK_BYTES));
+        assert_eq!(o(&["size=2g"]), Ok(2 << 30));
+        assert_eq!(o(&["size=100.5m"]), Ok(101 << 20), "rounded up to whole MiB");
+        for bad in ["size=1m", "size=lots", "size=20t", "quota=1", "size"] {
+            assert!(o(&[bad]).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn sparse_copy_keeps_data_and_holes() {

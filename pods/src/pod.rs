@@ -63,7 +63,7 @@ pub fn create(
         tracing::debug!("layer disks ready");
         let dir = container_dir(root, &id);
         fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
-        make_writable_disk_fast(root, &writable_disk(root, &id))?;
+        make_writable_disk_fast(root, &writable_disk(root, &id), opts.writable_disk_bytes()?)?;
         tracing::debug!("writable disk ready");
         let writable = writable_disk(root, &id);
         let launch = Launch { layers, writable };

@@ -74,12 +74,19 @@ pub struct RunOptions {
     /// `-v` volumes, in order (volume `i` is entry `v<i>` of the pod's share).
     #[serde(default)]
     pub volumes: Vec<ironpod_volumes::VolumeMount>,
+    /// `--storage-opt KEY=VALUE` entries (`size=SIZE` of the writable disk).
+    #[serde(default)]
+    pub storage_opt: Vec<String>,
     /// `--log-opt KEY=VALUE` entries (`max-size`, `max-file`; see [`crate::logs::LogLimits`]).
     #[serde(default)]
     pub log_opt: Vec<String>,
 }
 
 impl RunOptions {
+    /// The size of the container's writable disk (`--storage-opt size=`, else the default).
+    pub fn writable_disk_bytes(&self) -> Result<u64, SpecError> {
+        crate::disks::parse_storage_opts(&self.storage_opt).map_err(SpecError::Invalid)
+    }
     /// The network the pod joins: `None` for `--network none`.
     pub fn network_name(&self) -> Option<&str> {
         match self.network.as_deref() {

@@ -35,6 +35,21 @@ pub const ANNOTATION_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
 /// CRI annotation: the pod sandbox a container belongs to.
 pub const ANNOTATION_SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
 
+/// Annotation on the container that boots a pod (the CRI sandbox, or a plain task): the size
+/// of the pod's writable disk (`2g`, `512m`; default 8g). A pod annotation reaches the
+/// sandbox when containerd's runtime options pass it (`pod_annotations = ["org.ironpod.*"]`).
+pub const ANNOTATION_STORAGE_SIZE: &str = "org.ironpod.storage-size";
+
+/// The size of the writable disk of a pod booted for `spec`.
+pub fn storage_size(spec: &Spec) -> Result<u64, String> {
+    match spec.annotations().as_ref().and_then(|a| a.get(ANNOTATION_STORAGE_SIZE)) {
+        None => Ok(ironpod_pods::disks::WRITABLE_DISK_BYTES),
+        Some(v) => ironpod_pods::spec::parse_size(v)
+            .and_then(ironpod_pods::disks::check_disk_size)
+            .map_err(|e| format!("annotation {ANNOTATION_STORAGE_SIZE}: {e}")),
+    }
+}
+
 /// Where the shim keeps its files.
 pub mod paths {
     use std::path::PathBuf;
@@ -151,7 +166,7 @@ impl containerd_shim::Shim for IronpodShim {
         // containerd cleans up after a shim that is gone: end the pod VM this task booted.
         let grouping = grouping(bundle_spec(&self.bundle).as_ref(), &self.id);
         if grouping == self.id {
-            pod::kill_orphan(&paths::pod_dir(&grouping));
+            pod::kill_orphan(&paths::state_root(), &paths::pod_dir(&grouping));
         }
         let now =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
@@ -265,5 +280,20 @@ mod tests {
         let host = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         assert_eq!(cpus as usize, 2.min(host));
         assert_eq!(mem, 512 + ironpod_pods::launch::MEMORY_OVERHEAD_MIB);
+    }
+
+    #[test]
+    fn storage_size_from_the_annotation() {
+        let mut s = Spec::default();
+        s.set_annotations(None);
+        assert_eq!(storage_size(&s), Ok(ironpod_pods::disks::WRITABLE_DISK_BYTES));
+        for (v, want) in [("512m", Ok(512 << 20)), ("1.5g", Ok(1536 << 20))] {
+            s.set_annotations(Some(HashMap::from([(ANNOTATION_STORAGE_SIZE.into(), v.into())])));
+            assert_eq!(storage_size(&s), want, "{v}");
+        }
+        for v in ["1k", "lots", "100t"] {
+            s.set_annotations(Some(HashMap::from([(ANNOTATION_STORAGE_SIZE.into(), v.into())])));
+            assert!(storage_size(&s).is_err(), "{v}");
+        }
     }
 }

@@ -72,8 +72,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl PodVm {
-    /// Boots a VM with the image layer disks `layers` (bottom first), a fresh writable
-    /// disk in `dir` and `spare` empty slots for more layers, and waits for its agent.
+    /// Boots a VM of `size` with the image layer disks `layers` (bottom first), a fresh
+    /// writable disk on the state root (never under /run, which is memory on most hosts) and
+    /// `spare` empty slots for more layers, and waits for its agent. `dir` holds its runtime
+    /// files.
     /// With `netns` (the pod's network namespace, as CNI left it), the VM runs there and its
     /// card takes the place of the namespace's `eth0`.
     pub fn boot(
@@ -82,16 +84,18 @@ impl PodVm {
         layers: Vec<PathBuf>,
         spare: u8,
         netns: Option<PathBuf>,
-        vcpus: u8,
-        memory_mib: u64,
+        size: PodSize,
     ) -> Result<PodVm, String> {
+        let PodSize { vcpus, memory_mib, disk_bytes } = size;
         ironpod_images::private::private_run_root()
             .map_err(|e| format!("create {}: {e}", ironpod_images::private::RUN_ROOT))?;
         ironpod_images::private::private_dir(state_root)
             .map_err(|e| format!("create {}: {e}", state_root.display()))?;
         std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-        let writable = dir.join("rw.ext4");
-        make_writable_disk_fast(state_root, &writable).map_err(|e| e.to_string())?;
+        let disks = disk_dir(state_root, dir);
+        std::fs::create_dir_all(&disks).map_err(|e| format!("create {}: {e}", disks.display()))?;
+        let writable = disks.join("rw.ext4");
+        make_writable_disk_fast(state_root, &writable, disk_bytes).map_err(|e| e.to_string())?;
         let mut s = VmSpec::with_defaults().map_err(|e| e.to_string())?;
         s.vcpus = vcpus;
         s.memory_mib = memory_mib;
@@ -356,7 +360,26 @@ impl PodVm {
             }
         }
         drop(lock(&self.share).take());
+        if let Some(d) = self.writable.parent() {
+            let _ = std::fs::remove_dir_all(d);
+        }
     }
+}
+
+/// The size of a pod VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PodSize {
+    /// vCPUs.
+    pub vcpus: u8,
+    /// Guest memory.
+    pub memory_mib: u64,
+    /// The writable disk.
+    pub disk_bytes: u64,
+}
+
+/// Where the writable disk of the pod whose runtime directory is `dir` lives.
+fn disk_dir(state_root: &Path, dir: &Path) -> PathBuf {
+    state_root.join("pods").join(share_id(dir))
 }
 
 /// The share of the pod whose directory is `dir` is named after it (the sandbox id).
@@ -370,8 +393,8 @@ fn cgroup_name(dir: &Path) -> String {
 }
 
 /// Ends the VMM recorded in a pod directory whose shim is gone, takes its share down and
-/// removes the directory.
-pub fn kill_orphan(dir: &Path) {
+/// removes the directory and the pod's writable disk under `state_root`.
+pub fn kill_orphan(state_root: &Path, dir: &Path) {
     if let Ok(s) = std::fs::read_to_string(dir.join("vmm.pid")) {
         let mut it = s.split_whitespace().map(|x| x.parse::<i64>().ok());
         if let (Some(Some(pid)), Some(Some(start))) = (it.next(), it.next()) {
@@ -384,5 +407,6 @@ pub fn kill_orphan(dir: &Path) {
     }
     share::teardown(&share_id(dir));
     PodCgroup::remove(&cgroup_name(dir));
+    let _ = std::fs::remove_dir_all(disk_dir(state_root, dir));
     let _ = std::fs::remove_dir_all(dir);
 }

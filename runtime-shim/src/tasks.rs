@@ -207,7 +207,10 @@ impl Inner {
                         .map(|d| cache.disk_for(d))
                         .collect::<Result<_, _>>()
                         .map_err(|e| err(Code::INTERNAL, e.to_string()))?;
-                    let (vcpus, mem) = crate::vm_size(&spec);
+                    let (vcpus, memory_mib) = crate::vm_size(&spec);
+                    let disk_bytes =
+                        crate::storage_size(&spec).map_err(|e| err(Code::INVALID_ARGUMENT, e))?;
+                    let size = crate::pod::PodSize { vcpus, memory_mib, disk_bytes };
                     // A CRI sandbox gets slots for its containers' other images.
                     let spare = if crate::is_sandbox(&spec) {
                         crate::pod::spare_slots(layers.len())
@@ -220,8 +223,7 @@ impl Inner {
                         layers,
                         spare,
                         crate::network_namespace(&spec),
-                        vcpus,
-                        mem,
+                        size,
                     )
                     .map_err(|e| err(Code::INTERNAL, e))?;
                     let p = Arc::new(p);

@@ -108,6 +108,12 @@ fn run_separates_stdout_stderr_and_returns_the_exit_code() {
         probe,
     ]);
     assert_eq!(text(&out.stdout), "Seccomp:\t0\nunshared\n", "{}", text(&out.stderr));
+    // The writable disk has the size asked for (less ext4's own metadata).
+    let out = root.ironpod(&["run", "--rm", "--storage-opt", "size=128m", "demo", "df", "-k", "/"]);
+    let df = text(&out.stdout);
+    let kib: u64 =
+        df.lines().last().and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0);
+    assert!((100 << 10..=128 << 10).contains(&kib), "df: {df} {}", text(&out.stderr));
     // A log is bounded: it rotates at max-size and keeps max-file files; `logs` reads them
     // in order.
     let out = root.ironpod(&[
@@ -665,6 +671,8 @@ fn bad_input_gets_clear_errors_and_leaves_nothing_behind() {
         (&["run", "--rm", "--cap-add", "NOT_A_CAP", "demo", "true"], 125, "unknown capability"),
         (&["run", "--rm", "demo"], 125, "no command"),
         (&["run", "--rm", "--log-opt", "compress=true", "demo", "true"], 125, "unknown log opt"),
+        (&["run", "--rm", "--storage-opt", "size=1k", "demo", "true"], 125, "out of range"),
+        (&["run", "--rm", "--storage-opt", "quota=1", "demo", "true"], 125, "unknown storage opt"),
         (&["run", "--rm", "demo", "/no/such/program"], 127, "no such file"),
         (&["run", "--rm", "demo", "nosuchcmd"], 127, "executable file not found"),
         (&["run", "--rm", "demo", "/etc/passwd"], 126, "ermission denied"),

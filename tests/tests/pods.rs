@@ -30,7 +30,7 @@ fn boot_pod() -> (Pod, oci_spec::image::ImageConfiguration) {
     let disks = store.layer_disks("demo").unwrap();
     let config = store.config_of(&store.resolve("demo").unwrap()).unwrap();
     let rw = root.path().join("pod-rw.ext4");
-    ironpod_pods::disks::make_writable_disk(&rw).unwrap();
+    ironpod_pods::disks::make_writable_disk(&rw, ironpod_pods::disks::WRITABLE_DISK_BYTES).unwrap();
     let mut s = VmSpec::with_defaults().unwrap();
     s.disks = disks
         .iter()

@@ -10,20 +10,27 @@ use std::time::{Duration, Instant};
 use ironpod_tests::containerd::{metric, processes_with, text, Containerd, RUNTIME};
 use ironpod_tests::require_linux_kvm;
 
-fn assert_pod_gone(id: &str) {
+/// The pod's writable disk: on the shim's state root, not under /run.
+fn disk_dir(c: &Containerd, id: &str) -> PathBuf {
+    c.dir().join("shim/pods").join(id)
+}
+
+fn assert_pod_gone(c: &Containerd, id: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let shims =
             processes_with(&format!("containerd-shim-ironpod-v2 -namespace default -id {id} "));
         let dir = PathBuf::from("/run/ironpod/shim").join(id);
         let vmms = processes_with(ironpod_tests::JAILED_VMM);
-        if shims.is_empty() && vmms.is_empty() && !dir.exists() {
+        let disks = disk_dir(c, id);
+        if shims.is_empty() && vmms.is_empty() && !dir.exists() && !disks.exists() {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "left behind: shims {shims:?}, VMMs {vmms:?}, pod dir exists: {}",
-            dir.exists()
+            "left behind: shims {shims:?}, VMMs {vmms:?}, pod dir exists: {}, disk dir exists: {}",
+            dir.exists(),
+            disks.exists()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -38,19 +45,25 @@ fn ctr_run_shows_the_guest_kernel_and_the_exit_code() {
         "--rm",
         "--runtime",
         RUNTIME,
+        "--annotation",
+        "org.ironpod.storage-size=256m",
         &c.image,
         "t1",
         "sh",
         "-c",
-        "uname -r; echo err >&2; exit 3",
+        "uname -r; df -k / | tail -n 1 >&2; echo err >&2; exit 3",
     ]);
     let guest = text(&out.stdout).trim().to_string();
+    // The root's writable disk has the annotation's size (less ext4's own metadata).
+    let df = text(&out.stderr);
+    let kib: u64 = df.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+    assert!((200 << 10..=256 << 10).contains(&kib), "df: {df}");
     let host = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap().trim().to_string();
     assert!(guest.starts_with("6.12."), "stdout {guest:?}, stderr {}", text(&out.stderr));
     assert_ne!(guest, host);
     assert!(text(&out.stderr).contains("err"), "stderr {:?}", text(&out.stderr));
     assert_eq!(out.status.code(), Some(3), "containerd log:\n{}", c.log());
-    assert_pod_gone("t1");
+    assert_pod_gone(c, "t1");
     assert!(c.tasks().is_empty());
 }
 
@@ -61,6 +74,8 @@ fn ctr_task_exec_ps_metrics_kill_delete() {
     let out = c.ctr(&["run", "-d", "--runtime", RUNTIME, &c.image, "t2", "sleep", "600"]);
     assert!(out.status.success(), "run -d: {}\n{}", text(&out.stderr), c.log());
     c.wait_status("t2", "RUNNING", Duration::from_secs(30));
+    assert!(disk_dir(c, "t2").join("rw.ext4").is_file(), "the writable disk on the state root");
+    assert!(!PathBuf::from("/run/ironpod/shim/t2/rw.ext4").exists());
     // Exec: its own stdio and exit code; it sees the container's processes.
     let out =
         c.ctr(&["task", "exec", "--exec-id", "e1", "t2", "sh", "-c", "echo from-exec; ps; exit 4"]);
@@ -96,7 +111,7 @@ fn ctr_task_exec_ps_metrics_kill_delete() {
     assert!(out.status.success(), "delete: {}", text(&out.stderr));
     let out = c.ctr(&["containers", "rm", "t2"]);
     assert!(out.status.success(), "rm: {}", text(&out.stderr));
-    assert_pod_gone("t2");
+    assert_pod_gone(c, "t2");
 }
 
 #[test]
@@ -115,7 +130,7 @@ fn killing_the_vmm_stops_the_task() {
     let out = c.ctr(&["task", "delete", "t3"]);
     assert!(out.status.success(), "delete: {}", text(&out.stderr));
     let _ = c.ctr(&["containers", "rm", "t3"]);
-    assert_pod_gone("t3");
+    assert_pod_gone(c, "t3");
 }
 
 #[test]
@@ -138,7 +153,7 @@ fn ctr_run_with_a_terminal() {
     assert!(o.contains("/dev/console"), "tty output {o:?}, stderr {}", text(&out.stderr));
     assert!(o.contains("40 100"), "terminal size {o:?}");
     assert_eq!(out.status.code(), Some(5), "output {o:?}");
-    assert_pod_gone("t4");
+    assert_pod_gone(c, "t4");
 }
 
 #[test]
@@ -161,7 +176,7 @@ fn a_containerd_restart_keeps_the_pod() {
     let out = c.ctr(&["task", "delete", "t5"]);
     assert!(out.status.success(), "delete: {}", text(&out.stderr));
     let _ = c.ctr(&["containers", "rm", "t5"]);
-    assert_pod_gone("t5");
+    assert_pod_gone(&c, "t5");
 }
 
 #[test]
@@ -197,7 +212,7 @@ fn bind_mounts_host_files_pod_shm_and_directories() {
     assert!(o.contains("x\n") && o.contains("tmpfs"), "shm: {o}");
     // The copy is the guest's: the host file and directory are untouched.
     assert!(std::fs::read_dir(&shm).unwrap().next().is_none());
-    assert_pod_gone("t6");
+    assert_pod_gone(c, "t6");
     // A host directory elsewhere is shared with the VM (virtio-fs): writes reach the host.
     let data = host.path().join("data");
     std::fs::create_dir(&data).unwrap();
@@ -218,7 +233,7 @@ fn bind_mounts_host_files_pod_shm_and_directories() {
     assert!(out.status.success(), "run: {}", text(&out.stderr));
     assert_eq!(std::fs::read_to_string(data.join("out")).unwrap(), "from-the-pod\n");
     let _ = c.ctr(&["containers", "rm", "t7"]);
-    assert_pod_gone("t7");
+    assert_pod_gone(c, "t7");
 }
 
 #[test]
@@ -250,7 +265,7 @@ fn a_killed_shim_takes_its_pod_down_cleanly() {
     }
     let _ = c.ctr(&["task", "delete", "t8"]);
     let _ = c.ctr(&["containers", "rm", "t8"]);
-    assert_pod_gone("t8");
+    assert_pod_gone(c, "t8");
     assert!(
         !text(&std::fs::read(format!("/proc/{vmm}/cmdline")).unwrap_or_default())
             .contains("ironpod-vmm"),
@@ -287,5 +302,5 @@ fn an_oom_kill_is_published_as_a_task_oom_event() {
         seen.lines().any(|l| l.contains("/tasks/oom") && l.contains("t9")),
         "no OOM event for t9 in:\n{seen}"
     );
-    assert_pod_gone("t9");
+    assert_pod_gone(c, "t9");
 }
