@@ -162,15 +162,21 @@ impl LogWriter {
                 Some(i) => (&rest[..i], "F", &rest[i + 1..]),
                 None => (rest, "P", &rest[rest.len()..]),
             };
-            out.extend_from_slice(format!("{ts} {} {tag} ", stream.name()).as_bytes());
+            let head = format!("{ts} {} {tag} ", stream.name());
+            let len = (head.len() + line.len() + 1) as u64;
+            // Rotate between entries, so no file passes max-size (unless one entry does).
+            if let Some(max) = self.limits.max_size {
+                let held = self.size + out.len() as u64;
+                if held > 0 && held + len > max {
+                    self.file.write_all(&out)?;
+                    out.clear();
+                    self.rotate()?;
+                }
+            }
+            out.extend_from_slice(head.as_bytes());
             out.extend_from_slice(line);
             out.push(b'\n');
             rest = next;
-        }
-        if let Some(max) = self.limits.max_size {
-            if self.size > 0 && self.size + out.len() as u64 > max {
-                self.rotate()?;
-            }
         }
         self.file.write_all(&out)?;
         self.size += out.len() as u64;
@@ -394,9 +400,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("ctr.log");
         let mut w = LogWriter::open(&p, LogLimits { max_size: Some(1000), max_file: 3 }).unwrap();
-        for i in 0..500 {
+        for i in 0..250 {
             w.write(Stream::Stdout, format!("line{i}\n").as_bytes()).unwrap();
         }
+        // Many lines in one chunk rotate between entries too.
+        let chunk: String = (250..500).map(|i| format!("line{i}\n")).collect();
+        w.write(Stream::Stdout, chunk.as_bytes()).unwrap();
         let fs = files(&p);
         assert_eq!(fs, vec![rotated(&p, 2), rotated(&p, 1), p.clone()]);
         for f in &fs {
