@@ -45,6 +45,11 @@ pub struct CreateArgs {
     /// No egress: pods reach each other only, nothing outside the network.
     #[arg(long)]
     internal: bool,
+    /// Let pods reach private address ranges beyond the host (10/8, 172.16/12, 192.168/16,
+    /// 100.64/10); blocked by default. The host itself and link-local addresses (cloud
+    /// metadata) stay out of reach either way.
+    #[arg(long = "allow-private", conflicts_with = "internal")]
+    allow_private: bool,
     /// Driver (only `bridge`).
     #[arg(short, long, default_value = "bridge")]
     driver: String,
@@ -68,7 +73,12 @@ pub fn run(root: &Path, cmd: NetworkCommand) -> Result<i32, Failure> {
             }
             let mut store = NetworkStore::open(root).map_err(rt)?;
             let net = store
-                .create(&a.name, a.subnet.as_deref(), a.gateway.as_deref(), a.internal)
+                .create(
+                    &a.name,
+                    a.subnet.as_deref(),
+                    a.gateway.as_deref(),
+                    (a.internal, a.allow_private),
+                )
                 .map_err(rt)?;
             println!("{}", net.id);
             Ok(0)
@@ -137,6 +147,7 @@ pub fn run(root: &Path, cmd: NetworkCommand) -> Result<i32, Failure> {
                     "Created": n.created,
                     "Driver": "bridge",
                     "Internal": n.internal,
+                    "Options": { "ironpod.allow-private": n.allow_private.to_string() },
                     "IPAM": { "Config": [{ "Subnet": n.subnet, "Gateway": n.gateway }] },
                     "Namespace": n.namespace(),
                     "Containers": pods,

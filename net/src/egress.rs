@@ -6,11 +6,27 @@
 //! namespace (the namespace of the process that makes the network). Neither end has an
 //! address: the host routes the network's subnet to its end, the network's namespace
 //! routes everything else to the uplink, and proxy ARP on both ends answers for the other
-//! side. The host forwards (`net.ipv4.ip_forward=1`) and one nftables table of ours
-//! (`ip ironpod`, rebuilt whole from the state database whenever a network appears or
-//! goes) masquerades the networks' subnets leaving through any other interface, drops new
-//! connections from outside into the networks, and drops traffic between networks (they
-//! stay isolated from each other, as Docker's are).
+//! side. The host forwards (`net.ipv4.ip_forward=1`) and one nftables table per state root
+//! (`ip ironpod-<hash of the root>`, rebuilt whole from that root's database whenever one
+//! of its networks appears or goes; one per root, so tenants with roots of their own do not
+//! replace each other's rules) decides what pods may reach:
+//!
+//! - their subnets are masqueraded leaving through any other interface; new connections
+//!   from outside into a network are dropped; traffic between networks is dropped (they
+//!   stay isolated, as Docker's are);
+//! - nothing of the host itself: packets from an uplink to the host's own addresses are
+//!   dropped (input), except DNS to a name server of the host's `/etc/resolv.conf`; a
+//!   published port reaches its pod from the network's namespace, not through the uplink;
+//! - never link-local addresses (169.254.0.0/16: cloud metadata services), and not the
+//!   private ranges (10/8, 172.16/12, 192.168/16, 100.64/10) unless the network was made
+//!   with `--allow-private` (name servers of the host stay reachable for DNS either way);
+//! - no IPv6 at all: the uplink's host end has IPv6 off, so no link-local address of the
+//!   host answers there.
+//!
+//! When ironpod is what turned forwarding on (it was off: the host was no router), the
+//! table also drops forwarding that does not involve a pod network, so the host does not
+//! become a router for anything else. A host that routes for other engines (Docker,
+//! libvirt) should have forwarding on before ironpod starts; then this guard stays off.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -78,7 +94,12 @@ pub fn connect(net: &Network, ns: &Path) -> Result<(), NetworkError> {
         })
         .map_err(plumb)?;
     sysctl(&format!("/proc/sys/net/ipv4/conf/{host}/proxy_arp"), "1").map_err(plumb)?;
-    sysctl("/proc/sys/net/ipv4/ip_forward", "1").map_err(plumb)?;
+    // No IPv6 on the host's end: no link-local address of the host for pods to reach.
+    let v6 = format!("/proc/sys/net/ipv6/conf/{host}/disable_ipv6");
+    if Path::new(&v6).exists() {
+        sysctl(&v6, "1").map_err(plumb)?;
+    }
+    enable_forwarding().map_err(plumb)?;
     netns::run_in(ns, || {
         sysctl(&format!("/proc/sys/net/ipv4/conf/{UPLINK}/proxy_arp"), "1")?;
         sysctl("/proc/sys/net/ipv4/ip_forward", "1")?;
@@ -109,43 +130,156 @@ async fn add_route(
     }
 }
 
-/// The whole `ip ironpod` table for these subnets (replaces what was there, atomically).
-pub fn ruleset(subnets: &[String]) -> String {
-    let masquerade = if subnets.is_empty() {
-        String::new()
-    } else {
-        format!(
-            "        ip saddr {{ {} }} oifname != \"{HOST_PREFIX}*\" masquerade\n",
-            subnets.join(", ")
-        )
-    };
+/// The nftables table of the state root `root`.
+pub fn table_name(root: &Path) -> String {
+    let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    // FNV-1a: a stable short tag of the path.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in root.as_os_str().as_encoded_bytes() {
+        h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{TABLE}-{:08x}", h as u32)
+}
+
+/// Link-local addresses (cloud metadata services live at 169.254.169.254).
+pub const LINK_LOCAL: &str = "169.254.0.0/16";
+/// The private ranges blocked unless a network allows them.
+pub const PRIVATE: [&str; 4] = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10"];
+
+/// One network's part in the rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetRules {
+    /// Its uplink's host end.
+    pub uplink: String,
+    /// Its subnet.
+    pub subnet: String,
+    /// Whether its pods may reach the private ranges.
+    pub allow_private: bool,
+}
+
+/// What the rules need to know of the host.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostFacts {
+    /// The IPv4 name servers of the host's `/etc/resolv.conf` (DNS to them stays allowed).
+    pub nameservers: Vec<std::net::Ipv4Addr>,
+    /// Forwarding was off before ironpod turned it on: drop forwarding without a pod network.
+    pub guard_forwarding: bool,
+}
+
+fn set<T: std::fmt::Display>(items: impl IntoIterator<Item = T>) -> String {
+    let v: Vec<String> = items.into_iter().map(|i| format!("{i}")).collect();
+    format!("{{ {} }}", v.join(", "))
+}
+
+/// The whole table `table` for these networks (replaces what was there, atomically).
+pub fn ruleset(table: &str, nets: &[NetRules], host: &HostFacts) -> String {
+    let any = format!("\"{HOST_PREFIX}*\"");
+    let mut nat = String::new();
+    let mut input = String::new();
+    let mut forward = format!("        iifname {any} oifname {any} drop\n");
+    if !nets.is_empty() {
+        let uplinks = set(nets.iter().map(|n| format!("\"{}\"", n.uplink)));
+        nat = format!(
+            "        ip saddr {} oifname != {any} masquerade\n",
+            set(nets.iter().map(|n| &n.subnet))
+        );
+        let dns = if host.nameservers.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "        iifname {uplinks} ip daddr {} meta l4proto {{ tcp, udp }} th dport 53 accept\n",
+                set(&host.nameservers)
+            )
+        };
+        input.push_str(&format!("        iifname {uplinks} ct state established,related accept\n"));
+        input.push_str(&dns);
+        input.push_str(&format!("        iifname {uplinks} drop\n"));
+        forward.push_str(&format!("        iifname {uplinks} ip daddr {LINK_LOCAL} drop\n"));
+        forward.push_str(&dns);
+        let blocking: Vec<String> =
+            nets.iter().filter(|n| !n.allow_private).map(|n| format!("\"{}\"", n.uplink)).collect();
+        if !blocking.is_empty() {
+            forward.push_str(&format!(
+                "        iifname {} ip daddr {} drop\n",
+                set(blocking),
+                set(PRIVATE)
+            ));
+        }
+        forward
+            .push_str(&format!("        oifname {uplinks} ct state established,related accept\n"));
+        forward.push_str(&format!("        oifname {uplinks} drop\n"));
+    }
+    if host.guard_forwarding {
+        forward.push_str(&format!("        iifname != {any} oifname != {any} drop\n"));
+    }
     format!(
-        "table ip {TABLE}\n\
-         delete table ip {TABLE}\n\
-         table ip {TABLE} {{\n\
+        "table ip {table}\n\
+         delete table ip {table}\n\
+         table ip {table} {{\n\
          \x20   chain postrouting {{\n\
          \x20       type nat hook postrouting priority srcnat; policy accept;\n\
-         {masquerade}\
+         {nat}\
+         \x20   }}\n\
+         \x20   chain input {{\n\
+         \x20       type filter hook input priority filter; policy accept;\n\
+         {input}\
          \x20   }}\n\
          \x20   chain forward {{\n\
          \x20       type filter hook forward priority filter; policy accept;\n\
-         \x20       iifname \"{HOST_PREFIX}*\" oifname \"{HOST_PREFIX}*\" drop\n\
-         \x20       oifname \"{HOST_PREFIX}*\" ct state established,related accept\n\
-         \x20       oifname \"{HOST_PREFIX}*\" drop\n\
+         {forward}\
          \x20   }}\n\
          }}\n"
     )
 }
 
-/// Rebuilds our nftables table from the networks with egress in the state database under
-/// `root`.
+/// The IPv4 name servers of a `resolv.conf` (loopback ones are the host's own resolver,
+/// which pods never use).
+pub fn nameservers(resolv: &str) -> Vec<std::net::Ipv4Addr> {
+    resolv
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|a| a.trim().parse::<std::net::Ipv4Addr>().ok())
+        .filter(|a| !a.is_loopback() && !a.is_unspecified())
+        .collect()
+}
+
+/// Where ironpod notes that it turned forwarding on in the calling thread's network
+/// namespace (under /run: forwarding goes back off with a reboot, and so does the note).
+fn forwarding_note() -> std::path::PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    let ns = std::fs::metadata("/proc/thread-self/ns/net").map(|m| m.ino()).unwrap_or(0);
+    Path::new(ironpod_images::private::RUN_ROOT).join(format!("forwarding-turned-on.{ns}"))
+}
+
+/// Turns IPv4 forwarding on in the calling thread's namespace, noting it when it was off.
+fn enable_forwarding() -> Result<(), String> {
+    let path = "/proc/sys/net/ipv4/ip_forward";
+    let was = std::fs::read_to_string(path).map_err(|e| format!("read {path}: {e}"))?;
+    if was.trim() == "0" {
+        ironpod_images::private::private_run_root()
+            .map_err(|e| format!("create {}: {e}", ironpod_images::private::RUN_ROOT))?;
+        let note = forwarding_note();
+        std::fs::write(&note, b"").map_err(|e| format!("write {}: {e}", note.display()))?;
+    }
+    sysctl(path, "1")
+}
+
+/// Rebuilds the nftables table of the state root `root` from its networks with egress.
 pub fn sync(root: &Path) -> Result<(), NetworkError> {
-    let subnets: Vec<String> = NetworkStore::open(root)?
+    let nets: Vec<NetRules> = NetworkStore::open(root)?
         .list()?
         .into_iter()
         .filter(|n| !n.internal)
-        .map(|n| n.subnet)
+        .map(|n| NetRules {
+            uplink: host_end(&n),
+            subnet: n.subnet,
+            allow_private: n.allow_private,
+        })
         .collect();
+    let host = HostFacts {
+        nameservers: nameservers(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()),
+        guard_forwarding: forwarding_note().exists(),
+    };
     let mut child = Command::new("nft")
         .args(["-f", "-"])
         .stdin(Stdio::piped())
@@ -155,7 +289,9 @@ pub fn sync(root: &Path) -> Result<(), NetworkError> {
         .map_err(|e| plumb(format!("run nft (package nftables): {e}")))?;
     if let Some(mut stdin) = child.stdin.take() {
         use std::io::Write;
-        stdin.write_all(ruleset(&subnets).as_bytes()).map_err(|e| plumb(format!("nft: {e}")))?;
+        stdin
+            .write_all(ruleset(&table_name(root), &nets, &host).as_bytes())
+            .map_err(|e| plumb(format!("nft: {e}")))?;
     }
     let out = child.wait_with_output().map_err(|e| plumb(format!("nft: {e}")))?;
     if !out.status.success() {
@@ -168,15 +304,67 @@ pub fn sync(root: &Path) -> Result<(), NetworkError> {
 mod tests {
     use super::*;
 
+    fn net(uplink: &str, subnet: &str, allow_private: bool) -> NetRules {
+        NetRules { uplink: uplink.into(), subnet: subnet.into(), allow_private }
+    }
+
     #[test]
-    fn ruleset_masquerades_only_the_networks_with_egress() {
-        let r = ruleset(&["10.88.0.0/16".into(), "10.89.3.0/24".into()]);
-        assert!(r.starts_with("table ip ironpod\ndelete table ip ironpod\n"), "{r}");
-        assert!(
-            r.contains("ip saddr { 10.88.0.0/16, 10.89.3.0/24 } oifname != \"ipu*\" masquerade"),
-            "{r}"
-        );
-        assert!(r.contains("oifname \"ipu*\" ct state established,related accept"));
-        assert!(!ruleset(&[]).contains("masquerade"));
+    fn ruleset_masquerades_filters_and_guards() {
+        let host =
+            HostFacts { nameservers: vec!["10.0.0.2".parse().unwrap()], guard_forwarding: true };
+        let nets = [net("ipuaaa", "10.88.0.0/16", false), net("ipubbb", "10.89.3.0/24", true)];
+        let r = ruleset("ironpod-1234abcd", &nets, &host);
+        assert!(r.starts_with("table ip ironpod-1234abcd\ndelete table ip ironpod-1234abcd\n"));
+        let has = |l: &str| assert!(r.contains(l), "missing {l:?} in\n{r}");
+        let both = "iifname { \"ipuaaa\", \"ipubbb\" }";
+        has("ip saddr { 10.88.0.0/16, 10.89.3.0/24 } oifname != \"ipu*\" masquerade");
+        // The host itself: only replies and DNS to its name servers.
+        has("chain input {");
+        has(&format!("{both} ct state established,related accept"));
+        has(&format!(
+            "{both} ip daddr {{ 10.0.0.2 }} meta l4proto {{ tcp, udp }} th dport 53 accept"
+        ));
+        has(&format!("{both} drop"));
+        // Link-local for all, private ranges for the network that does not allow them.
+        has(&format!("{both} ip daddr 169.254.0.0/16 drop"));
+        has("iifname { \"ipuaaa\" } ip daddr { 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10 } drop");
+        has("oifname { \"ipuaaa\", \"ipubbb\" } ct state established,related accept");
+        has("iifname != \"ipu*\" oifname != \"ipu*\" drop");
+        // DNS is accepted before the private ranges are dropped.
+        let dns = r.rfind("th dport 53 accept").unwrap();
+        assert!(dns < r.find("172.16.0.0/12").unwrap());
+        // Nothing to match: no sets (nft refuses empty ones), no masquerade, no guard.
+        let r = ruleset("t", &[], &HostFacts::default());
+        assert!(!r.contains("masquerade") && !r.contains("{  }"), "{r}");
+        assert!(!r.contains("!= \"ipu*\""), "{r}");
+    }
+
+    #[test]
+    fn nameservers_and_table_names() {
+        let resolv = "# x\nnameserver 127.0.0.53\nnameserver 10.0.0.2\nnameserver ::1\nsearch a\n";
+        assert_eq!(nameservers(resolv), vec![std::net::Ipv4Addr::new(10, 0, 0, 2)]);
+        let a = table_name(Path::new("/var/lib/ironpod"));
+        assert!(a.starts_with("ironpod-") && a.len() == 16, "{a}");
+        assert_eq!(a, table_name(Path::new("/var/lib/ironpod")));
+        assert_ne!(a, table_name(Path::new("/srv/tenant-a")));
+    }
+
+    /// nft itself accepts the rules (check mode: nothing is changed).
+    #[test]
+    fn nft_accepts_the_ruleset() {
+        let host = HostFacts { nameservers: vec![[10, 0, 0, 2].into()], guard_forwarding: true };
+        let nets = [net("ipuaaa", "10.88.0.0/16", false), net("ipubbb", "10.89.3.0/24", true)];
+        for r in [ruleset("ironpod-check", &nets, &host), ruleset("ironpod-check", &[], &host)] {
+            let mut c = Command::new("nft")
+                .args(["-c", "-f", "-"])
+                .stdin(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("nft (apt install nftables)");
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(r.as_bytes()).unwrap();
+            let out = c.wait_with_output().unwrap();
+            assert!(out.status.success(), "{}\n{r}", String::from_utf8_lossy(&out.stderr));
+        }
     }
 }

@@ -253,6 +253,13 @@ pub fn connect(
     tracing::debug!(%container, ok = plumbed.is_ok(), "pod attached");
     let leased =
         lease.join().unwrap_or_else(|_| Err(NetworkError::Plumb("lease thread panicked".into())));
+    // With the address known, the guest may send: as itself only.
+    let plumbed = match (plumbed, &leased) {
+        (Ok(net_ns), Ok(address)) => plumb::guard_pod(&tap.pod_ns, &tap.mac, *address)
+            .map(|()| net_ns)
+            .map_err(NetworkError::Plumb),
+        (p, _) => p,
+    };
     let result = match (plumbed, leased) {
         (Ok(net_ns), Ok(address)) => Ok(PodNetwork {
             network,
@@ -335,7 +342,7 @@ mod tests {
         }
         let root = tempfile::tempdir().unwrap();
         let mut store = NetworkStore::open(root.path()).unwrap();
-        let net = store.create("unit", Some("10.213.0.0/24"), None, true).unwrap();
+        let net = store.create("unit", Some("10.213.0.0/24"), None, (true, false)).unwrap();
         drop(store);
         let ids = [ironpod_ids::new_id().unwrap(), ironpod_ids::new_id().unwrap()];
         let taps = [prepare_tap(&ids[0], None).unwrap(), prepare_tap(&ids[1], None).unwrap()];
@@ -375,5 +382,94 @@ mod tests {
         disconnect(root.path(), &ids[1]);
         remove(root.path(), "unit").unwrap();
         assert!(!netns::path(&net.namespace()).exists());
+    }
+
+    /// A guest sends as itself only: frames written into one pod's tap (as its VMM would)
+    /// reach the other pod of the network only with the pod's own MAC and IPv4 address.
+    #[test]
+    fn a_guest_cannot_spoof_addresses() {
+        use ironpod_vmm::virtio::net::NetBackend;
+        if unsafe { libc::geteuid() } != 0 {
+            panic!("this test needs root (network namespaces)");
+        }
+        let root = tempfile::tempdir().unwrap();
+        let mut store = NetworkStore::open(root.path()).unwrap();
+        store.create("spoof", Some("10.213.1.0/24"), None, (true, false)).unwrap();
+        drop(store);
+        let ids = [ironpod_ids::new_id().unwrap(), ironpod_ids::new_id().unwrap()];
+        let taps = [prepare_tap(&ids[0], None).unwrap(), prepare_tap(&ids[1], None).unwrap()];
+        let a = connect(root.path(), "spoof", &ids[0], &taps[0]).unwrap();
+        let _b = connect(root.path(), "spoof", &ids[1], &taps[1]).unwrap();
+        let open = |id: &str| {
+            netns::run_in(&netns::path(&pod_namespace(id)), || {
+                ironpod_vmm::virtio::net::tap::Tap::open(plumb::POD_TAP).map_err(|e| e.to_string())
+            })
+            .unwrap()
+        };
+        let (mut tx, mut rx) = (open(&ids[0]), open(&ids[1]));
+        let mac = parse_mac(&a.tap.mac).unwrap();
+        let me = a.address.octets();
+        let frame = |src: [u8; 6], kind: u16, body: &[u8], tag: &str| {
+            let mut f = vec![0u8; 12]; // virtio-net header
+            f.extend([0xff; 6]);
+            f.extend(src);
+            f.extend(kind.to_be_bytes());
+            f.extend(body);
+            f.extend(tag.as_bytes());
+            f
+        };
+        // A header for a 6-byte payload (the tag).
+        let ipv4 = |src: [u8; 4]| {
+            let mut h = vec![0x45, 0, 0, 26, 0, 0, 0, 0, 64, 253, 0, 0];
+            h.extend(src);
+            h.extend([10, 213, 1, 255]);
+            // A valid checksum: a bridge that hands frames to netfilter drops bad headers.
+            let sum: u32 = h.chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], w[1]]))).sum();
+            let sum = (sum & 0xffff) + (sum >> 16);
+            h[10..12].copy_from_slice(&(!((sum & 0xffff) + (sum >> 16)) as u16).to_be_bytes());
+            h
+        };
+        let arp = |spa: [u8; 4]| {
+            let mut h = vec![0, 1, 8, 0, 6, 4, 0, 2];
+            h.extend(mac);
+            h.extend(spa);
+            h.extend([0xff; 6]);
+            h.extend([10, 213, 1, 1]);
+            h
+        };
+        let other = [0x02, 0xde, 0xad, 0xbe, 0xef, 0x01];
+        let sent = [
+            frame(mac, 0x0800, &ipv4(me), "ok-ip4"),
+            frame(mac, 0x0800, &ipv4([10, 213, 1, 99]), "bad-ip"),
+            frame(other, 0x0800, &ipv4(me), "badmac"),
+            frame(mac, 0x0806, &arp([10, 213, 1, 3]), "bad-arp"),
+            frame(mac, 0x0806, &arp(me), "ok-arp"),
+            frame(mac, 0x86dd, &[0x60; 40], "bad-v6"),
+        ];
+        for f in &sent {
+            tx.send(f).unwrap();
+        }
+        let mut got = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let mut buf = vec![0u8; 2048];
+        while std::time::Instant::now() < deadline {
+            match rx.recv(&mut buf).unwrap() {
+                Some(n) => {
+                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    for tag in ["ok-ip4", "bad-ip", "badmac", "bad-arp", "ok-arp", "bad-v6"] {
+                        if text.contains(tag) {
+                            got.push(tag);
+                        }
+                    }
+                }
+                None => std::thread::sleep(std::time::Duration::from_millis(10)),
+            }
+        }
+        assert_eq!(got, ["ok-ip4", "ok-arp"], "only the guest's own addresses pass");
+        drop((tx, rx));
+        for id in &ids {
+            disconnect(root.path(), id);
+        }
+        remove(root.path(), "spoof").unwrap();
     }
 }

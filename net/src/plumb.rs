@@ -59,9 +59,9 @@ pub fn make_tap(pod_ns: &Path) -> Result<(), String> {
 }
 
 /// Joins a pod to a network: in `net_ns`, a veth `host_veth` on the bridge whose peer is
-/// `eth0` (with the guest's MAC) in `pod_ns`; then the VM's tap (made by [`make_tap`]) and
-/// `eth0` redirect to each other. The pod's address is the guest's alone: nothing in
-/// `pod_ns` speaks IP.
+/// `eth0` (with the guest's MAC) in `pod_ns`; then what reaches `eth0` goes to the VM's tap
+/// (made by [`make_tap`]). Nothing goes the other way until [`guard_pod`] knows the pod's
+/// address. The pod's address is the guest's alone: nothing in `pod_ns` speaks IP.
 pub fn attach_pod(
     net_ns: &Path,
     pod_ns: &Path,
@@ -117,4 +117,9 @@ pub fn attach_pod(
                 .map_err(|e| e.to_string())
         })
     })
+}
+
+/// Lets the VM in `pod_ns` send, as `mac` and `address` only (see [`crate::podnet::guard`]).
+pub fn guard_pod(pod_ns: &Path, mac: &str, address: Ipv4Addr) -> Result<(), String> {
+    netns::run_in(pod_ns, || crate::podnet::guard(POD_TAP, POD_VETH, mac, Some(address)))
 }

@@ -145,33 +145,108 @@ pub(crate) async fn plumb(veth: &str, tap: &str) -> Result<GuestNic, PodNetError
         .await
         .map_err(|e| failed(format!("bring up {tap}"))(e.to_string()))?;
     redirect(&h, (vi, veth), (ti, tap)).await?;
+    guard(tap, veth, &mac, address.map(|(a, _)| a)).map_err(failed("guard the tap"))?;
     let mtu = u16::try_from(mtu).unwrap_or(u16::MAX);
     Ok(GuestNic { mac, address, gateway, mtu })
 }
 
-/// Redirects every frame arriving on one interface to the other, both ways (tc ingress
-/// qdisc, u32 match-all filter, mirred egress redirect).
+/// Redirects every frame arriving on `veth` to `tap` (tc ingress qdisc, u32 match-all
+/// filter, mirred egress redirect): what reaches the pod goes to its VM. The other way is
+/// [`guard`]'s.
 pub(crate) async fn redirect(
     h: &Handle,
     (vi, veth): (u32, &str),
     (ti, tap): (u32, &str),
 ) -> Result<(), PodNetError> {
-    let mut qd = h.qdisc();
-    for (from, to, name) in [(vi, ti, veth), (ti, vi, tap)] {
-        qd.add(from as i32)
-            .ingress()
-            .execute()
-            .await
-            .map_err(|e| failed(format!("ingress qdisc on {name}"))(e.to_string()))?;
-        h.traffic_filter(from as i32)
-            .add()
-            .parent(0xffff_0000)
-            .protocol((libc::ETH_P_ALL as u16).to_be())
-            .redirect(to)
-            .map_err(|e| failed("build the redirect")(e.to_string()))?
-            .execute()
-            .await
-            .map_err(|e| failed(format!("redirect {name}"))(e.to_string()))?;
+    h.qdisc()
+        .add(vi as i32)
+        .ingress()
+        .execute()
+        .await
+        .map_err(|e| failed(format!("ingress qdisc on {veth}"))(e.to_string()))?;
+    h.traffic_filter(vi as i32)
+        .add()
+        .parent(0xffff_0000)
+        .protocol((libc::ETH_P_ALL as u16).to_be())
+        .redirect(ti)
+        .map_err(|e| failed("build the redirect")(e.to_string()))?
+        .execute()
+        .await
+        .map_err(|e| failed(format!("redirect {veth} to {tap}"))(e.to_string()))
+}
+
+/// The nftables table (family `netdev`, in the pod's namespace) that passes a guest's
+/// frames from `tap` to `veth` only when they carry its own MAC address `mac` and, with
+/// `address`, its own IPv4 address (IPv4 and ARP for it); everything else the guest sends is
+/// dropped.
+pub fn guard_rules(tap: &str, veth: &str, mac: &str, address: Option<Ipv4Addr>) -> String {
+    let to = format!("fwd to \"{veth}\"");
+    let allowed = match address {
+        Some(ip) => format!(
+            "        ether saddr {mac} ip saddr {ip} {to}\n\
+             \x20       ether saddr {mac} arp saddr ether {mac} arp saddr ip {ip} {to}\n"
+        ),
+        None => format!("        ether saddr {mac} {to}\n"),
+    };
+    format!(
+        "table netdev {GUARD_TABLE}\n\
+         delete table netdev {GUARD_TABLE}\n\
+         table netdev {GUARD_TABLE} {{\n\
+         \x20   chain guard {{\n\
+         \x20       type filter hook ingress device \"{tap}\" priority 0; policy drop;\n\
+         {allowed}\
+         \x20   }}\n\
+         }}\n"
+    )
+}
+
+/// The guard's table in a pod's namespace.
+pub const GUARD_TABLE: &str = "ironpod_guard";
+
+/// In the calling thread's namespace, lets the guest's frames out of `tap` to `veth` (see
+/// [`guard_rules`]): a guest cannot send as another pod or another host.
+pub fn guard(tap: &str, veth: &str, mac: &str, address: Option<Ipv4Addr>) -> Result<(), String> {
+    use std::io::Write;
+    if ironpod_vmm::config::parse_mac(mac).is_none() {
+        return Err(format!("bad MAC address {mac:?}"));
+    }
+    let mut child = std::process::Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("run nft (package nftables): {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(guard_rules(tap, veth, mac, address).as_bytes())
+            .map_err(|e| format!("nft: {e}"))?;
+    }
+    let out = child.wait_with_output().map_err(|e| format!("nft: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "filter {tap}'s frames: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_guard_passes_only_the_guests_own_addresses() {
+        let r = guard_rules("tap0", "eth0", "02:aa:bb:cc:dd:ee", Some([10, 88, 0, 2].into()));
+        assert!(r.contains("type filter hook ingress device \"tap0\" priority 0; policy drop;"));
+        assert!(r.contains("ether saddr 02:aa:bb:cc:dd:ee ip saddr 10.88.0.2 fwd to \"eth0\"\n"));
+        assert!(r.contains(
+            "ether saddr 02:aa:bb:cc:dd:ee arp saddr ether 02:aa:bb:cc:dd:ee arp saddr ip 10.88.0.2 fwd to \"eth0\"\n"
+        ));
+        assert_eq!(r.matches("fwd to").count(), 2, "nothing else passes: {r}");
+        let r = guard_rules("tap0", "eth0", "02:aa:bb:cc:dd:ee", None);
+        assert!(r.contains("        ether saddr 02:aa:bb:cc:dd:ee fwd to \"eth0\"\n"), "{r}");
+        assert!(guard("tap0", "eth0", "02:aa:bb:cc:dd:ee; flush ruleset", None).is_err());
+    }
 }

@@ -36,6 +36,9 @@ pub struct Network {
     pub created: String,
     /// No egress: its pods reach each other only (`network create --internal`).
     pub internal: bool,
+    /// Its pods may reach the private address ranges (10/8, 172.16/12, 192.168/16,
+    /// 100.64/10) beyond the host (`network create --allow-private`); blocked otherwise.
+    pub allow_private: bool,
 }
 
 impl Network {
@@ -81,10 +84,11 @@ fn network_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Network> {
         gateway: r.get(3)?,
         created: r.get(4)?,
         internal: r.get(5)?,
+        allow_private: r.get(6)?,
     })
 }
 
-const NET_COLUMNS: &str = "id, name, subnet, gateway, created, internal";
+const NET_COLUMNS: &str = "id, name, subnet, gateway, created, internal, allow_private";
 
 impl NetworkStore {
     /// Opens (creating) the tables; the default network always exists.
@@ -98,7 +102,8 @@ impl NetworkStore {
                 subnet TEXT NOT NULL,
                 gateway TEXT NOT NULL,
                 created TEXT NOT NULL,
-                internal INTEGER NOT NULL DEFAULT 0
+                internal INTEGER NOT NULL DEFAULT 0,
+                allow_private INTEGER NOT NULL DEFAULT 0
             );
             CREATE TABLE IF NOT EXISTS ip_leases (
                 network TEXT NOT NULL,
@@ -109,21 +114,23 @@ impl NetworkStore {
                 PRIMARY KEY (network, address)
             );",
         )?;
-        // Added after networks first shipped: older databases get the column.
-        let has_internal: bool = conn
-            .prepare("SELECT 1 FROM pragma_table_info('networks') WHERE name = 'internal'")?
-            .exists([])?;
-        if !has_internal {
-            conn.execute_batch(
-                "ALTER TABLE networks ADD COLUMN internal INTEGER NOT NULL DEFAULT 0",
-            )?;
+        // Added after networks first shipped: older databases get the columns.
+        for column in ["internal", "allow_private"] {
+            let has: bool = conn
+                .prepare("SELECT 1 FROM pragma_table_info('networks') WHERE name = ?1")?
+                .exists([column])?;
+            if !has {
+                conn.execute_batch(&format!(
+                    "ALTER TABLE networks ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0"
+                ))?;
+            }
         }
         let store = NetworkStore { conn };
         if store.find(DEFAULT_NETWORK).is_err() {
             let sub = Subnet::parse(DEFAULT_SUBNET)?;
             store.conn.execute(
                 &format!(
-                    "INSERT OR IGNORE INTO networks ({NET_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, 0)"
+                    "INSERT OR IGNORE INTO networks ({NET_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, 0, 0)"
                 ),
                 params![
                     new_id()?,
@@ -174,13 +181,14 @@ impl NetworkStore {
     }
 
     /// Creates a network. Without a subnet, the first free `10.89.N.0/24` is taken; without
-    /// a gateway, the subnet's first address. An `internal` one has no egress.
+    /// a gateway, the subnet's first address. An `internal` one has no egress; an
+    /// `allow_private` one reaches private ranges beyond the host.
     pub fn create(
         &mut self,
         name: &str,
         subnet: Option<&str>,
         gateway: Option<&str>,
-        internal: bool,
+        (internal, allow_private): (bool, bool),
     ) -> Result<Network, NetworkError> {
         if !ironpod_ids::valid_name(name) || name.len() > 64 {
             return Err(NetworkError::Invalid(format!(
@@ -243,10 +251,19 @@ impl NetworkStore {
             gateway: gw.to_string(),
             created: ironpod_images::time::now_rfc3339(),
             internal,
+            allow_private,
         };
         tx.execute(
-            &format!("INSERT INTO networks ({NET_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
-            params![net.id, net.name, net.subnet, net.gateway, net.created, net.internal],
+            &format!("INSERT INTO networks ({NET_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+            params![
+                net.id,
+                net.name,
+                net.subnet,
+                net.gateway,
+                net.created,
+                net.internal,
+                net.allow_private
+            ],
         )?;
         tx.commit()?;
         Ok(net)
@@ -390,13 +407,14 @@ mod tests {
         drop(s);
         let mut s = NetworkStore::open(dir.path()).unwrap();
         assert_eq!(s.find(DEFAULT_NETWORK).unwrap().id, def.id, "made once");
-        let a = s.create("a", None, None, false).unwrap();
+        let a = s.create("a", None, None, (false, false)).unwrap();
         assert_eq!((a.subnet.as_str(), a.gateway.as_str()), ("10.89.0.0/24", "10.89.0.1"));
-        let b = s.create("b", None, None, false).unwrap();
+        let b = s.create("b", None, None, (false, false)).unwrap();
         assert_eq!(b.subnet, "10.89.1.0/24");
-        let c = s.create("c", Some("192.168.50.0/24"), Some("192.168.50.254"), false).unwrap();
+        let c =
+            s.create("c", Some("192.168.50.0/24"), Some("192.168.50.254"), (false, false)).unwrap();
         assert_eq!(c.gateway, "192.168.50.254");
-        assert!(matches!(s.create("a", None, None, false), Err(NetworkError::Exists(_))));
+        assert!(matches!(s.create("a", None, None, (false, false)), Err(NetworkError::Exists(_))));
         for (name, sub, gw) in [
             ("none", None, None),
             ("bridge", None, None),
@@ -406,7 +424,7 @@ mod tests {
             ("d", Some("10.90.0.0/24"), Some("10.90.0.255")),
             ("d", Some("10.90.0.0/24"), Some("nope")),
         ] {
-            assert!(s.create(name, sub, gw, false).is_err(), "{name} {sub:?} {gw:?}");
+            assert!(s.create(name, sub, gw, (false, false)).is_err(), "{name} {sub:?} {gw:?}");
         }
         assert_eq!(s.find(&a.id[..10]).unwrap().name, "a");
         let names: Vec<String> = s.list().unwrap().into_iter().map(|n| n.name).collect();
@@ -415,14 +433,18 @@ mod tests {
         s.remove("b").unwrap();
         // (By name: "b" may also begin another network's hex id.)
         assert!(s.list().unwrap().iter().all(|n| n.name != "b"));
-        assert_eq!(s.create("b2", None, None, false).unwrap().subnet, "10.89.1.0/24", "reused");
+        assert_eq!(
+            s.create("b2", None, None, (false, false)).unwrap().subnet,
+            "10.89.1.0/24",
+            "reused"
+        );
     }
 
     #[test]
     fn leases_are_lowest_free_and_freed_with_their_holder() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = NetworkStore::open(dir.path()).unwrap();
-        let n = s.create("n", Some("10.90.0.0/29"), None, false).unwrap();
+        let n = s.create("n", Some("10.90.0.0/29"), None, (false, false)).unwrap();
         let ip1 = s.lease(&n, "c1", me()).unwrap();
         let ip2 = s.lease(&n, "c2", me()).unwrap();
         assert_eq!((ip1.to_string(), ip2.to_string()), ("10.90.0.2".into(), "10.90.0.3".into()));

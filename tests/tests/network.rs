@@ -4,6 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use ironpod_tests::{require_linux_kvm, TestRoot};
@@ -216,14 +217,27 @@ fn pods_reach_outside_through_nat_and_internal_networks_do_not() {
         ns.ok(&["ip", "link", "set", dev, "up"]);
     }
     host.ok(&["ip", "route", "add", "default", "via", "192.0.2.1"]);
+    // Outside also holds a cloud metadata address and a private one; the private one is the
+    // host's name server (`ip netns exec` shows the namespace's own resolv.conf).
+    for a in ["169.254.169.254/32", "10.213.77.1/32"] {
+        outside.ok(&["ip", "addr", "add", a, "dev", "eo0"]);
+    }
+    let etc = PathBuf::from("/etc/netns").join(&host.name);
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::write(etc.join("resolv.conf"), "nameserver 10.213.77.1\n").unwrap();
     let www = tempfile::tempdir_in(root.path()).unwrap();
     std::fs::write(www.path().join("index.html"), "hello-outside\n").unwrap();
-    let mut server = Command::new("ip")
-        .args(["netns", "exec", &outside.name, "busybox", "httpd", "-f", "-p", "8080", "-h"])
-        .arg(www.path())
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
+    let serve = |ns: &str, port: &str| {
+        Command::new("ip")
+            .args(["netns", "exec", ns, "busybox", "httpd", "-f", "-p", port, "-h"])
+            .arg(www.path())
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    // Outside on 8080 and on 53 (standing in for DNS), the host itself on 8081.
+    let mut servers =
+        [serve(&outside.name, "8080"), serve(&outside.name, "53"), serve(&host.name, "8081")];
     let ironpod = |args: &[&str]| {
         Command::new("ip")
             .args(["netns", "exec", &host.name])
@@ -255,8 +269,35 @@ fn pods_reach_outside_through_nat_and_internal_networks_do_not() {
             diag(&ns)
         );
     }
-    let rules = host.ok(&["nft", "list", "table", "ip", "ironpod"]);
+    let table = ironpod_net::egress::table_name(root.path());
+    let rules = host.ok(&["nft", "list", "table", "ip", &table]);
     assert!(rules.contains("10.88.0.0/16") && rules.contains("masquerade"), "{rules}");
+    // Forwarding was off in this "host": ironpod turned it on, and guards it.
+    assert!(rules.contains("iifname != \"ipu*\" oifname != \"ipu*\" drop"), "{rules}");
+
+    // What a pod may reach: not the host, not link-local, not private ranges unless its
+    // network allows them, but the host's name server for DNS.
+    let probe = "for t in 192.0.2.1:8080 192.0.2.2:8081 169.254.169.254:8080 10.213.77.1:8080 \
+                 10.213.77.1:53; do printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' \
+                 | nc -w 3 ${t%:*} ${t#*:} 2>/dev/null | grep -q hello-outside \
+                 && echo \"$t open\" || echo \"$t closed\"; done";
+    let reach = |net: &str| {
+        let out = ironpod(&["run", "--rm", "--network", net, "demo", "sh", "-c", probe]);
+        text(&out.stdout) + &text(&out.stderr)
+    };
+    assert_eq!(
+        reach("bridge"),
+        "192.0.2.1:8080 open\n192.0.2.2:8081 closed\n169.254.169.254:8080 closed\n\
+         10.213.77.1:8080 closed\n10.213.77.1:53 open\n"
+    );
+    let out = ironpod(&["network", "create", "--allow-private", "lan"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        reach("lan"),
+        "192.0.2.1:8080 open\n192.0.2.2:8081 closed\n169.254.169.254:8080 closed\n\
+         10.213.77.1:8080 open\n10.213.77.1:53 open\n"
+    );
+    assert!(ironpod(&["network", "rm", "lan"]).status.success());
 
     // An internal network has no way out (and its subnet is not masqueraded).
     let out = ironpod(&["network", "create", "--internal", "--subnet", "10.213.9.0/24", "inside"]);
@@ -268,11 +309,14 @@ fn pods_reach_outside_through_nat_and_internal_networks_do_not() {
     let v: serde_json::Value =
         serde_json::from_slice(&ironpod(&["network", "inspect", "inside"]).stdout).unwrap();
     assert_eq!(v[0]["Internal"], true);
-    assert!(!host.ok(&["nft", "list", "table", "ip", "ironpod"]).contains("10.213.9.0"));
+    assert!(!host.ok(&["nft", "list", "table", "ip", &table]).contains("10.213.9.0"));
     assert!(ironpod(&["network", "rm", "inside"]).status.success());
 
-    let _ = server.kill();
-    let _ = server.wait();
+    for s in &mut servers {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+    let _ = std::fs::remove_dir_all(&etc);
     // The default network's namespace (and the uplink with it) goes with the test root.
     drop(root);
 }

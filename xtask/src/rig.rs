@@ -55,6 +55,9 @@ const MODULES: &[&str] = &[
     "nft_nat",
     "nft_masq",
     "nft_ct",
+    // A pod's guard: its guest's frames pass only with its own addresses (netdev `fwd`).
+    "nf_dup_netdev",
+    "nft_fwd_netdev",
 ];
 
 const EXIT_MARKER: &str = "IRONPOD-RIG-EXIT=";
