@@ -249,4 +249,97 @@ mod tests {
         assert!(r.contains("        ether saddr 02:aa:bb:cc:dd:ee fwd to \"eth0\"\n"), "{r}");
         assert!(guard("tap0", "eth0", "02:aa:bb:cc:dd:ee; flush ruleset", None).is_err());
     }
+
+    fn ip(args: &[&str]) {
+        let out = std::process::Command::new("ip").args(args).output().expect("ip (iproute2)");
+        assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// A CNI pod: its namespace as a CNI plugin leaves it (eth0 with an address and a
+    /// default route, the other end in another namespace); after [`connect_tap`] the guest's
+    /// frames reach the other end only with the pod's own addresses.
+    #[test]
+    fn a_cni_pods_guest_cannot_spoof_addresses() {
+        use ironpod_vmm::virtio::net::NetBackend;
+        if unsafe { libc::geteuid() } != 0 {
+            panic!("this test needs root (network namespaces)");
+        }
+        let tag = std::process::id();
+        let (cni, peer) = (format!("ipt-cni-{tag}"), format!("ipt-cnipeer-{tag}"));
+        let cni_ns = crate::netns::create(&cni).unwrap();
+        let peer_ns = crate::netns::create(&peer).unwrap();
+        ip(&[
+            "-n", &cni, "link", "add", "eth0", "type", "veth", "peer", "name", "peer0", "netns",
+            &peer,
+        ]);
+        ip(&["-n", &cni, "addr", "add", "10.213.2.2/24", "dev", "eth0"]);
+        ip(&["-n", &cni, "link", "set", "eth0", "up"]);
+        ip(&["-n", &cni, "route", "add", "default", "via", "10.213.2.1"]);
+        ip(&["-n", &peer, "link", "set", "peer0", "up"]);
+        let nic = connect_tap(&cni_ns, "eth0", "tap0").unwrap();
+        assert_eq!(nic.address, Some(([10, 213, 2, 2].into(), 24)));
+        assert_eq!(nic.gateway, Some([10, 213, 2, 1].into()));
+        let mac = ironpod_vmm::config::parse_mac(&nic.mac).unwrap();
+        // What arrives at the other end: a tap there would be a VM; a packet socket is
+        // simpler. Opened in the peer's namespace, bound to peer0.
+        let sock = crate::netns::run_in(&peer_ns, || packet_socket("peer0")).unwrap();
+        let mut tx = crate::netns::run_in(&cni_ns, || {
+            ironpod_vmm::virtio::net::tap::Tap::open("tap0").map_err(|e| e.to_string())
+        })
+        .unwrap();
+        for f in crate::test_frames::frames(mac, [10, 213, 2, 2], [10, 213, 2, 1]) {
+            tx.send(&f).unwrap();
+        }
+        let mut got = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let mut buf = [0u8; 2048];
+        while std::time::Instant::now() < deadline {
+            // SAFETY: recv into a buffer we own, non-blocking.
+            let n =
+                unsafe { libc::recv(sock, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+            if n > 0 {
+                got.extend(crate::test_frames::tags(&buf[..n as usize]));
+            } else {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+        // SAFETY: our own descriptor.
+        unsafe { libc::close(sock) };
+        drop(tx);
+        let _ = crate::netns::remove(&cni);
+        let _ = crate::netns::remove(&peer);
+        assert_eq!(got, crate::test_frames::ALLOWED, "only the guest's own addresses pass");
+    }
+
+    /// A raw packet socket on `dev`, in the calling thread's namespace.
+    fn packet_socket(dev: &str) -> Result<i32, String> {
+        let name = std::ffi::CString::new(dev).unwrap();
+        // SAFETY: plain socket(2) and if_nametoindex(3) calls with valid arguments.
+        let (fd, index) = unsafe {
+            let proto = (libc::ETH_P_ALL as u16).to_be();
+            (
+                libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)),
+                libc::if_nametoindex(name.as_ptr()),
+            )
+        };
+        if fd < 0 || index == 0 {
+            return Err(format!("packet socket on {dev}: {}", std::io::Error::last_os_error()));
+        }
+        // SAFETY: a zeroed sockaddr_ll we fill in, passed with its size.
+        let rc = unsafe {
+            let mut sa: libc::sockaddr_ll = std::mem::zeroed();
+            sa.sll_family = libc::AF_PACKET as u16;
+            sa.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+            sa.sll_ifindex = index as i32;
+            libc::bind(
+                fd,
+                (&sa as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of_val(&sa) as u32,
+            )
+        };
+        if rc != 0 {
+            return Err(format!("bind to {dev}: {}", std::io::Error::last_os_error()));
+        }
+        Ok(fd)
+    }
 }
