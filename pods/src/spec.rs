@@ -6,9 +6,10 @@ use std::collections::HashMap;
 
 use oci_spec::image::ImageConfiguration;
 use oci_spec::runtime::{
-    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder,
-    LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, PosixRlimitBuilder,
-    PosixRlimitType, ProcessBuilder, RootBuilder, Spec, UserBuilder,
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroup,
+    LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespaceType,
+    LinuxPidsBuilder, LinuxResourcesBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder,
+    RootBuilder, Spec, UserBuilder,
 };
 use serde::{Deserialize, Serialize};
 
@@ -283,6 +284,36 @@ fn capabilities(o: &RunOptions) -> Result<Vec<Capability>, SpecError> {
     Ok(caps)
 }
 
+/// Docker's device rules for a container that is not privileged: any device node may be
+/// made, but only the pseudo-devices and terminals may be opened (not the VM's disks or its
+/// serial console).
+pub fn default_device_rules() -> Result<Vec<LinuxDeviceCgroup>, SpecError> {
+    use LinuxDeviceType::{A, B, C};
+    let rule = |allow: bool, typ, major: Option<i64>, minor: Option<i64>, access: &str| {
+        let mut b = LinuxDeviceCgroupBuilder::default().allow(allow).typ(typ).access(access);
+        if let Some(m) = major {
+            b = b.major(m);
+        }
+        if let Some(m) = minor {
+            b = b.minor(m);
+        }
+        b.build()
+    };
+    let mut rules = vec![
+        rule(false, A, None, None, "rwm")?,
+        rule(true, C, None, None, "m")?,
+        rule(true, B, None, None, "m")?,
+    ];
+    // null, zero, full, random, urandom, tty, console, ptmx, tun; then every pts.
+    for (major, minor) in
+        [(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 1), (5, 2), (10, 200)]
+    {
+        rules.push(rule(true, C, Some(major), Some(minor), "rwm")?);
+    }
+    rules.push(rule(true, C, Some(136), None, "rwm")?);
+    Ok(rules)
+}
+
 /// Merges environment lists: later entries replace earlier ones with the same key.
 pub fn merge_env(lists: &[&[String]]) -> Vec<String> {
     let mut order: Vec<String> = Vec::new();
@@ -436,6 +467,9 @@ pub fn build(id: &str, image: &ImageConfiguration, o: &RunOptions) -> Result<Spe
     }
     if let Some(p) = o.pids_limit {
         resources = resources.pids(LinuxPidsBuilder::default().limit(p).build()?);
+    }
+    if !o.privileged {
+        resources = resources.devices(default_device_rules()?);
     }
     let base_linux = Spec::default().linux().clone().unwrap_or_default();
     // The network is the pod's: containers share the VM's network namespace.
@@ -599,6 +633,12 @@ mod tests {
         assert_eq!(r.cpu().clone().unwrap().quota(), Some(50_000));
         let s = o(&|o| o.user = Some("nobody".into())).unwrap();
         assert_eq!(s.annotations().clone().unwrap()[USER_ANNOTATION], "nobody");
+        // Device rules: Docker's for a plain container (deny first), none when privileged.
+        let rules = r.devices().clone().unwrap();
+        assert!(!rules[0].allow() && rules.len() == 13, "{rules:?}");
+        let s = o(&|o| o.privileged = true).unwrap();
+        let r = s.linux().clone().unwrap().resources().clone().unwrap();
+        assert_eq!(r.devices(), &None);
     }
 
     #[test]

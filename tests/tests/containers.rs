@@ -85,11 +85,18 @@ fn run_separates_stdout_stderr_and_returns_the_exit_code() {
         "demo",
         "sh",
         "-c",
-        "echo $HOME; grep CapEff /proc/self/status; hostname",
+        "echo $HOME; grep CapEff /proc/self/status; hostname; \
+         d=$(cat /sys/block/vda/dev); mknod /tmp/vda b ${d%:*} ${d#*:} && mknod /tmp/tty c 4 64 \
+         && echo made; head -c1 /tmp/vda >/dev/null && echo disk-read; echo x >/tmp/tty && \
+         echo console-written; echo x >/dev/null && echo null-written",
     ]);
     let s = text(&out.stdout);
     assert!(s.starts_with("/root\nCapEff:\t00000000a80425fb\n"), "{s}");
     assert_eq!(s.lines().nth(2).map(str::len), Some(12), "{s}");
+    // Device nodes: any may be made (Docker's CAP_MKNOD), only pseudo-devices opened — not
+    // the VM's disks, nor its serial console (a privileged container may: flood.rs).
+    let devices: Vec<&str> = s.lines().skip(3).collect();
+    assert_eq!(devices, ["made", "null-written"], "{}", text(&out.stderr));
     let out = root.ironpod(&["run", "--rm", "-u", "ghost", "demo", "true"]);
     assert_eq!(out.status.code(), Some(125));
     assert!(text(&out.stderr).contains("unable to find user ghost"), "{}", text(&out.stderr));

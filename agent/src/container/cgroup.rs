@@ -135,6 +135,9 @@ pub fn apply(dir: &Path, r: &LinuxResources) -> Result<(), AgentError> {
         let v = if p.limit() <= 0 { "max".to_string() } else { p.limit().to_string() };
         write(dir, "pids.max", &v)?;
     }
+    if let Some(rules) = r.devices() {
+        super::devices::apply(dir, rules)?;
+    }
     for (k, v) in r.unified().clone().unwrap_or_default() {
         if k.contains('/') || k.contains("..") || k.starts_with("cgroup.") {
             return Err(bad(format!("unified cgroup key {k:?} is not allowed")));

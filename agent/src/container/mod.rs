@@ -7,6 +7,7 @@ mod caps;
 mod cgroup;
 pub mod child;
 mod commit;
+mod devices;
 mod launch;
 mod plan;
 mod procs;
