@@ -245,10 +245,41 @@ pub fn nameservers(resolv: &str) -> Vec<std::net::Ipv4Addr> {
 
 /// Where ironpod notes that it turned forwarding on in the calling thread's network
 /// namespace (under /run: forwarding goes back off with a reboot, and so does the note).
+/// Named after the namespace's inode number; it holds the namespace's cookie, because an
+/// inode number is used again once its namespace is gone and a cookie never is.
 fn forwarding_note() -> std::path::PathBuf {
     use std::os::unix::fs::MetadataExt;
     let ns = std::fs::metadata("/proc/thread-self/ns/net").map(|m| m.ino()).unwrap_or(0);
     Path::new(ironpod_images::private::RUN_ROOT).join(format!("forwarding-turned-on.{ns}"))
+}
+
+/// The calling thread's network namespace's cookie (`SO_NETNS_COOKIE`, Linux 5.14), as text;
+/// empty where the kernel has none.
+fn netns_cookie() -> String {
+    let Ok(sock) = std::net::UdpSocket::bind("127.0.0.1:0") else { return String::new() };
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: the socket is open; cookie and len are valid for writes of the sizes given.
+    let rc = unsafe {
+        libc::getsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&sock),
+            libc::SOL_SOCKET,
+            libc::SO_NETNS_COOKIE,
+            (&raw mut cookie).cast(),
+            &mut len,
+        )
+    };
+    if rc == 0 {
+        cookie.to_string()
+    } else {
+        String::new()
+    }
+}
+
+/// Whether ironpod turned forwarding on in this namespace (its note is there and is this
+/// namespace's, not a gone one's with the same inode number).
+fn forwarding_turned_on() -> bool {
+    std::fs::read_to_string(forwarding_note()).is_ok_and(|c| c == netns_cookie())
 }
 
 /// Turns IPv4 forwarding on in the calling thread's namespace, noting it when it was off.
@@ -259,7 +290,8 @@ fn enable_forwarding() -> Result<(), String> {
         ironpod_images::private::private_run_root()
             .map_err(|e| format!("create {}: {e}", ironpod_images::private::RUN_ROOT))?;
         let note = forwarding_note();
-        std::fs::write(&note, b"").map_err(|e| format!("write {}: {e}", note.display()))?;
+        std::fs::write(&note, netns_cookie())
+            .map_err(|e| format!("write {}: {e}", note.display()))?;
     }
     sysctl(path, "1")
 }
@@ -278,7 +310,7 @@ pub fn sync(root: &Path) -> Result<(), NetworkError> {
         .collect();
     let host = HostFacts {
         nameservers: nameservers(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()),
-        guard_forwarding: forwarding_note().exists(),
+        guard_forwarding: forwarding_turned_on(),
     };
     let mut child = Command::new("nft")
         .args(["-f", "-"])
@@ -337,6 +369,28 @@ mod tests {
         let r = ruleset("t", &[], &HostFacts::default());
         assert!(!r.contains("masquerade") && !r.contains("{  }"), "{r}");
         assert!(!r.contains("!= \"ipu*\""), "{r}");
+    }
+
+    #[test]
+    fn the_forwarding_note_belongs_to_its_namespace_only() {
+        // In a namespace of this thread's own, with forwarding off.
+        std::thread::spawn(|| {
+            // SAFETY: a plain system call; the new namespace belongs to this thread only.
+            assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare (run as root)");
+            std::fs::write("/proc/sys/net/ipv4/ip_forward", "0").unwrap();
+            assert!(!forwarding_turned_on());
+            enable_forwarding().unwrap();
+            let on = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
+            assert_eq!(on.trim(), "1");
+            assert!(forwarding_turned_on());
+            assert!(!netns_cookie().is_empty(), "SO_NETNS_COOKIE (Linux 5.14)");
+            // A note left by a gone namespace of the same inode number is not this one's.
+            std::fs::write(forwarding_note(), "1").unwrap();
+            assert!(!forwarding_turned_on());
+            std::fs::remove_file(forwarding_note()).unwrap();
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

@@ -2,11 +2,11 @@
 //! `--network none` has no route, published ports reach a server in a pod from the host's
 //! loopback. Traffic stays on loopback and inside the namespaces ironpod makes.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use ironpod_tests::web::{free_port, http_get, web_server};
 use ironpod_tests::{require_linux_kvm, TestRoot};
 
 fn text(b: &[u8]) -> String {
@@ -22,40 +22,6 @@ fn ok(root: &TestRoot, args: &[&str]) -> String {
 fn inspect(root: &TestRoot, c: &str) -> serde_json::Value {
     let v: serde_json::Value = serde_json::from_str(&ok(root, &["inspect", c])).unwrap();
     v[0].clone()
-}
-
-/// A busybox web server in the pod serving `body` at / and `seq 1 N` at /big.
-fn web_server(body: &str, big: u32) -> String {
-    format!(
-        "mkdir -p /www && echo {body} > /www/index.html && seq 1 {big} > /www/big && \
-         exec httpd -f -p 80 -h /www"
-    )
-}
-
-/// GET `path` from 127.0.0.1:`port` (HTTP/1.0), retrying while the pod's server starts.
-fn http_get(port: u16, path: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let attempt = (|| -> std::io::Result<String> {
-            let mut c = TcpStream::connect(("127.0.0.1", port))?;
-            c.set_read_timeout(Some(Duration::from_secs(30)))?;
-            write!(c, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
-            let mut s = Vec::new();
-            c.read_to_end(&mut s)?;
-            Ok(text(&s))
-        })();
-        match attempt {
-            Ok(s) if s.starts_with("HTTP/1") => return s,
-            other => {
-                assert!(Instant::now() < deadline, "no answer on 127.0.0.1:{port}: {other:?}");
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 #[test]
@@ -217,6 +183,9 @@ fn pods_reach_outside_through_nat_and_internal_networks_do_not() {
         ns.ok(&["ip", "link", "set", dev, "up"]);
     }
     host.ok(&["ip", "route", "add", "default", "via", "192.0.2.1"]);
+    // A new namespace copies forwarding from the first one, where earlier pods may have
+    // turned it on: this host starts with it off, as a fresh machine does.
+    host.ok(&["sh", "-c", "echo 0 > /proc/sys/net/ipv4/ip_forward"]);
     // Outside also holds a cloud metadata address and a private one; the private one is the
     // host's name server (`ip netns exec` shows the namespace's own resolv.conf).
     for a in ["169.254.169.254/32", "10.213.77.1/32"] {
