@@ -9,6 +9,7 @@ use std::path::PathBuf;
 pub mod containerd;
 pub mod cri;
 pub mod netns;
+pub mod web;
 
 /// Why this machine cannot boot Linux guests on KVM, or `None` if it can.
 pub fn linux_kvm_unavailable() -> Option<String> {
@@ -178,6 +179,13 @@ pub fn busybox_rootfs_tar(out: &std::path::Path) {
 
 /// Like [`busybox_rootfs_tar`], with more files (path, content).
 pub fn busybox_rootfs_tar_with(out: &std::path::Path, extra: &[(&str, &str)]) {
+    let extra: Vec<(&str, &[u8], u32)> =
+        extra.iter().map(|(p, d)| (*p, d.as_bytes(), 0o644)).collect();
+    busybox_rootfs_tar_with_files(out, &extra);
+}
+
+/// Like [`busybox_rootfs_tar`], with more files (path, content, mode).
+pub fn busybox_rootfs_tar_with_files(out: &std::path::Path, extra: &[(&str, &[u8], u32)]) {
     let list =
         std::process::Command::new("/bin/busybox").arg("--list").output().expect("busybox-static");
     let mut b = tar::Builder::new(std::fs::File::create(out).expect("create tar"));
@@ -200,17 +208,20 @@ pub fn busybox_rootfs_tar_with(out: &std::path::Path, extra: &[(&str, &str)]) {
         h.set_mode(0o777);
         b.append_link(&mut h, format!("bin/{a}"), "busybox").unwrap();
     }
-    let file = |b: &mut tar::Builder<std::fs::File>, p: &str, data: &str| {
+    let file = |b: &mut tar::Builder<std::fs::File>, p: &str, data: &[u8], mode: u32| {
         let mut h = tar::Header::new_gnu();
         h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        b.append_data(&mut h, p, data.as_bytes()).unwrap();
+        h.set_mode(mode);
+        b.append_data(&mut h, p, data).unwrap();
     };
-    file(&mut b, "etc/passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\napp:x:1000:1000::/home/app:/bin/sh\n");
-    file(&mut b, "etc/group", "root:x:0:\nnogroup:x:65534:\napp:x:1000:\nextra:x:2000:app\n");
-    file(&mut b, "etc/image-file", "from the image\n");
-    for (p, data) in extra {
-        file(&mut b, p, data);
+    let text = |b: &mut tar::Builder<std::fs::File>, p: &str, data: &str| {
+        file(b, p, data.as_bytes(), 0o644)
+    };
+    text(&mut b, "etc/passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\napp:x:1000:1000::/home/app:/bin/sh\n");
+    text(&mut b, "etc/group", "root:x:0:\nnogroup:x:65534:\napp:x:1000:\nextra:x:2000:app\n");
+    text(&mut b, "etc/image-file", "from the image\n");
+    for (p, data, mode) in extra {
+        file(&mut b, p, data, *mode);
     }
     b.finish().unwrap();
 }

@@ -73,15 +73,20 @@ pub fn build_release_bins() -> Result<()> {
 /// workspace build makes): it runs in a jail that holds no shared libraries. Only the
 /// binary's own link changes; its dependencies are the workspace build's.
 pub fn build_static_vmm(profile: &str) -> Result<()> {
+    build_static(profile, "ironpod-vmm", "ironpod-vmm")
+}
+
+/// Links binary `bin` of package `package` statically, in place of the workspace build's.
+pub fn build_static(profile: &str, package: &str, bin: &str) -> Result<()> {
     run(cargo().args([
         "rustc",
         "--profile",
         profile,
         "-q",
         "-p",
-        "ironpod-vmm",
+        package,
         "--bin",
-        "ironpod-vmm",
+        bin,
         "--",
         "-C",
         "target-feature=+crt-static",

@@ -2,7 +2,11 @@
 //!
 //! Output goes to the VMM's stdout, a file, or nowhere. Input is not connected: the guest is
 //! driven over vsock, and a console that reads the VMM's stdin would steal the terminal of
-//! whoever started it.
+//! whoever started it. A console that lands in a file (directly, or through a stdout that is
+//! a regular file, as a jailed VMM's is) keeps at most [`CONSOLE_FILE_LIMIT`] bytes: the
+//! guest's first words (its boot, the agent's errors) stay; what a guest writes past that is
+//! dropped, after one line saying so, so a guest cannot fill the host's disk (or its jail's
+//! tmpfs, which holds its sockets too) through its console.
 
 use std::fs::OpenOptions;
 use std::io::{self, Write};
@@ -12,6 +16,13 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::bus::BusDevice;
 use crate::config::SerialOutput;
+
+/// Bytes a console file may hold, counting what it held when the VMM opened it.
+pub const CONSOLE_FILE_LIMIT: u64 = 4 << 20;
+
+/// The line that ends a console file that reached [`CONSOLE_FILE_LIMIT`].
+const DROPPED: &[u8] =
+    b"\n[ironpod-vmm: the console log reached its limit; later output is dropped]\n";
 
 /// COM1 base port.
 pub const COM1_BASE: u64 = 0x3f8;
@@ -49,6 +60,20 @@ impl SerialSink {
             }
         })
     }
+
+    /// The size of the file behind this sink, when it is a regular file (a file sink, or a
+    /// stdout redirected to one); `None` for a terminal, pipe or nothing.
+    fn file_size(&self) -> Option<u64> {
+        use std::os::fd::AsFd;
+        let meta = match self {
+            SerialSink::Stdout(s) => {
+                s.as_fd().try_clone_to_owned().and_then(|fd| std::fs::File::from(fd).metadata())
+            }
+            SerialSink::File(f) => f.metadata(),
+            SerialSink::Off => return None,
+        };
+        meta.ok().filter(|m| m.is_file()).map(|m| m.len())
+    }
 }
 
 impl Write for SerialSink {
@@ -70,22 +95,30 @@ impl Write for SerialSink {
 }
 
 /// A line-buffering writer: the UART hands over one byte at a time; writing each to stdout
-/// with its own syscall would slow the console down for nothing.
+/// with its own syscall would slow the console down for nothing. Output to a regular file
+/// stops at a limit.
 pub struct LineBuffered {
     inner: SerialSink,
     buf: Vec<u8>,
+    /// Bytes the file may still take, when it is a file; 0 once the limit was reached.
+    room: Option<u64>,
 }
 
 impl LineBuffered {
-    /// Wraps a sink.
+    /// Wraps a sink; a regular file behind it gets [`CONSOLE_FILE_LIMIT`].
     pub fn new(inner: SerialSink) -> Self {
-        LineBuffered { inner, buf: Vec::with_capacity(256) }
+        Self::with_limit(inner, CONSOLE_FILE_LIMIT)
+    }
+
+    fn with_limit(inner: SerialSink, limit: u64) -> Self {
+        let room = inner.file_size().map(|size| limit.saturating_sub(size));
+        LineBuffered { inner, buf: Vec::with_capacity(256), room }
     }
 }
 
 impl Write for LineBuffered {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        if matches!(self.inner, SerialSink::Off) {
+        if matches!(self.inner, SerialSink::Off) || self.room == Some(0) {
             return Ok(data.len());
         }
         self.buf.extend_from_slice(data);
@@ -97,7 +130,19 @@ impl Write for LineBuffered {
 
     fn flush(&mut self) -> io::Result<()> {
         if !self.buf.is_empty() {
-            let r = self.inner.write_all(&self.buf);
+            let r = match &mut self.room {
+                None => self.inner.write_all(&self.buf),
+                Some(room) => {
+                    let fits = self.buf.len().min(*room as usize);
+                    let mut r = self.inner.write_all(&self.buf[..fits]);
+                    *room -= fits as u64;
+                    if *room == 0 {
+                        // The last words: said once, then nothing more reaches the file.
+                        r = r.and(self.inner.write_all(DROPPED));
+                    }
+                    r
+                }
+            };
             self.buf.clear();
             r?;
         }
@@ -166,5 +211,43 @@ mod tests {
         let mut d = [0u8; 2];
         s.read(0, &mut d);
         assert_eq!(d, [0xff, 0xff]);
+    }
+
+    #[test]
+    fn a_console_file_stops_at_its_limit_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console.log");
+        std::fs::write(&path, b"boot\n").unwrap();
+        let sink = SerialSink::open(&SerialOutput::File(path.clone())).unwrap();
+        let mut w = LineBuffered::with_limit(sink, 64);
+        for _ in 0..1000 {
+            w.write_all(b"flood flood flood\n").unwrap();
+        }
+        w.flush().unwrap();
+        let mut want = b"boot\n".to_vec();
+        want.extend(b"flood flood flood\n".iter().cycle().take(59));
+        want.extend_from_slice(DROPPED);
+        assert_eq!(
+            String::from_utf8_lossy(&std::fs::read(&path).unwrap()),
+            String::from_utf8_lossy(&want)
+        );
+        // A file already at its limit takes nothing more, not even the line.
+        let sink = SerialSink::open(&SerialOutput::File(path.clone())).unwrap();
+        let mut w = LineBuffered::with_limit(sink, 64);
+        w.write_all(b"more\n").unwrap();
+        w.flush().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), want);
+    }
+
+    #[test]
+    fn a_terminal_or_pipe_has_no_limit_and_a_redirected_stdout_has_one() {
+        // The test harness's stdout is whatever ran it; only the kinds matter here.
+        assert_eq!(SerialSink::Off.file_size(), None);
+        let dir = tempfile::tempdir().unwrap();
+        let f = std::fs::File::create(dir.path().join("f")).unwrap();
+        assert_eq!(SerialSink::File(f).file_size(), Some(0));
+        let (r, _w) = std::io::pipe().unwrap();
+        let pipe = SerialSink::File(std::fs::File::from(std::os::fd::OwnedFd::from(r)));
+        assert_eq!(pipe.file_size(), None);
     }
 }
