@@ -232,9 +232,31 @@ pub fn load(rules: &[LinuxDeviceCgroup]) -> Result<OwnedFd, AgentError> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-/// Makes `rules` the device policy of the cgroup at `dir` (replacing an earlier one).
+/// What every container may do whatever its rules say, appended to them as runc does: make
+/// any node, and use the pseudo-devices and terminals the runtime itself sets up (a CRI pod
+/// sandbox's spec denies everything, yet it gets its /dev/null).
+fn always_allowed() -> Vec<LinuxDeviceCgroup> {
+    use LinuxDeviceType::{B, C};
+    let rule = |typ, major: Option<i64>, minor: Option<i64>, access: &str| {
+        let mut r = LinuxDeviceCgroup::default();
+        r.set_allow(true).set_typ(Some(typ)).set_major(major).set_minor(minor);
+        r.set_access(Some(access.to_string()));
+        r
+    };
+    let mut rules = vec![rule(C, None, None, "m"), rule(B, None, None, "m")];
+    // null, zero, full, random, urandom, tty, ptmx, tun; then every pts.
+    for (major, minor) in [(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 2), (10, 200)] {
+        rules.push(rule(C, Some(major), Some(minor), "rwm"));
+    }
+    rules.push(rule(C, Some(136), None, "rwm"));
+    rules
+}
+
+/// Makes `rules` (and what is [`always_allowed`]) the device policy of the cgroup at `dir`,
+/// replacing an earlier one.
 pub fn apply(dir: &Path, rules: &[LinuxDeviceCgroup]) -> Result<(), AgentError> {
-    let prog = load(rules)?;
+    let rules: Vec<LinuxDeviceCgroup> = rules.iter().cloned().chain(always_allowed()).collect();
+    let prog = load(&rules)?;
     let cgroup = std::fs::File::open(dir)
         .map_err(|e| AgentError::new((&e).into(), format!("open {}: {e}", dir.display())))?;
     let mut attr = ProgAttach {
@@ -331,6 +353,19 @@ mod tests {
         let p = program(&rules).unwrap();
         assert_eq!(p.len(), 8, "{p:?}");
         assert_eq!(decide(&p, DEV_CHAR, ACC_READ, 1, 3), 0);
+    }
+
+    #[test]
+    fn a_deny_all_spec_still_gets_the_pseudo_devices() {
+        let mut rules = vec![rule(false, LinuxDeviceType::A, None, None, "rwm")];
+        rules.extend(always_allowed());
+        let p = program(&rules).unwrap();
+        assert_eq!(decide(&p, DEV_CHAR, ACC_MKNOD, 1, 3), 1);
+        assert_eq!(decide(&p, DEV_CHAR, ACC_READ | ACC_WRITE, 1, 3), 1);
+        assert_eq!(decide(&p, DEV_CHAR, ACC_READ | ACC_WRITE, 136, 0), 1);
+        assert_eq!(decide(&p, DEV_CHAR, ACC_WRITE, 4, 64), 0);
+        assert_eq!(decide(&p, DEV_BLOCK, ACC_READ, 254, 0), 0);
+        load(&rules).unwrap();
     }
 
     #[test]
