@@ -21,10 +21,7 @@ pub const APP_IMAGE: &str = "ironpod.test/app:1";
 /// The app image plus a committed layer with `/two.txt` ([`Containerd::add_app2_image`]).
 pub const APP2_IMAGE: &str = "ironpod.test/app2:1";
 
-/// Lossy UTF-8.
-pub fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+pub use crate::text;
 
 /// A running private containerd.
 pub struct Containerd {

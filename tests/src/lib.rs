@@ -11,6 +11,11 @@ pub mod cri;
 pub mod netns;
 pub mod web;
 
+/// Lossy UTF-8.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
 /// Why this machine cannot boot Linux guests on KVM, or `None` if it can.
 pub fn linux_kvm_unavailable() -> Option<String> {
     ironpod_vmm::host::linux_guest_blocker()
@@ -143,6 +148,24 @@ impl TestRoot {
     /// Runs `ironpod ARGS` to completion.
     pub fn ironpod(&self, args: &[&str]) -> std::process::Output {
         self.cmd(args).stdin(std::process::Stdio::null()).output().expect("run ironpod")
+    }
+
+    /// Runs `ironpod ARGS`, which must succeed; returns its standard output.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.ironpod(args);
+        assert!(
+            out.status.success(),
+            "ironpod {args:?}: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    }
+
+    /// `ironpod inspect C`, the container's object.
+    pub fn inspect(&self, c: &str) -> serde_json::Value {
+        let v: serde_json::Value = serde_json::from_str(&self.ok(&["inspect", c])).unwrap();
+        v[0].clone()
     }
 }
 

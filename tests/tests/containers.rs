@@ -7,12 +7,8 @@ use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use ironpod_tests::{require_linux_kvm, TestRoot};
+use ironpod_tests::{require_linux_kvm, text, TestRoot};
 use sha2::{Digest, Sha256};
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 /// Nothing of ironpod may be left running or mounted once a test's containers are gone.
 fn assert_no_leftovers(root: &TestRoot) {

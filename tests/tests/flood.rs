@@ -10,24 +10,9 @@ use std::time::{Duration, Instant};
 use ironpod_tests::web::{free_port, http_get, try_http_get, web_server};
 use ironpod_tests::{bin, busybox_rootfs_tar_with_files, require_linux_kvm, vm_dir_of, TestRoot};
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn ok(root: &TestRoot, args: &[&str]) -> String {
-    let out = root.ironpod(args);
-    assert!(out.status.success(), "ironpod {args:?}: {}{}", text(&out.stdout), text(&out.stderr));
-    text(&out.stdout)
-}
-
-fn inspect(root: &TestRoot, c: &str) -> serde_json::Value {
-    let v: serde_json::Value = serde_json::from_str(&ok(root, &["inspect", c])).unwrap();
-    v[0].clone()
-}
-
 /// The flood's counters as the program last reported them.
 fn flood_stats(root: &TestRoot) -> std::collections::HashMap<String, u64> {
-    let out = ok(root, &["exec", "hostile", "cat", "/dev/shm/flood-stats"]);
+    let out = root.ok(&["exec", "hostile", "cat", "/dev/shm/flood-stats"]);
     out.lines()
         .filter_map(|l| {
             let (k, v) = l.split_once(' ')?;
@@ -61,37 +46,34 @@ fn a_hostile_pod_floods_every_way_out_and_its_neighbour_keeps_answering() {
     let tar = root.path().join("hostile.tar");
     let code = std::fs::read(&program).unwrap();
     busybox_rootfs_tar_with_files(&tar, &[("hostile-pod", &code, 0o755)]);
-    ok(&root, &["import", &tar.to_string_lossy(), "hostile"]);
+    root.ok(&["import", &tar.to_string_lossy(), "hostile"]);
 
     let port = free_port();
     let web = web_server("still-here", 10);
     let publish = format!("127.0.0.1:{port}:80");
-    ok(&root, &["run", "-d", "--name", "web", "-p", &publish, "demo", "sh", "-c", &web]);
+    root.ok(&["run", "-d", "--name", "web", "-p", &publish, "demo", "sh", "-c", &web]);
     assert!(http_get(port, "/").contains("still-here"));
-    let gateway = inspect(&root, "web")["NetworkSettings"]["Gateway"].as_str().unwrap().to_string();
+    let gateway = root.inspect("web")["NetworkSettings"]["Gateway"].as_str().unwrap().to_string();
 
     let (disk_size, log_size) = (64u64 << 20, 1u64 << 20);
-    let id = ok(
-        &root,
-        &[
-            "run",
-            "-d",
-            "--name",
-            "hostile",
-            "--privileged",
-            "--storage-opt",
-            "size=64m",
-            "--log-opt",
-            "max-size=1m",
-            "--log-opt",
-            "max-file=2",
-            "hostile",
-            "/hostile-pod",
-            &gateway,
-        ],
-    );
+    let id = root.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "hostile",
+        "--privileged",
+        "--storage-opt",
+        "size=64m",
+        "--log-opt",
+        "max-size=1m",
+        "--log-opt",
+        "max-file=2",
+        "hostile",
+        "/hostile-pod",
+        &gateway,
+    ]);
     let id = id.trim().to_string();
-    let vmm = inspect(&root, &id)["Pod"]["VmmPid"].as_u64().unwrap() as u32;
+    let vmm = root.inspect(&id)["Pod"]["VmmPid"].as_u64().unwrap() as u32;
     let console = vm_dir_of(vmm).join("console.log");
     let log_dir = ironpod_pods::paths::log_path(root.path(), &id).parent().unwrap().to_path_buf();
     let disk = ironpod_pods::paths::writable_disk(root.path(), &id);
@@ -131,10 +113,10 @@ fn a_hostile_pod_floods_every_way_out_and_its_neighbour_keeps_answering() {
     }
     assert!(peak_kib > 0 && peak_kib < 64 << 10, "the VMM's own memory grew to {peak_kib} KiB");
     // The neighbour's own pod is unharmed too: exec still works.
-    assert_eq!(ok(&root, &["exec", "web", "cat", "/www/index.html"]), "still-here\n");
+    assert_eq!(root.ok(&["exec", "web", "cat", "/www/index.html"]), "still-here\n");
     // The flood ends with its pod, and nothing of it stays.
-    ok(&root, &["rm", "-f", "hostile"]);
+    root.ok(&["rm", "-f", "hostile"]);
     assert!(!log_dir.exists() && !disk.exists(), "the hostile pod left files");
     assert!(http_get(port, "/").contains("still-here"));
-    ok(&root, &["rm", "-f", "web"]);
+    root.ok(&["rm", "-f", "web"]);
 }

@@ -7,37 +7,22 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use ironpod_tests::web::{free_port, http_get, web_server};
-use ironpod_tests::{require_linux_kvm, TestRoot};
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn ok(root: &TestRoot, args: &[&str]) -> String {
-    let out = root.ironpod(args);
-    assert!(out.status.success(), "ironpod {args:?}: {}{}", text(&out.stdout), text(&out.stderr));
-    text(&out.stdout)
-}
-
-fn inspect(root: &TestRoot, c: &str) -> serde_json::Value {
-    let v: serde_json::Value = serde_json::from_str(&ok(root, &["inspect", c])).unwrap();
-    v[0].clone()
-}
+use ironpod_tests::{require_linux_kvm, text, TestRoot};
 
 #[test]
 fn pods_on_a_network_talk_and_network_none_has_no_route() {
     let _w = require_linux_kvm();
     let root = TestRoot::with_demo();
-    let id = ok(&root, &["network", "create", "--subnet", "10.213.5.0/24", "testnet"]);
+    let id = root.ok(&["network", "create", "--subnet", "10.213.5.0/24", "testnet"]);
     assert_eq!(id.trim().len(), 64);
-    let ls = ok(&root, &["network", "ls"]);
+    let ls = root.ok(&["network", "ls"]);
     assert!(ls.contains("testnet") && ls.contains("10.213.5.0/24") && ls.contains("bridge"));
     let out = root.ironpod(&["network", "create", "--subnet", "10.213.5.128/25", "other"]);
     assert!(!out.status.success(), "an overlapping subnet is refused");
 
     let web = web_server("hello-from-web", 10);
-    ok(&root, &["run", "-d", "--name", "web", "--network", "testnet", "demo", "sh", "-c", &web]);
-    let w = inspect(&root, "web");
+    root.ok(&["run", "-d", "--name", "web", "--network", "testnet", "demo", "sh", "-c", &web]);
+    let w = root.inspect("web");
     assert_eq!(w["NetworkSettings"]["IPAddress"], "10.213.5.2", "{w:#}");
     assert_eq!(w["NetworkSettings"]["Gateway"], "10.213.5.1");
     assert_eq!(w["HostConfig"]["NetworkMode"], "testnet");
@@ -70,7 +55,7 @@ fn pods_on_a_network_talk_and_network_none_has_no_route() {
     assert!(s.contains("\nclient\n"), "/etc/hostname: {s}");
     assert!(s.contains("inet 10.213.5.3/24"), "{s}");
     assert!(s.contains("default via 10.213.5.1"), "{s}");
-    let out = ok(&root, &["network", "inspect", "testnet"]);
+    let out = root.ok(&["network", "inspect", "testnet"]);
     assert!(out.contains("10.213.5.2"), "{out}");
 
     // --network none: loopback only, no route anywhere.
@@ -106,8 +91,8 @@ fn pods_on_a_network_talk_and_network_none_has_no_route() {
     let out = root.ironpod(&["network", "rm", "testnet"]);
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("active endpoints"), "{}", text(&out.stderr));
-    ok(&root, &["rm", "-f", "web"]);
-    ok(&root, &["network", "rm", "testnet"]);
+    root.ok(&["rm", "-f", "web"]);
+    root.ok(&["network", "rm", "testnet"]);
     let leftovers: Vec<String> = std::fs::read_dir("/run/netns")
         .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
         .unwrap_or_default();
@@ -121,7 +106,7 @@ fn a_published_port_reaches_a_web_server_in_the_pod() {
     let port = free_port();
     let web = web_server("hello-through-the-proxy", 200_000);
     let spec = format!("127.0.0.1:{port}:80");
-    let id = ok(&root, &["run", "-d", "-p", &spec, "-p", "81", "demo", "sh", "-c", &web]);
+    let id = root.ok(&["run", "-d", "-p", &spec, "-p", "81", "demo", "sh", "-c", &web]);
     let id = id.trim();
     let s = http_get(port, "/");
     assert!(s.contains("200 OK") && s.contains("hello-through-the-proxy"), "{s}");
@@ -131,19 +116,19 @@ fn a_published_port_reaches_a_web_server_in_the_pod() {
     let want: String = (1..=200_000).map(|i| format!("{i}\n")).collect();
     assert!(body == want, "body of {} bytes, want {}", body.len(), want.len());
     // `port` and inspect tell where the ports are; the one without a host port got one.
-    let out = ok(&root, &["port", id]);
+    let out = root.ok(&["port", id]);
     assert!(out.contains(&format!("80/tcp -> 127.0.0.1:{port}")), "{out}");
-    let auto = ok(&root, &["port", id, "81/tcp"]);
+    let auto = root.ok(&["port", id, "81/tcp"]);
     let auto: u16 = auto.trim().rsplit(':').next().unwrap().parse().unwrap();
     assert_ne!(auto, 0);
-    let i = inspect(&root, id);
+    let i = root.inspect(id);
     assert_eq!(i["NetworkSettings"]["Ports"]["80/tcp"][0]["HostPort"], port.to_string(), "{i:#}");
     assert_eq!(i["NetworkSettings"]["IPAddress"], "10.88.0.2", "default network");
     // The same host port for a second pod: refused, clearly.
     let out = root.ironpod(&["run", "--rm", "-p", &spec, "demo", "true"]);
     assert_eq!(out.status.code(), Some(125));
     assert!(text(&out.stderr).contains(&format!("127.0.0.1:{port}")), "{}", text(&out.stderr));
-    ok(&root, &["rm", "-f", id]);
+    root.ok(&["rm", "-f", id]);
     // The port is free again once the pod is gone.
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpListener::bind(("127.0.0.1", port)).is_err() {

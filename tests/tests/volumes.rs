@@ -1,10 +1,6 @@
 //! Data in pods: tmpfs mounts (`--tmpfs`) and volumes (`-v`, `ironpod volume`).
 
-use ironpod_tests::{require_linux_kvm, TestRoot};
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use ironpod_tests::{require_linux_kvm, text, TestRoot};
 
 #[test]
 fn tmpfs_mounts_are_sized_noexec_and_gone_with_the_pod() {
