@@ -20,6 +20,13 @@ pub(crate) fn free_bytes(dir: &Path) -> Option<u64> {
     Some(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
+/// Inodes an unprivileged user may still make on the file system of `dir`; `None` where it
+/// keeps no count (btrfs and others report zero inodes in all).
+pub(crate) fn free_inodes(dir: &Path) -> Option<u64> {
+    let st = rustix::fs::statvfs(dir).ok()?;
+    (st.f_files > 0).then_some(st.f_favail)
+}
+
 /// A sha256 content digest.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Digest(String);

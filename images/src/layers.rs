@@ -82,10 +82,10 @@ impl ImageStore {
         let result = (|| {
             // A layer may take at most half the free space (its tree and its disk both need
             // room), and never more than the fixed caps.
-            let mut limits = unpack::Limits::default();
-            if let Some(free) = crate::blobs::free_bytes(&work) {
-                limits.max_bytes = limits.max_bytes.min(free / 2);
-            }
+            let limits = unpack::Limits::for_space(
+                crate::blobs::free_bytes(&work),
+                crate::blobs::free_inodes(&work),
+            );
             unpack::unpack(reader, &tree, &limits)?;
             let tmp_disk = work.join("disk.erofs");
             let out = Command::new("mkfs.erofs")

@@ -14,7 +14,7 @@
 
 use std::ffi::OsStr;
 use std::io::{self, Read};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -48,6 +48,28 @@ impl Default for Limits {
     /// 64 GiB and two million members: far beyond any real layer, well short of a bomb.
     fn default() -> Self {
         Limits { max_bytes: 64 << 30, max_members: 2_000_000 }
+    }
+}
+
+impl Limits {
+    /// What a member costs the disk at least, beyond its bytes in the stream: a block (and
+    /// an inode) for a header of 512 bytes.
+    pub const MEMBER_COST: u64 = 4096;
+
+    /// The limits for a layer unpacked where `free_bytes` and `free_inodes` are left (each
+    /// `None` when the file system does not say): at most half of each, and never more than
+    /// the fixed caps — a layer of millions of empty members compresses to almost nothing
+    /// yet costs a block and an inode each.
+    pub fn for_space(free_bytes: Option<u64>, free_inodes: Option<u64>) -> Limits {
+        let mut l = Limits::default();
+        if let Some(free) = free_bytes {
+            l.max_bytes = l.max_bytes.min(free / 2);
+            l.max_members = l.max_members.min(free / 2 / Self::MEMBER_COST);
+        }
+        if let Some(inodes) = free_inodes {
+            l.max_members = l.max_members.min(inodes / 2);
+        }
+        l
     }
 }
 
@@ -342,11 +364,30 @@ fn unpack_from<R: Read>(
                 // Without AT_SYMLINK_FOLLOW a symlink target is linked itself, never followed.
                 rfs::linkat(&tdir, *tleaf, &parent, leaf, AtFlags::empty())
                     .map_err(fail("make the hard link"))?;
+                // The link is its target's inode, which has its owner, mode and time already
+                // (a chown here would clear the target's set-id bits).
+                continue;
             }
             tar::EntryType::Fifo => {
                 remove_existing(&parent, leaf).map_err(fail("replace"))?;
                 rfs::mknodat(&parent, leaf, FileType::Fifo, mode, 0)
                     .map_err(fail("make the fifo"))?;
+                // mknod's mode passed through the umask: owner, then the mode, through a
+                // handle on the new node itself.
+                let node = rfs::openat(
+                    &parent,
+                    leaf,
+                    OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(fail("open the fifo"))?;
+                rfs::chownat(&node, "", Some(uid), Some(gid), AtFlags::EMPTY_PATH)
+                    .map_err(fail("set the owner"))?;
+                let proc_path = format!("/proc/self/fd/{}", node.as_raw_fd());
+                rfs::chmod(proc_path.as_str(), mode).map_err(fail("set the mode"))?;
+                rfs::utimensat(&parent, leaf, &times(mtime), AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(fail("set the time"))?;
+                continue;
             }
             tar::EntryType::Char | tar::EntryType::Block => {
                 done.skipped_devices += 1;
@@ -356,16 +397,24 @@ fn unpack_from<R: Read>(
                 return Err(bad(format!("{}: unsupported member type {other:?}", member.display())))
             }
         }
-        // Links and fifos: owner and time by name, never through the link.
+        // Symlinks: owner and time by name, never through the link.
         rfs::chownat(&parent, leaf, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW)
             .map_err(fail("set the owner"))?;
         rfs::utimensat(&parent, leaf, &times(mtime), AtFlags::SYMLINK_NOFOLLOW)
             .map_err(fail("set the time"))?;
     }
-    // Directory modes and times last: members created inside change a directory's time.
+    // Directory modes and times last: members created inside change a directory's time. A
+    // directory named twice takes its last header's; one that a later member replaced or
+    // whited out is gone.
+    let mut seen = std::collections::HashSet::new();
     for (d, mode, mtime) in dirs.into_iter().rev() {
+        if !seen.insert(d.clone()) {
+            continue;
+        }
         let path = names(&d)?;
-        let fd = walk(root, &path, &d, false)?;
+        // Not reachable as a directory any more (replaced, removed, or under a link now):
+        // nothing of it to set, and nothing is ever followed to find it.
+        let Ok(fd) = walk(root, &path, &d, false) else { continue };
         rfs::fchmod(&fd, Mode::from_raw_mode(mode)).map_err(|e| os(&d, "set the mode", e))?;
         rfs::futimens(&fd, &times(mtime)).map_err(|e| os(&d, "set the time", e))?;
     }
@@ -494,11 +543,17 @@ mod tests {
         member_owned(&mut b, "home/u/f", T::Regular, b"x", None, (0o2640, 1000, 50));
         member_owned(&mut b, "dev/sda", T::Block, b"", None, (0o660, 0, 6));
         member_owned(&mut b, "dev/mem", T::Char, b"", None, (0o640, 0, 15));
-        member_owned(&mut b, "run/fifo", T::Fifo, b"", None, (0o600, 7, 7));
+        member_owned(&mut b, "run/fifo", T::Fifo, b"", None, (0o666, 7, 7));
         member_owned(&mut b, "l", T::Symlink, b"", Some("/etc/shadow"), (0o777, 3, 4));
+        member_owned(&mut b, "bin/su2", T::Link, b"", Some("bin/su"), (0o644, 5, 5));
+        // A directory named twice takes its last header's mode; one replaced later is gone.
+        member_owned(&mut b, "twice/", T::Directory, b"", None, (0o755, 0, 0));
+        member_owned(&mut b, "twice/", T::Directory, b"", None, (0o710, 0, 0));
+        member_owned(&mut b, "gone/", T::Directory, b"", None, (0o755, 0, 0));
+        member_owned(&mut b, "gone", T::Regular, b"now a file", None, (0o644, 0, 0));
         let dir = tempfile::tempdir().unwrap();
         let done = unpack(&finish(b)[..], dir.path(), &Limits::default()).unwrap();
-        assert_eq!(done, Unpacked { members: 7, skipped_devices: 2 });
+        assert_eq!(done, Unpacked { members: 12, skipped_devices: 2 });
         let r = dir.path();
         let m = |p: &str| std::fs::symlink_metadata(r.join(p)).unwrap();
         // The set-id bits survive the chown, which would have cleared them.
@@ -510,7 +565,14 @@ mod tests {
         assert_eq!((m("home/u/f").mode() & 0o7777, m("home/u/f").gid()), (0o2640, 50));
         assert!(!r.join("dev/sda").exists() && !r.join("dev/mem").exists(), "no device node made");
         assert!(m("run/fifo").file_type().is_fifo());
+        // The fifo's mode is the header's, whatever the umask.
+        assert_eq!(m("run/fifo").mode() & 0o7777, 0o666);
         assert_eq!((m("run/fifo").uid(), m("l").uid(), m("l").gid()), (7, 3, 4));
+        // A hard link is its target: the set-id bit and owner stay the target's.
+        assert_eq!(m("bin/su2").ino(), m("bin/su").ino());
+        assert_eq!((m("bin/su").mode() & 0o7777, m("bin/su").uid()), (0o4755, 0));
+        assert_eq!(m("twice").mode() & 0o7777, 0o710);
+        assert!(m("gone").is_file());
         assert_eq!(m("l").mtime(), 1_000_000, "the link's own time, not its target's");
     }
 
@@ -572,6 +634,18 @@ mod tests {
         assert_eq!(std::fs::read(dir.path().join("s")).unwrap(), b"inside");
         assert_eq!(std::fs::read(&victim).unwrap(), b"host file");
         let _ = v;
+    }
+
+    #[test]
+    fn limits_follow_the_free_space_and_inodes() {
+        let d = Limits::default();
+        let l = Limits::for_space(None, None);
+        assert_eq!((l.max_bytes, l.max_members), (d.max_bytes, d.max_members));
+        // 1 GiB free: half of it, and as many members as half of it holds at a block each.
+        let l = Limits::for_space(Some(1 << 30), None);
+        assert_eq!((l.max_bytes, l.max_members), (512 << 20, (512 << 20) / 4096));
+        let l = Limits::for_space(Some(1 << 40), Some(1000));
+        assert_eq!((l.max_bytes, l.max_members), (d.max_bytes, 500));
     }
 
     #[test]
