@@ -194,8 +194,10 @@ pub fn ruleset(table: &str, nets: &[NetRules], host: &HostFacts) -> String {
         input.push_str(&format!("        iifname {uplinks} ct state established,related accept\n"));
         input.push_str(&dns);
         input.push_str(&format!("        iifname {uplinks} drop\n"));
-        forward.push_str(&format!("        iifname {uplinks} ip daddr {LINK_LOCAL} drop\n"));
+        // DNS first: a host's name server may itself be link-local (169.254.169.254 on
+        // some clouds) or private.
         forward.push_str(&dns);
+        forward.push_str(&format!("        iifname {uplinks} ip daddr {LINK_LOCAL} drop\n"));
         let blocking: Vec<String> =
             nets.iter().filter(|n| !n.allow_private).map(|n| format!("\"{}\"", n.uplink)).collect();
         if !blocking.is_empty() {
@@ -362,9 +364,10 @@ mod tests {
         has("iifname { \"ipuaaa\" } ip daddr { 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10 } drop");
         has("oifname { \"ipuaaa\", \"ipubbb\" } ct state established,related accept");
         has("iifname != \"ipu*\" oifname != \"ipu*\" drop");
-        // DNS is accepted before the private ranges are dropped.
+        // DNS is accepted before link-local and private ranges are dropped.
         let dns = r.rfind("th dport 53 accept").unwrap();
         assert!(dns < r.find("172.16.0.0/12").unwrap());
+        assert!(dns < r.find("169.254.0.0/16").unwrap());
         // Nothing to match: no sets (nft refuses empty ones), no masquerade, no guard.
         let r = ruleset("t", &[], &HostFacts::default());
         assert!(!r.contains("masquerade") && !r.contains("{  }"), "{r}");

@@ -176,9 +176,9 @@ pub(crate) async fn redirect(
 }
 
 /// The nftables table (family `netdev`, in the pod's namespace) that passes a guest's
-/// frames from `tap` to `veth` only when they carry its own MAC address `mac` and, with
-/// `address`, its own IPv4 address (IPv4 and ARP for it); everything else the guest sends is
-/// dropped.
+/// frames from `tap` to `veth` only when they carry its own MAC address `mac` and its own
+/// IPv4 `address` (IPv4 and ARP for it); everything else the guest sends is dropped — all of
+/// it when there is no address.
 pub fn guard_rules(tap: &str, veth: &str, mac: &str, address: Option<Ipv4Addr>) -> String {
     let to = format!("fwd to \"{veth}\"");
     let allowed = match address {
@@ -186,7 +186,9 @@ pub fn guard_rules(tap: &str, veth: &str, mac: &str, address: Option<Ipv4Addr>) 
             "        ether saddr {mac} ip saddr {ip} {to}\n\
              \x20       ether saddr {mac} arp saddr ether {mac} arp saddr ip {ip} {to}\n"
         ),
-        None => format!("        ether saddr {mac} {to}\n"),
+        // No IPv4 address to hold the guest to: nothing passes (pods are IPv4; a card
+        // that could send as any address would be worse than one that sends nothing).
+        None => String::new(),
     };
     format!(
         "table netdev {GUARD_TABLE}\n\
@@ -246,7 +248,7 @@ mod tests {
         ));
         assert_eq!(r.matches("fwd to").count(), 2, "nothing else passes: {r}");
         let r = guard_rules("tap0", "eth0", "02:aa:bb:cc:dd:ee", None);
-        assert!(r.contains("        ether saddr 02:aa:bb:cc:dd:ee fwd to \"eth0\"\n"), "{r}");
+        assert!(r.contains("policy drop;") && !r.contains("fwd to"), "{r}");
         assert!(guard("tap0", "eth0", "02:aa:bb:cc:dd:ee; flush ruleset", None).is_err());
     }
 
