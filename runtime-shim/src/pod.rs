@@ -86,14 +86,30 @@ impl PodVm {
         netns: Option<PathBuf>,
         size: PodSize,
     ) -> Result<PodVm, String> {
+        let disks = disk_dir(state_root, dir);
+        let booted = Self::boot_on(state_root, dir, &disks, (layers, spare), netns, size);
+        if booted.is_err() {
+            // Whatever failed, the pod's disk on the state root goes with the attempt.
+            let _ = std::fs::remove_dir_all(&disks);
+        }
+        booted
+    }
+
+    fn boot_on(
+        state_root: &Path,
+        dir: &Path,
+        disks: &Path,
+        (layers, spare): (Vec<PathBuf>, u8),
+        netns: Option<PathBuf>,
+        size: PodSize,
+    ) -> Result<PodVm, String> {
         let PodSize { vcpus, memory_mib, disk_bytes } = size;
         ironpod_images::private::private_run_root()
             .map_err(|e| format!("create {}: {e}", ironpod_images::private::RUN_ROOT))?;
         ironpod_images::private::private_dir(state_root)
             .map_err(|e| format!("create {}: {e}", state_root.display()))?;
         std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-        let disks = disk_dir(state_root, dir);
-        std::fs::create_dir_all(&disks).map_err(|e| format!("create {}: {e}", disks.display()))?;
+        std::fs::create_dir_all(disks).map_err(|e| format!("create {}: {e}", disks.display()))?;
         let writable = disks.join("rw.ext4");
         make_writable_disk_fast(state_root, &writable, disk_bytes).map_err(|e| e.to_string())?;
         let mut s = VmSpec::with_defaults().map_err(|e| e.to_string())?;
@@ -409,4 +425,26 @@ pub fn kill_orphan(state_root: &Path, dir: &Path) {
     PodCgroup::remove(&cgroup_name(dir));
     let _ = std::fs::remove_dir_all(disk_dir(state_root, dir));
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A boot that fails after the writable disk was made leaves no disk on the state root.
+    #[test]
+    fn a_failed_boot_takes_its_disk_along() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            panic!("this test makes disks with mkfs.ext4 and must run as root");
+        }
+        let state = tempfile::tempdir().unwrap();
+        let run = tempfile::tempdir().unwrap();
+        let dir = run.path().join("sandbox-1");
+        let size = PodSize { vcpus: 1, memory_mib: 128, disk_bytes: 64 << 20 };
+        let netns = Some(PathBuf::from("/nonexistent/netns"));
+        let e = PodVm::boot(state.path(), &dir, vec![], 0, netns, size).err().unwrap();
+        assert!(e.contains("network namespace"), "{e}");
+        assert!(!disk_dir(state.path(), &dir).exists(), "the disk stayed");
+    }
 }
