@@ -23,6 +23,7 @@ fn pods_on_a_network_talk_and_network_none_has_no_route() {
     let web = web_server("hello-from-web", 10);
     root.ok(&["run", "-d", "--name", "web", "--network", "testnet", "demo", "sh", "-c", &web]);
     let w = root.inspect("web");
+    let web_id = w["Id"].as_str().unwrap().to_string();
     assert_eq!(w["NetworkSettings"]["IPAddress"], "10.213.5.2", "{w:#}");
     assert_eq!(w["NetworkSettings"]["Gateway"], "10.213.5.1");
     assert_eq!(w["HostConfig"]["NetworkMode"], "testnet");
@@ -93,10 +94,13 @@ fn pods_on_a_network_talk_and_network_none_has_no_route() {
     assert!(text(&out.stderr).contains("active endpoints"), "{}", text(&out.stderr));
     root.ok(&["rm", "-f", "web"]);
     root.ok(&["network", "rm", "testnet"]);
+    // This test's namespaces only: the other tests of this binary run at the same time,
+    // with networks and pods of their own.
+    let ours = [format!("ironpod-net-{}", &id.trim()[..12]), ironpod_net::pod_namespace(&web_id)];
     let leftovers: Vec<String> = std::fs::read_dir("/run/netns")
         .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
         .unwrap_or_default();
-    assert!(!leftovers.iter().any(|n| n.starts_with("ironpod-")), "namespaces left: {leftovers:?}");
+    assert!(!leftovers.iter().any(|n| ours.contains(n)), "namespaces left: {leftovers:?}");
 }
 
 #[test]
