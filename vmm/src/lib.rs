@@ -5,6 +5,7 @@ pub mod bus;
 pub mod config;
 pub mod devices;
 pub mod host;
+pub mod memory;
 pub mod seccomp;
 pub mod signals;
 pub mod tiny_guest;

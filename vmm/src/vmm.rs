@@ -224,7 +224,7 @@ impl Vm {
         }
         let vm = kvm.create_vm().map_err(kvm_call("create VM"))?;
         let size = config.memory_mib << 20;
-        let mem = guest_memory(size, config.shared_memory)
+        let mem = crate::memory::guest_memory(size, config.shared_memory)
             .map_err(|reason| VmmError::Memory { mib: config.memory_mib, reason })?;
         for (slot, region) in mem.iter().enumerate() {
             let r = kvm_userspace_memory_region {
@@ -516,34 +516,6 @@ impl Vm {
         }
         Ok(outcome)
     }
-}
-
-/// Guest RAM of `size` bytes: private anonymous memory, or with `shared` one memory file
-/// (memfd) mapped shared, whose descriptor vhost-user backends map as well.
-pub(crate) fn guest_memory(size: u64, shared: bool) -> Result<GuestMemoryMmap, String> {
-    let ranges = layout::ram_ranges(size);
-    if !shared {
-        return GuestMemoryMmap::from_ranges(&ranges).map_err(|e| e.to_string());
-    }
-    // SAFETY: memfd_create with a NUL-terminated name and flags; the result is checked.
-    let fd = unsafe { libc::memfd_create(c"ironpod-guest-ram".as_ptr(), libc::MFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(format!("memfd_create: {}", std::io::Error::last_os_error()));
-    }
-    // SAFETY: fd is a new descriptor that nothing else owns.
-    let file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    file.set_len(size).map_err(|e| format!("size the memory file: {e}"))?;
-    let file = Arc::new(file);
-    let mut offset = 0u64;
-    let with_files: Vec<_> = ranges
-        .iter()
-        .map(|&(addr, len)| {
-            let f = vm_memory::FileOffset::from_arc(file.clone(), offset);
-            offset += len as u64;
-            (addr, len, Some(f))
-        })
-        .collect();
-    GuestMemoryMmap::from_ranges_with_files(&with_files).map_err(|e| e.to_string())
 }
 
 /// Opens a tap device, in the network namespace at `netns` if given: on a thread of its own

@@ -310,7 +310,7 @@ mod tests {
     fn reported_pages_of_shared_memory_leave_the_memory_file() {
         use std::os::unix::fs::MetadataExt;
         use vm_memory::{Bytes, GuestMemoryRegion};
-        let mem = crate::vmm::guest_memory(16 << 20, true).unwrap();
+        let mem = crate::memory::guest_memory(16 << 20, true).unwrap();
         let file_blocks = || {
             let region = mem.find_region(GuestAddress(0)).unwrap();
             region.file_offset().unwrap().file().metadata().unwrap().blocks()

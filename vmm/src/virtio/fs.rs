@@ -348,13 +348,13 @@ mod tests {
         assert_eq!(u32::from_le_bytes(cfg[MAX_FS_TAG..].try_into().unwrap()), 1);
 
         // Private memory cannot be handed to a backend.
-        let private = crate::vmm::guest_memory(16 << 20, false).unwrap();
+        let private = crate::memory::guest_memory(16 << 20, false).unwrap();
         let err = fs.activate(ctx(private, fs.avail_features())).unwrap_err();
         assert!(err.to_string().contains("shared"), "{err}");
         assert!(!fs.is_activated());
 
         // Shared memory: the backend takes the table and the queues (each step acknowledged).
-        let shared = crate::vmm::guest_memory(16 << 20, true).unwrap();
+        let shared = crate::memory::guest_memory(16 << 20, true).unwrap();
         let c = ctx(shared, fs.avail_features());
         let irq = c.interrupt.clone();
         fs.activate(c).unwrap();
