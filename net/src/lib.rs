@@ -339,6 +339,7 @@ mod tests {
     /// and all of it gone again after disconnect and remove.
     #[test]
     fn pods_join_a_network_and_leave_nothing() {
+        // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             panic!("this test needs root (network namespaces)");
         }
@@ -391,6 +392,7 @@ mod tests {
     #[test]
     fn a_guest_cannot_spoof_addresses() {
         use ironpod_vmm::virtio::net::NetBackend;
+        // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             panic!("this test needs root (network namespaces)");
         }

@@ -171,6 +171,7 @@ mod tests {
 
     #[test]
     fn create_enter_remove() {
+        // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             panic!("this test needs root (network namespaces)");
         }

@@ -263,6 +263,7 @@ mod tests {
     #[test]
     fn a_cni_pods_guest_cannot_spoof_addresses() {
         use ironpod_vmm::virtio::net::NetBackend;
+        // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             panic!("this test needs root (network namespaces)");
         }
