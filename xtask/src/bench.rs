@@ -1,5 +1,6 @@
 //! Benchmarks. `cargo xtask bench boot`: our VMM vs QEMU's microvm machine booting the same
-//! kernel and initramfs, side by side in one run (inside the rig where KVM cannot run Linux).
+//! kernel and initramfs, and vs Firecracker booting the same kernel and probe /init
+//! (`bench_boot`), side by side in one run (inside the rig where KVM cannot run Linux).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -7,16 +8,21 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::{initramfs, kernel, rig, util};
+use crate::{bench_boot, initramfs, kernel, rig, util};
 
 /// Which benchmark.
-#[derive(clap::Subcommand, Clone, Copy)]
+#[derive(clap::Subcommand, Clone)]
 pub enum Which {
-    /// VMM start → agent ready (ours) vs VMM start → /init running (QEMU microvm).
+    /// VMM start → agent ready (ours) vs VMM start → /init running (QEMU microvm); the same
+    /// kernel and a probe /init under ours and Firecracker (start → exit, guest uptime).
     Boot {
         /// Runs of each.
         #[arg(long, default_value_t = 10)]
         runs: usize,
+        /// A Firecracker binary to compare with (built from its repository; README says
+        /// how). Without it the Firecracker rows are left out.
+        #[arg(long, value_name = "PATH")]
+        firecracker: Option<std::path::PathBuf>,
     },
     /// `ironpod run --rm demo true` vs bare VM boot vs runc; idle pod memory.
     Run {
@@ -57,9 +63,17 @@ pub enum Which {
 
 /// Builds what the benchmark needs and runs its driver where KVM can run Linux.
 pub fn run(which: Which) -> Result<()> {
+    let mut extra = Vec::new();
     let (name, runs, pods) = match which {
         Which::Pull { runs } => return crate::bench_pull::run(runs),
-        Which::Boot { runs } => ("boot", runs, 0),
+        Which::Boot { runs, ref firecracker } => {
+            if let Some(fc) = firecracker {
+                let fc = std::fs::canonicalize(fc)
+                    .with_context(|| format!("--firecracker {}", fc.display()))?;
+                extra = vec!["--firecracker".to_string(), fc.to_string_lossy().into_owned()];
+            }
+            ("boot", runs, 0)
+        }
         Which::Run { runs, pods } => ("run", runs, pods),
         Which::Cri { runs } => ("cri", runs, 0),
         Which::Net { runs } => ("net", runs, 0),
@@ -70,6 +84,9 @@ pub fn run(which: Which) -> Result<()> {
     util::run(util::cargo().args(["build", "--release", "--workspace", "--bins", "-q"]))?;
     // The jailed VMM must be static (the workspace build linked it dynamically).
     util::build_static_vmm("release")?;
+    if name == "boot" {
+        crate::bench_boot::build_probe_initramfs()?;
+    }
     let me = std::env::current_exe()?;
     let args: Vec<String> = vec![
         me.to_string_lossy().into(),
@@ -80,6 +97,7 @@ pub fn run(which: Which) -> Result<()> {
     ]
     .into_iter()
     .chain((name == "run").then(|| ["--pods".to_string(), pods.to_string()]).into_iter().flatten())
+    .chain(extra)
     .collect();
     match util::direct_kvm() {
         Ok(()) => util::run(Command::new(&args[0]).args(&args[1..])),
@@ -170,8 +188,8 @@ fn qemu_to_init(kernel: &str, initrd: &str) -> Result<f64> {
 
 /// The measuring part; runs where KVM is.
 pub fn driver(which: Which) -> Result<()> {
-    let runs = match which {
-        Which::Boot { runs } => runs,
+    let (runs, fc) = match which {
+        Which::Boot { runs, firecracker } => (runs, firecracker),
         Which::Run { runs, pods } => return crate::bench_run::driver(runs, pods),
         Which::Cri { runs } => return crate::bench_run::cri_driver(runs),
         Which::Net { runs } => return crate::bench_net::driver(runs),
@@ -190,7 +208,25 @@ pub fn driver(which: Which) -> Result<()> {
     };
     let (mut ours, mut loose, mut qemu) = (Vec::new(), Vec::new(), Vec::new());
     let (mut rss, mut loose_rss) = (Vec::new(), Vec::new());
+    let vmm = util::target_dir().join("release/ironpod-vmm");
+    let scratch = tempfile::tempdir()?;
+    let (mut probe_ours, mut probe_fc) = (Vec::new(), Vec::new());
     for i in 0..runs {
+        // The probe boots, in alternating order.
+        let mut pair = [None, None];
+        for k in 0..2 {
+            let fc_turn = (i + k) % 2 == 1;
+            if fc_turn {
+                if let Some(fc) = &fc {
+                    pair[1] = Some(bench_boot::firecracker(fc, &kernel, scratch.path())?);
+                }
+            } else {
+                pair[0] = Some(bench_boot::ours(&vmm, &kernel, scratch.path())?);
+            }
+        }
+        eprintln!("run {}: probe: ours {:?}, firecracker {:?}", i + 1, pair[0], pair[1]);
+        probe_ours.extend(pair[0]);
+        probe_fc.extend(pair[1]);
         let (ms, kib) = check(&[])?;
         ours.push(ms);
         rss.extend(kib);
@@ -224,5 +260,6 @@ pub fn driver(which: Which) -> Result<()> {
             );
         }
     }
+    bench_boot::table(runs, &probe_ours, &probe_fc);
     Ok(())
 }

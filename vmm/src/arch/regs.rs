@@ -19,6 +19,14 @@ pub enum RegsError {
         /// errno.
         source: kvm_ioctls::Error,
     },
+    /// KVM refused one of the boot MSRs (it sets them in order and stops at the first).
+    #[error("KVM set msrs: only {set} of {total} boot MSRs were accepted")]
+    Msrs {
+        /// How many were set.
+        set: usize,
+        /// How many were asked for.
+        total: usize,
+    },
     /// Writing the GDT or page tables failed.
     #[error("cannot write boot tables: {0}")]
     Memory(#[from] vm_memory::GuestMemoryError),
@@ -153,18 +161,49 @@ pub fn setup_fpu(vcpu: &VcpuFd) -> Result<(), RegsError> {
     vcpu.set_fpu(&fpu).map_err(kvm("set fpu"))
 }
 
-/// Boot MSRs (fast string operations enabled).
+/// Boot MSRs, as firmware would leave them: the system-call MSRs cleared, the TSC at 0 on
+/// every vCPU (so they start in step), fast string operations enabled, and the MTRRs enabled
+/// with write-back as the default memory type (MTRRs left disabled mean "all memory
+/// uncached" to a guest that honours them).
 pub fn setup_msrs(vcpu: &VcpuFd) -> Result<(), RegsError> {
-    const MSR_IA32_MISC_ENABLE: u32 = 0x1a0;
-    const FAST_STRING: u64 = 1;
-    let msrs = Msrs::from_entries(&[kvm_msr_entry {
-        index: MSR_IA32_MISC_ENABLE,
-        data: FAST_STRING,
-        ..Default::default()
-    }])
-    .expect("one MSR entry fits");
-    vcpu.set_msrs(&msrs).map_err(kvm("set msrs"))?;
+    let msrs = Msrs::from_entries(&boot_msrs()).expect("the boot MSRs fit");
+    let set = vcpu.set_msrs(&msrs).map_err(kvm("set msrs"))?;
+    if set != msrs.as_slice().len() {
+        return Err(RegsError::Msrs { set, total: msrs.as_slice().len() });
+    }
     Ok(())
+}
+
+/// The MSRs [`setup_msrs`] writes.
+fn boot_msrs() -> Vec<kvm_msr_entry> {
+    const MSR_IA32_SYSENTER_CS: u32 = 0x174;
+    const MSR_IA32_SYSENTER_ESP: u32 = 0x175;
+    const MSR_IA32_SYSENTER_EIP: u32 = 0x176;
+    const MSR_STAR: u32 = 0xc000_0081;
+    const MSR_LSTAR: u32 = 0xc000_0082;
+    const MSR_CSTAR: u32 = 0xc000_0083;
+    const MSR_SYSCALL_MASK: u32 = 0xc000_0084;
+    const MSR_KERNEL_GS_BASE: u32 = 0xc000_0102;
+    const MSR_IA32_TSC: u32 = 0x10;
+    const MSR_IA32_MISC_ENABLE: u32 = 0x1a0;
+    const MSR_MTRR_DEF_TYPE: u32 = 0x2ff;
+    const FAST_STRING: u64 = 1;
+    const MTRR_ENABLE: u64 = 1 << 11;
+    const MTRR_TYPE_WB: u64 = 6;
+    let entry = |index, data| kvm_msr_entry { index, data, ..Default::default() };
+    vec![
+        entry(MSR_IA32_SYSENTER_CS, 0),
+        entry(MSR_IA32_SYSENTER_ESP, 0),
+        entry(MSR_IA32_SYSENTER_EIP, 0),
+        entry(MSR_STAR, 0),
+        entry(MSR_LSTAR, 0),
+        entry(MSR_CSTAR, 0),
+        entry(MSR_SYSCALL_MASK, 0),
+        entry(MSR_KERNEL_GS_BASE, 0),
+        entry(MSR_IA32_TSC, 0),
+        entry(MSR_IA32_MISC_ENABLE, FAST_STRING),
+        entry(MSR_MTRR_DEF_TYPE, MTRR_ENABLE | MTRR_TYPE_WB),
+    ]
 }
 
 /// LINT0 = ExtINT, LINT1 = NMI, as a BIOS would leave the local APIC.

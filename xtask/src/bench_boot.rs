@@ -1,0 +1,158 @@
+//! `cargo xtask bench boot`'s probe rows: our VMM and Firecracker boot the same kernel and
+//! the same tiny `/init` (`boot-probe`, which prints the guest's uptime and resets the
+//! machine), alternating, in one run. Two clocks: the host's from the VMM's start to its
+//! exit, and the guest's own uptime when /init ran (which leaves out the VMM's start and
+//! exit and the console).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+use crate::cpio::CpioWriter;
+use crate::util;
+
+/// The guest's command line for both VMMs (each VMM adds its device entries).
+pub const CMDLINE: &str = "console=ttyS0 reboot=k panic=1 quiet";
+/// Guest memory of the probe boots, MiB.
+pub const MEMORY_MIB: u64 = 128;
+
+/// Builds the static probe and its initramfs (`target/ironpod/boot-probe.img`).
+pub fn build_probe_initramfs() -> Result<PathBuf> {
+    util::build_static("release", "ironpod-tests", "boot-probe")?;
+    let bin_path = util::target_dir().join("release/boot-probe");
+    let bin = std::fs::read(&bin_path).with_context(|| format!("read {}", bin_path.display()))?;
+    let mut w = CpioWriter::new(Vec::with_capacity(bin.len() + 1024));
+    w.dir("dev", 0o755)?;
+    w.dir("proc", 0o755)?;
+    w.char_dev("dev/console", 0o600, 5, 1)?;
+    w.file("init", 0o755, &bin)?;
+    let out = probe_initramfs();
+    util::write_atomic(&out, &w.finish()?)?;
+    Ok(out)
+}
+
+/// Where [`build_probe_initramfs`] puts the probe initramfs.
+pub fn probe_initramfs() -> PathBuf {
+    util::target_dir().join("ironpod/boot-probe.img")
+}
+
+/// One probe boot: host milliseconds from start to the probe's line and to exit, guest
+/// seconds at /init.
+#[derive(Debug, Clone, Copy)]
+pub struct ProbeBoot {
+    /// Start of the VMM process → the probe's line on its standard output, ms.
+    pub init_ms: f64,
+    /// Start of the VMM process → its exit, ms.
+    pub wall_ms: f64,
+    /// The guest's uptime when /init ran, s.
+    pub uptime_s: f64,
+}
+
+/// Runs `cmd` (a VMM that prints the guest console on stdout) to its exit; the probe's line.
+fn time_probe(mut cmd: Command, who: &str) -> Result<ProbeBoot> {
+    let t = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("start {who}"))?;
+    let out = child.stdout.take().context("stdout")?;
+    let (mut uptime, mut init_ms) = (None, 0.0);
+    let mut console = String::new();
+    for line in BufReader::new(out).split(b'\n') {
+        let line = String::from_utf8_lossy(&line?).into_owned();
+        if let Some(v) = line.trim().strip_prefix("boot-probe: uptime ") {
+            init_ms = t.elapsed().as_secs_f64() * 1000.0;
+            uptime = v.trim().parse::<f64>().ok();
+        }
+        if console.len() < 4096 {
+            console.push_str(&line);
+            console.push('\n');
+        }
+    }
+    let status = child.wait()?;
+    let wall_ms = t.elapsed().as_secs_f64() * 1000.0;
+    if !status.success() {
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut err);
+        }
+        bail!("{who} exited with {status}: {err}\nconsole:\n{console}");
+    }
+    let uptime_s = uptime
+        .with_context(|| format!("{who}: the probe printed no uptime; console:\n{console}"))?;
+    Ok(ProbeBoot { init_ms, wall_ms, uptime_s })
+}
+
+/// Boots the probe under `ironpod-vmm` (unjailed, its seccomp filters on, as a pod's VMM
+/// runs them).
+pub fn ours(vmm: &Path, kernel: &str, dir: &Path) -> Result<ProbeBoot> {
+    let config = dir.join("ironpod-vmm.json");
+    let v = serde_json::json!({
+        "vcpus": 1,
+        "memory_mib": MEMORY_MIB,
+        "kernel": kernel,
+        "initrd": probe_initramfs(),
+        "cmdline": CMDLINE,
+    });
+    std::fs::write(&config, v.to_string())?;
+    let mut cmd = Command::new(vmm);
+    cmd.arg("--config").arg(&config);
+    time_probe(cmd, "ironpod-vmm")
+}
+
+/// Boots the probe under Firecracker (`--no-api`, a config file; no jailer).
+pub fn firecracker(fc: &Path, kernel: &str, dir: &Path) -> Result<ProbeBoot> {
+    let config = dir.join("firecracker.json");
+    let v = serde_json::json!({
+        "boot-source": {
+            "kernel_image_path": kernel,
+            "initrd_path": probe_initramfs(),
+            "boot_args": CMDLINE,
+        },
+        "drives": [],
+        "machine-config": { "vcpu_count": 1, "mem_size_mib": MEMORY_MIB },
+    });
+    std::fs::write(&config, v.to_string())?;
+    let mut cmd = Command::new(fc);
+    cmd.args(["--no-api", "--level", "Error", "--config-file"]).arg(&config);
+    time_probe(cmd, "firecracker")
+}
+
+/// Prints the probe rows (medians, min, max) and the ratios to Firecracker.
+pub fn table(runs: usize, ours: &[ProbeBoot], fc: &[ProbeBoot]) {
+    let col = |v: &[ProbeBoot], f: fn(&ProbeBoot) -> f64| {
+        let mut x: Vec<f64> = v.iter().map(f).collect();
+        crate::bench::stats(&mut x)
+    };
+    println!();
+    println!(
+        "| probe /init ({runs} runs each, 1 vCPU, {MEMORY_MIB} MiB), median (min–max) | start → /init's line | start → exit | guest uptime at /init |"
+    );
+    println!("|---|---|---|---|");
+    let mut medians = Vec::new();
+    for (who, v) in [("ironpod-vmm (seccomp on, no jail)", ours), ("Firecracker (no jailer)", fc)] {
+        if v.is_empty() {
+            continue;
+        }
+        let (im, imin, imax) = col(v, |b| b.init_ms);
+        let (wm, wmin, wmax) = col(v, |b| b.wall_ms);
+        let (um, umin, umax) = col(v, |b| b.uptime_s);
+        println!(
+            "| {who} | {im:.0} ms ({imin:.0}–{imax:.0}) | {wm:.0} ms ({wmin:.0}–{wmax:.0}) | {um:.2} s ({umin:.2}–{umax:.2}) |"
+        );
+        medians.push((im, wm, um));
+    }
+    if let [(oi, ow, ou), (fi, fw, fu)] = medians[..] {
+        println!(
+            "| ironpod-vmm / Firecracker | {:.2}× | {:.2}× | {:.2}× |",
+            oi / fi,
+            ow / fw,
+            ou / fu
+        );
+    }
+}
