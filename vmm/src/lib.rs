@@ -8,6 +8,7 @@ pub mod host;
 pub mod memory;
 pub mod seccomp;
 pub mod signals;
+pub mod snapshot;
 pub mod tiny_guest;
 pub mod vcpu;
 pub mod virtio;

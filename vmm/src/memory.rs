@@ -25,9 +25,31 @@ pub const RAM_ALIGN: usize = 2 << 20;
 
 const PROT: i32 = libc::PROT_READ | libc::PROT_WRITE;
 
-/// Maps `len` bytes at a host address aligned to [`RAM_ALIGN`]: anonymous private memory,
-/// or `file` from `offset` shared. Returns the address.
-fn map_aligned(len: usize, file: Option<(&std::fs::File, u64)>) -> io::Result<*mut u8> {
+/// What backs a guest RAM range.
+#[derive(Clone, Copy)]
+enum Backing<'a> {
+    /// Private anonymous memory.
+    Anonymous,
+    /// A file from an offset, mapped shared (a memfd that vhost-user backends map too).
+    Shared(&'a std::fs::File, u64),
+    /// A file from an offset, mapped private: copy on write, so pages the guest never writes
+    /// stay the file's pages in the host's page cache, shared by every VM that maps it.
+    Private(&'a std::fs::File, u64),
+}
+
+impl Backing<'_> {
+    fn flags(&self) -> i32 {
+        match self {
+            Backing::Anonymous => libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            Backing::Shared(..) => libc::MAP_SHARED,
+            Backing::Private(..) => libc::MAP_PRIVATE | libc::MAP_NORESERVE,
+        }
+    }
+}
+
+/// Maps `len` bytes of `backing` at a host address aligned to [`RAM_ALIGN`]. Returns the
+/// address.
+fn map_aligned(len: usize, backing: Backing) -> io::Result<*mut u8> {
     let span = len.checked_add(RAM_ALIGN).ok_or_else(|| io::Error::other("size overflow"))?;
     // SAFETY: a new reservation (no access) that nothing else uses; the result is checked.
     let raw = unsafe {
@@ -45,9 +67,12 @@ fn map_aligned(len: usize, file: Option<(&std::fs::File, u64)>) -> io::Result<*m
     }
     let start = raw as usize;
     let aligned = start.next_multiple_of(RAM_ALIGN);
-    let (flags, fd, off) = match file {
-        None => (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE, -1, 0),
-        Some((f, offset)) => (libc::MAP_SHARED, f.as_raw_fd(), offset as libc::off_t),
+    let flags = backing.flags();
+    let (fd, off) = match backing {
+        Backing::Anonymous => (-1, 0),
+        Backing::Shared(f, offset) | Backing::Private(f, offset) => {
+            (f.as_raw_fd(), offset as libc::off_t)
+        }
     };
     // SAFETY: [aligned, aligned + len) lies inside the reservation made above, which only
     // this function knows of; MAP_FIXED replaces that part of it.
@@ -89,17 +114,37 @@ pub fn guest_memory(size: u64, shared: bool) -> Result<GuestMemoryMmap, String> 
     } else {
         None
     };
-    let mut offset = 0u64;
+    map_ranges(&ranges, file.as_ref().map(|f| (f, false)), 0)
+}
+
+/// Guest RAM of `size` bytes mapped private from `file` (a snapshot's memory file), its
+/// ranges one after the other from `offset`: copy on write.
+pub fn guest_memory_from_file(
+    size: u64,
+    file: Arc<std::fs::File>,
+    offset: u64,
+) -> Result<GuestMemoryMmap, String> {
+    map_ranges(&layout::ram_ranges(size), Some((&file, true)), offset)
+}
+
+/// Maps `ranges`: anonymous, or from the file (private or shared) one after the other.
+fn map_ranges(
+    ranges: &[(vm_memory::GuestAddress, usize)],
+    file: Option<(&Arc<std::fs::File>, bool)>,
+    mut offset: u64,
+) -> Result<GuestMemoryMmap, String> {
     let mut regions = Vec::with_capacity(ranges.len());
-    for &(addr, len) in &ranges {
-        let ptr = map_aligned(len, file.as_deref().map(|f| (f, offset)))
-            .map_err(|e| format!("map {len} bytes of guest memory: {e}"))?;
-        let flags = match file {
-            Some(_) => libc::MAP_SHARED,
-            None => libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+    for &(addr, len) in ranges {
+        let backing = match file {
+            None => Backing::Anonymous,
+            Some((f, false)) => Backing::Shared(f, offset),
+            Some((f, true)) => Backing::Private(f, offset),
         };
-        let mut b = MmapRegionBuilder::new(len).with_mmap_prot(PROT).with_mmap_flags(flags);
-        if let Some(f) = &file {
+        let ptr = map_aligned(len, backing)
+            .map_err(|e| format!("map {len} bytes of guest memory: {e}"))?;
+        let mut b =
+            MmapRegionBuilder::new(len).with_mmap_prot(PROT).with_mmap_flags(backing.flags());
+        if let Some((f, _)) = file {
             b = b.with_file_offset(FileOffset::from_arc(f.clone(), offset));
         }
         // SAFETY: `ptr` is a live mapping of `len` bytes made above that is never unmapped.
