@@ -45,6 +45,11 @@ pub enum ApiRequest {
     },
     /// Lists the disks: [`ApiReply::Disks`].
     ListDisks,
+    /// Stops every vCPU where its state is consistent (the guest's clock keeps counting);
+    /// devices finish the request in hand and take no new ones from the guest.
+    Pause,
+    /// Lets a paused VM run again.
+    Resume,
 }
 
 /// A reply on the control socket.
@@ -58,6 +63,10 @@ pub enum ApiReply {
     },
     /// Detached.
     Detached,
+    /// The VM is paused.
+    Paused,
+    /// The VM runs again.
+    Resumed,
     /// The disks by slot (boot disks, then spare slots); `null` for an empty slot.
     Disks {
         /// Serials.
@@ -68,6 +77,37 @@ pub enum ApiReply {
         /// Why.
         message: String,
     },
+}
+
+/// What the API asks of the VM as a whole; the VMM implements it.
+pub trait VmControl: Send {
+    /// Pauses every vCPU.
+    fn pause(&mut self) -> Result<(), String>;
+    /// Resumes a paused VM.
+    fn resume(&mut self) -> Result<(), String>;
+}
+
+/// What the API server acts on: the disk slots and the VM.
+pub struct Controls {
+    /// The block devices.
+    pub slots: DiskSlots,
+    /// The VM as a whole.
+    pub vm: Box<dyn VmControl>,
+}
+
+impl Controls {
+    /// Carries out one request.
+    pub fn handle(&mut self, req: ApiRequest) -> ApiReply {
+        let done = |r: Result<(), String>, ok: ApiReply| match r {
+            Ok(()) => ok,
+            Err(message) => ApiReply::Error { message },
+        };
+        match req {
+            ApiRequest::Pause => done(self.vm.pause(), ApiReply::Paused),
+            ApiRequest::Resume => done(self.vm.resume(), ApiReply::Resumed),
+            other => self.slots.handle(other),
+        }
+    }
 }
 
 /// The VM's block devices as the API sees them.
@@ -120,6 +160,9 @@ impl DiskSlots {
             ApiRequest::ListDisks => {
                 ApiReply::Disks { serials: self.all().map(|b| lock(b).serial()).collect() }
             }
+            ApiRequest::Pause | ApiRequest::Resume => {
+                err("this request is about the VM, not its disks".into())
+            }
         }
     }
 
@@ -138,10 +181,10 @@ pub fn serial_of(path: &Path) -> String {
     name[..end].to_string()
 }
 
-/// Parses one request line and carries it out.
-pub fn handle_line(slots: &DiskSlots, line: &[u8]) -> ApiReply {
+/// Parses one request line and carries it out with `handle`.
+pub fn handle_line(line: &[u8], handle: impl FnOnce(ApiRequest) -> ApiReply) -> ApiReply {
     match serde_json::from_slice::<ApiRequest>(line) {
-        Ok(req) => slots.handle(req),
+        Ok(req) => handle(req),
         Err(e) => ApiReply::Error { message: format!("bad request: {e}") },
     }
 }
@@ -156,13 +199,13 @@ pub struct ApiServer {
     listener: UnixListener,
     path: PathBuf,
     conns: HashMap<i32, Conn>,
-    slots: DiskSlots,
+    controls: Controls,
 }
 
 impl ApiServer {
     /// Binds the socket at `path` (a stale socket file is replaced; one a live process
     /// listens on is not).
-    pub fn bind(path: &Path, slots: DiskSlots) -> io::Result<Self> {
+    pub fn bind(path: &Path, controls: Controls) -> io::Result<Self> {
         if path.exists() {
             if UnixStream::connect(path).is_ok() {
                 return Err(io::Error::new(
@@ -174,7 +217,7 @@ impl ApiServer {
         }
         let listener = UnixListener::bind(path)?;
         listener.set_nonblocking(true)?;
-        Ok(ApiServer { listener, path: path.to_path_buf(), conns: HashMap::new(), slots })
+        Ok(ApiServer { listener, path: path.to_path_buf(), conns: HashMap::new(), controls })
     }
 
     fn accept(&mut self, ops: &mut EventOps) {
@@ -191,7 +234,7 @@ impl ApiServer {
 
     /// Reads what the client sent and answers every complete line; returns false when the
     /// connection must close.
-    fn serve(conn: &mut Conn, slots: &DiskSlots) -> bool {
+    fn serve(conn: &mut Conn, controls: &mut Controls) -> bool {
         let mut chunk = [0u8; 4096];
         loop {
             match conn.stream.read(&mut chunk) {
@@ -207,7 +250,7 @@ impl ApiServer {
         }
         while let Some(end) = conn.buf.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = conn.buf.drain(..=end).collect();
-            let reply = handle_line(slots, &line[..end]);
+            let reply = handle_line(&line[..end], |r| controls.handle(r));
             if !send(&conn.stream, &reply) {
                 return false;
             }
@@ -243,7 +286,7 @@ impl MutEventSubscriber for ApiServer {
         let keep = match self.conns.get_mut(&fd) {
             Some(conn) => {
                 events.event_set().contains(EventSet::IN)
-                    && Self::serve(conn, &self.slots)
+                    && Self::serve(conn, &mut self.controls)
                     && !events.event_set().intersects(EventSet::HANG_UP | EventSet::ERROR)
             }
             None => false,
@@ -288,7 +331,8 @@ mod tests {
         let s = slots(dir.path(), 2);
         let a = dir.path().join("layer-a.erofs");
         std::fs::write(&a, vec![1u8; 8192]).unwrap();
-        let reply = handle_line(&s, format!(r#"{{"attach_disk":{{"path":{a:?}}}}}"#).as_bytes());
+        let line = format!(r#"{{"attach_disk":{{"path":{a:?}}}}}"#);
+        let reply = handle_line(line.as_bytes(), |r| s.handle(r));
         assert_eq!(reply, ApiReply::Attached { serial: "layer-a.erofs".into() });
         // The same serial twice: refused.
         let again = s.handle(ApiRequest::AttachDisk { path: a.clone() });
@@ -338,7 +382,7 @@ mod tests {
             br#"{"attach_disk":{"path":"/"}}"#,
             br#"{"reboot":{}}"#,
         ] {
-            assert!(matches!(handle_line(&s, bad), ApiReply::Error { .. }), "{bad:?}");
+            assert!(matches!(handle_line(bad, |r| s.handle(r)), ApiReply::Error { .. }), "{bad:?}");
         }
     }
 

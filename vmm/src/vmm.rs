@@ -470,21 +470,6 @@ impl Vm {
         for s in self.subscribers.drain(..) {
             em.add_subscriber(s);
         }
-        // Held until the loop ends: dropping the server removes its socket file.
-        let _api = match self.config.api_socket.clone() {
-            Some(path) => {
-                let slots = crate::api::DiskSlots {
-                    fixed: std::mem::take(&mut self.disks),
-                    spare: std::mem::take(&mut self.spare_disks),
-                };
-                let server = crate::api::ApiServer::bind(&path, slots)
-                    .map_err(|e| VmmError::Host(format!("API socket {}: {e}", path.display())))?;
-                let server = Arc::new(Mutex::new(server));
-                em.add_subscriber(server.clone());
-                Some(server)
-            }
-            None => None,
-        };
         em.add_subscriber(Arc::new(Mutex::new(ExitWatcher {
             reset_evt,
             vcpu_evt: vcpu_evt.try_clone().map_err(host)?,
@@ -492,9 +477,34 @@ impl Vm {
             stops: rx,
             exit: exit.clone(),
         })));
+        crate::vcpu::install_kick_handler()
+            .map_err(|e| VmmError::Host(format!("vCPU kick signal handler: {e}")))?;
+        let mut handles = Vec::with_capacity(vcpus.len());
         for v in vcpus {
-            v.spawn(tx.clone(), vcpu_evt.try_clone().map_err(host)?, seccomp).map_err(host)?;
+            handles.push(
+                v.spawn(tx.clone(), vcpu_evt.try_clone().map_err(host)?, seccomp).map_err(host)?,
+            );
         }
+        // Held until the loop ends: dropping the server removes its socket file.
+        let _api = match self.config.api_socket.clone() {
+            Some(path) => {
+                let slots = crate::api::DiskSlots {
+                    fixed: std::mem::take(&mut self.disks),
+                    spare: std::mem::take(&mut self.spare_disks),
+                };
+                let controls = crate::api::Controls {
+                    slots,
+                    vm: Box::new(Pauser { vcpus: handles, paused: false }),
+                };
+                let server = crate::api::ApiServer::bind(&path, controls)
+                    .map_err(|e| VmmError::Host(format!("API socket {}: {e}", path.display())))?;
+                let server = Arc::new(Mutex::new(server));
+                em.add_subscriber(server.clone());
+                Some(server)
+            }
+            None => None,
+        };
+
         // After the vCPU threads started (they do not inherit it), before the first event.
         if seccomp {
             crate::seccomp::install(crate::seccomp::ThreadKind::Vmm)
@@ -515,6 +525,42 @@ impl Vm {
             let _ = std::fs::remove_file(p);
         }
         Ok(outcome)
+    }
+}
+
+/// Pauses and resumes the vCPUs for the control API.
+struct Pauser {
+    vcpus: Vec<crate::vcpu::VcpuHandle>,
+    paused: bool,
+}
+
+impl crate::api::VmControl for Pauser {
+    fn pause(&mut self) -> Result<(), String> {
+        if self.paused {
+            return Err("the VM is paused already".into());
+        }
+        for (i, v) in self.vcpus.iter().enumerate() {
+            if let Err(e) = v.pause() {
+                // All or nothing: the ones already parked run again.
+                for w in &self.vcpus[..i] {
+                    w.resume();
+                }
+                return Err(e.to_string());
+            }
+        }
+        self.paused = true;
+        Ok(())
+    }
+
+    fn resume(&mut self) -> Result<(), String> {
+        if !self.paused {
+            return Err("the VM is not paused".into());
+        }
+        for v in &self.vcpus {
+            v.resume();
+        }
+        self.paused = false;
+        Ok(())
     }
 }
 
