@@ -303,6 +303,7 @@ impl RunningVm {
             api_socket: (spec.spare_disks > 0).then(|| inside(API_SOCKET)),
             shared_memory: spec.shared_memory,
             fs: spec.fs.clone(),
+            restore: None,
         };
         let mut stdout = None;
         let binary = assets::vmm_binary();

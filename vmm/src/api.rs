@@ -50,6 +50,13 @@ pub enum ApiRequest {
     Pause,
     /// Lets a paused VM run again.
     Resume,
+    /// Writes a paused VM's state and memory to two new files (see vmm/README.md).
+    Snapshot {
+        /// The state file.
+        state: PathBuf,
+        /// The memory file.
+        memory: PathBuf,
+    },
 }
 
 /// A reply on the control socket.
@@ -67,6 +74,8 @@ pub enum ApiReply {
     Paused,
     /// The VM runs again.
     Resumed,
+    /// The snapshot's files are written.
+    Snapshotted,
     /// The disks by slot (boot disks, then spare slots); `null` for an empty slot.
     Disks {
         /// Serials.
@@ -85,6 +94,8 @@ pub trait VmControl: Send {
     fn pause(&mut self) -> Result<(), String>;
     /// Resumes a paused VM.
     fn resume(&mut self) -> Result<(), String>;
+    /// Writes the paused VM's snapshot: `state` and `memory` are new files.
+    fn snapshot(&mut self, state: &Path, memory: &Path) -> Result<(), String>;
 }
 
 /// What the API server acts on: the disk slots and the VM.
@@ -105,6 +116,12 @@ impl Controls {
         match req {
             ApiRequest::Pause => done(self.vm.pause(), ApiReply::Paused),
             ApiRequest::Resume => done(self.vm.resume(), ApiReply::Resumed),
+            ApiRequest::Snapshot { state, memory } => {
+                if !state.is_absolute() || !memory.is_absolute() {
+                    return ApiReply::Error { message: "snapshot paths must be absolute".into() };
+                }
+                done(self.vm.snapshot(&state, &memory), ApiReply::Snapshotted)
+            }
             other => self.slots.handle(other),
         }
     }
@@ -160,7 +177,7 @@ impl DiskSlots {
             ApiRequest::ListDisks => {
                 ApiReply::Disks { serials: self.all().map(|b| lock(b).serial()).collect() }
             }
-            ApiRequest::Pause | ApiRequest::Resume => {
+            ApiRequest::Pause | ApiRequest::Resume | ApiRequest::Snapshot { .. } => {
                 err("this request is about the VM, not its disks".into())
             }
         }

@@ -305,6 +305,53 @@ mod tests {
         out
     }
 
+    /// The KVM ioctl numbers in the JSON are the kernel's, computed from the structures'
+    /// sizes as `_IOR`/`_IOW`/`_IOWR` do.
+    #[test]
+    fn kvm_ioctl_numbers_match_the_structures() {
+        use kvm_bindings::*;
+        use std::mem::size_of;
+        let ioc =
+            |dir: u64, nr: u64, size: usize| (dir << 30) | ((size as u64) << 16) | (0xae << 8) | nr;
+        let (none, r, rw) = (0, 2, 3);
+        let expected: std::collections::HashMap<&str, u64> = [
+            ("KVM_RUN", ioc(none, 0x80, 0)),
+            ("KVM_CHECK_EXTENSION", ioc(none, 0x03, 0)),
+            ("KVM_GET_TSC_KHZ", ioc(none, 0xa3, 0)),
+            ("KVM_GET_REGS", ioc(r, 0x81, size_of::<kvm_regs>())),
+            ("KVM_GET_SREGS", ioc(r, 0x83, size_of::<kvm_sregs>())),
+            ("KVM_GET_MSRS", ioc(rw, 0x88, size_of::<kvm_msrs>())),
+            ("KVM_GET_CPUID2", ioc(rw, 0x91, size_of::<kvm_cpuid2>())),
+            ("KVM_GET_LAPIC", ioc(r, 0x8e, size_of::<kvm_lapic_state>())),
+            ("KVM_GET_MP_STATE", ioc(r, 0x98, size_of::<kvm_mp_state>())),
+            ("KVM_GET_VCPU_EVENTS", ioc(r, 0x9f, size_of::<kvm_vcpu_events>())),
+            ("KVM_GET_DEBUGREGS", ioc(r, 0xa1, size_of::<kvm_debugregs>())),
+            ("KVM_GET_XSAVE", ioc(r, 0xa4, size_of::<kvm_xsave>())),
+            ("KVM_GET_XCRS", ioc(r, 0xa6, size_of::<kvm_xcrs>())),
+            ("KVM_GET_IRQCHIP", ioc(rw, 0x62, size_of::<kvm_irqchip>())),
+            ("KVM_GET_PIT2", ioc(r, 0x9f, size_of::<kvm_pit_state2>())),
+            ("KVM_GET_CLOCK", ioc(r, 0x7c, size_of::<kvm_clock_data>())),
+        ]
+        .into_iter()
+        .collect();
+        let json: serde_json::Value =
+            serde_json::from_str(include_str!("../seccomp/x86_64.json")).unwrap();
+        let mut seen = 0;
+        for thread in ["vmm", "vcpu"] {
+            for rule in json[thread]["filter"].as_array().unwrap() {
+                for arg in rule["args"].as_array().into_iter().flatten() {
+                    let name = arg["comment"].as_str().unwrap_or("");
+                    if name.starts_with("KVM_") {
+                        let want = expected.get(name).unwrap_or_else(|| panic!("{name}?"));
+                        assert_eq!(arg["val"].as_u64(), Some(*want), "{name}");
+                        seen += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(seen, expected.len());
+    }
+
     #[test]
     fn readme_lists_every_allowed_syscall() {
         let table = expected_table();

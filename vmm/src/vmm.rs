@@ -19,6 +19,8 @@ use crate::arch::{boot, cpuid, layout, mptable, regs};
 use crate::bus::{lock, Bus, BusDevice};
 use crate::config::{VmConfig, MAX_CMDLINE_LEN};
 use crate::devices::{i8042::I8042, serial};
+use crate::snapshot::kvm_state;
+use crate::snapshot::vm::VmSnapshot;
 use crate::vcpu::{Vcpu, VcpuStop};
 use crate::virtio::{blk::Block, mmio, GuestMemoryMmap, Interrupt, VirtioDevice};
 
@@ -65,6 +67,9 @@ pub enum VmmError {
     /// Event loop or other host resources.
     #[error("{0}")]
     Host(String),
+    /// A snapshot could not be restored.
+    #[error("restore: {0}")]
+    Restore(String),
 }
 
 fn kvm_call(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmmError {
@@ -151,7 +156,7 @@ type Subscriber = Arc<Mutex<dyn MutEventSubscriber + Send>>;
 /// A VM ready to run.
 pub struct Vm {
     _kvm: Kvm,
-    vm: VmFd,
+    vm: Arc<VmFd>,
     mem: GuestMemoryMmap,
     pio: Bus,
     mmio: Bus,
@@ -164,6 +169,10 @@ pub struct Vm {
     config: VmConfig,
     disks: Vec<Arc<Mutex<Block>>>,
     spare_disks: Vec<Arc<Mutex<Block>>>,
+    /// The virtio devices' transports, in the order of their MMIO windows.
+    transports: Vec<Arc<Mutex<mmio::MmioTransport>>>,
+    /// The snapshot this VM is restored from.
+    restored: Option<Box<VmSnapshot>>,
 }
 
 /// A random locally administered unicast MAC address (02:…).
@@ -199,10 +208,21 @@ impl Vm {
                 });
             }
         }
+        let restored = match &config.restore {
+            Some(r) => {
+                let snap: VmSnapshot = crate::snapshot::state_file::read(&r.state)
+                    .map_err(|e| VmmError::Restore(e.to_string()))?;
+                crate::snapshot::vm::check_compatible(&snap.config, &config)
+                    .map_err(VmmError::Restore)?;
+                Some(Box::new(snap))
+            }
+            None => None,
+        };
         // Fail on missing files before touching KVM, with the path in the message.
-        for (what, p) in std::iter::once(("kernel", &config.kernel))
+        let boot_files = std::iter::once(("kernel", &config.kernel))
             .chain(config.initrd.iter().map(|p| ("initrd", p)))
-        {
+            .filter(|_| restored.is_none());
+        for (what, p) in boot_files {
             if !p.is_file() {
                 return Err(VmmError::Boot(boot::BootError::Open {
                     what,
@@ -222,10 +242,14 @@ impl Vm {
                 return Err(VmmError::MissingCap(name));
             }
         }
-        let vm = kvm.create_vm().map_err(kvm_call("create VM"))?;
+        let vm = Arc::new(kvm.create_vm().map_err(kvm_call("create VM"))?);
         let size = config.memory_mib << 20;
-        let mem = crate::memory::guest_memory(size, config.shared_memory)
-            .map_err(|reason| VmmError::Memory { mib: config.memory_mib, reason })?;
+        let mem = match (&restored, &config.restore) {
+            (Some(snap), Some(r)) => crate::snapshot::memory_file::restore(&r.memory, &snap.memory)
+                .map_err(|e| VmmError::Restore(e.to_string()))?,
+            _ => crate::memory::guest_memory(size, config.shared_memory)
+                .map_err(|reason| VmmError::Memory { mib: config.memory_mib, reason })?,
+        };
         for (slot, region) in mem.iter().enumerate() {
             let r = kvm_userspace_memory_region {
                 slot: slot as u32,
@@ -268,6 +292,8 @@ impl Vm {
             config,
             disks: Vec::new(),
             spare_disks: Vec::new(),
+            transports: Vec::new(),
+            restored,
         };
         vmm.add_legacy_devices()?;
         for disk in vmm.config.disks.clone() {
@@ -397,7 +423,8 @@ impl Vm {
         let interrupt = Arc::new(Interrupt::new(irqfd));
         let as_virtio: Arc<Mutex<dyn VirtioDevice>> = dev.clone();
         let transport = mmio::MmioTransport::new(as_virtio, self.mem.clone(), interrupt);
-        let transport: Arc<Mutex<dyn BusDevice>> = Arc::new(Mutex::new(transport));
+        let transport = Arc::new(Mutex::new(transport));
+        self.transports.push(transport.clone());
         self.mmio
             .insert(base, mmio::MMIO_WINDOW, transport)
             .map_err(|e| VmmError::Device(e.to_string()))?;
@@ -419,15 +446,27 @@ impl Vm {
             crate::seccomp::install_sigsys_handler()
                 .map_err(|e| VmmError::Host(format!("SIGSYS handler: {e}")))?;
         }
-        let size = self.config.memory_mib << 20;
-        let entry = boot::load(
-            &self.mem,
-            size,
-            &self.config.kernel,
-            self.config.initrd.as_deref(),
-            &self.cmdline,
-        )?;
-        mptable::setup(&self.mem, self.config.vcpus)?;
+        let restored = self.restored.take();
+        let entry = match restored {
+            // The restored memory holds the kernel and the boot tables.
+            Some(_) => None,
+            None => {
+                let size = self.config.memory_mib << 20;
+                let entry = boot::load(
+                    &self.mem,
+                    size,
+                    &self.config.kernel,
+                    self.config.initrd.as_deref(),
+                    &self.cmdline,
+                )?;
+                mptable::setup(&self.mem, self.config.vcpus)?;
+                Some(entry)
+            }
+        };
+        let restore_err = |e: String| VmmError::Restore(e);
+        if let Some(snap) = &restored {
+            snap.vm.restore(&self.vm).map_err(|e| restore_err(e.to_string()))?;
+        }
 
         let reset_evt = EventFd::new(EFD_NONBLOCK).map_err(host)?;
         let i8042: Arc<Mutex<dyn BusDevice>> =
@@ -445,19 +484,54 @@ impl Vm {
         let pio = Arc::new(std::mem::take(&mut self.pio));
         let mmio = Arc::new(std::mem::take(&mut self.mmio));
         let mut vcpus = Vec::new();
+        let mut msrs = Vec::new();
         for i in 0..self.config.vcpus {
             let fd = self.vm.create_vcpu(i as u64).map_err(kvm_call("create vCPU"))?;
-            let mut c = base_cpuid.clone();
-            cpuid::filter(&mut c, i, self.config.vcpus, caps);
-            fd.set_cpuid2(&c).map_err(kvm_call("set CPUID"))?;
-            regs::setup_msrs(&fd)?;
-            regs::setup_fpu(&fd)?;
-            regs::setup_lapic(&fd)?;
-            if i == 0 {
-                regs::setup_sregs(&self.mem, &fd, entry.mode)?;
-                regs::setup_regs(&fd, entry)?;
+            match (&restored, entry) {
+                (Some(snap), _) => {
+                    let state = snap.vcpus.get(usize::from(i)).ok_or_else(|| {
+                        restore_err(format!("the snapshot has no state for vCPU {i}"))
+                    })?;
+                    state.restore(&fd).map_err(|e| restore_err(format!("vCPU {i}: {e}")))?;
+                    // Tell the guest it was stopped (its watchdogs then ignore the gap).
+                    let _ = fd.kvmclock_ctrl();
+                }
+                (None, entry) => {
+                    let mut c = base_cpuid.clone();
+                    cpuid::filter(&mut c, i, self.config.vcpus, caps);
+                    fd.set_cpuid2(&c).map_err(kvm_call("set CPUID"))?;
+                    regs::setup_msrs(&fd)?;
+                    regs::setup_fpu(&fd)?;
+                    regs::setup_lapic(&fd)?;
+                    if let (0, Some(entry)) = (i, entry) {
+                        regs::setup_sregs(&self.mem, &fd, entry.mode)?;
+                        regs::setup_regs(&fd, entry)?;
+                    }
+                }
+            }
+            // Asked of KVM only where snapshots can be asked for (through the API).
+            if i == 0 && self.config.api_socket.is_some() {
+                msrs = kvm_state::msrs_to_save(&self._kvm, &fd)
+                    .map_err(|e| VmmError::Host(format!("MSRs to save: {e}")))?;
             }
             vcpus.push(Vcpu::new(fd, i, pio.clone(), mmio.clone()));
+        }
+        // The devices after the vCPUs: a restored device may raise an interrupt at once
+        // (vsock's transport reset), which must land in the restored interrupt controllers.
+        if let Some(snap) = &restored {
+            if let (Some(serial), Some(st)) = (&self.serial, &snap.serial) {
+                lock(serial).restore_state(st).map_err(restore_err)?;
+            }
+            if snap.devices.len() != self.transports.len() {
+                return Err(restore_err(format!(
+                    "the snapshot has {} virtio devices, this VM {}",
+                    snap.devices.len(),
+                    self.transports.len()
+                )));
+            }
+            for (i, (t, st)) in self.transports.iter().zip(&snap.devices).enumerate() {
+                lock(t).restore_state(st).map_err(|e| restore_err(format!("device {i}: {e}")))?;
+            }
         }
 
         // Block the termination signals in every thread; the event loop reads them.
@@ -494,7 +568,16 @@ impl Vm {
                 };
                 let controls = crate::api::Controls {
                     slots,
-                    vm: Box::new(Pauser { vcpus: handles, paused: false }),
+                    vm: Box::new(VmController {
+                        vcpus: handles,
+                        paused: false,
+                        msrs,
+                        vm: self.vm.clone(),
+                        mem: self.mem.clone(),
+                        transports: self.transports.clone(),
+                        serial: self.serial.clone(),
+                        config: self.config.clone(),
+                    }),
                 };
                 let server = crate::api::ApiServer::bind(&path, controls)
                     .map_err(|e| VmmError::Host(format!("API socket {}: {e}", path.display())))?;
@@ -528,13 +611,62 @@ impl Vm {
     }
 }
 
-/// Pauses and resumes the vCPUs for the control API.
-struct Pauser {
+/// Pauses, resumes and snapshots the VM for the control API.
+struct VmController {
     vcpus: Vec<crate::vcpu::VcpuHandle>,
     paused: bool,
+    /// The MSRs a vCPU's state includes.
+    msrs: Vec<u32>,
+    vm: Arc<VmFd>,
+    mem: GuestMemoryMmap,
+    transports: Vec<Arc<Mutex<mmio::MmioTransport>>>,
+    serial: Option<Arc<Mutex<serial::Serial>>>,
+    config: VmConfig,
 }
 
-impl crate::api::VmControl for Pauser {
+impl VmController {
+    /// The paused VM's state (everything but its memory).
+    fn state(&self) -> Result<(VmSnapshotParts, kvm_state::VmState), String> {
+        kvm_state::check_xsave_size(&self.vm).map_err(|e| e.to_string())?;
+        let mut vcpus = Vec::with_capacity(self.vcpus.len());
+        for v in &self.vcpus {
+            vcpus.push(v.save(&self.msrs).map_err(|e| e.to_string())?);
+        }
+        let mut devices = Vec::with_capacity(self.transports.len());
+        for (i, t) in self.transports.iter().enumerate() {
+            devices.push(lock(t).save_state().map_err(|e| format!("device {i}: {e}"))?);
+        }
+        let serial = self.serial.as_ref().map(|s| lock(s).save_state());
+        let vm = kvm_state::VmState::save(&self.vm).map_err(|e| e.to_string())?;
+        Ok(((vcpus, devices, serial), vm))
+    }
+}
+
+/// vCPU states, device states, the UART.
+type VmSnapshotParts =
+    (Vec<kvm_state::VcpuState>, Vec<mmio::TransportState>, Option<serial::SerialSnapshot>);
+
+impl crate::api::VmControl for VmController {
+    fn snapshot(
+        &mut self,
+        state: &std::path::Path,
+        memory: &std::path::Path,
+    ) -> Result<(), String> {
+        if !self.paused {
+            return Err("the VM must be paused first".into());
+        }
+        let ((vcpus, devices, serial), vm) = self.state()?;
+        let info =
+            crate::snapshot::memory_file::save(&self.mem, memory).map_err(|e| e.to_string())?;
+        let snap =
+            VmSnapshot { config: self.config.clone(), memory: info, vm, vcpus, serial, devices };
+        if let Err(e) = crate::snapshot::state_file::write(state, &snap) {
+            let _ = std::fs::remove_file(memory);
+            return Err(e.to_string());
+        }
+        Ok(())
+    }
+
     fn pause(&mut self) -> Result<(), String> {
         if self.paused {
             return Err("the VM is paused already".into());

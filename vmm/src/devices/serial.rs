@@ -165,6 +165,62 @@ impl Serial {
     pub fn flush(&mut self) {
         let _ = self.uart.writer_mut().flush();
     }
+
+    /// The UART's registers and receive FIFO, for a snapshot.
+    pub fn save_state(&self) -> SerialSnapshot {
+        let s = self.uart.state();
+        SerialSnapshot {
+            registers: [
+                s.baud_divisor_low,
+                s.baud_divisor_high,
+                s.interrupt_enable,
+                s.interrupt_identification,
+                s.line_control,
+                s.line_status,
+                s.modem_control,
+                s.modem_status,
+                s.scratch,
+            ],
+            in_buffer: s.in_buffer,
+        }
+    }
+
+    /// Takes back a snapshot's registers (output keeps going where this UART's goes).
+    pub fn restore_state(&mut self, snap: &SerialSnapshot) -> Result<(), String> {
+        if snap.in_buffer.len() > self.uart.fifo_capacity() + self.uart.state().in_buffer.len() {
+            return Err("serial state: more received bytes than the FIFO holds".into());
+        }
+        let [dll, dlm, ier, iir, lcr, lsr, mcr, msr, scr] = snap.registers;
+        let state = vm_superio::serial::SerialState {
+            baud_divisor_low: dll,
+            baud_divisor_high: dlm,
+            interrupt_enable: ier,
+            interrupt_identification: iir,
+            line_control: lcr,
+            line_status: lsr,
+            modem_control: mcr,
+            modem_status: msr,
+            scratch: scr,
+            in_buffer: snap.in_buffer.clone(),
+        };
+        let evt = || self.uart.interrupt_evt().0.try_clone().map_err(|e| e.to_string());
+        let (trigger, spare) = (IrqTrigger(evt()?), IrqTrigger(evt()?));
+        // The writer moves from the old UART to the new one.
+        let placeholder = Uart::new(spare, LineBuffered::new(SerialSink::Off));
+        let out = std::mem::replace(&mut self.uart, placeholder).into_writer();
+        self.uart = Uart::from_state(&state, trigger, vm_superio::serial::NoEvents, out)
+            .map_err(|e| format!("serial state: {e:?}"))?;
+        Ok(())
+    }
+}
+
+/// The UART in a snapshot: DLL, DLM, IER, IIR, LCR, LSR, MCR, MSR, SCR, and the receive FIFO.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SerialSnapshot {
+    /// The registers, in the order above.
+    pub registers: [u8; 9],
+    /// Bytes received and not yet read by the guest.
+    pub in_buffer: Vec<u8>,
 }
 
 impl BusDevice for Serial {

@@ -221,8 +221,10 @@ impl VmState {
     pub fn save(vm: &VmFd) -> Result<Self, KvmStateError> {
         let pit = vm.get_pit2().map_err(kvm("get PIT"))?;
         let mut clock = vm.get_clock().map_err(kvm("get clock"))?;
-        // Only the time is restored: the flags describe how it was read.
-        clock.flags = 0;
+        // With KVM_CLOCK_REALTIME (the host's time of day read with the clock) a restore
+        // moves the guest's clock on by the time spent since; the other flags only describe
+        // how the clock was read and KVM_SET_CLOCK refuses them.
+        clock.flags &= kvm_bindings::KVM_CLOCK_REALTIME;
         let chip = |id| -> Result<kvm_irqchip, KvmStateError> {
             let mut c = kvm_irqchip { chip_id: id, ..Default::default() };
             vm.get_irqchip(&mut c).map_err(kvm("get irqchip"))?;

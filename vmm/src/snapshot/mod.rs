@@ -4,6 +4,7 @@
 pub mod kvm_state;
 pub mod memory_file;
 pub mod state_file;
+pub mod vm;
 
 #[cfg(test)]
 mod tests;

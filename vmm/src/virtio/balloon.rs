@@ -209,6 +209,10 @@ impl VirtioDevice for Balloon {
     fn reset(&mut self) {
         self.active = None;
     }
+
+    fn queue_states(&self) -> Vec<crate::virtio::QueueState> {
+        self.active.iter().flat_map(|a| a.queues.iter().map(|q| q.state())).collect()
+    }
 }
 
 impl MutEventSubscriber for Balloon {

@@ -251,6 +251,16 @@ impl VirtioDevice for Fs {
             }
         }
     }
+
+    fn queue_states(&self) -> Vec<crate::virtio::QueueState> {
+        Vec::new()
+    }
+
+    fn save_extra(&self) -> Result<serde_json::Value, String> {
+        Err("a shared directory (virtio-fs) cannot be snapshotted: virtiofsd runs its queues \
+             and holds its open files"
+            .into())
+    }
 }
 
 /// The backend signals the guest itself (through the irqfd): nothing to watch here.

@@ -7,7 +7,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use virtio_queue::{Queue, QueueT};
+use serde::{Deserialize, Serialize};
+use virtio_queue::{Queue, QueueState, QueueT};
 
 use super::{ActivateContext, GuestMemoryMmap, Interrupt, VirtioDevice};
 use crate::bus::{lock, BusDevice};
@@ -37,6 +38,86 @@ pub mod status {
     pub const DEVICE_NEEDS_RESET: u32 = 0x40;
     /// Driver gave up.
     pub const FAILED: u32 = 0x80;
+}
+
+/// A virtqueue as a snapshot keeps it (virtio-queue's `QueueState`, serialisable).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueSnapshot {
+    /// Largest size the device offers.
+    pub max_size: u16,
+    /// The driver's size.
+    pub size: u16,
+    /// Set up by the driver.
+    pub ready: bool,
+    /// Descriptor table address.
+    pub desc_table: u64,
+    /// Available ring address.
+    pub avail_ring: u64,
+    /// Used ring address.
+    pub used_ring: u64,
+    /// Next available entry the device takes.
+    pub next_avail: u16,
+    /// Next used entry the device fills.
+    pub next_used: u16,
+    /// VIRTIO_F_RING_EVENT_IDX in use.
+    pub event_idx: bool,
+}
+
+impl From<QueueState> for QueueSnapshot {
+    fn from(q: QueueState) -> Self {
+        QueueSnapshot {
+            max_size: q.max_size,
+            size: q.size,
+            ready: q.ready,
+            desc_table: q.desc_table,
+            avail_ring: q.avail_ring,
+            used_ring: q.used_ring,
+            next_avail: q.next_avail,
+            next_used: q.next_used,
+            event_idx: q.event_idx_enabled,
+        }
+    }
+}
+
+impl From<&QueueSnapshot> for QueueState {
+    fn from(q: &QueueSnapshot) -> Self {
+        QueueState {
+            max_size: q.max_size,
+            size: q.size,
+            ready: q.ready,
+            desc_table: q.desc_table,
+            avail_ring: q.avail_ring,
+            used_ring: q.used_ring,
+            next_avail: q.next_avail,
+            next_used: q.next_used,
+            event_idx_enabled: q.event_idx,
+        }
+    }
+}
+
+/// One virtio-mmio device's state in a snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TransportState {
+    /// The device's type (checked on restore).
+    pub device_type: u32,
+    /// DeviceFeaturesSel.
+    pub device_features_sel: u32,
+    /// DriverFeaturesSel.
+    pub driver_features_sel: u32,
+    /// Features the driver accepted.
+    pub acked_features: u64,
+    /// QueueSel.
+    pub queue_sel: u32,
+    /// Device status.
+    pub status: u32,
+    /// The transport's part of ConfigGeneration.
+    pub config_generation: u32,
+    /// Interrupt bits the driver had not acknowledged.
+    pub interrupt_status: u32,
+    /// The queues.
+    pub queues: Vec<QueueSnapshot>,
+    /// The device's own state.
+    pub extra: serde_json::Value,
 }
 
 /// One virtio-mmio device as the guest sees it.
@@ -85,6 +166,85 @@ impl MmioTransport {
     /// The current device status register (for tests and diagnostics).
     pub fn status(&self) -> u32 {
         self.status
+    }
+
+    /// For a snapshot (vCPUs paused, between events): the registers, the queues (as the
+    /// device runs them when it is active) and the device's own state.
+    pub fn save_state(&self) -> Result<TransportState, String> {
+        let dev = lock(&self.device);
+        let queues: Vec<QueueState> = if dev.is_activated() {
+            dev.queue_states()
+        } else {
+            self.queues.iter().map(|q| q.state()).collect()
+        };
+        if queues.len() != self.queues.len() {
+            return Err(format!(
+                "virtio device type {} reports {} queues of {}",
+                dev.device_type(),
+                queues.len(),
+                self.queues.len()
+            ));
+        }
+        Ok(TransportState {
+            device_type: dev.device_type(),
+            device_features_sel: self.device_features_sel,
+            driver_features_sel: self.driver_features_sel,
+            acked_features: self.acked_features,
+            queue_sel: self.queue_sel,
+            status: self.status,
+            config_generation: self.config_generation,
+            interrupt_status: self.interrupt.status(),
+            queues: queues.into_iter().map(QueueSnapshot::from).collect(),
+            extra: dev.save_extra()?,
+        })
+    }
+
+    /// Takes back a saved state into this freshly made transport (its device made from the
+    /// same configuration); a device the driver had started is started again, on the saved
+    /// queues, and told it was restored.
+    pub fn restore_state(&mut self, st: &TransportState) -> Result<(), String> {
+        let device_type = lock(&self.device).device_type();
+        if st.device_type != device_type {
+            return Err(format!(
+                "the snapshot has a device of type {} where this VM has type {device_type}",
+                st.device_type
+            ));
+        }
+        if st.queues.len() != self.queues.len() {
+            return Err(format!(
+                "device type {device_type}: {} queues in the snapshot, {} here",
+                st.queues.len(),
+                self.queues.len()
+            ));
+        }
+        let mut queues = Vec::with_capacity(st.queues.len());
+        for (q, mine) in st.queues.iter().zip(&self.queues) {
+            if q.max_size != mine.max_size() {
+                return Err(format!("device type {device_type}: queue sizes differ"));
+            }
+            queues.push(
+                Queue::try_from(QueueState::from(q))
+                    .map_err(|e| format!("device type {device_type}: saved queue: {e:?}"))?,
+            );
+        }
+        lock(&self.device).restore_extra(&st.extra)?;
+        self.queues = queues;
+        self.device_features_sel = st.device_features_sel;
+        self.driver_features_sel = st.driver_features_sel;
+        self.acked_features = st.acked_features;
+        self.queue_sel = st.queue_sel;
+        self.config_generation = st.config_generation;
+        self.status = st.status;
+        self.interrupt.restore(st.interrupt_status);
+        let running = status::DRIVER_OK | status::FAILED | status::DEVICE_NEEDS_RESET;
+        if st.status & running == status::DRIVER_OK {
+            self.activate();
+            if self.status & status::DEVICE_NEEDS_RESET != 0 {
+                return Err(format!("the restored device of type {device_type} did not start"));
+            }
+            lock(&self.device).restored();
+        }
+        Ok(())
     }
 
     fn selected_queue(&mut self) -> Option<&mut Queue> {
@@ -332,6 +492,9 @@ mod tests {
         }
         fn reset(&mut self) {
             self.active = false;
+        }
+        fn queue_states(&self) -> Vec<crate::virtio::QueueState> {
+            Vec::new()
         }
     }
 

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use vmm_sys_util::eventfd::EventFd;
 
-pub use virtio_queue::{Queue, QueueT};
+pub use virtio_queue::{Queue, QueueState, QueueT};
 
 /// Guest memory as the devices see it.
 pub type GuestMemoryMmap = vm_memory::GuestMemoryMmap<()>;
@@ -94,6 +94,12 @@ impl Interrupt {
         self.status.load(Ordering::SeqCst) | self.sticky.load(Ordering::SeqCst)
     }
 
+    /// Sets the pending bits to a snapshot's (without raising the interrupt: the restored
+    /// interrupt controllers hold whatever the guest had not taken yet).
+    pub fn restore(&self, bits: u32) {
+        self.status.store(bits & !self.sticky.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
+
     /// Clears acknowledged bits (InterruptACK register).
     pub fn ack(&self, bits: u32) {
         self.status.fetch_and(!bits, Ordering::SeqCst);
@@ -158,6 +164,25 @@ pub trait VirtioDevice: Send {
     fn is_activated(&self) -> bool;
     /// Returns the device to its initial state (the driver wrote 0 to Status).
     fn reset(&mut self);
+    /// The state of the queues the device runs (those it was activated with, as it has
+    /// advanced them); empty when it is not activated.
+    fn queue_states(&self) -> Vec<QueueState>;
+    /// For a snapshot: what the device holds beyond its queues and its configuration (for
+    /// the VMM's configuration recreates the device), or why it cannot be saved.
+    fn save_extra(&self) -> Result<serde_json::Value, String> {
+        Ok(serde_json::Value::Null)
+    }
+    /// Takes back what [`VirtioDevice::save_extra`] returned, before the restored device is
+    /// activated.
+    fn restore_extra(&mut self, extra: &serde_json::Value) -> Result<(), String> {
+        match extra {
+            serde_json::Value::Null => Ok(()),
+            _ => Err("this device keeps no state of its own".into()),
+        }
+    }
+    /// Called once the restored device is activated again: what the guest must be told about
+    /// host-side state the snapshot could not keep (vsock: its connections are gone).
+    fn restored(&mut self) {}
 }
 
 /// Reads a little-endian config-space window: copies the part of `config` that overlaps

@@ -107,6 +107,7 @@ pub struct BlockStats {
 /// The backing file of a disk (its "medium": a hot-plug slot may have none).
 struct Medium {
     file: File,
+    path: std::path::PathBuf,
     capacity_sectors: u64,
     id: [u8; VIRTIO_BLK_ID_BYTES],
 }
@@ -125,7 +126,12 @@ impl Medium {
         let mut id = [0u8; VIRTIO_BLK_ID_BYTES];
         let name = crate::api::serial_of(path);
         id[..name.len()].copy_from_slice(name.as_bytes());
-        Ok(Medium { file, capacity_sectors: meta.len() / SECTOR_SIZE, id })
+        Ok(Medium {
+            file,
+            path: path.to_path_buf(),
+            capacity_sectors: meta.len() / SECTOR_SIZE,
+            id,
+        })
     }
 }
 
@@ -478,6 +484,39 @@ impl VirtioDevice for Block {
 
     fn reset(&mut self) {
         self.active = None;
+    }
+
+    fn queue_states(&self) -> Vec<crate::virtio::QueueState> {
+        self.active.iter().map(|a| a.queue.state()).collect()
+    }
+
+    fn save_extra(&self) -> Result<serde_json::Value, String> {
+        Ok(serde_json::json!({
+            "disk": self.medium.as_ref().map(|m| m.path.clone()),
+            "generation": self.generation,
+        }))
+    }
+
+    /// A disk that was in a spare slot goes back in (a boot disk comes from the
+    /// configuration); the configuration generation is the guest's as it left it.
+    fn restore_extra(&mut self, extra: &serde_json::Value) -> Result<(), String> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Extra {
+            disk: Option<std::path::PathBuf>,
+            generation: u32,
+        }
+        let e: Extra = serde_json::from_value(extra.clone()).map_err(|e| e.to_string())?;
+        match (&self.medium, e.disk) {
+            (None, Some(path)) => {
+                self.medium = Some(Medium::open(&path, self.read_only).map_err(|e| e.to_string())?);
+                self.update_config();
+            }
+            (Some(_), None) => return Err("a boot disk's slot was empty in the snapshot".into()),
+            _ => {}
+        }
+        self.generation = e.generation;
+        Ok(())
     }
 }
 

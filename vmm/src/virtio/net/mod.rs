@@ -417,6 +417,12 @@ impl<B: NetBackend> VirtioDevice for Net<B> {
         self.active = None;
         self.pending = None;
     }
+
+    /// (A frame read from the tap and not yet delivered is not kept: the network drops it,
+    /// as it may drop any.)
+    fn queue_states(&self) -> Vec<crate::virtio::QueueState> {
+        self.active.iter().flat_map(|a| a.queues.iter().map(|q| q.state())).collect()
+    }
 }
 
 impl<B: NetBackend> MutEventSubscriber for Net<B> {

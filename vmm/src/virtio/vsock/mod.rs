@@ -1,8 +1,9 @@
 //! virtio-vsock emulated in user space (no vhost on our hosts), with the hybrid unix-socket
 //! backend of Firecracker and Cloud Hypervisor (see [`muxer`]).
 //!
-//! Queues: 0 = rx (device → driver), 1 = tx (driver → device), 2 = event (unused: we never
-//! migrate). Every tx chain is untrusted: short or split headers, lengths beyond the buffers,
+//! Queues: 0 = rx (device → driver), 1 = tx (driver → device), 2 = event (used once, after a
+//! VM is restored from a snapshot: the transport-reset event tells the driver that every
+//! connection is gone and to read its CID again). Every tx chain is untrusted: short or split headers, lengths beyond the buffers,
 //! bad CIDs, unknown operations and packets for unknown connections are answered with RST
 //! or dropped, and the descriptor always goes back to the used ring.
 
@@ -48,8 +49,12 @@ struct Active {
     mem: GuestMemoryMmap,
     rx: Queue,
     tx: Queue,
+    evt: Queue,
     interrupt: Arc<Interrupt>,
 }
+
+/// VIRTIO_VSOCK_EVENT_TRANSPORT_RESET.
+const EVENT_TRANSPORT_RESET: u32 = 0;
 
 /// The vsock device.
 pub struct Vsock {
@@ -59,6 +64,8 @@ pub struct Vsock {
     active: Option<Active>,
     muxer: Muxer,
     reset_pending: bool,
+    /// A transport-reset event waits for an event buffer from the driver.
+    tell_reset: bool,
     /// Chains taken per wake-up and queue (a queue's worth): then the event loop serves the
     /// rest of the VM, and the queue's own event brings the device back.
     budget: usize,
@@ -90,6 +97,7 @@ impl Vsock {
             active: None,
             muxer: Muxer::new(cid, &uds_path)?,
             reset_pending: false,
+            tell_reset: false,
             budget: usize::from(QUEUE_SIZE),
         })
     }
@@ -220,6 +228,7 @@ impl Vsock {
             }
             t if t == EVT as u32 => {
                 let _ = self.queue_evts[EVT].read();
+                self.send_transport_reset();
             }
             TOKEN_LISTENER => self.muxer.accept(reg),
             t => self.muxer.stream_event(t, events, reg),
@@ -256,10 +265,10 @@ impl VirtioDevice for Vsock {
             return Err(ActivateError::QueueCount { expected: 3, got: ctx.queues.len() });
         }
         let mut q = ctx.queues.into_iter();
-        let (Some(rx), Some(tx)) = (q.next(), q.next()) else {
+        let (Some(rx), Some(tx), Some(evt)) = (q.next(), q.next(), q.next()) else {
             return Err(ActivateError::QueueCount { expected: 3, got: 0 });
         };
-        self.active = Some(Active { mem: ctx.mem, rx, tx, interrupt: ctx.interrupt });
+        self.active = Some(Active { mem: ctx.mem, rx, tx, evt, interrupt: ctx.interrupt });
         // Wake the event loop: packets may be waiting for the guest already.
         let _ = self.queue_evts[RX].write(1);
         Ok(())
@@ -271,9 +280,45 @@ impl VirtioDevice for Vsock {
 
     fn reset(&mut self) {
         self.active = None;
+        self.tell_reset = false;
         // Connections are closed from the event loop, which owns their registrations.
         self.reset_pending = true;
         let _ = self.queue_evts[RX].write(1);
+    }
+
+    /// (The host's connections are not kept: a restored guest is told they are gone.)
+    fn queue_states(&self) -> Vec<super::QueueState> {
+        self.active.iter().flat_map(|a| [a.rx.state(), a.tx.state(), a.evt.state()]).collect()
+    }
+
+    fn restored(&mut self) {
+        self.tell_reset = true;
+        self.send_transport_reset();
+    }
+}
+
+impl Vsock {
+    /// Puts the pending transport-reset event into the driver's next event buffer (if it has
+    /// one; otherwise when it gives one).
+    fn send_transport_reset(&mut self) {
+        if !self.tell_reset {
+            return;
+        }
+        let Some(a) = self.active.as_mut() else { return };
+        let mem = a.mem.clone();
+        let Some(chain) = a.evt.pop_descriptor_chain(&mem) else { return };
+        let head = chain.head_index();
+        let written = match chain.writer(&mem) {
+            Ok(mut w) if w.available_bytes() >= 4 => {
+                std::io::Write::write_all(&mut w, &EVENT_TRANSPORT_RESET.to_le_bytes()).is_ok()
+            }
+            _ => false,
+        };
+        let _ = a.evt.add_used(&mem, head, if written { 4 } else { 0 });
+        let _ = a.interrupt.signal_used_queue();
+        if written {
+            self.tell_reset = false;
+        }
     }
 }
 
