@@ -303,3 +303,108 @@ fn free_page_reporting_gives_freed_guest_memory_back() {
     assert_eq!(agent.read_file("/tmp/again").unwrap(), chunk);
     shutdown_clean(vm, agent);
 }
+
+/// A Linux guest paused and snapshotted, then restored twice at once in new VMM processes
+/// with other sockets: each clone has the guest's files and goes on with its clock moved on
+/// by the time between; the agent answers on the new vsock socket (the guest was told its
+/// connections were gone, and listens again); the memory file is never written.
+#[test]
+fn snapshot_and_restore_of_a_running_guest() {
+    use ironpod_pods::vmm_api;
+    let _watchdog = require_linux_kvm();
+    let mut s = spec();
+    s.jail = false; // snapshot files where the test can see them
+    s.spare_disks = 1; // the control socket
+    s.memory_mib = 128;
+    let (vm, mut agent) = boot(&s);
+    agent.write_file("/run/marker", b"written before the snapshot").unwrap();
+    let uptime = |a: &mut ironpod_pods::agent_client::AgentClient| -> f64 {
+        let text = String::from_utf8(a.read_file("/proc/uptime").unwrap()).unwrap();
+        text.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    let up_before = uptime(&mut agent);
+    let dir = tempfile::tempdir().unwrap();
+    let (state, mem) = (dir.path().join("vm.state"), dir.path().join("vm.mem"));
+    let t = Instant::now();
+    vmm_api::pause(&vm.api_path()).unwrap();
+    vmm_api::snapshot(&vm.api_path(), &state, &mem).unwrap();
+    println!(
+        "paused and snapshotted in {:?}: state {} bytes, memory {} MiB sparse",
+        t.elapsed(),
+        std::fs::metadata(&state).unwrap().len(),
+        std::fs::metadata(&mem).unwrap().len() >> 20
+    );
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(vm.dir().join("vm.json")).unwrap()).unwrap();
+    drop(agent);
+    drop(vm);
+    // What the clones must not change: the file's time and its first 32 MiB (the kernel,
+    // the page tables, the early allocations: pages every clone writes to).
+    let fingerprint = || {
+        use sha2::Digest;
+        use std::io::Read;
+        let mut head = vec![0u8; 32 << 20];
+        std::fs::File::open(&mem).unwrap().read_exact(&mut head).unwrap();
+        let meta = std::fs::metadata(&mem).unwrap();
+        (meta.modified().unwrap(), sha2::Sha256::digest(&head).to_vec())
+    };
+    let mem_before = fingerprint();
+    std::thread::sleep(Duration::from_secs(2));
+
+    let clone = |name: &str| {
+        let d = dir.path().join(name);
+        std::fs::create_dir(&d).unwrap();
+        let mut c = config.clone();
+        c["vsock"]["uds_path"] = d.join("v.sock").to_string_lossy().into();
+        c["api_socket"] = d.join("api.sock").to_string_lossy().into();
+        c["serial"] = d.join("console.log").to_string_lossy().into();
+        c["kernel"] = "".into();
+        c["restore"] = serde_json::json!({ "state": state, "memory": mem });
+        std::fs::write(d.join("vm.json"), c.to_string()).unwrap();
+        let child = Command::new(ironpod_pods::assets::vmm_binary())
+            .arg("--config")
+            .arg(d.join("vm.json"))
+            .stderr(std::fs::File::create(d.join("vmm.log")).unwrap())
+            .spawn()
+            .unwrap();
+        (d, child)
+    };
+    let t = Instant::now();
+    let mut clones = vec![clone("a"), clone("b")];
+    for (d, child) in &mut clones {
+        let deadline = Instant::now() + BOOT_TIMEOUT;
+        let mut agent = loop {
+            match ironpod_pods::agent_client::AgentClient::open(
+                &d.join("v.sock"),
+                Duration::from_secs(10),
+            ) {
+                Ok(a) => break a,
+                Err(e) if Instant::now() < deadline => {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        let log = std::fs::read_to_string(d.join("vmm.log")).unwrap_or_default();
+                        panic!("restored VMM ended ({status}): {log}");
+                    }
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => panic!("restored agent never answered: {e}"),
+            }
+        };
+        agent.ping().unwrap();
+        assert_eq!(agent.read_file("/run/marker").unwrap(), b"written before the snapshot");
+        let up = uptime(&mut agent);
+        assert!(up >= up_before + 2.0, "the clock moved on: {up_before} s → {up} s");
+        agent.write_file("/run/mine", d.to_string_lossy().as_bytes()).unwrap();
+        assert_eq!(agent.read_file("/run/mine").unwrap(), d.to_string_lossy().as_bytes());
+        println!(
+            "clone {} answers {:?} after the restores began; uptime {up_before} s → {up} s",
+            d.display(),
+            t.elapsed()
+        );
+    }
+    for (_, child) in &mut clones {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert!(fingerprint() == mem_before, "the clones' writes never reach the memory file");
+}

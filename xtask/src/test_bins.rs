@@ -26,7 +26,7 @@ const MEASURED_SECS: &[(&str, u64)] = &[
     ("ironpod_tests", 1),
     ("cri-bench", 1),
     ("hostile-pod", 1),
-    ("boot", 35),
+    ("boot", 42),
     ("containers", 160),
     ("cri", 75),
     ("flood", 60),

@@ -56,6 +56,21 @@ struct Active {
 /// VIRTIO_VSOCK_EVENT_TRANSPORT_RESET.
 const EVENT_TRANSPORT_RESET: u32 = 0;
 
+/// The transport-reset event after a restore. Until the driver has handled it, host
+/// connections wait in the listener's backlog: a connection the guest accepted before it
+/// handled the reset would be reset with the old ones, silently (a guest resets its sockets
+/// without telling the host), and the host would wait for it forever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ResetNotice {
+    /// Nothing to tell.
+    None,
+    /// The event waits for an event buffer from the driver.
+    Pending,
+    /// The event is in the driver's hands; its next event-queue notification (it refills the
+    /// buffer once it has handled the event) means the guest is ready for new connections.
+    Delivered,
+}
+
 /// The vsock device.
 pub struct Vsock {
     cid: u64,
@@ -64,8 +79,10 @@ pub struct Vsock {
     active: Option<Active>,
     muxer: Muxer,
     reset_pending: bool,
-    /// A transport-reset event waits for an event buffer from the driver.
-    tell_reset: bool,
+    /// Where telling a restored guest that its connections are gone stands.
+    reset: ResetNotice,
+    /// The host listener is watched by the event loop (not while a reset notice is out).
+    listening: bool,
     /// Chains taken per wake-up and queue (a queue's worth): then the event loop serves the
     /// rest of the VM, and the queue's own event brings the device back.
     budget: usize,
@@ -97,7 +114,8 @@ impl Vsock {
             active: None,
             muxer: Muxer::new(cid, &uds_path)?,
             reset_pending: false,
-            tell_reset: false,
+            reset: ResetNotice::None,
+            listening: false,
             budget: usize::from(QUEUE_SIZE),
         })
     }
@@ -228,12 +246,35 @@ impl Vsock {
             }
             t if t == EVT as u32 => {
                 let _ = self.queue_evts[EVT].read();
-                self.send_transport_reset();
+                match self.reset {
+                    ResetNotice::Pending => self.send_transport_reset(),
+                    // Handled: host connections may reach the guest again (below).
+                    ResetNotice::Delivered => self.reset = ResetNotice::None,
+                    ResetNotice::None => {}
+                }
             }
-            TOKEN_LISTENER => self.muxer.accept(reg),
+            TOKEN_LISTENER => {
+                if self.reset == ResetNotice::None {
+                    self.muxer.accept(reg);
+                } else if self.listening {
+                    // Connections wait in the backlog until the guest handled the reset.
+                    reg.remove(self.muxer.listener_fd(), TOKEN_LISTENER, EventSet::IN);
+                    self.listening = false;
+                }
+            }
             t => self.muxer.stream_event(t, events, reg),
         }
+        if !self.listening && self.reset == ResetNotice::None {
+            self.listen(reg);
+            self.muxer.accept(reg);
+        }
         self.process_rx(reg);
+    }
+
+    /// Watches the host listener.
+    fn listen(&mut self, reg: &mut dyn Registrar) {
+        reg.add(self.muxer.listener_fd(), TOKEN_LISTENER, EventSet::IN);
+        self.listening = true;
     }
 }
 
@@ -280,7 +321,7 @@ impl VirtioDevice for Vsock {
 
     fn reset(&mut self) {
         self.active = None;
-        self.tell_reset = false;
+        self.reset = ResetNotice::None;
         // Connections are closed from the event loop, which owns their registrations.
         self.reset_pending = true;
         let _ = self.queue_evts[RX].write(1);
@@ -292,7 +333,7 @@ impl VirtioDevice for Vsock {
     }
 
     fn restored(&mut self) {
-        self.tell_reset = true;
+        self.reset = ResetNotice::Pending;
         self.send_transport_reset();
     }
 }
@@ -301,7 +342,7 @@ impl Vsock {
     /// Puts the pending transport-reset event into the driver's next event buffer (if it has
     /// one; otherwise when it gives one).
     fn send_transport_reset(&mut self) {
-        if !self.tell_reset {
+        if self.reset != ResetNotice::Pending {
             return;
         }
         let Some(a) = self.active.as_mut() else { return };
@@ -317,7 +358,7 @@ impl Vsock {
         let _ = a.evt.add_used(&mem, head, if written { 4 } else { 0 });
         let _ = a.interrupt.signal_used_queue();
         if written {
-            self.tell_reset = false;
+            self.reset = ResetNotice::Delivered;
         }
     }
 }
@@ -334,10 +375,9 @@ impl MutEventSubscriber for Vsock {
                 eprintln!("ironpod-vmm: vsock: cannot watch queue {i}: {err:?}");
             }
         }
-        if let Err(err) =
-            ops.add(Events::with_data_raw(self.muxer.listener_fd(), TOKEN_LISTENER, EventSet::IN))
-        {
-            eprintln!("ironpod-vmm: vsock: cannot watch the listener: {err:?}");
+        if self.reset == ResetNotice::None {
+            let mut reg = OpsRegistrar(ops);
+            self.listen(&mut reg);
         }
     }
 }

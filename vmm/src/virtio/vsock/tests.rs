@@ -17,6 +17,7 @@ const GUEST_CID: u64 = 3;
 const RXBUF: u64 = 0x10_0000;
 const RXBUF_SIZE: u32 = 0x2000;
 const TXBUF: u64 = 0x40_0000;
+const EVTBUF: u64 = 0xf0_0000;
 
 #[derive(Default)]
 struct FakeReg {
@@ -36,6 +37,7 @@ struct Rig {
     dev: Vsock,
     rx: TestQueue,
     tx: TestQueue,
+    evt: TestQueue,
     reg: FakeReg,
     rx_seen: u16,
     tx_next_buf: u64,
@@ -57,7 +59,7 @@ impl Rig {
             acked_features: VIRTIO_F_VERSION_1,
         };
         dev.activate(ctx).unwrap();
-        Rig { dev, rx, tx, reg: FakeReg::default(), rx_seen: 0, tx_next_buf: TXBUF, dir }
+        Rig { dev, rx, tx, evt, reg: FakeReg::default(), rx_seen: 0, tx_next_buf: TXBUF, dir }
     }
 
     fn uds(&self) -> std::path::PathBuf {
@@ -188,7 +190,36 @@ fn host_initiated_connection_moves_data_both_ways() {
     host.read_to_end(&mut rest).unwrap();
     assert!(rest.is_empty());
     assert_eq!(r.dev.connection_count(), 0);
-    assert!(r.reg.fds.is_empty(), "no registration leaks");
+    let watched: Vec<u32> = r.reg.fds.keys().copied().collect();
+    assert_eq!(watched, vec![TOKEN_LISTENER], "no registration leaks: only the listener");
+}
+
+#[test]
+fn after_a_restore_host_connections_wait_until_the_guest_handled_the_reset() {
+    let mut r = Rig::new();
+    r.accept(); // the event loop watches the listener
+    r.evt.add_chain(&[(EVTBUF, 8, WRITE)]);
+    r.dev.restored();
+    // The driver gets the transport-reset event (id 0, 4 bytes).
+    assert_eq!(r.evt.used_idx(), 1);
+    assert_eq!(r.evt.used(0).1, 4);
+    assert_eq!(r.evt.read(EVTBUF, 4), 0u32.to_le_bytes());
+    // A host connection now waits: nothing reaches the guest.
+    let mut host = UnixStream::connect(r.uds()).unwrap();
+    host.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    host.write_all(b"CONNECT 1024\n").unwrap();
+    r.give_rx(4);
+    r.accept();
+    r.run_rx();
+    assert!(r.take_rx().is_empty(), "a connection reached the guest before it handled the reset");
+    assert!(!r.reg.fds.contains_key(&TOKEN_LISTENER), "the listener is not watched meanwhile");
+    // The driver handled the event and gives its buffer back: the connection goes through.
+    r.evt.add_chain(&[(EVTBUF, 8, WRITE)]);
+    r.dev.handle(EVT as u32, EventSet::IN, &mut r.reg);
+    let pkts = r.take_rx();
+    assert_eq!(pkts.len(), 1, "{pkts:?}");
+    assert_eq!((pkts[0].0.op, pkts[0].0.dst_port), (op::REQUEST, 1024));
+    assert_eq!(r.evt.used_idx(), 1, "one event only");
 }
 
 #[test]
