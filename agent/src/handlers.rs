@@ -82,6 +82,9 @@ pub fn handle(body: RequestBody) -> Result<ResponseBody> {
         RequestBody::DeleteContainer { container, discard_changes } => {
             container::runtime().delete(&container, discard_changes).map(|()| ResponseBody::Done)
         }
+        RequestBody::Restored { entropy, unix_time_ns } => {
+            crate::reseed::restored(&entropy, unix_time_ns).map(|()| ResponseBody::Done)
+        }
         RequestBody::Shutdown | RequestBody::OpenStdio { .. } | RequestBody::OpenFile { .. } => {
             Err(AgentError::new(ErrorKind::Unsupported, "handled by the session"))
         }

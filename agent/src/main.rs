@@ -15,6 +15,7 @@ mod listener;
 mod log;
 mod net;
 mod reaper;
+mod reseed;
 mod session;
 
 fn usage() -> ! {

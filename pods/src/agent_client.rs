@@ -184,6 +184,25 @@ impl AgentClient {
         }
     }
 
+    /// Tells a guest restored from a snapshot to part from its other clones: fresh host
+    /// entropy for its random generator (reseeded at once) and the host's time of day.
+    pub fn restored(&mut self) -> Result<(), ClientError> {
+        let mut entropy = vec![0u8; ironpod_protocol::RESEED_BYTES];
+        // SAFETY: getrandom(2) writes at most `entropy.len()` bytes into `entropy`.
+        let n = unsafe { libc::getrandom(entropy.as_mut_ptr().cast(), entropy.len(), 0) };
+        if n != entropy.len() as isize {
+            return Err(ClientError::Io(std::io::Error::last_os_error()));
+        }
+        let unix_time_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        match self.call(RequestBody::Restored { entropy, unix_time_ns })? {
+            ResponseBody::Done => Ok(()),
+            other => Err(ClientError::Protocol(format!("bad restored reply {other:?}"))),
+        }
+    }
+
     /// Facts about the guest.
     pub fn info(&mut self) -> Result<GuestInfo, ClientError> {
         match self.call(RequestBody::Info)? {

@@ -177,6 +177,17 @@ pub enum RequestBody {
         /// The disk's serial.
         serial: String,
     },
+    /// The VM was restored from a snapshot (a clone of it may run elsewhere): the agent mixes
+    /// `entropy` from the host into the kernel's pool and forces a reseed of its generator, so
+    /// that this clone's random numbers part from every other clone's, and sets the time of
+    /// day to the host's when the guest's is off by more than half a second.
+    Restored {
+        /// Fresh random bytes from the host ([`RESEED_BYTES`] of them).
+        #[serde(with = "b64")]
+        entropy: Vec<u8>,
+        /// The host's time of day, nanoseconds since the Unix epoch.
+        unix_time_ns: u64,
+    },
     /// Kills every process of the container, unmounts its root and removes its cgroup.
     /// Its upper layer stays on the writable disk unless `discard_changes`.
     DeleteContainer {
@@ -187,6 +198,9 @@ pub enum RequestBody {
         discard_changes: bool,
     },
 }
+
+/// Bytes of host entropy a [`RequestBody::Restored`] carries.
+pub const RESEED_BYTES: usize = 64;
 
 /// Largest [`RequestBody::ReadFile`] answer.
 pub const MAX_READ: u32 = 512 * 1024;

@@ -307,7 +307,8 @@ fn free_page_reporting_gives_freed_guest_memory_back() {
 /// A Linux guest paused and snapshotted, then restored twice at once in new VMM processes
 /// with other sockets: each clone has the guest's files and goes on with its clock moved on
 /// by the time between; the agent answers on the new vsock socket (the guest was told its
-/// connections were gone, and listens again); the memory file is never written.
+/// connections were gone, and listens again); reseeded with host entropy, the clones' random
+/// numbers differ; the memory file is never written.
 #[test]
 fn snapshot_and_restore_of_a_running_guest() {
     use ironpod_pods::vmm_api;
@@ -370,6 +371,7 @@ fn snapshot_and_restore_of_a_running_guest() {
         (d, child)
     };
     let t = Instant::now();
+    let mut randomness = Vec::new();
     let mut clones = vec![clone("a"), clone("b")];
     for (d, child) in &mut clones {
         let deadline = Instant::now() + BOOT_TIMEOUT;
@@ -391,6 +393,13 @@ fn snapshot_and_restore_of_a_running_guest() {
             }
         };
         agent.ping().unwrap();
+        agent.restored().unwrap();
+        let uuid = agent.read_file("/proc/sys/kernel/random/uuid").unwrap();
+        let mut bytes = Vec::new();
+        for _ in 0..4 {
+            bytes.extend(agent.read_file("/proc/sys/kernel/random/uuid").unwrap());
+        }
+        randomness.push((uuid, bytes));
         assert_eq!(agent.read_file("/run/marker").unwrap(), b"written before the snapshot");
         let up = uptime(&mut agent);
         assert!(up >= up_before + 2.0, "the clock moved on: {up_before} s → {up} s");
@@ -406,5 +415,9 @@ fn snapshot_and_restore_of_a_running_guest() {
         let _ = child.kill();
         let _ = child.wait();
     }
+    // Reseeded from the host, the clones' generators part: no UUID in common.
+    let (a, b) = (&randomness[0], &randomness[1]);
+    assert_ne!(a.0, b.0, "two clones gave the same UUID");
+    assert_ne!(a.1, b.1);
     assert!(fingerprint() == mem_before, "the clones' writes never reach the memory file");
 }
