@@ -90,7 +90,7 @@ mod tests {
         // _IOC(dir, type, nr, size) = dir << 30 | size << 16 | type << 8 | nr
         let ioc =
             |dir: u64, nr: u64, size: u64| (dir << 30) | (size << 16) | ((b'R' as u64) << 8) | nr;
-        assert_eq!(RNDADDENTROPY as u64, ioc(1, 0x03, 8));
-        assert_eq!(RNDRESEEDCRNG as u64, ioc(0, 0x07, 0));
+        assert_eq!(RNDADDENTROPY, ioc(1, 0x03, 8));
+        assert_eq!(RNDRESEEDCRNG, ioc(0, 0x07, 0));
     }
 }
