@@ -117,6 +117,25 @@ pub fn guest_memory(size: u64, shared: bool) -> Result<GuestMemoryMmap, String> 
     map_ranges(&ranges, file.as_ref().map(|f| (f, false)), 0)
 }
 
+/// Gives KVM the guest RAM `mem`, one memory slot per range. The mappings live as long as
+/// the process (see the module's comment), so as long as the VM.
+pub fn register(vm: &kvm_ioctls::VmFd, mem: &GuestMemoryMmap) -> Result<(), kvm_ioctls::Error> {
+    use vm_memory::{Address, GuestMemoryBackend, GuestMemoryRegion};
+    for (slot, region) in mem.iter().enumerate() {
+        let r = kvm_bindings::kvm_userspace_memory_region {
+            slot: slot as u32,
+            flags: 0,
+            guest_phys_addr: region.start_addr().raw_value(),
+            memory_size: region.len(),
+            userspace_addr: region.as_ptr() as u64,
+        };
+        // SAFETY: the region is a live mapping that is never unmapped (guest RAM lives as
+        // long as the process); the ranges do not overlap.
+        unsafe { vm.set_user_memory_region(r) }?;
+    }
+    Ok(())
+}
+
 /// Guest RAM of `size` bytes mapped private from `file` (a snapshot's memory file), its
 /// ranges one after the other from `offset`: copy on write.
 pub fn guest_memory_from_file(

@@ -6,12 +6,10 @@ use std::sync::mpsc::{channel, Receiver};
 use std::sync::{Arc, Mutex};
 
 use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
-use kvm_bindings::{
-    kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
-};
+use kvm_bindings::{kvm_pit_config, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::{Cap, IoEventAddress, Kvm, VmFd};
 use linux_loader::loader::Cmdline;
-use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
+use vm_memory::GuestAddress;
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -250,18 +248,7 @@ impl Vm {
             _ => crate::memory::guest_memory(size, config.shared_memory)
                 .map_err(|reason| VmmError::Memory { mib: config.memory_mib, reason })?,
         };
-        for (slot, region) in mem.iter().enumerate() {
-            let r = kvm_userspace_memory_region {
-                slot: slot as u32,
-                flags: 0,
-                guest_phys_addr: region.start_addr().raw_value(),
-                memory_size: region.len(),
-                userspace_addr: region.as_ptr() as u64,
-            };
-            // SAFETY: the region is a live mapping owned by `mem`, which the Vm keeps alive
-            // for as long as the VM fd exists; the ranges do not overlap.
-            unsafe { vm.set_user_memory_region(r) }.map_err(kvm_call("set memory region"))?;
-        }
+        crate::memory::register(&vm, &mem).map_err(kvm_call("set memory region"))?;
         vm.set_identity_map_address(layout::KVM_IDENTITY_MAP_ADDRESS)
             .map_err(kvm_call("set identity map address"))?;
         vm.set_tss_address(layout::KVM_TSS_ADDRESS as usize)

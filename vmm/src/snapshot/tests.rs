@@ -2,10 +2,10 @@
 //! VM with a copy of its memory: the copy goes on from the instruction after the first write.
 //! Runs on any KVM (tiny guests need no Linux).
 
-use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_PIT_SPEAKER_DUMMY};
+use kvm_bindings::{kvm_pit_config, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use linux_loader::loader::Cmdline;
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
+use vm_memory::{Bytes, GuestAddress};
 
 use super::kvm_state::{check_xsave_size, msrs_to_save, VcpuState, VmState};
 use crate::arch::{boot, cpuid, layout, regs};
@@ -18,18 +18,7 @@ const MEM: u64 = 16 << 20;
 fn new_vm(kvm: &Kvm) -> (VmFd, GuestMemoryMmap) {
     let vm = kvm.create_vm().unwrap();
     let mem = crate::memory::guest_memory(MEM, false).unwrap();
-    for (slot, region) in mem.iter().enumerate() {
-        let r = kvm_userspace_memory_region {
-            slot: slot as u32,
-            flags: 0,
-            guest_phys_addr: region.start_addr().raw_value(),
-            memory_size: region.len(),
-            userspace_addr: region.as_ptr() as u64,
-        };
-        // SAFETY: the region is a live mapping owned by `mem`, which the test keeps alive
-        // with the VM; the ranges do not overlap.
-        unsafe { vm.set_user_memory_region(r) }.unwrap();
-    }
+    crate::memory::register(&vm, &mem).unwrap();
     vm.set_identity_map_address(layout::KVM_IDENTITY_MAP_ADDRESS).unwrap();
     vm.set_tss_address(layout::KVM_TSS_ADDRESS as usize).unwrap();
     vm.create_irq_chip().unwrap();
