@@ -317,6 +317,7 @@ mod tests {
         let expected: std::collections::HashMap<&str, u64> = [
             ("KVM_RUN", ioc(none, 0x80, 0)),
             ("KVM_CHECK_EXTENSION", ioc(none, 0x03, 0)),
+            ("KVM_GET_MSR_INDEX_LIST", ioc(rw, 0x02, size_of::<kvm_msr_list>())),
             ("KVM_GET_TSC_KHZ", ioc(none, 0xa3, 0)),
             ("KVM_GET_REGS", ioc(r, 0x81, size_of::<kvm_regs>())),
             ("KVM_GET_SREGS", ioc(r, 0x83, size_of::<kvm_sregs>())),

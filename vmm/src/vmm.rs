@@ -153,7 +153,7 @@ type Subscriber = Arc<Mutex<dyn MutEventSubscriber + Send>>;
 
 /// A VM ready to run.
 pub struct Vm {
-    _kvm: Kvm,
+    _kvm: Arc<Kvm>,
     vm: Arc<VmFd>,
     mem: GuestMemoryMmap,
     pio: Bus,
@@ -265,7 +265,7 @@ impl Vm {
                 .map_err(|e| VmmError::Cmdline(e.to_string()))?;
         }
         let mut vmm = Vm {
-            _kvm: kvm,
+            _kvm: Arc::new(kvm),
             vm,
             mem,
             pio: Bus::new(),
@@ -471,7 +471,6 @@ impl Vm {
         let pio = Arc::new(std::mem::take(&mut self.pio));
         let mmio = Arc::new(std::mem::take(&mut self.mmio));
         let mut vcpus = Vec::new();
-        let mut msrs = Vec::new();
         for i in 0..self.config.vcpus {
             let fd = self.vm.create_vcpu(i as u64).map_err(kvm_call("create vCPU"))?;
             match (&restored, entry) {
@@ -495,11 +494,6 @@ impl Vm {
                         regs::setup_regs(&fd, entry)?;
                     }
                 }
-            }
-            // Asked of KVM only where snapshots can be asked for (through the API).
-            if i == 0 && self.config.api_socket.is_some() {
-                msrs = kvm_state::msrs_to_save(&self._kvm, &fd)
-                    .map_err(|e| VmmError::Host(format!("MSRs to save: {e}")))?;
             }
             vcpus.push(Vcpu::new(fd, i, pio.clone(), mmio.clone()));
         }
@@ -558,7 +552,7 @@ impl Vm {
                     vm: Box::new(VmController {
                         vcpus: handles,
                         paused: false,
-                        msrs,
+                        kvm: self._kvm.clone(),
                         vm: self.vm.clone(),
                         mem: self.mem.clone(),
                         transports: self.transports.clone(),
@@ -602,8 +596,8 @@ impl Vm {
 struct VmController {
     vcpus: Vec<crate::vcpu::VcpuHandle>,
     paused: bool,
-    /// The MSRs a vCPU's state includes.
-    msrs: Vec<u32>,
+    /// Asked for the MSRs worth saving, at snapshot time (not on every VM's start).
+    kvm: Arc<Kvm>,
     vm: Arc<VmFd>,
     mem: GuestMemoryMmap,
     transports: Vec<Arc<Mutex<mmio::MmioTransport>>>,
@@ -615,9 +609,10 @@ impl VmController {
     /// The paused VM's state (everything but its memory).
     fn state(&self) -> Result<(VmSnapshotParts, kvm_state::VmState), String> {
         kvm_state::check_xsave_size(&self.vm).map_err(|e| e.to_string())?;
+        let msrs = kvm_state::msr_index_list(&self.kvm).map_err(|e| e.to_string())?;
         let mut vcpus = Vec::with_capacity(self.vcpus.len());
         for v in &self.vcpus {
-            vcpus.push(v.save(&self.msrs).map_err(|e| e.to_string())?);
+            vcpus.push(v.save(&msrs).map_err(|e| e.to_string())?);
         }
         let mut devices = Vec::with_capacity(self.transports.len());
         for (i, t) in self.transports.iter().enumerate() {

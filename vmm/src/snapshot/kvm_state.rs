@@ -50,12 +50,16 @@ const MSR_BATCH: usize = 64;
 /// IA32_TSC_DEADLINE: restored after IA32_TSC, or the deadline is relative to a wrong TSC.
 const MSR_IA32_TSC_DEADLINE: u32 = 0x6e0;
 
-/// The MSRs worth saving on this host: KVM's list of MSRs to save, those it can read.
-pub fn msrs_to_save(hv: &Kvm, vcpu: &VcpuFd) -> Result<Vec<u32>, KvmStateError> {
-    let list = hv.get_msr_index_list().map_err(kvm("get MSR index list"))?;
+/// KVM's list of the MSRs worth saving on this host.
+pub fn msr_index_list(hv: &Kvm) -> Result<Vec<u32>, KvmStateError> {
+    Ok(hv.get_msr_index_list().map_err(kvm("get MSR index list"))?.as_slice().to_vec())
+}
+
+/// Of `list`, the MSRs this vCPU can read, in restore order (the TSC deadline last).
+fn readable_msrs(list: &[u32], vcpu: &VcpuFd) -> Result<Vec<u32>, KvmStateError> {
     let mut readable = Vec::new();
     // KVM stops at the first MSR it cannot read: probe one by one where a batch fails.
-    for chunk in list.as_slice().chunks(MSR_BATCH) {
+    for chunk in list.chunks(MSR_BATCH) {
         let entries: Vec<kvm_msr_entry> =
             chunk.iter().map(|&index| kvm_msr_entry { index, ..Default::default() }).collect();
         let mut msrs = Msrs::from_entries(&entries).map_err(|_| KvmStateError::TooMany("MSRs"))?;
@@ -105,8 +109,10 @@ pub struct VcpuState {
 }
 
 impl VcpuState {
-    /// Reads the state of a vCPU that is not running (outside KVM_RUN).
+    /// Reads the state of a vCPU that is not running (outside KVM_RUN): its registers, and
+    /// of the MSRs in `msr_list` ([`msr_index_list`]) those it can read.
     pub fn save(vcpu: &VcpuFd, msr_list: &[u32]) -> Result<Self, KvmStateError> {
+        let msr_list = readable_msrs(msr_list, vcpu)?;
         let cpuid = vcpu
             .get_cpuid2(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
             .map_err(kvm("get CPUID"))?
