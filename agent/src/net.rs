@@ -26,6 +26,21 @@ pub fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), AgentError> {
     Ok((addr, prefix))
 }
 
+/// `aa:bb:cc:dd:ee:ff` → bytes; a card's own address is unicast and not all zeroes.
+fn parse_mac(s: &str) -> Result<[u8; 6], AgentError> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let mut mac = [0u8; 6];
+    let ok = parts.len() == 6
+        && mac
+            .iter_mut()
+            .zip(&parts)
+            .all(|(m, p)| p.len() == 2 && u8::from_str_radix(p, 16).map(|v| *m = v).is_ok());
+    if !ok || mac[0] & 1 != 0 || mac == [0; 6] {
+        return Err(bad(format!("bad MAC address {s:?}")));
+    }
+    Ok(mac)
+}
+
 fn netmask(prefix: u8) -> Ipv4Addr {
     Ipv4Addr::from(if prefix == 0 { 0 } else { u32::MAX << (32 - prefix as u32) })
 }
@@ -104,6 +119,18 @@ impl Ioctl {
         self.call(op, &mut r, what, ifname)
     }
 
+    fn set_mac(&self, ifname: &str, mac: [u8; 6]) -> Result<(), AgentError> {
+        let mut r = Self::req(ifname)?;
+        // SAFETY: sockaddr is plain old data; all zeroes is a valid value.
+        let mut a: libc::sockaddr = unsafe { std::mem::zeroed() };
+        a.sa_family = libc::ARPHRD_ETHER;
+        for (d, s) in a.sa_data.iter_mut().zip(mac) {
+            *d = s as libc::c_char;
+        }
+        r.ifr_ifru.ifru_hwaddr = a;
+        self.call(libc::SIOCSIFHWADDR, &mut r, "set the MAC address of", ifname)
+    }
+
     fn set_mtu(&self, ifname: &str, mtu: u16) -> Result<(), AgentError> {
         let mut r = Self::req(ifname)?;
         r.ifr_ifru.ifru_mtu = mtu as libc::c_int;
@@ -158,14 +185,25 @@ pub fn configure(cfg: &NetworkConfig) -> Result<(), AgentError> {
         if i.mtu < 68 {
             return Err(bad(format!("MTU {} is below 68", i.mtu)));
         }
-        plan.push((interface_with_mac(&i.mac)?, addr, prefix, i.mtu));
+        let mac = parse_mac(&i.mac)?;
+        let ifname = match &i.replaces {
+            None => interface_with_mac(&i.mac)?,
+            Some(now) => {
+                parse_mac(now)?;
+                interface_with_mac(now)?
+            }
+        };
+        plan.push((ifname, addr, prefix, i.mtu, i.replaces.is_some().then_some(mac)));
     }
     let gw = match &cfg.gateway {
         Some(g) => Some(g.parse::<Ipv4Addr>().map_err(|_| bad(format!("bad gateway {g:?}")))?),
         None => None,
     };
     let io = Ioctl::new()?;
-    for (ifname, addr, prefix, mtu) in &plan {
+    for (ifname, addr, prefix, mtu, mac) in &plan {
+        if let Some(mac) = mac {
+            io.set_mac(ifname, *mac)?;
+        }
         io.set_mtu(ifname, *mtu)?;
         io.set_addr(libc::SIOCSIFADDR, ifname, *addr, "set the address of")?;
         io.set_addr(libc::SIOCSIFNETMASK, ifname, netmask(*prefix), "set the netmask of")?;
@@ -180,6 +218,21 @@ pub fn configure(cfg: &NetworkConfig) -> Result<(), AgentError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mac_addresses() {
+        assert_eq!(parse_mac("02:0a:ff:00:01:02").unwrap(), [2, 10, 255, 0, 1, 2]);
+        for bad in [
+            "",
+            "02:00:00:00:00",
+            "01:00:00:00:00:01",
+            "00:00:00:00:00:00",
+            "02:0g:00:00:00:00",
+            "2:00:00:00:00:000",
+        ] {
+            assert!(parse_mac(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn cidrs_and_masks() {

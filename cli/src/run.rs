@@ -118,6 +118,10 @@ pub struct RunArgs {
     /// When to pull the image.
     #[arg(long, value_enum, default_value = "missing")]
     pull: PullPolicy,
+    /// Boot the pod's VM instead of restoring it from the pod template of its size (also:
+    /// IRONPOD_NO_TEMPLATE=1). Pods with volumes always boot.
+    #[arg(long = "no-template")]
+    no_template: bool,
     /// Image.
     image: String,
     /// Command and arguments (replace the image's Cmd).
@@ -253,7 +257,8 @@ pub fn run(root: &Path, a: RunArgs) -> Result<i32, Failure> {
     // Host directories are made (and named volumes created) now: the monitor starts their
     // server with the VMM.
     let volumes = ironpod_volumes::resolve(root, &opts.volumes).map_err(|e| rt(e.to_string()))?;
-    let shape = pod_shape(&opts, volumes);
+    let mut shape = pod_shape(&opts, volumes);
+    shape.template &= !a.no_template;
     let mut monitor =
         MonitorHandle::spawn(root, &id, &shape, !a.detach).map_err(|e| rt(e.to_string()))?;
     tracing::debug!("monitor spawned");

@@ -109,6 +109,7 @@ impl PodNetwork {
                 mac: self.tap.mac.clone(),
                 address: format!("{}/{}", self.address, self.prefix),
                 mtu: self.tap.mtu,
+                replaces: None,
             }],
             // An internal network leads nowhere: without a default route, connections out
             // fail at once ("Network unreachable") instead of timing out.

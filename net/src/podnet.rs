@@ -61,6 +61,7 @@ impl GuestNic {
                     mac: self.mac.clone(),
                     address: format!("{a}/{p}"),
                     mtu: self.mtu,
+                    replaces: None,
                 })
                 .into_iter()
                 .collect(),

@@ -48,13 +48,18 @@ pub struct PodShape {
     /// The container's volumes (host directories, in the order of its `-v` options), shared
     /// with the VM through virtio-fs; their server starts with the VMM.
     pub volumes: Vec<HostDir>,
+    /// Restore the VM from the pod template of its size ([`crate::template`]) instead of
+    /// booting it. Pods with volumes boot cold (a restored VM's memory cannot be shared with
+    /// a virtio-fs server).
+    pub template: bool,
 }
 
 /// The pod's shape for a container's options and its volumes' host directories.
 pub fn pod_shape(o: &RunOptions, volumes: Vec<HostDir>) -> PodShape {
     let (vcpus, memory_mib) = vm_size(o);
     let network = o.network_name().map(str::to_string);
-    PodShape { vcpus, memory_mib, cpus: o.cpus, network, volumes }
+    let template = volumes.is_empty() && !crate::template::disabled_by_env();
+    PodShape { vcpus, memory_mib, cpus: o.cpus, network, volumes, template }
 }
 
 /// The VM's size for a container's options.

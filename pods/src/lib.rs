@@ -28,6 +28,7 @@ pub mod pod;
 pub mod seccomp;
 pub mod spawn;
 pub mod spec;
+pub mod template;
 pub mod vm;
 pub mod vmm_api;
 

@@ -126,6 +126,9 @@ fn exec_monitor(
     if let Some(n) = &shape.network {
         cmd.arg("--network").arg(n);
     }
+    if shape.template {
+        cmd.arg("--template");
+    }
     cmd.arg(id);
     if wait_attach {
         cmd.arg("--wait-attach");

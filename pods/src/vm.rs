@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ironpod_protocol::AGENT_VSOCK_PORT;
-use ironpod_vmm::config::{DiskConfig, LateConfig, SerialOutput, VmConfig, VsockConfig};
+use ironpod_vmm::config::{
+    DiskConfig, LateConfig, RestoreConfig, SerialOutput, VmConfig, VsockConfig,
+};
 
 use crate::agent_client::{AgentClient, ClientError};
 use crate::assets::{self, MissingAsset};
@@ -117,6 +119,15 @@ pub struct VmSpec {
     pub cgroup: Option<Arc<PodCgroup>>,
     /// CPU time the VM may use, in CPUs (its own cgroup's cpu limit).
     pub cpus: Option<f64>,
+    /// Empty writable disk slots (see `spare_disks`).
+    pub spare_writable_disks: u8,
+    /// Network cards without a tap, for a restored VM's taps.
+    pub spare_nets: Vec<ironpod_vmm::config::SpareNetConfig>,
+    /// Start from this snapshot (host paths) instead of booting `kernel` and `initrd`.
+    pub restore: Option<RestoreConfig>,
+    /// A directory the VMM may write a snapshot of its VM into ([`RunningVm::snapshot`]):
+    /// a template's VM. Its files may be as large as the guest's memory.
+    pub snapshot_dir: Option<PathBuf>,
 }
 
 impl VmSpec {
@@ -156,6 +167,10 @@ impl VmSpec {
             jail: true,
             cgroup: None,
             cpus: None,
+            spare_writable_disks: 0,
+            spare_nets: Vec::new(),
+            restore: None,
+            snapshot_dir: None,
         })
     }
 }
@@ -193,6 +208,8 @@ pub struct RunningVm {
     attached: Vec<(String, PathBuf)>,
     /// The host cgroup the VMM runs in (removed when its last holder is dropped).
     cgroup: Option<Arc<PodCgroup>>,
+    /// Where the VMM writes a snapshot, as it sees it (`VmSpec::snapshot_dir`).
+    snapshot_dir: Option<PathBuf>,
 }
 
 impl RunningVm {
@@ -285,11 +302,13 @@ impl RunningVm {
             true => Path::new("/").join(name),
             false => dir.join(name),
         };
+        let restoring = spec.restore.is_some();
         let mut config = VmConfig {
             vcpus: spec.vcpus,
             memory_mib: spec.memory_mib,
-            kernel: spec.kernel.clone(),
-            initrd: Some(spec.initrd.clone()),
+            // A restored VM's kernel is in its memory file.
+            kernel: if restoring { PathBuf::new() } else { spec.kernel.clone() },
+            initrd: (!restoring).then(|| spec.initrd.clone()),
             cmdline,
             disks: spec.disks.clone(),
             vsock: Some(VsockConfig { cid: GUEST_CID, uds_path: inside("v.sock") }),
@@ -300,15 +319,24 @@ impl RunningVm {
             free_page_reporting: spec.free_page_reporting,
             net: spec.net.clone(),
             spare_disks: spec.spare_disks,
-            api_socket: (spec.spare_disks > 0).then(|| inside(API_SOCKET)),
+            spare_writable_disks: spec.spare_writable_disks,
+            spare_nets: spec.spare_nets.clone(),
+            api_socket: (spec.spare_disks > 0
+                || spec.spare_writable_disks > 0
+                || spec.snapshot_dir.is_some())
+            .then(|| inside(API_SOCKET)),
             shared_memory: spec.shared_memory,
             fs: spec.fs.clone(),
-            restore: None,
+            restore: spec.restore.clone(),
         };
         let mut stdout = None;
         let binary = assets::vmm_binary();
+        let mut snapshot_dir = spec.snapshot_dir.clone();
         if let Some(jail) = &mut jail {
             stdout = jail_config(jail, &mut config, spec.netns.as_deref(), &binary)?;
+            if let Some(d) = &snapshot_dir {
+                snapshot_dir = Some(jail.bind_dir(d, "/snapshot")?);
+            }
         }
         let cfg_path = dir.join("vm.json");
         let text = serde_json::to_vec_pretty(&config)
@@ -343,12 +371,16 @@ impl RunningVm {
         cmd.cgroup(cg_dir, cg_procs);
         let spawned = match &jail {
             Some(jail) => {
-                let max_file = config
+                let mut max_file = config
                     .disks
                     .iter()
                     .filter_map(|d| fs::metadata(jail.host_path(&d.path)).ok())
                     .map(|m| m.len())
                     .fold(crate::disks::WRITABLE_DISK_BYTES, u64::max);
+                if spec.snapshot_dir.is_some() {
+                    // The memory file: a header page, then the guest's RAM.
+                    max_file = max_file.max((spec.memory_mib << 20) + (1 << 20));
+                }
                 let entry =
                     jail.entry(spec.netns.is_none(), spec.vcpus, max_file, spec.die_with_starter);
                 // SAFETY: `Entry::enter` makes system calls only (see its docs).
@@ -379,6 +411,7 @@ impl RunningVm {
             _parent: parent,
             attached: Vec::new(),
             cgroup,
+            snapshot_dir,
         };
         if let Some(j) = &vm.jail {
             j.record_owner(vm.pid()).map_err(prep(j.root()))?;
@@ -539,6 +572,18 @@ impl RunningVm {
         Ok(())
     }
 
+    /// Pauses the VM and writes its snapshot into `VmSpec::snapshot_dir` (files `state` and
+    /// `memory`, which must not exist); the VM stays paused.
+    pub fn snapshot(&self) -> Result<(), VmError> {
+        let Some(dir) = &self.snapshot_dir else {
+            return Err(VmError::Late("the VM was started without a snapshot directory".into()));
+        };
+        let api = self.api_path();
+        vmm_api::pause(&api)?;
+        vmm_api::snapshot(&api, &dir.join("state"), &dir.join("memory"))?;
+        Ok(())
+    }
+
     /// The network namespace a jailed VMM runs in (`/proc/PID/ns/net`): the one it was given
     /// or a new, empty one.
     pub fn own_netns(&self) -> Option<PathBuf> {
@@ -645,9 +690,16 @@ fn jail_config(
         Err(source) => return Err(VmError::Spawn { binary: binary.to_path_buf(), source }),
     }
     jail.bind(binary, jail::VMM_IN_JAIL, true)?;
-    config.kernel = jail.bind(&config.kernel, "/kernel", true)?;
+    if !config.kernel.as_os_str().is_empty() {
+        config.kernel = jail.bind(&config.kernel, "/kernel", true)?;
+    }
     if let Some(i) = &config.initrd {
         config.initrd = Some(jail.bind(i, "/initrd", true)?);
+    }
+    if let Some(r) = &mut config.restore {
+        // Read-only: every VM restored from it maps the memory file private.
+        r.state = jail.bind(&r.state, "/template.state", true)?;
+        r.memory = jail.bind(&r.memory, "/template.memory", true)?;
     }
     jail.device(Path::new("/dev/kvm"), "/dev/kvm")?;
     for d in &mut config.disks {

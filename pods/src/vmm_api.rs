@@ -51,7 +51,7 @@ fn call_within(socket: &Path, req: &ApiRequest, limit: Duration) -> Result<ApiRe
 
 /// Attaches `disk` (read-only) to a free spare slot; returns the serial the guest sees.
 pub fn attach_disk(socket: &Path, disk: &Path) -> Result<String, VmmApiError> {
-    match call(socket, &ApiRequest::AttachDisk { path: disk.to_path_buf() })? {
+    match call(socket, &ApiRequest::AttachDisk { path: disk.to_path_buf(), read_only: true })? {
         ApiReply::Attached { serial } => Ok(serial),
         other => Err(VmmApiError::Refused(format!("unexpected reply {other:?}"))),
     }

@@ -12,6 +12,11 @@ pub struct NetInterface {
     pub address: String,
     /// MTU.
     pub mtu: u16,
+    /// The MAC address the card has now, when it is not yet `mac`: the card of a VM
+    /// restored from a template keeps the template's address until the agent gives it the
+    /// pod's own (before it brings the card up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<String>,
 }
 
 /// The pod's network configuration.

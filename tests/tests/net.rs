@@ -34,7 +34,12 @@ fn the_guest_answers_on_its_tap_inside_a_test_namespace() {
 
     // Hostile or wrong configurations are refused before anything changes.
     let card = |mac: &str, address: &str| NetworkConfig {
-        interfaces: vec![NetInterface { mac: mac.into(), address: address.into(), mtu: 1500 }],
+        interfaces: vec![NetInterface {
+            mac: mac.into(),
+            address: address.into(),
+            mtu: 1500,
+            replaces: None,
+        }],
         gateway: Some("10.231.0.1".into()),
     };
     for (cfg, kind) in [

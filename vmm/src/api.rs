@@ -1,8 +1,8 @@
 //! The control API: a unix socket through which the VMM's owner changes the running VM.
 //!
 //! One JSON request per line, one JSON reply per line (format in `vmm/README.md`). Today it
-//! attaches and detaches disks on the empty read-only slots the VM was booted with
-//! (`spare_disks`): the guest sees the slot's capacity and serial change through a virtio
+//! attaches and detaches disks on the empty slots the VM was booted with (`spare_disks`,
+//! read-only, and `spare_writable_disks`), pauses, resumes and snapshots it: the guest sees the slot's capacity and serial change through a virtio
 //! configuration-change interrupt — a hot-plug without PCI.
 //!
 //! Everything read from the socket is untrusted: lines are bounded, bad JSON gets an error
@@ -22,6 +22,10 @@ use vmm_sys_util::epoll::EventSet;
 use crate::bus::lock;
 use crate::virtio::blk::Block;
 
+fn read_only_default() -> bool {
+    true
+}
+
 /// Longest request line accepted.
 const MAX_LINE: usize = 64 * 1024;
 /// Most clients connected at once.
@@ -31,11 +35,15 @@ const MAX_CONNS: usize = 16;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum ApiRequest {
-    /// Puts a raw disk file into a free spare slot (read-only). Its serial, as the guest
-    /// reads it, is the file name (at most 20 bytes) and must not be attached already.
+    /// Puts a raw disk file into a free spare slot, read-only unless `read_only` is false
+    /// (then into a writable slot). Its serial, as the guest reads it, is the file name (at
+    /// most 20 bytes) and must not be attached already.
     AttachDisk {
         /// The disk image.
         path: PathBuf,
+        /// Read-only (the default) or writable.
+        #[serde(default = "read_only_default")]
+        read_only: bool,
     },
     /// Empties the spare slot holding the disk with this serial. The guest must have
     /// unmounted it.
@@ -140,28 +148,10 @@ impl DiskSlots {
     pub fn handle(&self, req: ApiRequest) -> ApiReply {
         let err = |message: String| ApiReply::Error { message };
         match req {
-            ApiRequest::AttachDisk { path } => {
-                if !path.is_absolute() {
-                    return err(format!("disk path {} is not absolute", path.display()));
-                }
-                let serial = serial_of(&path);
-                if serial.is_empty() {
-                    return err(format!("disk path {} has no file name", path.display()));
-                }
-                if self.all().any(|b| lock(b).serial().as_deref() == Some(serial.as_str())) {
-                    return err(format!("a disk with serial {serial:?} is already attached"));
-                }
-                let Some(slot) = self.spare.iter().find(|b| lock(b).serial().is_none()) else {
-                    return err(format!(
-                        "no free disk slot (the VM has {} spare slots)",
-                        self.spare.len()
-                    ));
-                };
-                match lock(slot).insert(&path) {
-                    Ok(()) => ApiReply::Attached { serial },
-                    Err(e) => err(e.to_string()),
-                }
-            }
+            ApiRequest::AttachDisk { path, read_only } => match self.attach(&path, read_only) {
+                Ok(serial) => ApiReply::Attached { serial },
+                Err(e) => err(e),
+            },
             ApiRequest::DetachDisk { serial } => {
                 if self.fixed.iter().any(|b| lock(b).serial().as_deref() == Some(&serial)) {
                     return err(format!("disk {serial:?} was given at boot and stays"));
@@ -181,6 +171,31 @@ impl DiskSlots {
                 err("this request is about the VM, not its disks".into())
             }
         }
+    }
+
+    /// Puts the disk at `path` into a free spare slot that is read-only or writable as
+    /// asked; returns its serial.
+    pub fn attach(&self, path: &Path, read_only: bool) -> Result<String, String> {
+        if !path.is_absolute() {
+            return Err(format!("disk path {} is not absolute", path.display()));
+        }
+        let serial = serial_of(path);
+        if serial.is_empty() {
+            return Err(format!("disk path {} has no file name", path.display()));
+        }
+        if self.all().any(|b| lock(b).serial().as_deref() == Some(serial.as_str())) {
+            return Err(format!("a disk with serial {serial:?} is already attached"));
+        }
+        let kind = |b: &Arc<Mutex<Block>>| lock(b).read_only() == read_only;
+        let Some(slot) = self.spare.iter().find(|b| kind(b) && lock(b).serial().is_none()) else {
+            return Err(format!(
+                "no free {} disk slot (the VM has {} such spare slots)",
+                if read_only { "read-only" } else { "writable" },
+                self.spare.iter().filter(|b| kind(b)).count()
+            ));
+        };
+        lock(slot).insert(path).map_err(|e| e.to_string())?;
+        Ok(serial)
     }
 
     fn all(&self) -> impl Iterator<Item = &Arc<Mutex<Block>>> {
@@ -352,7 +367,7 @@ mod tests {
         let reply = handle_line(line.as_bytes(), |r| s.handle(r));
         assert_eq!(reply, ApiReply::Attached { serial: "layer-a.erofs".into() });
         // The same serial twice: refused.
-        let again = s.handle(ApiRequest::AttachDisk { path: a.clone() });
+        let again = s.handle(ApiRequest::AttachDisk { path: a.clone(), read_only: true });
         assert!(matches!(again, ApiReply::Error { ref message } if message.contains("already")));
         assert_eq!(
             s.handle(ApiRequest::ListDisks),
@@ -387,10 +402,11 @@ mod tests {
             std::fs::write(dir.path().join(name), [0u8; 512]).unwrap();
         }
         assert!(matches!(
-            s.handle(ApiRequest::AttachDisk { path: dir.path().join("a.img") }),
+            s.handle(ApiRequest::AttachDisk { path: dir.path().join("a.img"), read_only: true }),
             ApiReply::Attached { .. }
         ));
-        let full = s.handle(ApiRequest::AttachDisk { path: dir.path().join("b.img") });
+        let full =
+            s.handle(ApiRequest::AttachDisk { path: dir.path().join("b.img"), read_only: true });
         assert!(matches!(full, ApiReply::Error { ref message } if message.contains("no free")));
         for bad in [
             &b"not json"[..],

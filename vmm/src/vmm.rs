@@ -20,6 +20,7 @@ use crate::devices::{i8042::I8042, serial};
 use crate::snapshot::kvm_state;
 use crate::snapshot::vm::VmSnapshot;
 use crate::vcpu::{Vcpu, VcpuStop};
+use crate::virtio::net::socket::TapSocket;
 use crate::virtio::{blk::Block, mmio, GuestMemoryMmap, Interrupt, VirtioDevice};
 
 /// Everything that can stop a VM from being built or running.
@@ -167,6 +168,11 @@ pub struct Vm {
     config: VmConfig,
     disks: Vec<Arc<Mutex<Block>>>,
     spare_disks: Vec<Arc<Mutex<Block>>>,
+    /// Network cards without a tap (`spare_nets`).
+    spare_nets: Vec<Arc<Mutex<crate::virtio::net::Net<TapSocket>>>>,
+    /// Disks of a restored VM's late configuration: they go into spare slots once the
+    /// slots' saved state is back (see [`Vm::add_late`]).
+    pending_disks: Vec<crate::config::DiskConfig>,
     /// The virtio devices' transports, in the order of their MMIO windows.
     transports: Vec<Arc<Mutex<mmio::MmioTransport>>>,
     /// The snapshot this VM is restored from.
@@ -185,6 +191,15 @@ fn random_mac() -> std::io::Result<[u8; 6]> {
     }
     mac[0] = 0x02;
     Ok(mac)
+}
+
+/// The MAC address `mac`, or a random one.
+fn card_mac(mac: Option<&str>) -> Result<[u8; 6], VmmError> {
+    match mac {
+        Some(m) => crate::config::parse_mac(m)
+            .ok_or_else(|| VmmError::Device(format!("bad MAC address {m:?}"))),
+        None => random_mac().map_err(|e| VmmError::Host(format!("random MAC: {e}"))),
+    }
 }
 
 fn host_memory_mib() -> Option<u64> {
@@ -279,6 +294,8 @@ impl Vm {
             config,
             disks: Vec::new(),
             spare_disks: Vec::new(),
+            spare_nets: Vec::new(),
+            pending_disks: Vec::new(),
             transports: Vec::new(),
             restored,
         };
@@ -286,15 +303,27 @@ impl Vm {
         for disk in vmm.config.disks.clone() {
             vmm.add_disk(&disk.path, disk.read_only)?;
         }
-        for _ in 0..vmm.config.spare_disks {
+        let (ro, rw) = (vmm.config.spare_disks, vmm.config.spare_writable_disks);
+        for read_only in
+            std::iter::repeat_n(true, ro.into()).chain(std::iter::repeat_n(false, rw.into()))
+        {
             let dev = Arc::new(Mutex::new(
-                Block::empty(true).map_err(|e| VmmError::Device(e.to_string()))?,
+                Block::empty(read_only).map_err(|e| VmmError::Device(e.to_string()))?,
             ));
             vmm.add_virtio(dev.clone())?;
             vmm.spare_disks.push(dev);
         }
         for net in vmm.config.net.clone() {
             vmm.add_net(&net)?;
+        }
+        for spare in vmm.config.spare_nets.clone() {
+            let mac = card_mac(spare.mac.as_deref())?;
+            let socket = TapSocket::empty().map_err(|e| VmmError::Host(e.to_string()))?;
+            let dev = crate::virtio::net::Net::new(socket, mac, spare.mtu)
+                .map_err(|e| VmmError::Device(format!("virtio-net: {e}")))?;
+            let dev = Arc::new(Mutex::new(dev));
+            vmm.add_virtio(dev.clone())?;
+            vmm.spare_nets.push(dev);
         }
         for fs in vmm.config.fs.clone() {
             vmm.add_fs(&fs)?;
@@ -314,8 +343,23 @@ impl Vm {
     }
 
     /// Adds what came after the set-up (`--late-config`): more disks, more command line.
-    /// Called before [`Vm::run`].
+    /// Called before [`Vm::run`]. A restored VM's late configuration fills its spare slots
+    /// instead ([`crate::config::LateConfig::parse`] checked that it fits): taps go into the
+    /// spare cards now, disks into the spare slots once their saved state is back, before
+    /// the guest runs (it learns of them through configuration-change interrupts).
     pub fn add_late(&mut self, late: crate::config::LateConfig) -> Result<(), VmmError> {
+        if self.restored.is_some() {
+            for (net, slot) in late.net.iter().zip(&self.spare_nets) {
+                let tap = open_tap(&net.tap, net.netns.as_deref())
+                    .map_err(|e| VmmError::Device(format!("tap {}: {e}", net.tap)))?;
+                lock(slot)
+                    .backend_mut()
+                    .plug(tap)
+                    .map_err(|e| VmmError::Device(format!("tap {}: {e}", net.tap)))?;
+            }
+            self.pending_disks = late.disks;
+            return Ok(());
+        }
         for disk in late.disks {
             self.add_disk(&disk.path, disk.read_only)?;
             self.config.disks.push(disk);
@@ -337,11 +381,7 @@ impl Vm {
     }
 
     fn add_net(&mut self, net: &crate::config::NetConfig) -> Result<(), VmmError> {
-        let mac = match net.mac.as_deref() {
-            Some(m) => crate::config::parse_mac(m)
-                .ok_or_else(|| VmmError::Device(format!("bad MAC address {m:?}")))?,
-            None => random_mac().map_err(|e| VmmError::Host(format!("random MAC: {e}")))?,
-        };
+        let mac = card_mac(net.mac.as_deref())?;
         let tap = open_tap(&net.tap, net.netns.as_deref())
             .map_err(|e| VmmError::Device(format!("tap {}: {e}", net.tap)))?;
         let dev = crate::virtio::net::Net::new(tap, mac, net.mtu)
@@ -512,6 +552,15 @@ impl Vm {
             }
             for (i, (t, st)) in self.transports.iter().zip(&snap.devices).enumerate() {
                 lock(t).restore_state(st).map_err(|e| restore_err(format!("device {i}: {e}")))?;
+            }
+            let slots = crate::api::DiskSlots {
+                fixed: self.disks.clone(),
+                spare: self.spare_disks.clone(),
+            };
+            for disk in std::mem::take(&mut self.pending_disks) {
+                slots
+                    .attach(&disk.path, disk.read_only)
+                    .map_err(|e| VmmError::Device(format!("disk {}: {e}", disk.path.display())))?;
             }
         }
 

@@ -34,6 +34,7 @@ const MEASURED_SECS: &[(&str, u64)] = &[
     ("network", 45),
     ("pods", 12),
     ("shim", 100),
+    ("templates", 60),
     ("volumes", 25),
 ];
 /// What a test binary not measured yet counts as (host test binaries take seconds).

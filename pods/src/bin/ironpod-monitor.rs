@@ -2,7 +2,7 @@
 //! `ironpod_pods::monitor`). A small binary of its own: it starts fast and stays small
 //! while its pod runs.
 //!
-//! Usage: `ironpod-monitor --root ROOT --ready-fd FD --vcpus N --memory-mib M [--cpus C] [--network NAME] [--wait-attach] CONTAINER_ID`, with the
+//! Usage: `ironpod-monitor --root ROOT --ready-fd FD --vcpus N --memory-mib M [--cpus C] [--network NAME] [--volume[-ro] DIR]... [--template] [--wait-attach] CONTAINER_ID`, with the
 //! launch data (JSON) on stdin.
 
 use std::os::fd::FromRawFd;
@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 fn usage() -> ExitCode {
-    eprintln!("usage: ironpod-monitor --root ROOT --ready-fd FD --vcpus N --memory-mib M [--cpus C] [--network NAME] [--wait-attach] CONTAINER_ID");
+    eprintln!("usage: ironpod-monitor --root ROOT --ready-fd FD --vcpus N --memory-mib M [--cpus C] [--network NAME] [--volume[-ro] DIR]... [--template] [--wait-attach] CONTAINER_ID");
     ExitCode::from(2)
 }
 
@@ -19,13 +19,14 @@ fn main() -> ExitCode {
     let (mut root, mut ready_fd, mut wait_attach, mut id) =
         (None::<PathBuf>, None::<i32>, false, None::<String>);
     let (mut vcpus, mut memory, mut network) = (None::<u8>, None::<u64>, None::<String>);
-    let (mut volumes, mut cpus) = (Vec::new(), None::<f64>);
+    let (mut volumes, mut cpus, mut template) = (Vec::new(), None::<f64>, false);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--root" => root = args.next().map(PathBuf::from),
             "--ready-fd" => ready_fd = args.next().and_then(|v| v.parse().ok()),
             "--wait-attach" => wait_attach = true,
+            "--template" => template = true,
             "--vcpus" => vcpus = args.next().and_then(|v| v.parse().ok()),
             "--memory-mib" => memory = args.next().and_then(|v| v.parse().ok()),
             "--network" => network = args.next(),
@@ -58,7 +59,14 @@ fn main() -> ExitCode {
         ironpod_pods::monitor::run(
             &root,
             &id,
-            &ironpod_pods::launch::PodShape { vcpus, memory_mib: memory, cpus, network, volumes },
+            &ironpod_pods::launch::PodShape {
+                vcpus,
+                memory_mib: memory,
+                cpus,
+                network,
+                volumes,
+                template,
+            },
             wait_attach,
             ready,
         )

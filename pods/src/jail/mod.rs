@@ -234,6 +234,20 @@ impl Jail {
         Ok(PathBuf::from(inside))
     }
 
+    /// Binds the host directory `source`, writable, at `inside` (absolute, in the jail)
+    /// and makes it the VMM user's: where a template's VMM writes its snapshot.
+    pub fn bind_dir(&self, source: &Path, inside: &str) -> Result<PathBuf, JailError> {
+        let target = self.host_path(Path::new(inside));
+        fs::create_dir_all(&target).map_err(step(format!("create {}", target.display())))?;
+        self.give(source)?;
+        let what = || format!("bind {} into the jail", source.display());
+        mount(Some(source), &target, None, libc::MS_BIND, None).map_err(step(what()))?;
+        let flags =
+            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+        mount(None, &target, None, flags, None).map_err(step(what()))?;
+        Ok(PathBuf::from(inside))
+    }
+
     /// Makes at `inside` a character device node like the host's `host` (`/dev/kvm`,
     /// `/dev/net/tun`), owned by the VMM's user and readable and writable by it alone.
     pub fn device(&self, host: &Path, inside: &str) -> Result<(), JailError> {

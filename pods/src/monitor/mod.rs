@@ -27,7 +27,7 @@ use crate::cgroup::{self, Limits, PodCgroup};
 use crate::launch::{Launch, PodShape, Prepared};
 use crate::logs::{LogWriter, Stream};
 use crate::vm::{RunningVm, VmSpec};
-use crate::{paths, pod};
+use crate::{paths, pod, template};
 
 mod clients;
 mod net;
@@ -68,13 +68,34 @@ struct Pod {
     _share: Option<PodShare>,
 }
 
-/// Starts the pod's VMM deferred: it sets the VM up while the caller prepares the disks.
+/// Starts the pod's VMM deferred: it sets the VM up (or restores the pod template of its
+/// size) while the caller prepares the disks. Returns whether it restores a template.
+///
+/// A template that cannot be made (a host whose CPU state the VMM cannot snapshot, a
+/// snapshot that failed) does not fail the pod: it boots, and the monitor's log says why.
 fn start_vm(
+    root: &Path,
     id: &str,
     shape: &PodShape,
     cgroup: Option<Arc<PodCgroup>>,
-) -> Result<RunningVm, ExitReport> {
-    let mut vm_spec = VmSpec::with_defaults().map_err(|e| failure(e.to_string()))?;
+) -> Result<(RunningVm, bool), ExitReport> {
+    let trace = std::env::var_os("IRONPOD_GUEST_TRACE").is_some();
+    let template = match shape.template && !trace {
+        true => match template::get_or_make(root, shape.vcpus, shape.memory_mib) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("ironpod-monitor: {id}: no pod template, the VM boots: {e}");
+                None
+            }
+        },
+        false => None,
+    };
+    let restored = template.is_some();
+    let mut vm_spec = match &template {
+        Some(t) => t.restore_spec(),
+        None => VmSpec::with_defaults(),
+    }
+    .map_err(|e| failure(e.to_string()))?;
     vm_spec.vcpus = shape.vcpus;
     vm_spec.memory_mib = shape.memory_mib;
     vm_spec.cpus = shape.cpus;
@@ -82,15 +103,14 @@ fn start_vm(
     // virtiofsd maps the guest's memory.
     vm_spec.shared_memory = !shape.volumes.is_empty();
     vm_spec.free_page_reporting = true;
-    // Report free blocks from 32 KiB up (the default is 2 MiB blocks, which leaves much of
-    // what the guest freed after boot on the host).
-    vm_spec.cmdline_extra = "page_reporting.page_reporting_order=3".into();
-    if std::env::var_os("IRONPOD_GUEST_TRACE").is_some() {
+    vm_spec.cmdline_extra = template::POD_CMDLINE.into();
+    if trace {
         // The agent writes its steps with timestamps to the console log (diagnostics).
         vm_spec.cmdline_extra.push_str(" ironpod.trace");
     }
-    tracing::info!(%id, "starting the VMM");
-    RunningVm::start_deferred(&vm_spec).map_err(|e| failure(e.to_string()))
+    tracing::info!(%id, restored, "starting the VMM");
+    let vm = RunningVm::start_deferred(&vm_spec).map_err(|e| failure(e.to_string()))?;
+    Ok((vm, restored))
 }
 
 /// Boots the VM with the container's disks, then reads the records, creates the container
@@ -98,7 +118,7 @@ fn start_vm(
 fn boot(
     root: &Path,
     id: &str,
-    mut vm: RunningVm,
+    (mut vm, restored): (RunningVm, bool),
     (launch, pending, share): (&Launch, &mut Option<PendingNetwork>, Option<PodShare>),
     sh: &Arc<Shared>,
     log: &Arc<Mutex<Option<LogWriter>>>,
@@ -106,10 +126,13 @@ fn boot(
     // Name the container's disks so the agent mounts them while we connect.
     let layers: Vec<String> = launch.layers.iter().map(|p| paths::disk_serial(p)).collect();
     let mut cmdline = String::new();
-    if !layers.is_empty() && layers.len() * 21 < 1200 {
+    // A restored guest runs already: the agent mounts the disks when the container is made.
+    if !restored && !layers.is_empty() && layers.len() * 21 < 1200 {
         cmdline.push_str(&format!("ironpod.layers={} ", layers.join(",")));
     }
-    cmdline.push_str(&format!("ironpod.rw={}", paths::disk_serial(&launch.writable)));
+    if !restored {
+        cmdline.push_str(&format!("ironpod.rw={}", paths::disk_serial(&launch.writable)));
+    }
     let disks = launch
         .layers
         .iter()
@@ -117,7 +140,17 @@ fn boot(
         .chain(std::iter::once(DiskConfig { path: launch.writable.clone(), read_only: false }))
         .collect();
     let tap = pending.as_ref().map(PendingNetwork::tap).transpose()?;
-    let cards = tap.iter().map(PodTap::net_config).collect();
+    let cards = tap
+        .iter()
+        .map(PodTap::net_config)
+        .map(|mut c| {
+            if restored {
+                // The template's card keeps its MAC; the agent sets the pod's.
+                c.mac = None;
+            }
+            c
+        })
+        .collect();
     let mut fs = Vec::new();
     if let Some(share) = &share {
         fs.push(FsConfig {
@@ -147,9 +180,14 @@ fn boot(
     let limits = crate::logs::LogLimits::parse(&opts.log_opt).unwrap_or_default();
     *lock(log) = LogWriter::open(&paths::log_path(root, id), limits).ok();
     let mut ctl = vm.wait_agent(Duration::from_secs(120)).map_err(|e| failure(e.to_string()))?;
-    tracing::info!(%id, "agent ready");
+    if restored {
+        // Before anything else: fresh randomness and the time of day.
+        ctl.restored().map_err(|e| failure(format!("reseed the restored VM: {e}")))?;
+    }
+    tracing::info!(%id, restored, "agent ready");
     let net = pending.take().map(PendingNetwork::join).transpose()?;
-    let settings = setup_guest_network(root, id, &mut ctl, net.as_ref(), &opts, &mut spec)?;
+    let settings =
+        setup_guest_network(root, id, &mut ctl, (net.as_ref(), restored), &opts, &mut spec)?;
     if let Ok(text) = serde_json::to_string(&settings) {
         let _ = state.set_network(id, &text);
     }
@@ -228,7 +266,7 @@ pub fn run(
             return 1;
         }
     };
-    let vm = match start_vm(id, shape, cgroup.clone()) {
+    let (vm, restored) = match start_vm(root, id, shape, cgroup.clone()) {
         Ok(vm) => vm,
         Err(report) => {
             let _ = writeln!(ready, "error: {}", report.error.unwrap_or_default());
@@ -302,7 +340,7 @@ pub fn run(
     }
     let _ = writeln!(ready, "attach");
     let log = Arc::new(Mutex::new(None));
-    let booted = boot(root, id, vm, (&launch, &mut net, share), &sh, &log);
+    let booted = boot(root, id, (vm, restored), (&launch, &mut net, share), &sh, &log);
     if let Some(p) = net.take() {
         // Boot failed before it waited for the network: wait now, so that nothing is made
         // after the pod's network is taken down.

@@ -81,7 +81,7 @@ pub(super) fn setup_guest_network(
     root: &Path,
     id: &str,
     ctl: &mut AgentClient,
-    net: Option<&PodNetwork>,
+    (net, restored): (Option<&PodNetwork>, bool),
     opts: &RunOptions,
     spec: &mut oci_spec::runtime::Spec,
 ) -> Result<NetworkSettings, ExitReport> {
@@ -99,8 +99,19 @@ pub(super) fn setup_guest_network(
         ("resolv.conf", network::files::resolv_conf(&host_resolv, &opts.dns)),
     ];
     // The card's set-up and the files in one round trip.
-    let mut requests: Vec<RequestBody> =
-        net.iter().map(|n| RequestBody::ConfigureNetwork(n.guest_config())).collect();
+    let mut requests: Vec<RequestBody> = net
+        .iter()
+        .map(|n| {
+            let mut c = n.guest_config();
+            if restored {
+                // The card of a VM restored from a template has the template's MAC.
+                for i in &mut c.interfaces {
+                    i.replaces = Some(crate::template::TEMPLATE_MAC.into());
+                }
+            }
+            RequestBody::ConfigureNetwork(c)
+        })
+        .collect();
     requests.extend(files.into_iter().map(|(name, text)| RequestBody::WriteFile {
         path: crate::spec::etc_file(id, name),
         data: text.into_bytes(),

@@ -62,6 +62,13 @@ pub struct MemoryFileInfo {
     pub size: u64,
 }
 
+impl MemoryFileInfo {
+    /// The length of the memory file it describes (a header page, then the RAM).
+    pub fn file_len(&self) -> u64 {
+        HEADER_LEN + self.size
+    }
+}
+
 fn header(info: &MemoryFileInfo) -> Vec<u8> {
     let mut h = vec![0u8; HEADER_LEN as usize];
     h[..12].copy_from_slice(MAGIC);

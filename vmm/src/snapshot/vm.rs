@@ -43,7 +43,15 @@ pub fn check_compatible(saved: &VmConfig, now: &VmConfig) -> Result<(), String> 
         |c: &VmConfig| format!("{:?}", c.disks.iter().map(|d| d.read_only).collect::<Vec<_>>());
     same("disks (read-only flags)", disks(saved), disks(now))?;
     same("spare_disks", saved.spare_disks.to_string(), now.spare_disks.to_string())?;
+    same(
+        "spare_writable_disks",
+        saved.spare_writable_disks.to_string(),
+        now.spare_writable_disks.to_string(),
+    )?;
     same("network cards", saved.net.len().to_string(), now.net.len().to_string())?;
+    let mtus =
+        |c: &VmConfig| format!("{:?}", c.spare_nets.iter().map(|n| n.mtu).collect::<Vec<_>>());
+    same("spare_nets (MTUs)", mtus(saved), mtus(now))?;
     same("vsock", saved.vsock.is_some().to_string(), now.vsock.is_some().to_string())?;
     same(
         "free_page_reporting",

@@ -10,6 +10,7 @@
 //! checked Reader/Writer; a frame that fits nowhere is dropped and counted, and every chain
 //! taken from a queue goes back to the used ring.
 
+pub mod socket;
 pub mod tap;
 #[cfg(test)]
 mod tests;
