@@ -606,26 +606,36 @@ impl RunningVm {
     }
 }
 
-/// Sums the RSS of every mapping of `pid` except the guest RAM mappings (which have exactly
-/// the sizes of the guest memory ranges).
+/// Sums the RSS of every mapping of `pid` except guest RAM, which the VMM marks
+/// `MADV_DONTFORK` (`dc` in smaps' VmFlags; nothing else of the VMM's is). `memory_mib`:
+/// the guest's memory, for a VMM of an older build, whose RAM mappings are told by their
+/// sizes.
 pub fn overhead_kib(pid: u32, memory_mib: u64) -> Option<u64> {
     let smaps = fs::read_to_string(format!("/proc/{pid}/smaps")).ok()?;
     let total = memory_mib << 20;
     let gap = 0xc000_0000u64;
     let guest_sizes: Vec<u64> = if total <= gap { vec![total] } else { vec![gap, total - gap] };
-    let mut size = 0u64;
-    let mut sum = 0u64;
+    let (mut size, mut rss, mut sum) = (0u64, 0u64, 0u64);
     for line in smaps.lines() {
         let mut parts = line.split_whitespace();
         let first = parts.next().unwrap_or_default();
         if let Some((a, b)) = first.split_once('-') {
             if let (Ok(a), Ok(b)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) {
                 size = b.saturating_sub(a);
+                rss = 0;
                 continue;
             }
         }
-        if first == "Rss:" && !guest_sizes.contains(&size) {
-            sum += parts.next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        match first {
+            "Rss:" => rss = parts.next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0),
+            // The last line of each mapping.
+            "VmFlags:" => {
+                let guest = parts.any(|f| f == "dc") || guest_sizes.contains(&size);
+                if !guest {
+                    sum += rss;
+                }
+            }
+            _ => {}
         }
     }
     Some(sum)

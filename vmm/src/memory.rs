@@ -85,6 +85,13 @@ fn map_aligned(len: usize, backing: Backing) -> io::Result<*mut u8> {
         unsafe { libc::munmap(raw, span) };
         return Err(e);
     }
+    if let Backing::Private(f, offset) = backing {
+        if let Err(e) = anonymous_holes(mapped, len, f, offset) {
+            // SAFETY: the reservation is ours, holding only the mapping just made.
+            unsafe { libc::munmap(raw, span) };
+            return Err(e);
+        }
+    }
     // The head and tail of the reservation stay reserved (no access, no memory): a thread
     // stack placed there would sit 2 MiB-aligned beside the RAM and be backed by a huge
     // page of its own.
@@ -95,6 +102,62 @@ fn map_aligned(len: usize, backing: Backing) -> io::Result<*mut u8> {
         libc::madvise(mapped, len, libc::MADV_DONTFORK);
     }
     Ok(mapped.cast())
+}
+
+/// In the private mapping of `file` from `offset` at `base` (`len` bytes, 2 MiB-aligned),
+/// maps anonymous memory over every 2 MiB chunk the file holds no data for (a hole: RAM the
+/// snapshot's guest never used). Such a chunk reads zeros either way, but anonymous memory
+/// takes a transparent huge page on the guest's first write (one fault per 2 MiB, as in a
+/// booted VM), where a private file mapping copies 4 KiB pages one fault at a time. Chunks
+/// with data stay the file's, shared until written. A file system without `SEEK_DATA`
+/// reports all data: nothing is replaced.
+fn anonymous_holes(
+    base: *mut libc::c_void,
+    len: usize,
+    file: &std::fs::File,
+    offset: u64,
+) -> io::Result<()> {
+    let fd = file.as_raw_fd();
+    let seek = |at: usize, whence: i32| -> io::Result<usize> {
+        let pos = offset + at as u64;
+        // SAFETY: lseek on a descriptor we hold; it moves only that descriptor's offset,
+        // which nothing else uses (mappings and positioned reads ignore it).
+        let r = unsafe { libc::lseek(fd, pos as libc::off_t, whence) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            // No data at or after `pos`.
+            return if e.raw_os_error() == Some(libc::ENXIO) { Ok(len) } else { Err(e) };
+        }
+        Ok((r as u64).saturating_sub(offset).min(len as u64) as usize)
+    };
+    let mut at = 0usize;
+    while at < len {
+        let data = seek(at, libc::SEEK_DATA)?;
+        let hole_end = data / RAM_ALIGN * RAM_ALIGN;
+        if hole_end > at {
+            // SAFETY: [base + at, base + hole_end) lies inside the mapping the caller made
+            // and owns, which holds nothing of anyone else's; MAP_FIXED replaces that part.
+            let r = unsafe {
+                libc::mmap(
+                    base.cast::<u8>().add(at).cast(),
+                    hole_end - at,
+                    PROT,
+                    Backing::Anonymous.flags() | libc::MAP_FIXED,
+                    -1,
+                    0,
+                )
+            };
+            if r == libc::MAP_FAILED {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        if data >= len {
+            break;
+        }
+        let hole = seek(data, libc::SEEK_HOLE)?;
+        at = hole.next_multiple_of(RAM_ALIGN).max(hole_end + RAM_ALIGN);
+    }
+    Ok(())
 }
 
 /// Guest RAM of `size` bytes: private anonymous memory, or with `shared` one memory file

@@ -225,4 +225,52 @@ mod tests {
         f.set_len(HEADER_LEN + (4 << 20)).unwrap();
         assert!(restore(&path, &info).is_err(), "a cut file is refused");
     }
+
+    /// The inode behind each 2 MiB chunk of the mapping at `base` (0: anonymous memory).
+    fn chunk_inodes(base: usize, chunks: usize) -> Vec<u64> {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        (0..chunks)
+            .map(|i| {
+                let at = base + i * (2 << 20);
+                maps.lines()
+                    .find_map(|l| {
+                        let f: Vec<&str> = l.split_whitespace().collect();
+                        let (a, b) = f[0].split_once('-')?;
+                        let (a, b) = (
+                            usize::from_str_radix(a, 16).ok()?,
+                            usize::from_str_radix(b, 16).ok()?,
+                        );
+                        (a <= at && at < b).then(|| f[4].parse().unwrap())
+                    })
+                    .expect("the chunk is mapped")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ram_the_snapshot_never_used_is_anonymous_after_a_restore() {
+        let dir = tempfile::tempdir().unwrap();
+        let mem = crate::memory::guest_memory(8 << 20, false).unwrap();
+        mem.write_slice(b"data", GuestAddress(0x1000)).unwrap();
+        mem.write_slice(b"more", GuestAddress((5 << 20) + 0x3000)).unwrap();
+        let path = dir.path().join("mem");
+        let info = save(&mem, &path).unwrap();
+        let copy = restore(&path, &info).unwrap();
+        let region = copy.iter().next().unwrap();
+        let inodes = chunk_inodes(region.as_ptr() as usize, 4);
+        use std::os::unix::fs::MetadataExt;
+        let ino = std::fs::metadata(&path).unwrap().ino();
+        // Chunks with data are the file's; the others anonymous (the file system reports
+        // holes: tmpfs and ext4 do).
+        assert_eq!(inodes, [ino, 0, ino, 0]);
+        let mut b = [0u8; 4];
+        copy.read_slice(&mut b, GuestAddress((5 << 20) + 0x3000)).unwrap();
+        assert_eq!(&b, b"more");
+        copy.write_slice(b"anon", GuestAddress(3 << 20)).unwrap();
+        copy.read_slice(&mut b, GuestAddress(3 << 20)).unwrap();
+        assert_eq!(&b, b"anon");
+        let mut z = vec![1u8; 4096];
+        copy.read_slice(&mut z, GuestAddress(7 << 20)).unwrap();
+        assert!(z.iter().all(|&x| x == 0));
+    }
 }

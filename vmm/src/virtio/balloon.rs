@@ -94,9 +94,10 @@ impl Balloon {
         let ptr = slice.ptr_guard_mut().as_ptr();
         // Shared memory (a memory file, for vhost-user backends) keeps its pages in the file:
         // only punching them out of it frees them.
-        let shared = mem
-            .find_region(GuestAddress(addr))
-            .is_some_and(|r| vm_memory::GuestMemoryRegion::file_offset(r).is_some());
+        // (A snapshot's memory file mapped private is not: MADV_DONTNEED drops the guest's
+        // copies of those pages.)
+        let shared =
+            mem.find_region(GuestAddress(addr)).is_some_and(|r| r.flags() & libc::MAP_SHARED != 0);
         let advice = if shared { libc::MADV_REMOVE } else { libc::MADV_DONTNEED };
         // SAFETY: ptr..ptr+len lies inside one guest memory mapping owned by this process
         // (checked by get_slice), page aligned because guest regions are; dropping the pages
