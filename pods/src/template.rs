@@ -1,10 +1,10 @@
 //! Pod templates: a VM booted once to agent-ready, snapshotted, and restored for every later
 //! pod of its shape instead of booting again.
 //!
-//! A template is made the first time a shape (vCPUs, memory) is asked for with the current
-//! guest kernel, initramfs, VMM binary and host CPU: its VM boots with no container, empty
-//! disk slots ([`READ_ONLY_SLOTS`] read-only for layers, one writable) and a network card
-//! without a tap (MAC [`TEMPLATE_MAC`]), and is snapshotted under the state root
+//! A template is made the first time a shape (vCPUs, memory, a network card or none) is
+//! asked for with the current guest kernel, initramfs, VMM binary and host CPU: its VM boots
+//! with no container, empty disk slots ([`READ_ONLY_SLOTS`] read-only for layers, one
+//! writable) and, for pods on a network, a card without a tap (MAC [`TEMPLATE_MAC`]), and is snapshotted under the state root
 //! (`templates/vm/<key>/`). A pod restored from it gets its layer disks, writable disk and tap
 //! in those slots before its vCPUs run (the VMM's late configuration), is told it was
 //! restored (the agent reseeds the guest's RNG and sets its clock), and its agent gives
@@ -75,15 +75,25 @@ pub fn disabled_by_env() -> bool {
     std::env::var_os(NO_TEMPLATE_ENV).is_some_and(|v| !v.is_empty() && v != "0")
 }
 
+/// The shape of a pod's VM that a template must have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    /// vCPUs.
+    pub vcpus: u8,
+    /// Guest memory.
+    pub memory_mib: u64,
+    /// A network card (a pod with `--network none` has none: only loopback, as under
+    /// Docker).
+    pub card: bool,
+}
+
 /// A template on disk, checked.
 #[derive(Debug, Clone)]
 pub struct Template {
     /// Its directory.
     pub dir: PathBuf,
-    /// vCPUs of its VM.
-    pub vcpus: u8,
-    /// Memory of its VM.
-    pub memory_mib: u64,
+    /// Its VM's shape.
+    pub shape: Shape,
 }
 
 impl Template {
@@ -95,7 +105,7 @@ impl Template {
     /// A VM spec that restores this template (jailed, with the template's slots and card):
     /// the caller adds its cgroup, network namespace and CPU limit.
     pub fn restore_spec(&self) -> Result<VmSpec, VmError> {
-        let mut s = vm_spec(self.vcpus, self.memory_mib)?;
+        let mut s = vm_spec(self.shape)?;
         s.restore = Some(self.files());
         Ok(s)
     }
@@ -111,6 +121,7 @@ struct Inputs {
     cpu: CpuModel,
     vcpus: u8,
     memory_mib: u64,
+    card: bool,
     cmdline: String,
     read_only_slots: u8,
     mac: String,
@@ -142,7 +153,7 @@ impl FileId {
 }
 
 impl Inputs {
-    fn now(vcpus: u8, memory_mib: u64) -> Result<Self, TemplateError> {
+    fn now(shape: Shape) -> Result<Self, TemplateError> {
         let kernel = assets::kernel().map_err(VmError::from)?;
         let initramfs = assets::initramfs().map_err(VmError::from)?;
         Ok(Inputs {
@@ -151,8 +162,9 @@ impl Inputs {
             initramfs: FileId::of(&initramfs)?,
             vmm: FileId::of(&assets::vmm_binary())?,
             cpu: CpuModel::host(),
-            vcpus,
-            memory_mib,
+            vcpus: shape.vcpus,
+            memory_mib: shape.memory_mib,
+            card: shape.card,
             cmdline: POD_CMDLINE.into(),
             read_only_slots: READ_ONLY_SLOTS,
             mac: TEMPLATE_MAC.into(),
@@ -178,32 +190,34 @@ pub fn templates_dir(root: &Path) -> PathBuf {
     root.join("templates").join("vm")
 }
 
-/// The VM of a pod of this shape, cold or restored: jailed, free page reporting, the
+/// The VM of a template, or of a pod restored from it: jailed, free page reporting, the
 /// template's slots and card.
-fn vm_spec(vcpus: u8, memory_mib: u64) -> Result<VmSpec, VmError> {
+fn vm_spec(shape: Shape) -> Result<VmSpec, VmError> {
     let mut s = VmSpec::with_defaults()?;
-    s.vcpus = vcpus;
-    s.memory_mib = memory_mib;
+    s.vcpus = shape.vcpus;
+    s.memory_mib = shape.memory_mib;
     s.free_page_reporting = true;
     s.cmdline_extra = POD_CMDLINE.into();
     s.spare_disks = READ_ONLY_SLOTS;
     s.spare_writable_disks = 1;
-    s.spare_nets = vec![SpareNetConfig { mac: Some(TEMPLATE_MAC.into()), mtu: TEMPLATE_MTU }];
+    if shape.card {
+        s.spare_nets = vec![SpareNetConfig { mac: Some(TEMPLATE_MAC.into()), mtu: TEMPLATE_MTU }];
+    }
     Ok(s)
 }
 
-/// The template for a pod of `vcpus` and `memory_mib` under state root `root`: the one on
-/// disk if it is current and sound, else a new one (made while holding the template's lock,
-/// so that pods started together make it once).
-pub fn get_or_make(root: &Path, vcpus: u8, memory_mib: u64) -> Result<Template, TemplateError> {
-    let inputs = Inputs::now(vcpus, memory_mib)?;
+/// The template for a pod of `shape` under state root `root`: the one on disk if it is
+/// current and sound, else a new one (made while holding the template's lock, so that pods
+/// started together make it once).
+pub fn get_or_make(root: &Path, shape: Shape) -> Result<Template, TemplateError> {
+    let inputs = Inputs::now(shape)?;
     let key = inputs.key();
     let base = templates_dir(root);
     ironpod_images::private::private_dir(root)
         .map_err(io_err(format!("create {}", root.display())))?;
     fs::create_dir_all(&base).map_err(io_err(format!("create {}", base.display())))?;
     let dir = base.join(&key);
-    let template = Template { dir: dir.clone(), vcpus, memory_mib };
+    let template = Template { dir: dir.clone(), shape };
     if sound(&dir) {
         return Ok(template);
     }
@@ -238,7 +252,8 @@ fn make(base: &Path, dir: &Path, inputs: &Inputs) -> Result<(), TemplateError> {
     let _ = fs::remove_dir_all(&work);
     fs::create_dir(&work).map_err(io_err(format!("create {}", work.display())))?;
     let made = (|| {
-        let mut spec = vm_spec(inputs.vcpus, inputs.memory_mib)?;
+        let shape = Shape { vcpus: inputs.vcpus, memory_mib: inputs.memory_mib, card: inputs.card };
+        let mut spec = vm_spec(shape)?;
         spec.snapshot_dir = Some(work.clone());
         let mut vm = RunningVm::start(&spec)?;
         // Agent-ready, then no connection left open: the snapshot holds none.
@@ -345,6 +360,7 @@ mod tests {
             cpu: CpuModel::host(),
             vcpus: 1,
             memory_mib: 256,
+            card: true,
             cmdline: POD_CMDLINE.into(),
             read_only_slots: READ_ONLY_SLOTS,
             mac: TEMPLATE_MAC.into(),
@@ -361,6 +377,9 @@ mod tests {
         let mut b = a.clone();
         b.memory_mib = 512;
         assert_ne!(a.key(), b.key());
+        let mut c = a.clone();
+        c.card = false;
+        assert_ne!(a.key(), c.key());
         assert!(a.current());
         // A rebuilt kernel (new content, new time) is another input.
         std::thread::sleep(Duration::from_millis(10));

@@ -24,14 +24,18 @@ pub enum Which {
         #[arg(long, value_name = "PATH")]
         firecracker: Option<std::path::PathBuf>,
     },
-    /// `ironpod run --rm demo true` vs bare VM boot vs runc; idle pod memory.
+    /// `ironpod run --rm demo true` from the pod template vs cold vs bare VM boot vs runc;
+    /// idle pod memory, templated and cold; with `--density`, how many idle pods fit.
     Run {
         /// Runs of each.
         #[arg(long, default_value_t = 10)]
         runs: usize,
-        /// Idle pods measured.
-        #[arg(long, default_value_t = 10)]
+        /// Idle pods measured, of each kind.
+        #[arg(long, default_value_t = 20)]
         pods: usize,
+        /// Also start idle pods until memory runs low, templated and cold (long).
+        #[arg(long)]
+        density: bool,
     },
     /// Through containerd's CRI: RunPodSandbox → first container running, ironpod vs runc.
     Cri {
@@ -64,6 +68,7 @@ pub enum Which {
 /// Builds what the benchmark needs and runs its driver where KVM can run Linux.
 pub fn run(which: Which) -> Result<()> {
     let mut extra = Vec::new();
+    let mut density = false;
     let (name, runs, pods) = match which {
         Which::Pull { runs } => return crate::bench_pull::run(runs),
         Which::Boot { runs, ref firecracker } => {
@@ -74,7 +79,10 @@ pub fn run(which: Which) -> Result<()> {
             }
             ("boot", runs, 0)
         }
-        Which::Run { runs, pods } => ("run", runs, pods),
+        Which::Run { runs, pods, density: d } => {
+            density = d;
+            ("run", runs, pods)
+        }
         Which::Cri { runs } => ("cri", runs, 0),
         Which::Net { runs } => ("net", runs, 0),
         Which::Volumes { runs } => ("volumes", runs, 0),
@@ -97,6 +105,7 @@ pub fn run(which: Which) -> Result<()> {
     ]
     .into_iter()
     .chain((name == "run").then(|| ["--pods".to_string(), pods.to_string()]).into_iter().flatten())
+    .chain(density.then(|| "--density".to_string()))
     .chain(extra)
     .collect();
     match util::direct_kvm() {
@@ -188,9 +197,11 @@ fn qemu_to_init(kernel: &str, initrd: &str) -> Result<f64> {
 
 /// The measuring part; runs where KVM is.
 pub fn driver(which: Which) -> Result<()> {
+    // The same preparation for every benchmark.
+    crate::bench_prep::touch_rig_ram()?;
     let (runs, fc) = match which {
         Which::Boot { runs, firecracker } => (runs, firecracker),
-        Which::Run { runs, pods } => return crate::bench_run::driver(runs, pods),
+        Which::Run { runs, pods, density } => return crate::bench_run::driver(runs, pods, density),
         Which::Cri { runs } => return crate::bench_run::cri_driver(runs),
         Which::Net { runs } => return crate::bench_net::driver(runs),
         Which::Volumes { runs } => return crate::bench_volumes::driver(runs),

@@ -1,5 +1,7 @@
-//! `cargo xtask bench run`: `ironpod run --rm demo true` vs `ironpod vm check` (bare VM boot)
-//! vs `runc run` of the same root filesystem, side by side; then the memory of idle pods.
+//! `cargo xtask bench run`: `ironpod run --rm demo true` restored from the pod template vs
+//! booted cold vs `ironpod vm check` (bare VM boot) vs `runc run` of the same root
+//! filesystem, side by side; then the memory of idle pods, templated and cold; optionally
+//! how many idle pods fit in memory.
 
 use std::path::Path;
 use std::process::Command;
@@ -8,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::bench::stats;
+use crate::bench_prep::settle;
 use crate::{demo_image, util};
 
 fn timed(cmd: &mut Command) -> Result<f64> {
@@ -63,38 +66,9 @@ pub fn runc_bundle_with(
     Ok(())
 }
 
-/// In the rig, writes and frees most of L1's free RAM once. Under QEMU's emulation the first
-/// write to each page of the emulated machine's RAM is slow (measured: after this, `run` is
-/// ~0.3 s and `vm check` ~0.15 s faster); real RAM has no such cost, and without this
-/// whichever scenario happens to land on never-touched L1 memory pays it.
-fn touch_rig_ram() -> Result<()> {
-    if std::env::var_os("IRONPOD_RIG").is_none() {
-        return Ok(());
-    }
-    let meminfo = std::fs::read_to_string("/proc/meminfo")?;
-    let avail_kib: u64 = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemAvailable:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .context("MemAvailable in /proc/meminfo")?;
-    let mib = (avail_kib / 1024).saturating_sub(768);
-    let t = Instant::now();
-    // Anonymous memory (a tmpfs file would stop at /run's size limit); non-zero so that
-    // every page is really written, then given back when the vector is dropped.
-    let mut v = vec![1u8; (mib as usize) << 20];
-    for page in v.chunks_mut(4096) {
-        page[0] = 2;
-    }
-    std::hint::black_box(&v);
-    drop(v);
-    eprintln!("rig: touched {mib} MiB of L1 RAM in {:.1} s", t.elapsed().as_secs_f64());
-    Ok(())
-}
-
 /// `bench cri`'s measuring part, where KVM can run Linux: the CRI client lives in the tests
 /// package (`cri-bench`), built with the release binaries.
 pub fn cri_driver(runs: usize) -> Result<()> {
-    touch_rig_ram()?;
     util::run(
         Command::new(util::target_dir().join("release/cri-bench"))
             .arg("--runs")
@@ -102,107 +76,226 @@ pub fn cri_driver(runs: usize) -> Result<()> {
     )
 }
 
+/// One timed command of the comparison.
+struct Contender {
+    row: &'static str,
+    /// Its command for run `i`.
+    cmd: Box<dyn Fn(usize) -> Command>,
+    times: Vec<f64>,
+}
+
 /// The measuring part; runs where KVM can run Linux.
-pub fn driver(runs: usize, pods: usize) -> Result<()> {
+pub fn driver(runs: usize, pods: usize, density: bool) -> Result<()> {
     let ironpod = util::target_dir().join("release/ironpod");
     std::fs::create_dir_all("/run/ironpod-bench")?;
     let root = tempfile::tempdir_in("/run/ironpod-bench")?;
-    touch_rig_ram()?;
     let tarball = demo_image::build_tarball()?;
-    let ip = |args: &[&str]| {
+    let rootp = root.path().to_path_buf();
+    let ip = move |args: &[&str]| {
         let mut c = Command::new(&ironpod);
-        c.arg("--root").arg(root.path()).args(args);
+        c.arg("--root").arg(&rootp).args(args);
         c
     };
     timed(ip(&["import", &tarball.to_string_lossy(), "demo"]).stdout(std::process::Stdio::null()))?;
     let bundle = root.path().join("bundle");
     runc_bundle(&bundle, &tarball)?;
-    // Warm-up: builds the layer disk once, loads the binaries into the page cache.
-    timed(&mut ip(&["run", "--rm", "demo", "true"]))?;
-    timed(&mut ip(&["vm", "check"]))?;
-    let (mut run, mut check, mut runc) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut bare, mut loose) = (Vec::new(), Vec::new());
+    let ipc = |args: &'static [&'static str]| {
+        let ip = ip.clone();
+        Box::new(move |_: usize| ip(args)) as Box<dyn Fn(usize) -> Command>
+    };
+    let b = bundle.clone();
+    let mut all = vec![
+        ("`ironpod run --rm demo true`, from the template", ipc(&["run", "--rm", "demo", "true"])),
+        (
+            "`ironpod run --rm --no-template demo true` (cold boot)",
+            ipc(&["run", "--rm", "--no-template", "demo", "true"]),
+        ),
+        (
+            "`ironpod run --rm --network none demo true`, from the template",
+            ipc(&["run", "--rm", "--network", "none", "demo", "true"]),
+        ),
+        (
+            "`ironpod run --rm --network none --no-template demo true`",
+            ipc(&["run", "--rm", "--network", "none", "--no-template", "demo", "true"]),
+        ),
+        ("`ironpod vm check` (bare VM: boot, agent answers, shutdown)", ipc(&["vm", "check"])),
+        (
+            "`ironpod vm check --unconfined` (no jail, seccomp, cgroup)",
+            ipc(&["vm", "check", "--unconfined"]),
+        ),
+        (
+            "`runc run` (same rootfs, no VM)",
+            Box::new(move |i: usize| {
+                let mut c = Command::new("runc");
+                c.args(["run", "--bundle"]).arg(&b).arg(format!("bench{i}"));
+                c
+            }) as Box<dyn Fn(usize) -> Command>,
+        ),
+    ]
+    .into_iter()
+    .map(|(row, cmd)| Contender { row, cmd, times: Vec::new() })
+    .collect::<Vec<_>>();
+    // Warm-up, untimed: every contender once (this makes the layer disk and the pod
+    // template, and loads every binary into the page cache).
+    for (i, c) in all.iter().enumerate() {
+        timed(&mut (c.cmd)(1000 + i)).with_context(|| format!("warm-up of {}", c.row))?;
+        settle();
+    }
+    // Each run in another order (a rotation), each step after the machine settled.
+    let n = all.len();
     for i in 0..runs {
-        // The VM checks first, in alternating order: right after a pod, whatever comes next
-        // shares the CPU with that pod's monitor still cleaning up (~10 % slower here).
-        if i % 2 == 0 {
-            check.push(timed(&mut ip(&["vm", "check"]))?);
-            loose.push(timed(&mut ip(&["vm", "check", "--unconfined"]))?);
-        } else {
-            loose.push(timed(&mut ip(&["vm", "check", "--unconfined"]))?);
-            check.push(timed(&mut ip(&["vm", "check"]))?);
+        for k in 0..n {
+            let c = &mut all[(i + k) % n];
+            let ms = timed(&mut (c.cmd)(i))?;
+            c.times.push(ms);
+            settle();
         }
-        run.push(timed(&mut ip(&["run", "--rm", "demo", "true"]))?);
-        bare.push(timed(&mut ip(&["run", "--rm", "--network", "none", "demo", "true"]))?);
-        runc.push(timed(
-            Command::new("runc").args(["run", "--bundle"]).arg(&bundle).arg(format!("bench{i}")),
-        )?);
-        eprintln!(
-            "run {}: ironpod run {:.0} ms (no network {:.0} ms), vm check {:.0} ms \
-             (unconfined {:.0} ms), runc {:.0} ms",
-            i + 1,
-            run[i],
-            bare[i],
-            check[i],
-            loose[i],
-            runc[i]
+        let line: Vec<String> =
+            all.iter().map(|c| format!("{:.0}", c.times.last().copied().unwrap_or(0.0))).collect();
+        eprintln!("run {}: {} ms", i + 1, line.join(" / "));
+    }
+    println!(
+        "| start → exit ({runs} runs each, after a warm-up run of each) | median | min | max |"
+    );
+    println!("|---|---|---|---|");
+    let mut medians = Vec::new();
+    for c in &mut all {
+        let (m, lo, hi) = stats(&mut c.times);
+        medians.push(m);
+        println!("| {} | {m:.0} ms | {lo:.0} ms | {hi:.0} ms |", c.row);
+    }
+    let (tpl, cold, check, loose, runc) =
+        (medians[0], medians[1], medians[4], medians[5], medians[6]);
+    println!("| from the template / cold boot | {:.2}× | | |", tpl / cold);
+    println!("| from the template / runc | {:.2}× | | |", tpl / runc);
+    println!("| cold boot / runc | {:.2}× | | |", cold / runc);
+    println!("| jailed + seccomp / unconfined (`vm check`) | {:.3}× | | |", check / loose);
+    println!();
+    idle_memory(&ip, pods)?;
+    if density {
+        println!();
+        println!("| idle pods that fit (until MemAvailable < {DENSITY_FLOOR_MIB} MiB, at most {DENSITY_CAP}) | pods | MemAvailable per pod |");
+        println!("|---|---|---|");
+        for (name, extra) in [("from the template", &[][..]), ("cold boot", &["--no-template"][..])]
+        {
+            let (count, per_pod, why) = fill(&ip, extra)?;
+            println!("| {name} | {count} ({why}) | {per_pod:.1} MiB |");
+        }
+    }
+    Ok(())
+}
+
+/// MiB of MemAvailable.
+fn mem_available_mib() -> Result<f64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo")?;
+    let kib: f64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .context("MemAvailable in /proc/meminfo")?;
+    Ok(kib / 1024.0)
+}
+
+/// Starts an idle pod (`sleep`), from the template unless `extra` says otherwise.
+fn idle_pod(ip: &dyn Fn(&[&str]) -> Command, extra: &[&str]) -> Result<String> {
+    let mut args = vec!["run", "-d"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["demo", "sleep", "36000"]);
+    let out = ip(&args).output()?;
+    if !out.status.success() {
+        bail!("ironpod run -d: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn remove_all(ip: &dyn Fn(&[&str]) -> Command, ids: &[String]) {
+    for chunk in ids.chunks(20) {
+        let mut args = vec!["rm", "-f"];
+        args.extend(chunk.iter().map(String::as_str));
+        let _ = ip(&args).output();
+    }
+    settle();
+}
+
+/// The memory of `pods` idle pods, from the template and cold: each pod's VMM and monitor
+/// (PSS: a page shared by n processes counts 1/n to each — the template's memory file's
+/// pages, the binaries), and what the host's MemAvailable lost per pod (page cache and
+/// kernel memory too).
+fn idle_memory(ip: &dyn Fn(&[&str]) -> Command, pods: usize) -> Result<()> {
+    println!(
+        "| idle pod memory ({pods} pods each, 256 MiB guests, 10 s idle) | median | min | max |"
+    );
+    println!("|---|---|---|---|");
+    for (name, extra) in [("from the template", &[][..]), ("cold boot", &["--no-template"][..])] {
+        let before = mem_available_mib()?;
+        let mut ids = Vec::new();
+        for _ in 0..pods {
+            ids.push(idle_pod(ip, extra)?);
+        }
+        // Idle: the containers started, the guests' free page reports settled.
+        std::thread::sleep(Duration::from_secs(10));
+        let after = mem_available_mib()?;
+        let (mut vmm, mut mon, mut total) = (Vec::new(), Vec::new(), Vec::new());
+        for id in &ids {
+            let out = ip(&["inspect", id]).output()?;
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+            let vp = v[0]["Pod"]["VmmPid"].as_i64().context("vmm pid")?;
+            let mp = v[0]["Pod"]["MonitorPid"].as_i64().context("monitor pid")?;
+            let (_, vpss) = rss_pss_kib(vp).context("vmm memory")?;
+            let (_, mpss) = rss_pss_kib(mp).context("monitor memory")?;
+            vmm.push(vpss as f64 / 1024.0);
+            mon.push(mpss as f64 / 1024.0);
+            total.push((vpss + mpss) as f64 / 1024.0);
+        }
+        remove_all(ip, &ids);
+        let (vm_, vmin, vmax) = stats(&mut vmm);
+        let (mm, mmin, mmax) = stats(&mut mon);
+        let (tm, tmin, tmax) = stats(&mut total);
+        println!("| {name}: ironpod-vmm PSS (VMM + guest memory) | {vm_:.1} MiB | {vmin:.1} MiB | {vmax:.1} MiB |");
+        println!("| {name}: pod monitor PSS | {mm:.1} MiB | {mmin:.1} MiB | {mmax:.1} MiB |");
+        println!(
+            "| **{name}: total per pod (PSS)** | {tm:.1} MiB | {tmin:.1} MiB | {tmax:.1} MiB |"
+        );
+        println!(
+            "| {name}: MemAvailable lost per pod | {:.1} MiB | | |",
+            (before - after) / pods as f64
         );
     }
-    let (rm, rmin, rmax) = stats(&mut run);
-    let (cm, cmin, cmax) = stats(&mut check);
-    let (um, umin, umax) = stats(&mut runc);
-    let (nm, nmin, nmax) = stats(&mut bare);
-    let (lm, lmin, lmax) = stats(&mut loose);
-    println!("| start to exit ({runs} runs each) | median | min | max |");
-    println!("|---|---|---|---|");
-    println!("| `ironpod run --rm demo true` | {rm:.0} ms | {rmin:.0} ms | {rmax:.0} ms |");
-    println!("| `ironpod run --rm --network none demo true` | {nm:.0} ms | {nmin:.0} ms | {nmax:.0} ms |");
-    println!("| `ironpod vm check` (bare VM boot + shutdown; jailed + seccomp) | {cm:.0} ms | {cmin:.0} ms | {cmax:.0} ms |");
-    println!("| `ironpod vm check --unconfined` (no jail, seccomp, cgroup) | {lm:.0} ms | {lmin:.0} ms | {lmax:.0} ms |");
-    println!("| jailed + seccomp / unconfined | {:.3}× | | |", cm / lm);
-    println!("| `runc run` (same rootfs, no VM) | {um:.0} ms | {umin:.0} ms | {umax:.0} ms |");
-    println!("| run / bare boot | {:.2}× | | |", rm / cm);
-    // Idle pods: what each costs on the host once booted and idle.
-    let mut ids = Vec::new();
-    for _ in 0..pods {
-        let out = ip(&["run", "-d", "demo", "sleep", "3600"]).output()?;
-        if !out.status.success() {
-            bail!("ironpod run -d: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        ids.push(String::from_utf8_lossy(&out.stdout).trim().to_string());
-    }
-    // Idle: booted, the container started, and the guest's free page reports settled.
-    std::thread::sleep(Duration::from_secs(10));
-    let (mut vmm, mut mon, mut vmm_rss, mut mon_rss, mut total) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for id in &ids {
-        let out = ip(&["inspect", id]).output()?;
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-        let vp = v[0]["Pod"]["VmmPid"].as_i64().context("vmm pid")?;
-        let mp = v[0]["Pod"]["MonitorPid"].as_i64().context("monitor pid")?;
-        let (vr, vpss) = rss_pss_kib(vp).context("vmm memory")?;
-        let (mr, mpss) = rss_pss_kib(mp).context("monitor memory")?;
-        vmm.push(vpss as f64 / 1024.0);
-        mon.push(mpss as f64 / 1024.0);
-        vmm_rss.push(vr as f64 / 1024.0);
-        mon_rss.push(mr as f64 / 1024.0);
-        total.push((vpss + mpss) as f64 / 1024.0);
-    }
-    for id in &ids {
-        let _ = ip(&["rm", "-f", id]).output();
-    }
-    let (vm_, vmin, vmax) = stats(&mut vmm);
-    let (mm, mmin, mmax) = stats(&mut mon);
-    let (vr, vrmin, vrmax) = stats(&mut vmm_rss);
-    let (mr, mrmin, mrmax) = stats(&mut mon_rss);
-    let (tm, tmin, tmax) = stats(&mut total);
-    println!();
-    println!("| idle pod memory ({pods} pods, 256 MiB guests, 10 s idle) | median | min | max |");
-    println!("|---|---|---|---|");
-    println!("| ironpod-vmm PSS (VMM + guest memory touched) | {vm_:.1} MiB | {vmin:.1} MiB | {vmax:.1} MiB |");
-    println!("| pod monitor PSS | {mm:.1} MiB | {mmin:.1} MiB | {mmax:.1} MiB |");
-    println!("| **total per pod (PSS)** | {tm:.1} MiB | {tmin:.1} MiB | {tmax:.1} MiB |");
-    println!("| (ironpod-vmm RSS) | {vr:.1} MiB | {vrmin:.1} MiB | {vrmax:.1} MiB |");
-    println!("| (pod monitor RSS) | {mr:.1} MiB | {mrmin:.1} MiB | {mrmax:.1} MiB |");
     Ok(())
+}
+
+/// Density: idle pods are started until the host's MemAvailable falls below this.
+const DENSITY_FLOOR_MIB: f64 = 512.0;
+/// …or this many run.
+const DENSITY_CAP: usize = 400;
+
+/// Starts idle pods until memory runs low, a start fails or [`DENSITY_CAP`]; returns how
+/// many ran, MemAvailable lost per pod, and why it stopped. Removes them.
+fn fill(ip: &dyn Fn(&[&str]) -> Command, extra: &[&str]) -> Result<(usize, f64, String)> {
+    let before = mem_available_mib()?;
+    let mut ids = Vec::new();
+    let why = loop {
+        if ids.len() >= DENSITY_CAP {
+            break "the cap".to_string();
+        }
+        if mem_available_mib()? < DENSITY_FLOOR_MIB {
+            break "memory".to_string();
+        }
+        match idle_pod(ip, extra) {
+            Ok(id) => ids.push(id),
+            Err(e) => break format!("a start failed: {e}"),
+        }
+        if ids.len() % 25 == 0 {
+            eprintln!(
+                "density {extra:?}: {} pods, {:.0} MiB available",
+                ids.len(),
+                mem_available_mib()?
+            );
+        }
+    };
+    std::thread::sleep(Duration::from_secs(10));
+    let per_pod = (before - mem_available_mib()?) / ids.len().max(1) as f64;
+    let count = ids.len();
+    remove_all(ip, &ids);
+    Ok((count, per_pod, why))
 }

@@ -81,7 +81,14 @@ fn start_vm(
 ) -> Result<(RunningVm, bool), ExitReport> {
     let trace = std::env::var_os("IRONPOD_GUEST_TRACE").is_some();
     let template = match shape.template && !trace {
-        true => match template::get_or_make(root, shape.vcpus, shape.memory_mib) {
+        true => match template::get_or_make(
+            root,
+            template::Shape {
+                vcpus: shape.vcpus,
+                memory_mib: shape.memory_mib,
+                card: shape.network.is_some(),
+            },
+        ) {
             Ok(t) => Some(t),
             Err(e) => {
                 eprintln!("ironpod-monitor: {id}: no pod template, the VM boots: {e}");
