@@ -334,6 +334,26 @@ mod tests {
     }
 
     #[test]
+    fn reported_pages_of_a_restored_vm_drop_its_copies() {
+        use vm_memory::Bytes;
+        let dir = tempfile::tempdir().unwrap();
+        let mem = crate::memory::guest_memory(8 << 20, false).unwrap();
+        mem.write_slice(&vec![0x11; 2 << 20], GuestAddress(2 << 20)).unwrap();
+        let path = dir.path().join("mem");
+        let info = crate::snapshot::memory_file::save(&mem, &path).unwrap();
+        let restored = crate::snapshot::memory_file::restore(&path, &info).unwrap();
+        // The guest writes a page of the snapshot's (a private copy), then reports it free.
+        restored.write_slice(&[0x22; 4096], GuestAddress(2 << 20)).unwrap();
+        let mut stats = BalloonStats::default();
+        Balloon::release(&restored, 2 << 20, 4096, &mut stats);
+        assert_eq!(stats, BalloonStats { released_bytes: 4096, rejected: 0 });
+        // The copy is gone: the page is the memory file's again, which is unchanged.
+        let mut back = [0u8; 4];
+        restored.read_slice(&mut back, GuestAddress(2 << 20)).unwrap();
+        assert_eq!(back, [0x11; 4]);
+    }
+
+    #[test]
     fn config_and_queue_count() {
         let mut dev = Balloon::new().unwrap();
         dev.write_config(4, &7u32.to_le_bytes());
