@@ -104,6 +104,11 @@ fn ten_pods_from_one_template_are_distinct_and_leave_it_untouched() {
         "uptime {last_uptime} s, {} s after the template was made",
         last_date - made
     );
+    // The first pod's writable disk holds what its guest wrote: not the inode tables its
+    // kernel would zero in the background without `noinit_itable` (tens of MiB by now).
+    let disk = ironpod_pods::paths::writable_disk(root.path(), &ids[0]);
+    let allocated = std::fs::metadata(&disk).unwrap().blocks() * 512;
+    assert!(allocated < 16 << 20, "the writable disk holds {allocated} bytes");
     // Pods on the host: one VMM each; removing them leaves the template as it was.
     let out = root.ok(&["rm", "-f", &ids[0], &ids[1], &ids[2]]);
     assert_eq!(out.lines().count(), 3, "{out}");

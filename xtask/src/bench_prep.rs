@@ -16,13 +16,7 @@ pub fn touch_rig_ram() -> Result<()> {
     if std::env::var_os("IRONPOD_RIG").is_none() {
         return Ok(());
     }
-    let meminfo = std::fs::read_to_string("/proc/meminfo")?;
-    let avail_kib: u64 = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemAvailable:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .context("MemAvailable in /proc/meminfo")?;
-    let mib = (avail_kib / 1024).saturating_sub(768);
+    let mib = (mem_available_mib()? as u64).saturating_sub(768);
     let t = Instant::now();
     // Anonymous memory (a tmpfs file would stop at /run's size limit); non-zero so that
     // every page is really written, then given back when the vector is dropped.
@@ -34,6 +28,17 @@ pub fn touch_rig_ram() -> Result<()> {
     drop(v);
     eprintln!("rig: touched {mib} MiB of L1 RAM in {:.1} s", t.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// The host's MemAvailable, MiB.
+pub fn mem_available_mib() -> Result<f64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo")?;
+    let kib: f64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .context("MemAvailable in /proc/meminfo")?;
+    Ok(kib / 1024.0)
 }
 
 /// Processes of ironpod's that belong to a pod (a monitor, a VMM, a volume server).

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::bench::stats;
-use crate::bench_prep::settle;
+use crate::bench_prep::{mem_available_mib, settle};
 use crate::{demo_image, util};
 
 fn timed(cmd: &mut Command) -> Result<f64> {
@@ -183,17 +183,6 @@ pub fn driver(runs: usize, pods: usize, density: bool) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// MiB of MemAvailable.
-fn mem_available_mib() -> Result<f64> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo")?;
-    let kib: f64 = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemAvailable:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .context("MemAvailable in /proc/meminfo")?;
-    Ok(kib / 1024.0)
 }
 
 /// Starts an idle pod (`sleep`), from the template unless `extra` says otherwise.
