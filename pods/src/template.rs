@@ -63,6 +63,20 @@ pub enum TemplateError {
     /// The template's VM.
     #[error("pod template: {0}")]
     Vm(#[from] VmError),
+    /// Making this template failed a short while ago; it is not tried again until
+    /// [`RETRY_AFTER`] has passed (or its inputs change).
+    #[error("making this pod template failed recently: {0}")]
+    Failed(String),
+}
+
+/// How long a template that could not be made is not tried again.
+pub const RETRY_AFTER: Duration = Duration::from_secs(600);
+
+/// Why making the template `key` failed, if it did less than [`RETRY_AFTER`] ago.
+fn recent_failure(base: &Path, key: &str) -> Option<String> {
+    let p = base.join(format!("{key}.failed"));
+    let age = fs::metadata(&p).ok()?.modified().ok()?.elapsed().unwrap_or_default();
+    (age < RETRY_AFTER).then(|| fs::read_to_string(&p).unwrap_or_default())
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> TemplateError {
@@ -225,12 +239,21 @@ pub fn get_or_make(root: &Path, shape: Shape) -> Result<Template, TemplateError>
     if sound(&dir) {
         return Ok(template);
     }
+    // A host that cannot make this template (one whose CPU state the VMM cannot snapshot)
+    // would otherwise boot a template VM before every pod.
+    if let Some(why) = recent_failure(&base, &key) {
+        return Err(TemplateError::Failed(why));
+    }
     if dir.exists() {
         tracing::warn!(dir = %dir.display(), "a pod template failed its check: making it again");
         fs::remove_dir_all(&dir).map_err(io_err(format!("remove {}", dir.display())))?;
     }
     remove_stale(&base);
-    make(&base, &dir, &inputs)?;
+    if let Err(e) = make(&base, &dir, &inputs) {
+        let _ = fs::write(base.join(format!("{key}.failed")), e.to_string());
+        return Err(e);
+    }
+    let _ = fs::remove_file(base.join(format!("{key}.failed")));
     Ok(template)
 }
 
@@ -307,6 +330,12 @@ fn remove_stale(base: &Path) {
             continue;
         }
         if !p.is_dir() {
+            // Failure records of templates whose inputs are gone: their keys never come back.
+            if name.ends_with(".failed")
+                && recent_failure(base, name.trim_end_matches(".failed")).is_none()
+            {
+                let _ = fs::remove_file(&p);
+            }
             continue;
         }
         let inputs: Option<Inputs> =
@@ -386,6 +415,24 @@ mod tests {
         fs::write(d.path().join("vmlinux"), "a new kernel").unwrap();
         assert!(!a.current());
         assert_ne!(inputs(d.path()).key(), a.key());
+    }
+
+    #[test]
+    fn a_failure_is_remembered_for_a_while() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(recent_failure(d.path(), "k"), None);
+        fs::write(d.path().join("k.failed"), "xsave too large").unwrap();
+        assert_eq!(recent_failure(d.path(), "k").as_deref(), Some("xsave too large"));
+        let old = std::time::SystemTime::now() - RETRY_AFTER - Duration::from_secs(1);
+        fs::File::options()
+            .write(true)
+            .open(d.path().join("k.failed"))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        assert_eq!(recent_failure(d.path(), "k"), None);
+        remove_stale(d.path());
+        assert!(!d.path().join("k.failed").exists());
     }
 
     #[test]
