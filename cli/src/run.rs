@@ -259,6 +259,14 @@ pub fn run(root: &Path, a: RunArgs) -> Result<i32, Failure> {
     let volumes = ironpod_volumes::resolve(root, &opts.volumes).map_err(|e| rt(e.to_string()))?;
     let mut shape = pod_shape(&opts, volumes);
     shape.template &= !a.no_template;
+    if shape.template && !shape.volumes.is_empty() {
+        // A template with a share has a layer slot fewer: only an image that is here and
+        // fits its slots starts from one (the others boot).
+        let layers = ImageStore::open(root)
+            .and_then(|s| s.inspect(&a.image))
+            .map(|d| d.manifest_json.layers().len());
+        shape.template = layers.is_ok_and(|n| shape.template_fits(n));
+    }
     let mut monitor =
         MonitorHandle::spawn(root, &id, &shape, !a.detach).map_err(|e| rt(e.to_string()))?;
     tracing::debug!("monitor spawned");

@@ -48,17 +48,33 @@ pub struct PodShape {
     /// The container's volumes (host directories, in the order of its `-v` options), shared
     /// with the VM through virtio-fs; their server starts with the VMM.
     pub volumes: Vec<HostDir>,
-    /// Restore the VM from the pod template of its size ([`crate::template`]) instead of
-    /// booting it. Pods with volumes boot cold (a restored VM's memory cannot be shared with
-    /// a virtio-fs server).
+    /// Restore the VM from the pod template of its shape ([`crate::template`]) instead of
+    /// booting it.
     pub template: bool,
+}
+
+impl PodShape {
+    /// The shape of the template its VM restores.
+    pub fn template_shape(&self) -> crate::template::Shape {
+        crate::template::Shape {
+            vcpus: self.vcpus,
+            memory_mib: self.memory_mib,
+            card: self.network.is_some(),
+            share: !self.volumes.is_empty(),
+        }
+    }
+
+    /// Whether an image of `layers` layers fits its template's disk slots.
+    pub fn template_fits(&self, layers: usize) -> bool {
+        layers <= usize::from(self.template_shape().read_only_slots())
+    }
 }
 
 /// The pod's shape for a container's options and its volumes' host directories.
 pub fn pod_shape(o: &RunOptions, volumes: Vec<HostDir>) -> PodShape {
     let (vcpus, memory_mib) = vm_size(o);
     let network = o.network_name().map(str::to_string);
-    let template = volumes.is_empty() && !crate::template::disabled_by_env();
+    let template = !crate::template::disabled_by_env();
     PodShape { vcpus, memory_mib, cpus: o.cpus, network, volumes, template }
 }
 

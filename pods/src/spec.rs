@@ -536,7 +536,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         return Err(format!("invalid size {s:?}"));
     }
     let bytes = v * mult as f64;
-    if bytes > u64::MAX as f64 / 2.0 {
+    // 2^63 is exact in f64, and sizes from there on do not fit in half of u64.
+    if bytes >= (1u64 << 63) as f64 {
         return Err(format!("size {s:?} is too large"));
     }
     Ok(bytes as u64)
@@ -554,7 +555,7 @@ mod tests {
         assert_eq!(parse_size("1.5k").unwrap(), 1536);
         assert_eq!(parse_size("100").unwrap(), 100);
         assert_eq!(parse_size("100b").unwrap(), 100);
-        for bad in ["", "x", "-1m", "1q", "1e400g", "nan"] {
+        for bad in ["", "x", "-1m", "1q", "1e400g", "nan", "8388608t"] {
             assert!(parse_size(bad).is_err(), "{bad}");
         }
     }

@@ -4,7 +4,8 @@
 //! A template is made the first time a shape (vCPUs, memory, a network card or none) is
 //! asked for with the current guest kernel, initramfs, VMM binary and host CPU: its VM boots
 //! with no container, empty disk slots ([`READ_ONLY_SLOTS`] read-only for layers, one
-//! writable) and, for pods on a network, a card without a tap (MAC [`TEMPLATE_MAC`]), and is snapshotted under the state root
+//! writable), for pods on a network a card without a tap (MAC [`TEMPLATE_MAC`]) and for
+//! pods with volumes a share without a backend ([`Shape::share`]), and is snapshotted under the state root
 //! (`templates/vm/<key>/`). A pod restored from it gets its layer disks, writable disk and tap
 //! in those slots before its vCPUs run (the VMM's late configuration), is told it was
 //! restored (the agent reseeds the guest's RNG and sets its clock), and its agent gives
@@ -23,7 +24,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ironpod_vmm::config::{RestoreConfig, SpareNetConfig};
+use ironpod_vmm::config::{RestoreConfig, SpareFsConfig, SpareNetConfig};
 use ironpod_vmm::snapshot::state_file::CpuModel;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -35,6 +36,10 @@ use crate::vm::{RunningVm, VmError, VmSpec};
 /// the writable slot, the card, the balloon and vsock it takes all 19 of the VMM's
 /// interrupt lines, and with the writable slot all of its 16 disks.
 pub const READ_ONLY_SLOTS: u8 = 15;
+/// Read-only disk slots of a template with a share: one interrupt line goes to the share.
+pub const READ_ONLY_SLOTS_WITH_SHARE: u8 = READ_ONLY_SLOTS - 1;
+/// Entries of each queue of a template's share (the size pods' shares have).
+pub const SHARE_QUEUE_SIZE: u16 = 1024;
 /// The MAC address of a template's card, which each pod's agent replaces with the pod's
 /// own before the card comes up.
 pub const TEMPLATE_MAC: &str = "02:00:00:00:00:01";
@@ -47,7 +52,7 @@ pub const POD_CMDLINE: &str = "page_reporting.page_reporting_order=3";
 /// cold, as with `--no-template`.
 pub const NO_TEMPLATE_ENV: &str = "IRONPOD_NO_TEMPLATE";
 /// Bumped when what a template holds changes in a way its key does not show.
-const FORMAT: &str = "ironpod-template-1";
+const FORMAT: &str = "ironpod-template-2";
 
 /// Errors making or checking a template.
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +104,23 @@ pub struct Shape {
     /// A network card (a pod with `--network none` has none: only loopback, as under
     /// Docker).
     pub card: bool,
+    /// A share (virtio-fs, [`ironpod_protocol::SHARE_TAG`]) for the pod's volumes. Its
+    /// template's VM has the device without a backend (the guest does not mount it); a pod
+    /// restored from it plugs its own virtiofsd in, and its RAM is a copy of the template's
+    /// in shared memory (which virtiofsd maps too) rather than the template's file mapped
+    /// private: such pods start as fast but do not share the template's pages.
+    pub share: bool,
+}
+
+impl Shape {
+    /// The read-only disk slots of its VM: the most layers a pod of this shape can have.
+    pub fn read_only_slots(&self) -> u8 {
+        if self.share {
+            READ_ONLY_SLOTS_WITH_SHARE
+        } else {
+            READ_ONLY_SLOTS
+        }
+    }
 }
 
 /// A template on disk, checked.
@@ -136,6 +158,7 @@ struct Inputs {
     vcpus: u8,
     memory_mib: u64,
     card: bool,
+    share: bool,
     cmdline: String,
     read_only_slots: u8,
     mac: String,
@@ -179,8 +202,9 @@ impl Inputs {
             vcpus: shape.vcpus,
             memory_mib: shape.memory_mib,
             card: shape.card,
+            share: shape.share,
             cmdline: POD_CMDLINE.into(),
-            read_only_slots: READ_ONLY_SLOTS,
+            read_only_slots: shape.read_only_slots(),
             mac: TEMPLATE_MAC.into(),
             mtu: TEMPLATE_MTU,
         })
@@ -212,10 +236,17 @@ fn vm_spec(shape: Shape) -> Result<VmSpec, VmError> {
     s.memory_mib = shape.memory_mib;
     s.free_page_reporting = true;
     s.cmdline_extra = POD_CMDLINE.into();
-    s.spare_disks = READ_ONLY_SLOTS;
+    s.spare_disks = shape.read_only_slots();
     s.spare_writable_disks = 1;
     if shape.card {
         s.spare_nets = vec![SpareNetConfig { mac: Some(TEMPLATE_MAC.into()), mtu: TEMPLATE_MTU }];
+    }
+    if shape.share {
+        s.shared_memory = true;
+        s.spare_fs = vec![SpareFsConfig {
+            tag: ironpod_protocol::SHARE_TAG.into(),
+            queue_size: SHARE_QUEUE_SIZE,
+        }];
     }
     Ok(s)
 }
@@ -275,7 +306,12 @@ fn make(base: &Path, dir: &Path, inputs: &Inputs) -> Result<(), TemplateError> {
     let _ = fs::remove_dir_all(&work);
     fs::create_dir(&work).map_err(io_err(format!("create {}", work.display())))?;
     let made = (|| {
-        let shape = Shape { vcpus: inputs.vcpus, memory_mib: inputs.memory_mib, card: inputs.card };
+        let shape = Shape {
+            vcpus: inputs.vcpus,
+            memory_mib: inputs.memory_mib,
+            card: inputs.card,
+            share: inputs.share,
+        };
         let mut spec = vm_spec(shape)?;
         spec.snapshot_dir = Some(work.clone());
         let mut vm = RunningVm::start(&spec)?;
@@ -390,6 +426,7 @@ mod tests {
             vcpus: 1,
             memory_mib: 256,
             card: true,
+            share: false,
             cmdline: POD_CMDLINE.into(),
             read_only_slots: READ_ONLY_SLOTS,
             mac: TEMPLATE_MAC.into(),
@@ -409,6 +446,9 @@ mod tests {
         let mut c = a.clone();
         c.card = false;
         assert_ne!(a.key(), c.key());
+        let mut e = a.clone();
+        e.share = true;
+        assert_ne!(a.key(), e.key());
         assert!(a.current());
         // A rebuilt kernel (new content, new time) is another input.
         std::thread::sleep(Duration::from_millis(10));

@@ -40,6 +40,25 @@ pub const ANNOTATION_SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
 /// sandbox when containerd's runtime options pass it (`pod_annotations = ["org.ironpod.*"]`).
 pub const ANNOTATION_STORAGE_SIZE: &str = "org.ironpod.storage-size";
 
+/// Annotation on the container that boots a pod: `false` boots its VM instead of restoring
+/// the pod template of its shape (`true`, the default; see ironpod's README, "Pod
+/// templates"). The environment variable `IRONPOD_NO_TEMPLATE=1` of the shim turns
+/// templates off for every pod.
+pub const ANNOTATION_TEMPLATE: &str = "org.ironpod.template";
+
+/// Whether a pod booted for `spec` may restore a pod template.
+pub fn use_template(spec: &Spec) -> Result<bool, String> {
+    let env = !ironpod_pods::template::disabled_by_env();
+    match spec.annotations().as_ref().and_then(|a| a.get(ANNOTATION_TEMPLATE)) {
+        None => Ok(env),
+        Some(v) if v == "true" => Ok(env),
+        Some(v) if v == "false" => Ok(false),
+        Some(v) => {
+            Err(format!("annotation {ANNOTATION_TEMPLATE}: {v:?} is neither true nor false"))
+        }
+    }
+}
+
 /// The size of the writable disk of a pod booted for `spec`.
 pub fn storage_size(spec: &Spec) -> Result<u64, String> {
     match spec.annotations().as_ref().and_then(|a| a.get(ANNOTATION_STORAGE_SIZE)) {
@@ -280,6 +299,20 @@ mod tests {
         let host = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         assert_eq!(cpus as usize, 2.min(host));
         assert_eq!(mem, 512 + ironpod_pods::launch::MEMORY_OVERHEAD_MIB);
+    }
+
+    #[test]
+    fn template_switch_from_the_annotation() {
+        let mut s = Spec::default();
+        s.set_annotations(None);
+        let env = !ironpod_pods::template::disabled_by_env();
+        assert_eq!(use_template(&s), Ok(env));
+        for (v, want) in [("true", Ok(env)), ("false", Ok(false))] {
+            s.set_annotations(Some(HashMap::from([(ANNOTATION_TEMPLATE.into(), v.into())])));
+            assert_eq!(use_template(&s), want, "{v}");
+        }
+        s.set_annotations(Some(HashMap::from([(ANNOTATION_TEMPLATE.into(), "no".into())])));
+        assert!(use_template(&s).is_err());
     }
 
     #[test]

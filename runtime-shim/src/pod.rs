@@ -9,6 +9,7 @@ use ironpod_pods::agent_client::AgentClient;
 use ironpod_pods::cgroup::{self, Limits, PodCgroup, Usage};
 use ironpod_pods::disks::make_writable_disk_fast;
 use ironpod_pods::paths::disk_serial;
+use ironpod_pods::template;
 use ironpod_pods::vm::{RunningVm, VmSpec};
 use ironpod_protocol::RootfsDisks;
 use ironpod_vmm::config::DiskConfig;
@@ -57,6 +58,18 @@ pub fn spare_slots(boot_layers: usize) -> u8 {
     by_irq.min(by_disks).min(MAX_SPARE_SLOTS) as u8
 }
 
+/// Whether a pod VM with `layers` and card `nic` can restore a template of `shape`: its
+/// layers fit the template's slots, and its card (if any) has the template's MTU and an
+/// address, through which the agent gives the card the veth's MAC.
+fn fits_template(
+    shape: &template::Shape,
+    layers: &[PathBuf],
+    nic: Option<&ironpod_net::podnet::GuestNic>,
+) -> bool {
+    layers.len() <= usize::from(shape.read_only_slots())
+        && nic.is_none_or(|n| n.mtu == template::TEMPLATE_MTU && n.address.is_some())
+}
+
 /// The tap device of a pod VM in its network namespace.
 const POD_TAP: &str = "tap0";
 
@@ -103,7 +116,7 @@ impl PodVm {
         netns: Option<PathBuf>,
         size: PodSize,
     ) -> Result<PodVm, String> {
-        let PodSize { vcpus, memory_mib, disk_bytes } = size;
+        let PodSize { vcpus, memory_mib, disk_bytes, template } = size;
         ironpod_images::private::private_run_root()
             .map_err(|e| format!("create {}: {e}", ironpod_images::private::RUN_ROOT))?;
         ironpod_images::private::private_dir(state_root)
@@ -112,14 +125,6 @@ impl PodVm {
         std::fs::create_dir_all(disks).map_err(|e| format!("create {}: {e}", disks.display()))?;
         let writable = disks.join("rw.ext4");
         make_writable_disk_fast(state_root, &writable, disk_bytes).map_err(|e| e.to_string())?;
-        let mut s = VmSpec::with_defaults().map_err(|e| e.to_string())?;
-        s.vcpus = vcpus;
-        s.memory_mib = memory_mib;
-        s.free_page_reporting = true;
-        // ttrpc's worker threads come and go; the VM lives until the pod is deleted (and a
-        // restarted shim must not lose it).
-        s.die_with_starter = false;
-        s.spare_disks = spare;
         let nic = match &netns {
             Some(ns) => match ironpod_net::podnet::connect_tap(ns, "eth0", POD_TAP) {
                 // A namespace with loopback only: the VM gets no card either.
@@ -130,20 +135,11 @@ impl PodVm {
                         ns.display()
                     ))
                 }
-                Ok(nic) => {
-                    s.net = vec![ironpod_vmm::config::NetConfig {
-                        tap: POD_TAP.into(),
-                        mac: Some(nic.mac.clone()),
-                        mtu: nic.mtu,
-                        netns: None,
-                    }];
-                    s.netns = Some(ns.clone());
-                    Some(nic)
-                }
+                Ok(nic) => Some(nic),
             },
             None => None,
         };
-        s.disks = layers
+        let disk_configs: Vec<DiskConfig> = layers
             .iter()
             .map(|p| DiskConfig { path: p.clone(), read_only: true })
             .chain(std::iter::once(DiskConfig { path: writable.clone(), read_only: false }))
@@ -153,21 +149,68 @@ impl PodVm {
         let cgroup = PodCgroup::create(&cgroup_name(dir), &limits)
             .map_err(|e| format!("the pod's cgroup: {e}"))?
             .map(Arc::new);
-        s.cgroup = cgroup.clone();
         // The share for the containers' volumes, empty until they come.
         let socket = dir.join("fs.sock");
         let join =
             cgroup::joiner(cgroup.as_deref()).map_err(|e| format!("the pod's cgroup: {e}"))?;
         let pod_share = PodShare::start_with(&share_id(dir), &[], &socket, join)
             .map_err(|e| format!("the pod's volume share: {e}"))?;
-        s.shared_memory = true;
-        s.fs = vec![ironpod_vmm::config::FsConfig {
+        let share = ironpod_vmm::config::FsConfig {
             socket,
             tag: ironpod_protocol::SHARE_TAG.into(),
-            queue_size: 1024,
-        }];
-        s.cmdline_extra.push_str(" ironpod.share");
-        let mut vm = RunningVm::start(&s).map_err(|e| format!("start the pod VM: {e}"))?;
+            queue_size: template::SHARE_QUEUE_SIZE,
+        };
+        let shape = template::Shape { vcpus, memory_mib, card: nic.is_some(), share: true };
+        let template = match template && fits_template(&shape, &layers, nic.as_ref()) {
+            true => template::get_or_make(state_root, shape)
+                .map_err(|e| log::warn!("no pod template, the pod VM boots: {e}"))
+                .ok(),
+            false => None,
+        };
+        let restored = template.is_some();
+        let (mut s, net_mac) = match &template {
+            Some(t) => (t.restore_spec().map_err(str)?, None),
+            None => (VmSpec::with_defaults().map_err(str)?, nic.as_ref().map(|n| n.mac.clone())),
+        };
+        s.vcpus = vcpus;
+        s.memory_mib = memory_mib;
+        s.free_page_reporting = true;
+        // ttrpc's worker threads come and go; the VM lives until the pod is deleted (and a
+        // restarted shim must not lose it).
+        s.die_with_starter = false;
+        s.cgroup = cgroup.clone();
+        s.shared_memory = true;
+        let net: Vec<_> = nic
+            .iter()
+            .map(|n| ironpod_vmm::config::NetConfig {
+                tap: POD_TAP.into(),
+                mac: net_mac.clone(),
+                mtu: n.mtu,
+                netns: None,
+            })
+            .collect();
+        if nic.is_some() {
+            s.netns = netns.clone();
+        }
+        let mut vm = match restored {
+            true => {
+                // The template's slots take the disks, its card the tap and its share
+                // device this pod's virtiofsd.
+                let mut vm =
+                    RunningVm::start_deferred(&s).map_err(|e| format!("start the pod VM: {e}"))?;
+                vm.boot(disk_configs, net, vec![share], "")
+                    .map_err(|e| format!("start the pod VM: {e}"))?;
+                vm
+            }
+            false => {
+                s.spare_disks = spare;
+                s.disks = disk_configs;
+                s.net = net;
+                s.fs = vec![share];
+                s.cmdline_extra.push_str(" ironpod.share");
+                RunningVm::start(&s).map_err(|e| format!("start the pod VM: {e}"))?
+            }
+        };
         // For `delete` after this shim is gone: which VMM to end (pid + start time, so a
         // reused pid is never hit).
         let start = ironpod_ids::process_start(vm.pid() as i32).unwrap_or(0);
@@ -178,10 +221,31 @@ impl PodVm {
             .wait_agent(Duration::from_secs(120))
             .map_err(|e| format!("the pod VM's agent did not come up: {e}"))?;
         ctl.set_timeout(Duration::from_secs(60)).map_err(|e| e.to_string())?;
+        if restored {
+            // Before anything else: fresh randomness and the time of day.
+            ctl.restored().map_err(|e| format!("reseed the restored pod VM: {e}"))?;
+        }
         if let Some(nic) = &nic {
-            ctl.configure_network(&nic.network_config())
+            let mut config = nic.network_config();
+            if restored {
+                // The template's card has the template's MAC: the agent gives it the veth's.
+                for i in &mut config.interfaces {
+                    i.replaces = Some(template::TEMPLATE_MAC.into());
+                }
+            }
+            ctl.configure_network(&config)
                 .map_err(|e| format!("configure the pod VM's network: {e}"))?;
         }
+        let spare = match restored {
+            // Every slot the layers left is free for more.
+            true => shape.read_only_slots() - layers.len() as u8,
+            false => spare,
+        };
+        log::info!(
+            "pod VM {} (pid {}): restored from a template: {restored}",
+            share_id(dir),
+            vm.pid()
+        );
         Ok(PodVm {
             uds: vm.vsock_path().to_path_buf(),
             spare,
@@ -391,6 +455,9 @@ pub struct PodSize {
     pub memory_mib: u64,
     /// The writable disk.
     pub disk_bytes: u64,
+    /// Restore the pod template of its shape instead of booting (when its layers and card
+    /// fit the template's).
+    pub template: bool,
 }
 
 /// Where the writable disk of the pod whose runtime directory is `dir` lives.
@@ -441,7 +508,7 @@ mod tests {
         let state = tempfile::tempdir().unwrap();
         let run = tempfile::tempdir().unwrap();
         let dir = run.path().join("sandbox-1");
-        let size = PodSize { vcpus: 1, memory_mib: 128, disk_bytes: 64 << 20 };
+        let size = PodSize { vcpus: 1, memory_mib: 128, disk_bytes: 64 << 20, template: true };
         let netns = Some(PathBuf::from("/nonexistent/netns"));
         let e = PodVm::boot(state.path(), &dir, vec![], 0, netns, size).err().unwrap();
         assert!(e.contains("network namespace"), "{e}");

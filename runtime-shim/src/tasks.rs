@@ -210,7 +210,9 @@ impl Inner {
                     let (vcpus, memory_mib) = crate::vm_size(&spec);
                     let disk_bytes =
                         crate::storage_size(&spec).map_err(|e| err(Code::INVALID_ARGUMENT, e))?;
-                    let size = crate::pod::PodSize { vcpus, memory_mib, disk_bytes };
+                    let template =
+                        crate::use_template(&spec).map_err(|e| err(Code::INVALID_ARGUMENT, e))?;
+                    let size = crate::pod::PodSize { vcpus, memory_mib, disk_bytes, template };
                     // A CRI sandbox gets slots for its containers' other images.
                     let spare = if crate::is_sandbox(&spec) {
                         crate::pod::spare_slots(layers.len())

@@ -1,7 +1,7 @@
 //! ironpod under Kubernetes' CRI: Debian's containerd 1.6 with its CRI plugin, a pod with the
 //! `ironpod` runtime handler, driven through the CRI gRPC API the way a kubelet does.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ironpod_tests::containerd::{
@@ -240,6 +240,28 @@ fn cri_pods_on_a_cni_network_reach_each_other() {
     assert!(out.contains("2 packets received"), "{out}");
     let out = exec_ok(&mut cri, &one.1, "ping -c 1 -W 5 10.233.0.1");
     assert!(out.contains("1 packets received"), "{out}");
+    // Both pod VMs restored the template the first one made (a card and a share): their
+    // guests have been up since it was, and each has its own MAC and randomness.
+    let templates: Vec<PathBuf> = std::fs::read_dir(c.dir().join("shim/templates/vm"))
+        .expect("the shim's templates")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    assert_eq!(templates.len(), 1, "{templates:?}");
+    let made = std::fs::metadata(templates[0].join("state")).unwrap().modified().unwrap();
+    let probe = "cut -d. -f1 /proc/uptime; cat /sys/class/net/eth0/address \
+                 /proc/sys/kernel/random/uuid";
+    let seen: Vec<Vec<String>> = pods
+        .iter()
+        .map(|(_, id, _)| exec_ok(&mut cri, id, probe).lines().map(str::to_string).collect())
+        .collect();
+    for l in &seen {
+        let up: u64 = l[0].parse().unwrap();
+        let since = made.elapsed().unwrap().as_secs();
+        assert!(up + 2 >= since, "uptime {up} s, the template is {since} s old: booted? {l:?}");
+        assert_ne!(l[1], ironpod_pods::template::TEMPLATE_MAC, "the card kept the template's MAC");
+    }
+    assert_ne!(seen[0][1..], seen[1][1..], "the pods share a MAC or randomness: {seen:?}");
     for (pod, _, _) in &pods {
         cri.stop_pod(pod).expect("StopPodSandbox");
         cri.remove_pod(pod).expect("RemovePodSandbox");

@@ -135,6 +135,20 @@ fn volumes_keep_data_between_pods_refuse_writes_when_ro_and_stay_inside() {
     // `inspect` shows the writer's mounts as Docker does.
     let v: serde_json::Value =
         serde_json::from_slice(&root.ironpod(&["inspect", "writer"]).stdout).unwrap();
+    // Both pods restored the pod template with a share that the first one made (a copy of
+    // its memory in shared memory, their own virtiofsd plugged into its share device).
+    let id = v[0]["Id"].as_str().unwrap();
+    let log = std::fs::read_to_string(root.path().join("containers").join(id).join("monitor.log"))
+        .unwrap_or_default();
+    assert!(!log.contains("no pod template"), "the writer booted: {log}");
+    let templates: Vec<String> = std::fs::read_dir(root.path().join("templates/vm"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .map(|p| std::fs::read_to_string(p.join("inputs.json")).unwrap())
+        .collect();
+    assert_eq!(templates.len(), 1, "{templates:?}");
+    assert!(templates[0].contains("\"share\": true"), "{}", templates[0]);
     let mounts = &v[0]["Mounts"];
     assert_eq!(mounts[0]["Type"], "bind", "{mounts}");
     assert_eq!(mounts[0]["Destination"], "/data");

@@ -209,6 +209,66 @@ pub fn guest_memory_from_file(
     map_ranges(&layout::ram_ranges(size), Some((&file, true)), offset)
 }
 
+/// Guest RAM of `size` bytes in a new memory file mapped shared (as [`guest_memory`] with
+/// `shared`) holding a copy of `file`'s data from `offset` (a snapshot's memory file, its
+/// ranges one after the other): a restored VM whose memory vhost-user backends map too. Only
+/// what `file` holds data for is copied; its holes stay holes (no memory).
+pub fn guest_memory_copied(
+    size: u64,
+    file: &std::fs::File,
+    offset: u64,
+) -> Result<GuestMemoryMmap, String> {
+    use std::os::unix::fs::FileExt;
+    use vm_memory::{Bytes, GuestMemoryBackend, GuestMemoryRegion};
+    let mem = guest_memory(size, true)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut region_at = offset;
+    for region in mem.iter() {
+        let end = region_at + region.len();
+        let mut pos = region_at;
+        while let Some((data, hole)) =
+            next_data(file, pos, end).map_err(|e| format!("read the memory file: {e}"))?
+        {
+            let mut at = data;
+            while at < hole {
+                let n = ((hole - at) as usize).min(buf.len());
+                file.read_exact_at(&mut buf[..n], at)
+                    .map_err(|e| format!("read the memory file at {at}: {e}"))?;
+                let gpa = vm_memory::GuestAddress(region.start_addr().0 + (at - region_at));
+                mem.write_slice(&buf[..n], gpa).map_err(|e| format!("copy guest memory: {e}"))?;
+                at += n as u64;
+            }
+            pos = hole;
+        }
+        region_at = end;
+    }
+    Ok(mem)
+}
+
+/// The next stretch of `file` in `[pos, end)` that holds data (`SEEK_DATA`/`SEEK_HOLE`): its
+/// start and end, or `None`. A file system without them reports all data.
+fn next_data(file: &std::fs::File, pos: u64, end: u64) -> io::Result<Option<(u64, u64)>> {
+    let seek = |at: u64, whence: i32| -> io::Result<Option<u64>> {
+        // SAFETY: lseek on a descriptor we hold; it moves only that descriptor's offset,
+        // which nothing else uses (positioned reads ignore it).
+        let r = unsafe { libc::lseek(file.as_raw_fd(), at as libc::off_t, whence) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            return if e.raw_os_error() == Some(libc::ENXIO) { Ok(None) } else { Err(e) };
+        }
+        Ok(Some(r as u64))
+    };
+    if pos >= end {
+        return Ok(None);
+    }
+    let Some(data) = seek(pos, libc::SEEK_DATA)? else { return Ok(None) };
+    if data >= end {
+        return Ok(None);
+    }
+    let hole = seek(data, libc::SEEK_HOLE)?.unwrap_or(end).min(end);
+    Ok(Some((data, hole)))
+}
+
 /// Maps `ranges`: anonymous, or from the file (private or shared) one after the other.
 fn map_ranges(
     ranges: &[(vm_memory::GuestAddress, usize)],
@@ -241,6 +301,30 @@ fn map_ranges(
 mod tests {
     use super::*;
     use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
+
+    #[test]
+    fn a_copy_into_shared_memory_keeps_data_and_holes() {
+        use std::io::Write;
+        use std::os::unix::fs::FileExt;
+        let size = 16u64 << 20;
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(b"header").unwrap();
+        f.set_len(6 + size).unwrap();
+        f.write_all_at(b"low", 6 + 0x1000).unwrap();
+        f.write_all_at(&[9u8; 3 << 20], 6 + (9 << 20)).unwrap();
+        let mem = guest_memory_copied(size, &f, 6).unwrap();
+        assert!(mem.iter().all(|r| r.file_offset().is_some()), "shared, for vhost-user");
+        let mut b = [0u8; 3];
+        mem.read_slice(&mut b, GuestAddress(0x1000)).unwrap();
+        assert_eq!(&b, b"low");
+        assert_eq!(mem.read_obj::<u8>(GuestAddress((12 << 20) - 1)).unwrap(), 9);
+        assert_eq!(mem.read_obj::<u8>(GuestAddress(12 << 20)).unwrap(), 0);
+        assert_eq!(mem.read_obj::<u8>(GuestAddress(0)).unwrap(), 0);
+        // The holes took no memory in the new file.
+        let fd = mem.iter().next().unwrap().file_offset().unwrap().file().metadata().unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert!(fd.blocks() * 512 < (6 << 20), "{} bytes allocated", fd.blocks() * 512);
+    }
 
     #[test]
     fn every_range_is_aligned_and_usable() {

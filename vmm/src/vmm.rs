@@ -170,6 +170,8 @@ pub struct Vm {
     spare_disks: Vec<Arc<Mutex<Block>>>,
     /// Network cards without a tap (`spare_nets`).
     spare_nets: Vec<Arc<Mutex<crate::virtio::net::Net<TapSocket>>>>,
+    /// virtio-fs devices without a backend (`spare_fs`).
+    spare_fs: Vec<Arc<Mutex<crate::virtio::fs::Fs>>>,
     /// Disks of a restored VM's late configuration: they go into spare slots once the
     /// slots' saved state is back (see [`Vm::add_late`]).
     pending_disks: Vec<crate::config::DiskConfig>,
@@ -258,8 +260,10 @@ impl Vm {
         let vm = Arc::new(kvm.create_vm().map_err(kvm_call("create VM"))?);
         let size = config.memory_mib << 20;
         let mem = match (&restored, &config.restore) {
-            (Some(snap), Some(r)) => crate::snapshot::memory_file::restore(&r.memory, &snap.memory)
-                .map_err(|e| VmmError::Restore(e.to_string()))?,
+            (Some(snap), Some(r)) => {
+                crate::snapshot::memory_file::restore(&r.memory, &snap.memory, config.shared_memory)
+                    .map_err(|e| VmmError::Restore(e.to_string()))?
+            }
             _ => crate::memory::guest_memory(size, config.shared_memory)
                 .map_err(|reason| VmmError::Memory { mib: config.memory_mib, reason })?,
         };
@@ -295,6 +299,7 @@ impl Vm {
             disks: Vec::new(),
             spare_disks: Vec::new(),
             spare_nets: Vec::new(),
+            spare_fs: Vec::new(),
             pending_disks: Vec::new(),
             transports: Vec::new(),
             restored,
@@ -328,6 +333,13 @@ impl Vm {
         for fs in vmm.config.fs.clone() {
             vmm.add_fs(&fs)?;
         }
+        for spare in vmm.config.spare_fs.clone() {
+            let dev = crate::virtio::fs::Fs::empty(&spare.tag, spare.queue_size)
+                .map_err(|e| VmmError::Device(format!("virtio-fs {}: {e}", spare.tag)))?;
+            let dev = Arc::new(Mutex::new(dev));
+            vmm.add_virtio(dev.clone())?;
+            vmm.spare_fs.push(dev);
+        }
         if vmm.config.free_page_reporting {
             let dev = crate::virtio::balloon::Balloon::new()
                 .map_err(|e| VmmError::Device(format!("balloon: {e}")))?;
@@ -345,7 +357,7 @@ impl Vm {
     /// Adds what came after the set-up (`--late-config`): more disks, more command line.
     /// Called before [`Vm::run`]. A restored VM's late configuration fills its spare slots
     /// instead ([`crate::config::LateConfig::parse`] checked that it fits): taps go into the
-    /// spare cards now, disks into the spare slots once their saved state is back, before
+    /// spare cards and virtio-fs backends into the spare virtio-fs devices now, disks into the spare slots once their saved state is back, before
     /// the guest runs (it learns of them through configuration-change interrupts).
     pub fn add_late(&mut self, late: crate::config::LateConfig) -> Result<(), VmmError> {
         if self.restored.is_some() {
@@ -356,6 +368,15 @@ impl Vm {
                     .backend_mut()
                     .plug(tap)
                     .map_err(|e| VmmError::Device(format!("tap {}: {e}", net.tap)))?;
+            }
+            for fs in &late.fs {
+                let slot = self.spare_fs.iter().find(|d| lock(d).tag() == fs.tag);
+                let slot = slot.ok_or_else(|| {
+                    VmmError::Device(format!("no spare virtio-fs device with tag {:?}", fs.tag))
+                })?;
+                lock(slot)
+                    .plug(&fs.socket)
+                    .map_err(|e| VmmError::Device(format!("virtio-fs {}: {e}", fs.tag)))?;
             }
             self.pending_disks = late.disks;
             return Ok(());

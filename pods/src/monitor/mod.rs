@@ -81,14 +81,7 @@ fn start_vm(
 ) -> Result<(RunningVm, bool), ExitReport> {
     let trace = std::env::var_os("IRONPOD_GUEST_TRACE").is_some();
     let template = match shape.template && !trace {
-        true => match template::get_or_make(
-            root,
-            template::Shape {
-                vcpus: shape.vcpus,
-                memory_mib: shape.memory_mib,
-                card: shape.network.is_some(),
-            },
-        ) {
+        true => match template::get_or_make(root, shape.template_shape()) {
             Ok(t) => Some(t),
             Err(e) => {
                 eprintln!("ironpod-monitor: {id}: no pod template, the VM boots: {e}");
@@ -123,8 +116,7 @@ fn start_vm(
 /// Boots the VM with the container's disks, then reads the records, creates the container
 /// and opens its streams.
 fn boot(
-    root: &Path,
-    id: &str,
+    (root, id, shape): (&Path, &str, &PodShape),
     (mut vm, restored): (RunningVm, bool),
     (launch, pending, share): (&Launch, &mut Option<PendingNetwork>, Option<PodShare>),
     sh: &Arc<Shared>,
@@ -132,6 +124,16 @@ fn boot(
 ) -> Result<(Pod, (bool, bool)), ExitReport> {
     // Name the container's disks so the agent mounts them while we connect.
     let layers: Vec<String> = launch.layers.iter().map(|p| paths::disk_serial(p)).collect();
+    let slots = shape.template_shape().read_only_slots();
+    if restored && layers.len() > usize::from(slots) {
+        // The caller checks the image before it asks for a template; an image replaced
+        // since (a pull) can still have more layers.
+        return Err(failure(format!(
+            "the image has {} layers; a pod from a template takes at most {slots} (run it \
+             with --no-template)",
+            layers.len()
+        )));
+    }
     let mut cmdline = String::new();
     // A restored guest runs already: the agent mounts the disks when the container is made.
     if !restored && !layers.is_empty() && layers.len() * 21 < 1200 {
@@ -163,9 +165,12 @@ fn boot(
         fs.push(FsConfig {
             socket: share.socket().to_path_buf(),
             tag: ironpod_protocol::SHARE_TAG.into(),
-            queue_size: 1024,
+            queue_size: template::SHARE_QUEUE_SIZE,
         });
-        cmdline.push_str(" ironpod.share");
+        // A restored guest mounts the share when the container is made.
+        if !restored {
+            cmdline.push_str(" ironpod.share");
+        }
     }
     vm.boot(disks, cards, fs, &cmdline).map_err(|e| failure(e.to_string()))?;
     tracing::info!(%id, "booting");
@@ -347,7 +352,7 @@ pub fn run(
     }
     let _ = writeln!(ready, "attach");
     let log = Arc::new(Mutex::new(None));
-    let booted = boot(root, id, (vm, restored), (&launch, &mut net, share), &sh, &log);
+    let booted = boot((root, id, shape), (vm, restored), (&launch, &mut net, share), &sh, &log);
     if let Some(p) = net.take() {
         // Boot failed before it waited for the network: wait now, so that nothing is made
         // after the pod's network is taken down.

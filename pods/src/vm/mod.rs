@@ -126,6 +126,9 @@ pub struct VmSpec {
     pub spare_writable_disks: u8,
     /// Network cards without a tap, for a restored VM's taps.
     pub spare_nets: Vec<ironpod_vmm::config::SpareNetConfig>,
+    /// virtio-fs devices without a backend, for a restored VM's shares (need
+    /// `shared_memory`).
+    pub spare_fs: Vec<ironpod_vmm::config::SpareFsConfig>,
     /// Start from this snapshot (host paths) instead of booting `kernel` and `initrd`.
     pub restore: Option<RestoreConfig>,
     /// A directory the VMM may write a snapshot of its VM into ([`RunningVm::snapshot`]):
@@ -172,6 +175,7 @@ impl VmSpec {
             cpus: None,
             spare_writable_disks: 0,
             spare_nets: Vec::new(),
+            spare_fs: Vec::new(),
             restore: None,
             snapshot_dir: None,
         })
@@ -330,6 +334,7 @@ impl RunningVm {
             .then(|| inside(API_SOCKET)),
             shared_memory: spec.shared_memory,
             fs: spec.fs.clone(),
+            spare_fs: spec.spare_fs.clone(),
             restore: spec.restore.clone(),
         };
         let mut stdout = None;

@@ -143,8 +143,13 @@ fn write_non_zero(file: &File, data: &[u8], offset: u64) -> io::Result<()> {
 }
 
 /// Maps the memory file at `path` as guest RAM (copy on write), after checking that it is
-/// the one `info` describes.
-pub fn restore(path: &Path, info: &MemoryFileInfo) -> Result<GuestMemoryMmap, MemoryFileError> {
+/// the one `info` describes. With `shared` the RAM is a copy in a memory file of its own,
+/// mapped shared (for vhost-user backends, which map guest memory too).
+pub fn restore(
+    path: &Path,
+    info: &MemoryFileInfo,
+    shared: bool,
+) -> Result<GuestMemoryMmap, MemoryFileError> {
     let p = path.display().to_string();
     let io = |source| MemoryFileError::Io { path: p.clone(), source };
     let mismatch = |why: String| MemoryFileError::Mismatch { path: p.clone(), why };
@@ -176,6 +181,10 @@ pub fn restore(path: &Path, info: &MemoryFileInfo) -> Result<GuestMemoryMmap, Me
             info.size
         )));
     }
+    if shared {
+        return crate::memory::guest_memory_copied(size, &file, HEADER_LEN)
+            .map_err(MemoryFileError::Memory);
+    }
     crate::memory::guest_memory_from_file(size, Arc::new(file), HEADER_LEN)
         .map_err(MemoryFileError::Memory)
 }
@@ -200,7 +209,7 @@ mod tests {
         use std::os::unix::fs::MetadataExt;
         assert!(meta.blocks() * 512 < 64 * 1024, "{} bytes allocated", meta.blocks() * 512);
 
-        let copy = restore(&path, &info).unwrap();
+        let copy = restore(&path, &info, false).unwrap();
         let mut b = [0u8; 5];
         copy.read_slice(&mut b, GuestAddress(0x1000)).unwrap();
         assert_eq!(&b, b"hello");
@@ -209,21 +218,21 @@ mod tests {
         assert!(c.iter().all(|&x| x == 7));
         // Writes go to the copy only.
         copy.write_slice(b"HELLO", GuestAddress(0x1000)).unwrap();
-        let again = restore(&path, &info).unwrap();
+        let again = restore(&path, &info, false).unwrap();
         again.read_slice(&mut b, GuestAddress(0x1000)).unwrap();
         assert_eq!(&b, b"hello", "the file is unchanged");
 
         let other = MemoryFileInfo { id: [9; 16], ..info.clone() };
-        let e = restore(&path, &other).unwrap_err().to_string();
+        let e = restore(&path, &other, false).unwrap_err().to_string();
         assert!(e.contains("another snapshot"), "{e}");
         let bigger = MemoryFileInfo { size: 16 << 20, ..info.clone() };
-        assert!(restore(&path, &bigger).is_err());
+        assert!(restore(&path, &bigger, false).is_err());
         std::fs::write(dir.path().join("junk"), b"junk").unwrap();
-        let e = restore(&dir.path().join("junk"), &info).unwrap_err().to_string();
+        let e = restore(&dir.path().join("junk"), &info, false).unwrap_err().to_string();
         assert!(e.contains("shorter than its header"), "{e}");
         let f = OpenOptions::new().write(true).open(&path).unwrap();
         f.set_len(HEADER_LEN + (4 << 20)).unwrap();
-        assert!(restore(&path, &info).is_err(), "a cut file is refused");
+        assert!(restore(&path, &info, false).is_err(), "a cut file is refused");
     }
 
     /// The inode behind each 2 MiB chunk of the mapping at `base` (0: anonymous memory).
@@ -255,7 +264,7 @@ mod tests {
         mem.write_slice(b"more", GuestAddress((5 << 20) + 0x3000)).unwrap();
         let path = dir.path().join("mem");
         let info = save(&mem, &path).unwrap();
-        let copy = restore(&path, &info).unwrap();
+        let copy = restore(&path, &info, false).unwrap();
         let region = copy.iter().next().unwrap();
         let inodes = chunk_inodes(region.as_ptr() as usize, 4);
         use std::os::unix::fs::MetadataExt;

@@ -58,9 +58,14 @@ pub fn check_compatible(saved: &VmConfig, now: &VmConfig) -> Result<(), String> 
         saved.free_page_reporting.to_string(),
         now.free_page_reporting.to_string(),
     )?;
-    if !now.fs.is_empty() || now.shared_memory {
-        return Err("a restored VM cannot have shared directories (virtio-fs) or shared \
-                    memory: its RAM is the snapshot's memory file, mapped private"
+    let spare_fs = |c: &VmConfig| {
+        format!("{:?}", c.spare_fs.iter().map(|f| (&f.tag, f.queue_size)).collect::<Vec<_>>())
+    };
+    same("spare_fs (tags, queue sizes)", spare_fs(saved), spare_fs(now))?;
+    same("shared_memory", saved.shared_memory.to_string(), now.shared_memory.to_string())?;
+    if !now.fs.is_empty() {
+        return Err("a restored VM's shared directories (virtio-fs) are plugged into its spare \
+                    devices by its late configuration: its own configuration has none"
             .into());
     }
     Ok(())
@@ -93,5 +98,12 @@ mod tests {
         b.spare_disks = 2;
         b.vsock = None;
         assert!(check_compatible(&a, &b).is_err());
+        b.vsock = a.vsock.clone();
+        b.shared_memory = true;
+        let e = check_compatible(&a, &b).unwrap_err();
+        assert!(e.contains("shared_memory"), "{e}");
+        b.shared_memory = false;
+        b.spare_fs = vec![crate::config::SpareFsConfig { tag: "t".into(), queue_size: 1024 }];
+        assert!(check_compatible(&a, &b).is_err(), "a spare virtio-fs device more");
     }
 }

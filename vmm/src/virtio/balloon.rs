@@ -341,7 +341,7 @@ mod tests {
         mem.write_slice(&vec![0x11; 2 << 20], GuestAddress(2 << 20)).unwrap();
         let path = dir.path().join("mem");
         let info = crate::snapshot::memory_file::save(&mem, &path).unwrap();
-        let restored = crate::snapshot::memory_file::restore(&path, &info).unwrap();
+        let restored = crate::snapshot::memory_file::restore(&path, &info, false).unwrap();
         // The guest writes a page of the snapshot's (a private copy), then reports it free.
         restored.write_slice(&[0x22; 4096], GuestAddress(2 << 20)).unwrap();
         let mut stats = BalloonStats::default();

@@ -54,23 +54,43 @@ pub enum FsError {
     /// An eventfd could not be made.
     #[error("eventfd: {0}")]
     EventFd(#[from] std::io::Error),
+    /// [`Fs::plug`] on a device that has a backend.
+    #[error("virtio-fs {0}: a backend is connected already")]
+    Plugged(String),
+    /// The backend plugged into a started device could not take its queues.
+    #[error("{0}")]
+    Start(String),
 }
 
 struct Active {
     interrupt: Arc<Interrupt>,
 }
 
-/// A virtio-fs device backed by a vhost-user file system server.
-pub struct Fs {
+/// The connection to the backend.
+struct Conn {
     frontend: Frontend,
     socket: String,
-    config: [u8; MAX_FS_TAG + 4],
-    queue_sizes: [u16; NUM_QUEUES],
     /// The backend's features and whether it speaks vhost-user protocol features, once
     /// asked (at the first activation).
     backend: Option<(u64, bool)>,
+}
+
+/// A virtio-fs device backed by a vhost-user file system server.
+///
+/// A spare device ([`Fs::empty`]) has no backend yet: the guest probes it and its driver
+/// starts it like any other, and its queues wait (nothing reaches them before the guest
+/// mounts the tag) until [`Fs::plug`] connects a backend — a pod template's VM has one,
+/// and each VM restored from it plugs in its own virtiofsd.
+pub struct Fs {
+    conn: Option<Conn>,
+    tag: String,
+    config: [u8; MAX_FS_TAG + 4],
+    queue_sizes: [u16; NUM_QUEUES],
     kicks: Vec<EventFd>,
     active: Option<Active>,
+    /// The driver started the device before a backend was plugged in: its queues, until
+    /// one is.
+    waiting: Option<ActivateContext>,
 }
 
 /// What the guest is offered: what virtio-fs backends have (virtiofsd does).
@@ -78,30 +98,12 @@ const OFFERED: u64 = features::VIRTIO_F_VERSION_1
     | features::VIRTIO_RING_F_EVENT_IDX
     | features::VIRTIO_RING_F_INDIRECT_DESC;
 
-impl Fs {
-    /// Connects to the backend listening on `socket`; the guest will see `tag`.
-    pub fn new(socket: &Path, tag: &str, queue_size: u16) -> Result<Self, FsError> {
+impl Conn {
+    fn connect(socket: &Path) -> Result<Self, FsError> {
         let name = socket.display().to_string();
         let frontend = Frontend::connect(socket, NUM_QUEUES as u64)
             .map_err(|source| FsError::Backend { socket: name.clone(), what: "connect", source })?;
-        let mut config = [0u8; MAX_FS_TAG + 4];
-        let n = tag.len().min(MAX_FS_TAG);
-        config[..n].copy_from_slice(&tag.as_bytes()[..n]);
-        // num_request_queues
-        config[MAX_FS_TAG..].copy_from_slice(&1u32.to_le_bytes());
-        let mut kicks = Vec::new();
-        for _ in 0..NUM_QUEUES {
-            kicks.push(EventFd::new(EFD_NONBLOCK)?);
-        }
-        Ok(Fs {
-            frontend,
-            socket: name,
-            config,
-            queue_sizes: [queue_size; NUM_QUEUES],
-            backend: None,
-            kicks,
-            active: None,
-        })
+        Ok(Conn { frontend, socket: name, backend: None })
     }
 
     /// Takes ownership of the backend and negotiates protocol features (once).
@@ -133,29 +135,141 @@ impl Fs {
         Ok((features, protocol))
     }
 
-    fn backend_err(&self, what: &'static str) -> impl FnOnce(vhost::Error) -> ActivateError + '_ {
+    fn err(&self, what: &'static str) -> impl FnOnce(vhost::Error) -> ActivateError + '_ {
         move |e| ActivateError::Backend(format!("{}: {what}: {e}", self.socket))
     }
 
-    /// The vhost-user description of guest memory: every region must be backed by a file.
-    fn memory_table(
-        mem: &GuestMemoryMmap,
-    ) -> Result<Vec<VhostUserMemoryRegionInfo>, ActivateError> {
-        mem.iter()
-            .map(|r| {
-                VhostUserMemoryRegionInfo::from_guest_region(r).map_err(|_| {
-                    ActivateError::Backend(
-                        "guest memory is not shared (the VM needs shared_memory)".into(),
-                    )
-                })
-            })
-            .collect()
+    /// Hands the backend the guest memory and the driver's queues; its calls go to the
+    /// device's interrupt (irqfd), the guest's kicks through `kicks`.
+    fn start(
+        &mut self,
+        ctx: &ActivateContext,
+        sizes: &[u16; NUM_QUEUES],
+        kicks: &[EventFd],
+    ) -> Result<(), ActivateError> {
+        let (backend_features, protocol) =
+            self.handshake().map_err(|e| ActivateError::Backend(e.to_string()))?;
+        let mut acked = ctx.acked_features & OFFERED;
+        if acked & !backend_features != 0 {
+            return Err(ActivateError::Backend(format!(
+                "{}: the driver accepted features {:#x} the backend lacks",
+                self.socket,
+                acked & !backend_features
+            )));
+        }
+        if protocol {
+            acked |= VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
+        }
+        self.frontend.set_features(acked).map_err(self.err("set features"))?;
+        let table = memory_table(&ctx.mem)?;
+        self.frontend.set_mem_table(&table).map_err(self.err("set memory table"))?;
+        for (i, q) in ctx.queues.iter().enumerate() {
+            let addr = VringConfigData {
+                queue_max_size: sizes[i],
+                queue_size: q.size(),
+                flags: 0,
+                desc_table_addr: host_address(&ctx.mem, q.desc_table())?,
+                used_ring_addr: host_address(&ctx.mem, q.used_ring())?,
+                avail_ring_addr: host_address(&ctx.mem, q.avail_ring())?,
+                log_addr: None,
+            };
+            self.frontend.set_vring_num(i, q.size()).map_err(self.err("set vring num"))?;
+            self.frontend.set_vring_addr(i, &addr).map_err(self.err("set vring addr"))?;
+            self.frontend.set_vring_base(i, q.next_avail()).map_err(self.err("set vring base"))?;
+            self.frontend
+                .set_vring_call(i, ctx.interrupt.irqfd())
+                .map_err(self.err("set vring call"))?;
+            self.frontend.set_vring_kick(i, &kicks[i]).map_err(self.err("set vring kick"))?;
+            if protocol {
+                self.frontend.set_vring_enable(i, true).map_err(self.err("enable vring"))?;
+            }
+        }
+        Ok(())
     }
 
-    fn host_address(mem: &GuestMemoryMmap, gpa: u64) -> Result<u64, ActivateError> {
-        mem.get_host_address(GuestAddress(gpa)).map(|p| p as u64).map_err(|_| {
-            ActivateError::Backend(format!("queue address {gpa:#x} is not in guest memory"))
+    /// Stops the backend's work on every queue (GET_VRING_BASE).
+    fn stop(&mut self) {
+        let protocol = self.backend.is_some_and(|b| b.1);
+        for i in 0..NUM_QUEUES {
+            if protocol {
+                let _ = self.frontend.set_vring_enable(i, false);
+            }
+            let _ = self.frontend.get_vring_base(i);
+        }
+    }
+}
+
+/// The vhost-user description of guest memory: every region must be backed by a file.
+fn memory_table(mem: &GuestMemoryMmap) -> Result<Vec<VhostUserMemoryRegionInfo>, ActivateError> {
+    mem.iter()
+        .map(|r| {
+            VhostUserMemoryRegionInfo::from_guest_region(r).map_err(|_| {
+                ActivateError::Backend(
+                    "guest memory is not shared (the VM needs shared_memory)".into(),
+                )
+            })
         })
+        .collect()
+}
+
+fn host_address(mem: &GuestMemoryMmap, gpa: u64) -> Result<u64, ActivateError> {
+    mem.get_host_address(GuestAddress(gpa)).map(|p| p as u64).map_err(|_| {
+        ActivateError::Backend(format!("queue address {gpa:#x} is not in guest memory"))
+    })
+}
+
+impl Fs {
+    /// Connects to the backend listening on `socket`; the guest will see `tag`.
+    pub fn new(socket: &Path, tag: &str, queue_size: u16) -> Result<Self, FsError> {
+        let mut fs = Self::empty(tag, queue_size)?;
+        fs.conn = Some(Conn::connect(socket)?);
+        Ok(fs)
+    }
+
+    /// A device with no backend yet (see [`Fs::plug`]); the guest will see `tag`.
+    pub fn empty(tag: &str, queue_size: u16) -> Result<Self, FsError> {
+        let mut config = [0u8; MAX_FS_TAG + 4];
+        let n = tag.len().min(MAX_FS_TAG);
+        config[..n].copy_from_slice(&tag.as_bytes()[..n]);
+        // num_request_queues
+        config[MAX_FS_TAG..].copy_from_slice(&1u32.to_le_bytes());
+        let mut kicks = Vec::new();
+        for _ in 0..NUM_QUEUES {
+            kicks.push(EventFd::new(EFD_NONBLOCK)?);
+        }
+        Ok(Fs {
+            conn: None,
+            tag: tag.to_string(),
+            config,
+            queue_sizes: [queue_size; NUM_QUEUES],
+            kicks,
+            active: None,
+            waiting: None,
+        })
+    }
+
+    /// The tag the guest sees.
+    pub fn tag(&self) -> &str {
+        &self.tag
+    }
+
+    /// Connects the backend listening on `socket` to a device that has none; when the
+    /// driver has started the device already, the backend takes its queues now.
+    pub fn plug(&mut self, socket: &Path) -> Result<(), FsError> {
+        if self.conn.is_some() {
+            return Err(FsError::Plugged(self.tag.clone()));
+        }
+        let mut conn = Conn::connect(socket)?;
+        if let Some(ctx) = &self.waiting {
+            conn.start(ctx, &self.queue_sizes, &self.kicks)
+                .map_err(|e| FsError::Start(e.to_string()))?;
+            ctx.interrupt.set_sticky(super::INT_VRING);
+            let interrupt = ctx.interrupt.clone();
+            self.waiting = None;
+            self.active = Some(Active { interrupt });
+        }
+        self.conn = Some(conn);
+        Ok(())
     }
 }
 
@@ -186,80 +300,49 @@ impl VirtioDevice for Fs {
         if ctx.queues.len() != NUM_QUEUES {
             return Err(ActivateError::QueueCount { expected: NUM_QUEUES, got: ctx.queues.len() });
         }
-        let (backend_features, protocol) =
-            self.handshake().map_err(|e| ActivateError::Backend(e.to_string()))?;
-        let mut acked = ctx.acked_features & OFFERED;
-        if acked & !backend_features != 0 {
-            return Err(ActivateError::Backend(format!(
-                "{}: the driver accepted features {:#x} the backend lacks",
-                self.socket,
-                acked & !backend_features
-            )));
-        }
-        if protocol {
-            acked |= VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
-        }
-        self.frontend.set_features(acked).map_err(self.backend_err("set features"))?;
-        let table = Self::memory_table(&ctx.mem)?;
-        self.frontend.set_mem_table(&table).map_err(self.backend_err("set memory table"))?;
-        for (i, q) in ctx.queues.iter().enumerate() {
-            let addr = VringConfigData {
-                queue_max_size: self.queue_sizes[i],
-                queue_size: q.size(),
-                flags: 0,
-                desc_table_addr: Self::host_address(&ctx.mem, q.desc_table())?,
-                used_ring_addr: Self::host_address(&ctx.mem, q.used_ring())?,
-                avail_ring_addr: Self::host_address(&ctx.mem, q.avail_ring())?,
-                log_addr: None,
-            };
-            self.frontend.set_vring_num(i, q.size()).map_err(self.backend_err("set vring num"))?;
-            self.frontend.set_vring_addr(i, &addr).map_err(self.backend_err("set vring addr"))?;
-            self.frontend
-                .set_vring_base(i, q.next_avail())
-                .map_err(self.backend_err("set vring base"))?;
-            self.frontend
-                .set_vring_call(i, ctx.interrupt.irqfd())
-                .map_err(self.backend_err("set vring call"))?;
-            self.frontend
-                .set_vring_kick(i, &self.kicks[i])
-                .map_err(self.backend_err("set vring kick"))?;
-            if protocol {
-                self.frontend
-                    .set_vring_enable(i, true)
-                    .map_err(self.backend_err("enable vring"))?;
-            }
-        }
+        let Some(conn) = &mut self.conn else {
+            // A spare device: the guest sends nothing before it mounts the tag, which it
+            // does only once a backend is plugged in.
+            self.waiting = Some(ctx);
+            return Ok(());
+        };
+        conn.start(&ctx, &self.queue_sizes, &self.kicks)?;
         ctx.interrupt.set_sticky(super::INT_VRING);
         self.active = Some(Active { interrupt: ctx.interrupt });
         Ok(())
     }
 
     fn is_activated(&self) -> bool {
-        self.active.is_some()
+        self.active.is_some() || self.waiting.is_some()
     }
 
     fn reset(&mut self) {
+        self.waiting = None;
         if let Some(active) = self.active.take() {
             active.interrupt.set_sticky(0);
-            // GET_VRING_BASE stops the backend's work on each queue.
-            let protocol = self.backend.is_some_and(|b| b.1);
-            for i in 0..NUM_QUEUES {
-                if protocol {
-                    let _ = self.frontend.set_vring_enable(i, false);
-                }
-                let _ = self.frontend.get_vring_base(i);
+            if let Some(conn) = &mut self.conn {
+                conn.stop();
             }
         }
     }
 
     fn queue_states(&self) -> Vec<crate::virtio::QueueState> {
-        Vec::new()
+        // Only a device without a backend can be saved: its queues are untouched.
+        match &self.waiting {
+            Some(ctx) => ctx.queues.iter().map(|q| q.state()).collect(),
+            None => Vec::new(),
+        }
     }
 
     fn save_extra(&self) -> Result<serde_json::Value, String> {
-        Err("a shared directory (virtio-fs) cannot be snapshotted: virtiofsd runs its queues \
-             and holds its open files"
-            .into())
+        match self.conn {
+            // The VM restored from it plugs in a backend of its own.
+            None => Ok(serde_json::Value::Null),
+            Some(_) => Err("a shared directory (virtio-fs) cannot be snapshotted: virtiofsd \
+                            runs its queues and holds its open files (a spare virtio-fs device, \
+                            with no backend yet, can)"
+                .into()),
+        }
     }
 }
 
@@ -373,6 +456,41 @@ mod tests {
         fs.reset();
         assert!(!fs.is_activated());
         assert_eq!(irq.status(), 0);
+    }
+
+    #[test]
+    fn a_spare_device_waits_for_its_backend() {
+        let mut fs = Fs::empty("vol", 256).unwrap();
+        assert_eq!(fs.tag(), "vol");
+        let shared = crate::memory::guest_memory(16 << 20, true).unwrap();
+        let c = ctx(shared, fs.avail_features());
+        let irq = c.interrupt.clone();
+        // The driver starts it with no backend: the queues wait, and can be saved.
+        fs.activate(c).unwrap();
+        assert!(fs.is_activated());
+        assert_eq!(fs.queue_states().len(), NUM_QUEUES);
+        assert_eq!(fs.save_extra().unwrap(), serde_json::Value::Null);
+        assert_eq!(irq.status(), 0);
+
+        let dir = tempfile::tempdir().unwrap();
+        let err = fs.plug(&dir.path().join("none.sock")).unwrap_err();
+        assert!(err.to_string().contains("connect"), "{err}");
+        assert!(fs.is_activated(), "a failed plug keeps the queues waiting");
+
+        // The backend takes the queues when it is plugged in.
+        let b = virtiofsd();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while let Err(e) = fs.plug(&b.socket) {
+            assert!(Instant::now() < deadline, "{e}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(fs.is_activated());
+        assert_eq!(irq.status(), crate::virtio::INT_VRING);
+        assert!(fs.save_extra().is_err(), "a device with a backend cannot be saved");
+        let again = fs.plug(&b.socket).unwrap_err();
+        assert!(again.to_string().contains("connected already"), "{again}");
+        fs.reset();
+        assert!(!fs.is_activated());
     }
 
     #[test]
