@@ -118,7 +118,7 @@ fn short_id(id: &str) -> &str {
 }
 
 /// Human-readable size, as docker prints it.
-fn human(bytes: u64) -> String {
+pub fn human(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
     let mut v = bytes as f64;
     let mut u = 0;

@@ -147,6 +147,11 @@ enum Command {
 enum VmCommand {
     /// Boots a VM, waits for the agent, reports, shuts it down.
     Check(vm::CheckArgs),
+    /// Pod templates (the snapshots pods start from).
+    Template {
+        #[command(subcommand)]
+        command: vm::TemplateCommand,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -234,6 +239,7 @@ fn old_command(root: &std::path::Path, command: Command) -> Result<(), String> {
     let root = root.to_path_buf();
     match command {
         Command::Vm { command: VmCommand::Check(a) } => vm::check(a),
+        Command::Vm { command: VmCommand::Template { command } } => vm::template(&root, command),
         Command::Import(a) => images::import(&root, a),
         Command::Images(a) | Command::Image { command: ImageCommand::Ls(a) } => {
             images::list(&root, a)

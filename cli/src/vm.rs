@@ -102,3 +102,85 @@ pub fn check(args: CheckArgs) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// `ironpod vm template …`.
+#[derive(clap::Subcommand, Debug)]
+pub enum TemplateCommand {
+    /// Lists the pod templates.
+    Ls {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Removes pod templates (pods running from one keep running; the next pod of its
+    /// shape makes it again).
+    Rm {
+        /// Templates (a key, or the start of one).
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+    /// Removes every pod template no running pod uses.
+    Prune,
+}
+
+/// `ironpod vm template …`.
+pub fn template(root: &std::path::Path, command: TemplateCommand) -> Result<(), String> {
+    use ironpod_pods::template::admin;
+    match command {
+        TemplateCommand::Ls { json } => {
+            let all = admin::list(root).map_err(|e| e.to_string())?;
+            if json {
+                let text = serde_json::to_string_pretty(&all).map_err(|e| e.to_string())?;
+                println!("{text}");
+                return Ok(());
+            }
+            println!(
+                "{:<24}  {:>5}  {:>8}  {:<5}  {:<5}  {:>8}  {:<18}  IN USE",
+                "TEMPLATE", "VCPUS", "MEMORY", "CARD", "SHARE", "SIZE", "CREATED"
+            );
+            let yes = |b: bool| if b { "yes" } else { "no" };
+            for t in all {
+                let age = t
+                    .created
+                    .and_then(|c| c.elapsed().ok())
+                    .map(|d| format!("{} ago", crate::containers::human(d.as_secs())))
+                    .unwrap_or_else(|| "?".into());
+                let used = match (t.current, t.users) {
+                    (false, n) => format!("{n} (stale)"),
+                    (true, n) => n.to_string(),
+                };
+                println!(
+                    "{:<24}  {:>5}  {:>5}MiB  {:<5}  {:<5}  {:>8}  {:<18}  {used}",
+                    t.key,
+                    t.vcpus,
+                    t.memory_mib,
+                    yes(t.card),
+                    yes(t.share),
+                    crate::images::human(t.disk_bytes),
+                    age,
+                );
+            }
+            Ok(())
+        }
+        TemplateCommand::Rm { keys } => {
+            let mut failed = Vec::new();
+            for k in keys {
+                match admin::remove(root, &k) {
+                    Ok(full) => println!("{full}"),
+                    Err(e) => failed.push(e.to_string()),
+                }
+            }
+            if failed.is_empty() {
+                Ok(())
+            } else {
+                Err(failed.join("\n"))
+            }
+        }
+        TemplateCommand::Prune => {
+            for k in admin::prune(root).map_err(|e| e.to_string())? {
+                println!("{k}");
+            }
+            Ok(())
+        }
+    }
+}

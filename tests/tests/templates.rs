@@ -114,6 +114,12 @@ fn ten_pods_from_one_template_are_distinct_and_leave_it_untouched() {
     assert_eq!(out.lines().count(), 3, "{out}");
     let after: Vec<_> = files.iter().map(|f| stamp(f)).collect();
     assert!(before == after, "the template changed");
+    // `vm template ls` counts the VMMs restored from it; `prune` keeps a template in use.
+    let ls: serde_json::Value =
+        serde_json::from_str(&root.ok(&["vm", "template", "ls", "--json"])).unwrap();
+    assert_eq!(ls.as_array().map(Vec::len), Some(1), "{ls}");
+    assert_eq!((ls[0]["users"].as_u64(), ls[0]["current"].as_bool()), (Some(7), Some(true)));
+    assert_eq!(root.ok(&["vm", "template", "prune"]), "", "a template in use was removed");
     // A pod booted cold: its guest has been up for seconds, not since the template.
     let cold = root.ok(&["run", "-d", "--no-template", "demo", "sh", "-c", PROBE]);
     let l = probe_lines(&root, cold.trim());
@@ -124,6 +130,22 @@ fn ten_pods_from_one_template_are_distinct_and_leave_it_untouched() {
     let out = cmd.env("IRONPOD_NO_TEMPLATE", "1").output().unwrap();
     let up: u64 = text(&out.stdout).trim().parse().unwrap_or(u64::MAX);
     assert!(up < now() - made, "IRONPOD_NO_TEMPLATE boots: uptime {up}, {}", text(&out.stderr));
+    // With its pods gone, `prune` removes it.
+    let mut rm = vec!["rm", "-f", cold.trim()];
+    rm.extend(ids[3..].iter().map(String::as_str));
+    root.ok(&rm);
+    let key = template.file_name().unwrap().to_string_lossy().into_owned();
+    // (A VMM may take a moment to end after `rm -f` returns.)
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let pruned = root.ok(&["vm", "template", "prune"]);
+        if !pruned.is_empty() || Instant::now() > deadline {
+            assert_eq!(pruned, format!("{key}\n"));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!template.exists());
     root.clean_up();
 }
 

@@ -32,6 +32,8 @@ use sha2::{Digest, Sha256};
 use crate::assets;
 use crate::vm::{RunningVm, VmError, VmSpec};
 
+pub mod admin;
+
 /// Read-only disk slots of a template's VM: the most layers a templated pod can have. With
 /// the writable slot, the card, the balloon and vsock it takes all 19 of the VMM's
 /// interrupt lines, and with the writable slot all of its 16 disks.
@@ -72,6 +74,12 @@ pub enum TemplateError {
     /// [`RETRY_AFTER`] has passed (or its inputs change).
     #[error("making this pod template failed recently: {0}")]
     Failed(String),
+    /// No template has that key.
+    #[error("no pod template {0:?}")]
+    NotFound(String),
+    /// More than one template's key starts so.
+    #[error("more than one pod template's key starts with {0:?}")]
+    Ambiguous(String),
 }
 
 /// How long a template that could not be made is not tried again.
@@ -408,10 +416,10 @@ fn lock(path: &Path) -> Result<Lock, TemplateError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn inputs(dir: &Path) -> Inputs {
+    pub(crate) fn inputs(dir: &Path) -> Inputs {
         let f = |n: &str| {
             let p = dir.join(n);
             fs::write(&p, n).unwrap();
