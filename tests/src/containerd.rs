@@ -102,7 +102,8 @@ fn cri_config(d: &Path) -> String {
          {cri}.cni]\n  bin_dir = \"/usr/lib/cni\"\n  conf_dir = \"{0}/cni/conf\"\n\
          {cri}.containerd]\n  snapshotter = \"overlayfs\"\n  default_runtime_name = \"runc\"\n\
          {cri}.containerd.runtimes.runc]\n  runtime_type = \"io.containerd.runc.v2\"\n\
-         {cri}.containerd.runtimes.ironpod]\n  runtime_type = \"{RUNTIME}\"\n",
+         {cri}.containerd.runtimes.ironpod]\n  runtime_type = \"{RUNTIME}\"\n  \
+         pod_annotations = [\"org.ironpod.*\"]\n",
         d.display()
     )
 }

@@ -47,19 +47,26 @@ fn ctr_run_shows_the_guest_kernel_and_the_exit_code() {
         RUNTIME,
         "--annotation",
         "org.ironpod.storage-size=256m",
+        "--annotation",
+        "org.ironpod.template=false",
         &c.image,
         "t1",
         "sh",
         "-c",
-        "uname -r; df -k / | tail -n 1 >&2; echo err >&2; exit 3",
+        "uname -r; ls -d /sys/block/vd* | wc -l; df -k / | tail -n 1 >&2; echo err >&2; exit 3",
     ]);
-    let guest = text(&out.stdout).trim().to_string();
+    let stdout = text(&out.stdout);
+    let (guest, disks) = stdout.trim().split_once('\n').unwrap_or_default();
+    // Booted (the annotation): its disks are the image's layers and the writable one, not
+    // a template's 15 slots.
+    let disks: usize = disks.trim().parse().unwrap_or(0);
+    assert!((2..15).contains(&disks), "{disks} disks: {stdout}");
     // The root's writable disk has the annotation's size (less ext4's own metadata).
     let df = text(&out.stderr);
     let kib: u64 = df.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
     assert!((200 << 10..=256 << 10).contains(&kib), "df: {df}");
     let host = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap().trim().to_string();
-    assert!(guest.starts_with("6.12."), "stdout {guest:?}, stderr {}", text(&out.stderr));
+    assert!(guest.starts_with("6.12."), "stdout {stdout:?}, stderr {}", text(&out.stderr));
     assert_ne!(guest, host);
     assert!(text(&out.stderr).contains("err"), "stderr {:?}", text(&out.stderr));
     assert_eq!(out.status.code(), Some(3), "containerd log:\n{}", c.log());
@@ -77,11 +84,13 @@ fn ctr_task_exec_ps_metrics_kill_delete() {
     assert!(disk_dir(c, "t2").join("rw.ext4").is_file(), "the writable disk on the state root");
     assert!(!PathBuf::from("/run/ironpod/shim/t2/rw.ext4").exists());
     // Exec: its own stdio and exit code; it sees the container's processes.
-    let out =
-        c.ctr(&["task", "exec", "--exec-id", "e1", "t2", "sh", "-c", "echo from-exec; ps; exit 4"]);
+    // The pod VM restored the shim's template: 14 read-only slots and the writable one.
+    let script = "echo from-exec; ps; ls -d /sys/block/vd* | wc -l; exit 4";
+    let out = c.ctr(&["task", "exec", "--exec-id", "e1", "t2", "sh", "-c", script]);
     assert_eq!(out.status.code(), Some(4), "exec: {}", text(&out.stderr));
     let o = text(&out.stdout);
     assert!(o.contains("from-exec") && o.contains("sleep 600"), "exec output {o:?}");
+    assert!(o.lines().any(|l| l.trim() == "15"), "not the template's disk slots: {o:?}");
     // ps: the guest's processes of the task.
     let out = c.ctr(&["task", "ps", "t2"]);
     let ps = text(&out.stdout);

@@ -89,11 +89,14 @@ pub fn list(root: &Path) -> Result<Vec<TemplateInfo>, TemplateError> {
 /// Removes the template `key` (or the one whose key starts with it, when only one does).
 /// Returns its full key.
 pub fn remove(root: &Path, key: &str) -> Result<String, TemplateError> {
+    if key.is_empty() {
+        return Err(TemplateError::NotFound(key.to_string()));
+    }
     let all = list(root)?;
     let found: Vec<&TemplateInfo> = all.iter().filter(|t| t.key.starts_with(key)).collect();
     let t = match found.as_slice() {
-        [t] if !key.is_empty() => *t,
-        [] | [_] => return Err(TemplateError::NotFound(key.to_string())),
+        [t] => *t,
+        [] => return Err(TemplateError::NotFound(key.to_string())),
         _ => return Err(TemplateError::Ambiguous(key.to_string())),
     };
     remove_dir(root, &t.key)?;

@@ -1,17 +1,43 @@
 //! `cargo xtask bench cri`'s measuring part: through containerd's CRI plugin, the time from
 //! RunPodSandbox to the pod's first container running, with the `ironpod` runtime handler
-//! and with `runc`, interleaved in one run. Prints a Markdown table.
+//! from the pod template (the default) and booting (`org.ironpod.template=false`), and with
+//! `runc`, interleaved in one run; then the idle memory of templated and booted pods.
+//! Prints Markdown tables.
 
 use std::time::Instant;
 
 use ironpod_tests::containerd::{Containerd, DEMO_IMAGE};
 use ironpod_tests::cri::{container_config, pod_config, Cri};
 
-/// (RunPodSandbox ms, RunPodSandbox → container running ms) of one pod.
-fn one_pod(cri: &mut Cri, c: &Containerd, name: &str, handler: &str) -> (f64, f64) {
+/// How a pod is started: its row, the runtime handler and whether an ironpod pod boots.
+#[derive(Clone, Copy)]
+struct Way {
+    row: &'static str,
+    handler: &'static str,
+    cold: bool,
+}
+
+const WAYS: [Way; 3] = [
+    Way { row: "ironpod, from the template", handler: "ironpod", cold: false },
+    Way { row: "ironpod, booted (`org.ironpod.template=false`)", handler: "ironpod", cold: true },
+    Way { row: "runc", handler: "runc", cold: false },
+];
+
+/// The sandbox configuration of pod `name` started `way`.
+fn config(c: &Containerd, name: &str, way: Way) -> k8s_cri::v1::PodSandboxConfig {
     let logs = c.dir().join("logs").join(name);
     std::fs::create_dir_all(&logs).expect("log dir");
-    let pod_cfg = pod_config(name, &logs);
+    let mut cfg = pod_config(name, &logs);
+    if way.cold {
+        cfg.annotations.insert("org.ironpod.template".into(), "false".into());
+    }
+    cfg
+}
+
+/// (RunPodSandbox ms, RunPodSandbox → container running ms) of one pod.
+fn one_pod(cri: &mut Cri, c: &Containerd, name: &str, way: Way) -> (f64, f64) {
+    let handler = way.handler;
+    let pod_cfg = config(c, name, way);
     let ctr_cfg = container_config("main", DEMO_IMAGE, &["sleep", "3600"]);
     let t = Instant::now();
     let pod = cri
@@ -42,15 +68,13 @@ fn pid_with(needle: &str) -> Option<u32> {
     })
 }
 
-/// Idle memory of `n` ironpod pods (a sleeping container each, 10 s idle): per pod
-/// (VMM PSS, shim PSS) in MiB.
-fn idle_pods(cri: &mut Cri, c: &Containerd, n: usize) -> Vec<(f64, f64)> {
+/// Idle memory of `n` ironpod pods started `way` (a sleeping container each, 10 s idle):
+/// per pod (VMM PSS, shim PSS) in MiB.
+fn idle_pods(cri: &mut Cri, c: &Containerd, n: usize, way: Way) -> Vec<(f64, f64)> {
     let mut pods = Vec::new();
     for i in 0..n {
-        let name = format!("idle-{i}");
-        let logs = c.dir().join("logs").join(&name);
-        std::fs::create_dir_all(&logs).expect("log dir");
-        let pod_cfg = pod_config(&name, &logs);
+        let name = format!("idle-{}-{i}", if way.cold { "cold" } else { "tpl" });
+        let pod_cfg = config(c, &name, way);
         let pod = cri.run_pod(&pod_cfg, "ironpod").expect("RunPodSandbox");
         let ctr_cfg = container_config("main", DEMO_IMAGE, &["sleep", "3600"]);
         let id = cri.create_container(&pod, &ctr_cfg, &pod_cfg).expect("CreateContainer");
@@ -102,40 +126,50 @@ fn main() {
     }
     let c = Containerd::start_cri();
     let mut cri = Cri::connect(&c.socket());
-    let handlers = ["ironpod", "runc"];
-    // One warm-up pod each (ironpod builds the layer disks once, runc's snapshots warm up).
-    for h in handlers {
-        one_pod(&mut cri, &c, &format!("warm-{h}"), h);
+    // One warm-up pod each (ironpod makes the template and the layer disks once, runc's
+    // snapshots warm up).
+    for (k, way) in WAYS.iter().enumerate() {
+        one_pod(&mut cri, &c, &format!("warm-{k}"), *way);
     }
-    let mut results: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); handlers.len()];
+    let mut results: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); WAYS.len()];
     for i in 0..runs {
-        for (h, r) in handlers.iter().zip(results.iter_mut()) {
-            let (sandbox, running) = one_pod(&mut cri, &c, &format!("p{i}-{h}"), h);
-            eprintln!("cri-bench: run {i} {h}: sandbox {sandbox:.0} ms, running {running:.0} ms");
-            r.0.push(sandbox);
-            r.1.push(running);
+        // Each run in another order (a rotation).
+        for k in 0..WAYS.len() {
+            let k = (i + k) % WAYS.len();
+            let way = WAYS[k];
+            let (sandbox, running) = one_pod(&mut cri, &c, &format!("p{i}-{k}"), way);
+            eprintln!(
+                "cri-bench: run {i} {}: sandbox {sandbox:.0} ms, running {running:.0} ms",
+                way.row
+            );
+            results[k].0.push(sandbox);
+            results[k].1.push(running);
         }
     }
     println!("\n{runs} runs each, interleaved; median (min–max) in ms\n");
-    println!("| handler | RunPodSandbox | RunPodSandbox → container running |");
+    println!("| pod | RunPodSandbox | RunPodSandbox → container running |");
     println!("|---|---|---|");
-    for (h, (sandbox, running)) in handlers.iter().zip(results.iter_mut()) {
+    for (way, (sandbox, running)) in WAYS.iter().zip(results.iter_mut()) {
         let (sm, smin, smax) = stats(sandbox);
         let (rm, rmin, rmax) = stats(running);
-        println!("| {h} | {sm:.0} ({smin:.0}–{smax:.0}) | {rm:.0} ({rmin:.0}–{rmax:.0}) |");
+        println!("| {} | {sm:.0} ({smin:.0}–{smax:.0}) | {rm:.0} ({rmin:.0}–{rmax:.0}) |", way.row);
     }
-    let idle = idle_pods(&mut cri, &c, 5);
-    let mut vmm: Vec<f64> = idle.iter().map(|p| p.0).collect();
-    let mut shim: Vec<f64> = idle.iter().map(|p| p.1).collect();
-    let mut total: Vec<f64> = idle.iter().map(|p| p.0 + p.1).collect();
-    println!(
-        "\n{} idle ironpod pods (one sleeping container each, 10 s idle), PSS in MiB\n",
-        idle.len()
-    );
-    println!("| | median | min | max |");
-    println!("|---|---|---|---|");
-    for (what, v) in [("VMM (+ guest)", &mut vmm), ("shim", &mut shim), ("per pod", &mut total)] {
-        let (m, lo, hi) = stats(v);
-        println!("| {what} | {m:.1} | {lo:.1} | {hi:.1} |");
+    for way in &WAYS[..2] {
+        let idle = idle_pods(&mut cri, &c, 5, *way);
+        let mut vmm: Vec<f64> = idle.iter().map(|p| p.0).collect();
+        let mut shim: Vec<f64> = idle.iter().map(|p| p.1).collect();
+        let mut total: Vec<f64> = idle.iter().map(|p| p.0 + p.1).collect();
+        println!(
+            "\n{} idle pods, {} (one sleeping container each, 10 s idle), PSS in MiB\n",
+            idle.len(),
+            way.row
+        );
+        println!("| | median | min | max |");
+        println!("|---|---|---|---|");
+        for (what, v) in [("VMM (+ guest)", &mut vmm), ("shim", &mut shim), ("per pod", &mut total)]
+        {
+            let (m, lo, hi) = stats(v);
+            println!("| {what} | {m:.1} | {lo:.1} | {hi:.1} |");
+        }
     }
 }
