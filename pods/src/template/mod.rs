@@ -416,10 +416,10 @@ fn lock(path: &Path) -> Result<Lock, TemplateError> {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+pub(super) mod tests {
     use super::*;
 
-    pub(crate) fn inputs(dir: &Path) -> Inputs {
+    pub(super) fn inputs(dir: &Path) -> Inputs {
         let f = |n: &str| {
             let p = dir.join(n);
             fs::write(&p, n).unwrap();
