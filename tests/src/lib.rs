@@ -293,3 +293,16 @@ impl Drop for Registry {
         let _ = self.child.wait();
     }
 }
+
+/// The one pod template under state root `root` (its directory): fails unless there is
+/// exactly one.
+pub fn only_template(root: &std::path::Path) -> PathBuf {
+    let base = ironpod_pods::template::templates_dir(root);
+    let dirs: Vec<PathBuf> = std::fs::read_dir(&base)
+        .unwrap_or_else(|e| panic!("{}: {e}", base.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    assert_eq!(dirs.len(), 1, "one template: {dirs:?}");
+    dirs.into_iter().next().unwrap()
+}

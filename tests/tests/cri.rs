@@ -1,7 +1,7 @@
 //! ironpod under Kubernetes' CRI: Debian's containerd 1.6 with its CRI plugin, a pod with the
 //! `ironpod` runtime handler, driven through the CRI gRPC API the way a kubelet does.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ironpod_tests::containerd::{
@@ -242,13 +242,8 @@ fn cri_pods_on_a_cni_network_reach_each_other() {
     assert!(out.contains("1 packets received"), "{out}");
     // Both pod VMs restored the template the first one made (a card and a share): their
     // guests have been up since it was, and each has its own MAC and randomness.
-    let templates: Vec<PathBuf> = std::fs::read_dir(c.dir().join("shim/templates/vm"))
-        .expect("the shim's templates")
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir())
-        .collect();
-    assert_eq!(templates.len(), 1, "{templates:?}");
-    let made = std::fs::metadata(templates[0].join("state")).unwrap().modified().unwrap();
+    let template = ironpod_tests::only_template(&c.dir().join("shim"));
+    let made = std::fs::metadata(template.join("state")).unwrap().modified().unwrap();
     let probe = "cut -d. -f1 /proc/uptime; cat /sys/class/net/eth0/address \
                  /proc/sys/kernel/random/uuid";
     let seen: Vec<Vec<String>> = pods

@@ -20,13 +20,7 @@ const PROBE: &str = "head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo;
 
 /// The one template under the root (its directory).
 fn template_dir(root: &TestRoot) -> PathBuf {
-    let dirs: Vec<PathBuf> = std::fs::read_dir(root.path().join("templates/vm"))
-        .expect("the templates directory")
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir())
-        .collect();
-    assert_eq!(dirs.len(), 1, "one template: {dirs:?}");
-    dirs.into_iter().next().unwrap()
+    ironpod_tests::only_template(root.path())
 }
 
 /// A file's identity and last change: any write to it changes its ctime.

@@ -141,14 +141,9 @@ fn volumes_keep_data_between_pods_refuse_writes_when_ro_and_stay_inside() {
     let log = std::fs::read_to_string(root.path().join("containers").join(id).join("monitor.log"))
         .unwrap_or_default();
     assert!(!log.contains("no pod template"), "the writer booted: {log}");
-    let templates: Vec<String> = std::fs::read_dir(root.path().join("templates/vm"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir())
-        .map(|p| std::fs::read_to_string(p.join("inputs.json")).unwrap())
-        .collect();
-    assert_eq!(templates.len(), 1, "{templates:?}");
-    assert!(templates[0].contains("\"share\": true"), "{}", templates[0]);
+    let template = ironpod_tests::only_template(root.path());
+    let inputs = std::fs::read_to_string(template.join("inputs.json")).unwrap();
+    assert!(inputs.contains("\"share\": true"), "{inputs}");
     let mounts = &v[0]["Mounts"];
     assert_eq!(mounts[0]["Type"], "bind", "{mounts}");
     assert_eq!(mounts[0]["Destination"], "/data");
