@@ -296,15 +296,53 @@ pub fn get_or_make(root: &Path, shape: Shape) -> Result<Template, TemplateError>
     Ok(template)
 }
 
+/// The file in a template's directory that names its state and memory files as they were
+/// when they last passed [`sound`]'s whole check (see [`files_now`]).
+const CHECKED: &str = "checked";
+
+/// The template's state and memory files as they are now (device, inode, size, modification
+/// time): a write or a replacement changes it (their change times would also change with
+/// every hard link made to them).
+fn files_now(dir: &Path) -> Option<String> {
+    let mut text = String::new();
+    for f in ["state", "memory"] {
+        let m = fs::metadata(dir.join(f)).ok()?;
+        text.push_str(&format!(
+            "{f} {} {} {} {}.{}\n",
+            m.dev(),
+            m.ino(),
+            m.len(),
+            m.mtime(),
+            m.mtime_nsec()
+        ));
+    }
+    Some(text)
+}
+
 /// Whether the template in `dir` passes the VMM's checks of its state file (checksum,
-/// format, VMM version, CPU model) and its memory file is there, whole.
+/// format, VMM version, CPU model) and its memory file is there, whole. The whole check
+/// (reading and hashing the state file) runs once per state of the files, not before every
+/// pod: [`CHECKED`] records the files that passed, and the VMM checks the state file again
+/// when it restores.
 fn sound(dir: &Path) -> bool {
+    let now = files_now(dir);
+    if now.is_some() && fs::read_to_string(dir.join(CHECKED)).ok() == now {
+        return true;
+    }
     let state = ironpod_vmm::snapshot::state_file::read::<ironpod_vmm::snapshot::vm::VmSnapshot>(
         &dir.join("state"),
     );
     let Ok(snap) = state else { return false };
     let want = snap.memory.file_len();
-    fs::metadata(dir.join("memory")).is_ok_and(|m| m.len() == want)
+    let whole = fs::metadata(dir.join("memory")).is_ok_and(|m| m.len() == want);
+    if let (true, Some(now)) = (whole, now) {
+        // Made whole, then renamed: a reader sees the old record or the new one.
+        let tmp = dir.join(format!(".{CHECKED}-{}", std::process::id()));
+        if fs::write(&tmp, now).and_then(|()| fs::rename(&tmp, dir.join(CHECKED))).is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+    }
+    whole
 }
 
 /// Boots the template's VM and snapshots it into `dir` (made whole, then renamed into place).
@@ -510,5 +548,25 @@ pub(super) mod tests {
         left.sort();
         assert_eq!(left, [format!(".new-{}-x", std::process::id()), "cur".to_string()]);
         assert!(!sound(&base.join("cur")), "no state file");
+    }
+
+    #[test]
+    fn a_checked_template_is_not_read_again_until_its_files_change() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path();
+        fs::write(dir.join("state"), b"not a snapshot").unwrap();
+        fs::write(dir.join("memory"), b"").unwrap();
+        assert!(!sound(dir), "a damaged state file fails the whole check");
+        assert!(!dir.join(CHECKED).exists(), "nothing recorded for a failed check");
+        // As if it had passed: the record matches the files, so they are not read.
+        fs::write(dir.join(CHECKED), files_now(dir).unwrap()).unwrap();
+        assert!(sound(dir));
+        // Any change to the files (here a rewrite) brings the whole check back.
+        std::thread::sleep(Duration::from_millis(10));
+        fs::write(dir.join("state"), b"still not a snapshot").unwrap();
+        assert!(!sound(dir));
+        fs::remove_file(dir.join("memory")).unwrap();
+        assert!(files_now(dir).is_none());
+        assert!(!sound(dir));
     }
 }
