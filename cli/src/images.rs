@@ -65,6 +65,7 @@ impl RegistryFlags {
             ca_file: self.ca_file.clone(),
             platform,
             quiet: self.quiet,
+            stall_timeout: None,
         }
     }
 }

@@ -166,6 +166,7 @@ pub fn ensure_image(store: &ImageStore, image: &str, policy: PullPolicy) -> Resu
                 ca_file: None,
                 platform: Some("linux/amd64".into()),
                 quiet: false,
+                stall_timeout: None,
             };
             store.pull(image, &opts).map(|_| ()).map_err(|e| e.to_string())
         }

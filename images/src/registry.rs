@@ -7,6 +7,7 @@
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::{StreamExt, TryStreamExt};
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
@@ -42,10 +43,38 @@ pub struct RegistryOptions {
     pub platform: Option<String>,
     /// Progress output: bars on a terminal, plain lines otherwise, nothing when quiet.
     pub quiet: bool,
+    /// How long the registry may send nothing, within a reply or a transfer, before the
+    /// request fails ([`STALL_TIMEOUT`] when `None`).
+    pub stall_timeout: Option<Duration>,
 }
 
-fn reg_err(e: impl std::fmt::Display) -> ImageError {
-    ImageError::Registry(e.to_string())
+/// How long a registry may send nothing before a request fails: a registry that accepts a
+/// connection and then hangs fails the pull instead of holding it (and the store's lock)
+/// forever. Long enough for a slow registry to start sending a large blob.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long connecting to a registry may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl RegistryOptions {
+    fn stall(&self) -> Duration {
+        self.stall_timeout.unwrap_or(STALL_TIMEOUT)
+    }
+}
+
+/// A registry error with its causes ("error sending request" alone does not say that the
+/// connection was refused or timed out).
+fn reg_err(e: impl std::error::Error) -> ImageError {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    ImageError::Registry(text)
 }
 
 fn is_localhost(registry: &str) -> bool {
@@ -65,6 +94,8 @@ fn client(reg: &str, opts: &RegistryOptions, plain_http: bool) -> Result<Client,
         cfg.extra_root_certificates.push(Certificate { encoding: CertificateEncoding::Pem, data });
     }
     cfg.platform_resolver = None;
+    cfg.read_timeout = Some(opts.stall());
+    cfg.connect_timeout = Some(CONNECT_TIMEOUT);
     Ok(Client::new(cfg))
 }
 
@@ -518,7 +549,10 @@ impl ManifestFetch<'_> {
 
 /// A reqwest client with the TLS settings of `opts`.
 fn http_client(opts: &RegistryOptions) -> Result<reqwest::Client, ImageError> {
-    let mut b = reqwest::Client::builder().danger_accept_invalid_certs(opts.insecure);
+    let mut b = reqwest::Client::builder()
+        .danger_accept_invalid_certs(opts.insecure)
+        .read_timeout(opts.stall())
+        .connect_timeout(CONNECT_TIMEOUT);
     if let Some(ca) = &opts.ca_file {
         let pem = std::fs::read(ca).map_err(|e| ImageError::io(ca, e))?;
         let cert = reqwest::Certificate::from_pem(&pem).map_err(reg_err)?;
@@ -545,4 +579,34 @@ fn check_manifest_bytes(bytes: &[u8], want: Option<&str>) -> Result<(), ImageErr
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_registry_that_stops_answering_fails_the_pull() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // Takes every connection and never answers.
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for s in listener.incoming().flatten() {
+                held.push(s);
+            }
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(dir.path()).unwrap();
+        let opts = RegistryOptions {
+            insecure: true,
+            quiet: true,
+            stall_timeout: Some(Duration::from_millis(500)),
+            ..Default::default()
+        };
+        let started = std::time::Instant::now();
+        let e = store.pull(&format!("127.0.0.1:{port}/stuck:1"), &opts).unwrap_err().to_string();
+        assert!(started.elapsed() < Duration::from_secs(15), "took {:?}", started.elapsed());
+        assert!(e.contains("timed out"), "{e}");
+    }
 }

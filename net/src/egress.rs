@@ -43,7 +43,9 @@ use crate::store::{Network, NetworkStore};
 pub const UPLINK: &str = "uplink";
 /// Host-side uplink names start with this (the nftables rules match it).
 pub const HOST_PREFIX: &str = "ipu";
-/// Our nftables table (family `ip`).
+/// The start of our nftables tables' names (family `ip`; one per state root,
+/// [`table_name`]). Versions before one table per state root used this name alone: every
+/// rebuild removes such a table, whose rules would otherwise outlive the upgrade.
 pub const TABLE: &str = "ironpod";
 
 /// The uplink's host-side name for network `net`.
@@ -215,7 +217,9 @@ pub fn ruleset(table: &str, nets: &[NetRules], host: &HostFacts) -> String {
         forward.push_str(&format!("        iifname != {any} oifname != {any} drop\n"));
     }
     format!(
-        "table ip {table}\n\
+        "table ip {TABLE}\n\
+         delete table ip {TABLE}\n\
+         table ip {table}\n\
          delete table ip {table}\n\
          table ip {table} {{\n\
          \x20   chain postrouting {{\n\
@@ -348,7 +352,10 @@ mod tests {
             HostFacts { nameservers: vec!["10.0.0.2".parse().unwrap()], guard_forwarding: true };
         let nets = [net("ipuaaa", "10.88.0.0/16", false), net("ipubbb", "10.89.3.0/24", true)];
         let r = ruleset("ironpod-1234abcd", &nets, &host);
-        assert!(r.starts_with("table ip ironpod-1234abcd\ndelete table ip ironpod-1234abcd\n"));
+        assert!(r.starts_with(
+            "table ip ironpod\ndelete table ip ironpod\n\
+             table ip ironpod-1234abcd\ndelete table ip ironpod-1234abcd\n"
+        ));
         let has = |l: &str| assert!(r.contains(l), "missing {l:?} in\n{r}");
         let both = "iifname { \"ipuaaa\", \"ipubbb\" }";
         has("ip saddr { 10.88.0.0/16, 10.89.3.0/24 } oifname != \"ipu*\" masquerade");

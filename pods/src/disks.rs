@@ -4,6 +4,7 @@ use std::fs;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::Command;
+use std::time::SystemTime;
 
 use crate::error::{io, PodError};
 
@@ -107,16 +108,59 @@ pub fn make_writable_disk_fast(root: &Path, path: &Path, bytes: u64) -> Result<(
     let dir = root.join("templates");
     // The name changes with the mkfs options (v2: no resize_inode), so an old template is
     // not reused.
-    let template = dir.join(format!("rw-{}m-v2.ext4", bytes >> 20));
+    let template = dir.join(format!("rw-{}m{DISK_TEMPLATE_SUFFIX}", bytes >> 20));
     if !template.is_file() {
         fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
         let tmp = dir.join(format!(".rw-{}-{}.tmp", bytes >> 20, std::process::id()));
         make_writable_disk(&tmp, bytes)?;
         fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io("sync the template"))?;
         fs::rename(&tmp, &template).map_err(io(format!("install {}", template.display())))?;
+        remove_stale_disk_templates(&dir, &template);
+    } else {
+        // Its modification time says when it was last used (the newest are kept).
+        let _ = fs::File::open(&template).and_then(|f| f.set_modified(SystemTime::now()));
     }
     sparse_copy(&template, path)
         .map_err(io(format!("copy the writable disk to {}", path.display())))
+}
+
+/// The end of the names of writable-disk templates made with today's mkfs options.
+const DISK_TEMPLATE_SUFFIX: &str = "-v2.ext4";
+/// Writable-disk templates kept per state root (one per disk size; the default size's is
+/// always kept): each `--storage-opt size=` would otherwise leave one behind for good.
+const DISK_TEMPLATES_KEPT: usize = 4;
+
+/// Removes, from `dir`, writable-disk templates of older mkfs options, the work files of
+/// processes that are gone, and, past [`DISK_TEMPLATES_KEPT`], the least recently used
+/// templates of other than the default size (`keep` and the default size's are kept). A pod
+/// copying from a removed template keeps reading it; the next pod of that size makes it again.
+fn remove_stale_disk_templates(dir: &Path, keep: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    let default = dir.join(format!("rw-{}m{DISK_TEMPLATE_SUFFIX}", WRITABLE_DISK_BYTES >> 20));
+    let mut current = Vec::new();
+    for e in entries.flatten() {
+        let (p, name) = (e.path(), e.file_name().to_string_lossy().into_owned());
+        if let Some(rest) = name.strip_prefix(".rw-").and_then(|r| r.strip_suffix(".tmp")) {
+            let pid = rest.rsplit('-').next().and_then(|p| p.parse::<u32>().ok());
+            if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+                let _ = fs::remove_file(&p);
+            }
+        } else if name.starts_with("rw-") && name.ends_with(".ext4") {
+            if !name.ends_with(DISK_TEMPLATE_SUFFIX) {
+                let _ = fs::remove_file(&p);
+            } else if p != keep && p != default {
+                let used =
+                    e.metadata().and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH);
+                current.push((used, p));
+            }
+        }
+    }
+    // `keep`, the default's and the newest others, up to the number kept.
+    let others = DISK_TEMPLATES_KEPT.saturating_sub(2);
+    current.sort_by(|a, b| b.0.cmp(&a.0));
+    for (_, p) in current.into_iter().skip(others) {
+        let _ = fs::remove_file(p);
+    }
 }
 
 #[cfg(test)]
@@ -150,5 +194,41 @@ mod tests {
         assert_eq!(fs::read(&a).unwrap(), fs::read(&b).unwrap());
         use std::os::unix::fs::MetadataExt;
         assert!(fs::metadata(&b).unwrap().blocks() * 512 < 4 << 20, "holes were filled");
+    }
+
+    #[test]
+    fn stale_disk_templates_go_and_the_newest_stay() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path();
+        let t = |name: &str, age_s: u64| {
+            let p = dir.join(name);
+            fs::write(&p, b"x").unwrap();
+            let f = fs::File::options().write(true).open(&p).unwrap();
+            f.set_modified(SystemTime::now() - std::time::Duration::from_secs(age_s)).unwrap();
+            p
+        };
+        let default = t(&format!("rw-{}m-v2.ext4", WRITABLE_DISK_BYTES >> 20), 900);
+        let old_opts = t("rw-8192m.ext4", 1);
+        let new = t("rw-100m-v2.ext4", 10);
+        let recent = t("rw-200m-v2.ext4", 20);
+        let older = t("rw-300m-v2.ext4", 30);
+        let least = t("rw-400m-v2.ext4", 40);
+        let gone_pid = t(".rw-64-999999999.tmp", 1);
+        let mine = t(&format!(".rw-64-{}.tmp", std::process::id()), 1);
+        let other = t("unrelated", 1);
+        remove_stale_disk_templates(dir, &new);
+        for (p, kept) in [
+            (&default, true),
+            (&old_opts, false),
+            (&new, true),
+            (&recent, true),
+            (&older, true),
+            (&least, false),
+            (&gone_pid, false),
+            (&mine, true),
+            (&other, true),
+        ] {
+            assert_eq!(p.exists(), kept, "{}", p.display());
+        }
     }
 }

@@ -128,10 +128,19 @@ impl LogWriter {
     }
 
     /// Starts a new file: the current one becomes `.1`, `.1` becomes `.2`, and so on; the
-    /// one past `max-file` goes. With one file allowed, the file is emptied instead.
+    /// one past `max-file` goes. With one file allowed, a new empty file replaces it (not
+    /// emptied in place: a follower holding the old one drains it, where an emptied file
+    /// refilled past the follower's position between two polls would be read from the
+    /// middle of an entry).
     fn rotate(&mut self) -> io::Result<()> {
         if self.limits.max_file <= 1 {
-            self.file.set_len(0)?;
+            let mut name = self.path.clone().into_os_string();
+            name.push(".new");
+            let next = PathBuf::from(name);
+            let file = open_append(&next)?;
+            file.set_len(0)?;
+            std::fs::rename(&next, &self.path)?;
+            self.file = file;
         } else {
             let last = self.limits.max_file - 1;
             match std::fs::remove_file(rotated(&self.path, last)) {
@@ -434,7 +443,7 @@ mod tests {
         // In order, without gaps.
         let first: usize = got[0][4..].parse().unwrap();
         assert!(got.iter().enumerate().all(|(i, l)| *l == format!("line{}", first + i)));
-        // One file allowed: emptied in place.
+        // One file allowed: replaced by an empty one.
         let q = dir.path().join("one.log");
         let mut w = LogWriter::open(&q, LogLimits { max_size: Some(100), max_file: 1 }).unwrap();
         for i in 0..50 {
@@ -467,20 +476,29 @@ mod tests {
             let want: Vec<String> = (0..200).map(|i| format!("n{i}")).collect();
             assert_eq!(seen, want, "max-file {max_file}, a poll every {every} lines");
         }
-        // With one file, what is emptied before a poll is gone, but nothing is seen twice
-        // or out of order, and the newest line arrives.
-        let _ = std::fs::remove_file(&p);
-        let mut w = LogWriter::open(&p, LogLimits { max_size: Some(300), max_file: 1 }).unwrap();
-        let (_, mut f) = Follower::read_all(&p).unwrap();
-        let mut seen = Vec::new();
-        for i in 0..200 {
-            w.write(Stream::Stdout, format!("{i}\n").as_bytes()).unwrap();
-            if i % 3 == 0 {
-                seen.extend(lines(&f.poll().unwrap()));
+        // With one file: polled once per replacement, every line; polled less often, the
+        // files replaced in between are gone, but nothing is seen twice, out of order or cut
+        // (a file refilled past the follower's position is read from its start), and the
+        // newest line arrives.
+        for every in [3, 14] {
+            let p = dir.path().join(format!("one-{every}.log"));
+            let mut w =
+                LogWriter::open(&p, LogLimits { max_size: Some(300), max_file: 1 }).unwrap();
+            let (_, mut f) = Follower::read_all(&p).unwrap();
+            let mut seen = Vec::new();
+            for i in 0..200 {
+                w.write(Stream::Stdout, format!("{i}\n").as_bytes()).unwrap();
+                if i % every == 0 {
+                    seen.extend(lines(&f.poll().unwrap()));
+                }
             }
+            seen.extend(lines(&f.poll().unwrap()));
+            let n: Vec<u32> = seen.iter().map(|l| l.parse().unwrap()).collect();
+            if every == 3 {
+                assert_eq!(n, (0..200).collect::<Vec<u32>>());
+            }
+            assert!(n.windows(2).all(|w| w[0] < w[1]) && n.last() == Some(&199), "{n:?}");
+            assert_eq!(files(&p), vec![p.clone()], "no file left beside the log");
         }
-        seen.extend(lines(&f.poll().unwrap()));
-        let n: Vec<u32> = seen.iter().map(|l| l.parse().unwrap()).collect();
-        assert!(n.windows(2).all(|w| w[0] < w[1]) && n.last() == Some(&199), "{n:?}");
     }
 }
