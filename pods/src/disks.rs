@@ -157,7 +157,7 @@ fn remove_stale_disk_templates(dir: &Path, keep: &Path) {
     }
     // `keep`, the default's and the newest others, up to the number kept.
     let others = DISK_TEMPLATES_KEPT.saturating_sub(2);
-    current.sort_by(|a, b| b.0.cmp(&a.0));
+    current.sort_by_key(|c| std::cmp::Reverse(c.0));
     for (_, p) in current.into_iter().skip(others) {
         let _ = fs::remove_file(p);
     }

@@ -457,7 +457,6 @@ mod tests {
     #[test]
     fn a_follower_sees_every_line_across_rotations() {
         let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("ctr.log");
         // Polled at least once per rotation, or (with more files kept) after several, it
         // loses nothing: the files rotated in between are read in order.
         for (max_file, every) in [(2, 3), (4, 3), (4, 14)] {

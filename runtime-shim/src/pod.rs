@@ -84,6 +84,88 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Makes the pod's runtime and disk directories and its writable disk of `disk_bytes`;
+/// returns the disk's path.
+fn prepare_dirs(
+    state_root: &Path,
+    dir: &Path,
+    disks: &Path,
+    disk_bytes: u64,
+) -> Result<PathBuf, String> {
+    ironpod_images::private::private_run_root()
+        .map_err(|e| format!("create {}: {e}", ironpod_images::private::RUN_ROOT))?;
+    ironpod_images::private::private_dir(state_root)
+        .map_err(|e| format!("create {}: {e}", state_root.display()))?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(disks).map_err(|e| format!("create {}: {e}", disks.display()))?;
+    let writable = disks.join("rw.ext4");
+    make_writable_disk_fast(state_root, &writable, disk_bytes).map_err(|e| e.to_string())?;
+    Ok(writable)
+}
+
+/// The pod VM's card in network namespace `ns` (its tap in place of the namespace's
+/// `eth0`), or none for a namespace with loopback only.
+fn pod_nic(ns: &Path) -> Result<Option<ironpod_net::podnet::GuestNic>, String> {
+    match ironpod_net::podnet::connect_tap(ns, "eth0", POD_TAP) {
+        Err(ironpod_net::podnet::PodNetError::NoInterface(_)) => Ok(None),
+        Err(e) => Err(format!("connect the pod VM to network namespace {}: {e}", ns.display())),
+        Ok(nic) => Ok(Some(nic)),
+    }
+}
+
+/// Starts the pod's share (virtio-fs, empty until volumes come) in its cgroup: its
+/// virtiofsd, and the device that connects the VM to it.
+fn start_share(
+    dir: &Path,
+    cgroup: Option<&PodCgroup>,
+) -> Result<(PodShare, ironpod_vmm::config::FsConfig), String> {
+    let socket = dir.join("fs.sock");
+    let join = cgroup::joiner(cgroup).map_err(|e| format!("the pod's cgroup: {e}"))?;
+    let pod_share = PodShare::start_with(&share_id(dir), &[], &socket, join)
+        .map_err(|e| format!("the pod's volume share: {e}"))?;
+    let share = ironpod_vmm::config::FsConfig {
+        socket,
+        tag: ironpod_protocol::SHARE_TAG.into(),
+        queue_size: template::SHARE_QUEUE_SIZE,
+    };
+    Ok((pod_share, share))
+}
+
+/// Records the pod VM's VMM (for `delete` after this shim is gone: pid and start time, so a
+/// reused pid is never hit), waits for its agent, and sets the restored guest's randomness,
+/// clock and card up. Returns the VM and the agent session.
+fn agent_ready(
+    dir: &Path,
+    mut vm: RunningVm,
+    restored: bool,
+    nic: Option<&ironpod_net::podnet::GuestNic>,
+) -> Result<(RunningVm, AgentClient), String> {
+    let start = ironpod_ids::process_start(vm.pid() as i32).unwrap_or(0);
+    let pidfile = dir.join("vmm.pid");
+    std::fs::write(&pidfile, format!("{} {start}\n", vm.pid()))
+        .map_err(|e| format!("write {}: {e}", pidfile.display()))?;
+    let mut ctl = vm
+        .wait_agent(Duration::from_secs(120))
+        .map_err(|e| format!("the pod VM's agent did not come up: {e}"))?;
+    ctl.set_timeout(Duration::from_secs(60)).map_err(|e| e.to_string())?;
+    if restored {
+        // Before anything else: fresh randomness and the time of day.
+        ctl.restored().map_err(|e| format!("reseed the restored pod VM: {e}"))?;
+    }
+    if let Some(nic) = nic {
+        let mut config = nic.network_config();
+        if restored {
+            // The template's card has the template's MAC: the agent gives it the veth's.
+            for i in &mut config.interfaces {
+                i.replaces = Some(template::TEMPLATE_MAC.into());
+            }
+        }
+        ctl.configure_network(&config)
+            .map_err(|e| format!("configure the pod VM's network: {e}"))?;
+    }
+    Ok((vm, ctl))
+}
+
 impl PodVm {
     /// Boots a VM of `size` with the image layer disks `layers` (bottom first), a fresh
     /// writable disk on the state root (never under /run, which is memory on most hosts) and
@@ -116,64 +198,38 @@ impl PodVm {
         netns: Option<PathBuf>,
         size: PodSize,
     ) -> Result<PodVm, String> {
-        let PodSize { vcpus, memory_mib, disk_bytes, template } = size;
-        ironpod_images::private::private_run_root()
-            .map_err(|e| format!("create {}: {e}", ironpod_images::private::RUN_ROOT))?;
-        ironpod_images::private::private_dir(state_root)
-            .map_err(|e| format!("create {}: {e}", state_root.display()))?;
-        std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-        std::fs::create_dir_all(disks).map_err(|e| format!("create {}: {e}", disks.display()))?;
-        let writable = disks.join("rw.ext4");
-        make_writable_disk_fast(state_root, &writable, disk_bytes).map_err(|e| e.to_string())?;
-        let nic = match &netns {
-            Some(ns) => match ironpod_net::podnet::connect_tap(ns, "eth0", POD_TAP) {
-                // A namespace with loopback only: the VM gets no card either.
-                Err(ironpod_net::podnet::PodNetError::NoInterface(_)) => None,
-                Err(e) => {
-                    return Err(format!(
-                        "connect the pod VM to network namespace {}: {e}",
-                        ns.display()
-                    ))
-                }
-                Ok(nic) => Some(nic),
-            },
-            None => None,
-        };
-        let disk_configs: Vec<DiskConfig> = layers
-            .iter()
-            .map(|p| DiskConfig { path: p.clone(), read_only: true })
-            .chain(std::iter::once(DiskConfig { path: writable.clone(), read_only: false }))
-            .collect();
+        let writable = prepare_dirs(state_root, dir, disks, size.disk_bytes)?;
+        let nic = netns.as_deref().map(pod_nic).transpose()?.flatten();
         // The pod's host cgroup: its VMM and its virtiofsd.
-        let limits = Limits::for_vm(vcpus, memory_mib, None);
+        let limits = Limits::for_vm(size.vcpus, size.memory_mib, None);
         let cgroup = PodCgroup::create(&cgroup_name(dir), &limits)
             .map_err(|e| format!("the pod's cgroup: {e}"))?
             .map(Arc::new);
-        // The share for the containers' volumes, empty until they come.
-        let socket = dir.join("fs.sock");
-        let join =
-            cgroup::joiner(cgroup.as_deref()).map_err(|e| format!("the pod's cgroup: {e}"))?;
-        let pod_share = PodShare::start_with(&share_id(dir), &[], &socket, join)
-            .map_err(|e| format!("the pod's volume share: {e}"))?;
-        let share = ironpod_vmm::config::FsConfig {
-            socket,
-            tag: ironpod_protocol::SHARE_TAG.into(),
-            queue_size: template::SHARE_QUEUE_SIZE,
+        let (pod_share, share) = start_share(dir, cgroup.as_deref())?;
+        let shape = template::Shape {
+            vcpus: size.vcpus,
+            memory_mib: size.memory_mib,
+            card: nic.is_some(),
+            share: true,
         };
-        let shape = template::Shape { vcpus, memory_mib, card: nic.is_some(), share: true };
-        let template = match template && fits_template(&shape, &layers, nic.as_ref()) {
+        let template = match size.template && fits_template(&shape, &layers, nic.as_ref()) {
             true => template::get_or_make(state_root, shape)
                 .map_err(|e| log::warn!("no pod template, the pod VM boots: {e}"))
                 .ok(),
             false => None,
         };
         let restored = template.is_some();
-        let (mut s, net_mac) = match &template {
-            Some(t) => (t.restore_spec().map_err(str)?, None),
-            None => (VmSpec::with_defaults().map_err(str)?, nic.as_ref().map(|n| n.mac.clone())),
+        let disk_configs: Vec<DiskConfig> = layers
+            .iter()
+            .map(|p| DiskConfig { path: p.clone(), read_only: true })
+            .chain(std::iter::once(DiskConfig { path: writable.clone(), read_only: false }))
+            .collect();
+        let mut s = match &template {
+            Some(t) => t.restore_spec().map_err(str)?,
+            None => VmSpec::with_defaults().map_err(str)?,
         };
-        s.vcpus = vcpus;
-        s.memory_mib = memory_mib;
+        s.vcpus = size.vcpus;
+        s.memory_mib = size.memory_mib;
         s.free_page_reporting = true;
         // ttrpc's worker threads come and go; the VM lives until the pod is deleted (and a
         // restarted shim must not lose it).
@@ -184,7 +240,8 @@ impl PodVm {
             .iter()
             .map(|n| ironpod_vmm::config::NetConfig {
                 tap: POD_TAP.into(),
-                mac: net_mac.clone(),
+                // A restored card keeps the template's MAC until the agent sets the veth's.
+                mac: (!restored).then(|| n.mac.clone()),
                 mtu: n.mtu,
                 netns: None,
             })
@@ -192,7 +249,7 @@ impl PodVm {
         if nic.is_some() {
             s.netns = netns.clone();
         }
-        let mut vm = match restored {
+        let vm = match restored {
             true => {
                 // The template's slots take the disks, its card the tap and its share
                 // device this pod's virtiofsd.
@@ -211,31 +268,7 @@ impl PodVm {
                 RunningVm::start(&s).map_err(|e| format!("start the pod VM: {e}"))?
             }
         };
-        // For `delete` after this shim is gone: which VMM to end (pid + start time, so a
-        // reused pid is never hit).
-        let start = ironpod_ids::process_start(vm.pid() as i32).unwrap_or(0);
-        let pidfile = dir.join("vmm.pid");
-        std::fs::write(&pidfile, format!("{} {start}\n", vm.pid()))
-            .map_err(|e| format!("write {}: {e}", pidfile.display()))?;
-        let mut ctl = vm
-            .wait_agent(Duration::from_secs(120))
-            .map_err(|e| format!("the pod VM's agent did not come up: {e}"))?;
-        ctl.set_timeout(Duration::from_secs(60)).map_err(|e| e.to_string())?;
-        if restored {
-            // Before anything else: fresh randomness and the time of day.
-            ctl.restored().map_err(|e| format!("reseed the restored pod VM: {e}"))?;
-        }
-        if let Some(nic) = &nic {
-            let mut config = nic.network_config();
-            if restored {
-                // The template's card has the template's MAC: the agent gives it the veth's.
-                for i in &mut config.interfaces {
-                    i.replaces = Some(template::TEMPLATE_MAC.into());
-                }
-            }
-            ctl.configure_network(&config)
-                .map_err(|e| format!("configure the pod VM's network: {e}"))?;
-        }
+        let (vm, ctl) = agent_ready(dir, vm, restored, nic.as_ref())?;
         let spare = match restored {
             // Every slot the layers left is free for more.
             true => shape.read_only_slots() - layers.len() as u8,
