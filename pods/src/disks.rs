@@ -109,19 +109,26 @@ pub fn make_writable_disk_fast(root: &Path, path: &Path, bytes: u64) -> Result<(
     // The name changes with the mkfs options (v2: no resize_inode), so an old template is
     // not reused.
     let template = dir.join(format!("rw-{}m{DISK_TEMPLATE_SUFFIX}", bytes >> 20));
-    if !template.is_file() {
-        fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
-        let tmp = dir.join(format!(".rw-{}-{}.tmp", bytes >> 20, std::process::id()));
-        make_writable_disk(&tmp, bytes)?;
-        fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io("sync the template"))?;
-        fs::rename(&tmp, &template).map_err(io(format!("install {}", template.display())))?;
-        remove_stale_disk_templates(&dir, &template);
-    } else {
-        // Its modification time says when it was last used (the newest are kept).
-        let _ = fs::File::open(&template).and_then(|f| f.set_modified(SystemTime::now()));
+    loop {
+        let made = !template.is_file();
+        if made {
+            fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
+            let tmp = dir.join(format!(".rw-{}-{}.tmp", bytes >> 20, std::process::id()));
+            make_writable_disk(&tmp, bytes)?;
+            fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io("sync the template"))?;
+            fs::rename(&tmp, &template).map_err(io(format!("install {}", template.display())))?;
+            remove_stale_disk_templates(&dir, &template);
+        } else {
+            // Its modification time says when it was last used (the newest are kept).
+            let _ = fs::File::open(&template).and_then(|f| f.set_modified(SystemTime::now()));
+        }
+        match sparse_copy(&template, path) {
+            // Removed (as least recently used) by another pod's start since it was looked
+            // at: made again.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !made && !template.exists() => {}
+            r => return r.map_err(io(format!("copy the writable disk to {}", path.display()))),
+        }
     }
-    sparse_copy(&template, path)
-        .map_err(io(format!("copy the writable disk to {}", path.display())))
 }
 
 /// The end of the names of writable-disk templates made with today's mkfs options.
