@@ -233,7 +233,7 @@ impl Follower {
         }
         if let Some(f) = self.file.as_mut() {
             if f.metadata()?.len() < self.pos {
-                // Emptied in place (one file allowed): start again from its top.
+                // Emptied in place (a one-file log of an older version): start again from its top.
                 self.pos = 0;
             }
             self.pos += read_rest(f, self.pos, &mut out)?;
