@@ -8,6 +8,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use ironpod_vmm::virtio::net::{Net, NetBackend};
 use ironpod_vmm::virtio::VirtioDevice;
 use libfuzzer_sys::fuzz_target;
+use vm_memory::VolatileSlice;
 use vmm_sys_util::eventfd::EventFd;
 
 struct Frames {
@@ -29,7 +30,15 @@ impl NetBackend for Frames {
             n
         }))
     }
-    fn send(&mut self, _frame: &[u8]) -> std::io::Result<()> {
+    fn send(&mut self, parts: &[VolatileSlice<'_>]) -> std::io::Result<()> {
+        // Read every byte, as a tap's writev would: each part must lie in guest memory.
+        let mut frame = Vec::new();
+        for p in parts {
+            let mut v = vec![0u8; p.len()];
+            p.copy_to(&mut v[..]);
+            frame.extend(v);
+        }
+        assert!(frame.len() <= ironpod_vmm::virtio::net::MAX_FRAME);
         Ok(())
     }
     fn set_offloads(&mut self, _: bool, _: bool, _: bool) -> std::io::Result<()> {

@@ -414,8 +414,8 @@ mod tests {
         let (mut tx, mut rx) = (open(&ids[0]), open(&ids[1]));
         let mac = parse_mac(&a.tap.mac).unwrap();
         let sent = crate::test_frames::frames(mac, a.address.octets(), [10, 213, 1, 3]);
-        for f in &sent {
-            tx.send(f).unwrap();
+        for mut f in sent {
+            crate::test_frames::send_in_parts(&mut tx, &mut f);
         }
         let mut got = Vec::new();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);

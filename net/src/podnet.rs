@@ -263,7 +263,6 @@ mod tests {
     /// frames reach the other end only with the pod's own addresses.
     #[test]
     fn a_cni_pods_guest_cannot_spoof_addresses() {
-        use ironpod_vmm::virtio::net::NetBackend;
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             panic!("this test needs root (network namespaces)");
@@ -291,8 +290,8 @@ mod tests {
             ironpod_vmm::virtio::net::tap::Tap::open("tap0").map_err(|e| e.to_string())
         })
         .unwrap();
-        for f in crate::test_frames::frames(mac, [10, 213, 2, 2], [10, 213, 2, 1]) {
-            tx.send(&f).unwrap();
+        for mut f in crate::test_frames::frames(mac, [10, 213, 2, 2], [10, 213, 2, 1]) {
+            crate::test_frames::send_in_parts(&mut tx, &mut f);
         }
         let mut got = Vec::new();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);

@@ -61,3 +61,18 @@ pub fn tags(frame: &[u8]) -> Vec<&'static str> {
     let text = String::from_utf8_lossy(frame);
     ALL.iter().copied().filter(|t| text.contains(t)).collect()
 }
+
+/// Sends `frame` through `tap` as a VMM sends a guest's frame: in parts (here the
+/// virtio-net header, then the rest), one `writev`.
+pub fn send_in_parts(tap: &mut ironpod_vmm::virtio::net::tap::Tap, frame: &mut [u8]) {
+    use ironpod_vmm::virtio::net::NetBackend;
+    let (hdr, rest) = frame.split_at_mut(12);
+    // SAFETY: both halves of `frame` outlive the slices, which live only for this call.
+    let parts = unsafe {
+        [
+            vm_memory::VolatileSlice::new(hdr.as_mut_ptr(), hdr.len()),
+            vm_memory::VolatileSlice::new(rest.as_mut_ptr(), rest.len()),
+        ]
+    };
+    tap.send(&parts).unwrap();
+}

@@ -44,11 +44,15 @@ pub enum Which {
         runs: usize,
     },
     /// TCP throughput: host ↔ pod through a published port (proxy vs DNAT), pod ↔ pod,
-    /// and runc containers over a bridge.
+    /// and runc containers over a bridge; then ironpod-vmm's virtio-net against QEMU's on
+    /// one probe guest.
     Net {
         /// Runs of each.
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// Only the VMM rows (ironpod-vmm vs QEMU on the probe guest).
+        #[arg(long)]
+        vmm_only: bool,
     },
     /// File I/O on a virtio-fs volume vs ext4 on virtio-blk in a pod; a volume's start-up
     /// cost; virtiofsd's memory.
@@ -84,7 +88,12 @@ pub fn run(which: Which) -> Result<()> {
             ("run", runs, pods)
         }
         Which::Cri { runs } => ("cri", runs, 0),
-        Which::Net { runs } => ("net", runs, 0),
+        Which::Net { runs, vmm_only } => {
+            if vmm_only {
+                extra = vec!["--vmm-only".to_string()];
+            }
+            ("net", runs, 0)
+        }
         Which::Volumes { runs } => ("volumes", runs, 0),
     };
     kernel::build()?;
@@ -94,6 +103,9 @@ pub fn run(which: Which) -> Result<()> {
     util::build_static_vmm("release")?;
     if name == "boot" {
         crate::bench_boot::build_probe_initramfs()?;
+    }
+    if name == "net" {
+        crate::bench_boot::build_init_initramfs("net-probe")?;
     }
     let me = std::env::current_exe()?;
     let args: Vec<String> = vec![
@@ -203,7 +215,7 @@ pub fn driver(which: Which) -> Result<()> {
         Which::Boot { runs, firecracker } => (runs, firecracker),
         Which::Run { runs, pods, density } => return crate::bench_run::driver(runs, pods, density),
         Which::Cri { runs } => return crate::bench_run::cri_driver(runs),
-        Which::Net { runs } => return crate::bench_net::driver(runs),
+        Which::Net { runs, vmm_only } => return crate::bench_net::driver(runs, vmm_only),
         Which::Volumes { runs } => return crate::bench_volumes::driver(runs),
         Which::Pull { .. } => anyhow::bail!("the pull benchmark has no driver"),
     };

@@ -21,22 +21,33 @@ pub const MEMORY_MIB: u64 = 128;
 
 /// Builds the static probe and its initramfs (`target/ironpod/boot-probe.img`).
 pub fn build_probe_initramfs() -> Result<PathBuf> {
-    util::build_static("release", "ironpod-tests", "boot-probe")?;
-    let bin_path = util::target_dir().join("release/boot-probe");
-    let bin = std::fs::read(&bin_path).with_context(|| format!("read {}", bin_path.display()))?;
-    let mut w = CpioWriter::new(Vec::with_capacity(bin.len() + 1024));
+    build_init_initramfs("boot-probe")
+}
+
+/// Builds `ironpod-tests`' binary `bin` statically and an initramfs holding it as `/init`
+/// (`target/ironpod/<bin>.img`): a probe that every VMM compared boots alike.
+pub fn build_init_initramfs(bin: &str) -> Result<PathBuf> {
+    util::build_static("release", "ironpod-tests", bin)?;
+    let bin_path = util::target_dir().join("release").join(bin);
+    let exe = std::fs::read(&bin_path).with_context(|| format!("read {}", bin_path.display()))?;
+    let mut w = CpioWriter::new(Vec::with_capacity(exe.len() + 1024));
     w.dir("dev", 0o755)?;
     w.dir("proc", 0o755)?;
     w.char_dev("dev/console", 0o600, 5, 1)?;
-    w.file("init", 0o755, &bin)?;
-    let out = probe_initramfs();
+    w.file("init", 0o755, &exe)?;
+    let out = init_initramfs(bin);
     util::write_atomic(&out, &w.finish()?)?;
     Ok(out)
 }
 
 /// Where [`build_probe_initramfs`] puts the probe initramfs.
 pub fn probe_initramfs() -> PathBuf {
-    util::target_dir().join("ironpod/boot-probe.img")
+    init_initramfs("boot-probe")
+}
+
+/// Where [`build_init_initramfs`] puts `bin`'s initramfs.
+pub fn init_initramfs(bin: &str) -> PathBuf {
+    util::target_dir().join(format!("ironpod/{bin}.img"))
 }
 
 /// One probe boot: host milliseconds from start to the probe's line and to exit, guest

@@ -166,8 +166,19 @@ fn dnat_teardown() {
                 sysctl -qw net.ipv4.conf.all.route_localnet=0");
 }
 
-/// The measuring part; runs where KVM can run Linux.
-pub fn driver(runs: usize) -> Result<()> {
+/// The measuring part; runs where KVM can run Linux. The VMM rows come last (or alone,
+/// with `vmm_only`).
+pub fn driver(runs: usize, vmm_only: bool) -> Result<()> {
+    if !vmm_only {
+        pods(runs)?;
+    }
+    let kernel = format!("{}/vmlinux", crate::util::ASSET_DIR);
+    let vmm = crate::util::target_dir().join("release/ironpod-vmm");
+    crate::bench_net_vmm::driver(runs, &vmm, &kernel)
+}
+
+/// The pod rows.
+fn pods(runs: usize) -> Result<()> {
     let bench = BenchRoot::new()?;
     let ip = |args: &[&str]| bench.ip(args);
     let (root, tarball) = (&bench.root, &bench.tarball);

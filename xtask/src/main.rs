@@ -4,6 +4,7 @@
 mod bench;
 mod bench_boot;
 mod bench_net;
+mod bench_net_vmm;
 mod bench_prep;
 mod bench_pull;
 mod bench_run;

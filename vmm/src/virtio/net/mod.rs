@@ -16,14 +16,14 @@ pub mod tap;
 mod tests;
 
 use std::io;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 
 use event_manager::{EventOps, Events, MutEventSubscriber};
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
-use vm_memory::{Bytes, GuestAddress};
+use vm_memory::{Bytes, GuestAddress, GuestMemory, Permissions, VolatileSlice};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -65,8 +65,9 @@ pub const VIRTIO_NET_F_MRG_RXBUF: u64 = 1 << 15;
 pub trait NetBackend: AsRawFd + Send {
     /// Reads one frame into `buf`; `None` when no frame is waiting.
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>>;
-    /// Writes one frame.
-    fn send(&mut self, frame: &[u8]) -> io::Result<()>;
+    /// Writes one frame given in parts: the guest's transmit buffers themselves, so the
+    /// frame is not copied on its way out (one `writev` for a tap).
+    fn send(&mut self, parts: &[VolatileSlice<'_>]) -> io::Result<()>;
     /// Tells the backend which offloads the guest accepts on receive.
     fn set_offloads(&mut self, csum: bool, tso4: bool, tso6: bool) -> io::Result<()>;
 }
@@ -100,7 +101,6 @@ pub struct Net<B: NetBackend> {
     /// A frame read from the backend that waits for guest receive buffers.
     pending: Option<usize>,
     rx_buf: Vec<u8>,
-    tx_buf: Vec<u8>,
     stats: NetStats,
     /// Frames moved per wake-up and direction (a queue's worth): then the event loop serves
     /// the rest of the VM, and the queue's own event brings the device back.
@@ -120,7 +120,6 @@ impl<B: NetBackend> Net<B> {
             active: None,
             pending: None,
             rx_buf: vec![0u8; MAX_FRAME],
-            tx_buf: Vec::with_capacity(MAX_FRAME),
             stats: NetStats::default(),
             budget: usize::from(QUEUE_SIZE),
         })
@@ -284,17 +283,11 @@ impl<B: NetBackend> Net<B> {
                 Err(_) => break,
             };
             budget -= chains.len();
+            let mut parts = Vec::new();
             for chain in chains {
                 let head = chain.head_index();
-                self.tx_buf.clear();
-                let ok = match chain.reader(&mem) {
-                    Ok(mut r) if r.available_bytes() <= MAX_FRAME => {
-                        r.read_to_end(&mut self.tx_buf).is_ok()
-                            && self.tx_buf.len() > VIRTIO_NET_HDR_LEN
-                    }
-                    _ => false,
-                };
-                if ok && self.backend.send(&self.tx_buf).is_ok() {
+                let ok = frame_parts(&mem, chain, &mut parts) && self.backend.send(&parts).is_ok();
+                if ok {
                     self.stats.tx_frames += 1;
                 } else {
                     self.stats.tx_dropped += 1;
@@ -319,6 +312,36 @@ impl<B: NetBackend> Net<B> {
             let _ = a.interrupt.signal_used_queue();
         }
     }
+}
+
+/// The guest memory a transmit chain's readable descriptors name, in order, into `parts`;
+/// false for a frame that is not one: no header and data, longer than [`MAX_FRAME`], in more than
+/// [`tap::MAX_PARTS`] parts, or a buffer outside guest memory. (Write-only descriptors have no place in a transmit chain
+/// and are skipped.)
+fn frame_parts<'m>(
+    mem: &'m GuestMemoryMmap,
+    chain: virtio_queue::DescriptorChain<&GuestMemoryMmap>,
+    parts: &mut Vec<VolatileSlice<'m>>,
+) -> bool {
+    parts.clear();
+    let mut total = 0usize;
+    for desc in chain.readable() {
+        let len = desc.len() as usize;
+        total += len;
+        if total > MAX_FRAME {
+            return false;
+        }
+        let Ok(slices) = mem.get_slices(desc.addr(), len, Permissions::Read) else {
+            return false;
+        };
+        for slice in slices {
+            match slice {
+                Ok(s) if parts.len() < tap::MAX_PARTS => parts.push(s),
+                _ => return false,
+            }
+        }
+    }
+    total > VIRTIO_NET_HDR_LEN
 }
 
 enum Delivery {

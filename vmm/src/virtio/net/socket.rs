@@ -5,6 +5,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
+use vm_memory::VolatileSlice;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::tap::Tap;
@@ -61,9 +62,9 @@ impl NetBackend for TapSocket {
         }
     }
 
-    fn send(&mut self, frame: &[u8]) -> io::Result<()> {
+    fn send(&mut self, parts: &[VolatileSlice<'_>]) -> io::Result<()> {
         match &mut self.tap {
-            Some(t) => t.send(frame),
+            Some(t) => t.send(parts),
             None => Err(io::Error::new(io::ErrorKind::NotConnected, "no tap plugged in")),
         }
     }
@@ -87,7 +88,10 @@ mod tests {
         assert!(!s.plugged());
         let mut buf = [0u8; 64];
         assert!(s.recv(&mut buf).unwrap().is_none());
-        assert_eq!(s.send(&[0u8; 20]).unwrap_err().kind(), io::ErrorKind::NotConnected);
+        let mut frame = [0u8; 20];
+        // SAFETY: `frame` outlives the slice, which only this test uses.
+        let part = unsafe { VolatileSlice::new(frame.as_mut_ptr(), frame.len()) };
+        assert_eq!(s.send(&[part]).unwrap_err().kind(), io::ErrorKind::NotConnected);
         s.set_offloads(true, true, false).unwrap();
         assert_eq!(s.offloads, Some((true, true, false)));
         assert!(s.as_raw_fd() >= 0);

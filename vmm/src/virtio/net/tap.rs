@@ -3,11 +3,16 @@
 //! between the guest and the host's network stack untouched.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 
+use vm_memory::VolatileSlice;
+
 use super::{NetBackend, VIRTIO_NET_HDR_LEN};
+
+/// Most parts a frame may be sent in (the kernel's `UIO_MAXIOV`).
+pub const MAX_PARTS: usize = 1024;
 
 const IFF_TAP: i16 = 0x0002;
 const IFF_NO_PI: i16 = 0x1000;
@@ -123,8 +128,24 @@ impl NetBackend for Tap {
         }
     }
 
-    fn send(&mut self, frame: &[u8]) -> io::Result<()> {
-        self.file.write(frame).map(|_| ())
+    fn send(&mut self, parts: &[VolatileSlice<'_>]) -> io::Result<()> {
+        if parts.len() > MAX_PARTS {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "frame in too many parts"));
+        }
+        let guards: Vec<_> = parts.iter().map(|p| p.ptr_guard()).collect();
+        let iov: Vec<libc::iovec> = guards
+            .iter()
+            .map(|g| libc::iovec { iov_base: g.as_ptr() as *mut libc::c_void, iov_len: g.len() })
+            .collect();
+        // SAFETY: every iovec names memory of a live VolatileSlice (guest memory stays mapped
+        // while `parts` borrows it; the guards are held across the call); writev only reads
+        // it, and `iov` is `iov.len()` valid entries.
+        let n =
+            unsafe { libc::writev(self.file.as_raw_fd(), iov.as_ptr(), iov.len() as libc::c_int) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     fn set_offloads(&mut self, csum: bool, tso4: bool, tso6: bool) -> io::Result<()> {
