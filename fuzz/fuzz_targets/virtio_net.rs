@@ -30,6 +30,22 @@ impl NetBackend for Frames {
             n
         }))
     }
+    fn recv_parts(&mut self, parts: &[VolatileSlice<'_>]) -> std::io::Result<Option<usize>> {
+        // Write as a tap's readv would: every part must lie in guest memory and the parts
+        // must hold any frame.
+        let room: usize = parts.iter().map(|p| p.len()).sum();
+        assert!(room >= ironpod_vmm::virtio::net::MAX_FRAME);
+        Ok(self.inbox.pop_front().map(|f| {
+            let mut off = 0;
+            for p in parts {
+                let n = p.len().min(f.len() - off);
+                p.copy_from(&f[off..off + n]);
+                off += n;
+            }
+            off
+        }))
+    }
+
     fn send(&mut self, parts: &[VolatileSlice<'_>]) -> std::io::Result<()> {
         // Read every byte, as a tap's writev would: each part must lie in guest memory.
         let mut frame = Vec::new();

@@ -65,6 +65,10 @@ pub const VIRTIO_NET_F_MRG_RXBUF: u64 = 1 << 15;
 pub trait NetBackend: AsRawFd + Send {
     /// Reads one frame into `buf`; `None` when no frame is waiting.
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>>;
+    /// Reads one frame into `parts` in order (the guest's receive buffers themselves: one
+    /// `readv` for a tap, no copy); its length, `None` when no frame is waiting. The parts
+    /// hold at least [`MAX_FRAME`] bytes, so no frame is cut.
+    fn recv_parts(&mut self, parts: &[VolatileSlice<'_>]) -> io::Result<Option<usize>>;
     /// Writes one frame given in parts: the guest's transmit buffers themselves, so the
     /// frame is not copied on its way out (one `writev` for a tap).
     fn send(&mut self, parts: &[VolatileSlice<'_>]) -> io::Result<()>;
@@ -154,6 +158,21 @@ impl<B: NetBackend> Net<B> {
                 break;
             }
             budget -= 1;
+            if self.pending.is_none() {
+                match self.receive_in_place() {
+                    Direct::Done => {
+                        self.stats.rx_frames += 1;
+                        used = true;
+                        continue;
+                    }
+                    Direct::Dropped => {
+                        self.stats.rx_dropped += 1;
+                        continue;
+                    }
+                    Direct::Empty => break,
+                    Direct::Unavailable => {}
+                }
+            }
             let len = match self.pending.take() {
                 Some(len) => len,
                 None => match self.backend.recv(&mut self.rx_buf) {
@@ -188,6 +207,91 @@ impl<B: NetBackend> Net<B> {
         }
         let Some(a) = self.active.as_mut() else { return false };
         used && a.queues[RX].needs_notification(&a.mem).unwrap_or(true)
+    }
+
+    /// Reads the next frame from the backend straight into the guest's receive buffers when
+    /// the buffers at the head of the ring hold any frame ([`MAX_FRAME`] bytes; with
+    /// mergeable buffers, as many chains as that takes), then gives back the chains the
+    /// frame did not fill. Otherwise the caller reads into `rx_buf` and copies
+    /// ([`Self::deliver`]), which can wait for buffers.
+    fn receive_in_place(&mut self) -> Direct {
+        let Some(a) = self.active.as_mut() else { return Direct::Unavailable };
+        let mem = a.mem.clone();
+        let q = &mut a.queues[RX];
+        let start = q.next_avail();
+        // (head, capacity) of each chain taken, and its buffers in order.
+        let mut chains: Vec<(u16, usize)> = Vec::new();
+        let mut parts: Vec<VolatileSlice> = Vec::new();
+        let mut room = 0usize;
+        while room < MAX_FRAME && (a.mergeable || chains.is_empty()) {
+            let Some(chain) = q.iter(&mem).ok().and_then(|mut it| it.next()) else { break };
+            let head = chain.head_index();
+            let before = (parts.len(), room);
+            let mut ok = true;
+            for desc in chain.writable() {
+                let Ok(slices) =
+                    mem.get_slices(desc.addr(), desc.len() as usize, Permissions::Write)
+                else {
+                    ok = false;
+                    break;
+                };
+                for slice in slices {
+                    match slice {
+                        Ok(s) if parts.len() < tap::MAX_PARTS => {
+                            room += s.len();
+                            parts.push(s);
+                        }
+                        _ => ok = false,
+                    }
+                }
+            }
+            if !ok {
+                // A buffer outside guest memory: the copying path deals with this chain.
+                parts.truncate(before.0);
+                room = before.1;
+                break;
+            }
+            chains.push((head, room - before.1));
+        }
+        if room < MAX_FRAME {
+            q.set_next_avail(start);
+            return Direct::Unavailable;
+        }
+        let len = match self.backend.recv_parts(&parts) {
+            Ok(Some(len)) => len,
+            Ok(None) => {
+                q.set_next_avail(start);
+                return Direct::Empty;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                q.set_next_avail(start);
+                return Direct::Dropped;
+            }
+            Err(_) => {
+                q.set_next_avail(start);
+                return Direct::Empty;
+            }
+        };
+        if len < VIRTIO_NET_HDR_LEN {
+            // Nothing the guest can take: the buffers stay posted.
+            q.set_next_avail(start);
+            return Direct::Dropped;
+        }
+        // The chains the frame filled go to the used ring; the rest stay posted.
+        let mut left = len;
+        let mut n = 0u16;
+        for &(head, cap) in &chains {
+            if left == 0 {
+                break;
+            }
+            let take = cap.min(left);
+            let _ = q.add_used(&mem, head, take as u32);
+            left -= take;
+            n += 1;
+        }
+        write_at(&parts, 10, &n.to_le_bytes());
+        q.set_next_avail(start.wrapping_add(n));
+        Direct::Done
     }
 
     /// Puts the frame in `rx_buf[..len]` into the guest's receive buffers.
@@ -348,6 +452,35 @@ enum Delivery {
     Done,
     Dropped,
     NoRoom,
+}
+
+/// How [`Net::receive_in_place`] went.
+enum Direct {
+    /// A frame is in the guest's buffers.
+    Done,
+    /// The backend gave something that is not a frame, or the read was interrupted.
+    Dropped,
+    /// The backend has no frame waiting.
+    Empty,
+    /// Not enough buffers at the head of the ring for any frame: copy instead.
+    Unavailable,
+}
+
+/// Writes `bytes` at offset `at` of the buffer that `parts` make up, across part boundaries.
+fn write_at(parts: &[VolatileSlice<'_>], mut at: usize, mut bytes: &[u8]) {
+    for p in parts {
+        if bytes.is_empty() {
+            return;
+        }
+        if at >= p.len() {
+            at -= p.len();
+            continue;
+        }
+        let n = (p.len() - at).min(bytes.len());
+        let _ = p.write_slice(&bytes[..n], at);
+        bytes = &bytes[n..];
+        at = 0;
+    }
 }
 
 /// Asks the driver to notify once it posts buffers beyond those it has posted so far (not

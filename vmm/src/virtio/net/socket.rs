@@ -62,6 +62,13 @@ impl NetBackend for TapSocket {
         }
     }
 
+    fn recv_parts(&mut self, parts: &[VolatileSlice<'_>]) -> io::Result<Option<usize>> {
+        match &mut self.tap {
+            Some(t) => t.recv_parts(parts),
+            None => Ok(None),
+        }
+    }
+
     fn send(&mut self, parts: &[VolatileSlice<'_>]) -> io::Result<()> {
         match &mut self.tap {
             Some(t) => t.send(parts),

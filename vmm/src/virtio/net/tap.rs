@@ -128,6 +128,28 @@ impl NetBackend for Tap {
         }
     }
 
+    fn recv_parts(&mut self, parts: &[VolatileSlice<'_>]) -> io::Result<Option<usize>> {
+        if parts.len() > MAX_PARTS {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "buffer in too many parts"));
+        }
+        let guards: Vec<_> = parts.iter().map(|p| p.ptr_guard_mut()).collect();
+        let iov: Vec<libc::iovec> = guards
+            .iter()
+            .map(|g| libc::iovec { iov_base: g.as_ptr() as *mut libc::c_void, iov_len: g.len() })
+            .collect();
+        // SAFETY: every iovec names writable memory of a live VolatileSlice (guest memory
+        // stays mapped while `parts` borrows it; the guards are held across the call), and
+        // `iov` is `iov.len()` valid entries. The guest may see the bytes change under it,
+        // which is what a device writing its buffers means.
+        let n =
+            unsafe { libc::readv(self.file.as_raw_fd(), iov.as_ptr(), iov.len() as libc::c_int) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return if e.kind() == io::ErrorKind::WouldBlock { Ok(None) } else { Err(e) };
+        }
+        Ok(Some(n as usize))
+    }
+
     fn send(&mut self, parts: &[VolatileSlice<'_>]) -> io::Result<()> {
         if parts.len() > MAX_PARTS {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "frame in too many parts"));
