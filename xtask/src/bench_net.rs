@@ -132,8 +132,9 @@ fn median(runs: usize, mut f: impl FnMut() -> Result<f64>) -> Result<(f64, f64, 
     Ok(stats(&mut v))
 }
 
-/// Routes the host to the network's namespace and DNATs two loopback ports to the server
-/// pod (what a DNAT-based publisher would set up), in L1 only.
+/// Routes the host to the server pod through a veth of its own into the network's namespace
+/// (a /32: egress already routes the whole subnet through the network's uplink) and DNATs two loopback ports to the pod (what a DNAT-based
+/// publisher would set up), in L1 only.
 fn dnat_setup(net_ns: &str) -> Result<()> {
     sh(&format!(
         "set -e
@@ -141,7 +142,7 @@ fn dnat_setup(net_ns: &str) -> Result<()> {
          ip addr add 10.254.0.1/30 dev ipb0; ip link set ipb0 up
          ip -n {net_ns} addr add 10.254.0.2/30 dev ipb1; ip -n {net_ns} link set ipb1 up
          ip netns exec {net_ns} sysctl -qw net.ipv4.ip_forward=1
-         ip route add {SUBNET} via 10.254.0.2
+         ip route add {SERVER}/32 via 10.254.0.2
          sysctl -qw net.ipv4.conf.all.route_localnet=1
          nft -f - <<EOF
 table ip ipbench {{
