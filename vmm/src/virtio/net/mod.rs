@@ -263,13 +263,14 @@ impl<B: NetBackend> Net<B> {
                 q.set_next_avail(start);
                 return Direct::Empty;
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+            Err(e) => {
                 q.set_next_avail(start);
-                return Direct::Dropped;
-            }
-            Err(_) => {
-                q.set_next_avail(start);
-                return Direct::Empty;
+                // Interrupted: nothing was read, the copying path tries again.
+                return if e.kind() == io::ErrorKind::Interrupted {
+                    Direct::Unavailable
+                } else {
+                    Direct::Empty
+                };
             }
         };
         if len < VIRTIO_NET_HDR_LEN {
@@ -458,7 +459,7 @@ enum Delivery {
 enum Direct {
     /// A frame is in the guest's buffers.
     Done,
-    /// The backend gave something that is not a frame, or the read was interrupted.
+    /// The backend gave something that is not a frame.
     Dropped,
     /// The backend has no frame waiting.
     Empty,
