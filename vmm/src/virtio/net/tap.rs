@@ -129,45 +129,20 @@ impl NetBackend for Tap {
     }
 
     fn recv_parts(&mut self, parts: &[VolatileSlice<'_>]) -> io::Result<Option<usize>> {
-        if parts.len() > MAX_PARTS {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "buffer in too many parts"));
+        let fd = self.file.as_raw_fd();
+        // SAFETY: `iov` names writable memory of live slices (see `vectored`); the guest may
+        // see the bytes change under it, which is what a device writing its buffers means.
+        match vectored(parts, |iov, n| unsafe { libc::readv(fd, iov, n) }) {
+            Ok(n) => Ok(Some(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
         }
-        let guards: Vec<_> = parts.iter().map(|p| p.ptr_guard_mut()).collect();
-        let iov: Vec<libc::iovec> = guards
-            .iter()
-            .map(|g| libc::iovec { iov_base: g.as_ptr() as *mut libc::c_void, iov_len: g.len() })
-            .collect();
-        // SAFETY: every iovec names writable memory of a live VolatileSlice (guest memory
-        // stays mapped while `parts` borrows it; the guards are held across the call), and
-        // `iov` is `iov.len()` valid entries. The guest may see the bytes change under it,
-        // which is what a device writing its buffers means.
-        let n =
-            unsafe { libc::readv(self.file.as_raw_fd(), iov.as_ptr(), iov.len() as libc::c_int) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::WouldBlock { Ok(None) } else { Err(e) };
-        }
-        Ok(Some(n as usize))
     }
 
     fn send(&mut self, parts: &[VolatileSlice<'_>]) -> io::Result<()> {
-        if parts.len() > MAX_PARTS {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "frame in too many parts"));
-        }
-        let guards: Vec<_> = parts.iter().map(|p| p.ptr_guard()).collect();
-        let iov: Vec<libc::iovec> = guards
-            .iter()
-            .map(|g| libc::iovec { iov_base: g.as_ptr() as *mut libc::c_void, iov_len: g.len() })
-            .collect();
-        // SAFETY: every iovec names memory of a live VolatileSlice (guest memory stays mapped
-        // while `parts` borrows it; the guards are held across the call); writev only reads
-        // it, and `iov` is `iov.len()` valid entries.
-        let n =
-            unsafe { libc::writev(self.file.as_raw_fd(), iov.as_ptr(), iov.len() as libc::c_int) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        let fd = self.file.as_raw_fd();
+        // SAFETY: `iov` names memory of live slices (see `vectored`); writev only reads it.
+        vectored(parts, |iov, n| unsafe { libc::writev(fd, iov, n) }).map(|_| ())
     }
 
     fn set_offloads(&mut self, csum: bool, tso4: bool, tso6: bool) -> io::Result<()> {
@@ -188,6 +163,28 @@ impl NetBackend for Tap {
         }
         Ok(())
     }
+}
+
+/// Runs `call` (readv or writev) on an iovec array naming `parts`, at most [`MAX_PARTS`];
+/// its byte count. The array and the slices' pointer guards live across the call, and the
+/// slices borrow guest memory, which stays mapped meanwhile: every entry is valid for it.
+fn vectored(
+    parts: &[VolatileSlice<'_>],
+    call: impl FnOnce(*const libc::iovec, libc::c_int) -> isize,
+) -> io::Result<usize> {
+    if parts.len() > MAX_PARTS {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "frame in too many parts"));
+    }
+    let guards: Vec<_> = parts.iter().map(|p| p.ptr_guard_mut()).collect();
+    let iov: Vec<libc::iovec> = guards
+        .iter()
+        .map(|g| libc::iovec { iov_base: g.as_ptr().cast(), iov_len: g.len() })
+        .collect();
+    let n = call(iov.as_ptr(), iov.len() as libc::c_int);
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
 }
 
 #[cfg(test)]
