@@ -106,11 +106,14 @@ fn map_aligned(len: usize, backing: Backing) -> io::Result<*mut u8> {
 
 /// In the private mapping of `file` from `offset` at `base` (`len` bytes, 2 MiB-aligned),
 /// maps anonymous memory over every 2 MiB chunk the file holds no data for (a hole: RAM the
-/// snapshot's guest never used). Such a chunk reads zeros either way, but anonymous memory
-/// takes a transparent huge page on the guest's first write (one fault per 2 MiB, as in a
-/// booted VM), where a private file mapping copies 4 KiB pages one fault at a time. Chunks
-/// with data stay the file's, shared until written. A file system without `SEEK_DATA`
-/// reports all data: nothing is replaced.
+/// snapshot's guest never used). Such a chunk reads zeros either way, but a write to
+/// anonymous memory takes a zeroed page, where a private file mapping first reads the file's
+/// hole into the page cache and then copies it. The chunks take 4 KiB pages, not
+/// transparent huge pages: a restored pod writes a few MiB scattered over its free memory,
+/// and a huge page per chunk touched made each idle pod hold 1.6 MiB more (measured in the
+/// rig, 5 pods: 15.8 vs 14.2 MiB PSS per VMM) for no faster start. Chunks with data stay
+/// the file's, shared until written. A file system without `SEEK_DATA` reports all data:
+/// nothing is replaced.
 fn anonymous_holes(
     base: *mut libc::c_void,
     len: usize,
@@ -150,6 +153,8 @@ fn anonymous_holes(
             if r == libc::MAP_FAILED {
                 return Err(io::Error::last_os_error());
             }
+            // SAFETY: advice on the anonymous mapping just made.
+            unsafe { libc::madvise(r, hole_end - at, libc::MADV_NOHUGEPAGE) };
         }
         if data >= len {
             break;
@@ -324,6 +329,55 @@ mod tests {
         let fd = mem.iter().next().unwrap().file_offset().unwrap().file().metadata().unwrap();
         use std::os::unix::fs::MetadataExt;
         assert!(fd.blocks() * 512 < (6 << 20), "{} bytes allocated", fd.blocks() * 512);
+    }
+
+    /// The VmFlags line of the mapping of /proc/self/smaps that holds `addr`.
+    fn vm_flags(addr: usize) -> String {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut inside = false;
+        for line in smaps.lines() {
+            if let Some((range, _)) = line.split_once(' ') {
+                if let Some((a, b)) = range.split_once('-') {
+                    if let (Ok(a), Ok(b)) =
+                        (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+                    {
+                        inside = (a..b).contains(&addr);
+                        continue;
+                    }
+                }
+            }
+            if inside {
+                if let Some(flags) = line.strip_prefix("VmFlags:") {
+                    return flags.to_string();
+                }
+            }
+        }
+        panic!("no mapping holds {addr:#x}");
+    }
+
+    #[test]
+    fn a_private_file_mapping_takes_small_anonymous_pages_for_its_holes() {
+        use std::os::unix::fs::FileExt;
+        let size = 16u64 << 20;
+        let f = Arc::new(tempfile::tempfile().unwrap());
+        f.set_len(4096 + size).unwrap();
+        f.write_all_at(&[7u8; 4096], 4096 + (4 << 20)).unwrap();
+        let mem = guest_memory_from_file(size, f.clone(), 4096).unwrap();
+        let r = mem.iter().next().unwrap();
+        let base = r.as_ptr() as usize;
+        assert_eq!(mem.read_obj::<u8>(GuestAddress(4 << 20)).unwrap(), 7);
+        // The chunk with data stays the file's; the holes around it are anonymous memory
+        // without huge pages.
+        let data_flags = vm_flags(base + (4 << 20));
+        let hole_flags = vm_flags(base + (8 << 20));
+        assert!(!data_flags.contains(" nh"), "{data_flags}");
+        assert!(hole_flags.contains(" nh"), "{hole_flags}");
+        mem.write_obj(1u8, GuestAddress(8 << 20)).unwrap();
+        assert_eq!(mem.read_obj::<u8>(GuestAddress(8 << 20)).unwrap(), 1);
+        assert_eq!(f.metadata().unwrap().len(), 4096 + size, "the file is not written");
+        let mut b = [0u8; 1];
+        f.read_exact_at(&mut b, 4096 + (8 << 20)).unwrap();
+        assert_eq!(b[0], 0);
     }
 
     #[test]
