@@ -8,6 +8,7 @@ use crate::Failure;
 
 /// `ironpod network …`.
 #[derive(clap::Subcommand, Debug)]
+#[command(defer = true)]
 pub enum NetworkCommand {
     /// Creates a network: pods on it reach each other by address and name.
     Create(CreateArgs),

@@ -105,6 +105,7 @@ pub fn check(args: CheckArgs) -> Result<(), String> {
 
 /// `ironpod vm template …`.
 #[derive(clap::Subcommand, Debug)]
+#[command(defer = true)]
 pub enum TemplateCommand {
     /// Lists the pod templates.
     Ls {

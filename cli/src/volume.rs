@@ -9,6 +9,7 @@ use crate::Failure;
 
 /// `ironpod volume …`.
 #[derive(clap::Subcommand, Debug)]
+#[command(defer = true)]
 pub enum VolumeCommand {
     /// Creates a named volume (nothing happens if it exists); prints its name.
     Create {
