@@ -264,7 +264,8 @@ impl PodVm {
                 s.disks = disk_configs;
                 s.net = net;
                 s.fs = vec![share];
-                s.cmdline_extra.push_str(" ironpod.share");
+                // What a template's guest has (the restored path takes it from the template).
+                s.cmdline_extra = format!("{} ironpod.share", template::POD_CMDLINE);
                 RunningVm::start(&s).map_err(|e| format!("start the pod VM: {e}"))?
             }
         };

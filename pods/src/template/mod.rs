@@ -48,8 +48,14 @@ pub const TEMPLATE_MAC: &str = "02:00:00:00:00:01";
 /// MTU of a template's card (ironpod's networks').
 pub const TEMPLATE_MTU: u16 = ironpod_net::MTU;
 /// Command-line words of every pod VM (cold or template): free page reporting from 32 KiB
-/// blocks up (the default, 2 MiB blocks, leaves much of what the guest freed on the host).
-pub const POD_CMDLINE: &str = "page_reporting.page_reporting_order=3";
+/// blocks up (the default, 2 MiB blocks, leaves much of what the guest freed on the host);
+/// and the per-CPU allocator's first chunk in pages (`percpu_alloc=page`). By default x86-64
+/// embeds it in 2 MiB units, so each later chunk is 2 MiB per CPU with a 4 MiB table of
+/// memory-cgroup pointers beside it (one per 4 bytes), zeroed when made: the first container
+/// (its cgroup, mounts, counters) overflows the small first chunk, and each pod wrote those
+/// 4 MiB — 40 % of a restored pod's own memory. With page-sized units a new chunk's table is
+/// a few hundred KiB.
+pub const POD_CMDLINE: &str = "page_reporting.page_reporting_order=3 percpu_alloc=page";
 /// Environment variable that turns templates off (`IRONPOD_NO_TEMPLATE=1`): every pod boots
 /// cold, as with `--no-template`.
 pub const NO_TEMPLATE_ENV: &str = "IRONPOD_NO_TEMPLATE";
