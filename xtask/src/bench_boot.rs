@@ -6,7 +6,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -62,37 +62,81 @@ pub struct ProbeBoot {
     pub uptime_s: f64,
 }
 
+/// A VMM (ours or a peer) started with its guest's console on a pipe, read line by line;
+/// the first bytes of the console are kept for error messages.
+pub struct ConsoleRun {
+    child: Child,
+    lines: std::io::Split<BufReader<ChildStdout>>,
+    keep: usize,
+    /// The console so far (up to `keep` bytes).
+    pub console: String,
+}
+
+/// How a [`ConsoleRun`] ended.
+pub struct Ended {
+    /// The process's exit status.
+    pub status: ExitStatus,
+    /// What it wrote to stderr.
+    pub stderr: String,
+}
+
+impl ConsoleRun {
+    /// Starts `cmd` (stdin closed, stdout and stderr piped).
+    pub fn start(cmd: &mut Command, who: &str, keep: usize) -> Result<Self> {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("start {who}"))?;
+        let out = child.stdout.take().context("stdout")?;
+        Ok(ConsoleRun {
+            child,
+            lines: BufReader::new(out).split(b'\n'),
+            keep,
+            console: String::new(),
+        })
+    }
+
+    /// The next console line (None once the console closes).
+    pub fn next_line(&mut self) -> Option<Result<String>> {
+        let line = match self.lines.next()? {
+            Ok(l) => String::from_utf8_lossy(&l).into_owned(),
+            Err(e) => return Some(Err(e.into())),
+        };
+        if self.console.len() < self.keep {
+            self.console.push_str(&line);
+            self.console.push('\n');
+        }
+        Some(Ok(line))
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait(mut self) -> Result<(Ended, String)> {
+        let status = self.child.wait()?;
+        let mut stderr = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
+        }
+        Ok((Ended { status, stderr }, self.console))
+    }
+}
+
 /// Runs `cmd` (a VMM that prints the guest console on stdout) to its exit; the probe's line.
 fn time_probe(mut cmd: Command, who: &str) -> Result<ProbeBoot> {
     let t = Instant::now();
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("start {who}"))?;
-    let out = child.stdout.take().context("stdout")?;
+    let mut run = ConsoleRun::start(&mut cmd, who, 4096)?;
     let (mut uptime, mut init_ms) = (None, 0.0);
-    let mut console = String::new();
-    for line in BufReader::new(out).split(b'\n') {
-        let line = String::from_utf8_lossy(&line?).into_owned();
-        if let Some(v) = line.trim().strip_prefix("boot-probe: uptime ") {
+    while let Some(line) = run.next_line() {
+        if let Some(v) = line?.trim().strip_prefix("boot-probe: uptime ") {
             init_ms = t.elapsed().as_secs_f64() * 1000.0;
             uptime = v.trim().parse::<f64>().ok();
         }
-        if console.len() < 4096 {
-            console.push_str(&line);
-            console.push('\n');
-        }
     }
-    let status = child.wait()?;
+    let (ended, console) = run.wait()?;
     let wall_ms = t.elapsed().as_secs_f64() * 1000.0;
-    if !status.success() {
-        let mut err = String::new();
-        if let Some(mut e) = child.stderr.take() {
-            let _ = std::io::Read::read_to_string(&mut e, &mut err);
-        }
-        bail!("{who} exited with {status}: {err}\nconsole:\n{console}");
+    if !ended.status.success() {
+        bail!("{who} exited with {}: {}\nconsole:\n{console}", ended.status, ended.stderr);
     }
     let uptime_s = uptime
         .with_context(|| format!("{who}: the probe printed no uptime; console:\n{console}"))?;

@@ -9,11 +9,11 @@
 //! it).
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::bench::stats;
-use crate::bench_boot::init_initramfs;
+use crate::bench_boot::{init_initramfs, ConsoleRun};
 
 /// The benchmark's network namespace and tap.
 const NS: &str = "ipq";
@@ -150,31 +150,16 @@ fn probe(mut cmd: Command, who: &str) -> Result<Vec<Round>> {
             Err(_) => bail!("the server panicked"),
         };
     }
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("start {who}"))?;
-    let out = child.stdout.take().context("stdout")?;
-    let mut console = String::new();
+    let mut run = ConsoleRun::start(&mut cmd, who, 8192)?;
     let mut done = false;
-    for line in BufReader::new(out).split(b'\n') {
-        let line = String::from_utf8_lossy(&line?).into_owned();
-        done |= line.trim() == "net-probe: done";
-        if console.len() < 8192 {
-            console.push_str(&line);
-            console.push('\n');
-        }
+    while let Some(line) = run.next_line() {
+        done |= line?.trim() == "net-probe: done";
     }
-    let status = child.wait()?;
+    let (ended, console) = run.wait()?;
     stop.store(true, Ordering::Relaxed);
     let served = server.join().map_err(|_| anyhow::anyhow!("the server panicked"))?;
     if !done {
-        let mut err = String::new();
-        if let Some(mut e) = child.stderr.take() {
-            let _ = e.read_to_string(&mut err);
-        }
+        let (status, err) = (ended.status, ended.stderr);
         bail!("{who} ({status}): the probe did not finish: {err}\nconsole:\n{console}");
     }
     served.with_context(|| format!("{who}: host side"))
