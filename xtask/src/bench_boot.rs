@@ -68,8 +68,7 @@ pub struct ConsoleRun {
     child: Child,
     lines: std::io::Split<BufReader<ChildStdout>>,
     keep: usize,
-    /// The console so far (up to `keep` bytes).
-    pub console: String,
+    console: String,
 }
 
 /// How a [`ConsoleRun`] ended.
@@ -78,6 +77,8 @@ pub struct Ended {
     pub status: ExitStatus,
     /// What it wrote to stderr.
     pub stderr: String,
+    /// The first bytes of its console.
+    pub console: String,
 }
 
 impl ConsoleRun {
@@ -112,13 +113,13 @@ impl ConsoleRun {
     }
 
     /// Waits for the process to exit.
-    pub fn wait(mut self) -> Result<(Ended, String)> {
+    pub fn wait(mut self) -> Result<Ended> {
         let status = self.child.wait()?;
         let mut stderr = String::new();
         if let Some(mut e) = self.child.stderr.take() {
             let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
         }
-        Ok((Ended { status, stderr }, self.console))
+        Ok(Ended { status, stderr, console: self.console })
     }
 }
 
@@ -133,8 +134,9 @@ fn time_probe(mut cmd: Command, who: &str) -> Result<ProbeBoot> {
             uptime = v.trim().parse::<f64>().ok();
         }
     }
-    let (ended, console) = run.wait()?;
+    let ended = run.wait()?;
     let wall_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let console = &ended.console;
     if !ended.status.success() {
         bail!("{who} exited with {}: {}\nconsole:\n{console}", ended.status, ended.stderr);
     }

@@ -155,11 +155,11 @@ fn probe(mut cmd: Command, who: &str) -> Result<Vec<Round>> {
     while let Some(line) = run.next_line() {
         done |= line?.trim() == "net-probe: done";
     }
-    let (ended, console) = run.wait()?;
+    let ended = run.wait()?;
     stop.store(true, Ordering::Relaxed);
     let served = server.join().map_err(|_| anyhow::anyhow!("the server panicked"))?;
     if !done {
-        let (status, err) = (ended.status, ended.stderr);
+        let (status, err, console) = (ended.status, ended.stderr, ended.console);
         bail!("{who} ({status}): the probe did not finish: {err}\nconsole:\n{console}");
     }
     served.with_context(|| format!("{who}: host side"))
