@@ -91,3 +91,11 @@ pub fn snapshot(socket: &Path, state: &Path, memory: &Path) -> Result<(), VmmApi
     let req = ApiRequest::Snapshot { state: state.to_path_buf(), memory: memory.to_path_buf() };
     expect(socket, &req, ApiReply::Snapshotted, Duration::from_secs(120))
 }
+
+/// Plugs the file system server listening on `server` (a path as the VMM sees it) into the
+/// spare virtio-fs device `tag`. A VM with private memory first copies it into a shared
+/// memory file (a large VM's reply may take a while).
+pub fn attach_fs(socket: &Path, tag: &str, server: &Path) -> Result<(), VmmApiError> {
+    let req = ApiRequest::AttachFs { tag: tag.to_string(), socket: server.to_path_buf() };
+    expect(socket, &req, ApiReply::FsAttached, Duration::from_secs(120))
+}

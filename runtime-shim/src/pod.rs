@@ -29,10 +29,28 @@ pub struct PodVm {
     writable: PathBuf,
     shm: Mutex<bool>,
     hot: Mutex<HotLayers>,
-    /// The pod's virtio-fs share: its containers' host directories (Kubernetes volumes).
-    share: Mutex<Option<PodShare>>,
+    /// The pod's runtime directory.
+    dir: PathBuf,
+    /// The pod's virtio-fs share: its containers' host files and directories (Kubernetes
+    /// volumes).
+    share: Mutex<Share>,
     /// The pod's host cgroup (last: removed once the VMM and virtiofsd are gone).
     cgroup: Option<Arc<PodCgroup>>,
+}
+
+/// The pod's virtio-fs share.
+#[derive(Debug)]
+enum Share {
+    /// Not started: a pod restored from a template starts its virtiofsd and plugs it into
+    /// the VM's spare virtio-fs device when a container first needs a host file or
+    /// directory. Until then the VM's memory stays the template's memory file mapped copy on
+    /// write, shared with every pod restored from it (plugging a server in moves it into a
+    /// memory file of its own, which the server maps too).
+    NotYet,
+    /// The server runs and the VM is connected to it.
+    Running(PodShare),
+    /// The pod is stopping.
+    Gone,
 }
 
 /// Layer disks attached to the running VM for containers whose image the pod was not
@@ -205,7 +223,6 @@ impl PodVm {
         let cgroup = PodCgroup::create(&cgroup_name(dir), &limits)
             .map_err(|e| format!("the pod's cgroup: {e}"))?
             .map(Arc::new);
-        let (pod_share, share) = start_share(dir, cgroup.as_deref())?;
         let shape = template::Shape {
             vcpus: size.vcpus,
             memory_mib: size.memory_mib,
@@ -235,7 +252,6 @@ impl PodVm {
         // restarted shim must not lose it).
         s.die_with_starter = false;
         s.cgroup = cgroup.clone();
-        s.shared_memory = true;
         let net: Vec<_> = nic
             .iter()
             .map(|n| ironpod_vmm::config::NetConfig {
@@ -249,24 +265,28 @@ impl PodVm {
         if nic.is_some() {
             s.netns = netns.clone();
         }
-        let vm = match restored {
+        let (vm, share) = match restored {
             true => {
-                // The template's slots take the disks, its card the tap and its share
-                // device this pod's virtiofsd.
+                // The template's slots take the disks and its card the tap; its share device
+                // waits for a server (`Share::NotYet`).
                 let mut vm =
                     RunningVm::start_deferred(&s).map_err(|e| format!("start the pod VM: {e}"))?;
-                vm.boot(disk_configs, net, vec![share], "")
+                vm.boot(disk_configs, net, vec![], "")
                     .map_err(|e| format!("start the pod VM: {e}"))?;
-                vm
+                (vm, Share::NotYet)
             }
             false => {
+                // A booted VM's memory is its own anyway: the share starts with it.
+                let (pod_share, share) = start_share(dir, cgroup.as_deref())?;
+                s.shared_memory = true;
                 s.spare_disks = spare;
                 s.disks = disk_configs;
                 s.net = net;
                 s.fs = vec![share];
                 // What a template's guest has (the restored path takes it from the template).
                 s.cmdline_extra = format!("{} ironpod.share", template::POD_CMDLINE);
-                RunningVm::start(&s).map_err(|e| format!("start the pod VM: {e}"))?
+                let vm = RunningVm::start(&s).map_err(|e| format!("start the pod VM: {e}"))?;
+                (vm, Share::Running(pod_share))
             }
         };
         let (vm, ctl) = agent_ready(dir, vm, restored, nic.as_ref())?;
@@ -290,7 +310,8 @@ impl PodVm {
             writable,
             shm: Mutex::new(false),
             hot: Mutex::new(HotLayers::default()),
-            share: Mutex::new(Some(pod_share)),
+            dir: dir.to_path_buf(),
+            share: Mutex::new(share),
             cgroup,
         })
     }
@@ -304,9 +325,20 @@ impl PodVm {
         source: &Path,
         read_only: bool,
     ) -> Result<String, String> {
-        let share = lock(&self.share);
-        let share = share.as_ref().ok_or("the pod is stopping")?;
-        share.bind(&format!("{id}+{index}"), source, read_only).map_err(str)
+        let mut share = lock(&self.share);
+        if let Share::NotYet = *share {
+            let (pod_share, fs) = start_share(&self.dir, self.cgroup.as_deref())?;
+            // On an error the server stops with `pod_share`; a later container tries again.
+            lock(&self.vm)
+                .attach_fs(fs)
+                .map_err(|e| format!("plug the pod's volume share into its VM: {e}"))?;
+            log::info!("pod VM {}: volume share plugged in", share_id(&self.dir));
+            *share = Share::Running(pod_share);
+        }
+        match &*share {
+            Share::Running(s) => s.bind(&format!("{id}+{index}"), source, read_only).map_err(str),
+            _ => Err("the pod is stopping".into()),
+        }
     }
 
     /// What the pod uses on the host (its VMM and virtiofsd); `None` without a cgroup.
@@ -405,7 +437,7 @@ impl PodVm {
     /// any more is unmounted in the guest and detached from the VM (it stays attached
     /// when the guest still holds it).
     pub fn release(&self, id: &str) {
-        if let Some(share) = lock(&self.share).as_ref() {
+        if let Share::Running(share) = &*lock(&self.share) {
             // `+` is in no container id: this prefix is the container's entries only.
             share.unbind(&format!("{id}+"));
         }
@@ -473,7 +505,7 @@ impl PodVm {
                 }
             }
         }
-        drop(lock(&self.share).take());
+        drop(std::mem::replace(&mut *lock(&self.share), Share::Gone));
         if let Some(d) = self.writable.parent() {
             let _ = std::fs::remove_dir_all(d);
         }

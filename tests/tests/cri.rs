@@ -62,6 +62,12 @@ fn cri_pod_with_two_containers_in_one_vm() {
     assert!(procs.lines().any(|p| p == vmm.to_string()), "VMM {vmm} not in {procs}");
     let status = std::fs::read_to_string(format!("/proc/{vmm}/status")).unwrap();
     assert!(!status.lines().any(|l| l.starts_with("Uid:\t0")), "{status}");
+    // Restored from the pod template, with no host file shared yet: no virtiofsd, and the
+    // guest's memory is still the template's memory file mapped copy on write.
+    let guest_ram_in_memfd =
+        || std::fs::read_to_string(format!("/proc/{vmm}/maps")).unwrap().contains("memfd:ironpod");
+    assert_eq!(procs.lines().count(), 1, "only the VMM in the pod's cgroup: {procs}");
+    assert!(!guest_ram_in_memfd(), "the sandbox's memory was copied");
     let max: u64 = std::fs::read_to_string(cg.join("memory.max")).unwrap().trim().parse().unwrap();
     let out = c.ctr(&["task", "metrics", &pod]);
     let m = text(&out.stdout);
@@ -79,6 +85,14 @@ fn cri_pod_with_two_containers_in_one_vm() {
     let a = cri.create_container(&pod, &a_cfg, &pod_cfg).expect("CreateContainer a");
     cri.start_container(&a).expect("StartContainer a");
     let disks_before = exec_ok(&mut cri, &a, LIST_DISKS);
+    // A's `/etc/hosts` and `/etc/resolv.conf` are the host's files: the pod's share started
+    // (its virtiofsd in the pod's cgroup) and the VM's memory moved into a shared memory file.
+    let procs = std::fs::read_to_string(cg.join("cgroup.procs")).unwrap();
+    assert_eq!(procs.lines().count(), 2, "the VMM and virtiofsd: {procs}");
+    assert!(guest_ram_in_memfd());
+    // (containerd gives a pod without its own a copy of the host's `/etc/hosts`.)
+    let hosts = std::fs::read_to_string("/etc/hosts").unwrap();
+    assert_eq!(exec_ok(&mut cri, &a, "cat /etc/hosts"), hosts);
 
     // C: an image of two layers the VM lacks: attached as one flattened disk.
     let c_cfg = container_config("c", APP2_IMAGE, &["sleep", "3600"]);

@@ -1,9 +1,11 @@
 //! The control API: a unix socket through which the VMM's owner changes the running VM.
 //!
-//! One JSON request per line, one JSON reply per line (format in `vmm/README.md`). Today it
+//! One JSON request per line, one JSON reply per line (format in `vmm/README.md`). It
 //! attaches and detaches disks on the empty slots the VM was booted with (`spare_disks`,
-//! read-only, and `spare_writable_disks`), pauses, resumes and snapshots it: the guest sees the slot's capacity and serial change through a virtio
-//! configuration-change interrupt — a hot-plug without PCI.
+//! read-only, and `spare_writable_disks`) — the guest sees the slot's capacity and serial
+//! change through a virtio configuration-change interrupt, a hot-plug without PCI — plugs
+//! file system servers into its spare virtio-fs devices, and pauses, resumes and snapshots
+//! the VM.
 //!
 //! Everything read from the socket is untrusted: lines are bounded, bad JSON gets an error
 //! reply, and a misbehaving client only loses its own connection.
@@ -65,6 +67,16 @@ pub enum ApiRequest {
         /// The memory file.
         memory: PathBuf,
     },
+    /// Connects the vhost-user file system server (virtiofsd) listening on `socket` to the
+    /// spare virtio-fs device with `tag`. A VM whose memory is private moves it into a
+    /// shared memory file first (the server maps guest memory too), with its vCPUs paused
+    /// for the copy.
+    AttachFs {
+        /// The spare device's tag.
+        tag: String,
+        /// The server's socket.
+        socket: PathBuf,
+    },
 }
 
 /// A reply on the control socket.
@@ -84,6 +96,8 @@ pub enum ApiReply {
     Resumed,
     /// The snapshot's files are written.
     Snapshotted,
+    /// The file system server is connected.
+    FsAttached,
     /// The disks by slot (boot disks, then spare slots); `null` for an empty slot.
     Disks {
         /// Serials.
@@ -104,6 +118,8 @@ pub trait VmControl: Send {
     fn resume(&mut self) -> Result<(), String>;
     /// Writes the paused VM's snapshot: `state` and `memory` are new files.
     fn snapshot(&mut self, state: &Path, memory: &Path) -> Result<(), String>;
+    /// Plugs the server listening on `socket` into the spare virtio-fs device `tag`.
+    fn attach_fs(&mut self, tag: &str, socket: &Path) -> Result<(), String>;
 }
 
 /// What the API server acts on: the disk slots and the VM.
@@ -129,6 +145,17 @@ impl Controls {
                     return ApiReply::Error { message: "snapshot paths must be absolute".into() };
                 }
                 done(self.vm.snapshot(&state, &memory), ApiReply::Snapshotted)
+            }
+            ApiRequest::AttachFs { tag, socket } => {
+                if !socket.is_absolute() || socket.as_os_str().len() > 107 {
+                    return ApiReply::Error {
+                        message: format!(
+                            "socket path {} must be absolute and at most 107 bytes",
+                            socket.display()
+                        ),
+                    };
+                }
+                done(self.vm.attach_fs(&tag, &socket), ApiReply::FsAttached)
             }
             other => self.slots.handle(other),
         }
@@ -167,7 +194,10 @@ impl DiskSlots {
             ApiRequest::ListDisks => {
                 ApiReply::Disks { serials: self.all().map(|b| lock(b).serial()).collect() }
             }
-            ApiRequest::Pause | ApiRequest::Resume | ApiRequest::Snapshot { .. } => {
+            ApiRequest::Pause
+            | ApiRequest::Resume
+            | ApiRequest::Snapshot { .. }
+            | ApiRequest::AttachFs { .. } => {
                 err("this request is about the VM, not its disks".into())
             }
         }

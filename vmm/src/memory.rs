@@ -169,20 +169,109 @@ fn anonymous_holes(
 /// (memfd) mapped shared, whose descriptor vhost-user backends map as well.
 pub fn guest_memory(size: u64, shared: bool) -> Result<GuestMemoryMmap, String> {
     let ranges = layout::ram_ranges(size);
-    let file = if shared {
-        // SAFETY: memfd_create with a NUL-terminated name and flags; the result is checked.
-        let fd = unsafe { libc::memfd_create(c"ironpod-guest-ram".as_ptr(), libc::MFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(format!("memfd_create: {}", io::Error::last_os_error()));
-        }
-        // SAFETY: fd is a new descriptor that nothing else owns.
-        let file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-        file.set_len(size).map_err(|e| format!("size the memory file: {e}"))?;
-        Some(Arc::new(file))
-    } else {
-        None
-    };
+    let file = if shared { Some(memory_file(size)?) } else { None };
     map_ranges(&ranges, file.as_ref().map(|f| (f, false)), 0)
+}
+
+/// A new, empty memory file (memfd) of `size` bytes for guest RAM.
+fn memory_file(size: u64) -> Result<Arc<std::fs::File>, String> {
+    // SAFETY: memfd_create with a NUL-terminated name and flags; the result is checked.
+    let fd = unsafe { libc::memfd_create(c"ironpod-guest-ram".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(format!("memfd_create: {}", io::Error::last_os_error()));
+    }
+    // SAFETY: fd is a new descriptor that nothing else owns.
+    let file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    file.set_len(size).map_err(|e| format!("size the memory file: {e}"))?;
+    Ok(Arc::new(file))
+}
+
+/// Whether every range of `mem` is a memory file mapped shared (vhost-user backends can map
+/// it).
+pub fn is_shared(mem: &GuestMemoryMmap) -> bool {
+    use vm_memory::GuestMemoryBackend;
+    mem.iter().all(|r| r.file_offset().is_some() && r.flags() & libc::MAP_SHARED != 0)
+}
+
+/// Moves guest RAM `mem` into a new memory file mapped shared at the same host addresses,
+/// so that a vhost-user backend plugged in while the VM runs can map it: what a VM started
+/// with private memory (anonymous, or a template's memory file mapped copy-on-write) does
+/// only when it first needs it. Every page holding anything but zeros is copied; the rest
+/// stay holes of the new file (no memory). KVM's memory slots keep their addresses: its
+/// page tables follow the new mapping (the kernel's MMU notifiers drop the old pages).
+///
+/// The caller keeps every writer of guest memory still meanwhile (vCPUs paused, the
+/// devices' event loop busy with this call): a write between a page's copy and the new
+/// mapping would be lost. Returns the memory as it is now mapped. On an error some ranges
+/// may have moved already, each with its data: the guest's memory is intact either way.
+pub fn share_in_place(mem: &GuestMemoryMmap) -> Result<GuestMemoryMmap, String> {
+    use std::os::unix::fs::FileExt;
+    use vm_memory::{Bytes, GuestMemoryBackend, GuestMemoryRegion};
+    const PAGE: usize = 4096;
+    let total: u64 = mem.iter().map(|r| r.len()).sum();
+    let file = memory_file(total)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut offset = 0u64;
+    let mut placed = Vec::new();
+    for region in mem.iter() {
+        let len = region.len() as usize;
+        let mut at = 0usize;
+        while at < len {
+            let n = (len - at).min(buf.len());
+            region
+                .read_slice(&mut buf[..n], vm_memory::MemoryRegionAddress(at as u64))
+                .map_err(|e| format!("read guest memory: {e}"))?;
+            // Runs of pages that are not all zeros, written at once.
+            let mut page = 0;
+            while page < n {
+                let is_zero = |p: usize| all_zeros(&buf[p..(p + PAGE).min(n)]);
+                if is_zero(page) {
+                    page += PAGE;
+                    continue;
+                }
+                let start = page;
+                while page < n && !is_zero(page) {
+                    page += PAGE;
+                }
+                let end = page.min(n);
+                file.write_all_at(&buf[start..end], offset + (at + start) as u64)
+                    .map_err(|e| format!("write the memory file: {e}"))?;
+            }
+            at += n;
+        }
+        placed.push((region.as_ptr(), len, region.start_addr(), offset));
+        offset += len as u64;
+    }
+    let flags = Backing::Shared(&file, 0).flags();
+    let mut regions = Vec::with_capacity(placed.len());
+    for (ptr, len, addr, offset) in placed {
+        // SAFETY: [ptr, ptr + len) is one of guest RAM's mappings, made by this module and
+        // never unmapped; MAP_FIXED puts the memory file (which holds the same data) in its
+        // place, at the same address, so every pointer into it stays valid.
+        let r = unsafe {
+            libc::mmap(
+                ptr.cast(),
+                len,
+                PROT,
+                flags | libc::MAP_FIXED,
+                file.as_raw_fd(),
+                offset as libc::off_t,
+            )
+        };
+        if r == libc::MAP_FAILED {
+            return Err(format!("map the memory file: {}", io::Error::last_os_error()));
+        }
+        // SAFETY: advice on the mapping just made (see `map_aligned`).
+        unsafe { libc::madvise(r, len, libc::MADV_DONTFORK) };
+        let b = MmapRegionBuilder::new(len)
+            .with_mmap_prot(PROT)
+            .with_mmap_flags(flags)
+            .with_file_offset(FileOffset::from_arc(file.clone(), offset));
+        // SAFETY: `ptr` is a live mapping of `len` bytes (remapped above) never unmapped.
+        let region = unsafe { b.with_raw_mmap_pointer(ptr) }.build().map_err(|e| e.to_string())?;
+        regions.push(GuestRegionMmap::new(region, addr).ok_or("guest memory range overflows")?);
+    }
+    GuestMemoryMmap::from_regions(regions).map_err(|e| e.to_string())
 }
 
 /// Gives KVM the guest RAM `mem`, one memory slot per range. The mappings live as long as
@@ -248,6 +337,10 @@ pub fn guest_memory_copied(
         region_at = end;
     }
     Ok(mem)
+}
+
+fn all_zeros(bytes: &[u8]) -> bool {
+    bytes.chunks(64).all(|c| c.iter().fold(0u8, |acc, b| acc | b) == 0)
 }
 
 /// The next stretch of `file` in `[pos, end)` that holds data (`SEEK_DATA`/`SEEK_HOLE`): its
@@ -329,6 +422,50 @@ mod tests {
         let fd = mem.iter().next().unwrap().file_offset().unwrap().file().metadata().unwrap();
         use std::os::unix::fs::MetadataExt;
         assert!(fd.blocks() * 512 < (6 << 20), "{} bytes allocated", fd.blocks() * 512);
+    }
+
+    #[test]
+    fn private_memory_moves_into_a_shared_file_in_place() {
+        use std::os::unix::fs::{FileExt, MetadataExt};
+        // Anonymous memory and a template's memory file mapped private, both above and
+        // below the 32-bit gap.
+        let size = (3u64 << 30) + (8 << 20);
+        let f = Arc::new(tempfile::tempfile().unwrap());
+        f.set_len(size).unwrap();
+        f.write_all_at(b"from the file", 5 << 20).unwrap();
+        let mems =
+            [guest_memory(size, false).unwrap(), guest_memory_from_file(size, f, 0).unwrap()];
+        for (i, mem) in mems.into_iter().enumerate() {
+            assert!(!is_shared(&mem));
+            let high = GuestAddress(mem.iter().last().unwrap().start_addr().0 + 0x3000);
+            mem.write_slice(b"written", GuestAddress(0x1234)).unwrap();
+            mem.write_slice(b"up high", high).unwrap();
+            let old_ptr = mem.get_host_address(GuestAddress(0x1234)).unwrap();
+            let shared = share_in_place(&mem).unwrap();
+            assert!(is_shared(&shared));
+            assert_eq!(shared.get_host_address(GuestAddress(0x1234)).unwrap(), old_ptr);
+            let read = |m: &GuestMemoryMmap, at: GuestAddress, n: usize| {
+                let mut b = vec![0u8; n];
+                m.read_slice(&mut b, at).unwrap();
+                b
+            };
+            assert_eq!(read(&shared, GuestAddress(0x1234), 7), b"written");
+            assert_eq!(read(&shared, high, 7), b"up high");
+            let from_file = read(&shared, GuestAddress(5 << 20), 13);
+            let expected: &[u8] = if i == 1 { b"from the file" } else { &[0u8; 13] };
+            assert_eq!(from_file, expected);
+            // Writes through the old description land in the same (now shared) memory,
+            // and so in the file a backend would map.
+            mem.write_slice(b"later", GuestAddress(0x8000)).unwrap();
+            let region = shared.iter().next().unwrap();
+            let fo = region.file_offset().unwrap();
+            let mut b = [0u8; 5];
+            fo.file().read_exact_at(&mut b, fo.start() + 0x8000).unwrap();
+            assert_eq!(&b, b"later");
+            // Only pages with data were copied.
+            let blocks = fo.file().metadata().unwrap().blocks() * 512;
+            assert!(blocks < (1 << 20), "{blocks} bytes allocated");
+        }
     }
 
     /// The VmFlags line of the mapping of /proc/self/smaps that holds `addr`.

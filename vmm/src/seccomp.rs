@@ -249,6 +249,9 @@ mod tests {
                 if libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0) < 0 {
                     return 6;
                 }
+                if libc::memfd_create(c"t".as_ptr(), libc::MFD_CLOEXEC) < 0 {
+                    return 7;
+                }
             }
             0
         });

@@ -369,6 +369,10 @@ impl Vm {
                     .plug(tap)
                     .map_err(|e| VmmError::Device(format!("tap {}: {e}", net.tap)))?;
             }
+            if !late.fs.is_empty() && !crate::memory::is_shared(&self.mem) {
+                // Restored private (copy on write): the backends map guest memory too.
+                self.mem = share_memory(&self.mem, &self.transports).map_err(VmmError::Restore)?;
+            }
             for fs in &late.fs {
                 let slot = self.spare_fs.iter().find(|d| lock(d).tag() == fs.tag);
                 let slot = slot.ok_or_else(|| {
@@ -628,6 +632,7 @@ impl Vm {
                         transports: self.transports.clone(),
                         serial: self.serial.clone(),
                         config: self.config.clone(),
+                        spare_fs: self.spare_fs.clone(),
                     }),
                 };
                 let server = crate::api::ApiServer::bind(&path, controls)
@@ -673,6 +678,8 @@ struct VmController {
     transports: Vec<Arc<Mutex<mmio::MmioTransport>>>,
     serial: Option<Arc<Mutex<serial::Serial>>>,
     config: VmConfig,
+    /// virtio-fs devices made without a backend.
+    spare_fs: Vec<Arc<Mutex<crate::virtio::fs::Fs>>>,
 }
 
 impl VmController {
@@ -719,6 +726,27 @@ impl crate::api::VmControl for VmController {
         Ok(())
     }
 
+    fn attach_fs(&mut self, tag: &str, socket: &std::path::Path) -> Result<(), String> {
+        let dev = self.spare_fs.iter().find(|d| lock(d).tag() == tag);
+        let dev = dev.ok_or_else(|| format!("no spare virtio-fs device with tag {tag:?}"))?.clone();
+        if lock(&dev).is_plugged() {
+            return Err(format!("virtio-fs {tag:?} has a backend already"));
+        }
+        if !crate::memory::is_shared(&self.mem) {
+            let was_paused = self.paused;
+            if !was_paused {
+                self.pause()?;
+            }
+            let shared = share_memory(&self.mem, &self.transports);
+            if !was_paused {
+                self.resume()?;
+            }
+            self.mem = shared?;
+        }
+        let plugged = lock(&dev).plug(socket).map_err(|e| e.to_string());
+        plugged
+    }
+
     fn pause(&mut self) -> Result<(), String> {
         if self.paused {
             return Err("the VM is paused already".into());
@@ -746,6 +774,21 @@ impl crate::api::VmControl for VmController {
         self.paused = false;
         Ok(())
     }
+}
+
+/// Moves guest memory `mem` into a shared memory file in place and tells every device
+/// ([`crate::memory::share_in_place`]; the vCPUs must be paused, and the devices' event
+/// loop is the caller's thread or not running yet).
+fn share_memory(
+    mem: &GuestMemoryMmap,
+    transports: &[Arc<Mutex<mmio::MmioTransport>>],
+) -> Result<GuestMemoryMmap, String> {
+    let shared = crate::memory::share_in_place(mem)
+        .map_err(|e| format!("move guest memory into a shared memory file: {e}"))?;
+    for t in transports {
+        lock(t).set_memory(&shared);
+    }
+    Ok(shared)
 }
 
 /// Opens a tap device, in the network namespace at `netns` if given: on a thread of its own

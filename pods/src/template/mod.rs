@@ -255,8 +255,11 @@ fn vm_spec(shape: Shape) -> Result<VmSpec, VmError> {
     if shape.card {
         s.spare_nets = vec![SpareNetConfig { mac: Some(TEMPLATE_MAC.into()), mtu: TEMPLATE_MTU }];
     }
+    // The template's memory is private (anonymous, in huge pages); a pod restored from it
+    // maps the memory file private too, until it plugs a virtio-fs server into the spare
+    // device (at its start, or later through the control API), which moves its memory into
+    // a shared memory file.
     if shape.share {
-        s.shared_memory = true;
         s.spare_fs = vec![SpareFsConfig {
             tag: ironpod_protocol::SHARE_TAG.into(),
             queue_size: SHARE_QUEUE_SIZE,

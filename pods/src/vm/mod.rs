@@ -385,10 +385,9 @@ impl RunningVm {
                     .filter_map(|d| fs::metadata(jail.host_path(&d.path)).ok())
                     .map(|m| m.len())
                     .fold(crate::disks::WRITABLE_DISK_BYTES, u64::max);
-                if spec.snapshot_dir.is_some() {
-                    // The memory file: a header page, then the guest's RAM.
-                    max_file = max_file.max((spec.memory_mib << 20) + (1 << 20));
-                }
+                // A snapshot's memory file (a header page, then the guest's RAM), or the
+                // memory file guest RAM moves into when a virtio-fs server is plugged in.
+                max_file = max_file.max((spec.memory_mib << 20) + (1 << 20));
                 let entry =
                     jail.entry(spec.netns.is_none(), spec.vcpus, max_file, spec.die_with_starter);
                 // SAFETY: `Entry::enter` makes system calls only (see its docs).
@@ -578,6 +577,17 @@ impl RunningVm {
             }
         }
         Ok(())
+    }
+
+    /// Plugs the file system server `fs` into the running VM's spare virtio-fs device with
+    /// its tag (moving private guest memory into a shared memory file first).
+    pub fn attach_fs(&mut self, fs: ironpod_vmm::config::FsConfig) -> Result<(), VmError> {
+        let api = self.api_path();
+        let fs = match &self.jail {
+            Some(jail) => jail_fs(jail, vec![fs])?.remove(0),
+            None => fs,
+        };
+        Ok(vmm_api::attach_fs(&api, &fs.tag, &fs.socket)?)
     }
 
     /// Pauses the VM and writes its snapshot into `VmSpec::snapshot_dir` (files `state` and

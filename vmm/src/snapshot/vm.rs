@@ -28,7 +28,7 @@ pub struct VmSnapshot {
 
 /// Whether `now` describes the machine `saved` was: the same vCPUs, RAM and devices in the
 /// same order (what the guest sees); the host side (paths, sockets, taps, CIDs, MACs, the
-/// console) may differ.
+/// console, whether memory is private or a shared memory file) may differ.
 pub fn check_compatible(saved: &VmConfig, now: &VmConfig) -> Result<(), String> {
     let same = |what: &str, a: String, b: String| {
         if a == b {
@@ -62,7 +62,6 @@ pub fn check_compatible(saved: &VmConfig, now: &VmConfig) -> Result<(), String> 
         format!("{:?}", c.spare_fs.iter().map(|f| (&f.tag, f.queue_size)).collect::<Vec<_>>())
     };
     same("spare_fs (tags, queue sizes)", spare_fs(saved), spare_fs(now))?;
-    same("shared_memory", saved.shared_memory.to_string(), now.shared_memory.to_string())?;
     if !now.fs.is_empty() {
         return Err("a restored VM's shared directories (virtio-fs) are plugged into its spare \
                     devices by its late configuration: its own configuration has none"
@@ -99,10 +98,9 @@ mod tests {
         b.vsock = None;
         assert!(check_compatible(&a, &b).is_err());
         b.vsock = a.vsock.clone();
+        // Private or shared, the memory is the guest's either way (the host's choice).
         b.shared_memory = true;
-        let e = check_compatible(&a, &b).unwrap_err();
-        assert!(e.contains("shared_memory"), "{e}");
-        b.shared_memory = false;
+        check_compatible(&a, &b).unwrap();
         b.spare_fs = vec![crate::config::SpareFsConfig { tag: "t".into(), queue_size: 1024 }];
         assert!(check_compatible(&a, &b).is_err(), "a spare virtio-fs device more");
     }

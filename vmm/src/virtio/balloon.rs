@@ -203,6 +203,13 @@ impl VirtioDevice for Balloon {
         Ok(())
     }
 
+    fn set_memory(&mut self, mem: &GuestMemoryMmap) {
+        // Freed pages of a memory file mapped shared leave the file (`release`).
+        if let Some(a) = &mut self.active {
+            a.mem = mem.clone();
+        }
+    }
+
     fn is_activated(&self) -> bool {
         self.active.is_some()
     }

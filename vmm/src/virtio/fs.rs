@@ -253,6 +253,11 @@ impl Fs {
         &self.tag
     }
 
+    /// Whether a backend is connected.
+    pub fn is_plugged(&self) -> bool {
+        self.conn.is_some()
+    }
+
     /// Connects the backend listening on `socket` to a device that has none; when the
     /// driver has started the device already, the backend takes its queues now.
     pub fn plug(&mut self, socket: &Path) -> Result<(), FsError> {
@@ -310,6 +315,13 @@ impl VirtioDevice for Fs {
         ctx.interrupt.set_sticky(super::INT_VRING);
         self.active = Some(Active { interrupt: ctx.interrupt });
         Ok(())
+    }
+
+    fn set_memory(&mut self, mem: &GuestMemoryMmap) {
+        // A waiting device hands its backend the memory as it is mapped when plugged.
+        if let Some(ctx) = &mut self.waiting {
+            ctx.mem = mem.clone();
+        }
     }
 
     fn is_activated(&self) -> bool {

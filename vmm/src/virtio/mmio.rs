@@ -137,6 +137,13 @@ pub struct MmioTransport {
 }
 
 impl MmioTransport {
+    /// Guest memory was mapped anew at the same addresses: later activations hand the
+    /// device `mem`, and the device takes it now ([`VirtioDevice::set_memory`]).
+    pub fn set_memory(&mut self, mem: &GuestMemoryMmap) {
+        self.mem = mem.clone();
+        lock(&self.device).set_memory(mem);
+    }
+
     /// Builds the transport for `device`; `interrupt` must be wired to the device's GSI.
     pub fn new(
         device: Arc<Mutex<dyn VirtioDevice>>,

@@ -183,6 +183,11 @@ pub trait VirtioDevice: Send {
     /// Called once the restored device is activated again: what the guest must be told about
     /// host-side state the snapshot could not keep (vsock: its connections are gone).
     fn restored(&mut self) {}
+    /// Guest memory was mapped anew at the same addresses ([`crate::memory::share_in_place`]):
+    /// `mem` describes it now. Only a device that looks at how memory is backed, not only
+    /// where it is, needs to take it (the default keeps the old description, whose
+    /// addresses are still right).
+    fn set_memory(&mut self, _mem: &GuestMemoryMmap) {}
 }
 
 /// Reads a little-endian config-space window: copies the part of `config` that overlaps
