@@ -35,7 +35,9 @@ pub fn handle(body: RequestBody) -> Result<ResponseBody> {
             mount(&source, &target, &fstype, read_only, options.as_deref())
         }
         RequestBody::ReadFile { path, offset, max_len } => read_file(&path, offset, max_len),
-        RequestBody::WriteFile { path, data, append } => write_file(&path, &data, append),
+        RequestBody::WriteFile { path, data, append, attrs } => {
+            write_file(&path, &data, append, attrs)
+        }
         RequestBody::CreateContainer(req) => {
             container::runtime().create(req).map(|pid| ResponseBody::Created { pid })
         }
@@ -71,6 +73,19 @@ pub fn handle(body: RequestBody) -> Result<ResponseBody> {
         RequestBody::RemoveFile { path } => {
             let p = absolute(&path)?;
             std::fs::remove_file(p).map_err(|e| with_path(&path, e))?;
+            Ok(ResponseBody::Done)
+        }
+        RequestBody::Symlink { target, path } => symlink(&target, &path),
+        RequestBody::Rename { from, to } => {
+            std::fs::rename(absolute(&from)?, absolute(&to)?).map_err(|e| with_path(&from, e))?;
+            Ok(ResponseBody::Done)
+        }
+        RequestBody::RemoveTree { path } => {
+            let p = absolute(&path)?;
+            if p.parent().is_none() {
+                return Err(bad("the root cannot be removed"));
+            }
+            std::fs::remove_dir_all(p).map_err(|e| with_path(&path, e))?;
             Ok(ResponseBody::Done)
         }
         RequestBody::ConfigureNetwork(cfg) => {
@@ -180,8 +195,34 @@ fn read_file(path: &str, offset: u64, max_len: u32) -> Result<ResponseBody> {
     Ok(ResponseBody::Data { data, eof })
 }
 
-fn write_file(path: &str, data: &[u8], append: bool) -> Result<ResponseBody> {
+fn symlink(target: &str, path: &str) -> Result<ResponseBody> {
     let p = absolute(path)?;
+    if target.is_empty() || target.contains('\0') {
+        return Err(bad(format!("bad link target {target:?}")));
+    }
+    if let Some(parent) = p.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| with_path(path, e))?;
+    }
+    std::os::unix::fs::symlink(target, p).map_err(|e| with_path(path, e))?;
+    Ok(ResponseBody::Done)
+}
+
+fn write_file(
+    path: &str,
+    data: &[u8],
+    append: bool,
+    attrs: Option<ironpod_protocol::FileAttrs>,
+) -> Result<ResponseBody> {
+    use std::os::unix::fs::{fchown, PermissionsExt};
+    let p = absolute(path)?;
+    if let Some(a) = attrs {
+        if a.mode > 0o7777 {
+            return Err(AgentError::new(
+                ErrorKind::BadRequest,
+                format!("file mode {:#o} is not permission bits", a.mode),
+            ));
+        }
+    }
     if let Some(parent) = p.parent() {
         std::fs::create_dir_all(parent).map_err(|e| with_path(path, e))?;
     }
@@ -193,6 +234,12 @@ fn write_file(path: &str, data: &[u8], append: bool) -> Result<ResponseBody> {
         opts.truncate(true);
     }
     let mut f = opts.open(p).map_err(|e| with_path(path, e))?;
+    if let Some(a) = attrs {
+        // Owner first: chown clears set-id bits, which the mode then sets.
+        fchown(&f, Some(a.uid), Some(a.gid)).map_err(|e| with_path(path, e))?;
+        f.set_permissions(std::fs::Permissions::from_mode(a.mode))
+            .map_err(|e| with_path(path, e))?;
+    }
     f.write_all(data).map_err(|e| with_path(path, e))?;
     f.sync_all().map_err(|e| with_path(path, e))?;
     Ok(ResponseBody::Done)
@@ -223,13 +270,83 @@ mod tests {
     }
 
     #[test]
+    fn written_files_take_the_mode_and_owner_asked_for() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sub/key").to_string_lossy().into_owned();
+        let me = (nix_ids().0, nix_ids().1);
+        let attrs = ironpod_protocol::FileAttrs { mode: 0o640, uid: me.0, gid: me.1 };
+        let write = |mode| {
+            handle(RequestBody::WriteFile {
+                path: p.clone(),
+                data: b"k".to_vec(),
+                append: false,
+                attrs: Some(ironpod_protocol::FileAttrs { mode, ..attrs }),
+            })
+        };
+        write(0o640).unwrap();
+        let m = std::fs::metadata(&p).unwrap();
+        assert_eq!((m.mode() & 0o7777, m.uid(), m.gid()), (0o640, me.0, me.1));
+        // An existing file takes the new mode too; bits beyond permissions are refused.
+        write(0o400).unwrap();
+        assert_eq!(std::fs::metadata(&p).unwrap().mode() & 0o7777, 0o400);
+        assert!(write(0o100644).is_err());
+    }
+
+    #[test]
+    fn links_renames_and_trees() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = |p: &str| dir.path().join(p).to_string_lossy().into_owned();
+        let write = |p: String| {
+            handle(RequestBody::WriteFile {
+                path: p,
+                data: b"v1".to_vec(),
+                append: false,
+                attrs: None,
+            })
+        };
+        write(d("vol/..t1/key")).unwrap();
+        handle(RequestBody::Symlink { target: "..t1".into(), path: d("vol/..data_tmp") }).unwrap();
+        handle(RequestBody::Rename { from: d("vol/..data_tmp"), to: d("vol/..data") }).unwrap();
+        handle(RequestBody::Symlink { target: "..data/key".into(), path: d("vol/key") }).unwrap();
+        assert_eq!(std::fs::read(d("vol/key")).unwrap(), b"v1");
+        // A new version replaces the link in one step; the old tree goes.
+        write(d("vol/..t2/key")).unwrap();
+        handle(RequestBody::Symlink { target: "..t2".into(), path: d("vol/..data_tmp") }).unwrap();
+        handle(RequestBody::Rename { from: d("vol/..data_tmp"), to: d("vol/..data") }).unwrap();
+        handle(RequestBody::RemoveTree { path: d("vol/..t1") }).unwrap();
+        assert!(!dir.path().join("vol/..t1").exists());
+        assert_eq!(std::fs::read_link(d("vol/..data")).unwrap(), Path::new("..t2"));
+        // Refused: the root, relative paths, empty targets, an existing link.
+        assert!(handle(RequestBody::RemoveTree { path: "/".into() }).is_err());
+        assert!(handle(RequestBody::Rename { from: "a".into(), to: d("b") }).is_err());
+        assert!(handle(RequestBody::Symlink { target: "".into(), path: d("x") }).is_err());
+        assert!(handle(RequestBody::Symlink { target: "y".into(), path: d("vol/key") }).is_err());
+    }
+
+    fn nix_ids() -> (u32, u32) {
+        // SAFETY: getuid and getgid cannot fail.
+        unsafe { (libc::getuid(), libc::getgid()) }
+    }
+
+    #[test]
     fn write_then_read() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f").to_string_lossy().into_owned();
-        handle(RequestBody::WriteFile { path: p.clone(), data: b"hello".to_vec(), append: false })
-            .unwrap();
-        handle(RequestBody::WriteFile { path: p.clone(), data: b" world".to_vec(), append: true })
-            .unwrap();
+        handle(RequestBody::WriteFile {
+            path: p.clone(),
+            data: b"hello".to_vec(),
+            append: false,
+            attrs: None,
+        })
+        .unwrap();
+        handle(RequestBody::WriteFile {
+            path: p.clone(),
+            data: b" world".to_vec(),
+            append: true,
+            attrs: None,
+        })
+        .unwrap();
         let r = handle(RequestBody::ReadFile { path: p.clone(), offset: 0, max_len: 100 }).unwrap();
         assert_eq!(r, ResponseBody::Data { data: b"hello world".to_vec(), eof: true });
         let r = handle(RequestBody::ReadFile { path: p.clone(), offset: 6, max_len: 3 }).unwrap();
@@ -247,9 +364,13 @@ mod tests {
             handle(RequestBody::ReadFile { path: "/nonexistent/x".into(), offset: 0, max_len: 1 })
                 .unwrap_err();
         assert_eq!(e.kind, ErrorKind::NotFound);
-        let e =
-            handle(RequestBody::WriteFile { path: "/a\0b".into(), data: vec![], append: false })
-                .unwrap_err();
+        let e = handle(RequestBody::WriteFile {
+            path: "/a\0b".into(),
+            data: vec![],
+            append: false,
+            attrs: None,
+        })
+        .unwrap_err();
         assert_eq!(e.kind, ErrorKind::BadRequest);
         let e = handle(RequestBody::Mount {
             source: "".into(),

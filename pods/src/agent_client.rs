@@ -243,17 +243,25 @@ impl AgentClient {
 
     /// Reads a whole guest file (in chunks).
     pub fn read_file(&mut self, path: &str) -> Result<Vec<u8>, ClientError> {
+        self.read_file_upto(path, u64::MAX)
+    }
+
+    /// Reads a guest file (in chunks), at most `limit` bytes and one more: a longer file
+    /// comes back `limit + 1` bytes long (the guest decides how large its files are).
+    pub fn read_file_upto(&mut self, path: &str, limit: u64) -> Result<Vec<u8>, ClientError> {
         let mut out = Vec::new();
         loop {
+            let left = limit.saturating_add(1).saturating_sub(out.len() as u64);
             let body = RequestBody::ReadFile {
                 path: path.into(),
                 offset: out.len() as u64,
-                max_len: proto::MAX_READ,
+                max_len: left.min(u64::from(proto::MAX_READ)) as u32,
             };
             match self.call(body)? {
-                ResponseBody::Data { data, eof } => {
+                ResponseBody::Data { mut data, eof } => {
+                    data.truncate(left.min(usize::MAX as u64) as usize);
                     out.extend_from_slice(&data);
-                    if eof || data.is_empty() {
+                    if eof || data.is_empty() || out.len() as u64 > limit {
                         return Ok(out);
                     }
                 }
@@ -268,6 +276,22 @@ impl AgentClient {
             path: path.into(),
             data: data.to_vec(),
             append: false,
+            attrs: None,
+        })
+    }
+
+    /// Writes a guest file with permission bits and an owner (set even if it exists).
+    pub fn write_file_with(
+        &mut self,
+        path: &str,
+        data: &[u8],
+        attrs: proto::FileAttrs,
+    ) -> Result<(), ClientError> {
+        self.expect_done(RequestBody::WriteFile {
+            path: path.into(),
+            data: data.to_vec(),
+            append: false,
+            attrs: Some(attrs),
         })
     }
 
@@ -366,6 +390,21 @@ impl AgentClient {
     /// Removes a guest file.
     pub fn remove_file(&mut self, path: &str) -> Result<(), ClientError> {
         self.expect_done(RequestBody::RemoveFile { path: path.into() })
+    }
+
+    /// Makes a guest symbolic link at `path` to `target`.
+    pub fn symlink(&mut self, target: &str, path: &str) -> Result<(), ClientError> {
+        self.expect_done(RequestBody::Symlink { target: target.into(), path: path.into() })
+    }
+
+    /// Renames a guest file (replacing `to` in one step).
+    pub fn rename(&mut self, from: &str, to: &str) -> Result<(), ClientError> {
+        self.expect_done(RequestBody::Rename { from: from.into(), to: to.into() })
+    }
+
+    /// Removes a guest directory and everything in it.
+    pub fn remove_tree(&mut self, path: &str) -> Result<(), ClientError> {
+        self.expect_done(RequestBody::RemoveTree { path: path.into() })
     }
 
     /// Configures the pod's network cards in the guest.

@@ -85,6 +85,10 @@ pub enum RequestBody {
         /// Append instead of truncating.
         #[serde(default)]
         append: bool,
+        /// The file's permission bits and owner, set whether the file is new or not (a new
+        /// file without them: 0644 less the umask, root's).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        attrs: Option<FileAttrs>,
     },
     /// Syncs filesystems and ends the VM. Answered before the VM goes down.
     Shutdown,
@@ -169,6 +173,26 @@ pub enum RequestBody {
         /// Absolute path.
         path: String,
     },
+    /// Makes a symbolic link at `path` to `target` (its parent directories are created).
+    Symlink {
+        /// What the link points at (may be relative).
+        target: String,
+        /// Absolute path of the link.
+        path: String,
+    },
+    /// Renames `from` to `to`, replacing `to` in one step (rename(2)).
+    Rename {
+        /// Absolute path.
+        from: String,
+        /// Absolute path.
+        to: String,
+    },
+    /// Removes a directory and everything in it (symbolic links are removed, never
+    /// followed).
+    RemoveTree {
+        /// Absolute path, not `/`.
+        path: String,
+    },
     /// Configures the pod's network cards (addresses, MTU, default route) and brings them up.
     ConfigureNetwork(crate::NetworkConfig),
     /// Unmounts a read-only layer disk that no container uses any more, so that the host
@@ -197,6 +221,18 @@ pub enum RequestBody {
         #[serde(default)]
         discard_changes: bool,
     },
+}
+
+/// A file's permission bits and owner ([`RequestBody::WriteFile`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAttrs {
+    /// Permission bits (at most 0o7777).
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
 }
 
 /// Bytes of host entropy a [`RequestBody::Restored`] carries.
@@ -392,7 +428,21 @@ mod tests {
                 options: None,
             },
             RequestBody::ReadFile { path: "/etc/x".into(), offset: 3, max_len: 10 },
-            RequestBody::WriteFile { path: "/tmp/x".into(), data: vec![0, 255, 7], append: true },
+            RequestBody::WriteFile {
+                path: "/tmp/x".into(),
+                data: vec![0, 255, 7],
+                append: true,
+                attrs: None,
+            },
+            RequestBody::WriteFile {
+                path: "/tmp/y".into(),
+                data: vec![],
+                append: false,
+                attrs: Some(FileAttrs { mode: 0o600, uid: 1000, gid: 1001 }),
+            },
+            RequestBody::Symlink { target: "..data/key".into(), path: "/v/key".into() },
+            RequestBody::Rename { from: "/v/..data_tmp".into(), to: "/v/..data".into() },
+            RequestBody::RemoveTree { path: "/v/..old".into() },
             RequestBody::Shutdown,
         ] {
             let r = Request { id: 1, body };
@@ -407,6 +457,7 @@ mod tests {
             path: "/p".into(),
             data: b"hi".to_vec(),
             append: false,
+            attrs: None,
         })
         .unwrap();
         assert!(text.contains("\"aGk=\""), "{text}");

@@ -8,11 +8,13 @@
 //! - hooks run host programs: dropped (containerd's CRI does not use them; CNI runs on the
 //!   host before the pod starts);
 //! - a host directory bound at `/dev/shm` (the CRI's pod-wide shm) becomes the pod's shared
-//!   tmpfs in the guest; other bind mounts of host files and directories (the CRI's
-//!   `/etc/hosts` and `/etc/resolv.conf`, Kubernetes' emptyDir, configMap, secret, hostPath
-//!   volumes, `/dev/termination-log`) are listed so the caller adds them to the pod's
-//!   virtio-fs share and the mount points at the share: the container sees the host's files
-//!   themselves, with their owners and modes, and the host sees its writes;
+//!   tmpfs in the guest; small host files that [`crate::copies`] says to copy (the CRI's
+//!   `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf`, read-only files,
+//!   `/dev/termination-log`, Kubernetes' configMap, secret, projected and downward-API
+//!   volumes) are listed so the caller copies them into the guest; other bind mounts of host
+//!   files and directories (Kubernetes' emptyDir and hostPath volumes) are listed so the caller adds them to the pod's virtio-fs share and the mount
+//!   points at the share: the container sees the host's files themselves, with their owners
+//!   and modes, and the host sees its writes;
 //! - AppArmor and SELinux labels name host policies: cleared.
 
 use std::path::{Path, PathBuf};
@@ -26,6 +28,19 @@ pub struct GuestBinds {
     pub pod_shm: Vec<usize>,
     /// Host files and directories to share with the guest (and point their mounts at).
     pub shared: Vec<HostMount>,
+    /// Host files to copy into the guest (and point their mounts at).
+    pub copied: Vec<CopiedFile>,
+}
+
+/// A host file that a bind mount of the spec needs a copy of in the guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopiedFile {
+    /// Index of the mount in `spec.mounts`.
+    pub mount: usize,
+    /// The host file.
+    pub source: PathBuf,
+    /// How it is copied.
+    pub kind: crate::copies::CopyKind,
 }
 
 /// A host file or directory that a bind mount of the spec needs in the guest.
@@ -113,6 +128,16 @@ pub fn for_guest(
             ));
         }
         let read_only = m.options().as_ref().is_some_and(|o| o.iter().any(|x| x == "ro"));
+        if meta.is_file() {
+            if let Some(kind) = crate::copies::kind_for(m.destination(), meta.len(), read_only) {
+                binds.copied.push(CopiedFile { mount: i, source, kind });
+                continue;
+            }
+        } else if read_only && crate::kube_dirs::is_kube_volume(&source) {
+            let kind = crate::copies::CopyKind::Volume;
+            binds.copied.push(CopiedFile { mount: i, source, kind });
+            continue;
+        }
         binds.shared.push(HostMount { mount: i, source, read_only });
     }
     Ok(binds)
@@ -168,23 +193,42 @@ mod tests {
     }
 
     #[test]
-    fn bind_mounts_of_files_and_dirs_are_shared() {
+    fn bind_mounts_of_files_and_dirs_are_shared_or_copied() {
+        use crate::copies::CopyKind;
         let t = tempfile::tempdir().unwrap();
         let f = t.path().join("hosts");
         std::fs::write(&f, "127.0.0.1 localhost\n").unwrap();
-        let bind = |src: &Path| {
+        let bind_at = |src: &Path, dest: &str, ro: bool| {
+            let mut o = vec!["rbind".to_string()];
+            if ro {
+                o.push("ro".into());
+            }
             MountBuilder::default()
-                .destination("/etc/hosts")
+                .destination(dest)
                 .typ("bind")
                 .source(src)
-                .options(vec!["rbind".to_string(), "ro".to_string()])
+                .options(o)
                 .build()
                 .unwrap()
         };
+        let bind = |src: &Path| bind_at(src, "/etc/hosts", true);
         let proc_ = MountBuilder::default().destination("/proc").typ("proc").build().unwrap();
-        let mut s = spec_with(vec![], vec![proc_, bind(&f)]);
+        let mounts = vec![
+            proc_,
+            bind(&f),
+            bind_at(&f, "/dev/termination-log", false),
+            bind_at(&f, "/var/log/x", false),
+        ];
+        let mut s = spec_with(vec![], mounts);
         let binds = for_guest(&mut s, |_| None).unwrap();
-        assert_eq!(binds.shared, vec![HostMount { mount: 1, source: f.clone(), read_only: true }]);
+        assert_eq!(
+            binds.copied,
+            vec![
+                CopiedFile { mount: 1, source: f.clone(), kind: CopyKind::Pod },
+                CopiedFile { mount: 2, source: f.clone(), kind: CopyKind::WriteBack },
+            ]
+        );
+        assert_eq!(binds.shared, vec![HostMount { mount: 3, source: f.clone(), read_only: false }]);
         set_mount_source(&mut s, 1, "/run/x");
         assert_eq!(s.mounts().as_ref().unwrap()[1].source().as_deref(), Some(Path::new("/run/x")));
         let mut s = spec_with(vec![], vec![bind(t.path())]);

@@ -11,7 +11,9 @@
 //! `ironpod-volumes` (virtio-fs shares); it knows nothing of the CLI's records, monitors or
 //! networks.
 
+pub mod copies;
 pub mod guest_spec;
+pub mod kube_dirs;
 pub mod metrics;
 mod pod;
 mod process;

@@ -15,6 +15,8 @@ use ironpod_protocol::RootfsDisks;
 use ironpod_vmm::config::DiskConfig;
 use ironpod_volumes::share::{self, PodShare};
 
+use crate::copies::{self, CopyKind};
+use crate::kube_dirs;
 use crate::rootfs::LayerCache;
 
 /// A booted pod VM.
@@ -34,8 +36,49 @@ pub struct PodVm {
     /// The pod's virtio-fs share: its containers' host files and directories (Kubernetes
     /// volumes).
     share: Mutex<Share>,
+    /// Host files copied into the guest ([`crate::copies`]).
+    copies: Mutex<Copies>,
     /// The pod's host cgroup (last: removed once the VMM and virtiofsd are gone).
     cgroup: Option<Arc<PodCgroup>>,
+}
+
+/// The host files a pod's guest has copies of.
+#[derive(Debug, Default)]
+struct Copies {
+    /// Guest paths of the pod-wide copies made.
+    pod: std::collections::HashSet<String>,
+    /// Each container's own copies (guest path, host file), written back at its exit.
+    containers: HashMap<String, Vec<(String, PathBuf)>>,
+    /// Kubernetes volume directories copied, which the watcher keeps current.
+    volumes: Vec<kube_dirs::Watched>,
+    /// The watcher runs.
+    watching: bool,
+}
+
+/// The agent calls that write a volume's version into the guest.
+struct AgentFiles<'a>(&'a mut AgentClient);
+
+impl kube_dirs::GuestFiles for AgentFiles<'_> {
+    fn write(
+        &mut self,
+        path: &str,
+        data: &[u8],
+        attrs: ironpod_protocol::FileAttrs,
+    ) -> Result<(), String> {
+        self.0.write_file_with(path, data, attrs).map_err(|e| e.to_string())
+    }
+    fn symlink(&mut self, target: &str, path: &str) -> Result<(), String> {
+        self.0.symlink(target, path).map_err(|e| e.to_string())
+    }
+    fn rename(&mut self, from: &str, to: &str) -> Result<(), String> {
+        self.0.rename(from, to).map_err(|e| e.to_string())
+    }
+    fn remove(&mut self, path: &str) -> Result<(), String> {
+        self.0.remove_file(path).map_err(|e| e.to_string())
+    }
+    fn remove_tree(&mut self, path: &str) -> Result<(), String> {
+        self.0.remove_tree(path).map_err(|e| e.to_string())
+    }
 }
 
 /// The pod's virtio-fs share.
@@ -312,6 +355,7 @@ impl PodVm {
             hot: Mutex::new(HotLayers::default()),
             dir: dir.to_path_buf(),
             share: Mutex::new(share),
+            copies: Mutex::new(Copies::default()),
             cgroup,
         })
     }
@@ -338,6 +382,66 @@ impl PodVm {
         match &*share {
             Share::Running(s) => s.bind(&format!("{id}+{index}"), source, read_only).map_err(str),
             _ => Err("the pod is stopping".into()),
+        }
+    }
+
+    /// Copies host file `source` of container `id`'s mount `index` into the guest (see
+    /// [`crate::copies`]); returns its path there. A pod-wide copy is made once.
+    pub fn copy_file(
+        self: &Arc<Self>,
+        id: &str,
+        index: usize,
+        source: &Path,
+        kind: CopyKind,
+    ) -> Result<String, String> {
+        let mut copies = lock(&self.copies);
+        let guest = match kind {
+            CopyKind::Pod => copies::pod_copy_path(source),
+            CopyKind::WriteBack => copies::container_copy_path(id, index)?,
+            CopyKind::Volume => kube_dirs::guest_dir(source),
+        };
+        if kind != CopyKind::WriteBack && copies.pod.contains(&guest) {
+            return Ok(guest);
+        }
+        if kind == CopyKind::Volume {
+            let version = kube_dirs::read_version(source)?;
+            kube_dirs::install(&mut AgentFiles(&mut self.ctl()), &guest, None, &version)?;
+            copies.pod.insert(guest.clone());
+            let source = source.to_path_buf();
+            copies.volumes.push(kube_dirs::Watched { source, base: guest.clone(), version });
+            if !std::mem::replace(&mut copies.watching, true) {
+                let pod = Arc::downgrade(self);
+                std::thread::spawn(move || watch_volumes(pod));
+            }
+            return Ok(guest);
+        }
+        let (data, attrs) = copies::read_host_file(source)?;
+        self.ctl().write_file_with(&guest, &data, attrs).map_err(|e| e.to_string())?;
+        match kind {
+            CopyKind::Pod | CopyKind::Volume => {
+                copies.pod.insert(guest.clone());
+            }
+            CopyKind::WriteBack => {
+                let mine = copies.containers.entry(id.to_string()).or_default();
+                mine.push((guest.clone(), source.to_path_buf()));
+            }
+        }
+        Ok(guest)
+    }
+
+    /// Writes container `id`'s copies that go back to the host into their host files (its
+    /// init has exited). A failure is logged: the exit is reported either way.
+    pub fn write_back(&self, id: &str) {
+        let list = lock(&self.copies).containers.get(id).cloned().unwrap_or_default();
+        for (guest, host) in list {
+            let r = self
+                .ctl()
+                .read_file_upto(&guest, copies::MAX_COPIED_FILE)
+                .map_err(|e| e.to_string())
+                .and_then(|data| copies::write_host_file(&host, &data));
+            if let Err(e) = r {
+                log::warn!("{id}: {} not written back from the guest: {e}", host.display());
+            }
         }
     }
 
@@ -441,6 +545,12 @@ impl PodVm {
             // `+` is in no container id: this prefix is the container's entries only.
             share.unbind(&format!("{id}+"));
         }
+        let mine = lock(&self.copies).containers.remove(id).unwrap_or_default();
+        for (guest, _) in mine {
+            if let Err(e) = self.ctl().remove_file(&guest) {
+                log::warn!("{id}: the guest's copy {guest} stays: {e}");
+            }
+        }
         let mut hot = lock(&self.hot);
         let Some(mine) = hot.users.remove(id) else { return };
         for l in mine {
@@ -508,6 +618,40 @@ impl PodVm {
         drop(std::mem::replace(&mut *lock(&self.share), Share::Gone));
         if let Some(d) = self.writable.parent() {
             let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+/// The pod's watcher of its copied Kubernetes volumes ([`crate::kube_dirs`]): replays each
+/// update the kubelet makes on the host in the guest, until the pod stops.
+fn watch_volumes(pod: std::sync::Weak<PodVm>) {
+    loop {
+        std::thread::sleep(kube_dirs::WATCH_PERIOD);
+        let Some(pod) = pod.upgrade() else { return };
+        if matches!(*lock(&pod.share), Share::Gone) || pod.gone() {
+            return;
+        }
+        let mut copies = lock(&pod.copies);
+        for w in &mut copies.volumes {
+            match kube_dirs::current(&w.source) {
+                Ok(name) if name == w.version.name => continue,
+                // Gone (the pod's volumes are being torn down) or in the middle of a write:
+                // the next look will tell.
+                Err(_) => continue,
+                Ok(_) => {}
+            }
+            let updated = kube_dirs::read_version(&w.source).and_then(|v| {
+                let mut ctl = pod.ctl();
+                kube_dirs::install(&mut AgentFiles(&mut ctl), &w.base, Some(&w.version), &v)?;
+                Ok(v)
+            });
+            match updated {
+                Ok(v) => {
+                    log::info!("{}: now {} in the guest", w.source.display(), v.name);
+                    w.version = v;
+                }
+                Err(e) => log::warn!("{}: update not copied yet: {e}", w.source.display()),
+            }
         }
     }
 }

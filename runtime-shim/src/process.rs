@@ -75,10 +75,12 @@ impl Process {
     }
 
     /// Marks it running and starts the thread that waits for its exit on a session of its
-    /// own; `on_exit` runs once the exit is recorded and its output delivered.
+    /// own; `before_stop` runs after the exit, once its output is delivered, and before the
+    /// exit is recorded (waiters see what it did); `on_exit` runs once the exit is recorded.
     pub fn started(
         self: &Arc<Self>,
         uds: PathBuf,
+        before_stop: impl FnOnce() + Send + 'static,
         on_exit: impl FnOnce(&Process, u32, SystemTime, bool) + Send + 'static,
     ) {
         *lock(&self.status) = Status::Running;
@@ -98,6 +100,7 @@ impl Process {
             };
             lock(&me.pumps).finish(Duration::from_secs(5));
             let at = SystemTime::now();
+            before_stop();
             me.set_stopped(code, at, oom);
             on_exit(&me, code, at, oom);
         });

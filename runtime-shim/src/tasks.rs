@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
+use crate::copies::CopyKind;
+
 use containerd_shim::api;
 use containerd_shim::event::Event;
 use containerd_shim::protos::events::task::{TaskExit, TaskOOM};
@@ -261,7 +263,7 @@ impl Inner {
 
     pub(crate) fn create_in(
         &self,
-        pod: &PodVm,
+        pod: &Arc<PodVm>,
         req: &api::CreateTaskRequest,
         spec: &mut Spec,
         cache: &LayerCache,
@@ -285,6 +287,19 @@ impl Inner {
             for &i in &binds.pod_shm {
                 guest_spec::set_mount_source(spec, i, shm);
             }
+        }
+        for m in binds.copied {
+            let copied = match pod.copy_file(&req.id, m.mount, &m.source, m.kind) {
+                // A volume that cannot be copied (too large, odd) is shared instead.
+                Err(e) if m.kind == CopyKind::Volume => {
+                    log::info!("{}: shared, not copied: {e}", m.source.display());
+                    pod.share_path(&req.id, m.mount, &m.source, true)
+                }
+                other => other,
+            };
+            let guest = copied
+                .map_err(|e| err(Code::INTERNAL, format!("copy {}: {e}", m.source.display())))?;
+            guest_spec::set_mount_source(spec, m.mount, &guest);
         }
         for m in binds.shared {
             let guest = pod
@@ -344,7 +359,16 @@ impl Inner {
         let me = self.clone();
         let container = task.init.r#ref.container.clone();
         let pid = pod.pid();
-        p.started(pod.uds().to_path_buf(), move |proc_, code, at, oom| {
+        // After the init's exit, before it is reported: what the container leaves for the
+        // host (its termination message) goes back.
+        let is_init = p.r#ref.exec_id.is_none();
+        let (back_pod, back_id) = (pod.clone(), container.clone());
+        let before_stop = move || {
+            if is_init {
+                back_pod.write_back(&back_id);
+            }
+        };
+        p.started(pod.uds().to_path_buf(), before_stop, move |proc_, code, at, oom| {
             if oom {
                 me.publish(topics::TASK_OOM_EVENT_TOPIC, &|| {
                     Box::new(TaskOOM { container_id: container.clone(), ..Default::default() })

@@ -277,6 +277,7 @@ fn free_page_reporting_gives_freed_guest_memory_back() {
                 path: "/tmp/big".into(),
                 data: chunk.clone(),
                 append: true,
+                attrs: None,
             })
             .unwrap();
     }

@@ -76,23 +76,34 @@ fn cri_pod_with_two_containers_in_one_vm() {
     assert_eq!(value("memory.usage_limit"), max, "{m}");
     assert!(value("memory.usage ") > 0 && value("memory.usage ") <= max, "{m}");
 
-    // A: the demo image, the same layer as the pause image the VM booted with.
-    let a_cfg = container_config(
+    // A: the demo image, the same layer as the pause image the VM booted with, and a
+    // service account token the way a kubelet gives it (a projected volume).
+    let mut a_cfg = container_config(
         "a",
         DEMO_IMAGE,
         &["sh", "-c", "echo hello-from-a; echo oops >&2; exec sleep 3600"],
     );
+    let sa = c.dir().join("pod-web/volumes/kubernetes.io~projected/kube-api-access");
+    std::fs::create_dir_all(&sa).unwrap();
+    kubelet_write(&sa, "..2026_12_05_01", &[("token", "tok-1"), ("namespace", "default")]);
+    a_cfg.mounts = vec![volume(&sa, "/var/run/secrets/kubernetes.io/serviceaccount", true)];
     let a = cri.create_container(&pod, &a_cfg, &pod_cfg).expect("CreateContainer a");
     cri.start_container(&a).expect("StartContainer a");
     let disks_before = exec_ok(&mut cri, &a, LIST_DISKS);
-    // A's `/etc/hosts` and `/etc/resolv.conf` are the host's files: the pod's share started
-    // (its virtiofsd in the pod's cgroup) and the VM's memory moved into a shared memory file.
-    let procs = std::fs::read_to_string(cg.join("cgroup.procs")).unwrap();
-    assert_eq!(procs.lines().count(), 2, "the VMM and virtiofsd: {procs}");
-    assert!(guest_ram_in_memfd());
+    // A binds the pod's `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf`: the guest got
+    // copies, so still no share and the template's memory is still mapped copy on write.
     // (containerd gives a pod without its own a copy of the host's `/etc/hosts`.)
     let hosts = std::fs::read_to_string("/etc/hosts").unwrap();
     assert_eq!(exec_ok(&mut cri, &a, "cat /etc/hosts"), hosts);
+    assert_eq!(exec_ok(&mut cri, &a, "cat /etc/hostname"), "web\n");
+    let sa_dir = "/var/run/secrets/kubernetes.io/serviceaccount";
+    assert_eq!(
+        exec_ok(&mut cri, &a, &format!("cat {sa_dir}/token {sa_dir}/namespace")),
+        "tok-1default"
+    );
+    let procs = std::fs::read_to_string(cg.join("cgroup.procs")).unwrap();
+    assert_eq!(procs.lines().count(), 1, "only the VMM in the pod's cgroup: {procs}");
+    assert!(!guest_ram_in_memfd(), "the pod's memory was copied");
 
     // C: an image of two layers the VM lacks: attached as one flattened disk.
     let c_cfg = container_config("c", APP2_IMAGE, &["sleep", "3600"]);
@@ -295,6 +306,27 @@ fn files_holding(dir: &Path, needle: &[u8]) -> Vec<String> {
     out
 }
 
+/// Writes version `version` of a configMap, secret or projected volume at `dir` the way a
+/// kubelet's atomic writer does: the files in a hidden directory, `..data` replaced by a
+/// rename, a link per top-level name; the previous version's directory removed.
+fn kubelet_write(dir: &Path, version: &str, files: &[(&str, &str)]) {
+    let old = std::fs::read_link(dir.join("..data")).ok();
+    for (name, data) in files {
+        let p = dir.join(version).join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, data).unwrap();
+    }
+    let tmp = dir.join("..data_tmp");
+    std::os::unix::fs::symlink(version, &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join("..data")).unwrap();
+    for (name, _) in files {
+        let _ = std::os::unix::fs::symlink(format!("..data/{name}"), dir.join(name));
+    }
+    if let Some(old) = old {
+        std::fs::remove_dir_all(dir.join(old)).unwrap();
+    }
+}
+
 /// A CRI mount of a host directory, the way a kubelet passes a pod's volumes.
 fn volume(host: &Path, path: &str, readonly: bool) -> k8s_cri::v1::Mount {
     k8s_cri::v1::Mount {
@@ -319,7 +351,7 @@ fn cri_pod_volumes_empty_dir_config_map_and_secret() {
     let config_map = vols.join("kubernetes.io~configmap/settings");
     std::fs::create_dir_all(&empty_dir).unwrap();
     std::fs::create_dir_all(&config_map).unwrap();
-    std::fs::write(config_map.join("app.conf"), "color=blue\n").unwrap();
+    kubelet_write(&config_map, "..2026_12_05_01", &[("app.conf", "color=blue\n")]);
     let secret_dir = tempfile::tempdir_in("/run").unwrap();
     let secret_value = "s3cr3t-7f1c9a-token";
     let token = secret_dir.path().join("token");
@@ -375,20 +407,38 @@ fn cri_pod_volumes_empty_dir_config_map_and_secret() {
     assert_eq!(out.matches("Read-only file system").count(), 2, "{out}");
     assert_eq!(std::fs::read_to_string(config_map.join("app.conf")).unwrap(), "color=blue\n");
     exec_ok(&mut cri, w, "echo finished-ok > /dev/termination-log");
-    assert_eq!(std::fs::read_to_string(&term_log).unwrap(), "finished-ok\n");
     let out = exec_ok(&mut cri, w, "stat -c '%a %u' /etc/ssh/key; cat /etc/ssh/key");
     assert_eq!(out, "400 1000\nk3y-material");
-    // A file the host adds to a running pod's volume shows up (a configMap update).
-    std::fs::write(config_map.join("late.conf"), "late\n").unwrap();
-    wait_for("a host file in the volume", Duration::from_secs(10), || {
-        cri.exec_sync(w, &["cat", "/etc/app/late.conf"], 30)
-            .is_ok_and(|(o, _, code)| code == 0 && o == "late\n")
+    // A configMap update by the kubelet reaches the running pod's copy: a changed file, a
+    // new one.
+    kubelet_write(
+        &config_map,
+        "..2026_12_05_02",
+        &[("app.conf", "color=green\n"), ("late.conf", "late\n")],
+    );
+    wait_for("the configMap update in the guest", Duration::from_secs(20), || {
+        cri.exec_sync(w, &["cat", "/etc/app/app.conf", "/etc/app/late.conf"], 30)
+            .is_ok_and(|(o, _, code)| code == 0 && o == "color=green\nlate\n")
     });
+    // A file the host adds to a shared volume shows up at once (the secret's directory,
+    // which is not laid out as a kubelet's: shared).
+    std::fs::write(secret_dir.path().join("late"), "late\n").unwrap();
+    assert_eq!(exec_ok(&mut cri, w, "cat /var/run/secrets/app/late"), "late\n");
+
+    // Directories came through the pod's share: its virtiofsd runs, and the VM's memory
+    // moved into a shared memory file when it was plugged in.
+    let vmm = vmm_pid(c, &pod);
+    let maps = std::fs::read_to_string(format!("/proc/{vmm}/maps")).unwrap();
+    assert!(maps.contains("memfd:ironpod-guest-ram"), "{maps}");
 
     // Removing one container takes only its entries out of the pod's share.
     cri.stop_container(r, 0).expect("StopContainer");
     cri.remove_container(r).expect("RemoveContainer");
     assert_eq!(exec_ok(&mut cri, w, "cat /cache/back"), "reply\n");
+    // The termination message reaches the host file by the time the container has stopped,
+    // which is when a kubelet reads it.
+    cri.stop_container(w, 0).expect("StopContainer");
+    assert_eq!(std::fs::read_to_string(&term_log).unwrap(), "finished-ok\n");
 
     cri.stop_pod(&pod).unwrap_or_else(|e| panic!("StopPodSandbox: {e}\n{}", c.log()));
     cri.remove_pod(&pod).unwrap_or_else(|e| panic!("RemovePodSandbox: {e}\n{}", c.log()));

@@ -116,6 +116,7 @@ pub(super) fn setup_guest_network(
         path: crate::spec::etc_file(id, name),
         data: text.into_bytes(),
         append: false,
+        attrs: None,
     }));
     ctl.expect_all_done(requests).map_err(|e| {
         failure(format!("set up the pod's network and name files: {}", agent_message(&e)))
