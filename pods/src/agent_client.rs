@@ -508,6 +508,12 @@ mod tests {
                 while let Ok(req) = proto::recv::<_, Request>(&mut s) {
                     let result = match req.body {
                         RequestBody::Ping { nonce } => ResponseBody::Pong { nonce },
+                        // A hostile guest: a 1 MiB file, sent in pieces larger than asked.
+                        RequestBody::ReadFile { offset, max_len, .. } => {
+                            let left = (1u64 << 20).saturating_sub(offset) as usize;
+                            let n = left.min(max_len as usize + 100);
+                            ResponseBody::Data { data: vec![7; n], eof: n == left }
+                        }
                         RequestBody::Shutdown => ResponseBody::Done,
                         _ => ResponseBody::Done,
                     };
@@ -535,6 +541,10 @@ mod tests {
         let mut c = AgentClient::connect(&sock, 1024, deadline, || Ok(())).unwrap();
         assert_eq!(c.agent_version(), "9.9");
         c.ping().unwrap();
+        // A guest file read with a limit stops one byte past it, whatever the guest sends.
+        assert_eq!(c.read_file_upto("/f", 1000).unwrap().len(), 1001);
+        assert_eq!(c.read_file_upto("/f", 0).unwrap().len(), 1);
+        assert_eq!(c.read_file("/f").unwrap().len(), 1 << 20);
         c.shutdown().unwrap();
         t.join().unwrap();
     }
