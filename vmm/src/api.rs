@@ -424,6 +424,54 @@ mod tests {
         );
     }
 
+    /// A VM that records what it was asked to plug in.
+    struct FakeVm(Arc<Mutex<Vec<(String, PathBuf)>>>);
+
+    impl VmControl for FakeVm {
+        fn pause(&mut self) -> Result<(), String> {
+            Ok(())
+        }
+        fn resume(&mut self) -> Result<(), String> {
+            Ok(())
+        }
+        fn snapshot(&mut self, _: &Path, _: &Path) -> Result<(), String> {
+            Ok(())
+        }
+        fn attach_fs(&mut self, tag: &str, socket: &Path) -> Result<(), String> {
+            match tag {
+                "share" => {
+                    lock(&self.0).push((tag.into(), socket.into()));
+                    Ok(())
+                }
+                _ => Err(format!("no spare virtio-fs device with tag {tag:?}")),
+            }
+        }
+    }
+
+    #[test]
+    fn attach_fs_reaches_the_vm_with_an_absolute_socket_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut c = Controls { slots: slots(dir.path(), 0), vm: Box::new(FakeVm(seen.clone())) };
+        let ok = br#"{"attach_fs":{"tag":"share","socket":"/fs.sock"}}"#;
+        assert_eq!(handle_line(ok, |r| c.handle(r)), ApiReply::FsAttached);
+        assert_eq!(*lock(&seen), vec![("share".to_string(), PathBuf::from("/fs.sock"))]);
+        let long = format!(r#"{{"attach_fs":{{"tag":"share","socket":"/{}"}}}}"#, "a".repeat(107));
+        for bad in [
+            br#"{"attach_fs":{"tag":"share","socket":"fs.sock"}}"#.to_vec(),
+            br#"{"attach_fs":{"tag":"other","socket":"/fs.sock"}}"#.to_vec(),
+            br#"{"attach_fs":{"tag":"share"}}"#.to_vec(),
+            long.into_bytes(),
+        ] {
+            let reply = handle_line(&bad, |r| c.handle(r));
+            assert!(matches!(reply, ApiReply::Error { .. }), "{}", String::from_utf8_lossy(&bad));
+        }
+        assert_eq!(lock(&seen).len(), 1);
+        // The disks' handler does not take it.
+        let r = c.slots.handle(ApiRequest::AttachFs { tag: "share".into(), socket: "/s".into() });
+        assert!(matches!(r, ApiReply::Error { .. }));
+    }
+
     #[test]
     fn slots_run_out_and_bad_requests_get_errors() {
         let dir = tempfile::tempdir().unwrap();
