@@ -85,8 +85,8 @@ impl kube_dirs::GuestFiles for AgentFiles<'_> {
 #[derive(Debug)]
 enum Share {
     /// Not started: a pod restored from a template starts its virtiofsd and plugs it into
-    /// the VM's spare virtio-fs device when a container first needs a host file or
-    /// directory. Until then the VM's memory stays the template's memory file mapped copy on
+    /// the VM's spare virtio-fs device when a container first needs a host directory or a
+    /// file that is not copied ([`crate::copies`]). Until then the VM's memory stays the template's memory file mapped copy on
     /// write, shared with every pod restored from it (plugging a server in moves it into a
     /// memory file of its own, which the server maps too).
     NotYet,

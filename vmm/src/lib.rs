@@ -3,6 +3,7 @@ pub mod api;
 pub mod arch;
 pub mod bus;
 pub mod config;
+mod control;
 pub mod devices;
 pub mod host;
 pub mod memory;
