@@ -11,8 +11,9 @@
 //!   tmpfs in the guest; small host files that [`crate::copies`] says to copy (the CRI's
 //!   `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf`, read-only files,
 //!   `/dev/termination-log`, Kubernetes' configMap, secret, projected and downward-API
-//!   volumes) are listed so the caller copies them into the guest; other bind mounts of host
-//!   files and directories (Kubernetes' emptyDir and hostPath volumes) are listed so the caller adds them to the pod's virtio-fs share and the mount
+//!   volumes) are listed so the caller copies them into the guest, and memory-backed
+//!   emptyDirs so that it mounts a tmpfs in the guest; other bind mounts of host files and
+//!   directories (Kubernetes' disk emptyDir and hostPath volumes) are listed so the caller adds them to the pod's virtio-fs share and the mount
 //!   points at the share: the container sees the host's files themselves, with their owners
 //!   and modes, and the host sees its writes;
 //! - AppArmor and SELinux labels name host policies: cleared.
@@ -30,6 +31,9 @@ pub struct GuestBinds {
     pub shared: Vec<HostMount>,
     /// Host files to copy into the guest (and point their mounts at).
     pub copied: Vec<CopiedFile>,
+    /// Memory-backed emptyDirs: indexes of mounts to point at a tmpfs of the guest's, with
+    /// the host directory and its shape.
+    pub memory_dirs: Vec<(usize, PathBuf, crate::kube_dirs::MemoryDir)>,
 }
 
 /// A host file that a bind mount of the spec needs a copy of in the guest.
@@ -133,6 +137,9 @@ pub fn for_guest(
                 binds.copied.push(CopiedFile { mount: i, source, kind });
                 continue;
             }
+        } else if let Some(shape) = crate::kube_dirs::memory_empty_dir(&source) {
+            binds.memory_dirs.push((i, source, shape));
+            continue;
         } else if read_only && crate::kube_dirs::is_kube_volume(&source) {
             let kind = crate::copies::CopyKind::Volume;
             binds.copied.push(CopiedFile { mount: i, source, kind });

@@ -43,11 +43,63 @@ pub fn is_kube_volume(source: &Path) -> bool {
         && source.join("..data").symlink_metadata().is_ok_and(|m| m.is_symlink())
 }
 
+/// A memory-backed emptyDir (`medium: Memory`): the kubelet mounts a tmpfs at the volume's
+/// directory. The pod gets a tmpfs of the same size in its guest instead of the host's
+/// through the share (as Kata does): its containers share it, its pages are the VM's, and
+/// nothing on the host reads an emptyDir's files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryDir {
+    /// The tmpfs's size in bytes.
+    pub bytes: u64,
+    /// Its root's permission bits and owner.
+    pub attrs: FileAttrs,
+}
+
+/// `statfs(2)` magic of tmpfs.
+const TMPFS_MAGIC: i64 = 0x0102_1994;
+
+/// Whether host directory `source` is a memory-backed emptyDir, still empty: a tmpfs mounted
+/// at `…/volumes/kubernetes.io~empty-dir/<name>` itself (not a directory on a tmpfs that
+/// holds more).
+pub fn memory_empty_dir(source: &Path) -> Option<MemoryDir> {
+    use std::os::unix::fs::MetadataExt;
+    let plugin = source.parent().and_then(Path::file_name).and_then(|n| n.to_str());
+    if plugin != Some("kubernetes.io~empty-dir") {
+        return None;
+    }
+    let meta = std::fs::symlink_metadata(source).ok().filter(|m| m.is_dir())?;
+    let parent = std::fs::metadata(source.parent()?).ok()?;
+    if meta.dev() == parent.dev() || std::fs::read_dir(source).ok()?.next().is_some() {
+        return None;
+    }
+    let c = std::ffi::CString::new(source.as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: statfs into a zeroed struct we own, with a NUL-terminated path.
+    let st = unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        (libc::statfs(c.as_ptr(), &mut st) == 0).then_some(st)?
+    };
+    if st.f_type as i64 != TMPFS_MAGIC {
+        return None;
+    }
+    let bytes = (st.f_blocks as u64).saturating_mul(st.f_bsize as u64);
+    let attrs = FileAttrs { mode: meta.mode() & 0o7777, uid: meta.uid(), gid: meta.gid() };
+    Some(MemoryDir { bytes, attrs })
+}
+
+/// A short name for host directory `source`.
+fn key(source: &Path) -> String {
+    let sum = Sha256::digest(source.as_os_str().as_encoded_bytes());
+    sum.iter().take(12).map(|b| format!("{b:02x}")).collect()
+}
+
 /// The guest directory holding the copy of volume `source`.
 pub fn guest_dir(source: &Path) -> String {
-    let sum = Sha256::digest(source.as_os_str().as_encoded_bytes());
-    let hex: String = sum.iter().take(12).map(|b| format!("{b:02x}")).collect();
-    format!("{}/vol-{hex}", crate::copies::COPIES_DIR)
+    format!("{}/vol-{}", crate::copies::COPIES_DIR, key(source))
+}
+
+/// Where the guest mounts the tmpfs standing for memory-backed emptyDir `source`.
+pub fn tmpfs_dir(source: &Path) -> String {
+    format!("{}/emptydir-{}", crate::copies::COPIES_DIR, key(source))
 }
 
 /// One version of a volume as the host holds it.
@@ -237,6 +289,17 @@ mod tests {
             let top = name.split('/').next().unwrap();
             let _ = std::os::unix::fs::symlink(format!("..data/{top}"), dir.join(top));
         }
+    }
+
+    #[test]
+    fn memory_empty_dirs_are_tmpfs_mounts_at_the_volume_itself() {
+        // Not at an emptyDir's place, or not a mount of its own: not one.
+        let t = tempfile::tempdir().unwrap();
+        let vol = t.path().join("volumes/kubernetes.io~empty-dir/cache");
+        std::fs::create_dir_all(&vol).unwrap();
+        assert_eq!(memory_empty_dir(&vol), None);
+        assert_eq!(memory_empty_dir(Path::new("/dev/shm")), None);
+        assert_eq!(memory_empty_dir(Path::new("/nonexistent/kubernetes.io~empty-dir/x")), None);
     }
 
     #[test]

@@ -590,6 +590,24 @@ impl PodVm {
         Ok(POD_SHM)
     }
 
+    /// The guest tmpfs standing for the memory-backed emptyDir at host directory `source`
+    /// ([`kube_dirs::memory_empty_dir`]), mounted the first time a container asks for it.
+    pub fn memory_dir(&self, source: &Path, shape: kube_dirs::MemoryDir) -> Result<String, String> {
+        let guest = kube_dirs::tmpfs_dir(source);
+        let mut copies = lock(&self.copies);
+        if copies.pod.contains(&guest) {
+            return Ok(guest);
+        }
+        let a = shape.attrs;
+        let options =
+            format!("size={},mode={:o},uid={},gid={}", shape.bytes.max(4096), a.mode, a.uid, a.gid);
+        lock(&self.ctl)
+            .mount_with("tmpfs", &guest, "tmpfs", false, Some(&options))
+            .map_err(|e| e.to_string())?;
+        copies.pod.insert(guest.clone());
+        Ok(guest)
+    }
+
     /// The VMM has exited.
     pub fn gone(&self) -> bool {
         lock(&self.vm).try_exit().is_some()

@@ -288,6 +288,12 @@ impl Inner {
                 guest_spec::set_mount_source(spec, i, shm);
             }
         }
+        for (i, source, shape) in &binds.memory_dirs {
+            let guest = pod.memory_dir(source, *shape).map_err(|e| {
+                err(Code::INTERNAL, format!("a tmpfs for {}: {e}", source.display()))
+            })?;
+            guest_spec::set_mount_source(spec, *i, &guest);
+        }
         for m in binds.copied {
             let copied = match pod.copy_file(&req.id, m.mount, &m.source, m.kind) {
                 // A volume that cannot be copied (too large, odd) is shared instead.

@@ -362,6 +362,15 @@ fn cri_pod_volumes_empty_dir_config_map_and_secret() {
     let config_map = vols.join("kubernetes.io~configmap/settings");
     std::fs::create_dir_all(&empty_dir).unwrap();
     std::fs::create_dir_all(&config_map).unwrap();
+    // A memory-backed emptyDir: the kubelet mounts a tmpfs at the volume's directory.
+    let mem_dir = vols.join("kubernetes.io~empty-dir/scratch");
+    std::fs::create_dir_all(&mem_dir).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m,mode=0777", "tmpfs"])
+        .arg(&mem_dir)
+        .status()
+        .unwrap();
+    assert!(mounted.success());
     kubelet_write(&config_map, "..2026_12_05_01", &[("app.conf", "color=blue\n")]);
     let secret_dir = tempfile::tempdir_in("/run").unwrap();
     let secret_value = "s3cr3t-7f1c9a-token";
@@ -389,9 +398,10 @@ fn cri_pod_volumes_empty_dir_config_map_and_secret() {
         volume(secret_dir.path(), "/var/run/secrets/app", true),
         volume(&term_log, "/dev/termination-log", false),
         volume(&key, "/etc/ssh/key", true),
+        volume(&mem_dir, "/scratch", false),
     ];
     let mut reader = container_config("reader", DEMO_IMAGE, &["sleep", "3600"]);
-    reader.mounts = vec![volume(&empty_dir, "/data", false)];
+    reader.mounts = vec![volume(&empty_dir, "/data", false), volume(&mem_dir, "/scratch2", false)];
     let mut ids = Vec::new();
     for cfg in [&writer, &reader] {
         let id = cri
@@ -406,6 +416,15 @@ fn cri_pod_volumes_empty_dir_config_map_and_secret() {
     assert_eq!(exec_ok(&mut cri, r, "cat /data/note"), "shared-by-writer\n");
     exec_ok(&mut cri, r, "echo reply > /data/back");
     assert_eq!(std::fs::read_to_string(empty_dir.join("back")).unwrap(), "reply\n");
+    // The memory-backed emptyDir is one tmpfs of the guest's for both, of the host's size;
+    // the host's stays empty.
+    exec_ok(&mut cri, w, "echo in-guest-memory > /scratch/f");
+    let out = exec_ok(&mut cri, r, "cat /scratch2/f; df -k /scratch2 | tail -1");
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("in-guest-memory"), "{out}");
+    let size: Vec<&str> = lines.next().unwrap_or_default().split_whitespace().collect();
+    assert_eq!((size[0], size[1]), ("tmpfs", "8192"), "{out}");
+    assert!(std::fs::read_dir(&mem_dir).unwrap().next().is_none());
     // The configMap and the secret are read-only; the secret keeps its mode.
     assert_eq!(exec_ok(&mut cri, w, "cat /etc/app/app.conf"), "color=blue\n");
     let out = exec_ok(
@@ -458,6 +477,7 @@ fn cri_pod_volumes_empty_dir_config_map_and_secret() {
             && processes_with(&format!("shares/{pod}")).is_empty()
     });
     assert!(mounts_with(&pod).is_empty(), "mounts left: {:?}", mounts_with(&pod));
+    let _ = std::process::Command::new("umount").arg(&mem_dir).status();
     // The volumes' data stays on the host; the secret was never copied anywhere.
     assert_eq!(std::fs::read_to_string(empty_dir.join("note")).unwrap(), "shared-by-writer\n");
     let mut copies = files_holding(c.dir(), secret_value.as_bytes());
