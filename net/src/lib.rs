@@ -19,6 +19,7 @@
 pub mod egress;
 pub mod error;
 pub mod files;
+pub mod guard;
 pub mod ipam;
 pub mod netns;
 pub mod plumb;
@@ -176,6 +177,7 @@ pub fn ensure_network(
     }
     let sub = net.subnet()?;
     let gw = net.gateway()?;
+    tracing::debug!(network = %net.name, check, "setting the network's namespace up");
     let _lock = SetupLock::take()?;
     let ns = netns::create(&net.namespace())
         .map_err(|e| NetworkError::Plumb(format!("namespace {}: {e}", net.namespace())))?;
@@ -245,7 +247,8 @@ pub fn connect(
         match plumb::attach_pod(&net_ns, &tap.pod_ns, &veth, mac, tap.mtu) {
             Ok(()) => Ok(net_ns),
             // A network namespace left half made (by a crash) is mended once.
-            Err(_) => {
+            Err(e) => {
+                tracing::debug!(%container, "attach failed, mending the network: {e}");
                 let net_ns = ensure_network(root, &network, true)?;
                 plumb::attach_pod(&net_ns, &tap.pod_ns, &veth, mac, tap.mtu)
                     .map_err(NetworkError::Plumb)?;

@@ -176,63 +176,20 @@ pub(crate) async fn redirect(
         .map_err(|e| failed(format!("redirect {veth} to {tap}"))(e.to_string()))
 }
 
-/// The nftables table (family `netdev`, in the pod's namespace) that passes a guest's
-/// frames from `tap` to `veth` only when they carry its own MAC address `mac` and its own
-/// IPv4 `address` (IPv4 and ARP for it); everything else the guest sends is dropped — all of
-/// it when there is no address.
-pub fn guard_rules(tap: &str, veth: &str, mac: &str, address: Option<Ipv4Addr>) -> String {
-    let to = format!("fwd to \"{veth}\"");
-    let allowed = match address {
-        Some(ip) => format!(
-            "        ether saddr {mac} ip saddr {ip} {to}\n\
-             \x20       ether saddr {mac} arp saddr ether {mac} arp saddr ip {ip} {to}\n"
-        ),
-        // No IPv4 address to hold the guest to: nothing passes (pods are IPv4; a card
-        // that could send as any address would be worse than one that sends nothing).
-        None => String::new(),
-    };
-    format!(
-        "table netdev {GUARD_TABLE}\n\
-         delete table netdev {GUARD_TABLE}\n\
-         table netdev {GUARD_TABLE} {{\n\
-         \x20   chain guard {{\n\
-         \x20       type filter hook ingress device \"{tap}\" priority 0; policy drop;\n\
-         {allowed}\
-         \x20   }}\n\
-         }}\n"
-    )
-}
-
-/// The guard's table in a pod's namespace.
-pub const GUARD_TABLE: &str = "ironpod_guard";
-
-/// In the calling thread's namespace, lets the guest's frames out of `tap` to `veth` (see
-/// [`guard_rules`]): a guest cannot send as another pod or another host.
+/// In the calling thread's namespace, lets the guest's frames out of `tap` to `veth` only
+/// when they carry its own MAC address `mac` and its own IPv4 `address` (IPv4, and ARP for
+/// it); everything else it sends is dropped — all of it when there is no address (see
+/// [`crate::guard`]): a guest cannot send as another pod or another host.
 pub fn guard(tap: &str, veth: &str, mac: &str, address: Option<Ipv4Addr>) -> Result<(), String> {
-    use std::io::Write;
-    if ironpod_vmm::config::parse_mac(mac).is_none() {
-        return Err(format!("bad MAC address {mac:?}"));
+    let mac =
+        ironpod_vmm::config::parse_mac(mac).ok_or_else(|| format!("bad MAC address {mac:?}"))?;
+    let name = std::ffi::CString::new(veth).map_err(|_| format!("bad interface name {veth:?}"))?;
+    // SAFETY: if_nametoindex(3) with a valid C string.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if index == 0 {
+        return Err(format!("no interface {veth}: {}", std::io::Error::last_os_error()));
     }
-    let mut child = std::process::Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("run nft (package nftables): {e}"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(guard_rules(tap, veth, mac, address).as_bytes())
-            .map_err(|e| format!("nft: {e}"))?;
-    }
-    let out = child.wait_with_output().map_err(|e| format!("nft: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "filter {tap}'s frames: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(())
+    crate::guard::apply(tap, index, mac, address)
 }
 
 #[cfg(test)]
@@ -240,17 +197,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_guard_passes_only_the_guests_own_addresses() {
-        let r = guard_rules("tap0", "eth0", "02:aa:bb:cc:dd:ee", Some([10, 88, 0, 2].into()));
-        assert!(r.contains("type filter hook ingress device \"tap0\" priority 0; policy drop;"));
-        assert!(r.contains("ether saddr 02:aa:bb:cc:dd:ee ip saddr 10.88.0.2 fwd to \"eth0\"\n"));
-        assert!(r.contains(
-            "ether saddr 02:aa:bb:cc:dd:ee arp saddr ether 02:aa:bb:cc:dd:ee arp saddr ip 10.88.0.2 fwd to \"eth0\"\n"
-        ));
-        assert_eq!(r.matches("fwd to").count(), 2, "nothing else passes: {r}");
-        let r = guard_rules("tap0", "eth0", "02:aa:bb:cc:dd:ee", None);
-        assert!(r.contains("policy drop;") && !r.contains("fwd to"), "{r}");
+    fn the_guard_refuses_bad_names() {
         assert!(guard("tap0", "eth0", "02:aa:bb:cc:dd:ee; flush ruleset", None).is_err());
+        assert!(guard("tap0", "no-such-if0", "02:aa:bb:cc:dd:ee", None).is_err());
     }
 
     fn ip(args: &[&str]) {

@@ -4,7 +4,7 @@
 /// The tags of the frames that must pass: the guest's own IPv4 and its own ARP.
 pub const ALLOWED: [&str; 2] = ["ok-ip4", "ok-arp"];
 /// Every tag, in the order the frames are made.
-pub const ALL: [&str; 6] = ["ok-ip4", "bad-ip", "badmac", "bad-arp", "ok-arp", "bad-v6"];
+pub const ALL: [&str; 7] = ["ok-ip4", "bad-ip", "badmac", "bad-arp", "ok-arp", "bad-v6", "b-vlan"];
 
 fn checksum(h: &[u8]) -> u16 {
     let sum: u32 = h.chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], w[1]]))).sum();
@@ -15,7 +15,8 @@ fn checksum(h: &[u8]) -> u16 {
 /// Broadcast frames (each behind a 12-byte virtio-net header, as a VMM writes them to its
 /// tap) from a guest with `mac` and address `me` on a subnet whose other host is `peer`:
 /// its own IPv4 packet, one from another address, one from another MAC, an ARP reply
-/// claiming `peer`'s address, its own ARP reply, and an IPv6 packet.
+/// claiming `peer`'s address, its own ARP reply, an IPv6 packet and its own IPv4 packet
+/// behind a VLAN tag.
 pub fn frames(mac: [u8; 6], me: [u8; 4], peer: [u8; 4]) -> Vec<Vec<u8>> {
     let frame = |src: [u8; 6], kind: u16, body: &[u8], tag: &str| {
         let mut f = vec![0u8; 12];
@@ -53,6 +54,9 @@ pub fn frames(mac: [u8; 6], me: [u8; 4], peer: [u8; 4]) -> Vec<Vec<u8>> {
         frame(mac, 0x0806, &arp(peer), ALL[3]),
         frame(mac, 0x0806, &arp(me), ALL[4]),
         frame(mac, 0x86dd, &[0x60; 40], ALL[5]),
+        // Its own IPv4 packet behind an 802.1Q tag (VLAN 5): the kernel takes tags off
+        // before a device's ingress filters see the frame.
+        frame(mac, 0x8100, &[[0x00, 0x05, 0x08, 0x00].as_slice(), &ipv4(me)].concat(), ALL[6]),
     ]
 }
 
