@@ -97,7 +97,10 @@ pub fn handle(body: RequestBody) -> Result<ResponseBody> {
         RequestBody::DeleteContainer { container, discard_changes } => {
             container::runtime().delete(&container, discard_changes).map(|()| ResponseBody::Done)
         }
-        RequestBody::Restored { entropy, unix_time_ns } => {
+        RequestBody::Restored { entropy, unix_time_ns, trace } => {
+            if trace {
+                crate::log::trace_from_now();
+            }
             crate::reseed::restored(&entropy, unix_time_ns).map(|()| ResponseBody::Done)
         }
         RequestBody::Shutdown | RequestBody::OpenStdio { .. } | RequestBody::OpenFile { .. } => {

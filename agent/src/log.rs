@@ -14,14 +14,29 @@ pub fn line(msg: &str) {
     let _ = std::io::stderr().write_all(text.as_bytes());
 }
 
-/// Whether step tracing is on (`ironpod.trace` on the kernel command line).
+/// A file whose presence turns step tracing on in every agent process started after it
+/// was made (a restored VM's, whose command line is its template's).
+const TRACE_MARK: &str = "/run/ironpod-trace";
+
+static TRACE_NOW: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether step tracing is on (`ironpod.trace` on the kernel command line, or turned on
+/// by [`trace_from_now`]).
 pub fn tracing_on() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| {
-        std::fs::read_to_string("/proc/cmdline")
-            .map(|c| c.split_whitespace().any(|w| w == "ironpod.trace"))
-            .unwrap_or(false)
-    })
+    TRACE_NOW.load(std::sync::atomic::Ordering::Relaxed)
+        || *ON.get_or_init(|| {
+            std::path::Path::new(TRACE_MARK).exists()
+                || std::fs::read_to_string("/proc/cmdline")
+                    .map(|c| c.split_whitespace().any(|w| w == "ironpod.trace"))
+                    .unwrap_or(false)
+        })
+}
+
+/// Turns step tracing on in this process and in the agent processes it starts later.
+pub fn trace_from_now() {
+    TRACE_NOW.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = std::fs::write(TRACE_MARK, b"");
 }
 
 /// With tracing on, writes `step` to the console with the time since boot (for finding

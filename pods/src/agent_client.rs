@@ -186,7 +186,7 @@ impl AgentClient {
 
     /// Tells a guest restored from a snapshot to part from its other clones: fresh host
     /// entropy for its random generator (reseeded at once) and the host's time of day.
-    pub fn restored(&mut self) -> Result<(), ClientError> {
+    pub fn restored(&mut self, trace: bool) -> Result<(), ClientError> {
         let mut entropy = vec![0u8; ironpod_protocol::RESEED_BYTES];
         // SAFETY: getrandom(2) writes at most `entropy.len()` bytes into `entropy`.
         let n = unsafe { libc::getrandom(entropy.as_mut_ptr().cast(), entropy.len(), 0) };
@@ -197,7 +197,7 @@ impl AgentClient {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0);
-        match self.call(RequestBody::Restored { entropy, unix_time_ns })? {
+        match self.call(RequestBody::Restored { entropy, unix_time_ns, trace })? {
             ResponseBody::Done => Ok(()),
             other => Err(ClientError::Protocol(format!("bad restored reply {other:?}"))),
         }

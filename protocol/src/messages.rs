@@ -211,6 +211,10 @@ pub enum RequestBody {
         entropy: Vec<u8>,
         /// The host's time of day, nanoseconds since the Unix epoch.
         unix_time_ns: u64,
+        /// Trace the agent's steps from now on, as `ironpod.trace` on a booted guest's
+        /// command line does (diagnostics; a template's command line cannot ask for it).
+        #[serde(default)]
+        trace: bool,
     },
     /// Kills every process of the container, unmounts its root and removes its cgroup.
     /// Its upper layer stays on the writable disk unless `discard_changes`.

@@ -211,7 +211,8 @@ fn agent_ready(
     ctl.set_timeout(Duration::from_secs(60)).map_err(|e| e.to_string())?;
     if restored {
         // Before anything else: fresh randomness and the time of day.
-        ctl.restored().map_err(|e| format!("reseed the restored pod VM: {e}"))?;
+        ctl.restored(template::guest_trace())
+            .map_err(|e| format!("reseed the restored pod VM: {e}"))?;
     }
     if let Some(nic) = nic {
         let mut config = nic.network_config();
@@ -328,6 +329,9 @@ impl PodVm {
                 s.fs = vec![share];
                 // What a template's guest has (the restored path takes it from the template).
                 s.cmdline_extra = format!("{} ironpod.share", template::POD_CMDLINE);
+                if template::guest_trace() {
+                    s.cmdline_extra.push_str(" ironpod.trace");
+                }
                 let vm = RunningVm::start(&s).map_err(|e| format!("start the pod VM: {e}"))?;
                 (vm, Share::Running(pod_share))
             }

@@ -394,7 +394,7 @@ fn snapshot_and_restore_of_a_running_guest() {
             }
         };
         agent.ping().unwrap();
-        agent.restored().unwrap();
+        agent.restored(false).unwrap();
         let uuid = agent.read_file("/proc/sys/kernel/random/uuid").unwrap();
         let mut bytes = Vec::new();
         for _ in 0..4 {

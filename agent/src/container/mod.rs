@@ -178,6 +178,7 @@ impl Runtime {
         let spec = &req.spec;
         let root = Path::new(CONTAINERS_DIR).join(&id).join("rootfs");
         let (namespaces, rootfs_plan, mut process) = plan::container_plan(spec, root.clone())?;
+        crate::log::trace("create: planned");
         let mut lowers = Vec::new();
         for serial in &req.rootfs.layers {
             lowers.push(storage::layer(serial)?);

@@ -26,6 +26,32 @@ fn serial_ok(s: &str) -> bool {
 /// How long a disk the host attached while the guest runs may take to show its size.
 const ATTACH_WAIT: Duration = Duration::from_secs(5);
 
+/// The virtio disks' names under /sys/block, with their size in sectors now.
+fn virtio_disks() -> Result<Vec<(String, u64)>, AgentError> {
+    let entries = fs::read_dir("/sys/block").map_err(AgentError::from)?;
+    Ok(entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("vd"))
+        .map(|name| {
+            let size = disk_size(&name);
+            (name, size)
+        })
+        .collect())
+}
+
+fn disk_size(name: &str) -> u64 {
+    let size = fs::read_to_string(Path::new("/sys/block").join(name).join("size"));
+    size.unwrap_or_default().trim().parse().unwrap_or(0)
+}
+
+/// Whether disk `name`'s serial is `serial`. Reading a serial is a request to the device
+/// (virtio-blk's GET_ID) that waits for its answer, unlike reading its size.
+fn has_serial(name: &str, serial: &str) -> bool {
+    let s = fs::read_to_string(Path::new("/sys/block").join(name).join("serial"));
+    s.unwrap_or_default().trim_end_matches(['\0', '\n']) == serial
+}
+
 /// Finds the block device whose virtio-blk serial is `serial`. A disk the host has just
 /// attached to a spare slot shows its serial at once but its size only once the kernel has
 /// handled the configuration-change interrupt: wait for that.
@@ -33,20 +59,22 @@ pub fn find_disk(serial: &str) -> Result<PathBuf, AgentError> {
     if !serial_ok(serial) {
         return Err(AgentError::new(ErrorKind::BadRequest, format!("bad disk serial {serial:?}")));
     }
-    let entries = fs::read_dir("/sys/block").map_err(AgentError::from)?;
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if !name.starts_with("vd") {
-            continue;
-        }
-        let s = fs::read_to_string(e.path().join("serial")).unwrap_or_default();
-        if s.trim_end_matches(['\0', '\n']) != serial {
+    let disks = virtio_disks()?;
+    // The disks with a size first: a restored pod has a dozen empty spare slots, and
+    // asking each for its serial costs a request to the device.
+    let attached = disks.iter().filter(|(_, size)| *size > 0).map(|(name, _)| name);
+    if let Some(name) = attached.clone().find(|name| has_serial(name, serial)) {
+        return Ok(Path::new("/dev").join(name));
+    }
+    // One attached a moment ago may not show its size yet.
+    let empty = disks.iter().filter(|(_, size)| *size == 0).map(|(name, _)| name);
+    for name in empty {
+        if !has_serial(name, serial) {
             continue;
         }
         let deadline = Instant::now() + ATTACH_WAIT;
         loop {
-            let size = fs::read_to_string(e.path().join("size")).unwrap_or_default();
-            if size.trim().parse::<u64>().unwrap_or(0) > 0 {
+            if disk_size(name) > 0 {
                 return Ok(Path::new("/dev").join(name));
             }
             if Instant::now() >= deadline {
@@ -77,6 +105,7 @@ fn mount_once(
         return Ok(target);
     }
     let dev = find_disk(serial)?;
+    crate::log::trace("disk found");
     fs::create_dir_all(&target).map_err(AgentError::from)?;
     let flags = if read_only { libc::MS_RDONLY } else { 0 } | libc::MS_NOSUID | libc::MS_NODEV;
     // The writable disk's inode tables were left unzeroed by mkfs (lazy_itable_init, safe

@@ -79,8 +79,8 @@ fn start_vm(
     shape: &PodShape,
     cgroup: Option<Arc<PodCgroup>>,
 ) -> Result<(RunningVm, bool), ExitReport> {
-    let trace = std::env::var_os("IRONPOD_GUEST_TRACE").is_some();
-    let template = match shape.template && !trace {
+    let trace = template::guest_trace();
+    let template = match shape.template {
         true => match template::get_or_make(root, shape.template_shape()) {
             Ok(t) => Some(t),
             Err(e) => {
@@ -104,8 +104,9 @@ fn start_vm(
     vm_spec.shared_memory = !shape.volumes.is_empty();
     vm_spec.free_page_reporting = true;
     vm_spec.cmdline_extra = template::POD_CMDLINE.into();
-    if trace {
-        // The agent writes its steps with timestamps to the console log (diagnostics).
+    if trace && !restored {
+        // The agent writes its steps with timestamps to the console log (diagnostics; a
+        // restored one is told with its reseed).
         vm_spec.cmdline_extra.push_str(" ironpod.trace");
     }
     tracing::info!(%id, restored, "starting the VMM");
@@ -194,15 +195,18 @@ fn boot(
     let mut ctl = vm.wait_agent(Duration::from_secs(120)).map_err(|e| failure(e.to_string()))?;
     if restored {
         // Before anything else: fresh randomness and the time of day.
-        ctl.restored().map_err(|e| failure(format!("reseed the restored VM: {e}")))?;
+        ctl.restored(template::guest_trace())
+            .map_err(|e| failure(format!("reseed the restored VM: {e}")))?;
     }
     tracing::info!(%id, restored, "agent ready");
     let net = pending.take().map(PendingNetwork::join).transpose()?;
     let settings =
         setup_guest_network(root, id, &mut ctl, (net.as_ref(), restored), &opts, &mut spec)?;
+    tracing::debug!(%id, "guest network set up");
     if let Ok(text) = serde_json::to_string(&settings) {
         let _ = state.set_network(id, &text);
     }
+    tracing::debug!(%id, "network settings recorded");
     let guest_pid = ctl
         .create_container(CreateContainer {
             id: id.to_string(),

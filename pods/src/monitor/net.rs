@@ -118,6 +118,7 @@ pub(super) fn setup_guest_network(
         append: false,
         attrs: None,
     }));
+    tracing::debug!(%id, "guest network and name files prepared");
     ctl.expect_all_done(requests).map_err(|e| {
         failure(format!("set up the pod's network and name files: {}", agent_message(&e)))
     })?;

@@ -103,6 +103,16 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> TemplateError {
     move |source| TemplateError::Io { what, source }
 }
 
+/// Set (to anything), the agent of every pod this process starts writes its steps with
+/// timestamps to the pod's console log (diagnostics): booted guests are told on their
+/// command line, restored ones when they are told they were restored.
+pub const GUEST_TRACE_ENV: &str = "IRONPOD_GUEST_TRACE";
+
+/// Whether the pods' agents trace their steps ([`GUEST_TRACE_ENV`]).
+pub fn guest_trace() -> bool {
+    std::env::var_os(GUEST_TRACE_ENV).is_some()
+}
+
 /// Whether templates are turned off for this process ([`NO_TEMPLATE_ENV`]).
 pub fn disabled_by_env() -> bool {
     std::env::var_os(NO_TEMPLATE_ENV).is_some_and(|v| !v.is_empty() && v != "0")
