@@ -100,6 +100,9 @@ pub struct PodNetwork {
     pub tap: PodTap,
     /// The network's namespace (holds the bridge; the proxy connects from there).
     pub net_ns: PathBuf,
+    /// The network's other live pods when this one joined (container ids and addresses),
+    /// for its `/etc/hosts`.
+    pub peers: Vec<(String, Ipv4Addr)>,
 }
 
 impl PodNetwork {
@@ -237,7 +240,17 @@ pub fn connect(
     let lease = {
         let (network, container) = (network.clone(), container.to_string());
         std::thread::spawn(move || {
-            store.lease(&network, &container, (me, ironpod_ids::process_start(me)))
+            let address =
+                store.lease(&network, &container, (me, ironpod_ids::process_start(me)))?;
+            // The other pods while the store is open (an open costs more than the query).
+            let peers = store.leases(&network.name).map(|leases| {
+                leases
+                    .into_iter()
+                    .filter(|l| l.container != container)
+                    .map(|l| (l.container, l.address))
+                    .collect()
+            });
+            Ok((address, peers.unwrap_or_default()))
         })
     };
     let plumbed = (|| {
@@ -261,19 +274,20 @@ pub fn connect(
         lease.join().unwrap_or_else(|_| Err(NetworkError::Plumb("lease thread panicked".into())));
     // With the address known, the guest may send: as itself only.
     let plumbed = match (plumbed, &leased) {
-        (Ok(net_ns), Ok(address)) => plumb::guard_pod(&tap.pod_ns, &tap.mac, *address)
+        (Ok(net_ns), Ok((address, _))) => plumb::guard_pod(&tap.pod_ns, &tap.mac, *address)
             .map(|()| net_ns)
             .map_err(NetworkError::Plumb),
         (p, _) => p,
     };
     let result = match (plumbed, leased) {
-        (Ok(net_ns), Ok(address)) => Ok(PodNetwork {
+        (Ok(net_ns), Ok((address, peers))) => Ok(PodNetwork {
             network,
             address,
             prefix: sub.prefix,
             gateway,
             tap: tap.clone(),
             net_ns,
+            peers,
         }),
         (Err(e), _) | (_, Err(e)) => Err(e),
     };
@@ -313,16 +327,6 @@ pub fn remove(root: &std::path::Path, key: &str) -> Result<Network, NetworkError
         }
     }
     Ok(net)
-}
-
-/// The other live pods of a network (container ids and addresses), for `/etc/hosts`.
-pub fn peers(
-    root: &std::path::Path,
-    network: &str,
-    me: &str,
-) -> Result<Vec<(String, Ipv4Addr)>, NetworkError> {
-    let leases = NetworkStore::open(root)?.leases(network)?;
-    Ok(leases.into_iter().filter(|l| l.container != me).map(|l| (l.container, l.address)).collect())
 }
 
 #[cfg(test)]

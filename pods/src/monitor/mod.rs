@@ -201,7 +201,7 @@ fn boot(
     tracing::info!(%id, restored, "agent ready");
     let net = pending.take().map(PendingNetwork::join).transpose()?;
     let settings =
-        setup_guest_network(root, id, &mut ctl, (net.as_ref(), restored), &opts, &mut spec)?;
+        setup_guest_network(&state, id, &mut ctl, (net.as_ref(), restored), &opts, &mut spec)?;
     tracing::debug!(%id, "guest network set up");
     if let Ok(text) = serde_json::to_string(&settings) {
         let _ = state.set_network(id, &text);

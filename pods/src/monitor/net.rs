@@ -63,22 +63,19 @@ impl PendingNetwork {
     }
 }
 
-/// The other live pods of `network` by container name (those with a record), for
-/// `/etc/hosts`; none when the records cannot be read.
-fn peers_by_name(root: &Path, network: &str, me: &str) -> Vec<(String, std::net::Ipv4Addr)> {
-    let (Ok(peers), Ok(state)) = (network::peers(root, network, me), State::open(root)) else {
-        return Vec::new();
-    };
-    peers
-        .into_iter()
-        .filter_map(|(id, address)| state.find(&id).ok().map(|r| (r.name, address)))
+/// The network's other live pods when `net` joined, by container name (those with a
+/// record), for `/etc/hosts`.
+fn peers_by_name(state: &State, net: &PodNetwork) -> Vec<(String, std::net::Ipv4Addr)> {
+    net.peers
+        .iter()
+        .filter_map(|(id, address)| state.find(id).ok().map(|r| (r.name, *address)))
         .collect()
 }
 
 /// Sets the guest's side of the network up and writes the container's name-service files;
 /// publishes its ports. Returns what the record keeps.
 pub(super) fn setup_guest_network(
-    root: &Path,
+    state: &State,
     id: &str,
     ctl: &mut AgentClient,
     (net, restored): (Option<&PodNetwork>, bool),
@@ -86,10 +83,7 @@ pub(super) fn setup_guest_network(
     spec: &mut oci_spec::runtime::Spec,
 ) -> Result<NetworkSettings, ExitReport> {
     let hostname = spec.hostname().clone().unwrap_or_else(|| id.chars().take(12).collect());
-    let peers = match net {
-        Some(n) => peers_by_name(root, &n.network.name, id),
-        None => Vec::new(),
-    };
+    let peers = net.map(|n| peers_by_name(state, n)).unwrap_or_default();
     let extra: Vec<(String, String)> =
         opts.add_host.iter().filter_map(|h| network::files::parse_add_host(h).ok()).collect();
     let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
