@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ironpod_pods::agent_client::AgentClient;
 use ironpod_pods::logs;
 use ironpod_pods::{paths, pod};
-use ironpod_state::{status, Record, State};
+use ironpod_state::{describe, status, Record, State};
 
 use crate::Failure;
 
@@ -41,66 +41,13 @@ pub fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
 }
 
-/// Parses `YYYY-MM-DDTHH:MM:SS[.frac]Z` to seconds since the epoch.
-pub fn parse_time(s: &str) -> Option<u64> {
-    let b = s.as_bytes();
-    if b.len() < 20 {
-        return None;
-    }
-    let n = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, m, d) = (n(0..4)?, n(5..7)?, n(8..10)?);
-    let (hh, mm, ss) = (n(11..13)?, n(14..16)?, n(17..19)?);
-    // Days from civil (inverse of the formatter in ironpod_images::time).
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + hh * 3600 + mm * 60 + ss;
-    u64::try_from(secs).ok()
-}
-
-/// Docker's human durations: "Less than a second", "5 seconds", "About a minute", …
-pub fn human(d: u64) -> String {
-    match d {
-        0 => "Less than a second".into(),
-        1..=59 => format!("{d} second{}", if d == 1 { "" } else { "s" }),
-        60..=119 => "About a minute".into(),
-        120..=3599 => format!("{} minutes", d / 60),
-        3600..=7199 => "About an hour".into(),
-        7200..=172_799 => format!("{} hours", d / 3600),
-        _ => format!("{} days", d / 86_400),
-    }
-}
-
 fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-fn ago(t: Option<&str>) -> String {
-    t.and_then(parse_time).map(|t| human(now().saturating_sub(t))).unwrap_or_else(|| "?".into())
-}
-
 /// Docker's STATUS column.
 pub fn status_text(r: &Record) -> String {
-    match r.status.as_str() {
-        status::RUNNING => format!("Up {}", ago(r.started_at.as_deref())),
-        status::EXITED => {
-            format!("Exited ({}) {} ago", r.exit_code.unwrap_or(-1), ago(r.finished_at.as_deref()))
-        }
-        _ => "Created".into(),
-    }
-}
-
-fn command_of(r: &Record) -> String {
-    let spec: serde_json::Value = serde_json::from_str(&r.spec).unwrap_or_default();
-    let args: Vec<String> = spec["process"]["args"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
-        .unwrap_or_default();
-    args.join(" ")
+    describe::status_text(r, now())
 }
 
 /// Arguments of `ironpod ps`.
@@ -137,7 +84,7 @@ pub fn ps(root: &Path, a: PsArgs) -> Result<i32, Failure> {
     if a.json {
         for r in rows {
             let v = serde_json::json!({
-                "Id": r.id, "Names": r.name, "Image": r.image, "Command": command_of(&r),
+                "Id": r.id, "Names": r.name, "Image": r.image, "Command": describe::command_line(&r),
                 "Created": r.created, "State": r.status, "Status": status_text(&r),
                 "ExitCode": r.exit_code, "Error": r.error,
             });
@@ -151,7 +98,7 @@ pub fn ps(root: &Path, a: PsArgs) -> Result<i32, Failure> {
         "CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS"
     );
     for r in rows {
-        let mut cmd = format!("\"{}\"", command_of(&r));
+        let mut cmd = format!("\"{}\"", describe::command_line(&r));
         if cmd.chars().count() > 22 {
             cmd = format!("{}…\"", cmd.chars().take(20).collect::<String>());
         }
@@ -161,7 +108,7 @@ pub fn ps(root: &Path, a: PsArgs) -> Result<i32, Failure> {
             short(&r.id),
             r.image,
             cmd,
-            format!("{} ago", ago(Some(&r.created))),
+            format!("{} ago", describe::ago(Some(&r.created), now())),
             status_text(&r),
             r.name
         );
@@ -236,22 +183,5 @@ pub fn logs_cmd(root: &Path, a: LogsArgs) -> Result<i32, Failure> {
             return Ok(0);
         }
         std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn times_and_durations() {
-        let t = ironpod_images::time::format_rfc3339(1_700_000_000);
-        assert_eq!(parse_time(&t), Some(1_700_000_000));
-        assert_eq!(parse_time("2026-11-25T02:03:04.123456789Z").map(|s| s % 60), Some(4));
-        assert_eq!(parse_time("junk"), None);
-        assert_eq!(human(0), "Less than a second");
-        assert_eq!(human(5), "5 seconds");
-        assert_eq!(human(90), "About a minute");
-        assert_eq!(human(7200), "2 hours");
     }
 }

@@ -2,8 +2,8 @@
 //!
 //! Owns: the commands and their flags (clap), and what they print (tables, JSON, exit
 //! codes). Everything a pod does is `ironpod-pods` (with `ironpod-net`, `ironpod-volumes`,
-//! `ironpod-state`, `ironpod-images` below it); nothing here is needed by the containerd
-//! shim or a service.
+//! `ironpod-state`, `ironpod-images` below it); `ironpod system service` is
+//! `ironpod-service`. Nothing here is needed by the containerd shim or the service.
 
 mod containers;
 mod exec;
@@ -12,6 +12,7 @@ mod inspect;
 mod lifecycle;
 mod network;
 mod run;
+mod system;
 mod terminal;
 mod vm;
 mod volume;
@@ -95,6 +96,11 @@ enum Command {
     },
     /// Creates a new image from a container's changes.
     Commit(inspect::CommitArgs),
+    /// The service that serves the Docker Engine API.
+    System {
+        #[command(subcommand)]
+        command: SystemCommand,
+    },
     /// MicroVM maintenance.
     Vm {
         #[command(subcommand)]
@@ -145,6 +151,13 @@ enum Command {
         /// Image.
         image: String,
     },
+}
+
+#[derive(Subcommand, Debug)]
+#[command(defer = true)]
+enum SystemCommand {
+    /// Serves the Docker Engine API (1.41) on a unix socket, for the docker CLI and compose.
+    Service(system::ServiceArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -203,6 +216,7 @@ fn main() -> ExitCode {
         Command::Network { command } => network::run(&root, command),
         Command::Volume { command } => volume::run(&root, command),
         Command::Commit(a) => inspect::commit(&root, a),
+        Command::System { command: SystemCommand::Service(a) } => system::service(&root, a),
         other => old_command(&root, other).map(|()| 0).map_err(Failure::Other),
     };
     match status {

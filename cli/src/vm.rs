@@ -144,7 +144,7 @@ pub fn template(root: &std::path::Path, command: TemplateCommand) -> Result<(), 
                 let age = t
                     .created
                     .and_then(|c| c.elapsed().ok())
-                    .map(|d| format!("{} ago", crate::containers::human(d.as_secs())))
+                    .map(|d| format!("{} ago", ironpod_state::describe::human(d.as_secs())))
                     .unwrap_or_else(|| "?".into());
                 let used = match (t.current, t.users) {
                     (false, n) => format!("{n} (stale)"),

@@ -26,6 +26,8 @@ pub enum StateError {
     NameInUse(String),
 }
 
+pub mod describe;
+
 /// Lifecycle states (Docker's names).
 pub mod status {
     /// Created, not started yet.

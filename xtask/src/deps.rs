@@ -42,6 +42,10 @@ pub const PACKAGES: &[&str] = &[
     "libcap-ng-dev",
 ];
 
+/// Debian's docker.io 20.10 CLI, the real client the Docker API tests drive: only its
+/// `docker` binary, taken out of the package (installing the package would start dockerd).
+pub const DOCKER_CLI: &str = "/var/cache/ironpod/docker-cli/docker";
+
 /// virtiofsd, the virtio-fs server for volumes: Debian 12 has none, so it is built from
 /// crates.io once and kept here (the path `ironpod` looks for).
 const VIRTIOFSD_ROOT: &str = "/var/cache/ironpod/virtiofsd";
@@ -68,6 +72,9 @@ pub fn ensure() -> Result<()> {
                 .args(&missing),
         )?;
     }
+    if !std::path::Path::new(DOCKER_CLI).is_file() {
+        docker_cli()?;
+    }
     let virtiofsd = std::path::Path::new(VIRTIOFSD_ROOT).join("bin/virtiofsd");
     if !virtiofsd.is_file() {
         eprintln!("xtask: building virtiofsd {VIRTIOFSD_VERSION} (about a minute)");
@@ -82,5 +89,37 @@ pub fn ensure() -> Result<()> {
             "virtiofsd",
         ]))?;
     }
+    Ok(())
+}
+
+/// Downloads Debian's docker.io package and keeps its `docker` binary as [`DOCKER_CLI`].
+fn docker_cli() -> Result<()> {
+    eprintln!("xtask: fetching the docker CLI from Debian's docker.io package");
+    let tmp = tempfile::tempdir()?;
+    // apt drops privileges to _apt for downloads: let it write there.
+    util::run(Command::new("chmod").arg("0777").arg(tmp.path()))?;
+    let download = || {
+        util::run(Command::new("apt-get").current_dir(tmp.path()).args([
+            "download",
+            "-q",
+            "docker.io",
+        ]))
+    };
+    if download().is_err() {
+        // A machine whose package lists were never fetched.
+        util::run(Command::new("apt-get").arg("update").arg("-q"))?;
+        download()?;
+    }
+    let deb = std::fs::read_dir(tmp.path())?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .ok_or_else(|| anyhow::anyhow!("apt-get download docker.io left no .deb"))?;
+    let x = tmp.path().join("x");
+    util::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&x))?;
+    let dest = std::path::Path::new(DOCKER_CLI);
+    std::fs::create_dir_all(dest.parent().unwrap())?;
+    let part = dest.with_extension("part");
+    std::fs::copy(x.join("usr/bin/docker"), &part)?;
+    std::fs::rename(&part, dest)?;
     Ok(())
 }

@@ -62,3 +62,17 @@ pub fn skopeo(args: &[&str]) -> Output {
     assert!(o.status.success(), "skopeo {args:?}: {}", String::from_utf8_lossy(&o.stderr));
     o
 }
+
+/// Debian's docker.io 20.10 CLI, put there by `cargo xtask test` (its dependency step).
+pub fn docker_cli() -> PathBuf {
+    let p = PathBuf::from(
+        std::env::var("IRONPOD_DOCKER_CLI")
+            .unwrap_or_else(|_| "/var/cache/ironpod/docker-cli/docker".into()),
+    );
+    assert!(
+        p.is_file(),
+        "{} is missing: `cargo xtask test` installs Debian's docker CLI there",
+        p.display()
+    );
+    p
+}

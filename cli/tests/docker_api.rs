@@ -1,0 +1,310 @@
+//! `ironpod system service` driven by the real docker CLI (Debian's docker.io 20.10) and by
+//! raw HTTP (curl): version, info, ping, container and image lists with their filters, API
+//! versions, errors, the socket's mode and the idle stop. Containers here are records in the
+//! state (no VM boots on the host); the routes that run pods are tested in the rig.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use ironpod_state::{Record, State};
+
+struct Service {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl Service {
+    fn start(root: &Path, socket: &Path, extra: &[&str]) -> Service {
+        let child = Command::new(env!("CARGO_BIN_EXE_ironpod"))
+            .arg("--root")
+            .arg(root)
+            .args(["system", "service", "--socket"])
+            .arg(format!("unix://{}", socket.display()))
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let t = Instant::now();
+        while std::os::unix::net::UnixStream::connect(socket).is_err() {
+            assert!(t.elapsed() < Duration::from_secs(20), "the service did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Service { child, socket: socket.to_path_buf() }
+    }
+
+    fn docker(&self, args: &[&str]) -> Output {
+        self.docker_env(args, &[])
+    }
+
+    fn docker_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        Command::new(docker_cli())
+            .arg("-H")
+            .arg(format!("unix://{}", self.socket.display()))
+            .args(args)
+            .env("DOCKER_CONFIG", self.socket.parent().unwrap().join("docker-config"))
+            .envs(env.iter().copied())
+            .output()
+            .unwrap()
+    }
+
+    /// curl over the socket: (status line + headers, body).
+    fn curl(&self, args: &[&str]) -> (String, String) {
+        let o = Command::new("curl")
+            .args(["-s", "-i", "--unix-socket"])
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout).replace("\r\n", "\n");
+        let (head, body) = text.split_once("\n\n").unwrap_or((&text, ""));
+        (head.to_string(), body.to_string())
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn lines(o: &Output) -> Vec<String> {
+    ok(o).lines().map(str::to_string).collect()
+}
+
+fn fails_with(o: &Output, text: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains(text), "want failure {text:?}, got {o:?}");
+}
+
+/// A container record as the CLI writes it, with the given command.
+fn record(root: &Path, image: &str, manifest: &str, name: &str, args: &[&str]) -> Record {
+    let id = ironpod_ids::new_id().unwrap();
+    let spec = serde_json::json!({ "process": { "args": args } }).to_string();
+    let options = serde_json::json!({ "command": args }).to_string();
+    let r = Record::new(&id, name, image, manifest, options, spec);
+    State::open(root).unwrap().insert(&r).unwrap();
+    r
+}
+
+#[test]
+fn docker_cli_lists_what_ironpod_has() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("state");
+    let tar = tarball(dir.path(), "demo", "hi");
+    ok(&ironpod(&root, &["import", "-c", "LABEL tier=web", tar.to_str().unwrap(), "demo"]));
+    ok(&ironpod(&root, &["import", tar.to_str().unwrap(), "other:v2"]));
+    let manifest = manifest_of(&root, "demo");
+    let other = manifest_of(&root, "other:v2");
+
+    // Three containers: exited with 3, created, and one whose pod monitor is alive (a
+    // stand-in process: no VM boots on the host).
+    let exited = record(&root, "demo", &manifest, "done", &["sh", "-c", "exit 3"]);
+    let state = State::open(&root).unwrap();
+    state.set_exited(&exited.id, 3, false, None, &ironpod_images::time::now_rfc3339()).unwrap();
+    std::thread::sleep(Duration::from_millis(1100)); // distinct creation seconds
+    let created = record(&root, "other:v2", &other, "fresh", &["true"]);
+    std::thread::sleep(Duration::from_millis(1100));
+    let running = record(&root, "demo", &manifest, "busy", &["sleep", "1000"]);
+    let mut monitor = Command::new("sleep").arg("1000").spawn().unwrap();
+    let pid = monitor.id() as i32;
+    state.set_monitor(&running.id, pid, ironpod_ids::process_start(pid)).unwrap();
+    state
+        .set_running(&running.id, 1, 1, "/nonexistent", &ironpod_images::time::now_rfc3339())
+        .unwrap();
+
+    let socket = dir.path().join("run/docker.sock");
+    let svc = Service::start(&root, &socket, &[]);
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660, "root-only socket");
+
+    // version and info: the server side is ironpod's, API 1.41.
+    let v = ok(&svc.docker(&[
+        "version",
+        "--format",
+        "{{.Server.APIVersion}} {{.Server.Os}} {{.Server.Version}}",
+    ]));
+    assert_eq!(v.trim(), format!("1.41 linux {}", env!("CARGO_PKG_VERSION")));
+    let info = ok(&svc.docker(&["info", "--format", "{{json .}}"]));
+    let info: serde_json::Value = serde_json::from_str(&info).unwrap();
+    assert_eq!(info["Containers"], 3, "{info}");
+    assert_eq!(info["ContainersRunning"], 1);
+    assert_eq!(info["ContainersStopped"], 2);
+    assert_eq!(info["Images"], 2);
+    assert_eq!(info["Swarm"]["LocalNodeState"], "inactive");
+    assert_eq!(info["DockerRootDir"], root.to_str().unwrap());
+    assert_eq!(info["OSType"], "linux");
+    assert!(info["NCPU"].as_i64().unwrap() >= 1 && info["MemTotal"].as_i64().unwrap() > 0);
+
+    // ps: running only by default, all with -a, newest first; Docker's columns.
+    let fmt = "{{.ID}} {{.Names}} {{.Image}} {{.Command}} {{.State}}|{{.Status}}";
+    let ps = lines(&svc.docker(&["ps", "--no-trunc", "--format", fmt]));
+    assert_eq!(ps.len(), 1, "{ps:?}");
+    assert!(
+        ps[0].starts_with(&format!("{} busy demo \"sleep 1000\" running|Up ", running.id)),
+        "{ps:?}"
+    );
+    let all = lines(&svc.docker(&["ps", "-a", "--format", "{{.Names}} {{.State}}|{{.Status}}"]));
+    assert_eq!(all.len(), 3, "{all:?}");
+    assert_eq!(all[0].split(' ').next(), Some("busy"));
+    assert_eq!(all[1], "fresh created|Created");
+    assert!(all[2].starts_with("done exited|Exited (3) "), "{all:?}");
+    let table = ok(&svc.docker(&["ps", "-a"]));
+    assert!(table.starts_with("CONTAINER ID   IMAGE"), "{table}");
+    assert!(table.contains(&created.id[..12]) && table.contains("other:v2"), "{table}");
+
+    // Filters, as the docker CLI sends them.
+    let names = |args: &[&str]| -> Vec<String> {
+        let mut a = vec!["ps", "-a", "--format", "{{.Names}}"];
+        a.extend_from_slice(args);
+        lines(&svc.docker(&a))
+    };
+    assert_eq!(names(&["--filter", "status=exited"]), ["done"]);
+    assert_eq!(names(&["--filter", "exited=3"]), ["done"]);
+    assert!(names(&["--filter", "exited=0"]).is_empty());
+    assert_eq!(names(&["--filter", "name=fre"]), ["fresh"]);
+    assert_eq!(names(&["--filter", "name=^/d"]), ["done"]);
+    assert_eq!(names(&["--filter", &format!("id={}", &created.id[..10])]), ["fresh"]);
+    assert_eq!(names(&["--filter", "label=tier=web"]), ["busy", "done"]);
+    assert_eq!(names(&["--filter", "label=tier"]), ["busy", "done"]);
+    assert!(names(&["--filter", "label=tier=db"]).is_empty());
+    assert_eq!(names(&["--filter", "ancestor=other:v2"]), ["fresh"]);
+    assert_eq!(names(&["--filter", "before=busy"]), ["fresh", "done"]);
+    assert_eq!(names(&["--filter", "since=done"]), ["busy", "fresh"]);
+    assert_eq!(names(&["--last", "1"]), ["busy"]);
+    assert_eq!(names(&["-n", "2", "--filter", "status=exited"]), ["done"]);
+    let q = lines(&svc.docker(&["ps", "-aq"]));
+    assert_eq!(q, [&running.id[..12], &created.id[..12], &exited.id[..12]]);
+    fails_with(&svc.docker(&["ps", "--filter", "colour=red"]), "invalid filter 'colour'");
+    fails_with(&svc.docker(&["ps", "--filter", "status=sleepy"]), "invalid filter 'status=sleepy'");
+    fails_with(&svc.docker(&["ps", "--filter", "before=nosuch"]), "No such container: nosuch");
+    fails_with(&svc.docker(&["ps", "--filter", "name=("]), "invalid filter 'name=('");
+
+    // images: names, ids, labels, filters.
+    let imgs = lines(&svc.docker(&["images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"]));
+    assert_eq!(imgs.len(), 2, "{imgs:?}");
+    let id_of = |r: &str| -> String {
+        let v: serde_json::Value =
+            serde_json::from_str(&ok(&ironpod(&root, &["image", "inspect", r]))).unwrap();
+        v[0]["id"].as_str().unwrap()[7..19].to_string()
+    };
+    assert!(imgs.contains(&format!("demo:latest {}", id_of("demo"))), "{imgs:?}");
+    let refs =
+        |f: &str| lines(&svc.docker(&["images", "--format", "{{.Repository}}", "--filter", f]));
+    assert_eq!(refs("reference=dem*"), ["demo"]);
+    assert_eq!(refs("reference=other:v2"), ["other"]);
+    assert_eq!(refs("label=tier=web"), ["demo"]);
+    assert!(refs("dangling=true").is_empty());
+    fails_with(&svc.docker(&["images", "--filter", "shape=round"]), "invalid filter 'shape'");
+    let table = ok(&svc.docker(&["images"]));
+    assert!(table.starts_with("REPOSITORY   TAG") && table.contains("v2"), "{table}");
+
+    // API versions: older ones are served, a newer one is refused as Docker does.
+    assert!(
+        ok(&svc.docker_env(&["ps", "-a", "-q"], &[("DOCKER_API_VERSION", "1.30")])).lines().count()
+            == 3
+    );
+    fails_with(
+        &svc.docker_env(&["ps"], &[("DOCKER_API_VERSION", "1.99")]),
+        "client version 1.99 is too new",
+    );
+
+    // Raw HTTP: ping (GET and HEAD), Docker's headers, JSON errors.
+    let (head, body) = svc.curl(&["http://d/_ping"]);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, "OK");
+    let lower = head.to_ascii_lowercase();
+    for h in ["api-version: 1.41", "ostype: linux", "builder-version: 1", "cache-control: no-cache"]
+    {
+        assert!(lower.contains(h), "{h} missing in {head}");
+    }
+    let (head, body) = svc.curl(&["-I", "http://d/v1.41/_ping"]);
+    assert!(head.starts_with("HTTP/1.1 200") && body.is_empty(), "{head}|{body}");
+    let (head, body) = svc.curl(&["http://d/v1.41/no/such/route"]);
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["message"],
+        "page not found"
+    );
+    let (head, body) = svc.curl(&["http://d/containers/json?filters=%7Bnot-json"]);
+    assert!(head.starts_with("HTTP/1.1 400") && body.contains("invalid filters"), "{head}{body}");
+
+    monitor.kill().unwrap();
+    monitor.wait().unwrap();
+}
+
+#[test]
+fn idle_service_stops_and_removes_its_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("state");
+    let socket = dir.path().join("d.sock");
+    let mut svc = Service::start(&root, &socket, &["--time", "1"]);
+    ok(&svc.docker(&["version"]));
+    // A second service on the same socket is refused while the first one serves.
+    let second = ironpod(&root, &["system", "service", "--socket", socket.to_str().unwrap()]);
+    assert!(!second.status.success());
+    assert!(String::from_utf8_lossy(&second.stderr).contains("in use"), "{second:?}");
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = svc.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t.elapsed() < Duration::from_secs(15), "the idle service did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    assert!(!socket.exists(), "the socket file is removed");
+    // Bad addresses are refused before anything is bound.
+    let bad = ironpod(&root, &["system", "service", "--socket", "tcp://127.0.0.1:2375"]);
+    assert_eq!(bad.status.code(), Some(1), "{bad:?}");
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("is not unix:///"), "{bad:?}");
+}
+
+#[test]
+fn socket_activated_by_systemd() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("activated.sock");
+    let unused = dir.path().join("unused.sock");
+    // systemd's own tool: listens, and on the first connection execs the service with the
+    // socket as descriptor 3 (LISTEN_FDS=1, LISTEN_PID = its pid).
+    let mut activator = Command::new("systemd-socket-activate")
+        .arg("-l")
+        .arg(&socket)
+        .arg(env!("CARGO_BIN_EXE_ironpod"))
+        .arg("--root")
+        .arg(dir.path().join("state"))
+        .args(["system", "service", "--time", "1", "--socket"])
+        .arg(format!("unix://{}", unused.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while !socket.exists() {
+        assert!(t.elapsed() < Duration::from_secs(10), "systemd-socket-activate did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let svc = Service { child: Command::new("true").spawn().unwrap(), socket: socket.clone() };
+    let v = ok(&svc.docker(&["version", "--format", "{{.Server.APIVersion}}"]));
+    assert_eq!(v.trim(), "1.41");
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = activator.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "the activated service did not stop when idle"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    assert!(!unused.exists(), "the passed socket was used, not --socket");
+    assert!(socket.exists(), "systemd's socket is systemd's to remove");
+}

@@ -1,0 +1,154 @@
+//! Docker's `filters` query parameter: a JSON map from a filter's name to its values, in
+//! either shape clients send (`{"label":["a=b"]}` or the older `{"label":{"a=b":true}}`).
+
+use std::collections::BTreeMap;
+
+use crate::error::ApiError;
+
+/// Parsed filters: name → values.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Filters(BTreeMap<String, Vec<String>>);
+
+impl Filters {
+    /// Parses the parameter's JSON (empty or absent: no filters).
+    pub fn parse(raw: Option<&str>) -> Result<Self, ApiError> {
+        let raw = raw.map(str::trim).unwrap_or("");
+        if raw.is_empty() {
+            return Ok(Filters::default());
+        }
+        let bad = |e: String| ApiError::bad_request(format!("invalid filters: {e}"));
+        let v: serde_json::Value = serde_json::from_str(raw).map_err(|e| bad(e.to_string()))?;
+        let obj = v.as_object().ok_or_else(|| bad("not a JSON object".into()))?;
+        let mut out = BTreeMap::new();
+        for (name, values) in obj {
+            let list: Vec<String> = match values {
+                serde_json::Value::Array(a) => a
+                    .iter()
+                    .map(|x| {
+                        x.as_str()
+                            .map(String::from)
+                            .ok_or_else(|| bad(format!("{name}: values must be strings")))
+                    })
+                    .collect::<Result<_, _>>()?,
+                serde_json::Value::Object(m) => m
+                    .iter()
+                    .filter(|(_, on)| on.as_bool().unwrap_or(false))
+                    .map(|(k, _)| k.clone())
+                    .collect(),
+                _ => return Err(bad(format!("{name}: values must be a list or a map"))),
+            };
+            out.insert(name.clone(), list);
+        }
+        Ok(Filters(out))
+    }
+
+    /// Refuses filter names not in `known`, as Docker does.
+    pub fn only(&self, known: &[&str]) -> Result<(), ApiError> {
+        match self.0.keys().find(|k| !known.contains(&k.as_str())) {
+            Some(k) => Err(ApiError::bad_request(format!("invalid filter '{k}'"))),
+            None => Ok(()),
+        }
+    }
+
+    /// The values of one filter (empty when it is not set).
+    pub fn get(&self, name: &str) -> &[String] {
+        self.0.get(name).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// True when filter `name` is unset or `test` holds for any of its values.
+    pub fn any(&self, name: &str, test: impl Fn(&str) -> bool) -> bool {
+        let v = self.get(name);
+        v.is_empty() || v.iter().any(|x| test(x))
+    }
+
+    /// Docker's `label` filter: every value (`KEY` or `KEY=VALUE`) must match `labels`.
+    pub fn labels_match<'a>(
+        &self,
+        name: &str,
+        mut labels: impl FnMut(&str) -> Option<&'a str>,
+    ) -> bool {
+        self.get(name).iter().all(|want| match want.split_once('=') {
+            Some((k, v)) => labels(k) == Some(v),
+            None => labels(want).is_some(),
+        })
+    }
+}
+
+/// Go's `path.Match` for Docker's `reference` filter: `*` and `?` within a path segment,
+/// `[…]` classes are taken literally (no client sends them for references).
+pub fn glob(pattern: &str, name: &str) -> bool {
+    fn go(p: &[u8], n: &[u8]) -> bool {
+        match p.split_first() {
+            None => n.is_empty(),
+            Some((b'*', rest)) => {
+                (0..=n.len()).take_while(|&i| i == 0 || n[i - 1] != b'/').any(|i| go(rest, &n[i..]))
+            }
+            Some((b'?', rest)) => {
+                matches!(n.split_first(), Some((c, nr)) if *c != b'/' && go(rest, nr))
+            }
+            Some((c, rest)) => matches!(n.split_first(), Some((d, nr)) if d == c && go(rest, nr)),
+        }
+    }
+    go(pattern.as_bytes(), name.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_shapes() {
+        let a = Filters::parse(Some(r#"{"label":["a=b","c"],"status":["running"]}"#)).unwrap();
+        let b = Filters::parse(Some(
+            r#"{"label":{"a=b":true,"c":true,"off":false},"status":{"running":true}}"#,
+        ))
+        .unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.get("status"), ["running"]);
+        assert!(a.get("name").is_empty());
+        assert!(a.any("name", |_| false), "an unset filter passes");
+        assert!(a.any("status", |s| s == "running"));
+        assert!(!a.any("status", |s| s == "exited"));
+        assert_eq!(Filters::parse(None).unwrap(), Filters::default());
+        assert_eq!(Filters::parse(Some("")).unwrap(), Filters::default());
+    }
+
+    #[test]
+    fn bad_filters() {
+        for raw in ["[", "[]", "1", r#"{"a":1}"#, r#"{"a":[1]}"#] {
+            let e = Filters::parse(Some(raw)).unwrap_err();
+            assert_eq!(e.status, 400, "{raw}");
+        }
+        let f = Filters::parse(Some(r#"{"nope":["x"]}"#)).unwrap();
+        assert_eq!(f.only(&["label"]).unwrap_err().message, "invalid filter 'nope'");
+    }
+
+    #[test]
+    fn labels() {
+        let f = Filters::parse(Some(r#"{"label":["a=b","c"]}"#)).unwrap();
+        let l = |k: &str| match k {
+            "a" => Some("b"),
+            "c" => Some(""),
+            _ => None,
+        };
+        assert!(f.labels_match("label", l));
+        let l2 = |k: &str| match k {
+            "a" => Some("x"),
+            "c" => Some(""),
+            _ => None,
+        };
+        assert!(!f.labels_match("label", l2));
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob("demo", "demo"));
+        assert!(glob("dem*", "demo"));
+        assert!(glob("*", "demo"));
+        assert!(!glob("*", "library/demo"));
+        assert!(glob("*/demo", "library/demo"));
+        assert!(glob("d?mo:*", "demo:latest"));
+        assert!(!glob("demo", "demo2"));
+        assert!(!glob("", "x"));
+    }
+}

@@ -1,0 +1,86 @@
+//! `ironpod system service`: the Docker Engine API (version 1.41, Docker 20.10's) on a unix
+//! socket, so the real `docker` CLI, docker-compose and docker-py drive ironpod.
+//!
+//! Owns: the socket, HTTP, the API's routes and its JSON shapes (Docker's model types from
+//! `bollard-stubs`). Everything a container or an image *is* stays in the pods library below
+//! (`ironpod-pods`, `ironpod-state`, `ironpod-images`): the service shares the CLI's state
+//! root, so what one front end makes the other sees.
+
+mod containers;
+pub mod error;
+mod filters;
+mod images;
+pub mod listener;
+mod server;
+mod system;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::Router;
+
+pub use error::{ApiError, ServiceError};
+pub use server::API_VERSION;
+
+/// How the service runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// State root (images, pods), the CLI's `--root`.
+    pub root: PathBuf,
+    /// The socket's address (`unix:///PATH`); ignored when systemd passes a socket.
+    pub socket: String,
+    /// Group that may use the socket (default: root only).
+    pub group: Option<String>,
+    /// Stop after this long without an open connection (`None`: run until stopped).
+    pub idle: Option<Duration>,
+}
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    root: Arc<PathBuf>,
+}
+
+/// The routes (unversioned; the server takes `/v1.NN` off the path first).
+fn router(ctx: Ctx) -> Router {
+    Router::new()
+        .route("/_ping", get(system::ping).head(system::ping))
+        .route("/version", get(system::version))
+        .route("/info", get(system::info))
+        .route("/containers/json", get(containers::list))
+        .route("/images/json", get(images::list))
+        .fallback(|| async { ApiError::not_found("page not found") })
+        .with_state(ctx)
+}
+
+/// Runs the service until SIGINT/SIGTERM (or `idle`); returns once it stopped.
+pub fn run(opts: Options) -> Result<(), ServiceError> {
+    let (listener, ours) = match listener::from_systemd() {
+        Some(l) => (l, false),
+        None => {
+            (listener::bind(&listener::parse_address(&opts.socket)?, opts.group.as_deref())?, true)
+        }
+    };
+    listener.set_nonblocking(true).map_err(|e| ServiceError::io("socket", e))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("ironpod-service")
+        .build()
+        .map_err(|e| ServiceError::io("starting the runtime", e))?;
+    let ctx = Ctx { root: Arc::new(opts.root.clone()) };
+    let socket_path = listener.local_addr().ok().and_then(|a| a.as_pathname().map(PathBuf::from));
+    let shown = socket_path.clone();
+    rt.block_on(async move {
+        let l = tokio::net::UnixListener::from_std(listener).map_err(|e| ServiceError::io("socket", e))?;
+        tracing::info!(socket = ?shown, activated = !ours, root = %opts.root.display(), "serving the Docker API {}", API_VERSION);
+        server::serve(l, router(ctx), opts.idle).await;
+        Ok::<_, ServiceError>(())
+    })?;
+    // A socket of our own making goes with us (one systemd passed stays systemd's).
+    if let Some(p) = socket_path.filter(|_| ours) {
+        let _ = std::fs::remove_file(p);
+    }
+    Ok(())
+}
