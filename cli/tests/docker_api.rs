@@ -93,6 +93,18 @@ fn record(root: &Path, image: &str, manifest: &str, name: &str, args: &[&str]) -
     r
 }
 
+/// An image's id (config digest) without `sha256:`, as `ironpod image inspect` says it.
+fn full_id_of(root: &Path, r: &str) -> String {
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&ironpod(root, &["image", "inspect", r]))).unwrap();
+    v[0]["id"].as_str().unwrap()[7..].to_string()
+}
+
+/// Its first 12 hex digits, as Docker shows ids.
+fn id_of_image(root: &Path, r: &str) -> String {
+    full_id_of(root, r)[..12].to_string()
+}
+
 #[test]
 fn docker_cli_lists_what_ironpod_has() {
     let dir = tempfile::tempdir().unwrap();
@@ -186,15 +198,54 @@ fn docker_cli_lists_what_ironpod_has() {
     fails_with(&svc.docker(&["ps", "--filter", "before=nosuch"]), "No such container: nosuch");
     fails_with(&svc.docker(&["ps", "--filter", "name=("]), "invalid filter 'name=('");
 
+    // inspect: containers by name, id and id prefix; images by name and id.
+    let doc: serde_json::Value =
+        serde_json::from_str(&ok(&svc.docker(&["container", "inspect", "done"]))).unwrap();
+    let c = &doc[0];
+    assert_eq!(c["Id"], exited.id.as_str());
+    assert_eq!(c["Name"], "/done");
+    assert_eq!(
+        (c["Path"].as_str(), c["Args"].clone()),
+        (Some("sh"), serde_json::json!(["-c", "exit 3"]))
+    );
+    assert_eq!(c["State"]["Status"], "exited");
+    assert_eq!(c["State"]["ExitCode"], 3);
+    assert_eq!(c["State"]["Running"], false);
+    assert_eq!(c["Config"]["Image"], "demo");
+    assert_eq!(c["Config"]["Labels"]["tier"], "web");
+    assert_eq!(c["HostConfig"]["Runtime"], "ironpod");
+    assert!(c["Image"].as_str().unwrap().starts_with("sha256:"));
+    let fmt = ok(&svc.docker(&[
+        "inspect",
+        "--format",
+        "{{.State.Status}} {{.Name}}",
+        &running.id[..8],
+        "fresh",
+    ]));
+    assert_eq!(fmt.lines().collect::<Vec<_>>(), ["running /busy", "created /fresh"]);
+    fails_with(&svc.docker(&["container", "inspect", "nosuch"]), "No such container: nosuch");
+    let img: serde_json::Value =
+        serde_json::from_str(&ok(&svc.docker(&["image", "inspect", "demo"]))).unwrap();
+    assert_eq!(img[0]["RepoTags"], serde_json::json!(["demo:latest"]));
+    assert_eq!(img[0]["Config"]["Labels"]["tier"], "web");
+    assert_eq!(img[0]["ContainerConfig"]["Labels"]["tier"], "web");
+    assert_eq!(img[0]["Os"], "linux");
+    assert_eq!(img[0]["RootFS"]["Layers"].as_array().map(Vec::len), Some(1));
+    let by_id = ok(&svc.docker(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{.Id}}",
+        &id_of_image(&root, "other:v2"),
+    ]));
+    assert_eq!(by_id.trim(), format!("sha256:{}", full_id_of(&root, "other:v2")));
+    fails_with(&svc.docker(&["image", "inspect", "nosuch"]), "No such image: nosuch");
+    fails_with(&svc.docker(&["inspect", "nosuch"]), "No such object: nosuch");
+
     // images: names, ids, labels, filters.
     let imgs = lines(&svc.docker(&["images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"]));
     assert_eq!(imgs.len(), 2, "{imgs:?}");
-    let id_of = |r: &str| -> String {
-        let v: serde_json::Value =
-            serde_json::from_str(&ok(&ironpod(&root, &["image", "inspect", r]))).unwrap();
-        v[0]["id"].as_str().unwrap()[7..19].to_string()
-    };
-    assert!(imgs.contains(&format!("demo:latest {}", id_of("demo"))), "{imgs:?}");
+    assert!(imgs.contains(&format!("demo:latest {}", id_of_image(&root, "demo"))), "{imgs:?}");
     let refs =
         |f: &str| lines(&svc.docker(&["images", "--format", "{{.Repository}}", "--filter", f]));
     assert_eq!(refs("reference=dem*"), ["demo"]);

@@ -10,6 +10,7 @@ mod containers;
 pub mod error;
 mod filters;
 mod images;
+mod inspect;
 pub mod listener;
 mod server;
 mod system;
@@ -50,9 +51,25 @@ fn router(ctx: Ctx) -> Router {
         .route("/version", get(system::version))
         .route("/info", get(system::info))
         .route("/containers/json", get(containers::list))
+        .route("/containers/{id}/json", get(inspect::container))
         .route("/images/json", get(images::list))
+        .route("/images/{*name}", get(image_route))
         .fallback(|| async { ApiError::not_found("page not found") })
         .with_state(ctx)
+}
+
+/// `GET /images/{name}/json`: image names hold slashes, so the route takes the rest of the
+/// path and wants it to end in `/json`.
+async fn image_route(
+    state: axum::extract::State<Ctx>,
+    axum::extract::Path(rest): axum::extract::Path<String>,
+) -> Result<axum::Json<inspect::ImageDocument>, ApiError> {
+    match rest.strip_suffix("/json") {
+        Some(name) if !name.is_empty() => {
+            inspect::image(state, axum::extract::Path(name.to_string())).await
+        }
+        _ => Err(ApiError::not_found("page not found")),
+    }
 }
 
 /// Runs the service until SIGINT/SIGTERM (or `idle`); returns once it stopped.

@@ -29,6 +29,20 @@ pub struct VolumeMount {
     pub read_only: bool,
 }
 
+impl std::fmt::Display for VolumeMount {
+    /// As `-v` takes it (and Docker's `HostConfig.Binds` shows it): `SOURCE:DEST[:ro]`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.source {
+            Source::Host(p) => write!(f, "{}:{}", p.display(), self.destination)?,
+            Source::Named(n) => write!(f, "{n}:{}", self.destination)?,
+        }
+        if self.read_only {
+            f.write_str(":ro")?;
+        }
+        Ok(())
+    }
+}
+
 /// Most volumes per container.
 pub const MAX_VOLUMES: usize = 64;
 
@@ -204,6 +218,9 @@ mod tests {
         assert_eq!(m.source, Source::Named("cache".into()));
         assert_eq!((m.destination.as_str(), m.read_only), ("/var/cache/app", false));
         assert!(!parse("db:/db:rw").unwrap().read_only);
+        for v in ["/srv/data:/data:ro", "cache:/var/cache/app", "db:/db"] {
+            assert_eq!(parse(v).unwrap().to_string(), v, "shown as given");
+        }
         for bad in [
             "/data",
             "x:/data",
