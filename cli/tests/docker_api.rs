@@ -359,3 +359,54 @@ fn socket_activated_by_systemd() {
     assert!(!unused.exists(), "the passed socket was used, not --socket");
     assert!(socket.exists(), "systemd's socket is systemd's to remove");
 }
+
+#[test]
+fn docker_cli_tags_removes_and_shows_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("state");
+    let tar = tarball(dir.path(), "demo", "hi");
+    ok(&ironpod(&root, &["import", "-c", "CMD [\"sh\"]", tar.to_str().unwrap(), "demo"]));
+    let svc = Service::start(&root, &dir.path().join("d.sock"), &[]);
+
+    ok(&svc.docker(&["tag", "demo", "localhost:5000/team/demo:v9"]));
+    let names = ok(&ironpod(&root, &["images"]));
+    assert!(names.contains("localhost:5000/team/demo") && names.contains("v9"), "{names}");
+    let inspect = ok(&svc.docker(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{.RepoTags}}",
+        "localhost:5000/team/demo:v9",
+    ]));
+    assert_eq!(inspect.trim(), "[demo:latest localhost:5000/team/demo:v9]");
+    fails_with(&svc.docker(&["tag", "nosuch", "x:1"]), "No such image: nosuch");
+    fails_with(&svc.docker(&["tag", "demo", "Bad Name"]), "invalid reference format");
+
+    // history: newest first, the image's id on top.
+    let h = lines(&svc.docker(&[
+        "history",
+        "--no-trunc",
+        "--format",
+        "{{.ID}}|{{.CreatedBy}}|{{.Size}}",
+        "demo",
+    ]));
+    assert!(!h.is_empty(), "{h:?}");
+    assert!(h[0].starts_with(&format!("sha256:{}|", full_id_of(&root, "demo"))), "{h:?}");
+    fails_with(&svc.docker(&["history", "nosuch"]), "No such image: nosuch");
+
+    // rmi of one name only untags; an image a container holds needs -f; the last name goes
+    // with its content.
+    let out = ok(&svc.docker(&["rmi", "localhost:5000/team/demo:v9"]));
+    assert_eq!(out.trim(), "Untagged: localhost:5000/team/demo:v9");
+    let store = ironpod_images::ImageStore::open(&root).unwrap();
+    store.lease("a-container", "demo").unwrap();
+    fails_with(&svc.docker(&["rmi", "demo"]), "must force");
+    let out = ok(&svc.docker(&["rmi", "-f", "demo"]));
+    assert_eq!(out.trim(), "Untagged: demo:latest", "content stays while leased");
+    store.release("a-container").unwrap();
+    ok(&ironpod(&root, &["import", tar.to_str().unwrap(), "again"]));
+    let out = ok(&svc.docker(&["rmi", "again"]));
+    assert!(out.starts_with("Untagged: again:latest\nDeleted: sha256:"), "{out}");
+    fails_with(&svc.docker(&["rmi", "again"]), "No such image: again");
+    assert!(ok(&svc.docker(&["images", "-q"])).trim().is_empty());
+}

@@ -9,6 +9,7 @@
 mod containers;
 pub mod error;
 mod filters;
+mod image_ops;
 mod images;
 mod inspect;
 pub mod listener;
@@ -19,7 +20,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::routing::get;
+use axum::routing::{any, get};
 use axum::Router;
 
 pub use error::{ApiError, ServiceError};
@@ -53,23 +54,9 @@ fn router(ctx: Ctx) -> Router {
         .route("/containers/json", get(containers::list))
         .route("/containers/{id}/json", get(inspect::container))
         .route("/images/json", get(images::list))
-        .route("/images/{*name}", get(image_route))
+        .route("/images/{*rest}", any(image_ops::route))
         .fallback(|| async { ApiError::not_found("page not found") })
         .with_state(ctx)
-}
-
-/// `GET /images/{name}/json`: image names hold slashes, so the route takes the rest of the
-/// path and wants it to end in `/json`.
-async fn image_route(
-    state: axum::extract::State<Ctx>,
-    axum::extract::Path(rest): axum::extract::Path<String>,
-) -> Result<axum::Json<inspect::ImageDocument>, ApiError> {
-    match rest.strip_suffix("/json") {
-        Some(name) if !name.is_empty() => {
-            inspect::image(state, axum::extract::Path(name.to_string())).await
-        }
-        _ => Err(ApiError::not_found("page not found")),
-    }
 }
 
 /// Runs the service until SIGINT/SIGTERM (or `idle`); returns once it stopped.
