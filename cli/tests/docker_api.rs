@@ -410,3 +410,75 @@ fn docker_cli_tags_removes_and_shows_history() {
     fails_with(&svc.docker(&["rmi", "again"]), "No such image: again");
     assert!(ok(&svc.docker(&["images", "-q"])).trim().is_empty());
 }
+
+#[test]
+fn docker_cli_manages_volumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("state");
+    let svc = Service::start(&root, &dir.path().join("d.sock"), &[]);
+
+    let name = ok(&svc.docker(&["volume", "create", "--label", "app=web", "webdata"]));
+    assert_eq!(name.trim(), "webdata");
+    ok(&svc.docker(&["volume", "create", "cache"]));
+    let anon = ok(&svc.docker(&["volume", "create"]));
+    assert_eq!(anon.trim().len(), 64, "an unnamed volume gets a random name: {anon}");
+    // The CLI sees them, and its volumes are the service's.
+    ok(&ironpod(&root, &["volume", "create", "fromcli"]));
+    let ls = lines(&svc.docker(&["volume", "ls", "-q"]));
+    assert_eq!(ls.len(), 4, "{ls:?}");
+    assert!(ok(&ironpod(&root, &["volume", "ls", "-q"])).contains("webdata"));
+
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&svc.docker(&["volume", "inspect", "webdata"]))).unwrap();
+    assert_eq!(v[0]["Labels"]["app"], "web");
+    assert_eq!(v[0]["Driver"], "local");
+    assert_eq!(v[0]["Scope"], "local");
+    let mp = v[0]["Mountpoint"].as_str().unwrap();
+    assert!(Path::new(mp).is_dir() && mp.starts_with(root.to_str().unwrap()), "{mp}");
+    std::fs::write(Path::new(mp).join("f"), vec![7u8; 64 * 1024]).unwrap();
+    fails_with(&svc.docker(&["volume", "inspect", "nosuch"]), "No such volume: nosuch");
+    fails_with(&svc.docker(&["volume", "create", "-d", "nfs", "x"]), "not found");
+    fails_with(&svc.docker(&["volume", "create", "-o", "type=tmpfs", "x"]), "not supported");
+    fails_with(&svc.docker(&["volume", "create", "a/b"]), "invalid volume name");
+
+    // A container (a record: no VM on the host) that mounts "webdata" holds it.
+    let opts = ironpod_pods::spec::RunOptions {
+        volumes: vec![ironpod_volumes::parse("webdata:/data").unwrap()],
+        ..Default::default()
+    };
+    let r = Record::new(
+        &ironpod_ids::new_id().unwrap(),
+        "holder",
+        "demo",
+        "sha256:00",
+        serde_json::to_string(&opts).unwrap(),
+        "{}".into(),
+    );
+    State::open(&root).unwrap().insert(&r).unwrap();
+    let filtered = |f: &str| lines(&svc.docker(&["volume", "ls", "-q", "--filter", f]));
+    assert_eq!(filtered("label=app=web"), ["webdata"]);
+    assert_eq!(filtered("name=cach"), ["cache"]);
+    assert_eq!(filtered("dangling=false"), ["webdata"]);
+    assert_eq!(filtered("dangling=true").len(), 3);
+    fails_with(&svc.docker(&["volume", "ls", "--filter", "size=1"]), "invalid filter 'size'");
+    fails_with(&svc.docker(&["volume", "rm", "webdata"]), "in use");
+
+    let out = ok(&svc.docker(&["volume", "rm", "cache"]));
+    assert_eq!(out.trim(), "cache");
+    fails_with(&svc.docker(&["volume", "rm", "cache"]), "No such volume: cache");
+    ok(&svc.docker(&["volume", "rm", "-f", "cache"]));
+
+    // prune: only unused volumes, label filters honoured.
+    let out = ok(&svc.docker(&["volume", "prune", "-f", "--filter", "label=none=here"]));
+    assert!(out.contains("Total reclaimed space: 0B"), "{out}");
+    let out = ok(&svc.docker(&["volume", "prune", "-f"]));
+    assert!(
+        out.contains("fromcli") && out.contains(anon.trim()) && !out.contains("webdata"),
+        "{out}"
+    );
+    assert_eq!(lines(&svc.docker(&["volume", "ls", "-q"])), ["webdata"]);
+    State::open(&root).unwrap().delete(&r.id).unwrap();
+    let out = ok(&svc.docker(&["volume", "prune", "-f"]));
+    assert!(out.contains("webdata") && out.contains("Total reclaimed space: 6"), "{out}");
+    assert!(!Path::new(mp).exists());
+}

@@ -6,6 +6,7 @@
 //! (`ironpod-pods`, `ironpod-state`, `ironpod-images`): the service shares the CLI's state
 //! root, so what one front end makes the other sees.
 
+mod body;
 mod containers;
 pub mod error;
 mod filters;
@@ -15,12 +16,13 @@ mod inspect;
 pub mod listener;
 mod server;
 mod system;
+mod volumes;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::routing::{any, get};
+use axum::routing::{any, get, post};
 use axum::Router;
 
 pub use error::{ApiError, ServiceError};
@@ -55,6 +57,10 @@ fn router(ctx: Ctx) -> Router {
         .route("/containers/{id}/json", get(inspect::container))
         .route("/images/json", get(images::list))
         .route("/images/{*rest}", any(image_ops::route))
+        .route("/volumes", get(volumes::list))
+        .route("/volumes/create", post(volumes::create))
+        .route("/volumes/prune", post(volumes::prune))
+        .route("/volumes/{name}", get(volumes::inspect).delete(volumes::delete))
         .fallback(|| async { ApiError::not_found("page not found") })
         .with_state(ctx)
 }

@@ -24,4 +24,4 @@ pub use mounts::{
     inspect_mounts, parse, parse_all, resolve, share_entry, spec_mounts, HostDir, Source,
     VolumeMount, MAX_VOLUMES,
 };
-pub use store::{valid_name, VolumeStore};
+pub use store::{valid_name, Volume, VolumeStore};

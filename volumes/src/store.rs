@@ -2,6 +2,7 @@
 //! them. A volume appears whole or not at all (made under a temporary name, then renamed)
 //! and disappears the same way.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -29,7 +30,13 @@ pub struct Volume {
     pub mountpoint: PathBuf,
     /// RFC 3339.
     pub created_at: String,
+    /// Labels given when it was made (`labels.json` beside `_data`).
+    pub labels: BTreeMap<String, String>,
 }
+
+/// Most labels a volume keeps, and their total size in bytes.
+const MAX_LABELS: usize = 256;
+const MAX_LABEL_BYTES: usize = 64 * 1024;
 
 /// The named volumes under a state root.
 pub struct VolumeStore {
@@ -64,12 +71,31 @@ impl VolumeStore {
             driver: "local".into(),
             mountpoint: data,
             created_at: created_at.trim().to_string(),
+            labels: fs::read(base.join("labels.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default(),
         })
     }
 
     /// Makes volume `name` unless it exists (as `docker volume create` does); returns it.
     pub fn create(&self, name: &str) -> Result<Volume, VolumeError> {
+        self.create_with_labels(name, &BTreeMap::new())
+    }
+
+    /// [`VolumeStore::create`] with labels (kept only when the volume is new, as Docker).
+    pub fn create_with_labels(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Volume, VolumeError> {
         Self::check(name)?;
+        let label_bytes: usize = labels.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if labels.len() > MAX_LABELS || label_bytes > MAX_LABEL_BYTES {
+            return Err(VolumeError::Invalid(format!(
+                "too many labels: at most {MAX_LABELS} of {MAX_LABEL_BYTES} bytes in all"
+            )));
+        }
         if let Some(v) = self.read(name) {
             return Ok(v);
         }
@@ -86,6 +112,9 @@ impl VolumeStore {
             fs::create_dir(&tmp)?;
             fs::create_dir(tmp.join("_data"))?;
             fs::write(tmp.join("created"), ironpod_images::time::now_rfc3339())?;
+            if !labels.is_empty() {
+                fs::write(tmp.join("labels.json"), serde_json::to_vec(labels)?)?;
+            }
             fs::File::open(&tmp)?.sync_all()
         })();
         if let Err(e) = made {
@@ -151,6 +180,22 @@ impl VolumeStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labels_are_kept() {
+        let root = tempfile::tempdir().unwrap();
+        let s = VolumeStore::new(root.path());
+        let labels = BTreeMap::from([("com.example.app".to_string(), "web".to_string())]);
+        assert_eq!(s.create_with_labels("lab", &labels).unwrap().labels, labels);
+        assert_eq!(s.get("lab").unwrap().labels, labels);
+        // An existing volume keeps its labels.
+        assert_eq!(s.create_with_labels("lab", &BTreeMap::new()).unwrap().labels, labels);
+        assert!(s.create("plain").unwrap().labels.is_empty());
+        let many: BTreeMap<String, String> =
+            (0..300).map(|i| (format!("k{i}"), String::new())).collect();
+        assert!(matches!(s.create_with_labels("many", &many), Err(VolumeError::Invalid(_))));
+        assert!(matches!(s.get("many"), Err(VolumeError::NotFound(_))));
+    }
 
     #[test]
     fn create_list_remove() {
