@@ -29,11 +29,7 @@ pub(crate) fn is_running(r: &Record) -> bool {
 
 /// A session with a running container's agent.
 pub fn agent(r: &Record) -> Result<AgentClient, Failure> {
-    let uds =
-        r.vsock.as_deref().filter(|_| is_running(r)).ok_or_else(|| {
-            Failure::Runtime(format!("container {} is not running", short(&r.id)))
-        })?;
-    AgentClient::open(Path::new(uds), Duration::from_secs(30)).map_err(rt)
+    ironpod_pods::lifecycle::agent(r).map_err(rt)
 }
 
 /// The first 12 characters of an id.

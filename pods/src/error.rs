@@ -30,6 +30,12 @@ pub enum PodError {
     /// The pod monitor failed.
     #[error("{0}")]
     Monitor(String),
+    /// The container does not run (what was asked needs it running).
+    #[error("container {0} is not running")]
+    NotRunning(String),
+    /// The guest's agent could not be reached or refused.
+    #[error("agent: {0}")]
+    Agent(String),
     /// The program could not be started (Docker's exit code: 126 or 127).
     #[error("{message}")]
     Start {

@@ -20,6 +20,7 @@ pub mod disks;
 pub mod error;
 pub mod jail;
 pub mod launch;
+pub mod lifecycle;
 pub mod logs;
 pub mod monitor;
 pub mod monitor_handle;

@@ -1,0 +1,191 @@
+//! Starting a created container, and signalling, stopping and waiting for running ones: what
+//! every front end (the CLI, the Docker API service) does to a container after it exists.
+
+use std::path::Path;
+use std::time::Duration;
+
+use ironpod_images::ImageStore;
+use ironpod_protocol::ProcessRef;
+use ironpod_state::{status, Record, State};
+
+use crate::agent_client::AgentClient;
+use crate::error::PodError;
+use crate::launch::{pod_shape, Launch, Prepared};
+use crate::monitor_handle::MonitorHandle;
+use crate::paths::writable_disk;
+use crate::pod;
+use crate::spec::RunOptions;
+
+/// Parses a signal name or number (`TERM`, `SIGTERM`, `15`).
+pub fn parse_signal(s: &str) -> Result<i32, String> {
+    if let Ok(n) = s.parse::<i32>() {
+        return if (1..=64).contains(&n) { Ok(n) } else { Err(format!("invalid signal {s:?}")) };
+    }
+    let up = s.to_ascii_uppercase();
+    let name = up.strip_prefix("SIG").unwrap_or(&up);
+    let n = match name {
+        "HUP" => libc::SIGHUP,
+        "INT" => libc::SIGINT,
+        "QUIT" => libc::SIGQUIT,
+        "ILL" => libc::SIGILL,
+        "TRAP" => libc::SIGTRAP,
+        "ABRT" | "IOT" => libc::SIGABRT,
+        "BUS" => libc::SIGBUS,
+        "FPE" => libc::SIGFPE,
+        "KILL" => libc::SIGKILL,
+        "USR1" => libc::SIGUSR1,
+        "SEGV" => libc::SIGSEGV,
+        "USR2" => libc::SIGUSR2,
+        "PIPE" => libc::SIGPIPE,
+        "ALRM" => libc::SIGALRM,
+        "TERM" => libc::SIGTERM,
+        "STKFLT" => libc::SIGSTKFLT,
+        "CHLD" => libc::SIGCHLD,
+        "CONT" => libc::SIGCONT,
+        "STOP" => libc::SIGSTOP,
+        "TSTP" => libc::SIGTSTP,
+        "TTIN" => libc::SIGTTIN,
+        "TTOU" => libc::SIGTTOU,
+        "URG" => libc::SIGURG,
+        "XCPU" => libc::SIGXCPU,
+        "XFSZ" => libc::SIGXFSZ,
+        "VTALRM" => libc::SIGVTALRM,
+        "PROF" => libc::SIGPROF,
+        "WINCH" => libc::SIGWINCH,
+        "IO" | "POLL" => libc::SIGIO,
+        "PWR" => libc::SIGPWR,
+        "SYS" => libc::SIGSYS,
+        _ => return Err(format!("invalid signal {s:?}")),
+    };
+    Ok(n)
+}
+
+/// Whether the container's pod runs (or is starting: created with a monitor).
+pub fn is_live(r: &Record) -> bool {
+    r.status == status::RUNNING || (r.status == status::CREATED && r.monitor_pid.is_some())
+}
+
+/// A session with a running container's agent.
+pub fn agent(r: &Record) -> Result<AgentClient, PodError> {
+    let uds = r
+        .vsock
+        .as_deref()
+        .filter(|_| r.status == status::RUNNING)
+        .ok_or_else(|| PodError::NotRunning(r.id.chars().take(12).collect()))?;
+    AgentClient::open(Path::new(uds), Duration::from_secs(30))
+        .map_err(|e| PodError::Agent(e.to_string()))
+}
+
+/// Sends `signal` to the container's init process.
+pub fn kill(r: &Record, signal: i32) -> Result<(), PodError> {
+    agent(r)?
+        .signal(&ProcessRef::init(&r.id), signal, false)
+        .map_err(|e| PodError::Agent(e.to_string()))
+}
+
+/// The image's stop signal (`STOPSIGNAL`), else SIGTERM.
+pub fn stop_signal(root: &Path, r: &Record) -> i32 {
+    let Ok(store) = ImageStore::open(root) else { return libc::SIGTERM };
+    let Ok(d) = pod::image_digest(r) else { return libc::SIGTERM };
+    store
+        .config_of(&d)
+        .ok()
+        .and_then(|c| c.config().clone())
+        .and_then(|c| c.stop_signal().clone())
+        .and_then(|s| parse_signal(&s).ok())
+        .unwrap_or(libc::SIGTERM)
+}
+
+/// Stops a running container: its stop signal, then SIGKILL after `timeout`. A container
+/// that does not run is left as it is.
+pub fn stop(root: &Path, r: &Record, timeout: Duration) -> Result<(), PodError> {
+    if r.status != status::RUNNING {
+        return Ok(());
+    }
+    let mut a = agent(r)?;
+    let init = ProcessRef::init(&r.id);
+    let _ = a.signal(&init, stop_signal(root, r), false);
+    let after = pod::wait_exited(root, &r.id, Some(timeout))?;
+    if after.status == status::RUNNING {
+        let _ = a.signal(&init, libc::SIGKILL, true);
+        let after = pod::wait_exited(root, &r.id, Some(Duration::from_secs(30)))?;
+        if after.status == status::RUNNING {
+            return Err(PodError::Monitor(format!(
+                "container {} did not stop",
+                r.id.chars().take(12).collect::<String>()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Starts a container that was created without a pod (Docker's create, then start): its
+/// monitor boots the VM from the disks made at create time and runs the recorded spec.
+/// `wait_attach`: the program starts only once a client attached to the monitor.
+pub fn start(root: &Path, r: &Record, wait_attach: bool) -> Result<(), PodError> {
+    if r.status != status::CREATED || r.monitor_pid.is_some() {
+        return Err(PodError::State2(format!(
+            "container {} was started already",
+            r.id.chars().take(12).collect::<String>()
+        )));
+    }
+    let options: RunOptions = serde_json::from_str(&r.options)
+        .map_err(|e| PodError::State2(format!("container {}: run options: {e}", r.id)))?;
+    let spec = serde_json::from_str(&r.spec)
+        .map_err(|e| PodError::State2(format!("container {}: spec: {e}", r.id)))?;
+    let store = ImageStore::open(root)?;
+    let digest = pod::image_digest(r)?;
+    let layers = store.layer_disks_of(&digest)?;
+    let volumes = ironpod_volumes::resolve(root, &options.volumes)
+        .map_err(|e| PodError::State2(e.to_string()))?;
+    let mut shape = pod_shape(&options, volumes);
+    if shape.template && !shape.volumes.is_empty() {
+        // A template with a share has a layer slot fewer (as `run` decides).
+        shape.template = shape.template_fits(layers.len());
+    }
+    drop(store);
+    let mut monitor = MonitorHandle::spawn(root, &r.id, &shape, wait_attach)?;
+    monitor.boot(&Launch { layers, writable: writable_disk(root, &r.id) })?;
+    monitor.launch(&Prepared { options, spec })
+}
+
+/// Waits until the container no longer runs; returns its record then.
+pub fn wait(root: &Path, id: &str, timeout: Option<Duration>) -> Result<Record, PodError> {
+    pod::wait_exited(root, id, timeout)
+}
+
+/// The record of `key` (name, id or id prefix), brought up to date.
+pub fn find(root: &Path, key: &str) -> Result<Record, PodError> {
+    let state = State::open(root)?;
+    let r = state.find(key)?;
+    pod::reconcile(&state, r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals() {
+        assert_eq!(parse_signal("TERM"), Ok(15));
+        assert_eq!(parse_signal("sigkill"), Ok(9));
+        assert_eq!(parse_signal("SIGUSR1"), Ok(10));
+        assert_eq!(parse_signal("10"), Ok(10));
+        assert!(parse_signal("0").is_err());
+        assert!(parse_signal("65").is_err());
+        assert!(parse_signal("NOPE").is_err());
+    }
+
+    #[test]
+    fn starting_needs_a_created_container() {
+        let d = tempfile::tempdir().unwrap();
+        let mut r = Record::new("a", "n", "demo", "sha256:00", "{}".into(), "{}".into());
+        r.status = status::EXITED.into();
+        assert!(matches!(start(d.path(), &r, false), Err(PodError::State2(_))));
+        r.status = status::CREATED.into();
+        r.monitor_pid = Some(1);
+        assert!(matches!(start(d.path(), &r, false), Err(PodError::State2(_))));
+        assert!(is_live(&r));
+        assert!(matches!(kill(&r, 9), Err(PodError::NotRunning(_))));
+    }
+}
