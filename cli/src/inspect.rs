@@ -48,6 +48,7 @@ pub fn inspect(root: &Path, containers: &[String]) -> Result<i32, Failure> {
                         "User": opts["user"],
                         "Tty": opts["tty"],
                         "OpenStdin": opts["interactive"],
+                        "Labels": opts["labels"],
                     },
                     "HostConfig": {
                         "AutoRemove": r.auto_remove,

@@ -115,6 +115,9 @@ pub struct RunArgs {
     /// max-file=N (files kept, default 5).
     #[arg(long = "log-opt", value_name = "KEY=VALUE")]
     log_opt: Vec<String>,
+    /// Set a label on the container (KEY=VALUE, or KEY for an empty value); repeatable.
+    #[arg(short = 'l', long = "label", value_name = "KEY=VALUE")]
+    label: Vec<String>,
     /// When to pull the image.
     #[arg(long, value_enum, default_value = "missing")]
     pull: PullPolicy,
@@ -173,45 +176,12 @@ pub fn ensure_image(store: &ImageStore, image: &str, policy: PullPolicy) -> Resu
     }
 }
 
-/// Checks the network flags before anything starts: the network exists, ports parse,
-/// `--dns` and `--add-host` values are addresses.
+/// Parses `-p` values into the options, then checks them all before anything starts.
 fn check_network(root: &Path, mut o: RunOptions, publish: &[String]) -> Result<RunOptions, String> {
-    use ironpod_net::{self as network, NetworkStore};
-    match o.network.as_deref() {
-        Some("host") => {
-            return Err("--network host is not supported: a pod runs in its own VM and cannot \
-                        share the host's network stack (publish ports with -p instead)"
-                .into())
-        }
-        Some(n) if n.starts_with("container:") => {
-            return Err("--network container:… is not supported: run the containers in one pod \
-                        (the containerd shim does)"
-                .into())
-        }
-        _ => {}
-    }
-    match o.network_name() {
-        Some(name) => {
-            let store = NetworkStore::open(root).map_err(|e| e.to_string())?;
-            let net = store.find(name).map_err(|e| e.to_string())?;
-            o.network = Some(net.name);
-        }
-        None if !publish.is_empty() => {
-            return Err("a pod without a network (--network none) cannot publish ports".into())
-        }
-        None => {}
-    }
     for p in publish {
-        o.publish.extend(network::parse_publish(p).map_err(|e| e.to_string())?);
+        o.publish.extend(ironpod_net::parse_publish(p).map_err(|e| e.to_string())?);
     }
-    for d in &o.dns {
-        d.parse::<std::net::IpAddr>()
-            .map_err(|_| format!("invalid --dns {d:?}: not an IP address"))?;
-    }
-    for h in &o.add_host {
-        network::files::parse_add_host(h)?;
-    }
-    Ok(o)
+    ironpod_pods::lifecycle::check_options(root, o)
 }
 
 /// `ironpod run`.
@@ -244,13 +214,15 @@ pub fn run(root: &Path, a: RunArgs) -> Result<i32, Failure> {
         volumes: ironpod_volumes::parse_all(&a.volume).map_err(|e| rt(e.to_string()))?,
         storage_opt: a.storage_opt.clone(),
         log_opt: a.log_opt.clone(),
+        labels: a
+            .label
+            .iter()
+            .map(|l| match l.split_once('=') {
+                Some((k, v)) => (k.to_string(), v.to_string()),
+                None => (l.clone(), String::new()),
+            })
+            .collect(),
     };
-    ironpod_pods::logs::LogLimits::parse(&opts.log_opt).map_err(rt)?;
-    opts.writable_disk_bytes().map_err(|e| rt(e.to_string()))?;
-    // Bad mount flags are refused before anything starts.
-    for t in &opts.tmpfs {
-        ironpod_pods::spec::tmpfs_mount(t).map_err(|e| rt(e.to_string()))?;
-    }
     let opts = check_network(root, opts, &a.publish).map_err(rt)?;
     // The monitor process starts while the image is looked up and the disks are prepared;
     // it boots the VM as soon as they are, while the spec and the record are made.

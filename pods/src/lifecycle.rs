@@ -60,6 +60,49 @@ pub fn parse_signal(s: &str) -> Result<i32, String> {
     Ok(n)
 }
 
+/// Checks run options before anything starts (the network exists and its name is made
+/// canonical; ports only with a network; `--dns`, `--add-host`, `--tmpfs`, `--log-opt` and
+/// `--storage-opt` values parse), as every front end must.
+pub fn check_options(root: &Path, mut o: RunOptions) -> Result<RunOptions, String> {
+    crate::logs::LogLimits::parse(&o.log_opt)?;
+    o.writable_disk_bytes().map_err(|e| e.to_string())?;
+    for t in &o.tmpfs {
+        crate::spec::tmpfs_mount(t).map_err(|e| e.to_string())?;
+    }
+    match o.network.as_deref() {
+        Some("host") => {
+            return Err("--network host is not supported: a pod runs in its own VM and cannot \
+                        share the host's network stack (publish ports with -p instead)"
+                .into())
+        }
+        Some(n) if n.starts_with("container:") => {
+            return Err("--network container:… is not supported: run the containers in one pod \
+                        (the containerd shim does)"
+                .into())
+        }
+        _ => {}
+    }
+    match o.network_name() {
+        Some(name) => {
+            let store = ironpod_net::NetworkStore::open(root).map_err(|e| e.to_string())?;
+            let net = store.find(name).map_err(|e| e.to_string())?;
+            o.network = Some(net.name);
+        }
+        None if !o.publish.is_empty() => {
+            return Err("a pod without a network (--network none) cannot publish ports".into())
+        }
+        None => {}
+    }
+    for d in &o.dns {
+        d.parse::<std::net::IpAddr>()
+            .map_err(|_| format!("invalid --dns {d:?}: not an IP address"))?;
+    }
+    for h in &o.add_host {
+        ironpod_net::files::parse_add_host(h)?;
+    }
+    Ok(o)
+}
+
 /// Whether the container's pod runs (or is starting: created with a monitor).
 pub fn is_live(r: &Record) -> bool {
     r.status == status::RUNNING || (r.status == status::CREATED && r.monitor_pid.is_some())

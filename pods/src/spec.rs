@@ -81,6 +81,9 @@ pub struct RunOptions {
     /// `--log-opt KEY=VALUE` entries (`max-size`, `max-file`; see [`crate::logs::LogLimits`]).
     #[serde(default)]
     pub log_opt: Vec<String>,
+    /// `--label KEY=VALUE`: the container's labels (over its image's).
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 impl RunOptions {

@@ -78,9 +78,11 @@ fn state_of(r: &Record) -> ContainerSummaryStateEnum {
     }
 }
 
-/// A container's labels: its image's, overlaid with its own (none can be set yet).
-fn labels_of(r: &Record, images: &ImageIndex) -> HashMap<String, String> {
-    images.by_manifest(&r.image_digest).map(|i| i.labels.clone()).unwrap_or_default()
+/// A container's labels: its image's, overlaid with its own.
+pub fn labels_of(r: &Record, images: &ImageIndex) -> HashMap<String, String> {
+    let mut l = images.by_manifest(&r.image_digest).map(|i| i.labels.clone()).unwrap_or_default();
+    l.extend(options_of(r).labels);
+    l
 }
 
 fn options_of(r: &Record) -> RunOptions {

@@ -105,6 +105,16 @@ pub struct ImageSummary141 {
     virtual_size: i64,
 }
 
+/// A reference as Docker names it in messages: with `:latest` when it has no tag or digest.
+pub fn with_tag(reference: &str) -> String {
+    let last = reference.rsplit('/').next().unwrap_or(reference);
+    if last.contains(':') || last.contains('@') {
+        reference.to_string()
+    } else {
+        format!("{reference}:latest")
+    }
+}
+
 /// `repo` of `repo:tag`.
 fn repository(name: &str) -> &str {
     match name.rsplit_once(':') {
@@ -225,5 +235,8 @@ mod tests {
         assert!(!reference_matches("x", &names));
         assert_eq!(repository("localhost:5000/a:b"), "localhost:5000/a");
         assert_eq!(repository("localhost:5000/a"), "localhost:5000/a");
+        assert_eq!(with_tag("demo"), "demo:latest");
+        assert_eq!(with_tag("localhost:5000/a"), "localhost:5000/a:latest");
+        assert_eq!(with_tag("a:v1"), "a:v1");
     }
 }

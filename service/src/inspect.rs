@@ -76,6 +76,24 @@ fn ports_of(n: Option<&PodNetwork>) -> PortMap {
     ports
 }
 
+/// The ports the container asked to publish (host port 0: one picked at start).
+fn requested_ports(o: &RunOptions) -> PortMap {
+    let mut ports = PortMap::new();
+    for p in &o.publish {
+        let e = ports
+            .entry(format!("{}/{}", p.pod_port, p.protocol))
+            .or_insert_with(|| Some(Vec::new()));
+        if let Some(list) = e {
+            let host_port = if p.host_port == 0 { String::new() } else { p.host_port.to_string() };
+            list.push(PortBinding {
+                host_ip: Some(p.host_ip.to_string()),
+                host_port: Some(host_port),
+            });
+        }
+    }
+    ports
+}
+
 fn network_of(r: &Record, n: Option<&PodNetwork>) -> NetworkSettings {
     let mut networks = HashMap::new();
     if let Some(n) = n {
@@ -171,6 +189,7 @@ pub fn container_document(
             }),
             storage_opt: Some(key_values(&o.storage_opt)),
             runtime: Some("ironpod".into()),
+            port_bindings: Some(requested_ports(&o)),
             ..Default::default()
         }),
         graph_driver: Some(DriverData {
@@ -196,7 +215,7 @@ pub fn container_document(
             image: Some(r.image.clone()),
             working_dir: Some(spec["process"]["cwd"].as_str().unwrap_or("/").to_string()),
             entrypoint,
-            labels: Some(image.map(|i| i.labels.clone()).unwrap_or_default()),
+            labels: Some(crate::containers::labels_of(r, images)),
             ..Default::default()
         }),
         network_settings: Some(network_of(r, net.as_ref())),

@@ -7,7 +7,9 @@
 //! root, so what one front end makes the other sees.
 
 mod body;
+mod container_ops;
 mod containers;
+mod create;
 pub mod error;
 mod filters;
 mod image_ops;
@@ -54,7 +56,14 @@ fn router(ctx: Ctx) -> Router {
         .route("/version", get(system::version))
         .route("/info", get(system::info))
         .route("/containers/json", get(containers::list))
+        .route("/containers/create", post(create::create))
         .route("/containers/{id}/json", get(inspect::container))
+        .route("/containers/{id}/start", post(container_ops::start))
+        .route("/containers/{id}/stop", post(container_ops::stop))
+        .route("/containers/{id}/kill", post(container_ops::kill))
+        .route("/containers/{id}/wait", post(container_ops::wait))
+        .route("/containers/{id}/logs", get(container_ops::logs))
+        .route("/containers/{id}", axum::routing::delete(container_ops::delete))
         .route("/images/json", get(images::list))
         .route("/images/{*rest}", any(image_ops::route))
         .route("/volumes", get(volumes::list))

@@ -1,0 +1,176 @@
+//! `ironpod system service` driven by Debian's docker 20.10 CLI with real pods: run -d,
+//! logs, inspect, stop, wait, kill, rm (-f), create + start, auto-removal, and containers
+//! made by one front end seen and handled by the other. Every pod boots a real guest.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use ironpod_tests::{bin, require_linux_kvm, text, TestRoot};
+
+const DOCKER_CLI: &str = "/var/cache/ironpod/docker-cli/docker";
+
+struct Service {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl Service {
+    fn start(root: &TestRoot) -> Service {
+        let socket = root.path().join("docker.sock");
+        let child = Command::new(bin("ironpod"))
+            .env("IRONPOD_ROOT", root.path())
+            .args(["system", "service", "--socket"])
+            .arg(format!("unix://{}", socket.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let t = Instant::now();
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            assert!(t.elapsed() < Duration::from_secs(30), "the service did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Service { child, socket }
+    }
+
+    fn docker(&self, args: &[&str]) -> Output {
+        assert!(
+            Path::new(DOCKER_CLI).is_file(),
+            "{DOCKER_CLI} is missing: `cargo xtask test` installs it"
+        );
+        Command::new(DOCKER_CLI)
+            .arg("-H")
+            .arg(format!("unix://{}", self.socket.display()))
+            .args(args)
+            .env("DOCKER_CONFIG", self.socket.parent().unwrap().join("docker-config"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.docker(args);
+        assert!(o.status.success(), "docker {args:?}: {}{}", text(&o.stdout), text(&o.stderr));
+        text(&o.stdout)
+    }
+
+    fn fails(&self, args: &[&str], want: &str) {
+        let o = self.docker(args);
+        assert!(
+            !o.status.success() && text(&o.stderr).contains(want),
+            "docker {args:?}: want {want:?}, got {o:?}"
+        );
+    }
+
+    /// Polls `docker ARGS` until its output satisfies `done`.
+    fn until(&self, args: &[&str], done: impl Fn(&str) -> bool) -> String {
+        let t = Instant::now();
+        loop {
+            let out = self.ok(args);
+            if done(&out) {
+                return out;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "docker {args:?} never satisfied: {out}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn docker_cli_runs_and_ends_pods() {
+    let _w = require_linux_kvm();
+    let root = TestRoot::with_demo();
+    let svc = Service::start(&root);
+
+    // run -d: create + start; logs keep stdout and stderr apart.
+    let id = svc.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "-l",
+        "app=web",
+        "-e",
+        "GREETING=hi",
+        "demo",
+        "sh",
+        "-c",
+        "echo $GREETING; echo err >&2; exec sleep 300",
+    ]);
+    let id = id.trim().to_string();
+    assert_eq!(id.len(), 64, "{id}");
+    let state = svc.ok(&[
+        "inspect",
+        "-f",
+        "{{.State.Status}} {{.State.Running}} {{.Config.Labels.app}}",
+        "web",
+    ]);
+    assert_eq!(state.trim(), "running true web");
+    let ps = svc.ok(&["ps", "--format", "{{.Names}} {{.Status}}"]);
+    assert!(ps.trim().starts_with("web Up "), "{ps}");
+    // The CLI sees the service's container.
+    assert!(root.ok(&["ps"]).contains(&id[..12]));
+    svc.until(&["logs", "web"], |o| o == "hi\n");
+    let err = svc.docker(&["logs", "web"]);
+    assert_eq!(text(&err.stderr), "err\n");
+    let ts = svc.ok(&["logs", "-t", "--tail", "2", "web"]); // the last two: hi, err
+    assert!(ts.ends_with("Z hi\n") && ts.starts_with("20"), "{ts}");
+    svc.fails(&["rm", "web"], "cannot remove a running container");
+    // Starting a running container changes nothing (304, as Docker).
+    assert_eq!(svc.ok(&["start", "web"]).trim(), "web");
+
+    // stop: the stop signal, then SIGKILL (sleep is PID 1, sh exec'd it, and PID 1 ignores
+    // SIGTERM without a handler) → 137.
+    assert_eq!(svc.ok(&["stop", "-t", "1", "web"]).trim(), "web");
+    assert_eq!(svc.ok(&["wait", "web"]).trim(), "137");
+    let st = svc.ok(&["inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", "web"]);
+    assert_eq!(st.trim(), "exited 137");
+    svc.fails(&["kill", "web"], "is not running");
+    assert_eq!(svc.ok(&["rm", "web"]).trim(), "web");
+    svc.fails(&["inspect", "web"], "No such object: web");
+    assert!(!root.ok(&["ps", "-a"]).contains(&id[..12]));
+
+    // create, then start, then wait: the exit code comes through.
+    svc.ok(&["create", "--name", "once", "demo", "sh", "-c", "echo made; exit 3"]);
+    assert_eq!(svc.ok(&["inspect", "-f", "{{.State.Status}}", "once"]).trim(), "created");
+    svc.ok(&["start", "once"]);
+    assert_eq!(svc.ok(&["wait", "once"]).trim(), "3");
+    assert_eq!(svc.ok(&["logs", "once"]), "made\n");
+    svc.fails(&["start", "once"], "not supported yet");
+
+    // kill with a signal; rm -f of a running pod; --rm removes itself.
+    svc.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "k",
+        "demo",
+        "sh",
+        "-c",
+        "trap 'exit 5' USR1; sleep 300 & wait",
+    ]);
+    svc.until(&["inspect", "-f", "{{.State.Status}}", "k"], |o| o.trim() == "running");
+    std::thread::sleep(Duration::from_millis(500)); // the trap is set
+    svc.ok(&["kill", "-s", "USR1", "k"]);
+    assert_eq!(svc.ok(&["wait", "k"]).trim(), "5");
+    svc.ok(&["run", "-d", "--rm", "--name", "gone", "demo", "true"]);
+    svc.until(&["ps", "-a", "--format", "{{.Names}}"], |o| !o.lines().any(|l| l == "gone"));
+    root.ok(&["run", "-d", "--name", "fromcli", "demo", "sleep", "300"]);
+    let ps = svc.ok(&["ps", "--format", "{{.Names}}"]);
+    assert_eq!(ps.trim(), "fromcli", "the service sees the CLI's container");
+    svc.ok(&["rm", "-f", "fromcli"]);
+    svc.ok(&["rm", "once", "k"]);
+    assert!(svc.ok(&["ps", "-aq"]).trim().is_empty());
+    assert!(root.ok(&["ps", "-aq"]).trim().is_empty());
+}
