@@ -15,6 +15,7 @@ use ironpod_pods::PodError;
 use ironpod_state::{status, Record};
 use serde::Deserialize;
 
+use crate::attach::Exits;
 use crate::containers::truthy;
 use crate::error::{blocking, ApiError, ApiResult};
 use crate::inspect::find;
@@ -36,6 +37,7 @@ fn pod_error(e: PodError) -> ApiError {
 /// `POST /containers/{id}/start`: 204; 304 when it runs already.
 pub async fn start(State(ctx): State<Ctx>, UrlPath(id): UrlPath<String>) -> ApiResult<StatusCode> {
     let root = ctx.root.clone();
+    let waiting = ctx.waiting.clone();
     blocking(move || {
         let r = find(&root, &id)?;
         if lifecycle::is_live(&r) {
@@ -46,7 +48,8 @@ pub async fn start(State(ctx): State<Ctx>, UrlPath(id): UrlPath<String>) -> ApiR
                 "container {id} has exited: starting a stopped container again is not supported yet (create a new one)"
             )));
         }
-        lifecycle::start(&root, &r, false).map_err(pod_error)?;
+        // An attach waiting for this start gets all of the output: the program waits for it.
+        lifecycle::start(&root, &r, waiting.any(&r.id)).map_err(pod_error)?;
         Ok(StatusCode::NO_CONTENT)
     })
     .await
@@ -162,33 +165,56 @@ enum Condition {
     Removed,
 }
 
-/// One look at the container: `Some(code)` when the wait is over.
-fn waited(
+/// One look at the container (blocking): `Some(code)` when the wait is over. A started
+/// container's end is learned from its monitor (its exit report, sent before a removal), so
+/// one removed on exit still tells its code; one that ended unseen reports Docker's -1.
+fn step(
     root: &std::path::Path,
-    id: &str,
-    cond: Condition,
+    exits: &Exits,
     first: &Record,
-    seen: &mut Option<i64>,
+    cond: Condition,
+    code: &mut Option<i64>,
 ) -> Result<Option<i64>, ApiError> {
+    let id = &first.id;
     let r = match lifecycle::find(root, id) {
         Ok(r) => r,
         Err(PodError::State(ironpod_state::StateError::NotFound(_))) => {
-            // Removed: the last exit code seen, or Docker's -1 for one never seen.
-            return Ok(Some(seen.unwrap_or(-1)));
+            // Removed. An attach may still be reading the exit report: a moment for it.
+            for _ in 0..20 {
+                if let Some(c) = code.or_else(|| exits.get(id)) {
+                    return Ok(Some(c));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            return Ok(Some(-1));
         }
         Err(e) => return Err(ApiError::internal(e)),
     };
-    let exited = r.status == status::EXITED;
-    if exited {
-        *seen = Some(r.exit_code.unwrap_or(-1).into());
+    if r.status == status::EXITED {
+        *code = Some(r.exit_code.unwrap_or(-1).into());
     }
-    Ok(match cond {
-        Condition::NotRunning if !lifecycle::is_live(&r) => Some(r.exit_code.unwrap_or(0).into()),
-        Condition::NextExit if exited && r.finished_at != first.finished_at => {
-            Some(r.exit_code.unwrap_or(-1).into())
+    match cond {
+        Condition::NotRunning if !lifecycle::is_live(&r) => {
+            return Ok(Some(r.exit_code.unwrap_or(0).into()))
         }
-        _ => None,
-    })
+        Condition::NextExit if r.status == status::EXITED && r.finished_at != first.finished_at => {
+            return Ok(Some(r.exit_code.unwrap_or(-1).into()))
+        }
+        _ => {}
+    }
+    if r.status == status::RUNNING && code.is_none() {
+        // Follow the monitor to the end (this blocks until the container ends).
+        if let Some(c) =
+            crate::attach::connect_started(id).as_mut().and_then(crate::attach::exit_code_from)
+        {
+            exits.put(id, c);
+            *code = Some(c);
+            if cond != Condition::Removed {
+                return Ok(Some(c));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// `POST /containers/{id}/wait?condition=not-running|next-exit|removed`: the headers at
@@ -210,34 +236,31 @@ pub async fn wait(
         let (root, id) = (root.clone(), id.clone());
         blocking(move || find(&root, &id)).await?
     };
-    let id = first.id.clone();
+    let exits = ctx.exits.clone();
+    // One look per step on a blocking thread; a client that leaves drops the stream, and
+    // the looking stops.
     let body = futures_util::stream::once(async move {
-        let mut seen = None;
-        loop {
-            let (root, id, first) = (root.clone(), id.clone(), first.clone());
+        let mut code = None;
+        let v = loop {
+            let (root, exits, first) = (root.clone(), exits.clone(), first.clone());
             let done = tokio::task::spawn_blocking(move || {
-                let r = waited(&root, &id, cond, &first, &mut seen);
-                (r, seen)
+                let r = step(&root, &exits, &first, cond, &mut code);
+                (r, code)
             })
             .await;
-            let (result, s) = match done {
-                Ok(x) => x,
-                Err(e) => (Err(ApiError::internal(e)), seen),
-            };
-            seen = s;
-            match result {
-                Ok(Some(code)) => {
-                    let v = serde_json::json!({ "StatusCode": code, "Error": null });
-                    return Ok::<_, std::convert::Infallible>(Bytes::from(format!("{v}\n")));
+            match done {
+                Ok((Ok(Some(c)), _)) => break serde_json::json!({ "StatusCode": c, "Error": null }),
+                Ok((Ok(None), c)) => code = c,
+                Ok((Err(e), _)) => {
+                    break serde_json::json!({ "StatusCode": -1, "Error": { "Message": e.message } })
                 }
-                Ok(None) => tokio::time::sleep(Duration::from_millis(100)).await,
                 Err(e) => {
-                    let v =
-                        serde_json::json!({ "StatusCode": -1, "Error": { "Message": e.message } });
-                    return Ok(Bytes::from(format!("{v}\n")));
+                    break serde_json::json!({ "StatusCode": -1, "Error": { "Message": e.to_string() } })
                 }
             }
-        }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        Ok::<_, std::convert::Infallible>(Bytes::from(format!("{v}\n")))
     });
     Ok(([(header::CONTENT_TYPE, "application/json")], Body::from_stream(body)).into_response())
 }

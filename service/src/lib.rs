@@ -6,6 +6,7 @@
 //! (`ironpod-pods`, `ironpod-state`, `ironpod-images`): the service shares the CLI's state
 //! root, so what one front end makes the other sees.
 
+mod attach;
 mod body;
 mod container_ops;
 mod containers;
@@ -47,6 +48,10 @@ pub struct Options {
 #[derive(Debug, Clone)]
 pub struct Ctx {
     root: Arc<PathBuf>,
+    /// Attaches waiting for their container's start.
+    waiting: attach::Waiting,
+    /// Exit codes learned from monitors.
+    exits: attach::Exits,
 }
 
 /// The routes (unversioned; the server takes `/v1.NN` off the path first).
@@ -59,6 +64,7 @@ fn router(ctx: Ctx) -> Router {
         .route("/containers/create", post(create::create))
         .route("/containers/{id}/json", get(inspect::container))
         .route("/containers/{id}/start", post(container_ops::start))
+        .route("/containers/{id}/attach", post(attach::attach))
         .route("/containers/{id}/stop", post(container_ops::stop))
         .route("/containers/{id}/kill", post(container_ops::kill))
         .route("/containers/{id}/wait", post(container_ops::wait))
@@ -88,7 +94,11 @@ pub fn run(opts: Options) -> Result<(), ServiceError> {
         .thread_name("ironpod-service")
         .build()
         .map_err(|e| ServiceError::io("starting the runtime", e))?;
-    let ctx = Ctx { root: Arc::new(opts.root.clone()) };
+    let ctx = Ctx {
+        root: Arc::new(opts.root.clone()),
+        waiting: attach::Waiting::default(),
+        exits: attach::Exits::default(),
+    };
     let socket_path = listener.local_addr().ok().and_then(|a| a.as_pathname().map(PathBuf::from));
     let shown = socket_path.clone();
     rt.block_on(async move {

@@ -1,5 +1,6 @@
-//! `ironpod system service` driven by Debian's docker 20.10 CLI with real pods: run -d,
-//! logs, inspect, stop, wait, kill, rm (-f), create + start, auto-removal, and containers
+//! `ironpod system service` driven by Debian's docker 20.10 CLI with real pods: run (attached,
+//! with stdin, --rm), run -d, logs, inspect, stop, wait, kill, rm (-f), create + start,
+//! auto-removal, and containers
 //! made by one front end seen and handled by the other. Every pod boots a real guest.
 
 use std::path::{Path, PathBuf};
@@ -47,6 +48,29 @@ impl Service {
             .stdin(Stdio::null())
             .output()
             .unwrap()
+    }
+
+    /// `docker ARGS` with `input` on its standard input.
+    fn with_input(&self, args: &[&str], input: &[u8]) -> Output {
+        let mut c = Command::new(DOCKER_CLI)
+            .arg("-H")
+            .arg(format!("unix://{}", self.socket.display()))
+            .args(args)
+            .env("DOCKER_CONFIG", self.socket.parent().unwrap().join("docker-config"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = c.stdin.take().unwrap();
+        let input = input.to_vec();
+        let feeder = std::thread::spawn(move || {
+            use std::io::Write;
+            let _ = stdin.write_all(&input);
+        });
+        let out = c.wait_with_output().unwrap();
+        feeder.join().unwrap();
+        out
     }
 
     fn ok(&self, args: &[&str]) -> String {
@@ -148,6 +172,39 @@ fn docker_cli_runs_and_ends_pods() {
     assert_eq!(svc.ok(&["wait", "once"]).trim(), "3");
     assert_eq!(svc.ok(&["logs", "once"]), "made\n");
     svc.fails(&["start", "once"], "not supported yet");
+
+    // docker run, attached: output streams apart, the exit code passed through, --rm
+    // removes it; stdin piped in with -i, its end reaching the program.
+    let t = Instant::now();
+    let out = svc.docker(&[
+        "run",
+        "--rm",
+        "--name",
+        "att",
+        "demo",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 7",
+    ]);
+    println!("docker run --rm demo sh -c …: {:?}", t.elapsed());
+    assert_eq!(
+        (text(&out.stdout).as_str(), text(&out.stderr).as_str(), out.status.code()),
+        ("out\n", "err\n", Some(7)),
+        "{out:?}"
+    );
+    svc.until(&["ps", "-a", "--format", "{{.Names}}"], |o| !o.lines().any(|l| l == "att"));
+    let data: Vec<u8> = (0..200_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let out = svc.with_input(&["run", "--rm", "-i", "demo", "sh", "-c", "wc -c; echo done"], &data);
+    assert_eq!(text(&out.stdout), "200000\ndone\n", "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0));
+    let out = svc.docker(&["run", "--name", "kept", "demo", "sh", "-c", "echo kept"]);
+    assert_eq!((text(&out.stdout).as_str(), out.status.code()), ("kept\n", Some(0)));
+    assert_eq!(
+        svc.ok(&["inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", "kept"]).trim(),
+        "exited 0"
+    );
+    assert_eq!(svc.ok(&["logs", "kept"]), "kept\n");
+    svc.ok(&["rm", "kept"]);
 
     // kill with a signal; rm -f of a running pod; --rm removes itself.
     svc.ok(&[

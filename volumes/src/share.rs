@@ -324,7 +324,8 @@ mod tests {
         // virtiofsd is up, in a user namespace of its own with the identity map, and its
         // sandboxed child too.
         let pid = share.server.as_ref().unwrap().id();
-        let child = wait_for_child(pid);
+        // (virtiofsd's first child is short-lived: the sandboxed one is looked up again below.)
+        let mut child = wait_for_child(pid);
         let ours = std::fs::read_link("/proc/self/ns/user").unwrap();
         for p in [pid, child] {
             let ns = std::fs::read_link(format!("/proc/{p}/ns/user")).unwrap();
@@ -335,7 +336,10 @@ mod tests {
         // Its server sees the share as its whole file system: the share and its two volumes.
         let mut seen = String::new();
         for _ in 0..200 {
-            seen = std::fs::read_to_string(format!("/proc/{child}/mountinfo")).unwrap();
+            // The first child may be gone (or a zombie: EINVAL) by now: the sandboxed child
+            // is whichever runs.
+            child = wait_for_child(pid);
+            seen = std::fs::read_to_string(format!("/proc/{child}/mountinfo")).unwrap_or_default();
             if seen.lines().count() == 3 {
                 break;
             }
@@ -350,7 +354,10 @@ mod tests {
         // … and reach the running virtiofsd's sandbox.
         let mut seen = String::new();
         for _ in 0..200 {
-            seen = std::fs::read_to_string(format!("/proc/{child}/mountinfo")).unwrap();
+            // The first child may be gone (or a zombie: EINVAL) by now: the sandboxed child
+            // is whichever runs.
+            child = wait_for_child(pid);
+            seen = std::fs::read_to_string(format!("/proc/{child}/mountinfo")).unwrap_or_default();
             if seen.contains(" /c1-0 ") {
                 break;
             }
