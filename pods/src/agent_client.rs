@@ -125,9 +125,19 @@ impl AgentClient {
         &self.agent_version
     }
 
-    /// Opens one more session to an agent that is known to be up (no retrying).
+    /// Opens one more session to an agent that is known to be up. A refusal is retried for
+    /// up to two seconds: a running agent refuses only in passing (its listener is made anew
+    /// after a restore from a template), and a VM that is gone fails at once (the socket).
     pub fn open(uds: &Path, timeout: Duration) -> Result<Self, ClientError> {
-        let stream = connect_hybrid(uds, proto::AGENT_VSOCK_PORT, timeout)?;
+        let retry_until = Instant::now() + timeout.min(Duration::from_secs(2));
+        let stream = loop {
+            match connect_hybrid(uds, proto::AGENT_VSOCK_PORT, timeout) {
+                Err(ClientError::Refused(_)) if Instant::now() < retry_until => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => break other?,
+            }
+        };
         let mut c = Self::handshake(stream)?;
         c.set_timeout(timeout)?;
         Ok(c)
