@@ -116,7 +116,7 @@ pub fn with_tag(reference: &str) -> String {
 }
 
 /// `repo` of `repo:tag`.
-fn repository(name: &str) -> &str {
+pub fn repository(name: &str) -> &str {
     match name.rsplit_once(':') {
         Some((r, t)) if !t.contains('/') => r,
         _ => name,

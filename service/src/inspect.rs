@@ -60,26 +60,11 @@ fn key_values(list: &[String]) -> HashMap<String, String> {
     list.iter().filter_map(|o| o.split_once('=')).map(|(k, v)| (k.into(), v.into())).collect()
 }
 
-fn ports_of(n: Option<&PodNetwork>) -> PortMap {
+/// Ports as Docker maps them (`"80/tcp": [{HostIp, HostPort}]`); host port 0, one still to
+/// be picked at start, shows empty.
+fn port_map(list: &[ironpod_net::PortMapping]) -> PortMap {
     let mut ports = PortMap::new();
-    for p in n.map(|n| n.ports.as_slice()).unwrap_or_default() {
-        let e = ports
-            .entry(format!("{}/{}", p.pod_port, p.protocol))
-            .or_insert_with(|| Some(Vec::new()));
-        if let Some(list) = e {
-            list.push(PortBinding {
-                host_ip: Some(p.host_ip.to_string()),
-                host_port: Some(p.host_port.to_string()),
-            });
-        }
-    }
-    ports
-}
-
-/// The ports the container asked to publish (host port 0: one picked at start).
-fn requested_ports(o: &RunOptions) -> PortMap {
-    let mut ports = PortMap::new();
-    for p in &o.publish {
+    for p in list {
         let e = ports
             .entry(format!("{}/{}", p.pod_port, p.protocol))
             .or_insert_with(|| Some(Vec::new()));
@@ -112,7 +97,7 @@ fn network_of(r: &Record, n: Option<&PodNetwork>) -> NetworkSettings {
     NetworkSettings {
         sandbox_id: Some(r.id.clone()),
         sandbox_key: Some(format!("/var/run/netns/{}", ironpod_net::pod_namespace(&r.id))),
-        ports: Some(ports_of(n)),
+        ports: Some(port_map(n.map(|n| n.ports.as_slice()).unwrap_or_default())),
         networks: Some(networks),
     }
 }
@@ -189,7 +174,7 @@ pub fn container_document(
             }),
             storage_opt: Some(key_values(&o.storage_opt)),
             runtime: Some("ironpod".into()),
-            port_bindings: Some(requested_ports(&o)),
+            port_bindings: Some(port_map(&o.publish)),
             ..Default::default()
         }),
         graph_driver: Some(DriverData {
@@ -295,12 +280,12 @@ pub async fn image(
         })?;
         let cfg = serde_json::to_value(&d.config).map_err(ApiError::internal)?;
         let config = docker_config(&cfg["config"], "");
-        let repo = |n: &str| match n.rsplit_once(':') {
-            Some((r, t)) if !t.contains('/') => r.to_string(),
-            _ => n.to_string(),
-        };
-        let mut digests: Vec<String> =
-            d.summary.names.iter().map(|n| format!("{}@{}", repo(n), d.summary.manifest)).collect();
+        let mut digests: Vec<String> = d
+            .summary
+            .names
+            .iter()
+            .map(|n| format!("{}@{}", crate::images::repository(n), d.summary.manifest))
+            .collect();
         digests.dedup();
         let size = d.summary.size as i64;
         Ok(Json(ImageDocument {
