@@ -51,6 +51,9 @@ pub struct CreateArgs {
     /// metadata) stay out of reach either way.
     #[arg(long = "allow-private", conflicts_with = "internal")]
     allow_private: bool,
+    /// Labels (`KEY=VALUE`).
+    #[arg(short, long = "label")]
+    labels: Vec<String>,
     /// Driver (only `bridge`).
     #[arg(short, long, default_value = "bridge")]
     driver: String,
@@ -72,14 +75,17 @@ pub fn run(root: &Path, cmd: NetworkCommand) -> Result<i32, Failure> {
                     a.driver
                 )));
             }
+            let labels = crate::run::parse_labels(&a.labels);
             let mut store = NetworkStore::open(root).map_err(rt)?;
             let net = store
-                .create(
-                    &a.name,
-                    a.subnet.as_deref(),
-                    a.gateway.as_deref(),
-                    (a.internal, a.allow_private),
-                )
+                .create(&network::NewNetwork {
+                    name: &a.name,
+                    subnet: a.subnet.as_deref(),
+                    gateway: a.gateway.as_deref(),
+                    internal: a.internal,
+                    allow_private: a.allow_private,
+                    labels,
+                })
                 .map_err(rt)?;
             println!("{}", net.id);
             Ok(0)
@@ -150,6 +156,7 @@ pub fn run(root: &Path, cmd: NetworkCommand) -> Result<i32, Failure> {
                     "Internal": n.internal,
                     "Options": { "ironpod.allow-private": n.allow_private.to_string() },
                     "IPAM": { "Config": [{ "Subnet": n.subnet, "Gateway": n.gateway }] },
+                    "Labels": n.labels,
                     "Namespace": n.namespace(),
                     "Containers": pods,
                 }));

@@ -115,6 +115,9 @@ pub struct RunArgs {
     /// max-file=N (files kept, default 5).
     #[arg(long = "log-opt", value_name = "KEY=VALUE")]
     log_opt: Vec<String>,
+    /// Another name the container answers to on its network; repeatable.
+    #[arg(long = "network-alias", value_name = "NAME")]
+    network_alias: Vec<String>,
     /// Set a label on the container (KEY=VALUE, or KEY for an empty value); repeatable.
     #[arg(short = 'l', long = "label", value_name = "KEY=VALUE")]
     label: Vec<String>,
@@ -214,14 +217,8 @@ pub fn run(root: &Path, a: RunArgs) -> Result<i32, Failure> {
         volumes: ironpod_volumes::parse_all(&a.volume).map_err(|e| rt(e.to_string()))?,
         storage_opt: a.storage_opt.clone(),
         log_opt: a.log_opt.clone(),
-        labels: a
-            .label
-            .iter()
-            .map(|l| match l.split_once('=') {
-                Some((k, v)) => (k.to_string(), v.to_string()),
-                None => (l.clone(), String::new()),
-            })
-            .collect(),
+        labels: parse_labels(&a.label),
+        network_aliases: a.network_alias.clone(),
     };
     let opts = check_network(root, opts, &a.publish).map_err(rt)?;
     // The monitor process starts while the image is looked up and the disks are prepared;
@@ -376,4 +373,15 @@ pub fn attach_to(
             }
         }
     }
+}
+
+/// `--label KEY=VALUE` (or `KEY` for an empty value) arguments as a map.
+pub fn parse_labels(labels: &[String]) -> std::collections::BTreeMap<String, String> {
+    labels
+        .iter()
+        .map(|l| match l.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (l.clone(), String::new()),
+        })
+        .collect()
 }

@@ -6,82 +6,12 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use ironpod_state::{Record, State};
-
-struct Service {
-    child: Child,
-    socket: PathBuf,
-}
-
-impl Service {
-    fn start(root: &Path, socket: &Path, extra: &[&str]) -> Service {
-        let child = Command::new(env!("CARGO_BIN_EXE_ironpod"))
-            .arg("--root")
-            .arg(root)
-            .args(["system", "service", "--socket"])
-            .arg(format!("unix://{}", socket.display()))
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let t = Instant::now();
-        while std::os::unix::net::UnixStream::connect(socket).is_err() {
-            assert!(t.elapsed() < Duration::from_secs(20), "the service did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Service { child, socket: socket.to_path_buf() }
-    }
-
-    fn docker(&self, args: &[&str]) -> Output {
-        self.docker_env(args, &[])
-    }
-
-    fn docker_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        Command::new(docker_cli())
-            .arg("-H")
-            .arg(format!("unix://{}", self.socket.display()))
-            .args(args)
-            .env("DOCKER_CONFIG", self.socket.parent().unwrap().join("docker-config"))
-            .envs(env.iter().copied())
-            .output()
-            .unwrap()
-    }
-
-    /// curl over the socket: (status line + headers, body).
-    fn curl(&self, args: &[&str]) -> (String, String) {
-        let o = Command::new("curl")
-            .args(["-s", "-i", "--unix-socket"])
-            .arg(&self.socket)
-            .args(args)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&o.stdout).replace("\r\n", "\n");
-        let (head, body) = text.split_once("\n\n").unwrap_or((&text, ""));
-        (head.to_string(), body.to_string())
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn lines(o: &Output) -> Vec<String> {
-    ok(o).lines().map(str::to_string).collect()
-}
-
-fn fails_with(o: &Output, text: &str) {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && err.contains(text), "want failure {text:?}, got {o:?}");
-}
 
 /// A container record as the CLI writes it, with the given command.
 fn record(root: &Path, image: &str, manifest: &str, name: &str, args: &[&str]) -> Record {

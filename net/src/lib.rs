@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 
 pub use error::NetworkError;
 pub use ports::{parse_publish, PortMapping, Protocol};
-pub use store::{Network, NetworkStore, DEFAULT_NETWORK};
+pub use store::{Network, NetworkStore, NewNetwork, DEFAULT_NETWORK};
 
 /// What a container's record keeps of its network (shown by `inspect` and `port`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -313,6 +313,25 @@ pub fn disconnect(root: &std::path::Path, container: &str) {
     }
 }
 
+/// Removes the networks that no live pod uses and that `select` picks (never the default
+/// one); returns them.
+pub fn prune(
+    root: &std::path::Path,
+    select: impl Fn(&Network) -> bool,
+) -> Result<Vec<Network>, NetworkError> {
+    let listed = NetworkStore::open(root)?.list()?;
+    let mut gone = Vec::new();
+    for n in listed.iter().filter(|n| n.name != DEFAULT_NETWORK && select(n)) {
+        match remove(root, &n.id) {
+            Ok(n) => gone.push(n),
+            // In use, or removed meanwhile: not pruned.
+            Err(NetworkError::InUse(..) | NetworkError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(gone)
+}
+
 /// Removes a network (no live pod may use it) and its namespace.
 pub fn remove(root: &std::path::Path, key: &str) -> Result<Network, NetworkError> {
     let mut store = NetworkStore::open(root)?;
@@ -353,7 +372,14 @@ mod tests {
         }
         let root = tempfile::tempdir().unwrap();
         let mut store = NetworkStore::open(root.path()).unwrap();
-        let net = store.create("unit", Some("10.213.0.0/24"), None, (true, false)).unwrap();
+        let net = store
+            .create(&NewNetwork {
+                name: "unit",
+                subnet: Some("10.213.0.0/24"),
+                internal: true,
+                ..Default::default()
+            })
+            .unwrap();
         drop(store);
         let ids = [ironpod_ids::new_id().unwrap(), ironpod_ids::new_id().unwrap()];
         let taps = [prepare_tap(&ids[0], None).unwrap(), prepare_tap(&ids[1], None).unwrap()];
@@ -406,7 +432,14 @@ mod tests {
         }
         let root = tempfile::tempdir().unwrap();
         let mut store = NetworkStore::open(root.path()).unwrap();
-        store.create("spoof", Some("10.213.1.0/24"), None, (true, false)).unwrap();
+        store
+            .create(&NewNetwork {
+                name: "spoof",
+                subnet: Some("10.213.1.0/24"),
+                internal: true,
+                ..Default::default()
+            })
+            .unwrap();
         drop(store);
         let ids = [ironpod_ids::new_id().unwrap(), ironpod_ids::new_id().unwrap()];
         let taps = [prepare_tap(&ids[0], None).unwrap(), prepare_tap(&ids[1], None).unwrap()];

@@ -4,7 +4,7 @@
 //! lease whose holder is gone (killed, host rebooted) is free again, so no address leaks
 //! when a pod dies without cleaning up.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::Ipv4Addr;
 use std::path::Path;
 
@@ -39,6 +39,25 @@ pub struct Network {
     /// Its pods may reach the private address ranges (10/8, 172.16/12, 192.168/16,
     /// 100.64/10) beyond the host (`network create --allow-private`); blocked otherwise.
     pub allow_private: bool,
+    /// `network create --label`.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// What `network create` asks for.
+#[derive(Debug, Clone, Default)]
+pub struct NewNetwork<'a> {
+    /// Unique name.
+    pub name: &'a str,
+    /// IPv4 subnet; by default the first free `10.89.N.0/24`.
+    pub subnet: Option<&'a str>,
+    /// The bridge's address; by default the subnet's first.
+    pub gateway: Option<&'a str>,
+    /// No egress.
+    pub internal: bool,
+    /// Its pods may reach private ranges beyond the host.
+    pub allow_private: bool,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
 }
 
 impl Network {
@@ -85,10 +104,12 @@ fn network_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Network> {
         created: r.get(4)?,
         internal: r.get(5)?,
         allow_private: r.get(6)?,
+        // Labels are ours to write; a bad value reads as none rather than hiding the network.
+        labels: serde_json::from_str(&r.get::<_, String>(7)?).unwrap_or_default(),
     })
 }
 
-const NET_COLUMNS: &str = "id, name, subnet, gateway, created, internal, allow_private";
+const NET_COLUMNS: &str = "id, name, subnet, gateway, created, internal, allow_private, labels";
 
 impl NetworkStore {
     /// Opens (creating) the tables; the default network always exists.
@@ -103,7 +124,8 @@ impl NetworkStore {
                 gateway TEXT NOT NULL,
                 created TEXT NOT NULL,
                 internal INTEGER NOT NULL DEFAULT 0,
-                allow_private INTEGER NOT NULL DEFAULT 0
+                allow_private INTEGER NOT NULL DEFAULT 0,
+                labels TEXT NOT NULL DEFAULT '{}'
             );
             CREATE TABLE IF NOT EXISTS ip_leases (
                 network TEXT NOT NULL,
@@ -115,14 +137,16 @@ impl NetworkStore {
             );",
         )?;
         // Added after networks first shipped: older databases get the columns.
-        for column in ["internal", "allow_private"] {
+        for (column, kind) in [
+            ("internal", "INTEGER NOT NULL DEFAULT 0"),
+            ("allow_private", "INTEGER NOT NULL DEFAULT 0"),
+            ("labels", "TEXT NOT NULL DEFAULT '{}'"),
+        ] {
             let has: bool = conn
                 .prepare("SELECT 1 FROM pragma_table_info('networks') WHERE name = ?1")?
                 .exists([column])?;
             if !has {
-                conn.execute_batch(&format!(
-                    "ALTER TABLE networks ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0"
-                ))?;
+                conn.execute_batch(&format!("ALTER TABLE networks ADD COLUMN {column} {kind}"))?;
             }
         }
         let store = NetworkStore { conn };
@@ -130,7 +154,7 @@ impl NetworkStore {
             let sub = Subnet::parse(DEFAULT_SUBNET)?;
             store.conn.execute(
                 &format!(
-                    "INSERT OR IGNORE INTO networks ({NET_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, 0, 0)"
+                    "INSERT OR IGNORE INTO networks ({NET_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, 0, 0, '{{}}')"
                 ),
                 params![
                     new_id()?,
@@ -183,13 +207,8 @@ impl NetworkStore {
     /// Creates a network. Without a subnet, the first free `10.89.N.0/24` is taken; without
     /// a gateway, the subnet's first address. An `internal` one has no egress; an
     /// `allow_private` one reaches private ranges beyond the host.
-    pub fn create(
-        &mut self,
-        name: &str,
-        subnet: Option<&str>,
-        gateway: Option<&str>,
-        (internal, allow_private): (bool, bool),
-    ) -> Result<Network, NetworkError> {
+    pub fn create(&mut self, new: &NewNetwork<'_>) -> Result<Network, NetworkError> {
+        let NewNetwork { name, subnet, gateway, internal, allow_private, .. } = *new;
         if !ironpod_ids::valid_name(name) || name.len() > 64 {
             return Err(NetworkError::Invalid(format!(
                 "invalid network name {name:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed, up to 64"
@@ -252,9 +271,14 @@ impl NetworkStore {
             created: ironpod_images::time::now_rfc3339(),
             internal,
             allow_private,
+            labels: new.labels.clone(),
         };
+        let labels = serde_json::to_string(&net.labels)
+            .map_err(|e| NetworkError::Invalid(format!("labels: {e}")))?;
         tx.execute(
-            &format!("INSERT INTO networks ({NET_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+            &format!(
+                "INSERT INTO networks ({NET_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+            ),
             params![
                 net.id,
                 net.name,
@@ -262,7 +286,8 @@ impl NetworkStore {
                 net.gateway,
                 net.created,
                 net.internal,
-                net.allow_private
+                net.allow_private,
+                labels
             ],
         )?;
         tx.commit()?;
@@ -392,6 +417,14 @@ fn new_id() -> Result<String, NetworkError> {
 mod tests {
     use super::*;
 
+    fn plain<'a>(
+        name: &'a str,
+        subnet: Option<&'a str>,
+        gateway: Option<&'a str>,
+    ) -> NewNetwork<'a> {
+        NewNetwork { name, subnet, gateway, ..Default::default() }
+    }
+
     fn me() -> (i32, Option<i64>) {
         let pid = std::process::id() as i32;
         (pid, ironpod_ids::process_start(pid))
@@ -407,14 +440,13 @@ mod tests {
         drop(s);
         let mut s = NetworkStore::open(dir.path()).unwrap();
         assert_eq!(s.find(DEFAULT_NETWORK).unwrap().id, def.id, "made once");
-        let a = s.create("a", None, None, (false, false)).unwrap();
+        let a = s.create(&plain("a", None, None)).unwrap();
         assert_eq!((a.subnet.as_str(), a.gateway.as_str()), ("10.89.0.0/24", "10.89.0.1"));
-        let b = s.create("b", None, None, (false, false)).unwrap();
+        let b = s.create(&plain("b", None, None)).unwrap();
         assert_eq!(b.subnet, "10.89.1.0/24");
-        let c =
-            s.create("c", Some("192.168.50.0/24"), Some("192.168.50.254"), (false, false)).unwrap();
+        let c = s.create(&plain("c", Some("192.168.50.0/24"), Some("192.168.50.254"))).unwrap();
         assert_eq!(c.gateway, "192.168.50.254");
-        assert!(matches!(s.create("a", None, None, (false, false)), Err(NetworkError::Exists(_))));
+        assert!(matches!(s.create(&plain("a", None, None)), Err(NetworkError::Exists(_))));
         for (name, sub, gw) in [
             ("none", None, None),
             ("bridge", None, None),
@@ -424,7 +456,7 @@ mod tests {
             ("d", Some("10.90.0.0/24"), Some("10.90.0.255")),
             ("d", Some("10.90.0.0/24"), Some("nope")),
         ] {
-            assert!(s.create(name, sub, gw, (false, false)).is_err(), "{name} {sub:?} {gw:?}");
+            assert!(s.create(&plain(name, sub, gw)).is_err(), "{name} {sub:?} {gw:?}");
         }
         assert_eq!(s.find(&a.id[..10]).unwrap().name, "a");
         let names: Vec<String> = s.list().unwrap().into_iter().map(|n| n.name).collect();
@@ -433,18 +465,14 @@ mod tests {
         s.remove("b").unwrap();
         // (By name: "b" may also begin another network's hex id.)
         assert!(s.list().unwrap().iter().all(|n| n.name != "b"));
-        assert_eq!(
-            s.create("b2", None, None, (false, false)).unwrap().subnet,
-            "10.89.1.0/24",
-            "reused"
-        );
+        assert_eq!(s.create(&plain("b2", None, None)).unwrap().subnet, "10.89.1.0/24", "reused");
     }
 
     #[test]
     fn leases_are_lowest_free_and_freed_with_their_holder() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = NetworkStore::open(dir.path()).unwrap();
-        let n = s.create("n", Some("10.90.0.0/29"), None, (false, false)).unwrap();
+        let n = s.create(&plain("n", Some("10.90.0.0/29"), None)).unwrap();
         let ip1 = s.lease(&n, "c1", me()).unwrap();
         let ip2 = s.lease(&n, "c2", me()).unwrap();
         assert_eq!((ip1.to_string(), ip2.to_string()), ("10.90.0.2".into(), "10.90.0.3".into()));

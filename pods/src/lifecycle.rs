@@ -93,6 +93,19 @@ pub fn check_options(root: &Path, mut o: RunOptions) -> Result<RunOptions, Strin
         }
         None => {}
     }
+    if !o.network_aliases.is_empty() && o.network_name() == Some(ironpod_net::DEFAULT_NETWORK) {
+        return Err("network-scoped aliases are supported only on user-defined networks \
+                    (--network NAME)"
+            .into());
+    }
+    for a in &o.network_aliases {
+        if !ironpod_ids::valid_name(a) {
+            return Err(format!("invalid network alias {a:?}"));
+        }
+    }
+    if o.network_name().is_none() && !o.network_aliases.is_empty() {
+        return Err("a pod without a network (--network none) cannot have network aliases".into());
+    }
     for d in &o.dns {
         d.parse::<std::net::IpAddr>()
             .map_err(|_| format!("invalid --dns {d:?}: not an IP address"))?;
@@ -190,6 +203,56 @@ pub fn start(root: &Path, r: &Record, wait_attach: bool) -> Result<(), PodError>
     let mut monitor = MonitorHandle::spawn(root, &r.id, &shape, wait_attach)?;
     monitor.boot(&Launch { layers, writable: writable_disk(root, &r.id) })?;
     monitor.launch(&Prepared { options, spec })
+}
+
+/// Puts a container that has not started yet on network `network` (`None`: no network)
+/// with `aliases` there. A pod has one network card, fixed when its VM starts: a started
+/// container cannot change networks, and one already on a network of the user's choosing
+/// must leave it first; one on the default network moves.
+pub fn set_network(
+    root: &Path,
+    r: &Record,
+    network: Option<&str>,
+    aliases: Vec<String>,
+) -> Result<Record, PodError> {
+    let short = r.id.chars().take(12).collect::<String>();
+    let fixed = || {
+        PodError::State2(format!(
+            "container {short} has started: a pod's network card is fixed when its VM starts \
+             (connect or disconnect networks between create and start)"
+        ))
+    };
+    if r.status != status::CREATED || r.monitor_pid.is_some() {
+        return Err(fixed());
+    }
+    let mut o: RunOptions = serde_json::from_str(&r.options)
+        .map_err(|e| PodError::State2(format!("container {}: run options: {e}", r.id)))?;
+    if let (Some(new), Some(old)) = (network, o.network_name()) {
+        let store =
+            ironpod_net::NetworkStore::open(root).map_err(|e| PodError::State2(e.to_string()))?;
+        let new = store.find(new).map_err(|e| PodError::State2(e.to_string()))?.name;
+        if old != new && old != ironpod_net::DEFAULT_NETWORK {
+            return Err(PodError::State2(format!(
+                "container {short} is on network {old}: a pod has one network card \
+                 (disconnect it from {old} first)"
+            )));
+        }
+    }
+    o.network = Some(network.unwrap_or("none").to_string());
+    o.network_aliases = aliases;
+    if !o.publish.is_empty() && network.is_none() {
+        return Err(PodError::State2(format!(
+            "container {short} publishes ports: it cannot leave its network"
+        )));
+    }
+    let o = check_options(root, o).map_err(PodError::State2)?;
+    let text = serde_json::to_string(&o)
+        .map_err(|e| PodError::State2(format!("container {}: run options: {e}", r.id)))?;
+    let state = State::open(root)?;
+    if !state.set_options_while_created(&r.id, &text)? {
+        return Err(fixed());
+    }
+    Ok(state.find(&r.id)?)
 }
 
 /// Waits until the container no longer runs; returns its record then.

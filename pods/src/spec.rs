@@ -60,6 +60,9 @@ pub struct RunOptions {
     /// `--network`: a network's name, `none`, or unset for the default network.
     #[serde(default)]
     pub network: Option<String>,
+    /// `--network-alias`: more names the pod answers to on its network.
+    #[serde(default)]
+    pub network_aliases: Vec<String>,
     /// `-p` mappings.
     #[serde(default)]
     pub publish: Vec<ironpod_net::PortMapping>,

@@ -22,16 +22,11 @@ use crate::inspect::find;
 use crate::Ctx;
 
 fn conflict(message: String) -> ApiError {
-    ApiError { status: StatusCode::CONFLICT, message }
+    ApiError::conflict(message)
 }
 
 fn pod_error(e: PodError) -> ApiError {
-    match e {
-        PodError::NotRunning(id) => conflict(format!("Container {id} is not running")),
-        PodError::State2(m) => conflict(m),
-        PodError::Start { message, .. } => ApiError::bad_request(message),
-        e => ApiError::internal(e),
-    }
+    e.into()
 }
 
 /// `POST /containers/{id}/start`: 204; 304 when it runs already.
@@ -148,6 +143,91 @@ pub async fn delete(
         let store = ironpod_images::ImageStore::open(&root).map_err(ApiError::internal)?;
         ironpod_pods::pod::remove(&root, &store, &r.id).map_err(pod_error)?;
         Ok(StatusCode::NO_CONTENT)
+    })
+    .await
+}
+
+/// Query of `POST /containers/{id}/rename`.
+#[derive(Debug, Deserialize)]
+pub struct RenameQuery {
+    name: Option<String>,
+}
+
+/// `POST /containers/{id}/rename?name=`: 204; 409 when the name is taken.
+pub async fn rename(
+    State(ctx): State<Ctx>,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Query<RenameQuery>,
+) -> ApiResult<StatusCode> {
+    let name = q.name.unwrap_or_default();
+    let name = name.strip_prefix('/').unwrap_or(&name).to_string();
+    if !ironpod_ids::valid_name(&name) {
+        return Err(ApiError::bad_request(format!(
+            "Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+        )));
+    }
+    let root = ctx.root.clone();
+    blocking(move || {
+        let r = find(&root, &id)?;
+        let state = ironpod_state::State::open(&root).map_err(ApiError::internal)?;
+        state.rename(&r.id, &name).map_err(|e| match e {
+            ironpod_state::StateError::NameInUse(n) => conflict(format!(
+                "Conflict. The container name \"/{n}\" is already in use. You have to remove (or rename) that container to be able to reuse that name."
+            )),
+            e => ApiError::internal(e),
+        })?;
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
+}
+
+/// `POST /containers/prune`: removes every container that does not run (filters `label`,
+/// `label!`, `until`).
+pub async fn prune(
+    State(ctx): State<Ctx>,
+    Query(q): Query<crate::volumes::FilterQuery>,
+) -> ApiResult<axum::Json<bollard_stubs::models::ContainerPruneResponse>> {
+    let f = crate::filters::Filters::parse(q.filters.as_deref())?;
+    f.only(&["label", "label!", "until"])?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    let until = match f.get("until") {
+        [] => None,
+        [u] => Some(crate::filters::time_before(u, now)?),
+        _ => return Err(ApiError::bad_request("more than one until filter")),
+    };
+    let root = ctx.root.clone();
+    blocking(move || {
+        let images = crate::images::ImageIndex::load(&root)?;
+        let store = ironpod_images::ImageStore::open(&root).map_err(ApiError::internal)?;
+        let (mut deleted, mut space) = (Vec::new(), 0u64);
+        for r in crate::containers::records(&root)? {
+            if lifecycle::is_live(&r) {
+                continue;
+            }
+            let labels = crate::containers::labels_of(&r, &images);
+            let label = |k: &str| labels.get(k).map(String::as_str);
+            let excluded = !f.get("label!").is_empty() && f.labels_match("label!", label);
+            let created = ironpod_images::time::parse_rfc3339(&r.created).unwrap_or(0) as f64;
+            if !f.labels_match("label", label) || excluded || until.is_some_and(|u| created >= u) {
+                continue;
+            }
+            let size =
+                crate::volumes::disk_usage(&ironpod_pods::paths::container_dir(&root, &r.id));
+            match ironpod_pods::pod::remove(&root, &store, &r.id) {
+                Ok(()) => {
+                    space += size;
+                    deleted.push(r.id);
+                }
+                Err(e) => tracing::warn!(id = %r.id, "prune: {e}"),
+            }
+        }
+        Ok(axum::Json(bollard_stubs::models::ContainerPruneResponse {
+            containers_deleted: Some(deleted),
+            space_reclaimed: Some(space as i64),
+        }))
     })
     .await
 }

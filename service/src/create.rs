@@ -148,6 +148,64 @@ fn refuse_unsupported(h: &HostConfig) -> ApiResult<()> {
     Ok(())
 }
 
+/// `HostConfig.NetworkMode` and `NetworkingConfig.EndpointsConfig` → the pod's network
+/// (`None`: the default) and its aliases there. A pod has one network card: one endpoint.
+fn endpoint(
+    body: &ContainerCreateBody,
+    h: &HostConfig,
+) -> ApiResult<(Option<String>, Vec<String>)> {
+    let mode = match h.network_mode.as_deref() {
+        None | Some("") | Some("default") => None,
+        Some(n) => Some(n.to_string()),
+    };
+    let endpoints = body
+        .networking_config
+        .as_ref()
+        .and_then(|n| n.endpoints_config.clone())
+        .unwrap_or_default();
+    let mut endpoints = endpoints.into_iter();
+    let Some((net, e)) = endpoints.next() else {
+        return Ok((mode.filter(|m| m != ironpod_net::DEFAULT_NETWORK), Vec::new()));
+    };
+    if endpoints.next().is_some() {
+        return Err(ApiError::bad_request(
+            "a pod has one network card: NetworkingConfig may name one network",
+        ));
+    }
+    if mode.as_deref().is_some_and(|m| m != net) {
+        return Err(ApiError::bad_request(format!(
+            "NetworkingConfig names network {net:?} but NetworkMode is {:?}",
+            mode.unwrap_or_default()
+        )));
+    }
+    check_endpoint(&e)?;
+    let mut aliases: Vec<String> = Vec::new();
+    for a in e.aliases.unwrap_or_default() {
+        if !aliases.contains(&a) {
+            aliases.push(a);
+        }
+    }
+    Ok(((net != ironpod_net::DEFAULT_NETWORK).then_some(net), aliases))
+}
+
+/// Refuses endpoint settings ironpod cannot honour (a fixed address or MAC, links, driver
+/// options).
+pub fn check_endpoint(e: &bollard_stubs::models::EndpointSettings) -> ApiResult<()> {
+    let set = |b: bool, what: &str| if b { Err(unsupported(what)) } else { Ok(()) };
+    let given = |s: &Option<String>| s.as_deref().is_some_and(|s| !s.is_empty());
+    set(
+        e.ipam_config.as_ref().is_some_and(|c| {
+            given(&c.ipv4_address)
+                || given(&c.ipv6_address)
+                || c.link_local_ips.as_ref().is_some_and(|l| !l.is_empty())
+        }),
+        "a fixed address (IPAMConfig)",
+    )?;
+    set(given(&e.mac_address), "a fixed MacAddress")?;
+    set(e.links.as_ref().is_some_and(|l| !l.is_empty()), "Links")?;
+    set(e.driver_opts.as_ref().is_some_and(|d| !d.is_empty()), "endpoint DriverOpts")
+}
+
 /// The run options a create request asks for.
 pub fn wanted(body: ContainerCreateBody) -> ApiResult<Wanted> {
     let image = body
@@ -219,10 +277,7 @@ pub fn wanted(body: ContainerCreateBody) -> ApiResult<Wanted> {
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
     storage_opt.sort();
-    let network = match h.network_mode.as_deref() {
-        None | Some("") | Some("default") | Some("bridge") => None,
-        Some(n) => Some(n.to_string()),
-    };
+    let (network, network_aliases) = endpoint(&body, &h)?;
     let options = RunOptions {
         command,
         entrypoint,
@@ -250,6 +305,7 @@ pub fn wanted(body: ContainerCreateBody) -> ApiResult<Wanted> {
         storage_opt,
         log_opt,
         labels: body.labels.clone().unwrap_or_default().into_iter().collect::<BTreeMap<_, _>>(),
+        network_aliases,
     };
     Ok(Wanted { image, options, auto_remove: h.auto_remove.unwrap_or(false) })
 }

@@ -52,6 +52,11 @@ impl ApiError {
         ApiError { status: StatusCode::NOT_FOUND, message: message.into() }
     }
 
+    /// 409: the object's state does not allow it.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        ApiError { status: StatusCode::CONFLICT, message: message.into() }
+    }
+
     /// 500: the host side failed.
     pub fn internal(message: impl std::fmt::Display) -> Self {
         ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, message: message.to_string() }
@@ -62,6 +67,21 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({ "message": self.message });
         (self.status, axum::Json(body)).into_response()
+    }
+}
+
+impl From<ironpod_pods::PodError> for ApiError {
+    /// A pod operation's failure: 409 when the container's state forbids it.
+    fn from(e: ironpod_pods::PodError) -> Self {
+        use ironpod_pods::PodError;
+        match e {
+            PodError::NotRunning(id) => {
+                ApiError::conflict(format!("Container {id} is not running"))
+            }
+            PodError::State2(m) => ApiError::conflict(m),
+            PodError::Start { message, .. } => ApiError::bad_request(message),
+            e => ApiError::internal(e),
+        }
     }
 }
 

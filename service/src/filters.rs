@@ -74,6 +74,38 @@ impl Filters {
     }
 }
 
+/// A time bound as prune's `until` filter takes it: unix seconds, RFC 3339, or a Go
+/// duration (`24h`, `1h30m`, `90s`) back from `now` (unix seconds).
+pub fn time_before(v: &str, now: f64) -> Result<f64, ApiError> {
+    let bad = || ApiError::bad_request(format!("invalid time {v:?}"));
+    if let Ok(secs) = v.parse::<f64>() {
+        return Ok(secs);
+    }
+    if let Some(t) = ironpod_images::time::parse_rfc3339(v) {
+        return Ok(t as f64);
+    }
+    let (mut total, mut rest) = (0f64, v);
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit() && c != '.').ok_or_else(bad)?;
+        let n: f64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            _ => return Err(bad()),
+        };
+        total += n * scale;
+        rest = &rest[unit_len..];
+    }
+    Ok(now - total)
+}
+
 /// Go's `path.Match` for Docker's `reference` filter: `*` and `?` within a path segment,
 /// `[…]` classes are taken literally (no client sends them for references).
 pub fn glob(pattern: &str, name: &str) -> bool {
@@ -138,6 +170,17 @@ mod tests {
             _ => None,
         };
         assert!(!f.labels_match("label", l2));
+    }
+
+    #[test]
+    fn until() {
+        assert_eq!(time_before("100", 1000.0).unwrap(), 100.0);
+        assert_eq!(time_before("1970-01-01T00:01:00Z", 0.0).unwrap(), 60.0);
+        assert_eq!(time_before("1h30m", 10_000.0).unwrap(), 10_000.0 - 5400.0);
+        assert_eq!(time_before("90s", 100.0).unwrap(), 10.0);
+        for bad in ["", "h", "10x", "1h2", "soon"] {
+            assert!(time_before(bad, 0.0).is_err(), "{bad}");
+        }
     }
 
     #[test]

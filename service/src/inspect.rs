@@ -79,20 +79,49 @@ fn port_map(list: &[ironpod_net::PortMapping]) -> PortMap {
     ports
 }
 
-fn network_of(r: &Record, n: Option<&PodNetwork>) -> NetworkSettings {
+/// A network's id by name (none when it is gone).
+fn network_id(root: &Path, name: &str) -> Option<String> {
+    Some(ironpod_net::NetworkStore::open(root).ok()?.find(name).ok()?.id)
+}
+
+fn network_of(root: &Path, r: &Record, o: &RunOptions, n: Option<&PodNetwork>) -> NetworkSettings {
     let mut networks = HashMap::new();
-    if let Some(n) = n {
-        networks.insert(
-            n.network.clone(),
-            EndpointSettings {
-                ip_address: Some(n.address.map(|a| a.to_string()).unwrap_or_default()),
-                ip_prefix_len: Some(n.prefix.into()),
-                gateway: Some(n.gateway.map(|a| a.to_string()).unwrap_or_default()),
-                mac_address: Some(n.mac.clone().unwrap_or_default()),
-                aliases: Some(vec![r.name.clone(), r.id[..12.min(r.id.len())].to_string()]),
-                ..Default::default()
-            },
-        );
+    // Docker's aliases: the short id (compose looks for it), the name, then the user's.
+    let mut aliases = vec![r.id[..12.min(r.id.len())].to_string(), r.name.clone()];
+    aliases.extend(o.network_aliases.iter().cloned());
+    match n {
+        Some(n) if n.network != "none" => {
+            networks.insert(
+                n.network.clone(),
+                EndpointSettings {
+                    ip_address: Some(n.address.map(|a| a.to_string()).unwrap_or_default()),
+                    ip_prefix_len: Some(n.prefix.into()),
+                    gateway: Some(n.gateway.map(|a| a.to_string()).unwrap_or_default()),
+                    mac_address: Some(n.mac.clone().unwrap_or_default()),
+                    aliases: Some(aliases),
+                    network_id: network_id(root, &n.network),
+                    ..Default::default()
+                },
+            );
+        }
+        Some(_) => {}
+        // Not running: the network it will join, without an address yet.
+        None => {
+            if let Some(name) = o.network_name() {
+                networks.insert(
+                    name.to_string(),
+                    EndpointSettings {
+                        aliases: Some(aliases),
+                        network_id: network_id(root, name),
+                        ip_address: Some(String::new()),
+                        ip_prefix_len: Some(0),
+                        gateway: Some(String::new()),
+                        mac_address: Some(String::new()),
+                        ..Default::default()
+                    },
+                );
+            }
+        }
     }
     NetworkSettings {
         sandbox_id: Some(r.id.clone()),
@@ -203,7 +232,7 @@ pub fn container_document(
             labels: Some(crate::containers::labels_of(r, images)),
             ..Default::default()
         }),
-        network_settings: Some(network_of(r, net.as_ref())),
+        network_settings: Some(network_of(root, r, &o, net.as_ref())),
         ..Default::default()
     }
 }

@@ -17,6 +17,7 @@ mod image_ops;
 mod images;
 mod inspect;
 pub mod listener;
+mod networks;
 mod server;
 mod system;
 mod volumes;
@@ -69,9 +70,17 @@ fn router(ctx: Ctx) -> Router {
         .route("/containers/{id}/kill", post(container_ops::kill))
         .route("/containers/{id}/wait", post(container_ops::wait))
         .route("/containers/{id}/logs", get(container_ops::logs))
+        .route("/containers/{id}/rename", post(container_ops::rename))
+        .route("/containers/prune", post(container_ops::prune))
         .route("/containers/{id}", axum::routing::delete(container_ops::delete))
         .route("/images/json", get(images::list))
         .route("/images/{*rest}", any(image_ops::route))
+        .route("/networks", get(networks::list))
+        .route("/networks/create", post(networks::create))
+        .route("/networks/prune", post(networks::prune))
+        .route("/networks/{id}", get(networks::inspect).delete(networks::delete))
+        .route("/networks/{id}/connect", post(networks::connect))
+        .route("/networks/{id}/disconnect", post(networks::disconnect))
         .route("/volumes", get(volumes::list))
         .route("/volumes/create", post(volumes::create))
         .route("/volumes/prune", post(volumes::prune))

@@ -60,7 +60,7 @@ fn used(root: &Path) -> ApiResult<Vec<String>> {
 /// Query with Docker's `filters`.
 #[derive(Debug, Deserialize)]
 pub struct FilterQuery {
-    filters: Option<String>,
+    pub(crate) filters: Option<String>,
 }
 
 fn selected(f: &Filters, v: &ironpod_volumes::Volume, used: &[String]) -> ApiResult<bool> {
@@ -175,7 +175,7 @@ pub async fn delete(
 }
 
 /// Bytes a directory tree holds (allocated blocks), not following links.
-fn disk_usage(p: &Path) -> u64 {
+pub(crate) fn disk_usage(p: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     let Ok(md) = std::fs::symlink_metadata(p) else { return 0 };
     let mut n = md.blocks() * 512;

@@ -307,6 +307,32 @@ impl State {
         Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
     }
 
+    /// Replaces the run options of a container that has not started yet (created, no
+    /// monitor); false when it has started meanwhile.
+    pub fn set_options_while_created(&self, id: &str, options: &str) -> Result<bool, StateError> {
+        let n = self.conn.execute(
+            "UPDATE containers SET options = ?2
+             WHERE id = ?1 AND status = ?3 AND monitor_pid IS NULL",
+            params![id, options, status::CREATED],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Gives a container another name (which must be free).
+    pub fn rename(&self, id: &str, name: &str) -> Result<(), StateError> {
+        match self.conn.execute("UPDATE containers SET name = ?2 WHERE id = ?1", params![id, name])
+        {
+            Ok(0) => Err(StateError::NotFound(id.into())),
+            Ok(_) => Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, Some(msg)))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation && msg.contains("name") =>
+            {
+                Err(StateError::NameInUse(name.into()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Deletes a record.
     pub fn delete(&self, id: &str) -> Result<(), StateError> {
         self.conn.execute("DELETE FROM containers WHERE id = ?1", [id])?;
@@ -353,5 +379,22 @@ mod tests {
         assert!(s.network::<Strict>("abc123").unwrap().is_none(), "unparsable: none");
         s.delete("abc123").unwrap();
         assert!(s.find("one").is_err());
+    }
+
+    #[test]
+    fn rename_and_options_before_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = State::open(dir.path()).unwrap();
+        s.insert(&rec("abc123", "one")).unwrap();
+        s.insert(&rec("abd456", "two")).unwrap();
+        assert!(matches!(s.rename("abc123", "two"), Err(StateError::NameInUse(_))));
+        s.rename("abc123", "uno").unwrap();
+        assert_eq!(s.find("uno").unwrap().id, "abc123");
+        assert!(matches!(s.rename("nope", "x"), Err(StateError::NotFound(_))));
+        assert!(s.set_options_while_created("abc123", r#"{"a":1}"#).unwrap());
+        assert_eq!(s.find("uno").unwrap().options, r#"{"a":1}"#);
+        s.set_monitor("abc123", 1, None).unwrap();
+        assert!(!s.set_options_while_created("abc123", "{}").unwrap(), "starting: fixed");
+        assert_eq!(s.find("uno").unwrap().options, r#"{"a":1}"#);
     }
 }

@@ -1,8 +1,10 @@
 //! Helpers shared by the CLI test binaries.
 #![allow(dead_code)] // each test binary uses its own subset
 
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// Runs `ironpod --root ROOT ARGS…`.
 pub fn ironpod(root: &Path, args: &[&str]) -> Output {
@@ -75,4 +77,137 @@ pub fn docker_cli() -> PathBuf {
         p.display()
     );
     p
+}
+
+/// The lines of a successful command's stdout.
+pub fn lines(o: &Output) -> Vec<String> {
+    ok(o).lines().map(str::to_string).collect()
+}
+
+/// Asserts the command failed with `text` in its stderr.
+pub fn fails_with(o: &Output, text: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains(text), "want failure {text:?}, got {o:?}");
+}
+
+/// `ironpod system service` on a socket of its own, for the docker CLI and curl.
+pub struct Service {
+    /// The service process.
+    pub child: Child,
+    /// Its socket.
+    pub socket: PathBuf,
+}
+
+impl Service {
+    /// Starts it and waits until it listens.
+    pub fn start(root: &Path, socket: &Path, extra: &[&str]) -> Service {
+        let child = Command::new(env!("CARGO_BIN_EXE_ironpod"))
+            .arg("--root")
+            .arg(root)
+            .args(["system", "service", "--socket"])
+            .arg(format!("unix://{}", socket.display()))
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let t = Instant::now();
+        while std::os::unix::net::UnixStream::connect(socket).is_err() {
+            assert!(t.elapsed() < Duration::from_secs(20), "the service did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Service { child, socket: socket.to_path_buf() }
+    }
+
+    /// `docker -H unix://SOCKET ARGS…`.
+    pub fn docker(&self, args: &[&str]) -> Output {
+        self.docker_env(args, &[])
+    }
+
+    /// With extra environment.
+    pub fn docker_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        Command::new(docker_cli())
+            .arg("-H")
+            .arg(format!("unix://{}", self.socket.display()))
+            .args(args)
+            .env("DOCKER_CONFIG", self.socket.parent().unwrap().join("docker-config"))
+            .envs(env.iter().copied())
+            .output()
+            .unwrap()
+    }
+
+    /// curl over the socket: (status line + headers, body).
+    pub fn curl(&self, args: &[&str]) -> (String, String) {
+        let o = Command::new("curl")
+            .args(["-s", "-i", "--unix-socket"])
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout).replace("\r\n", "\n");
+        let (head, body) = text.split_once("\n\n").unwrap_or((&text, ""));
+        (head.to_string(), body.to_string())
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Debian's docker-registry on 127.0.0.1 with private storage.
+pub struct Registry {
+    child: Child,
+    /// Its port.
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    /// Starts a plain one.
+    pub fn start() -> Registry {
+        Self::start_with("")
+    }
+
+    /// Starts a registry; `extra` is appended to its YAML config (under `http:` first).
+    pub fn start_with(extra: &str) -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let cfg = dir.path().join("config.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{extra}",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry is installed by `cargo xtask deps`");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "registry did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Registry { child, port, _dir: dir }
+    }
+
+    /// `localhost:PORT`.
+    pub fn host(&self) -> String {
+        format!("localhost:{}", self.port)
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -63,12 +63,18 @@ impl PendingNetwork {
     }
 }
 
-/// The network's other live pods when `net` joined, by container name (those with a
-/// record), for `/etc/hosts`.
+/// The network's other live pods when `net` joined, by container name and network aliases
+/// (those with a record), for `/etc/hosts`.
 fn peers_by_name(state: &State, net: &PodNetwork) -> Vec<(String, std::net::Ipv4Addr)> {
     net.peers
         .iter()
-        .filter_map(|(id, address)| state.find(id).ok().map(|r| (r.name, *address)))
+        .filter_map(|(id, address)| state.find(id).ok().map(|r| (r, *address)))
+        .flat_map(|(r, address)| {
+            let aliases = serde_json::from_str::<RunOptions>(&r.options)
+                .map(|o| o.network_aliases)
+                .unwrap_or_default();
+            std::iter::once(r.name).chain(aliases).map(move |n| (n, address))
+        })
         .collect()
 }
 

@@ -1,0 +1,180 @@
+//! `ironpod system service` managing networks, images (pull, push, save, load, prune) and
+//! containers that do not run (create, rename, connect, prune) for the real docker CLI
+//! (Debian's docker.io 20.10), against a real registry (Debian's docker-registry). Nothing
+//! here boots a VM: the routes that run pods are tested in the rig.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+
+fn inspect(svc: &Service, args: &[&str]) -> serde_json::Value {
+    let mut a = args.to_vec();
+    a.insert(1, "inspect");
+    serde_json::from_str(&ok(&svc.docker(&a))).unwrap()
+}
+
+fn network_of(svc: &Service, container: &str) -> serde_json::Value {
+    inspect(svc, &["container", container])[0]["NetworkSettings"]["Networks"].clone()
+}
+
+#[test]
+fn docker_cli_manages_networks_and_containers_before_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("state");
+    let tar = tarball(dir.path(), "demo", "hi");
+    ok(&ironpod(&root, &["import", "-c", "CMD [\"sh\"]", tar.to_str().unwrap(), "demo"]));
+    let svc = Service::start(&root, &dir.path().join("d.sock"), &[]);
+
+    // create, ls, inspect; the CLI sees the network and the other way round.
+    let id = ok(&svc.docker(&[
+        "network",
+        "create",
+        "--label",
+        "tier=back",
+        "--subnet",
+        "10.213.7.0/24",
+        "backend",
+    ]));
+    assert_eq!(id.trim().len(), 64, "{id}");
+    ok(&ironpod(&root, &["network", "create", "--internal", "fromcli"]));
+    let ls = lines(&svc.docker(&["network", "ls", "--format", "{{.Name}} {{.Driver}} {{.Scope}}"]));
+    assert_eq!(ls, ["backend bridge local", "bridge bridge local", "fromcli bridge local"]);
+    assert!(ok(&ironpod(&root, &["network", "ls", "-q"])).contains("backend"));
+    let n = inspect(&svc, &["network", "backend"]);
+    assert_eq!(n[0]["Id"], id.trim());
+    assert_eq!(n[0]["Labels"]["tier"], "back");
+    assert_eq!(n[0]["IPAM"]["Config"][0]["Subnet"], "10.213.7.0/24");
+    assert_eq!(n[0]["IPAM"]["Config"][0]["Gateway"], "10.213.7.1");
+    assert_eq!(n[0]["Internal"], false);
+    assert_eq!(inspect(&svc, &["network", "fromcli"])[0]["Internal"], true);
+    let f = |filter: &str| lines(&svc.docker(&["network", "ls", "-q", "--filter", filter]));
+    assert_eq!(f("label=tier=back"), [id.trim()[..12].to_string()]);
+    assert_eq!(f("name=fromc").len(), 1);
+    assert_eq!(f("type=builtin").len(), 1);
+    fails_with(&svc.docker(&["network", "ls", "--filter", "nope=1"]), "invalid filter 'nope'");
+
+    // What ironpod cannot do is refused by name.
+    fails_with(&svc.docker(&["network", "create", "backend"]), "already exists");
+    fails_with(&svc.docker(&["network", "create", "-d", "overlay", "x"]), "not found");
+    fails_with(&svc.docker(&["network", "create", "--ipv6", "x"]), "IPv6");
+    fails_with(
+        &svc.docker(&[
+            "network",
+            "create",
+            "--ip-range",
+            "10.213.9.0/25",
+            "--subnet",
+            "10.213.9.0/24",
+            "x",
+        ]),
+        "IPRange",
+    );
+    fails_with(
+        &svc.docker(&["network", "create", "-o", "com.docker.network.bridge.name=br9", "x"]),
+        "network option",
+    );
+    fails_with(&svc.docker(&["network", "create", "--subnet", "10.213.7.128/25", "x"]), "overlaps");
+    fails_with(&svc.docker(&["network", "create", "none"]), "predefined");
+    fails_with(&svc.docker(&["network", "inspect", "nosuch"]), "No such network: nosuch");
+    fails_with(&svc.docker(&["network", "rm", "bridge"]), "pre-defined");
+
+    // Containers that have not started: create on a network with aliases, connect and
+    // disconnect (a pod's one network card is chosen before its VM starts).
+    ok(&svc.docker(&[
+        "create",
+        "--name",
+        "api",
+        "--network",
+        "backend",
+        "--network-alias",
+        "svc",
+        "demo",
+    ]));
+    let nets = network_of(&svc, "api");
+    let aliases = nets["backend"]["Aliases"].as_array().unwrap();
+    let short = &inspect(&svc, &["container", "api"])[0]["Id"].as_str().unwrap()[..12].to_string();
+    assert!(aliases.contains(&short.as_str().into()), "compose looks for the short id: {nets}");
+    assert!(aliases.contains(&"svc".into()) && aliases.contains(&"api".into()), "{nets}");
+    assert_eq!(nets["backend"]["NetworkID"], id.trim());
+    ok(&svc.docker(&["create", "--name", "loner", "demo"]));
+    assert!(network_of(&svc, "loner").get("bridge").is_some());
+    // From the default network a container moves to the one named (one card).
+    ok(&svc.docker(&["network", "connect", "--alias", "lone", "backend", "loner"]));
+    let nets = network_of(&svc, "loner");
+    assert!(
+        nets.get("bridge").is_none()
+            && nets["backend"]["Aliases"].as_array().unwrap().contains(&"lone".into()),
+        "{nets}"
+    );
+    fails_with(&svc.docker(&["network", "connect", "fromcli", "loner"]), "one network card");
+    fails_with(
+        &svc.docker(&["network", "connect", "--ip", "10.213.7.9", "backend", "loner"]),
+        "fixed address",
+    );
+    fails_with(&svc.docker(&["network", "disconnect", "fromcli", "loner"]), "is not connected");
+    ok(&svc.docker(&["network", "disconnect", "backend", "loner"]));
+    assert_eq!(network_of(&svc, "loner"), serde_json::json!({}));
+    ok(&svc.docker(&["network", "connect", "fromcli", "loner"]));
+    assert!(network_of(&svc, "loner").get("fromcli").is_some());
+    fails_with(
+        &svc.docker(&["network", "connect", "backend", "nosuch"]),
+        "No such container: nosuch",
+    );
+    // (The docker CLI drops aliases on the default network; the API refuses them.)
+    let (head, body) = svc.curl(&[
+        "-XPOST",
+        "-HContent-Type: application/json",
+        "-d",
+        r#"{"Image":"demo","NetworkingConfig":{"EndpointsConfig":{"bridge":{"Aliases":["x"]}}}}"#,
+        "http://d/v1.41/containers/create",
+    ]);
+    assert!(
+        head.starts_with("HTTP/1.1 400") && body.contains("user-defined networks"),
+        "{head}{body}"
+    );
+    let (head, body) = svc.curl(&[
+        "-XPOST",
+        "-HContent-Type: application/json",
+        "-d",
+        r#"{"Image":"demo","NetworkingConfig":{"EndpointsConfig":{"backend":{},"bridge":{}}}}"#,
+        "http://d/v1.41/containers/create",
+    ]);
+    assert!(head.starts_with("HTTP/1.1 400") && body.contains("one network card"), "{head}{body}");
+    // The CLI's run options are the same: `ironpod inspect` shows the network chosen.
+    let cli: serde_json::Value =
+        serde_json::from_str(&ok(&ironpod(&root, &["inspect", "loner"]))).unwrap();
+    assert!(cli.to_string().contains("fromcli"), "{cli}");
+
+    // rename.
+    ok(&svc.docker(&["rename", "loner", "single"]));
+    assert_eq!(inspect(&svc, &["container", "single"])[0]["Name"], "/single");
+    fails_with(&svc.docker(&["rename", "single", "api"]), "already in use");
+    fails_with(&svc.docker(&["rename", "single", "no/slash"]), "Invalid container name");
+    fails_with(&svc.docker(&["rename", "nosuch", "x"]), "No such container: nosuch");
+
+    // Only running pods hold a network: one that created containers name can go.
+    ok(&svc.docker(&["network", "rm", "fromcli"]));
+    assert!(ok(&ironpod(&root, &["network", "ls", "-q"])).lines().all(|l| l != "fromcli"));
+
+    // Container prune: every container that does not run, label filters honoured.
+    ok(&svc.docker(&["create", "--label", "keep=yes", "--name", "kept", "demo"]));
+    let out = ok(&svc.docker(&["container", "prune", "-f", "--filter", "label!=keep=yes"]));
+    assert!(out.contains("Deleted Containers:") && out.contains("Total reclaimed space"), "{out}");
+    let left = lines(&svc.docker(&["ps", "-a", "--format", "{{.Names}}"]));
+    assert_eq!(left, ["kept"]);
+    assert!(!Path::new(&root)
+        .join("containers")
+        .read_dir()
+        .map(|d| d.count() > 1)
+        .unwrap_or(false));
+
+    // Network prune: the unused user networks, by label.
+    ok(&svc.docker(&["network", "create", "--label", "tmp=1", "scratch"]));
+    let out = ok(&svc.docker(&["network", "prune", "-f", "--filter", "label=tmp"]));
+    assert!(out.contains("scratch") && !out.contains("backend"), "{out}");
+    let out = ok(&svc.docker(&["network", "prune", "-f"]));
+    assert!(out.contains("backend"), "{out}");
+    assert_eq!(lines(&svc.docker(&["network", "ls", "-q"])).len(), 1, "the default stays");
+}
