@@ -65,7 +65,7 @@ impl RegistryFlags {
             ca_file: self.ca_file.clone(),
             platform,
             quiet: self.quiet,
-            stall_timeout: None,
+            ..Default::default()
         }
     }
 }

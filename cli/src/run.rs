@@ -167,13 +167,8 @@ pub fn ensure_image(store: &ImageStore, image: &str, policy: PullPolicy) -> Resu
             if !present {
                 eprintln!("Unable to find image '{image}' locally");
             }
-            let opts = RegistryOptions {
-                insecure: false,
-                ca_file: None,
-                platform: Some("linux/amd64".into()),
-                quiet: false,
-                stall_timeout: None,
-            };
+            let opts =
+                RegistryOptions { platform: Some("linux/amd64".into()), ..Default::default() };
             store.pull(image, &opts).map(|_| ()).map_err(|e| e.to_string())
         }
     }

@@ -178,3 +178,87 @@ fn docker_cli_manages_networks_and_containers_before_start() {
     assert!(out.contains("backend"), "{out}");
     assert_eq!(lines(&svc.docker(&["network", "ls", "-q"])).len(), 1, "the default stays");
 }
+
+#[test]
+fn docker_cli_pushes_pulls_saves_loads_and_prunes_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("state");
+    let tar = tarball(dir.path(), "demo", "hi");
+    ok(&ironpod(&root, &["import", "-c", "LABEL tier=web", tar.to_str().unwrap(), "demo"]));
+    let reg = Registry::start();
+    let svc = Service::start(&root, &dir.path().join("d.sock"), &[]);
+    let repo = format!("{}/team/demo", reg.host());
+
+    // push: one tag, then every tag (-a), with Docker's progress messages.
+    ok(&svc.docker(&["tag", "demo", &format!("{repo}:v1")]));
+    let out = ok(&svc.docker(&["push", &format!("{repo}:v1")]));
+    assert!(out.contains(&format!("The push refers to repository [{repo}]")), "{out}");
+    assert!(out.contains("Pushed") && out.contains("v1: digest: sha256:"), "{out}");
+    ok(&svc.docker(&["tag", "demo", &format!("{repo}:v2")]));
+    let out = ok(&svc.docker(&["push", "-a", &repo]));
+    assert!(out.contains("v1: digest:") && out.contains("v2: digest:"), "{out}");
+    assert!(out.contains("Layer already exists"), "{out}");
+    let listed = skopeo(&["list-tags", "--tls-verify=false", &format!("docker://{repo}")]);
+    let tags = String::from_utf8_lossy(&listed.stdout);
+    assert!(tags.contains("\"v1\"") && tags.contains("\"v2\""), "{tags}");
+    fails_with(&svc.docker(&["push", &format!("{repo}:nosuch")]), "does not exist locally");
+
+    // pull: into an empty store, then up to date; a missing image is a 404.
+    for t in ["v1", "v2"] {
+        ok(&svc.docker(&["rmi", &format!("{repo}:{t}")]));
+    }
+    ok(&svc.docker(&["rmi", "demo"]));
+    assert!(ok(&svc.docker(&["images", "-q"])).trim().is_empty());
+    let out = ok(&svc.docker(&["pull", &format!("{repo}:v1")]));
+    assert!(out.contains("v1: Pulling from team/demo"), "{out}");
+    assert!(out.contains(&format!("Status: Downloaded newer image for {repo}:v1")), "{out}");
+    assert!(out.contains("Digest: sha256:"), "{out}");
+    let out = ok(&svc.docker(&["pull", &format!("{repo}:v1")]));
+    assert!(out.contains("Status: Image is up to date"), "{out}");
+    let labels = inspect(&svc, &["image", &format!("{repo}:v1")])[0]["Config"]["Labels"].clone();
+    assert_eq!(labels["tier"], "web");
+    fails_with(&svc.docker(&["pull", &format!("{}/team/nosuch:1", reg.host())]), "not found");
+    fails_with(&svc.docker(&["pull", "Bad Name"]), "invalid reference format");
+    // The CLI sees what the service pulled.
+    assert!(ok(&ironpod(&root, &["images"])).contains("team/demo"));
+
+    // save and load.
+    let archive = dir.path().join("saved.tar");
+    ok(&svc.docker(&["save", "-o", archive.to_str().unwrap(), &format!("{repo}:v1")]));
+    assert!(std::fs::metadata(&archive).unwrap().len() > 1024);
+    ok(&svc.docker(&["rmi", &format!("{repo}:v1")]));
+    let out = ok(&svc.docker(&["load", "-i", archive.to_str().unwrap()]));
+    assert_eq!(out.trim(), format!("Loaded image: {repo}:v1"));
+    std::fs::write(dir.path().join("junk.tar"), b"not a tar at all").unwrap();
+    let o = svc.docker(&["load", "-i", dir.path().join("junk.tar").to_str().unwrap()]);
+    assert!(
+        !o.status.success() && String::from_utf8_lossy(&o.stderr).contains("bad tar archive"),
+        "{o:?}"
+    );
+    let other = dir.path().join("other.tar");
+    fails_with(
+        &svc.docker(&["save", "-o", other.to_str().unwrap(), "nosuch"]),
+        "No such image: nosuch",
+    );
+    assert_eq!(
+        std::fs::read_dir(root.join("service-tmp")).unwrap().count(),
+        0,
+        "archives pass through unlinked files"
+    );
+
+    // prune: nothing dangles; -a removes what no container uses.
+    let out = ok(&svc.docker(&["image", "prune", "-f"]));
+    assert!(out.contains("Total reclaimed space: 0B"), "{out}");
+    ok(&ironpod(&root, &["import", "-c", "CMD [\"sh\"]", tar.to_str().unwrap(), "kept:1"]));
+    ok(&svc.docker(&["create", "--name", "user", "kept:1"]));
+    let out = ok(&svc.docker(&["image", "prune", "-a", "-f", "--filter", "label=tier=web"]));
+    assert!(out.contains(&format!("untagged: {repo}:v1")), "{out}");
+    let left = lines(&svc.docker(&["images", "--format", "{{.Repository}}:{{.Tag}}"]));
+    assert_eq!(left, ["kept:1"], "not labelled tier=web");
+    let out = ok(&svc.docker(&["image", "prune", "-a", "-f"]));
+    assert!(!out.contains("kept"), "in use by a container: {out}");
+    ok(&svc.docker(&["rm", "user"]));
+    let out = ok(&svc.docker(&["image", "prune", "-a", "-f"]));
+    assert!(out.contains("untagged: kept:1") && out.contains("deleted: sha256:"), "{out}");
+    assert!(ok(&svc.docker(&["images", "-q"])).trim().is_empty());
+}

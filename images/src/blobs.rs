@@ -15,7 +15,7 @@ use crate::ImageError;
 pub const MAX_METADATA: u64 = 8 << 20;
 
 /// Bytes free for an unprivileged writer on the file system holding `dir`.
-pub(crate) fn free_bytes(dir: &Path) -> Option<u64> {
+pub fn free_bytes(dir: &Path) -> Option<u64> {
     let st = rustix::fs::statvfs(dir).ok()?;
     Some(st.f_bavail.saturating_mul(st.f_frsize))
 }

@@ -22,6 +22,7 @@ mod layers;
 mod lock;
 mod names;
 pub mod private;
+pub mod progress;
 mod registry;
 pub mod time;
 pub mod unpack;
@@ -31,10 +32,10 @@ use std::path::{Path, PathBuf};
 use oci_spec::image::{ImageConfiguration, ImageManifest};
 use serde::Serialize;
 
-pub use blobs::{BlobStore, Digest};
+pub use blobs::{free_bytes, BlobStore, Digest};
 pub use commit::CommitInfo;
 pub use error::ImageError;
-pub use names::ImageName;
+pub use names::{familiar, ImageName};
 pub use registry::{check_login, RegistryOptions};
 
 /// Default state root.

@@ -4,7 +4,7 @@
 //! manifests must parse and match their digest, blobs are streamed into the store and
 //! published only when digest and size match.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +16,7 @@ use oci_client::{Client, Reference, RegistryOperation};
 use oci_spec::image::{ImageIndex, ImageManifest};
 
 use crate::blobs::MAX_METADATA;
+use crate::progress::{Progress, ProgressSink};
 use crate::{auth, Digest, ImageError, ImageName, ImageStore, ImageSummary};
 
 /// Largest manifest or index accepted from a registry.
@@ -46,6 +47,11 @@ pub struct RegistryOptions {
     /// How long the registry may send nothing, within a reply or a transfer, before the
     /// request fails ([`STALL_TIMEOUT`] when `None`).
     pub stall_timeout: Option<Duration>,
+    /// (user, password) for this transfer instead of the stored credentials (the Docker
+    /// API's `X-Registry-Auth`).
+    pub credentials: Option<(String, String)>,
+    /// Progress as events instead of output.
+    pub progress: Option<ProgressSink>,
 }
 
 /// How long a registry may send nothing before a request fails: a registry that accepts a
@@ -107,54 +113,14 @@ fn runtime() -> Result<tokio::runtime::Runtime, ImageError> {
         .map_err(|e| ImageError::Registry(format!("cannot start the I/O runtime: {e}")))
 }
 
-/// Progress reporting for blob transfers.
-struct Progress {
-    bars: Option<indicatif::MultiProgress>,
-    quiet: bool,
-}
-
-impl Progress {
-    fn new(quiet: bool) -> Self {
-        let bars = (!quiet && std::io::stderr().is_terminal()).then(indicatif::MultiProgress::new);
-        Progress { bars, quiet }
+fn auth_for(
+    store: &ImageStore,
+    registry: &str,
+    opts: &RegistryOptions,
+) -> Result<RegistryAuth, ImageError> {
+    if let Some((u, p)) = &opts.credentials {
+        return Ok(RegistryAuth::Basic(u.clone(), p.clone()));
     }
-
-    fn start(&self, verb: &str, d: &Digest, size: u64) -> Option<indicatif::ProgressBar> {
-        let short = &d.hex()[..12];
-        match &self.bars {
-            Some(m) => {
-                let pb = m.add(indicatif::ProgressBar::new(size));
-                pb.set_style(
-                    indicatif::ProgressStyle::with_template(
-                        "{prefix} {bar:30} {bytes}/{total_bytes}",
-                    )
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-                );
-                pb.set_prefix(format!("{verb} {short}"));
-                Some(pb)
-            }
-            None => {
-                if !self.quiet {
-                    eprintln!("{verb} {short} ({size} bytes)");
-                }
-                None
-            }
-        }
-    }
-
-    fn line(&self, msg: &str) {
-        if !self.quiet {
-            match &self.bars {
-                Some(m) => {
-                    let _ = m.println(msg);
-                }
-                None => eprintln!("{msg}"),
-            }
-        }
-    }
-}
-
-fn auth_for(store: &ImageStore, registry: &str) -> Result<RegistryAuth, ImageError> {
     Ok(match auth::load(&store.root)?.get(registry) {
         Some((u, p)) => RegistryAuth::Basic(u, p),
         None => RegistryAuth::Anonymous,
@@ -198,8 +164,8 @@ impl ImageStore {
         opts: &RegistryOptions,
     ) -> Result<ImageSummary, ImageError> {
         let r: Reference = name.reference().clone();
-        let auth = auth_for(self, r.registry())?;
-        let progress = Progress::new(opts.quiet);
+        let auth = auth_for(self, r.registry(), opts)?;
+        let progress = Progress::new(opts.quiet, opts.progress.clone());
         let _l = self.lock(false)?;
         let rt = runtime()?;
         let http = http_client(opts)?;
@@ -266,18 +232,13 @@ impl ImageStore {
                                 });
                             }
                             pending.write_all(&chunk).map_err(|e| ImageError::io(&self.root, e))?;
-                            if let Some(b) = &bar {
-                                b.set_position(got);
-                            }
+                            progress.advance(&bar, got);
                         }
                         // fsync + rename off the async workers, so other downloads go on meanwhile.
                         tokio::task::block_in_place(|| {
                             self.blobs.commit(pending, Some((&d, size)))
                         })?;
-                        if let Some(b) = bar {
-                            b.finish();
-                        }
-                        progress.line(&format!("Downloaded {}", &d.hex()[..12]));
+                        progress.done(&d, "Downloaded", Some(bar));
                         Ok::<_, ImageError>(())
                     }
                 });
@@ -310,8 +271,8 @@ impl ImageStore {
         let d = self.resolve(reference)?;
         let bytes = self.blobs.read(&d)?;
         let m = self.manifest(&d)?;
-        let auth = auth_for(self, r.registry())?;
-        let progress = Progress::new(opts.quiet);
+        let auth = auth_for(self, r.registry(), opts)?;
+        let progress = Progress::new(opts.quiet, opts.progress.clone());
         let _l = self.lock(false)?;
         let sources = self.db.sources_in(r.registry())?;
         let rt = runtime()?;
@@ -326,7 +287,7 @@ impl ImageStore {
             for (bd, size) in blobs {
                 let ds = bd.to_string();
                 if client.blob_exists(&r, &ds).await.map_err(reg_err)? {
-                    progress.line(&format!("Layer {} already exists", &bd.hex()[..12]));
+                    progress.done(&bd, "Layer already exists", None);
                     continue;
                 }
                 // Cross-repository mount from a repository of the same registry that has it.
@@ -337,7 +298,7 @@ impl ImageStore {
                     if client.mount_blob(&r, &src, &ds).await.is_ok()
                         && client.blob_exists(&r, &ds).await.unwrap_or(false)
                     {
-                        progress.line(&format!("Mounted {} from {repo}", &bd.hex()[..12]));
+                        progress.done(&bd, &format!("Mounted from {repo}"), None);
                         mounted = true;
                         break;
                     }
@@ -369,10 +330,7 @@ impl ImageStore {
                 } else {
                     client.push_blob(&r, data, &ds).await.map_err(reg_err)?;
                 }
-                if let Some(b) = bar {
-                    b.finish();
-                }
-                progress.line(&format!("Pushed {}", &bd.hex()[..12]));
+                progress.done(&bd, "Pushed", Some(bar));
             }
             let media = m
                 .media_type()

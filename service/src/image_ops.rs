@@ -40,6 +40,7 @@ pub fn image_error(reference: &str, e: ImageError) -> ApiError {
 /// Dispatches `/images/{rest}` by method and last segment.
 pub async fn route(
     method: Method,
+    headers: axum::http::HeaderMap,
     state: State<Ctx>,
     UrlPath(rest): UrlPath<String>,
     Query(q): Query<OpQuery>,
@@ -55,6 +56,12 @@ pub async fn route(
             history(state, name.to_string()).await
         }
         (Method::POST, Some((name, "tag"))) => tag(state, name.to_string(), q).await,
+        (Method::POST, Some((name, "push"))) => {
+            Ok(crate::transfer::push(state.0, headers, name.to_string(), q.tag).await)
+        }
+        (Method::GET, Some((name, "get"))) => {
+            crate::image_files::save_one(state.0, name.to_string()).await
+        }
         (Method::DELETE, _) => delete(state, rest.clone(), q).await,
         _ => Err(ApiError::not_found("page not found")),
     };
@@ -159,6 +166,81 @@ async fn history(State(ctx): State<Ctx>, name: String) -> ApiResult<Response> {
             })
             .collect();
         Ok(Json(items).into_response())
+    })
+    .await
+}
+
+/// `POST /images/prune`: ironpod keeps no dangling images (content no name reaches goes at
+/// once, unless a container uses it), so the default prune (`dangling=true`) finds nothing;
+/// `dangling=false` (`docker image prune -a`) removes every image no container uses.
+/// Filters: `dangling`, `until`, `label`, `label!`.
+pub async fn prune(
+    State(ctx): State<Ctx>,
+    Query(q): Query<crate::volumes::FilterQuery>,
+) -> ApiResult<Json<bollard_stubs::models::ImagePruneResponse>> {
+    use bollard_stubs::models::{ImageDeleteResponseItem, ImagePruneResponse};
+    let f = crate::filters::Filters::parse(q.filters.as_deref())?;
+    f.only(&["dangling", "until", "label", "label!"])?;
+    let dangling_only = match f.get("dangling") {
+        [] => true,
+        [d] if d == "true" || d == "1" => true,
+        [d] if d == "false" || d == "0" => false,
+        d => {
+            return Err(ApiError::bad_request(format!("invalid filter 'dangling={}'", d.join(","))))
+        }
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    let until = match f.get("until") {
+        [] => None,
+        [u] => Some(crate::filters::time_before(u, now)?),
+        _ => return Err(ApiError::bad_request("more than one until filter")),
+    };
+    let root = ctx.root.clone();
+    blocking(move || {
+        let (mut items, mut space) = (Vec::new(), 0u64);
+        if !dangling_only {
+            let index = crate::images::ImageIndex::load(&root)?;
+            let store = ImageStore::open(&root).map_err(ApiError::internal)?;
+            for i in index.all() {
+                let label = |k: &str| i.labels.get(k).map(String::as_str);
+                let excluded = !f.get("label!").is_empty() && f.labels_match("label!", label);
+                if !f.labels_match("label", label)
+                    || excluded
+                    || until.is_some_and(|u| i.created as f64 >= u)
+                {
+                    continue;
+                }
+                match store.remove(&i.id, false) {
+                    Ok((untagged, deleted)) => {
+                        if !deleted.is_empty() {
+                            space += i.size;
+                        }
+                        items.extend(
+                            untagged.into_iter().map(|u| ImageDeleteResponseItem {
+                                untagged: Some(u),
+                                deleted: None,
+                            }),
+                        );
+                        items.extend(
+                            deleted.into_iter().map(|d| ImageDeleteResponseItem {
+                                untagged: None,
+                                deleted: Some(d),
+                            }),
+                        );
+                    }
+                    // In use by a container, or gone meanwhile: kept.
+                    Err(ImageError::InUse { .. } | ImageError::NotFound(_)) => {}
+                    Err(e) => return Err(image_error(&i.id, e)),
+                }
+            }
+        }
+        Ok(Json(ImagePruneResponse {
+            images_deleted: Some(items),
+            space_reclaimed: Some(space as i64),
+        }))
     })
     .await
 }

@@ -60,6 +60,11 @@ impl ImageIndex {
         Ok(ImageIndex(out))
     }
 
+    /// Every image.
+    pub fn all(&self) -> &[IndexedImage] {
+        &self.0
+    }
+
     /// The image with this manifest digest.
     pub fn by_manifest(&self, manifest: &str) -> Option<&IndexedImage> {
         self.0.iter().find(|i| i.manifest == manifest)

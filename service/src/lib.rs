@@ -13,6 +13,7 @@ mod containers;
 mod create;
 pub mod error;
 mod filters;
+mod image_files;
 mod image_ops;
 mod images;
 mod inspect;
@@ -20,6 +21,7 @@ pub mod listener;
 mod networks;
 mod server;
 mod system;
+mod transfer;
 mod volumes;
 
 use std::path::PathBuf;
@@ -74,6 +76,11 @@ fn router(ctx: Ctx) -> Router {
         .route("/containers/prune", post(container_ops::prune))
         .route("/containers/{id}", axum::routing::delete(container_ops::delete))
         .route("/images/json", get(images::list))
+        .route("/images/create", post(transfer::create))
+        .route("/images/load", post(image_files::load))
+        .route("/images/get", get(image_files::save_many))
+        .route("/images/prune", post(image_ops::prune))
+        .route("/auth", post(transfer::auth))
         .route("/images/{*rest}", any(image_ops::route))
         .route("/networks", get(networks::list))
         .route("/networks/create", post(networks::create))
@@ -108,6 +115,7 @@ pub fn run(opts: Options) -> Result<(), ServiceError> {
         waiting: attach::Waiting::default(),
         exits: attach::Exits::default(),
     };
+    image_files::clean_tmp(&opts.root);
     let socket_path = listener.local_addr().ok().and_then(|a| a.as_pathname().map(PathBuf::from));
     let shown = socket_path.clone();
     rt.block_on(async move {
