@@ -28,7 +28,7 @@ pub fn kill(root: &Path, a: KillArgs) -> Result<i32, Failure> {
     let sig = parse_signal(&a.signal).map_err(Failure::Usage)?;
     let mut code = 0;
     for c in &a.containers {
-        match find(root, c).and_then(|r| lifecycle::kill(&r, sig).map_err(rt)) {
+        match find(root, c).and_then(|r| lifecycle::kill(root, &r, sig).map_err(rt)) {
             Ok(()) => println!("{c}"),
             Err(e) => {
                 eprintln!("ironpod: {e}");
@@ -121,4 +121,11 @@ pub fn wait(root: &Path, containers: &[String]) -> Result<i32, Failure> {
         }
     }
     Ok(code)
+}
+
+/// `ironpod rename`.
+pub fn rename(root: &Path, container: &str, name: &str) -> Result<i32, Failure> {
+    let r = find(root, container)?;
+    lifecycle::rename(root, &r, name).map_err(|e| Failure::Runtime(e.to_string()))?;
+    Ok(0)
 }

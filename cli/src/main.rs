@@ -6,6 +6,7 @@
 //! `ironpod-service`. Nothing here is needed by the containerd shim or the service.
 
 mod containers;
+mod events;
 mod exec;
 mod images;
 mod inspect;
@@ -64,6 +65,15 @@ enum Command {
         #[arg(required = true)]
         containers: Vec<String>,
     },
+    /// Gives a container another name.
+    Rename {
+        /// Container.
+        container: String,
+        /// New name.
+        name: String,
+    },
+    /// Shows what happens to containers, images, networks and volumes.
+    Events(events::EventsArgs),
     /// Shows containers as JSON.
     Inspect {
         /// Containers.
@@ -210,6 +220,8 @@ fn main() -> ExitCode {
         Command::Rm(a) => lifecycle::rm(&root, a),
         Command::Wait { containers: c } => lifecycle::wait(&root, &c),
         Command::Inspect { containers: c } => inspect::inspect(&root, &c),
+        Command::Rename { container, name } => lifecycle::rename(&root, &container, &name),
+        Command::Events(a) => events::events(&root, a),
         Command::Top { container } => inspect::top(&root, &container),
         Command::Stats(a) => inspect::stats(&root, a),
         Command::Port { container, port } => inspect::port(&root, &container, port.as_deref()),

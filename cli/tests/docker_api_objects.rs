@@ -262,3 +262,96 @@ fn docker_cli_pushes_pulls_saves_loads_and_prunes_images() {
     assert!(out.contains("untagged: kept:1") && out.contains("deleted: sha256:"), "{out}");
     assert!(ok(&svc.docker(&["images", "-q"])).trim().is_empty());
 }
+
+#[test]
+fn events_stream_to_docker_and_ironpod() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("state");
+    let tar = tarball(dir.path(), "demo", "hi");
+    let svc = Service::start(&root, &dir.path().join("d.sock"), &[]);
+    let t0 = ironpod_events::now_nanos() as f64 / 1e9 - 1.0;
+
+    // Following: `docker events` sees what the CLI does, as it happens.
+    let mut follow = std::process::Command::new(docker_cli())
+        .arg("-H")
+        .arg(format!("unix://{}", svc.socket.display()))
+        .args(["events", "--format", "{{json .}}", "--filter", "type=network"])
+        .env("DOCKER_CONFIG", dir.path().join("docker-config"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    ok(&ironpod(&root, &["network", "create", "--label", "app=x", "evnet"]));
+    let mut first = String::new();
+    std::io::BufReader::new(follow.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    let _ = follow.kill();
+    let _ = follow.wait();
+    let v: serde_json::Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(
+        (v["Type"].as_str(), v["Action"].as_str()),
+        (Some("network"), Some("create")),
+        "{v}"
+    );
+    assert_eq!(v["Actor"]["Attributes"]["name"], "evnet");
+
+    // The past, between two times, filtered: images, volumes, containers.
+    ok(&ironpod(&root, &["import", "-c", "CMD [\"sh\"]", tar.to_str().unwrap(), "demo"]));
+    ok(&svc.docker(&["tag", "demo", "demo:v2"]));
+    ok(&svc.docker(&["volume", "create", "evvol"]));
+    ok(&svc.docker(&["create", "--name", "evc", "--label", "tier=web", "demo"]));
+    ok(&svc.docker(&["rename", "evc", "evc2"]));
+    ok(&svc.docker(&["rm", "evc2"]));
+    ok(&svc.docker(&["rmi", "demo:v2"]));
+    ok(&svc.docker(&["network", "rm", "evnet"]));
+    let until = format!("{:.3}", ironpod_events::now_nanos() as f64 / 1e9 + 0.5);
+    let since = format!("{t0:.3}");
+    let past = |filters: &[&str]| {
+        let mut args = vec![
+            "events",
+            "--since",
+            &since,
+            "--until",
+            &until,
+            "--format",
+            "{{.Type}} {{.Action}}",
+        ];
+        for f in filters {
+            args.extend(["--filter", f]);
+        }
+        lines(&svc.docker(&args))
+    };
+    let all = past(&[]);
+    for want in [
+        "network create",
+        "image import",
+        "image tag",
+        "volume create",
+        "container create",
+        "container rename",
+        "container destroy",
+        "image untag",
+        "network destroy",
+    ] {
+        assert!(all.iter().any(|l| l == want), "{want} in {all:?}");
+    }
+    assert_eq!(
+        past(&["type=container"]),
+        ["container create", "container rename", "container destroy"]
+    );
+    assert_eq!(past(&["container=evc", "event=create"]), ["container create"]);
+    assert_eq!(past(&["label=tier=web", "event=destroy"]), ["container destroy"]);
+    assert_eq!(past(&["image=demo:v2", "type=image"]), ["image tag", "image untag"]);
+    fails_with(
+        &svc.docker(&["events", "--since", &since, "--until", &until, "--filter", "nope=1"]),
+        "invalid filter",
+    );
+
+    // The CLI reads the same log.
+    let text = lines(&ironpod(
+        &root,
+        &["events", "--since", &since, "--until", &until, "-f", "type=volume"],
+    ));
+    assert_eq!(text.len(), 1, "{text:?}");
+    assert!(text[0].contains(" volume create evvol (driver=local)"), "{text:?}");
+}

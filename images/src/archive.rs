@@ -33,6 +33,15 @@ fn append(
 impl ImageStore {
     /// Writes the images `refs` to `out` as an OCI layout tar (through a temporary file).
     pub fn save(&self, refs: &[String], out: &Path) -> Result<(), ImageError> {
+        self.save_archive(refs, out)?;
+        for r in refs {
+            let id = self.resolve(r).ok().and_then(|d| self.summary_of(&d).ok()).map(|s| s.id);
+            self.event("save", &id.unwrap_or_default(), r);
+        }
+        Ok(())
+    }
+
+    fn save_archive(&self, refs: &[String], out: &Path) -> Result<(), ImageError> {
         let _l = self.lock(false)?;
         let mut manifests = Vec::new();
         let mut blobs: BTreeMap<String, Digest> = BTreeMap::new();
@@ -104,6 +113,15 @@ impl ImageStore {
     /// Loads every image of an OCI layout tar; returns the names it set (familiar form), or
     /// the image ids of unnamed images.
     pub fn load(&self, archive: &Path) -> Result<Vec<String>, ImageError> {
+        let names = self.load_archive(archive)?;
+        for n in &names {
+            let id = self.resolve(n).ok().and_then(|d| self.summary_of(&d).ok()).map(|s| s.id);
+            self.event("load", &id.unwrap_or_else(|| n.clone()), n);
+        }
+        Ok(names)
+    }
+
+    fn load_archive(&self, archive: &Path) -> Result<Vec<String>, ImageError> {
         let _l = self.lock(false)?;
         let f = File::open(archive).map_err(|e| ImageError::io(archive, e))?;
         let mut ar = tar::Archive::new(BufReader::new(f));

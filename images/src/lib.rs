@@ -117,7 +117,9 @@ impl ImageStore {
         let _l = self.lock(false)?;
         let manifest = import::import(&self.blobs, tarball, &name, changes)?;
         self.db.set_ref(&name.full(), &manifest)?;
-        self.summary_of(&manifest)
+        let s = self.summary_of(&manifest)?;
+        self.event("import", &s.id, &names::familiar(&name.full()));
+        Ok(s)
     }
 
     fn manifest(&self, digest: &Digest) -> Result<ImageManifest, ImageError> {
@@ -212,7 +214,16 @@ impl ImageStore {
                 "{target}: a tag cannot contain a digest"
             )));
         }
-        self.db.set_ref(&t.full(), &d)
+        self.db.set_ref(&t.full(), &d)?;
+        let id = self.summary_of(&d).map(|s| s.id).unwrap_or_else(|_| d.to_string());
+        self.event("tag", &id, &names::familiar(&t.full()));
+        Ok(())
+    }
+
+    /// Logs an image event (`id`: the image id or reference; `name`: a familiar name).
+    pub(crate) fn event(&self, action: &str, id: &str, name: &str) {
+        let e = ironpod_events::Event::now("image", action, id).with("name", name);
+        let _ = ironpod_events::record(&self.root, &e);
     }
 
     /// Removes a name (or, given an id, every name of that image); blobs no longer reachable
@@ -246,10 +257,19 @@ impl ImageStore {
                 holders: holders.join(", "),
             });
         }
+        let id = self.summary_of(&d).map(|s| s.id).unwrap_or_else(|_| d.to_string());
         for n in &untag {
             self.db.delete_ref(n)?;
+            self.event("untag", &id, &names::familiar(n));
         }
         let deleted = self.gc_locked()?;
+        if deleted.iter().any(|x| *x == d.to_string()) {
+            self.event(
+                "delete",
+                &id,
+                &untag.first().map(|n| names::familiar(n)).unwrap_or_default(),
+            );
+        }
         Ok((untag.iter().map(|n| names::familiar(n)).collect(), deleted))
     }
 

@@ -152,7 +152,15 @@ impl ImageStore {
     ) -> Result<ImageSummary, ImageError> {
         let name = ImageName::parse(reference)?;
         let registry = name.reference().resolve_registry().to_string();
-        with_fallback(&registry, opts, |c, plain| self.pull_with(c, plain, &name, reference, opts))
+        let s = with_fallback(&registry, opts, |c, plain| {
+            self.pull_with(c, plain, &name, reference, opts)
+        })?;
+        self.event(
+            "pull",
+            &crate::names::familiar(&name.full()),
+            &crate::names::familiar(&name.full()),
+        );
+        Ok(s)
     }
 
     fn pull_with(
@@ -257,7 +265,13 @@ impl ImageStore {
     pub fn push(&self, reference: &str, opts: &RegistryOptions) -> Result<Digest, ImageError> {
         let name = ImageName::parse(reference)?;
         let registry = name.reference().resolve_registry().to_string();
-        with_fallback(&registry, opts, |c, _| self.push_with(c, &name, reference, opts))
+        let d = with_fallback(&registry, opts, |c, _| self.push_with(c, &name, reference, opts))?;
+        self.event(
+            "push",
+            &crate::names::familiar(&name.full()),
+            &crate::names::familiar(&name.full()),
+        );
+        Ok(d)
     }
 
     fn push_with(

@@ -291,8 +291,9 @@ pub fn connect(
         }),
         (Err(e), _) | (_, Err(e)) => Err(e),
     };
-    if result.is_err() {
-        disconnect(root, container);
+    match &result {
+        Ok(n) => store::network_event(root, "connect", &n.network, Some(container)),
+        Err(_) => disconnect(root, container),
     }
     result
 }
@@ -308,8 +309,12 @@ pub fn disconnect(root: &std::path::Path, container: &str) {
         Ok(s) => s,
         Err(e) => return tracing::warn!(%container, "release the pod's address: {e}"),
     };
+    let networks = store.networks_of(container).unwrap_or_default();
     if let Err(e) = store.release(container) {
         tracing::warn!(%container, "release the pod's address: {e}");
+    }
+    for n in networks.iter().filter_map(|n| store.find(n).ok()) {
+        store::network_event(root, "disconnect", &n, Some(container));
     }
 }
 
@@ -339,6 +344,7 @@ pub fn remove(root: &std::path::Path, key: &str) -> Result<Network, NetworkError
     let _lock = SetupLock::take()?;
     netns::remove(&net.namespace())
         .map_err(|e| NetworkError::Plumb(format!("remove namespace {}: {e}", net.namespace())))?;
+    store::network_event(root, "destroy", &net, None);
     if !net.internal {
         // Its uplink went with its namespace; its subnet leaves the masquerade rule.
         if let Err(e) = egress::sync(root) {

@@ -93,6 +93,18 @@ pub struct Lease {
 /// The networks table and its leases.
 pub struct NetworkStore {
     conn: Connection,
+    root: std::path::PathBuf,
+}
+
+/// Logs a network event (`container`: the pod that joined or left) in the event log.
+pub(crate) fn network_event(root: &Path, action: &str, net: &Network, container: Option<&str>) {
+    let mut e = ironpod_events::Event::now("network", action, &net.id)
+        .with("name", net.name.clone())
+        .with("type", "bridge");
+    if let Some(c) = container {
+        e = e.with("container", c);
+    }
+    let _ = ironpod_events::record(root, &e);
 }
 
 fn network_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Network> {
@@ -149,7 +161,7 @@ impl NetworkStore {
                 conn.execute_batch(&format!("ALTER TABLE networks ADD COLUMN {column} {kind}"))?;
             }
         }
-        let store = NetworkStore { conn };
+        let store = NetworkStore { conn, root: root.to_path_buf() };
         if store.find(DEFAULT_NETWORK).is_err() {
             let sub = Subnet::parse(DEFAULT_SUBNET)?;
             store.conn.execute(
@@ -291,6 +303,7 @@ impl NetworkStore {
             ],
         )?;
         tx.commit()?;
+        network_event(&self.root, "create", &net, None);
         Ok(net)
     }
 

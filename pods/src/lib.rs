@@ -18,6 +18,7 @@ pub mod cgroup;
 pub mod commit;
 pub mod disks;
 pub mod error;
+pub mod events;
 pub mod jail;
 pub mod launch;
 pub mod lifecycle;

@@ -133,10 +133,29 @@ pub fn agent(r: &Record) -> Result<AgentClient, PodError> {
 }
 
 /// Sends `signal` to the container's init process.
-pub fn kill(r: &Record, signal: i32) -> Result<(), PodError> {
+pub fn kill(root: &Path, r: &Record, signal: i32) -> Result<(), PodError> {
     agent(r)?
         .signal(&ProcessRef::init(&r.id), signal, false)
-        .map_err(|e| PodError::Agent(e.to_string()))
+        .map_err(|e| PodError::Agent(e.to_string()))?;
+    let e = crate::events::container_event(r, "kill").with("signal", signal.to_string());
+    crate::events::emit(root, &e);
+    Ok(())
+}
+
+/// Gives the container another name (which must be free).
+pub fn rename(root: &Path, r: &Record, name: &str) -> Result<(), PodError> {
+    if !ironpod_ids::valid_name(name) {
+        return Err(PodError::State2(format!(
+            "Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+        )));
+    }
+    State::open(root)?.rename(&r.id, name)?;
+    let mut renamed = r.clone();
+    renamed.name = name.to_string();
+    let e =
+        crate::events::container_event(&renamed, "rename").with("oldName", format!("/{}", r.name));
+    crate::events::emit(root, &e);
+    Ok(())
 }
 
 /// The image's stop signal (`STOPSIGNAL`), else SIGTERM.
@@ -160,7 +179,10 @@ pub fn stop(root: &Path, r: &Record, timeout: Duration) -> Result<(), PodError> 
     }
     let mut a = agent(r)?;
     let init = ProcessRef::init(&r.id);
-    let _ = a.signal(&init, stop_signal(root, r), false);
+    let signal = stop_signal(root, r);
+    let _ = a.signal(&init, signal, false);
+    let e = crate::events::container_event(r, "kill").with("signal", signal.to_string());
+    crate::events::emit(root, &e);
     let after = pod::wait_exited(root, &r.id, Some(timeout))?;
     if after.status == status::RUNNING {
         let _ = a.signal(&init, libc::SIGKILL, true);
@@ -172,6 +194,7 @@ pub fn stop(root: &Path, r: &Record, timeout: Duration) -> Result<(), PodError> 
             )));
         }
     }
+    crate::events::container(root, r, "stop");
     Ok(())
 }
 
@@ -292,6 +315,6 @@ mod tests {
         r.monitor_pid = Some(1);
         assert!(matches!(start(d.path(), &r, false), Err(PodError::State2(_))));
         assert!(is_live(&r));
-        assert!(matches!(kill(&r, 9), Err(PodError::NotRunning(_))));
+        assert!(matches!(kill(Path::new("/nonexistent"), &r, 9), Err(PodError::NotRunning(_))));
     }
 }

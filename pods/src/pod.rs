@@ -82,6 +82,7 @@ pub fn create(
         rec.auto_remove = auto_remove;
         state.insert(&rec)?;
         tracing::info!(%id, "container created");
+        crate::events::container(root, &rec, "create");
         Ok(Created { record: rec, launch, prepared: Prepared { options: opts.clone(), spec } })
     })();
     if result.is_err() {
@@ -106,13 +107,19 @@ pub fn reconcile(state: &State, rec: Record) -> Result<Record, PodError> {
     let live = rec.status == status::RUNNING
         || (rec.status == status::CREATED && rec.monitor_pid.is_some());
     if live && !monitor_alive(&rec) {
-        state.set_exited(
+        let first = state.set_exited(
             &rec.id,
             255,
             false,
             Some("the pod monitor exited unexpectedly"),
             &ironpod_images::time::now_rfc3339(),
         )?;
+        if let (true, Some(root)) = (first, state.root()) {
+            crate::events::emit(
+                &root,
+                &crate::events::container_event(&rec, "die").with("exitCode", "255"),
+            );
+        }
         if let Some(pid) = rec.vmm_pid {
             // The VMM dies with its monitor (parent-death signal); make sure.
             if ironpod_ids::process_start(pid).is_some() {
@@ -171,10 +178,11 @@ pub fn wait_monitor_gone(rec: &Record, timeout: Duration) {
 /// the pod down is waited for first.
 pub fn remove(root: &Path, store: &ImageStore, id: &str) -> Result<(), PodError> {
     let state = State::open(root)?;
-    if let Ok(rec) = state.find(id) {
+    let found = state.find(id).ok();
+    if let Some(rec) = &found {
         let me = Some(std::process::id() as i32);
         if rec.status == status::EXITED && rec.monitor_pid != me {
-            wait_monitor_gone(&rec, Duration::from_secs(30));
+            wait_monitor_gone(rec, Duration::from_secs(30));
         }
     }
     let dir = container_dir(root, id);
@@ -186,6 +194,9 @@ pub fn remove(root: &Path, store: &ImageStore, id: &str) -> Result<(), PodError>
     // Normally gone with the monitor already (and its address lease ended with it).
     let _ = ironpod_net::netns::remove(&ironpod_net::pod_namespace(id));
     state.delete(id)?;
+    if let Some(rec) = &found {
+        crate::events::container(root, rec, "destroy");
+    }
     store.release(&lease_holder(id))?;
     Ok(())
 }

@@ -104,7 +104,7 @@ pub async fn kill(
         if r.status != status::RUNNING {
             return Err(conflict(format!("Container {} is not running", r.id)));
         }
-        lifecycle::kill(&r, sig).map_err(pod_error)?;
+        lifecycle::kill(&root, &r, sig).map_err(pod_error)?;
         Ok(StatusCode::NO_CONTENT)
     })
     .await
@@ -169,12 +169,11 @@ pub async fn rename(
     let root = ctx.root.clone();
     blocking(move || {
         let r = find(&root, &id)?;
-        let state = ironpod_state::State::open(&root).map_err(ApiError::internal)?;
-        state.rename(&r.id, &name).map_err(|e| match e {
-            ironpod_state::StateError::NameInUse(n) => conflict(format!(
+        lifecycle::rename(&root, &r, &name).map_err(|e| match e {
+            ironpod_pods::PodError::State(ironpod_state::StateError::NameInUse(n)) => conflict(format!(
                 "Conflict. The container name \"/{n}\" is already in use. You have to remove (or rename) that container to be able to reuse that name."
             )),
-            e => ApiError::internal(e),
+            e => pod_error(e),
         })?;
         Ok(StatusCode::NO_CONTENT)
     })

@@ -50,6 +50,11 @@ impl Filters {
         }
     }
 
+    /// Name → values.
+    pub fn into_map(self) -> BTreeMap<String, Vec<String>> {
+        self.0
+    }
+
     /// The values of one filter (empty when it is not set).
     pub fn get(&self, name: &str) -> &[String] {
         self.0.get(name).map(Vec::as_slice).unwrap_or(&[])
@@ -74,36 +79,13 @@ impl Filters {
     }
 }
 
-/// A time bound as prune's `until` filter takes it: unix seconds, RFC 3339, or a Go
-/// duration (`24h`, `1h30m`, `90s`) back from `now` (unix seconds).
+/// A time bound as prune's `until` filter and `/events` take it: unix seconds, RFC 3339, or
+/// a Go duration (`24h`, `1h30m`, `90s`) back from `now` (unix seconds).
 pub fn time_before(v: &str, now: f64) -> Result<f64, ApiError> {
-    let bad = || ApiError::bad_request(format!("invalid time {v:?}"));
-    if let Ok(secs) = v.parse::<f64>() {
-        return Ok(secs);
-    }
-    if let Some(t) = ironpod_images::time::parse_rfc3339(v) {
-        return Ok(t as f64);
-    }
-    let (mut total, mut rest) = (0f64, v);
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit() && c != '.').ok_or_else(bad)?;
-        let n: f64 = rest[..digits].parse().map_err(|_| bad())?;
-        rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
-        let scale = match &rest[..unit_len] {
-            "h" => 3600.0,
-            "m" => 60.0,
-            "s" => 1.0,
-            "ms" => 1e-3,
-            _ => return Err(bad()),
-        };
-        total += n * scale;
-        rest = &rest[unit_len..];
-    }
-    Ok(now - total)
+    let rfc = ironpod_images::time::parse_rfc3339(v).map(|t| t as f64);
+    rfc.map(Ok)
+        .unwrap_or_else(|| ironpod_events::parse_time(v, now))
+        .map_err(|_| ApiError::bad_request(format!("invalid time {v:?}")))
 }
 
 /// Go's `path.Match` for Docker's `reference` filter: `*` and `?` within a path segment,

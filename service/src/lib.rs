@@ -12,6 +12,7 @@ mod container_ops;
 mod containers;
 mod create;
 pub mod error;
+mod events;
 mod filters;
 mod image_files;
 mod image_ops;
@@ -63,6 +64,7 @@ fn router(ctx: Ctx) -> Router {
         .route("/_ping", get(system::ping).head(system::ping))
         .route("/version", get(system::version))
         .route("/info", get(system::info))
+        .route("/events", get(events::events))
         .route("/containers/json", get(containers::list))
         .route("/containers/create", post(create::create))
         .route("/containers/{id}/json", get(inspect::container))

@@ -186,6 +186,11 @@ impl State {
         Ok(State { conn })
     }
 
+    /// The state root this database is in.
+    pub fn root(&self) -> Option<std::path::PathBuf> {
+        Some(Path::new(self.conn.path()?).parent()?.to_path_buf())
+    }
+
     /// Adds a container (its name must be free).
     pub fn insert(&self, r: &Record) -> Result<(), StateError> {
         let res = self.conn.execute(

@@ -132,6 +132,7 @@ impl VolumeStore {
         if let Ok(d) = fs::File::open(&self.dir) {
             let _ = d.sync_all();
         }
+        self.event("create", name);
         self.read(name).ok_or_else(|| VolumeError::NotFound(name.to_string()))
     }
 
@@ -173,7 +174,16 @@ impl VolumeStore {
         // Out of sight first, then deleted: a crash half way leaves no half volume.
         let gone = self.dir.join(format!(".rm-{name}-{}", std::process::id()));
         fs::rename(self.dir.join(name), &gone).map_err(io(format!("remove volume {name}")))?;
+        self.event("destroy", name);
         fs::remove_dir_all(&gone).map_err(io(format!("remove volume {name}")))
+    }
+
+    /// Logs a volume event in the state root's event log.
+    fn event(&self, action: &str, name: &str) {
+        if let Some(root) = self.dir.parent() {
+            let e = ironpod_events::Event::now("volume", action, name).with("driver", "local");
+            let _ = ironpod_events::record(root, &e);
+        }
     }
 }
 

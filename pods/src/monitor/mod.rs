@@ -442,6 +442,9 @@ pub fn run(
             &pod.uds.to_string_lossy(),
             &now,
         );
+        if let Ok(r) = state.find(id) {
+            crate::events::container(root, &r, "start");
+        }
     }
     // `run -d` returns now: the container runs and `ps` says so.
     let _ = writeln!(ready, "ok");
@@ -504,8 +507,17 @@ fn finish(
     }
     if let Some(state) = &state {
         let now = ironpod_images::time::now_rfc3339();
-        let _ = state.set_exited(id, report.code, report.oom_killed, report.error.as_deref(), &now);
+        let first =
+            state.set_exited(id, report.code, report.oom_killed, report.error.as_deref(), &now);
         tracing::debug!(%id, "exit recorded");
+        if let (Ok(true), Ok(r)) = (first, state.find(id)) {
+            if report.oom_killed {
+                crate::events::container(root, &r, "oom");
+            }
+            let e =
+                crate::events::container_event(&r, "die").with("exitCode", report.code.to_string());
+            crate::events::emit(root, &e);
+        }
     }
     let _ = std::fs::remove_file(paths::attach_socket(id));
     if auto_remove {
