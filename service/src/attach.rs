@@ -135,7 +135,13 @@ struct Relay {
 
 /// Output bytes as the client reads them.
 fn framed(r: Relay, stream: u8, data: &[u8]) -> Vec<u8> {
-    if r.tty {
+    frame(r.tty, stream, data)
+}
+
+/// Output bytes on a hijacked stream: raw with a TTY, else with Docker's 8-byte header
+/// (stream 1 stdout, 2 stderr; big-endian length).
+pub fn frame(tty: bool, stream: u8, data: &[u8]) -> Vec<u8> {
+    if tty {
         return data.to_vec();
     }
     let mut out = Vec::with_capacity(8 + data.len());

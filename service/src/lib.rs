@@ -13,6 +13,7 @@ mod containers;
 mod create;
 pub mod error;
 mod events;
+mod exec;
 mod filters;
 mod image_files;
 mod image_ops;
@@ -56,6 +57,8 @@ pub struct Ctx {
     waiting: attach::Waiting,
     /// Exit codes learned from monitors.
     exits: attach::Exits,
+    /// Exec instances.
+    execs: exec::Execs,
 }
 
 /// The routes (unversioned; the server takes `/v1.NN` off the path first).
@@ -75,6 +78,11 @@ fn router(ctx: Ctx) -> Router {
         .route("/containers/{id}/wait", post(container_ops::wait))
         .route("/containers/{id}/logs", get(container_ops::logs))
         .route("/containers/{id}/rename", post(container_ops::rename))
+        .route("/containers/{id}/resize", post(exec::resize_container))
+        .route("/containers/{id}/exec", post(exec::create))
+        .route("/exec/{id}/start", post(exec::start))
+        .route("/exec/{id}/resize", post(exec::resize))
+        .route("/exec/{id}/json", get(exec::inspect))
         .route("/containers/prune", post(container_ops::prune))
         .route("/containers/{id}", axum::routing::delete(container_ops::delete))
         .route("/images/json", get(images::list))
@@ -116,6 +124,7 @@ pub fn run(opts: Options) -> Result<(), ServiceError> {
         root: Arc::new(opts.root.clone()),
         waiting: attach::Waiting::default(),
         exits: attach::Exits::default(),
+        execs: exec::Execs::default(),
     };
     image_files::clean_tmp(&opts.root);
     let socket_path = listener.local_addr().ok().and_then(|a| a.as_pathname().map(PathBuf::from));

@@ -1,5 +1,6 @@
 //! `ironpod system service` driven by Debian's docker 20.10 CLI with real pods: run (attached,
-//! with stdin, --rm), run -d, logs, inspect, stop, wait, kill, rm (-f), create + start,
+//! with stdin, --rm, -t), run -d, exec (-i, -d, -e, -w, -it under a pty), logs, inspect,
+//! stop, wait, kill, rm (-f), create + start,
 //! auto-removal, and containers
 //! made by one front end seen and handled by the other. Every pod boots a real guest.
 
@@ -151,6 +152,38 @@ fn docker_cli_runs_and_ends_pods() {
     let ts = svc.ok(&["logs", "-t", "--tail", "2", "web"]); // the last two: hi, err
     assert!(ts.ends_with("Z hi\n") && ts.starts_with("20"), "{ts}");
     svc.fails(&["rm", "web"], "cannot remove a running container");
+
+    // exec: output apart and the exit code, stdin, env and workdir, detached, a missing
+    // program, and a terminal sized as the client's (under a pty made by script(1)).
+    assert_eq!(svc.ok(&["exec", "web", "echo", "hi"]), "hi\n");
+    let o = svc.docker(&["exec", "web", "sh", "-c", "echo o; echo e >&2; exit 7"]);
+    assert_eq!(
+        (text(&o.stdout).as_str(), text(&o.stderr).as_str(), o.status.code()),
+        ("o\n", "e\n", Some(7)),
+        "{o:?}"
+    );
+    let o = svc.with_input(&["exec", "-i", "web", "sh", "-c", "wc -c"], b"abcdef");
+    assert_eq!(text(&o.stdout).trim(), "6", "{o:?}");
+    let o = svc.ok(&["exec", "-e", "A=b", "-w", "/tmp", "web", "sh", "-c", "echo $A; pwd"]);
+    assert_eq!(o, "b\n/tmp\n");
+    svc.ok(&["exec", "-d", "web", "sh", "-c", "echo x > /tmp/f"]);
+    svc.until(&["exec", "web", "sh", "-c", "cat /tmp/f 2>/dev/null; true"], |o| o == "x\n");
+    let o = svc.docker(&["exec", "web", "nosuch"]);
+    assert!(matches!(o.status.code(), Some(126 | 127)), "{o:?}");
+    let cmd = format!(
+        "stty rows 30 cols 100; {DOCKER_CLI} -H unix://{} exec -it web sh -c 'test -t 0 && stty size'",
+        svc.socket.display()
+    );
+    let o = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("DOCKER_CONFIG", svc.socket.parent().unwrap().join("docker-config"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(text(&o.stdout).contains("30 100"), "{o:?}");
+    // run -t: the container has a terminal (its output comes raw, with \r\n).
+    let o = svc.docker(&["run", "--rm", "-t", "demo", "sh", "-c", "test -t 1 && echo tty"]);
+    assert_eq!((text(&o.stdout).as_str(), o.status.code()), ("tty\r\n", Some(0)), "{o:?}");
     // Starting a running container changes nothing (304, as Docker).
     assert_eq!(svc.ok(&["start", "web"]).trim(), "web");
 
