@@ -142,6 +142,28 @@ pub fn kill(root: &Path, r: &Record, signal: i32) -> Result<(), PodError> {
     Ok(())
 }
 
+fn paused_marker(id: &str) -> std::path::PathBuf {
+    crate::paths::run_dir(id).join("paused")
+}
+
+/// Whether the container's processes are frozen (`pause`).
+pub fn is_paused(id: &str) -> bool {
+    paused_marker(id).exists()
+}
+
+/// Freezes (`on`) or thaws the container's processes (the guest's cgroup freezer).
+pub fn pause(root: &Path, r: &Record, on: bool) -> Result<(), PodError> {
+    agent(r)?.freeze(&r.id, on).map_err(|e| PodError::Agent(e.to_string()))?;
+    let marker = paused_marker(&r.id);
+    if on {
+        std::fs::write(&marker, b"").map_err(crate::error::io(format!("{}", marker.display())))?;
+    } else {
+        let _ = std::fs::remove_file(&marker);
+    }
+    crate::events::container(root, r, if on { "pause" } else { "unpause" });
+    Ok(())
+}
+
 /// Gives the container another name (which must be free).
 pub fn rename(root: &Path, r: &Record, name: &str) -> Result<(), PodError> {
     if !ironpod_ids::valid_name(name) {
@@ -179,6 +201,10 @@ pub fn stop(root: &Path, r: &Record, timeout: Duration) -> Result<(), PodError> 
     }
     let mut a = agent(r)?;
     let init = ProcessRef::init(&r.id);
+    if is_paused(&r.id) {
+        // A frozen process cannot take its stop signal: thawed first (as Docker does).
+        pause(root, r, false)?;
+    }
     let signal = stop_signal(root, r);
     let _ = a.signal(&init, signal, false);
     let e = crate::events::container_event(r, "kill").with("signal", signal.to_string());

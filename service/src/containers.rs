@@ -72,6 +72,9 @@ fn now() -> u64 {
 
 fn state_of(r: &Record) -> ContainerSummaryStateEnum {
     match r.status.as_str() {
+        status::RUNNING if ironpod_pods::lifecycle::is_paused(&r.id) => {
+            ContainerSummaryStateEnum::PAUSED
+        }
         status::RUNNING => ContainerSummaryStateEnum::RUNNING,
         status::EXITED => ContainerSummaryStateEnum::EXITED,
         _ => ContainerSummaryStateEnum::CREATED,
@@ -125,7 +128,14 @@ fn summary(root: &Path, r: &Record, images: &ImageIndex, size: bool, now: u64) -
         size_root_fs: size.then(|| image.map_or(0, |i| i.size as i64)),
         labels: Some(labels_of(r, images)),
         state: Some(state_of(r)),
-        status: Some(describe::status_text(r, now)),
+        status: Some({
+            let text = describe::status_text(r, now);
+            if r.status == status::RUNNING && ironpod_pods::lifecycle::is_paused(&r.id) {
+                format!("{text} (Paused)")
+            } else {
+                text
+            }
+        }),
         host_config: Some(ContainerSummaryHostConfig {
             network_mode: Some(o.network.clone().unwrap_or_else(|| "default".into())),
             annotations: None,

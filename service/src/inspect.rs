@@ -34,14 +34,16 @@ pub fn find(root: &Path, key: &str) -> ApiResult<Record> {
 
 fn state_of(r: &Record) -> ContainerState {
     let running = r.status == status::RUNNING;
+    let paused = running && ironpod_pods::lifecycle::is_paused(&r.id);
     ContainerState {
         status: Some(match r.status.as_str() {
+            status::RUNNING if paused => ContainerStateStatusEnum::PAUSED,
             status::RUNNING => ContainerStateStatusEnum::RUNNING,
             status::EXITED => ContainerStateStatusEnum::EXITED,
             _ => ContainerStateStatusEnum::CREATED,
         }),
         running: Some(running),
-        paused: Some(false),
+        paused: Some(paused),
         restarting: Some(false),
         oom_killed: Some(r.oom_killed),
         dead: Some(false),

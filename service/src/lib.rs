@@ -8,6 +8,7 @@
 
 mod attach;
 mod body;
+mod container_info;
 mod container_ops;
 mod containers;
 mod create;
@@ -78,6 +79,11 @@ fn router(ctx: Ctx) -> Router {
         .route("/containers/{id}/wait", post(container_ops::wait))
         .route("/containers/{id}/logs", get(container_ops::logs))
         .route("/containers/{id}/rename", post(container_ops::rename))
+        .route("/containers/{id}/top", get(container_info::top))
+        .route("/containers/{id}/stats", get(container_info::stats))
+        .route("/containers/{id}/pause", post(container_info::pause))
+        .route("/containers/{id}/unpause", post(container_info::unpause))
+        .route("/commit", post(container_info::commit))
         .route("/containers/{id}/resize", post(exec::resize_container))
         .route("/containers/{id}/exec", post(exec::create))
         .route("/exec/{id}/start", post(exec::start))

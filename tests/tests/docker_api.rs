@@ -181,6 +181,38 @@ fn docker_cli_runs_and_ends_pods() {
         .output()
         .unwrap();
     assert!(text(&o.stdout).contains("30 100"), "{o:?}");
+    // top, stats, pause and unpause, commit (the changes exec made, a new CMD).
+    let top = svc.ok(&["top", "web"]);
+    assert!(top.starts_with("UID") && top.contains("sleep 300"), "{top}");
+    let st =
+        svc.ok(&["stats", "--no-stream", "--format", "{{.Name}} {{.PIDs}} {{.MemUsage}}", "web"]);
+    assert!(st.starts_with("web 1 ") && st.contains(" / "), "{st}");
+    svc.ok(&["pause", "web"]);
+    let st = svc.ok(&["inspect", "-f", "{{.State.Status}} {{.State.Paused}}", "web"]);
+    assert_eq!(st.trim(), "paused true");
+    assert!(svc.ok(&["ps", "--format", "{{.Status}}"]).contains("(Paused)"));
+    svc.fails(&["pause", "web"], "already paused");
+    svc.ok(&["unpause", "web"]);
+    assert_eq!(svc.ok(&["exec", "web", "echo", "thawed"]), "thawed\n");
+    let img = svc.ok(&["commit", "-c", "CMD [\"cat\", \"/tmp/f\"]", "-m", "snap", "web", "snap:1"]);
+    assert!(img.trim().starts_with("sha256:"), "{img}");
+    let o = svc.docker(&["run", "--rm", "snap:1"]);
+    assert_eq!(text(&o.stdout), "x\n", "{o:?}");
+    // What happened to it, as events.
+    let ev = svc.ok(&[
+        "events",
+        "--since",
+        "10m",
+        "--until",
+        "0s",
+        "--filter",
+        "container=web",
+        "--format",
+        "{{.Action}}",
+    ]);
+    for want in ["create", "start", "exec_start: echo hi", "pause", "unpause"] {
+        assert!(ev.lines().any(|l| l == want), "{want:?} in {ev}");
+    }
     // run -t: the container has a terminal (its output comes raw, with \r\n).
     let o = svc.docker(&["run", "--rm", "-t", "demo", "sh", "-c", "test -t 1 && echo tty"]);
     assert_eq!((text(&o.stdout).as_str(), o.status.code()), ("tty\r\n", Some(0)), "{o:?}");
@@ -254,6 +286,20 @@ fn docker_cli_runs_and_ends_pods() {
     std::thread::sleep(Duration::from_millis(500)); // the trap is set
     svc.ok(&["kill", "-s", "USR1", "k"]);
     assert_eq!(svc.ok(&["wait", "k"]).trim(), "5");
+    let ev = svc.ok(&[
+        "events",
+        "--since",
+        "10m",
+        "--until",
+        "0s",
+        "--filter",
+        "container=k",
+        "--filter",
+        "event=die",
+        "--format",
+        "{{.Action}} {{index .Actor.Attributes \"exitCode\"}}",
+    ]);
+    assert_eq!(ev.trim(), "die 5");
     svc.ok(&["run", "-d", "--rm", "--name", "gone", "demo", "true"]);
     svc.until(&["ps", "-a", "--format", "{{.Names}}"], |o| !o.lines().any(|l| l == "gone"));
     root.ok(&["run", "-d", "--name", "fromcli", "demo", "sleep", "300"]);
