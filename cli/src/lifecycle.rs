@@ -129,3 +129,41 @@ pub fn rename(root: &Path, container: &str, name: &str) -> Result<i32, Failure> 
     lifecycle::rename(root, &r, name).map_err(|e| Failure::Runtime(e.to_string()))?;
     Ok(0)
 }
+
+/// `ironpod start`: each container's pod boots in the background.
+pub fn start(root: &Path, containers: &[String]) -> Result<i32, Failure> {
+    let mut code = 0;
+    for c in containers {
+        let done = find(root, c).and_then(|r| {
+            if lifecycle::is_live(&r) {
+                return Ok(()); // running already, as Docker
+            }
+            lifecycle::start(root, &r, false).map_err(rt)
+        });
+        match done {
+            Ok(()) => println!("{c}"),
+            Err(e) => {
+                eprintln!("ironpod: {e}");
+                code = 1;
+            }
+        }
+    }
+    Ok(code)
+}
+
+/// `ironpod restart`.
+pub fn restart(root: &Path, a: StopArgs) -> Result<i32, Failure> {
+    let mut code = 0;
+    for c in &a.containers {
+        let done = find(root, c)
+            .and_then(|r| lifecycle::restart(root, &r, Duration::from_secs(a.time)).map_err(rt));
+        match done {
+            Ok(()) => println!("{c}"),
+            Err(e) => {
+                eprintln!("ironpod: {e}");
+                code = 1;
+            }
+        }
+    }
+    Ok(code)
+}

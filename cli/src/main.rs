@@ -65,6 +65,14 @@ enum Command {
         #[arg(required = true)]
         containers: Vec<String>,
     },
+    /// Starts containers that were created or have exited (in the background).
+    Start {
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Stops containers and starts them again.
+    Restart(lifecycle::StopArgs),
     /// Gives a container another name.
     Rename {
         /// Container.
@@ -221,6 +229,8 @@ fn main() -> ExitCode {
         Command::Wait { containers: c } => lifecycle::wait(&root, &c),
         Command::Inspect { containers: c } => inspect::inspect(&root, &c),
         Command::Rename { container, name } => lifecycle::rename(&root, &container, &name),
+        Command::Start { containers } => lifecycle::start(&root, &containers),
+        Command::Restart(a) => lifecycle::restart(&root, a),
         Command::Events(a) => events::events(&root, a),
         Command::Top { container } => inspect::top(&root, &container),
         Command::Stats(a) => inspect::stats(&root, a),

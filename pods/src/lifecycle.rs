@@ -224,10 +224,34 @@ pub fn stop(root: &Path, r: &Record, timeout: Duration) -> Result<(), PodError> 
     Ok(())
 }
 
-/// Starts a container that was created without a pod (Docker's create, then start): its
-/// monitor boots the VM from the disks made at create time and runs the recorded spec.
+/// Starts a container that was created without a pod (Docker's create, then start), or
+/// one that exited (its changes kept on its writable disk, its log appended to): its
+/// monitor boots the VM from the container's disks and runs the recorded spec.
 /// `wait_attach`: the program starts only once a client attached to the monitor.
 pub fn start(root: &Path, r: &Record, wait_attach: bool) -> Result<(), PodError> {
+    let rearmed;
+    let r = if r.status == status::EXITED {
+        // Started again: the same disks (its changes kept) in a new pod, once the last pod's
+        // monitor has cleaned up after it.
+        if r.auto_remove {
+            return Err(PodError::State2(format!(
+                "container {} is removed when it exits: it cannot start again",
+                r.id.chars().take(12).collect::<String>()
+            )));
+        }
+        pod::wait_monitor_gone(r, Duration::from_secs(30));
+        let state = State::open(root)?;
+        if !state.rearm(&r.id)? {
+            return Err(PodError::State2(format!(
+                "container {} changed while it was started",
+                r.id.chars().take(12).collect::<String>()
+            )));
+        }
+        rearmed = state.find(&r.id)?;
+        &rearmed
+    } else {
+        r
+    };
     if r.status != status::CREATED || r.monitor_pid.is_some() {
         return Err(PodError::State2(format!(
             "container {} was started already",
@@ -302,6 +326,19 @@ pub fn set_network(
         return Err(fixed());
     }
     Ok(state.find(&r.id)?)
+}
+
+/// Stops the container if it runs (as [`stop`]), then starts it again (as [`start`]).
+pub fn restart(root: &Path, r: &Record, timeout: Duration) -> Result<(), PodError> {
+    stop(root, r, timeout)?;
+    let r = find(root, &r.id)?;
+    if is_live(&r) {
+        // A pod still starting (created, monitor up) is left to finish.
+        return Ok(());
+    }
+    start(root, &r, false)?;
+    crate::events::container(root, &r, "restart");
+    Ok(())
 }
 
 /// Waits until the container no longer runs; returns its record then.

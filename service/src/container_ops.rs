@@ -38,13 +38,24 @@ pub async fn start(State(ctx): State<Ctx>, UrlPath(id): UrlPath<String>) -> ApiR
         if lifecycle::is_live(&r) {
             return Ok(StatusCode::NOT_MODIFIED);
         }
-        if r.status == status::EXITED {
-            return Err(conflict(format!(
-                "container {id} has exited: starting a stopped container again is not supported yet (create a new one)"
-            )));
-        }
         // An attach waiting for this start gets all of the output: the program waits for it.
         lifecycle::start(&root, &r, waiting.any(&r.id)).map_err(pod_error)?;
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
+}
+
+/// `POST /containers/{id}/restart?t=SECS`: stopped (as stop) and started again; 204.
+pub async fn restart(
+    State(ctx): State<Ctx>,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Query<StopQuery>,
+) -> ApiResult<StatusCode> {
+    let timeout = stop_timeout(&q)?;
+    let root = ctx.root.clone();
+    blocking(move || {
+        let r = find(&root, &id)?;
+        lifecycle::restart(&root, &r, timeout).map_err(pod_error)?;
         Ok(StatusCode::NO_CONTENT)
     })
     .await
@@ -56,20 +67,24 @@ pub struct StopQuery {
     t: Option<String>,
 }
 
-/// `POST /containers/{id}/stop?t=SECS`: 204; 304 when it does not run.
-pub async fn stop(
-    State(ctx): State<Ctx>,
-    UrlPath(id): UrlPath<String>,
-    Query(q): Query<StopQuery>,
-) -> ApiResult<StatusCode> {
+/// The `t` of stop and restart: seconds before SIGKILL (default 10; negative: a day).
+fn stop_timeout(q: &StopQuery) -> ApiResult<Duration> {
     let secs = match q.t.as_deref() {
         None | Some("") => 10,
         Some(t) => {
             t.parse::<i64>().map_err(|_| ApiError::bad_request(format!("invalid t {t:?}")))?
         }
     };
-    // Negative: wait for ever, as Docker (here: a day).
-    let timeout = Duration::from_secs(if secs < 0 { 86_400 } else { secs as u64 });
+    Ok(Duration::from_secs(if secs < 0 { 86_400 } else { secs as u64 }))
+}
+
+/// `POST /containers/{id}/stop?t=SECS`: 204; 304 when it does not run.
+pub async fn stop(
+    State(ctx): State<Ctx>,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Query<StopQuery>,
+) -> ApiResult<StatusCode> {
+    let timeout = stop_timeout(&q)?;
     let root = ctx.root.clone();
     blocking(move || {
         let r = find(&root, &id)?;

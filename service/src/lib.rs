@@ -75,6 +75,7 @@ fn router(ctx: Ctx) -> Router {
         .route("/containers/{id}/start", post(container_ops::start))
         .route("/containers/{id}/attach", post(attach::attach))
         .route("/containers/{id}/stop", post(container_ops::stop))
+        .route("/containers/{id}/restart", post(container_ops::restart))
         .route("/containers/{id}/kill", post(container_ops::kill))
         .route("/containers/{id}/wait", post(container_ops::wait))
         .route("/containers/{id}/logs", get(container_ops::logs))

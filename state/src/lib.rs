@@ -323,6 +323,19 @@ impl State {
         Ok(n == 1)
     }
 
+    /// Makes an exited container startable again (`created`, no pod, no exit): its disks
+    /// and log stay. False when it is not exited (started meanwhile).
+    pub fn rearm(&self, id: &str) -> Result<bool, StateError> {
+        let n = self.conn.execute(
+            "UPDATE containers SET status = ?2, monitor_pid = NULL, monitor_start = NULL,
+                 vmm_pid = NULL, guest_pid = NULL, vsock = NULL, exit_code = NULL,
+                 oom_killed = 0, error = NULL, network = NULL
+             WHERE id = ?1 AND status = ?3",
+            params![id, status::CREATED, status::EXITED],
+        )?;
+        Ok(n == 1)
+    }
+
     /// Gives a container another name (which must be free).
     pub fn rename(&self, id: &str, name: &str) -> Result<(), StateError> {
         match self.conn.execute("UPDATE containers SET name = ?2 WHERE id = ?1", params![id, name])
@@ -400,6 +413,15 @@ mod tests {
         assert_eq!(s.find("uno").unwrap().options, r#"{"a":1}"#);
         s.set_monitor("abc123", 1, None).unwrap();
         assert!(!s.set_options_while_created("abc123", "{}").unwrap(), "starting: fixed");
+        assert!(!s.rearm("abc123").unwrap(), "only an exited one");
+        s.set_exited("abc123", 3, true, Some("x"), "t").unwrap();
+        assert!(s.rearm("abc123").unwrap());
+        let r = s.find("abc123").unwrap();
+        assert_eq!(
+            (r.status.as_str(), r.exit_code, r.monitor_pid, r.oom_killed),
+            (status::CREATED, None, None, false)
+        );
+        assert_eq!(r.options, r#"{"a":1}"#, "kept");
         assert_eq!(s.find("uno").unwrap().options, r#"{"a":1}"#);
     }
 }

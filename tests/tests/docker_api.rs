@@ -181,6 +181,12 @@ fn docker_cli_runs_and_ends_pods() {
         .output()
         .unwrap();
     assert!(text(&o.stdout).contains("30 100"), "{o:?}");
+    // restart keeps the container's changes (its writable disk) and appends to its log.
+    svc.ok(&["exec", "web", "sh", "-c", "echo kept > /keep"]);
+    svc.ok(&["restart", "-t", "1", "web"]);
+    assert_eq!(svc.ok(&["inspect", "-f", "{{.State.Status}}", "web"]).trim(), "running");
+    assert_eq!(svc.ok(&["exec", "web", "cat", "/keep"]), "kept\n");
+    svc.until(&["logs", "web"], |o| o == "hi\nhi\n");
     // top, stats, pause and unpause, commit (the changes exec made, a new CMD).
     let top = svc.ok(&["top", "web"]);
     assert!(top.starts_with("UID") && top.contains("sleep 300"), "{top}");
@@ -236,7 +242,10 @@ fn docker_cli_runs_and_ends_pods() {
     svc.ok(&["start", "once"]);
     assert_eq!(svc.ok(&["wait", "once"]).trim(), "3");
     assert_eq!(svc.ok(&["logs", "once"]), "made\n");
-    svc.fails(&["start", "once"], "not supported yet");
+    // Started again: the same container, its log appended to.
+    svc.ok(&["start", "once"]);
+    assert_eq!(svc.ok(&["wait", "once"]).trim(), "3");
+    assert_eq!(svc.ok(&["logs", "once"]), "made\nmade\n");
 
     // docker run, attached: output streams apart, the exit code passed through, --rm
     // removes it; stdin piped in with -i, its end reaching the program.
