@@ -355,3 +355,111 @@ fn events_stream_to_docker_and_ironpod() {
     assert_eq!(text.len(), 1, "{text:?}");
     assert!(text[0].contains(" volume create evvol (driver=local)"), "{text:?}");
 }
+
+#[test]
+fn twenty_clients_at_once_and_bad_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("state");
+    let tar = tarball(dir.path(), "demo", "hi");
+    ok(&ironpod(&root, &["import", "-c", "CMD [\"sh\"]", tar.to_str().unwrap(), "demo"]));
+    let svc = std::sync::Arc::new(Service::start(&root, &dir.path().join("d.sock"), &[]));
+
+    // 20 clients create, inspect, rename and remove containers at once.
+    let workers: Vec<_> = (0..20)
+        .map(|i| {
+            let svc = svc.clone();
+            std::thread::spawn(move || {
+                let name = format!("c{i}");
+                ok(&svc.docker(&["create", "--name", &name, "-l", "batch=1", "demo"]));
+                let st = ok(&svc.docker(&["inspect", "-f", "{{.State.Status}}", &name]));
+                assert_eq!(st.trim(), "created");
+                ok(&svc.docker(&["rename", &name, &format!("r{i}")]));
+                if i % 2 == 0 {
+                    ok(&svc.docker(&["rm", &format!("r{i}")]));
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let mut left = lines(&svc.docker(&["ps", "-a", "--format", "{{.Names}}"]));
+    left.sort();
+    let mut want: Vec<String> = (0..20).filter(|i| i % 2 == 1).map(|i| format!("r{i}")).collect();
+    want.sort();
+    assert_eq!(left, want);
+    assert_eq!(ok(&ironpod(&root, &["ps", "-aq"])).lines().count(), 10, "the CLI agrees");
+    ok(&svc.docker(&["container", "prune", "-f", "--filter", "label=batch=1"]));
+    assert!(ok(&svc.docker(&["ps", "-aq"])).trim().is_empty());
+    let dirs = std::fs::read_dir(root.join("containers")).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(dirs, 0, "nothing left of the containers");
+
+    // Bad requests get Docker's errors, and the service stays up.
+    let post = |path: &str, body: &str| {
+        svc.curl(&[
+            "-XPOST",
+            "-HContent-Type: application/json",
+            "--data-binary",
+            body,
+            &format!("http://d{path}"),
+        ])
+    };
+    for (path, body, status, text) in [
+        ("/v1.41/containers/create", "{", "400", "invalid JSON"),
+        ("/v1.41/containers/create", r#"{"Image": 5}"#, "400", "invalid JSON"),
+        (
+            "/v1.41/containers/create",
+            r#"{"Image":"demo","HostConfig":{"Memory":"lots"}}"#,
+            "400",
+            "invalid JSON",
+        ),
+        ("/v1.41/containers/create", r#"{"Image":"nosuch"}"#, "404", "No such image"),
+        (
+            "/v1.41/containers/create?name=a/b",
+            r#"{"Image":"demo"}"#,
+            "400",
+            "invalid container name",
+        ),
+        ("/v1.41/networks/create", r#"{"Name": ["x"]}"#, "400", "invalid JSON"),
+        ("/v1.41/containers/nosuch/start", "", "404", "No such container: nosuch"),
+        ("/v1.41/containers/nosuch/kill", "", "404", "No such container: nosuch"),
+        ("/v1.41/exec/nosuch/start", "{}", "404", "No such exec instance"),
+        ("/v1.41/containers/nosuch/exec", r#"{"Cmd":["true"]}"#, "404", "No such container"),
+        ("/v1.41/images/create?fromImage=demo&fromSrc=-", "", "400", "fromSrc"),
+        ("/v1.41/commit?container=nosuch&repo=x", "", "404", "No such container"),
+    ] {
+        let (head, got) = post(path, body);
+        assert!(
+            head.starts_with(&format!("HTTP/1.1 {status}")) && got.contains(text),
+            "{path} {body}: {head}{got}"
+        );
+        assert!(
+            serde_json::from_str::<serde_json::Value>(&got).is_ok_and(|v| v["message"].is_string()),
+            "{got}"
+        );
+    }
+    let huge = dir.path().join("huge.json");
+    std::fs::write(&huge, format!("{{\"Image\":\"{}\"}}", "x".repeat(2 << 20))).unwrap();
+    let (head, _) = svc.curl(&[
+        "-XPOST",
+        "-HExpect:",
+        "-HContent-Type: application/json",
+        "--data-binary",
+        &format!("@{}", huge.display()),
+        "http://d/v1.41/containers/create",
+    ]);
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    // A client that goes away in the middle of an attach (it waits for a start).
+    ok(&svc.docker(&["create", "--name", "waiter", "demo"]));
+    let o = std::process::Command::new("curl")
+        .args(["-s", "-m", "1", "--unix-socket"])
+        .arg(&svc.socket)
+        .args(["-XPOST", "-HUpgrade: tcp", "-HConnection: Upgrade"])
+        .arg("http://d/v1.41/containers/waiter/attach?stream=1&stdout=1")
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "cut off by its own timeout");
+    let (head, body) = svc.curl(&["http://d/_ping"]);
+    assert!(head.starts_with("HTTP/1.1 200") && body == "OK", "{head}{body}");
+    ok(&svc.docker(&["rm", "waiter"]));
+}

@@ -113,7 +113,10 @@ pub fn make_writable_disk_fast(root: &Path, path: &Path, bytes: u64) -> Result<(
         let made = !template.is_file();
         if made {
             fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
-            let tmp = dir.join(format!(".rw-{}-{}.tmp", bytes >> 20, std::process::id()));
+            // Unique per maker: a service makes disks for several containers at once.
+            let unique =
+                ironpod_ids::random_hex(8).map_err(|e| PodError::Monitor(e.to_string()))?;
+            let tmp = dir.join(format!(".rw-{}-{}-{unique}.tmp", bytes >> 20, std::process::id()));
             make_writable_disk(&tmp, bytes)?;
             fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io("sync the template"))?;
             fs::rename(&tmp, &template).map_err(io(format!("install {}", template.display())))?;

@@ -90,6 +90,25 @@ pub fn fails_with(o: &Output, text: &str) {
     assert!(!o.status.success() && err.contains(text), "want failure {text:?}, got {o:?}");
 }
 
+/// Children that die with the test process.
+trait ParentDeath {
+    fn pre_exec_parent_death(&mut self) -> &mut Self;
+}
+
+impl ParentDeath for Command {
+    fn pre_exec_parent_death(&mut self) -> &mut Self {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl with integer arguments only, async-signal-safe, in the child
+        // between fork and exec.
+        unsafe {
+            self.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            })
+        }
+    }
+}
+
 /// `ironpod system service` on a socket of its own, for the docker CLI and curl.
 pub struct Service {
     /// The service process.
@@ -109,6 +128,8 @@ impl Service {
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
+            // The service dies with the test process, even one that panics in a thread.
+            .pre_exec_parent_death()
             .spawn()
             .unwrap();
         let t = Instant::now();
