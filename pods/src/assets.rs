@@ -18,10 +18,17 @@ pub struct MissingAsset {
     pub hint: &'static str,
 }
 
-fn from_env_or(var: &str, default: &str) -> PathBuf {
-    std::env::var_os(var)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(DEFAULT_ASSET_DIR).join(default))
+/// `$VAR`, else `../share/ironpod/NAME` beside the running executable (an install under
+/// another prefix: `cargo xtask install --prefix`), else the default directory's.
+fn from_env_or(var: &str, name: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(var) {
+        return PathBuf::from(p);
+    }
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|e| Some(e.parent()?.parent()?.join("share/ironpod").join(name)))
+        .filter(|p| p.is_file());
+    beside.unwrap_or_else(|| Path::new(DEFAULT_ASSET_DIR).join(name))
 }
 
 fn existing(
@@ -36,12 +43,14 @@ fn existing(
     }
 }
 
-/// The guest kernel: `$IRONPOD_KERNEL` or `/usr/local/share/ironpod/vmlinux`.
+/// The guest kernel: `$IRONPOD_KERNEL`, `../share/ironpod/vmlinux` beside the executable,
+/// or `/usr/local/share/ironpod/vmlinux`.
 pub fn kernel() -> Result<PathBuf, MissingAsset> {
     existing("guest kernel", from_env_or("IRONPOD_KERNEL", "vmlinux"), "run `cargo xtask kernel`")
 }
 
-/// The agent initramfs: `$IRONPOD_INITRAMFS` or `/usr/local/share/ironpod/initramfs.img`.
+/// The agent initramfs: `$IRONPOD_INITRAMFS`, `../share/ironpod/initramfs.img` beside the
+/// executable, or `/usr/local/share/ironpod/initramfs.img`.
 pub fn initramfs() -> Result<PathBuf, MissingAsset> {
     existing(
         "initramfs",

@@ -14,6 +14,7 @@ mod demo_image;
 mod deps;
 mod fuzz;
 mod initramfs;
+mod install;
 mod kernel;
 mod rig;
 mod test;
@@ -43,6 +44,12 @@ enum Cmd {
     Test,
     /// Boots a microVM with our VMM and talks to the agent.
     Demo,
+    /// Builds ironpod and installs it: binaries, guest kernel and initramfs, systemd units.
+    Install {
+        /// Installation prefix.
+        #[arg(long, default_value = "/usr/local")]
+        prefix: std::path::PathBuf,
+    },
     /// Runs the libFuzzer targets of fuzz/ (cargo-fuzz, nightly, AddressSanitizer).
     Fuzz(fuzz::FuzzArgs),
     /// Benchmarks.
@@ -67,6 +74,7 @@ fn main() {
         Cmd::Rig(a) => rig::run_cli(a),
         Cmd::Test => test::run(),
         Cmd::Demo => test::demo(),
+        Cmd::Install { prefix } => install::run(&prefix).map(|_| ()),
         Cmd::Fuzz(a) => fuzz::run(a),
         Cmd::Bench { which } => bench::run(which),
         Cmd::BenchDriver { which } => bench::driver(which),

@@ -101,6 +101,7 @@ pub fn run() -> Result<()> {
         (host, guest) = test_bins::build()?;
         Ok(format!("{} test binaries", host.len() + guest.len()))
     })?;
+    step(&mut rows, "cargo xtask install into a scratch prefix", check_install)?;
     // Every test runs, whatever failed before it; the failures are listed at the end.
     let t = Instant::now();
     let host_reports = test_bins::run_host(&host)?;
@@ -273,5 +274,49 @@ pub fn demo() -> Result<()> {
             }
             Ok(())
         }
-    }
+    }?;
+    println!();
+    println!(
+        "Built: {} ({}); guest kernel and initramfs in {}. Put them on PATH with \
+         `cargo xtask install [--prefix /usr/local]` (also the systemd units of the Docker API \
+         service).",
+        util::target_dir().join("release").display(),
+        crate::install::BINARIES.join(", "),
+        util::ASSET_DIR
+    );
+    Ok(())
+}
+
+/// `cargo xtask install`'s copying, into a scratch prefix from this build: every file in
+/// place, the binaries run, the units point at the prefix.
+fn check_install() -> Result<String> {
+    let prefix = std::env::temp_dir().join(format!("ironpod-install-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&prefix);
+    let assets = std::path::PathBuf::from(util::ASSET_DIR);
+    let built = util::target_dir().join(test_bins::PROFILE);
+    let checked = (|| {
+        let i = crate::install::install(
+            &prefix,
+            &built,
+            &assets.join("vmlinux"),
+            &assets.join("initramfs.img"),
+        )?;
+        let out = Command::new(i.bin.join("ironpod")).arg("--version").output()?;
+        if !out.status.success() || !String::from_utf8_lossy(&out.stdout).starts_with("ironpod ") {
+            bail!("the installed ironpod does not run: {out:?}");
+        }
+        for f in ["vmlinux", "initramfs.img"] {
+            if !i.assets.join(f).is_file() {
+                bail!("{f} is not installed");
+            }
+        }
+        let unit = std::fs::read_to_string(i.units.join("ironpod.service"))?;
+        if !unit.contains(&format!("ExecStart={} system service", i.bin.join("ironpod").display()))
+        {
+            bail!("ironpod.service does not start the installed binary:\n{unit}");
+        }
+        Ok(format!("{} binaries, assets, units", crate::install::BINARIES.len()))
+    })();
+    let _ = std::fs::remove_dir_all(&prefix);
+    checked
 }
