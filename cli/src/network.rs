@@ -1,4 +1,4 @@
-//! `ironpod network create|ls|rm|inspect`.
+//! `ironpod network create|ls|rm|inspect|connect|disconnect|prune`.
 
 use std::path::Path;
 
@@ -25,6 +25,30 @@ pub enum NetworkCommand {
         /// Networks.
         #[arg(required = true)]
         networks: Vec<String>,
+    },
+    /// Puts a container that has not started on a network (a pod has one network card,
+    /// chosen when its VM starts).
+    Connect {
+        /// Another name the container answers to there; repeatable.
+        #[arg(long = "alias")]
+        aliases: Vec<String>,
+        /// Network.
+        network: String,
+        /// Container.
+        container: String,
+    },
+    /// Takes a container that has not started off a network.
+    Disconnect {
+        /// Network.
+        network: String,
+        /// Container.
+        container: String,
+    },
+    /// Removes the networks no running pod uses.
+    Prune {
+        /// Only networks with this label (KEY or KEY=VALUE); repeatable.
+        #[arg(long = "label")]
+        labels: Vec<String>,
     },
     /// Shows networks and their pods as JSON.
     Inspect {
@@ -125,6 +149,41 @@ pub fn run(root: &Path, cmd: NetworkCommand) -> Result<i32, Failure> {
                 }
             }
             Ok(code)
+        }
+        NetworkCommand::Connect { aliases, network: key, container } => {
+            let store = NetworkStore::open(root).map_err(rt)?;
+            let net = store.find(&key).map_err(rt)?;
+            let r = crate::containers::find(root, &container)?;
+            ironpod_pods::lifecycle::set_network(root, &r, Some(&net.name), aliases).map_err(rt)?;
+            Ok(0)
+        }
+        NetworkCommand::Disconnect { network: key, container } => {
+            let store = NetworkStore::open(root).map_err(rt)?;
+            let net = store.find(&key).map_err(rt)?;
+            let r = crate::containers::find(root, &container)?;
+            let o: ironpod_pods::spec::RunOptions =
+                serde_json::from_str(&r.options).unwrap_or_default();
+            if o.network_name() != Some(net.name.as_str()) {
+                return Err(rt(format!(
+                    "container {} is not connected to network {}",
+                    r.name, net.name
+                )));
+            }
+            ironpod_pods::lifecycle::set_network(root, &r, None, Vec::new()).map_err(rt)?;
+            Ok(0)
+        }
+        NetworkCommand::Prune { labels } => {
+            let gone = network::prune(root, |n| {
+                labels.iter().all(|l| match l.split_once('=') {
+                    Some((k, v)) => n.labels.get(k).is_some_and(|have| have == v),
+                    None => n.labels.contains_key(l),
+                })
+            })
+            .map_err(rt)?;
+            for n in gone {
+                println!("{}", n.name);
+            }
+            Ok(0)
         }
         NetworkCommand::Inspect { networks } => {
             let store = NetworkStore::open(root).map_err(rt)?;

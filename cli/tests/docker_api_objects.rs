@@ -116,6 +116,12 @@ fn docker_cli_manages_networks_and_containers_before_start() {
     fails_with(&svc.docker(&["network", "disconnect", "fromcli", "loner"]), "is not connected");
     ok(&svc.docker(&["network", "disconnect", "backend", "loner"]));
     assert_eq!(network_of(&svc, "loner"), serde_json::json!({}));
+    // The CLI's connect and disconnect are the same operations.
+    ok(&ironpod(&root, &["network", "connect", "--alias", "l2", "fromcli", "loner"]));
+    let nets = network_of(&svc, "loner");
+    assert!(nets["fromcli"]["Aliases"].as_array().unwrap().contains(&"l2".into()), "{nets}");
+    ok(&ironpod(&root, &["network", "disconnect", "fromcli", "loner"]));
+    assert_eq!(network_of(&svc, "loner"), serde_json::json!({}));
     ok(&svc.docker(&["network", "connect", "fromcli", "loner"]));
     assert!(network_of(&svc, "loner").get("fromcli").is_some());
     fails_with(
@@ -171,6 +177,9 @@ fn docker_cli_manages_networks_and_containers_before_start() {
         .unwrap_or(false));
 
     // Network prune: the unused user networks, by label.
+    ok(&ironpod(&root, &["network", "create", "--label", "tmp=2", "clitmp"]));
+    let out = ok(&ironpod(&root, &["network", "prune", "--label", "tmp=2"]));
+    assert_eq!(out.trim(), "clitmp");
     ok(&svc.docker(&["network", "create", "--label", "tmp=1", "scratch"]));
     let out = ok(&svc.docker(&["network", "prune", "-f", "--filter", "label=tmp"]));
     assert!(out.contains("scratch") && !out.contains("backend"), "{out}");
