@@ -61,6 +61,13 @@ pub enum Which {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// The Docker API's cost: `docker run --rm` through the service vs `ironpod run --rm`;
+    /// `GET /containers/json` latency with 20 containers.
+    Api {
+        /// Runs of each.
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+    },
     /// Pull of a ~200 MB 5-layer image from a local registry, ironpod vs skopeo; layer disks.
     Pull {
         /// Runs of each.
@@ -95,6 +102,10 @@ pub fn run(which: Which) -> Result<()> {
             ("net", runs, 0)
         }
         Which::Volumes { runs } => ("volumes", runs, 0),
+        Which::Api { runs } => {
+            crate::deps::ensure()?;
+            ("api", runs, 0)
+        }
     };
     kernel::build()?;
     initramfs::build()?;
@@ -217,6 +228,7 @@ pub fn driver(which: Which) -> Result<()> {
         Which::Cri { runs } => return crate::bench_run::cri_driver(runs),
         Which::Net { runs, vmm_only } => return crate::bench_net::driver(runs, vmm_only),
         Which::Volumes { runs } => return crate::bench_volumes::driver(runs),
+        Which::Api { runs } => return crate::bench_api::driver(runs),
         Which::Pull { .. } => anyhow::bail!("the pull benchmark has no driver"),
     };
     let kernel = format!("{}/vmlinux", util::ASSET_DIR);

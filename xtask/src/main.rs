@@ -2,6 +2,7 @@
 //! initramfs, the test rig, the test and demo entry points, benchmarks.
 
 mod bench;
+mod bench_api;
 mod bench_boot;
 mod bench_net;
 mod bench_net_vmm;

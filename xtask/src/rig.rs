@@ -273,7 +273,7 @@ fn shell_quote(s: &str) -> String {
 }
 
 /// The script L1 runs: same working directory, PATH with our binaries (built with cargo
-/// profile `profile`), IRONPOD_* passed on.
+/// profile `profile`), IRONPOD_* and CARGO_TARGET_DIR passed on.
 fn script(cmd: &[String], profile: &str) -> Result<String> {
     let cwd = std::env::current_dir()?;
     let bins = util::target_dir().join(profile);
@@ -284,7 +284,11 @@ fn script(cmd: &[String], profile: &str) -> Result<String> {
     ));
     s.push_str("export IRONPOD_RIG=1 HOME=/root\n");
     for (k, v) in std::env::vars() {
-        if k.starts_with("IRONPOD_") || k == "RUST_LOG" || k == "RUST_BACKTRACE" {
+        if k.starts_with("IRONPOD_")
+            || k == "RUST_LOG"
+            || k == "RUST_BACKTRACE"
+            || k == "CARGO_TARGET_DIR"
+        {
             s.push_str(&format!("export {}={}\n", k, shell_quote(&v)));
         }
     }
