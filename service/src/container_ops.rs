@@ -203,15 +203,7 @@ pub async fn prune(
 ) -> ApiResult<axum::Json<bollard_stubs::models::ContainerPruneResponse>> {
     let f = crate::filters::Filters::parse(q.filters.as_deref())?;
     f.only(&["label", "label!", "until"])?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
-    let until = match f.get("until") {
-        [] => None,
-        [u] => Some(crate::filters::time_before(u, now)?),
-        _ => return Err(ApiError::bad_request("more than one until filter")),
-    };
+    let until = f.until()?;
     let root = ctx.root.clone();
     blocking(move || {
         let images = crate::images::ImageIndex::load(&root)?;
@@ -222,10 +214,9 @@ pub async fn prune(
                 continue;
             }
             let labels = crate::containers::labels_of(&r, &images);
-            let label = |k: &str| labels.get(k).map(String::as_str);
-            let excluded = !f.get("label!").is_empty() && f.labels_match("label!", label);
             let created = ironpod_images::time::parse_rfc3339(&r.created).unwrap_or(0) as f64;
-            if !f.labels_match("label", label) || excluded || until.is_some_and(|u| created >= u) {
+            let kept = f.prune_labels(|k| labels.get(k).map(String::as_str));
+            if !kept || until.is_some_and(|u| created >= u) {
                 continue;
             }
             let size =

@@ -66,6 +66,36 @@ impl Filters {
         v.is_empty() || v.iter().any(|x| test(x))
     }
 
+    /// Prune's `until` filter as unix seconds (at most one value).
+    pub fn until(&self) -> Result<Option<f64>, ApiError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        match self.get("until") {
+            [] => Ok(None),
+            [u] => Ok(Some(time_before(u, now)?)),
+            _ => Err(ApiError::bad_request("more than one until filter")),
+        }
+    }
+
+    /// A boolean filter such as `dangling` (`true`/`1`, `false`/`0`; unset: `None`).
+    pub fn flag(&self, name: &str) -> Result<Option<bool>, ApiError> {
+        match self.get(name) {
+            [] => Ok(None),
+            [d] if d == "true" || d == "1" => Ok(Some(true)),
+            [d] if d == "false" || d == "0" => Ok(Some(false)),
+            d => Err(ApiError::bad_request(format!("invalid filter '{name}={}'", d.join(",")))),
+        }
+    }
+
+    /// What prune's `label` and `label!` filters keep: every `label` matches and no
+    /// `label!` does.
+    pub fn prune_labels<'a>(&self, labels: impl Fn(&str) -> Option<&'a str> + Copy) -> bool {
+        let excluded = !self.get("label!").is_empty() && self.labels_match("label!", labels);
+        self.labels_match("label", labels) && !excluded
+    }
+
     /// Docker's `label` filter: every value (`KEY` or `KEY=VALUE`) must match `labels`.
     pub fn labels_match<'a>(
         &self,
@@ -152,6 +182,29 @@ mod tests {
             _ => None,
         };
         assert!(!f.labels_match("label", l2));
+    }
+
+    #[test]
+    fn prune_helpers() {
+        let f =
+            Filters::parse(Some(r#"{"dangling":["0"],"label":["a"],"label!":["b=1"]}"#)).unwrap();
+        assert_eq!(f.flag("dangling").unwrap(), Some(false));
+        assert_eq!(f.flag("other").unwrap(), None);
+        assert!(Filters::parse(Some(r#"{"dangling":["maybe"]}"#))
+            .unwrap()
+            .flag("dangling")
+            .is_err());
+        assert!(f.prune_labels(|k| (k == "a").then_some("x")));
+        assert!(!f.prune_labels(|k| match k {
+            "a" => Some("x"),
+            "b" => Some("1"),
+            _ => None,
+        }));
+        assert!(!f.prune_labels(|_| None), "label a is required");
+        assert_eq!(f.until().unwrap(), None);
+        let two = Filters::parse(Some(r#"{"until":["1","2"]}"#)).unwrap();
+        assert!(two.until().is_err());
+        assert_eq!(Filters::parse(Some(r#"{"until":["5"]}"#)).unwrap().until().unwrap(), Some(5.0));
     }
 
     #[test]

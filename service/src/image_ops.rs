@@ -181,23 +181,8 @@ pub async fn prune(
     use bollard_stubs::models::{ImageDeleteResponseItem, ImagePruneResponse};
     let f = crate::filters::Filters::parse(q.filters.as_deref())?;
     f.only(&["dangling", "until", "label", "label!"])?;
-    let dangling_only = match f.get("dangling") {
-        [] => true,
-        [d] if d == "true" || d == "1" => true,
-        [d] if d == "false" || d == "0" => false,
-        d => {
-            return Err(ApiError::bad_request(format!("invalid filter 'dangling={}'", d.join(","))))
-        }
-    };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
-    let until = match f.get("until") {
-        [] => None,
-        [u] => Some(crate::filters::time_before(u, now)?),
-        _ => return Err(ApiError::bad_request("more than one until filter")),
-    };
+    let dangling_only = f.flag("dangling")?.unwrap_or(true);
+    let until = f.until()?;
     let root = ctx.root.clone();
     blocking(move || {
         let (mut items, mut space) = (Vec::new(), 0u64);
@@ -205,12 +190,8 @@ pub async fn prune(
             let index = crate::images::ImageIndex::load(&root)?;
             let store = ImageStore::open(&root).map_err(ApiError::internal)?;
             for i in index.all() {
-                let label = |k: &str| i.labels.get(k).map(String::as_str);
-                let excluded = !f.get("label!").is_empty() && f.labels_match("label!", label);
-                if !f.labels_match("label", label)
-                    || excluded
-                    || until.is_some_and(|u| i.created as f64 >= u)
-                {
+                let kept = f.prune_labels(|k| i.labels.get(k).map(String::as_str));
+                if !kept || until.is_some_and(|u| i.created as f64 >= u) {
                     continue;
                 }
                 match store.remove(&i.id, false) {

@@ -139,14 +139,7 @@ pub async fn list(
 ) -> ApiResult<Json<Vec<ImageSummary141>>> {
     let f = Filters::parse(q.filters.as_deref())?;
     f.only(&["dangling", "label", "reference", "before", "since"])?;
-    let dangling = match f.get("dangling") {
-        [] => None,
-        [v] if v == "true" || v == "1" => Some(true),
-        [v] if v == "false" || v == "0" => Some(false),
-        v => {
-            return Err(ApiError::bad_request(format!("invalid filter 'dangling={}'", v.join(","))))
-        }
-    };
+    let dangling = f.flag("dangling")?;
     let root = ctx.root.clone();
     blocking(move || {
         let index = ImageIndex::load(&root)?;

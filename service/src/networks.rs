@@ -21,7 +21,7 @@ use ironpod_pods::spec::RunOptions;
 
 use crate::body::DockerJson;
 use crate::error::{blocking, ApiError, ApiResult};
-use crate::filters::{time_before, Filters};
+use crate::filters::Filters;
 use crate::inspect::find;
 use crate::volumes::FilterQuery;
 use crate::Ctx;
@@ -116,14 +116,7 @@ pub async fn list(
 ) -> ApiResult<Json<Vec<NetworkInspect>>> {
     let f = Filters::parse(q.filters.as_deref())?;
     f.only(&["name", "id", "driver", "scope", "type", "label", "dangling"])?;
-    let dangling = match f.get("dangling") {
-        [] => None,
-        [d] if d == "true" || d == "1" => Some(true),
-        [d] if d == "false" || d == "0" => Some(false),
-        d => {
-            return Err(ApiError::bad_request(format!("invalid filter 'dangling={}'", d.join(","))))
-        }
-    };
+    let dangling = f.flag("dangling")?;
     let root = ctx.root.clone();
     blocking(move || {
         let store = store(&root)?;
@@ -280,22 +273,13 @@ pub async fn prune(
 ) -> ApiResult<Json<NetworkPruneResponse>> {
     let f = Filters::parse(q.filters.as_deref())?;
     f.only(&["label", "label!", "until"])?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
-    let until = match f.get("until") {
-        [] => None,
-        [u] => Some(time_before(u, now)?),
-        _ => return Err(ApiError::bad_request("more than one until filter")),
-    };
+    let until = f.until()?;
     let root = ctx.root.clone();
     blocking(move || {
         let gone = ironpod_net::prune(&root, |n| {
-            let label = |k: &str| n.labels.get(k).map(String::as_str);
-            let excluded = !f.get("label!").is_empty() && f.labels_match("label!", label);
             let created = ironpod_images::time::parse_rfc3339(&n.created).unwrap_or(0) as f64;
-            f.labels_match("label", label) && !excluded && until.is_none_or(|u| created < u)
+            f.prune_labels(|k| n.labels.get(k).map(String::as_str))
+                && until.is_none_or(|u| created < u)
         })
         .map_err(network_error)?;
         Ok(Json(NetworkPruneResponse {

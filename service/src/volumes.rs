@@ -64,14 +64,7 @@ pub struct FilterQuery {
 }
 
 fn selected(f: &Filters, v: &ironpod_volumes::Volume, used: &[String]) -> ApiResult<bool> {
-    let dangling = match f.get("dangling") {
-        [] => None,
-        [d] if d == "true" || d == "1" => Some(true),
-        [d] if d == "false" || d == "0" => Some(false),
-        d => {
-            return Err(ApiError::bad_request(format!("invalid filter 'dangling={}'", d.join(","))))
-        }
-    };
+    let dangling = f.flag("dangling")?;
     Ok(f.any("name", |n| v.name.contains(n))
         && f.any("driver", |d| d == v.driver)
         && f.labels_match("label", |k| v.labels.get(k).map(String::as_str))
@@ -200,9 +193,7 @@ pub async fn prune(
         let store = VolumeStore::new(&root);
         let (mut deleted, mut space) = (Vec::new(), 0u64);
         for v in store.list().map_err(volume_error)? {
-            let label = |k: &str| v.labels.get(k).map(String::as_str);
-            let excluded = !f.get("label!").is_empty() && f.labels_match("label!", label);
-            if !f.labels_match("label", label) || excluded {
+            if !f.prune_labels(|k| v.labels.get(k).map(String::as_str)) {
                 continue;
             }
             let users = ironpod_pods::pod::volume_users(&v.name, &recs);

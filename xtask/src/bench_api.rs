@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::bench::{stats, BenchRoot};
+use crate::bench_run::timed;
 use crate::deps::DOCKER_CLI;
 use crate::util;
 
@@ -23,16 +24,6 @@ impl Drop for Service {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn timed(cmd: &mut Command) -> Result<f64> {
-    let t = Instant::now();
-    let out = cmd.output().with_context(|| format!("run {cmd:?}"))?;
-    let ms = t.elapsed().as_secs_f64() * 1000.0;
-    if !out.status.success() {
-        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(ms)
 }
 
 /// One `GET` over the socket, the whole reply read (HTTP/1.0: the server closes).

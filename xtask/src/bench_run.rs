@@ -13,7 +13,8 @@ use crate::bench::stats;
 use crate::bench_prep::{mem_available_mib, settle};
 use crate::{demo_image, util};
 
-fn timed(cmd: &mut Command) -> Result<f64> {
+/// Runs `cmd` to its end; its wall time in ms (an error if it failed).
+pub fn timed(cmd: &mut Command) -> Result<f64> {
     let t = Instant::now();
     let out = cmd.output().with_context(|| format!("run {cmd:?}"))?;
     let ms = t.elapsed().as_secs_f64() * 1000.0;
