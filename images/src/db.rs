@@ -8,6 +8,29 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::{Digest, ImageError};
 
+/// Adds column `column` (declared `decl`) to `table` unless it is there (a database made
+/// before the column existed). Two processes opening a new database at once may both add
+/// it: the one that comes second finds it added, which is not an error.
+pub fn add_column(
+    conn: &Connection,
+    table: &str,
+    column: &str,
+    decl: &str,
+) -> rusqlite::Result<()> {
+    let has = conn
+        .prepare(&format!("SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"))?
+        .exists([column])?;
+    if has {
+        return Ok(());
+    }
+    match conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}")) {
+        Err(rusqlite::Error::SqliteFailure(_, Some(m))) if m.contains("duplicate column name") => {
+            Ok(())
+        }
+        r => r,
+    }
+}
+
 /// Opens an SQLite database for use by several processes at once: WAL journal, a generous
 /// busy timeout, synchronous=FULL (what is committed survives a crash).
 pub fn open_sqlite(path: &Path) -> rusqlite::Result<Connection> {

@@ -15,7 +15,7 @@ mod blobs;
 pub mod change;
 mod commit;
 mod db;
-pub use db::open_sqlite;
+pub use db::{add_column, open_sqlite};
 mod error;
 mod import;
 mod layers;

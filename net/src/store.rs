@@ -154,12 +154,7 @@ impl NetworkStore {
             ("allow_private", "INTEGER NOT NULL DEFAULT 0"),
             ("labels", "TEXT NOT NULL DEFAULT '{}'"),
         ] {
-            let has: bool = conn
-                .prepare("SELECT 1 FROM pragma_table_info('networks') WHERE name = ?1")?
-                .exists([column])?;
-            if !has {
-                conn.execute_batch(&format!("ALTER TABLE networks ADD COLUMN {column} {kind}"))?;
-            }
+            ironpod_images::add_column(&conn, "networks", column, kind)?;
         }
         let store = NetworkStore { conn, root: root.to_path_buf() };
         if store.find(DEFAULT_NETWORK).is_err() {

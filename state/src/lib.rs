@@ -177,12 +177,7 @@ impl State {
             );",
         )?;
         // Added after the first release: databases made before get the column.
-        let has_network: bool = conn
-            .prepare("SELECT 1 FROM pragma_table_info('containers') WHERE name = 'network'")?
-            .exists([])?;
-        if !has_network {
-            conn.execute_batch("ALTER TABLE containers ADD COLUMN network TEXT")?;
-        }
+        ironpod_images::add_column(&conn, "containers", "network", "TEXT")?;
         Ok(State { conn })
     }
 
