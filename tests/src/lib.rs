@@ -48,9 +48,30 @@ impl Watchdog {
             }
             eprintln!("{name} is still running after {limit:?}: aborting (hung guest or VMM?)");
             let _ = std::process::Command::new("ps").args(["-eo", "pid,stat,etime,args"]).status();
+            print_console_tails(std::path::Path::new("/run/ironpod"), 3);
             std::process::abort();
         });
         Watchdog { done }
+    }
+}
+
+/// Prints the last lines of every guest console log under `dir` (`depth` levels down): what
+/// a hung guest last said (an OOM, a panic, a stuck agent step).
+fn print_console_tails(dir: &std::path::Path, depth: u32) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.file_name().is_some_and(|n| n == "console.log") {
+            let log = std::fs::read(&path).unwrap_or_default();
+            let log = String::from_utf8_lossy(&log);
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!("--- last lines of {}:", path.display());
+            for l in &lines[lines.len().saturating_sub(40)..] {
+                eprintln!("  {l}");
+            }
+        } else if depth > 0 && e.file_type().is_ok_and(|t| t.is_dir()) {
+            print_console_tails(&path, depth - 1);
+        }
     }
 }
 

@@ -157,7 +157,8 @@ fn balance(mut bins: Vec<TestBin>, n: usize) -> Vec<Vec<TestBin>> {
 /// The bash script that runs one group in turn, each binary in its directory under
 /// `timeout`, with markers around it, libtest called with `args`. `cleanup`: after a binary
 /// that ran over its limit, kill whatever of ironpod it left running (only inside a
-/// throwaway rig machine, never on a real host).
+/// throwaway rig machine, never on a real host) or that aborted (a test's watchdog), so the
+/// binaries after it start clean.
 fn script(group: &[TestBin], args: &str, cleanup: bool) -> String {
     let mut s = String::from("exec 2>&1\n");
     for b in group {
@@ -171,7 +172,7 @@ fn script(group: &[TestBin], args: &str, cleanup: bool) -> String {
         ));
         if cleanup {
             s.push_str(
-                "if [ $rc = 124 ] || [ $rc = 137 ]; then\n  \
+                "if [ $rc = 124 ] || [ $rc = 137 ] || [ $rc = 134 ]; then\n  \
                  for p in ironpod-vmm virtiofsd containerd containerd-shim-ironpod-v2 ironpod \
                  ironpod-monitor; do pkill -KILL -x \"$p\"; done\nfi\n",
             );
@@ -189,6 +190,8 @@ pub enum Outcome {
     Failed(i32),
     /// Killed after its time limit, in this test (if one had started).
     OverLimit(Option<String>),
+    /// Aborted (status 134: a test's watchdog found it over `TEST_LIMIT`), in this test.
+    Aborted(Option<String>),
     /// Its machine stopped while it ran, in this test: why.
     Lost(Option<String>, String),
     /// Never started: why.
@@ -274,6 +277,7 @@ impl Tracker {
                     Some(124 | 137) if elapsed + Duration::from_secs(5) >= r.limit => {
                         Outcome::OverLimit(test)
                     }
+                    Some(134) => Outcome::Aborted(test),
                     Some(code) => Outcome::Failed(code),
                     None => Outcome::Failed(-1),
                 };
@@ -428,6 +432,9 @@ impl BinReport {
                 secs(self.limit),
                 test(t)
             ),
+            Outcome::Aborted(t) => {
+                format!("{} ({}) aborted (a hung test?){}", self.name, self.place, test(t))
+            }
             Outcome::Lost(t, why) => format!("{}: {why}{}", self.name, test(t)),
             Outcome::NotRun(why) => format!("{} did not run: {why}", self.name),
         }
@@ -439,6 +446,7 @@ impl BinReport {
             Outcome::Passed => "ok",
             Outcome::Failed(_) => "FAILED",
             Outcome::OverLimit(_) => "OVER LIMIT",
+            Outcome::Aborted(_) => "ABORTED",
             Outcome::Lost(..) => "LOST",
             Outcome::NotRun(_) => "NOT RUN",
         }
@@ -505,6 +513,23 @@ mod tests {
         assert_eq!(r[0].problem(), "one (rig L1-a): failed: b_fail");
         assert!(r[1].ok() && r[1].passed == 4);
         assert_eq!(r[2].problem(), "three: rig L1-a ran over its limit of 900 s in stuck_one");
+    }
+
+    #[test]
+    fn an_aborted_binary_names_the_test_that_hung() {
+        let group = [bin("one", 10)];
+        let mut t = Tracker::new("rig L1-b", &group);
+        for l in [
+            "IRONPOD-TEST-BEGIN one",
+            "test a_ok ... ok",
+            "test hangs ... ",
+            "IRONPOD-TEST-END one 134",
+        ] {
+            t.line(l);
+        }
+        let r = t.finish("stopped");
+        assert_eq!(r[0].result(), "ABORTED");
+        assert_eq!(r[0].problem(), "one (rig L1-b) aborted (a hung test?) in hangs");
     }
 
     #[test]
