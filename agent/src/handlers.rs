@@ -70,6 +70,12 @@ pub fn handle(body: RequestBody) -> Result<ResponseBody> {
         RequestBody::Commit { container } => {
             container::runtime().commit(&container).map(ResponseBody::Committed)
         }
+        RequestBody::StatPath { container, path } => {
+            container::runtime().stat_path(&container, &path).map(ResponseBody::PathStat)
+        }
+        RequestBody::Changes { container } => {
+            container::runtime().changes(&container).map(ResponseBody::Changes)
+        }
         RequestBody::RemoveFile { path } => {
             let p = absolute(&path)?;
             std::fs::remove_file(p).map_err(|e| with_path(&path, e))?;
@@ -103,7 +109,11 @@ pub fn handle(body: RequestBody) -> Result<ResponseBody> {
             }
             crate::reseed::restored(&entropy, unix_time_ns).map(|()| ResponseBody::Done)
         }
-        RequestBody::Shutdown | RequestBody::OpenStdio { .. } | RequestBody::OpenFile { .. } => {
+        RequestBody::Shutdown
+        | RequestBody::OpenStdio { .. }
+        | RequestBody::OpenFile { .. }
+        | RequestBody::ReadArchive { .. }
+        | RequestBody::WriteArchive(_) => {
             Err(AgentError::new(ErrorKind::Unsupported, "handled by the session"))
         }
     }

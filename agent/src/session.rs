@@ -105,6 +105,40 @@ pub fn serve(mut stream: Box<dyn Stream>, pid1: bool) {
                 }
                 Err(e) => (Err(e), After::Continue),
             },
+            RequestBody::ReadArchive { container, path } => {
+                // Checked first, so that a missing path is an answer, not a cut stream.
+                match container::runtime().stat_path(&container, &path) {
+                    Ok(_) => {
+                        let done = Response {
+                            id: request.id,
+                            result: Ok(proto::ResponseBody::Done).into(),
+                        };
+                        if proto::send(&mut stream, &done).is_ok() {
+                            let out = std::io::BufWriter::with_capacity(256 * 1024, &mut stream);
+                            if let Err(e) =
+                                container::runtime().read_archive(&container, &path, out)
+                            {
+                                log::line(&format!("archive of {path} in {container}: {e}"));
+                            }
+                        }
+                        return;
+                    }
+                    Err(e) => (Err(e), After::Continue),
+                }
+            }
+            RequestBody::WriteArchive(req) => {
+                let done =
+                    Response { id: request.id, result: Ok(proto::ResponseBody::Done).into() };
+                if proto::send(&mut stream, &done).is_err() {
+                    return;
+                }
+                let mut upload = proto::ChunkReader::new(&mut stream);
+                let result = container::runtime().write_archive(&req, &mut upload);
+                if upload.drain().is_err() {
+                    return;
+                }
+                (result.map(|()| proto::ResponseBody::Done), After::Continue)
+            }
             body => (handlers::handle(body), After::Continue),
         };
         let sent = proto::send(&mut stream, &Response { id: request.id, result: result.into() });

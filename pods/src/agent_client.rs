@@ -397,6 +397,43 @@ impl AgentClient {
         }
     }
 
+    /// Facts about a path in a container.
+    pub fn stat_path(
+        &mut self,
+        container: &str,
+        path: &str,
+    ) -> Result<proto::PathStat, ClientError> {
+        let body = RequestBody::StatPath { container: container.into(), path: path.into() };
+        match self.call(body)? {
+            ResponseBody::PathStat(s) => Ok(s),
+            other => Err(ClientError::Protocol(format!("bad stat reply {other:?}"))),
+        }
+    }
+
+    /// How a container's files differ from its image.
+    pub fn changes(&mut self, container: &str) -> Result<Vec<proto::Change>, ClientError> {
+        match self.call(RequestBody::Changes { container: container.into() })? {
+            ResponseBody::Changes(c) => Ok(c),
+            other => Err(ClientError::Protocol(format!("bad changes reply {other:?}"))),
+        }
+    }
+
+    /// Extracts the tar that `tar` reads into a directory of a container: the request, the
+    /// tar in chunks, then the agent's verdict.
+    pub fn write_archive(
+        mut self,
+        req: proto::WriteArchive,
+        tar: &mut impl std::io::Read,
+    ) -> Result<(), ClientError> {
+        self.expect_done(RequestBody::WriteArchive(req))?;
+        let id = self.next_id - 1;
+        proto::send_chunks(tar, &mut self.stream, proto::ARCHIVE_CHUNK)?;
+        match self.read_response(id)? {
+            ResponseBody::Done => Ok(()),
+            other => Err(ClientError::Protocol(format!("bad archive reply {other:?}"))),
+        }
+    }
+
     /// Removes a guest file.
     pub fn remove_file(&mut self, path: &str) -> Result<(), ClientError> {
         self.expect_done(RequestBody::RemoveFile { path: path.into() })

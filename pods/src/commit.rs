@@ -1,21 +1,19 @@
 //! `commit`: a container's changes become a new image. The agent writes the container's
 //! upper layer as a tar in the guest; the host reads it over vsock, checks it and stores it
-//! on top of the base image. A stopped container's pod is booted again (without starting the
-//! container) to read its writable disk: the host never mounts a guest filesystem.
+//! on top of the base image. A stopped container's disks are read in a VM of their own
+//! ([`Files`]): the host never mounts a guest filesystem.
 
 use std::path::Path;
 use std::time::Duration;
 
 use ironpod_images::{CommitInfo, ImageStore, ImageSummary};
-use ironpod_protocol::{CreateContainer, RequestBody, RootfsDisks};
-use ironpod_state::{status, Record};
-use ironpod_vmm::config::DiskConfig;
+use ironpod_protocol::RequestBody;
+use ironpod_state::Record;
 
-use crate::agent_client::AgentClient;
 use crate::error::PodError;
+use crate::files::Files;
+use crate::pod;
 use crate::spec::RunOptions;
-use crate::vm::{RunningVm, VmSpec};
-use crate::{paths, pod};
 
 fn monitor_err(e: impl std::fmt::Display) -> PodError {
     PodError::Monitor(e.to_string())
@@ -46,17 +44,17 @@ pub fn config_of(rec: &Record) -> serde_json::Map<String, serde_json::Value> {
 }
 
 fn read_layer(
-    uds: &Path,
-    id: &str,
+    files: &Files,
     store: &ImageStore,
     rec: &Record,
     new_ref: &str,
     info: &CommitInfo,
 ) -> Result<ImageSummary, PodError> {
-    let mut ctl = AgentClient::open(uds, Duration::from_secs(600)).map_err(monitor_err)?;
-    let layer = ctl.commit(id).map_err(monitor_err)?;
-    let stream = AgentClient::open(uds, Duration::from_secs(30))
-        .and_then(|c| c.into_stream(RequestBody::OpenFile { path: layer.path.clone() }))
+    let mut ctl = files.agent(Duration::from_secs(600))?;
+    let layer = ctl.commit(&rec.id).map_err(monitor_err)?;
+    let stream = files
+        .agent(Duration::from_secs(30))?
+        .into_stream(RequestBody::OpenFile { path: layer.path.clone() })
         .map_err(monitor_err)?;
     // A layer holds the container's writable disk's files, plus tar's headers and padding.
     let opts: crate::spec::RunOptions = serde_json::from_str(&rec.options).unwrap_or_default();
@@ -67,7 +65,8 @@ fn read_layer(
     Ok(result?)
 }
 
-/// Commits a container (running or stopped) as `new_ref`.
+/// Commits a container (running or stopped: then its disks are read in a VM of their own)
+/// as `new_ref`.
 pub fn commit(
     root: &Path,
     store: &ImageStore,
@@ -75,38 +74,6 @@ pub fn commit(
     new_ref: &str,
     info: &CommitInfo,
 ) -> Result<ImageSummary, PodError> {
-    if rec.status == status::RUNNING {
-        let uds = rec.vsock.clone().ok_or_else(|| monitor_err("the running pod has no vsock"))?;
-        return read_layer(Path::new(&uds), &rec.id, store, rec, new_ref, info);
-    }
-    // Stopped: boot the pod's disks in a VM of its own and read the upper layer there.
-    let layers = store.layer_disks_of(&pod::image_digest(rec)?)?;
-    let rw = paths::writable_disk(root, &rec.id);
-    if !rw.is_file() {
-        return Err(PodError::State2(format!("container {} has no writable disk", rec.id)));
-    }
-    let mut spec = VmSpec::with_defaults().map_err(monitor_err)?;
-    spec.disks = layers
-        .iter()
-        .map(|p| DiskConfig { path: p.clone(), read_only: true })
-        .chain(std::iter::once(DiskConfig { path: rw.clone(), read_only: false }))
-        .collect();
-    let mut vm = RunningVm::start(&spec).map_err(monitor_err)?;
-    let mut ctl = vm.wait_agent(Duration::from_secs(120)).map_err(monitor_err)?;
-    let oci: oci_spec::runtime::Spec = serde_json::from_str(&rec.spec).map_err(monitor_err)?;
-    ctl.create_container(CreateContainer {
-        id: rec.id.clone(),
-        spec: Box::new(oci),
-        rootfs: RootfsDisks {
-            layers: layers.iter().map(|p| paths::disk_serial(p)).collect(),
-            writable: paths::disk_serial(&rw),
-        },
-        stdin: false,
-    })
-    .map_err(monitor_err)?;
-    let uds = vm.vsock_path().to_path_buf();
-    let result = read_layer(&uds, &rec.id, store, rec, new_ref, info);
-    let _ = ctl.delete_container(&rec.id, false);
-    let _ = vm.shutdown(&mut ctl, Duration::from_secs(10));
-    result
+    let files = Files::open(root, store, rec)?;
+    read_layer(&files, store, rec, new_ref, info)
 }

@@ -36,6 +36,10 @@ pub enum PodError {
     /// The guest's agent could not be reached or refused.
     #[error("agent: {0}")]
     Agent(String),
+    /// The guest's agent refused a request about a container's files (its kind says why:
+    /// not found, not allowed, bad input).
+    #[error("{}", .0.message)]
+    Guest(ironpod_protocol::AgentError),
     /// The program could not be started (Docker's exit code: 126 or 127).
     #[error("{message}")]
     Start {

@@ -5,7 +5,7 @@
 //! ([`pod`]), the pod monitor that boots the VM and runs the container ([`launch`],
 //! [`monitor_handle`], [`monitor`], with [`attach`] and [`logs`]), the VM launcher and the
 //! clients of the VMM and the agent ([`vm`], [`vmm_api`], [`agent_client`], [`assets`]), and
-//! `commit` ([`commit`]).
+//! `commit` and a container's files ([`commit`], [`files`]).
 //!
 //! Below it: `ironpod-state` (records), `ironpod-net` (networks), `ironpod-volumes`,
 //! `ironpod-ids`, `ironpod-images`, and the VMM's and agent's types. It knows nothing of
@@ -19,6 +19,7 @@ pub mod commit;
 pub mod disks;
 pub mod error;
 pub mod events;
+pub mod files;
 pub mod jail;
 pub mod launch;
 pub mod lifecycle;

@@ -273,6 +273,8 @@ pub fn start(root: &Path, r: &Record, wait_attach: bool) -> Result<(), PodError>
         shape.template = shape.template_fits(layers.len());
     }
     drop(store);
+    // Not while a VM reads its files (docker cp, commit of a stopped container).
+    let _disk = crate::files::DiskLock::take(root, &r.id)?;
     let mut monitor = MonitorHandle::spawn(root, &r.id, &shape, wait_attach)?;
     monitor.boot(&Launch { layers, writable: writable_disk(root, &r.id) })?;
     monitor.launch(&Prepared { options, spec })

@@ -60,6 +60,76 @@ pub fn write_frame<W: Write>(w: &mut W, body: &[u8]) -> Result<(), FrameError> {
     Ok(())
 }
 
+/// Reads a byte stream sent as frames of raw bytes, an empty frame ending it (the upload of
+/// [`crate::RequestBody::WriteArchive`]).
+pub struct ChunkReader<R> {
+    inner: R,
+    buf: Vec<u8>,
+    pos: usize,
+    ended: bool,
+}
+
+impl<R: Read> ChunkReader<R> {
+    /// Reads chunks from `inner`.
+    pub fn new(inner: R) -> Self {
+        ChunkReader { inner, buf: Vec::new(), pos: 0, ended: false }
+    }
+
+    /// Reads and drops what is left up to the end frame, so that the connection can carry
+    /// an answer again.
+    pub fn drain(&mut self) -> io::Result<()> {
+        io::copy(self, &mut io::sink()).map(|_| ())
+    }
+
+    /// The connection, once the stream has ended (or was drained).
+    pub fn into_inner(self) -> R {
+        self.inner
+    }
+}
+
+impl<R: Read> Read for ChunkReader<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.buf.len() {
+            if self.ended {
+                return Ok(0);
+            }
+            self.buf = read_frame(&mut self.inner).map_err(|e| match e {
+                FrameError::Io(e) => e,
+                e => io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
+            })?;
+            self.pos = 0;
+            self.ended = self.buf.is_empty();
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Sends everything `from` reads as frames of at most `chunk` bytes, then the empty end
+/// frame. Returns the bytes sent.
+pub fn send_chunks<W: Write>(from: &mut impl Read, to: &mut W, chunk: usize) -> io::Result<u64> {
+    let mut buf = vec![0u8; chunk.clamp(1, MAX_FRAME)];
+    let mut total = 0u64;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let sent = write_frame(to, &buf[..n]).map_err(|e| match e {
+            FrameError::Io(e) => e,
+            e => io::Error::other(e.to_string()),
+        });
+        sent?;
+        if n == 0 {
+            return Ok(total);
+        }
+        total += n as u64;
+    }
+}
+
 /// Serializes and sends a message.
 pub fn send<W: Write, T: Serialize>(w: &mut W, msg: &T) -> Result<(), FrameError> {
     let body = serde_json::to_vec(msg)?;
@@ -76,6 +146,27 @@ pub fn recv<R: Read, T: DeserializeOwned>(r: &mut R) -> Result<T, FrameError> {
 mod tests {
     use super::*;
     use std::io::Cursor;
+
+    #[test]
+    fn chunks_carry_a_byte_stream_and_end_with_an_empty_frame() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
+        let mut wire = Vec::new();
+        assert_eq!(send_chunks(&mut &data[..], &mut wire, 999).unwrap(), 10_000);
+        wire.extend_from_slice(b"after");
+        let mut r = ChunkReader::new(&wire[..]);
+        let mut first = [0u8; 10];
+        r.read_exact(&mut first).unwrap();
+        assert_eq!(first[..], data[..10]);
+        r.drain().unwrap();
+        assert_eq!(r.into_inner(), b"after");
+        let mut r = ChunkReader::new(&wire[..]);
+        let mut all = Vec::new();
+        r.read_to_end(&mut all).unwrap();
+        assert_eq!(all, data);
+        // Cut short: an error, not a silent end.
+        let mut r = ChunkReader::new(&wire[..2000]);
+        assert!(r.read_to_end(&mut Vec::new()).is_err());
+    }
 
     #[test]
     fn round_trip() {

@@ -13,12 +13,16 @@
 //! structure is (de)serialized, and the schema lives in one Rust file shared by both ends, so
 //! the two sides cannot drift apart. Byte payloads are base64 strings.
 
+mod archive;
 mod container;
 mod frame;
 mod messages;
 mod network;
 
-pub use frame::{read_frame, recv, send, write_frame, FrameError, MAX_FRAME};
+pub use archive::{Change, ChangeKind, PathStat, WriteArchive, ARCHIVE_CHUNK};
+pub use frame::{
+    read_frame, recv, send, send_chunks, write_frame, ChunkReader, FrameError, MAX_FRAME,
+};
 pub use messages::*;
 pub use network::{NetInterface, NetworkConfig};
 

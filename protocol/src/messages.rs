@@ -216,6 +216,32 @@ pub enum RequestBody {
         #[serde(default)]
         trace: bool,
     },
+    /// Facts about a path in a container (a symbolic link itself, unless the path ends in
+    /// `/` or `/.`); answered with [`ResponseBody::PathStat`].
+    StatPath {
+        /// Container id.
+        container: String,
+        /// Absolute path in the container (symbolic links resolve inside it).
+        path: String,
+    },
+    /// Turns this connection into a raw stream of a tar of a path in a container (entry
+    /// names start with its last component), to its end. The container is frozen meanwhile.
+    ReadArchive {
+        /// Container id.
+        container: String,
+        /// Absolute path in the container.
+        path: String,
+    },
+    /// Extracts a tar into a directory of a container: after the `Done` answer the host
+    /// sends the tar as data frames of at most [`crate::ARCHIVE_CHUNK`] bytes, an empty
+    /// frame ending it, and the agent answers once more (`Done`, or why it failed).
+    WriteArchive(crate::WriteArchive),
+    /// How a container's files differ from its image; answered with
+    /// [`ResponseBody::Changes`].
+    Changes {
+        /// Container id.
+        container: String,
+    },
     /// Kills every process of the container, unmounts its root and removes its cgroup.
     /// Its upper layer stays on the writable disk unless `discard_changes`.
     DeleteContainer {
@@ -316,6 +342,10 @@ pub enum ResponseBody {
     Stats(ContainerStats),
     /// A commit's layer tar.
     Committed(CommitResult),
+    /// Answer to StatPath.
+    PathStat(crate::PathStat),
+    /// Answer to Changes, sorted by path.
+    Changes(Vec<crate::Change>),
 }
 
 /// Facts about the guest.

@@ -80,6 +80,17 @@ impl From<ironpod_pods::PodError> for ApiError {
             }
             PodError::State2(m) => ApiError::conflict(m),
             PodError::Start { message, .. } => ApiError::bad_request(message),
+            PodError::Guest(g) => {
+                use ironpod_protocol::ErrorKind;
+                let status = match g.kind {
+                    ErrorKind::NotFound => StatusCode::NOT_FOUND,
+                    ErrorKind::BadRequest | ErrorKind::Unsupported => StatusCode::BAD_REQUEST,
+                    ErrorKind::ReadOnly | ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
+                    ErrorKind::AlreadyExists | ErrorKind::InvalidState => StatusCode::CONFLICT,
+                    _ => StatusCode::INTERNAL_SERVER_ERROR,
+                };
+                ApiError { status, message: g.message }
+            }
             e => ApiError::internal(e),
         }
     }

@@ -83,7 +83,7 @@ async fn save(root: PathBuf, names: Vec<String>) -> ApiResult<Response> {
 }
 
 /// A file's bytes as a body stream, in 64 KiB reads.
-fn file_stream(
+pub(crate) fn file_stream(
     file: tokio::fs::File,
 ) -> impl futures_util::Stream<Item = std::io::Result<Vec<u8>>> {
     futures_util::stream::unfold(Some(file), |f| async move {
@@ -111,12 +111,11 @@ pub async fn save_one(ctx: Ctx, name: String) -> ApiResult<Response> {
     save(ctx.root.as_ref().clone(), vec![name]).await
 }
 
-/// `POST /images/load`: the tar in the body is stored, then loaded; answers with Docker's
-/// `{"stream": "Loaded image: NAME\n"}` lines (there is no progress to quieten).
-pub async fn load(State(ctx): State<Ctx>, body: Body) -> ApiResult<Response> {
-    let root = ctx.root.clone();
-    // The body goes to an unlinked file (read back through /proc/self/fd).
-    let path = tmp_name(&root, "load")?;
+/// Stores a request body in an unlinked file under `<root>/service-tmp` (refused when it
+/// outgrows the state root's free space) and returns it open (read it back through
+/// `/proc/self/fd`, or from its start).
+pub(crate) async fn spool(root: &Path, body: Body, what: &str) -> ApiResult<std::fs::File> {
+    let path = tmp_name(root, what)?;
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -125,15 +124,14 @@ pub async fn load(State(ctx): State<Ctx>, body: Body) -> ApiResult<Response> {
         .map_err(|e| ApiError::internal(format!("{}: {e}", path.display())))?;
     let _ = std::fs::remove_file(&path);
     let mut writer = tokio::fs::File::from_std(file.try_clone().map_err(ApiError::internal)?);
-    let free = ironpod_images::free_bytes(&root);
+    let free = ironpod_images::free_bytes(root);
     let mut stream = body.into_data_stream();
     let mut total = 0u64;
     while let Some(chunk) = stream.next().await {
-        let chunk =
-            chunk.map_err(|e| ApiError::bad_request(format!("reading the archive: {e}")))?;
+        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading the body: {e}")))?;
         total += chunk.len() as u64;
         if free.is_some_and(|f| total > f) {
-            return Err(ApiError::internal("the archive does not fit on the state root's disk"));
+            return Err(ApiError::internal("the body does not fit on the state root's disk"));
         }
         tokio::io::AsyncWriteExt::write_all(&mut writer, &chunk)
             .await
@@ -141,7 +139,14 @@ pub async fn load(State(ctx): State<Ctx>, body: Body) -> ApiResult<Response> {
     }
     // (tokio's file writes in the background: flushed, the bytes are in the file.)
     tokio::io::AsyncWriteExt::flush(&mut writer).await.map_err(ApiError::internal)?;
-    drop(writer);
+    Ok(file)
+}
+
+/// `POST /images/load`: the tar in the body is stored, then loaded; answers with Docker's
+/// `{"stream": "Loaded image: NAME\n"}` lines (there is no progress to quieten).
+pub async fn load(State(ctx): State<Ctx>, body: Body) -> ApiResult<Response> {
+    let root = ctx.root.clone();
+    let file = spool(&root, body, "load").await?;
     Ok(json_lines(move |lines| {
         let fd_path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
         let store = match ImageStore::open(&root) {

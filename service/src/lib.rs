@@ -6,6 +6,7 @@
 //! (`ironpod-pods`, `ironpod-state`, `ironpod-images`): the service shares the CLI's state
 //! root, so what one front end makes the other sees.
 
+mod archive;
 mod attach;
 mod body;
 mod container_info;
@@ -86,6 +87,11 @@ fn router(ctx: Ctx) -> Router {
         .route("/containers/{id}/unpause", post(container_info::unpause))
         .route("/commit", post(container_info::commit))
         .route("/containers/{id}/resize", post(exec::resize_container))
+        .route(
+            "/containers/{id}/archive",
+            get(archive::get_archive).head(archive::head).put(archive::put_archive),
+        )
+        .route("/containers/{id}/changes", get(archive::changes))
         .route("/containers/{id}/exec", post(exec::create))
         .route("/exec/{id}/start", post(exec::start))
         .route("/exec/{id}/resize", post(exec::resize))

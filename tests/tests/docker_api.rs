@@ -105,6 +105,100 @@ impl Service {
     }
 }
 
+/// `PUT path` with `body` on the service's socket; the status code and the body.
+fn raw_put(socket: &Path, path: &str, body: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    let head = format!(
+        "PUT {path} HTTP/1.1\r\nHost: docker\r\nContent-Type: application/x-tar\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let out = text(&out);
+    let code = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, out)
+}
+
+/// A tar with one file named `name` as given (`..` and all: the tar crate's own setters
+/// refuse such names).
+fn tar_with(name: &str, data: &[u8]) -> Vec<u8> {
+    let mut h = tar::Header::new_ustar();
+    h.as_ustar_mut().unwrap().name[..name.len()].copy_from_slice(name.as_bytes());
+    h.set_mode(0o644);
+    h.set_size(data.len() as u64);
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_cksum();
+    let mut b = tar::Builder::new(Vec::new());
+    b.append(&h, data).unwrap();
+    b.into_inner().unwrap()
+}
+
+/// `docker cp` out of and into running container `web`, `docker diff`, and what the
+/// archive route refuses.
+fn copies_files_both_ways(svc: &Service, root: &TestRoot) {
+    svc.ok(&[
+        "exec",
+        "web",
+        "sh",
+        "-c",
+        "mkdir -p /data/sub && echo one > /data/a && echo two > /data/sub/b && \
+         ln -s /data/a /data/link && chmod 640 /data/a",
+    ]);
+    let host = root.path().join("cp");
+    std::fs::create_dir_all(host.join("in/deep")).unwrap();
+    let at = |p: &str| host.join(p).to_str().unwrap().to_string();
+    // Out: a directory (links kept as links, modes kept), a file, a directory's content.
+    svc.ok(&["cp", "web:/data", &at("out")]);
+    assert_eq!(std::fs::read_to_string(host.join("out/a")).unwrap(), "one\n");
+    assert_eq!(std::fs::read_to_string(host.join("out/sub/b")).unwrap(), "two\n");
+    assert_eq!(std::fs::read_link(host.join("out/link")).unwrap(), Path::new("/data/a"));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(host.join("out/a")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o640);
+    svc.ok(&["cp", "web:/data/sub/b", &at("b.txt")]);
+    assert_eq!(std::fs::read_to_string(host.join("b.txt")).unwrap(), "two\n");
+    svc.ok(&["cp", "web:/data/.", &at("content")]);
+    assert!(host.join("content/sub/b").is_file() && !host.join("content/data").exists());
+    svc.fails(&["cp", "web:/nope", &at("x")], "No such container:path");
+    // In: a directory into a directory, a file under a new name.
+    std::fs::write(host.join("in/deep/f"), "from the host\n").unwrap();
+    std::fs::write(host.join("single"), "single\n").unwrap();
+    svc.ok(&["cp", &at("in"), "web:/data/"]);
+    svc.ok(&["cp", &at("single"), "web:/data/renamed"]);
+    let got = svc.ok(&["exec", "web", "cat", "/data/in/deep/f", "/data/renamed"]);
+    assert_eq!(got, "from the host\nsingle\n");
+    // A link in the container leads inside the container, never to the host.
+    svc.ok(&["exec", "web", "ln", "-s", "/", "/data/up"]);
+    svc.ok(&["cp", &at("single"), "web:/data/up/etc/"]);
+    assert_eq!(svc.ok(&["exec", "web", "cat", "/etc/single"]), "single\n");
+    assert!(!Path::new("/etc/single").exists(), "docker cp wrote to the host's /etc");
+    // diff: what the container added and changed.
+    let diff = svc.ok(&["diff", "web"]);
+    for want in ["A /data", "A /data/in/deep/f", "C /etc", "A /etc/single"] {
+        assert!(diff.lines().any(|l| l == want), "{want:?} in {diff}");
+    }
+    // The archive route refuses entries that leave their directory, and a file as target.
+    let web = svc.ok(&["inspect", "-f", "{{.Id}}", "web"]);
+    let evil = tar_with("../../evil", b"x");
+    let (code, body) =
+        raw_put(&svc.socket, &format!("/containers/{}/archive?path=/data", web.trim()), &evil);
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("leaves its directory"), "{body}");
+    let ok = tar_with("f", b"x");
+    let (code, body) =
+        raw_put(&svc.socket, &format!("/containers/{}/archive?path=/data/a", web.trim()), &ok);
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("not a directory"), "{body}");
+    let (code, _) = raw_put(&svc.socket, "/containers/nosuch/archive?path=/", &ok);
+    assert_eq!(code, 404);
+    let ls = svc.ok(&["exec", "web", "sh", "-c", "ls / /data"]);
+    assert!(!ls.contains("evil"), "{ls}");
+}
+
 impl Drop for Service {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -204,6 +298,7 @@ fn docker_cli_runs_and_ends_pods() {
     assert!(img.trim().starts_with("sha256:"), "{img}");
     let o = svc.docker(&["run", "--rm", "snap:1"]);
     assert_eq!(text(&o.stdout), "x\n", "{o:?}");
+    copies_files_both_ways(&svc, &root);
     // What happened to it, as events.
     let ev = svc.ok(&[
         "events",
@@ -232,6 +327,10 @@ fn docker_cli_runs_and_ends_pods() {
     let st = svc.ok(&["inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", "web"]);
     assert_eq!(st.trim(), "exited 137");
     svc.fails(&["kill", "web"], "is not running");
+    // A stopped container's files: read in a VM booted on its disks.
+    let kept = root.path().join("kept");
+    svc.ok(&["cp", "web:/keep", kept.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&kept).unwrap(), "kept\n");
     assert_eq!(svc.ok(&["rm", "web"]).trim(), "web");
     svc.fails(&["inspect", "web"], "No such object: web");
     assert!(!root.ok(&["ps", "-a"]).contains(&id[..12]));

@@ -236,7 +236,8 @@ pub fn set_frozen(dir: &Path, frozen: bool) -> Result<(), AgentError> {
     Ok(())
 }
 
-/// Freezes the processes of a cgroup while it lives (cgroup v2 freezer); thaws on drop.
+/// Freezes the processes of a cgroup while it lives (cgroup v2 freezer); thaws on drop
+/// unless it was frozen before (a paused container stays paused).
 pub struct Freeze {
     dir: PathBuf,
 }
@@ -244,6 +245,9 @@ pub struct Freeze {
 impl Freeze {
     /// Freezes `dir` and waits (up to a second) until every process is frozen.
     pub fn new(dir: &Path) -> Option<Freeze> {
+        if read(dir, "cgroup.freeze").trim() == "1" {
+            return None;
+        }
         fs::write(dir.join("cgroup.freeze"), "1").ok()?;
         let deadline = Instant::now() + Duration::from_secs(1);
         while !read(dir, "cgroup.events").contains("frozen 1") && Instant::now() < deadline {

@@ -3,6 +3,7 @@
 //! layer disks + an upper dir on the pod's writable disk), a cgroup v2 group with the
 //! spec's limits, its namespaces, an init process and any number of exec'd processes.
 
+mod archive;
 mod caps;
 mod cgroup;
 pub mod child;
@@ -68,6 +69,10 @@ impl Proc {
 struct Container {
     root: PathBuf,
     upper_base: PathBuf,
+    /// The mounted layer disks, lowest last (what `changes` compares with).
+    lowers: Vec<PathBuf>,
+    /// The init process's user and group (owner of what `docker cp -a` copies in).
+    user: (u32, u32),
     cgroup: PathBuf,
     init: Arc<Proc>,
     execs: Mutex<HashMap<String, Arc<Proc>>>,
@@ -215,6 +220,7 @@ impl Runtime {
             .as_ref()
             .and_then(|p| p.console_size().map(|b| (b.height() as u16, b.width() as u16)));
         let seccomp_progs = process.seccomp.clone();
+        let user = (process.uid, process.gid);
         let plan = LaunchPlan {
             cgroup: Some(cg.clone()),
             join,
@@ -228,6 +234,8 @@ impl Runtime {
         let container = Container {
             root,
             upper_base,
+            lowers,
+            user,
             cgroup: cg,
             init,
             execs: Mutex::new(HashMap::new()),
@@ -383,6 +391,59 @@ impl Runtime {
         let c = self.container(id)?;
         let _frozen = cgroup::Freeze::new(&c.cgroup);
         commit::write_layer(&c.upper_base.join("upper"), &c.upper_base)
+    }
+
+    /// The container's root as its processes see it (see [`archive::open_root`]).
+    fn files_root(c: &Container) -> Result<OwnedFd, AgentError> {
+        let alive = reaper::peek(c.init.pid).is_none();
+        archive::open_root(alive.then_some(c.init.pid), &c.root)
+    }
+
+    /// Facts about a path in a container.
+    pub fn stat_path(
+        &self,
+        id: &str,
+        path: &str,
+    ) -> Result<ironpod_protocol::PathStat, AgentError> {
+        let c = self.container(id)?;
+        archive::stat(&Self::files_root(&c)?, path)
+    }
+
+    /// Writes a tar of a path in a container to `out`, its processes frozen meanwhile (no
+    /// process of it can swap a directory for a link while it is read).
+    pub fn read_archive(
+        &self,
+        id: &str,
+        path: &str,
+        out: impl std::io::Write,
+    ) -> Result<(), AgentError> {
+        let c = self.container(id)?;
+        let root = Self::files_root(&c)?;
+        let _frozen = cgroup::Freeze::new(&c.cgroup);
+        archive::write_tar(&root, path, out)
+    }
+
+    /// Extracts the tar read from `input` into a directory of a container, its processes
+    /// frozen meanwhile.
+    pub fn write_archive(
+        &self,
+        req: &ironpod_protocol::WriteArchive,
+        input: impl std::io::Read,
+    ) -> Result<(), AgentError> {
+        let c = self.container(&req.container)?;
+        let root = Self::files_root(&c)?;
+        let _frozen = cgroup::Freeze::new(&c.cgroup);
+        let opts = archive::ExtractOptions {
+            no_overwrite_dir_non_dir: req.no_overwrite_dir_non_dir,
+            owner: req.copy_uid_gid.then_some(c.user),
+        };
+        archive::extract(&root, &req.path, input, opts)
+    }
+
+    /// How a container's files differ from its image.
+    pub fn changes(&self, id: &str) -> Result<Vec<ironpod_protocol::Change>, AgentError> {
+        let c = self.container(id)?;
+        archive::changes(&c.upper_base.join("upper"), &c.lowers)
     }
 
     /// Kills the container's processes and takes it apart.
