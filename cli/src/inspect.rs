@@ -296,6 +296,24 @@ pub fn commit(root: &Path, a: CommitArgs) -> Result<i32, Failure> {
     Ok(0)
 }
 
+/// `ironpod diff CONTAINER`: how its files differ from its image, a line each (`A`
+/// added, `C` changed, `D` deleted), as `docker diff` prints them. A stopped container's
+/// disks are read in a VM of their own.
+pub fn diff(root: &Path, container: &str) -> Result<i32, Failure> {
+    let r = find(root, container)?;
+    let store = ImageStore::open(root).map_err(rt)?;
+    let files = ironpod_pods::files::Files::open(root, &store, &r).map_err(rt)?;
+    for c in files.changes().map_err(rt)? {
+        let k = match c.kind {
+            ironpod_protocol::ChangeKind::Modified => 'C',
+            ironpod_protocol::ChangeKind::Added => 'A',
+            ironpod_protocol::ChangeKind::Deleted => 'D',
+        };
+        println!("{k} {}", c.path);
+    }
+    Ok(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

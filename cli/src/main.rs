@@ -114,6 +114,11 @@ enum Command {
     },
     /// Creates a new image from a container's changes.
     Commit(inspect::CommitArgs),
+    /// Lists how a container's files differ from its image.
+    Diff {
+        /// Container.
+        container: String,
+    },
     /// The service that serves the Docker Engine API.
     System {
         #[command(subcommand)]
@@ -238,6 +243,7 @@ fn main() -> ExitCode {
         Command::Network { command } => network::run(&root, command),
         Command::Volume { command } => volume::run(&root, command),
         Command::Commit(a) => inspect::commit(&root, a),
+        Command::Diff { container } => inspect::diff(&root, &container),
         Command::System { command: SystemCommand::Service(a) } => system::service(&root, a),
         other => old_command(&root, other).map(|()| 0).map_err(Failure::Other),
     };

@@ -1,7 +1,7 @@
 //! `ironpod system service` driven by Debian's docker 20.10 CLI with real pods: run (attached,
 //! with stdin, --rm, -t), run -d, exec (-i, -d, -e, -w, -it under a pty), logs, inspect,
-//! stop, wait, kill, rm (-f), create + start,
-//! auto-removal, and containers
+//! stop, wait, kill, rm (-f), create + start, restart, top, stats, pause, commit, events,
+//! cp both ways (running and stopped) and diff, auto-removal, and containers
 //! made by one front end seen and handled by the other. Every pod boots a real guest.
 
 use std::path::{Path, PathBuf};
@@ -181,6 +181,7 @@ fn copies_files_both_ways(svc: &Service, root: &TestRoot) {
     for want in ["A /data", "A /data/in/deep/f", "C /etc", "A /etc/single"] {
         assert!(diff.lines().any(|l| l == want), "{want:?} in {diff}");
     }
+    assert_eq!(root.ok(&["diff", "web"]), diff, "ironpod diff shows what docker diff shows");
     // The archive route refuses entries that leave their directory, and a file as target.
     let web = svc.ok(&["inspect", "-f", "{{.Id}}", "web"]);
     let evil = tar_with("../../evil", b"x");
