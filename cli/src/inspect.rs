@@ -28,9 +28,11 @@ pub fn inspect(root: &Path, containers: &[String]) -> Result<i32, Failure> {
                     "Image": r.image_digest,
                     "Path": spec["process"]["args"][0],
                     "Args": spec["process"]["args"].as_array().map(|a| a[1..].to_vec()),
+                    "RestartCount": r.restart.count,
                     "State": {
-                        "Status": r.status,
+                        "Status": if r.restart.restarting && r.status == "exited" { "restarting" } else { r.status.as_str() },
                         "Running": is_running(&r),
+                        "Restarting": r.restart.restarting && r.status == "exited",
                         "OOMKilled": r.oom_killed,
                         "Pid": r.guest_pid.unwrap_or(0),
                         "ExitCode": r.exit_code.unwrap_or(0),
@@ -52,6 +54,7 @@ pub fn inspect(root: &Path, containers: &[String]) -> Result<i32, Failure> {
                     },
                     "HostConfig": {
                         "AutoRemove": r.auto_remove,
+                        "RestartPolicy": restart_policy(&opts),
                         "Memory": opts["memory"],
                         "NanoCpus": opts["cpus"].as_f64().map(|c| (c * 1e9) as u64),
                         "PidsLimit": opts["pids_limit"],
@@ -85,6 +88,13 @@ pub fn inspect(root: &Path, containers: &[String]) -> Result<i32, Failure> {
 /// the user gave (the defaults, 20m × 5, are the `local` driver's too).
 fn log_config(opts: &serde_json::Value) -> serde_json::Value {
     serde_json::json!({ "Type": "local", "Config": key_values(&opts["log_opt"]) })
+}
+
+/// Docker's `HostConfig.RestartPolicy` from the run options' `restart`.
+fn restart_policy(opts: &serde_json::Value) -> serde_json::Value {
+    let p: ironpod_pods::restart::RestartPolicy =
+        serde_json::from_value(opts["restart"].clone()).unwrap_or_default();
+    serde_json::json!({ "Name": p.name(), "MaximumRetryCount": p.max_retries() })
 }
 
 /// `["k=v", …]` as `{"k": "v", …}`.

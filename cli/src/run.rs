@@ -32,6 +32,10 @@ pub struct RunArgs {
     /// Remove the container when it exits.
     #[arg(long)]
     rm: bool,
+    /// Restart policy: no, on-failure[:N], always, unless-stopped (kept by `ironpod system
+    /// service`, which restarts the container when it ends).
+    #[arg(long, default_value = "no")]
+    restart: ironpod_pods::restart::RestartPolicy,
     /// Run in the background and print the container id.
     #[arg(short, long)]
     detach: bool,
@@ -214,7 +218,11 @@ pub fn run(root: &Path, a: RunArgs) -> Result<i32, Failure> {
         log_opt: a.log_opt.clone(),
         labels: parse_labels(&a.label),
         network_aliases: a.network_alias.clone(),
+        restart: a.restart,
     };
+    if a.rm && opts.restart != ironpod_pods::restart::RestartPolicy::No {
+        return Err(rt("conflicting options: --restart and --rm".into()));
+    }
     let opts = check_network(root, opts, &a.publish).map_err(rt)?;
     // The monitor process starts while the image is looked up and the disks are prepared;
     // it boots the VM as soon as they are, while the spec and the record are made.

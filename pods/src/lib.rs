@@ -28,6 +28,7 @@ pub mod monitor;
 pub mod monitor_handle;
 pub mod paths;
 pub mod pod;
+pub mod restart;
 pub mod seccomp;
 pub mod spawn;
 pub mod spec;

@@ -132,10 +132,15 @@ pub fn agent(r: &Record) -> Result<AgentClient, PodError> {
         .map_err(|e| PodError::Agent(e.to_string()))
 }
 
-/// Sends `signal` to the container's init process.
+/// Sends `signal` to the container's init process. A signal that ends it (KILL, TERM, INT,
+/// QUIT or its stop signal) counts as a user's stop: its restart policy leaves it stopped.
 pub fn kill(root: &Path, r: &Record, signal: i32) -> Result<(), PodError> {
-    agent(r)?
-        .signal(&ProcessRef::init(&r.id), signal, false)
+    let mut a = agent(r)?;
+    let ending = [libc::SIGKILL, libc::SIGTERM, libc::SIGINT, libc::SIGQUIT];
+    if ending.contains(&signal) || signal == stop_signal(root, r) {
+        State::open(root)?.set_manually_stopped(&r.id, true)?;
+    }
+    a.signal(&ProcessRef::init(&r.id), signal, false)
         .map_err(|e| PodError::Agent(e.to_string()))?;
     let e = crate::events::container_event(r, "kill").with("signal", signal.to_string());
     crate::events::emit(root, &e);
@@ -196,6 +201,8 @@ pub fn stop_signal(root: &Path, r: &Record) -> i32 {
 /// Stops a running container: its stop signal, then SIGKILL after `timeout`. A container
 /// that does not run is left as it is.
 pub fn stop(root: &Path, r: &Record, timeout: Duration) -> Result<(), PodError> {
+    // Stopped by a user: its restart policy leaves it stopped (a pending restart is off).
+    State::open(root)?.set_manually_stopped(&r.id, true)?;
     if r.status != status::RUNNING {
         return Ok(());
     }
@@ -227,8 +234,23 @@ pub fn stop(root: &Path, r: &Record, timeout: Duration) -> Result<(), PodError> 
 /// Starts a container that was created without a pod (Docker's create, then start), or
 /// one that exited (its changes kept on its writable disk, its log appended to): its
 /// monitor boots the VM from the container's disks and runs the recorded spec.
-/// `wait_attach`: the program starts only once a client attached to the monitor.
+/// `wait_attach`: the program starts only once a client attached to the monitor. A user's
+/// start: its restart policy applies again, with a new count.
 pub fn start(root: &Path, r: &Record, wait_attach: bool) -> Result<(), PodError> {
+    State::open(root)?.set_manually_stopped(&r.id, false)?;
+    start_pod(root, r, wait_attach)
+}
+
+/// Starts an exited container again for its restart policy: its restart `count` so far.
+pub fn start_by_policy(root: &Path, r: &Record, count: u32) -> Result<(), PodError> {
+    let state = State::open(root)?;
+    state.set_restart_count(&r.id, count)?;
+    let started = start_pod(root, r, false);
+    state.set_restarting(&r.id, false)?;
+    started
+}
+
+fn start_pod(root: &Path, r: &Record, wait_attach: bool) -> Result<(), PodError> {
     let rearmed;
     let r = if r.status == status::EXITED {
         // Started again: the same disks (its changes kept) in a new pod, once the last pod's

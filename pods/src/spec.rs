@@ -87,6 +87,9 @@ pub struct RunOptions {
     /// `--label KEY=VALUE`: the container's labels (over its image's).
     #[serde(default)]
     pub labels: std::collections::BTreeMap<String, String>,
+    /// `--restart`: when the service starts it again after it ends.
+    #[serde(default)]
+    pub restart: crate::restart::RestartPolicy,
 }
 
 impl RunOptions {

@@ -88,11 +88,10 @@ pub async fn stop(
     let root = ctx.root.clone();
     blocking(move || {
         let r = find(&root, &id)?;
-        if r.status != status::RUNNING {
-            return Ok(StatusCode::NOT_MODIFIED);
-        }
+        let running = r.status == status::RUNNING;
+        // Not running, it is still marked stopped by its user: a pending restart is off.
         lifecycle::stop(&root, &r, timeout).map_err(pod_error)?;
-        Ok(StatusCode::NO_CONTENT)
+        Ok(if running { StatusCode::NO_CONTENT } else { StatusCode::NOT_MODIFIED })
     })
     .await
 }

@@ -76,6 +76,7 @@ fn state_of(r: &Record) -> ContainerSummaryStateEnum {
             ContainerSummaryStateEnum::PAUSED
         }
         status::RUNNING => ContainerSummaryStateEnum::RUNNING,
+        status::EXITED if r.restart.restarting => ContainerSummaryStateEnum::RESTARTING,
         status::EXITED => ContainerSummaryStateEnum::EXITED,
         _ => ContainerSummaryStateEnum::CREATED,
     }

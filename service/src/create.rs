@@ -15,6 +15,7 @@ use bollard_stubs::models::{
 };
 use ironpod_images::{ImageError, ImageStore};
 use ironpod_net::{PortMapping, Protocol};
+use ironpod_pods::restart::RestartPolicy;
 use ironpod_pods::spec::RunOptions;
 use ironpod_state::StateError;
 use serde::Deserialize;
@@ -138,14 +139,34 @@ fn refuse_unsupported(h: &HostConfig) -> ApiResult<()> {
         "a Runtime other than ironpod",
     )?;
     set(h.volume_driver.as_deref().is_some_and(|d| !d.is_empty() && d != "local"), "VolumeDriver")?;
-    if let Some(p) = &h.restart_policy {
-        let name = p.name.unwrap_or(RestartPolicyNameEnum::EMPTY);
-        set(
-            !matches!(name, RestartPolicyNameEnum::EMPTY | RestartPolicyNameEnum::NO),
-            "a RestartPolicy (yet)",
-        )?;
-    }
     Ok(())
+}
+
+/// `HostConfig.RestartPolicy`; refused with `AutoRemove`, as Docker does.
+fn restart_policy(h: &HostConfig) -> ApiResult<RestartPolicy> {
+    let Some(p) = &h.restart_policy else { return Ok(RestartPolicy::No) };
+    let max = p.maximum_retry_count.unwrap_or(0);
+    let max = u32::try_from(max)
+        .map_err(|_| ApiError::bad_request(format!("invalid MaximumRetryCount {max}")))?;
+    let policy = match p.name.unwrap_or(RestartPolicyNameEnum::EMPTY) {
+        RestartPolicyNameEnum::EMPTY | RestartPolicyNameEnum::NO => RestartPolicy::No,
+        RestartPolicyNameEnum::ON_FAILURE => RestartPolicy::OnFailure { max },
+        RestartPolicyNameEnum::ALWAYS => RestartPolicy::Always,
+        RestartPolicyNameEnum::UNLESS_STOPPED => RestartPolicy::UnlessStopped,
+    };
+    if max > 0 && !matches!(policy, RestartPolicy::OnFailure { .. }) {
+        return Err(ApiError::bad_request(format!(
+            "maximum retry count cannot be used with restart policy '{}'",
+            policy.name()
+        )));
+    }
+    if policy != RestartPolicy::No && h.auto_remove.unwrap_or(false) {
+        return Err(ApiError::bad_request(
+            "conflicting options: AutoRemove and RestartPolicy (a container removed when it exits \
+             cannot be restarted)",
+        ));
+    }
+    Ok(policy)
 }
 
 /// `HostConfig.NetworkMode` and `NetworkingConfig.EndpointsConfig` → the pod's network
@@ -306,6 +327,7 @@ pub fn wanted(body: ContainerCreateBody) -> ApiResult<Wanted> {
         log_opt,
         labels: body.labels.clone().unwrap_or_default().into_iter().collect::<BTreeMap<_, _>>(),
         network_aliases,
+        restart: restart_policy(&h)?,
     };
     Ok(Wanted { image, options, auto_remove: h.auto_remove.unwrap_or(false) })
 }
@@ -429,8 +451,12 @@ mod tests {
                 "PublishAllPorts",
             ),
             (
-                serde_json::json!({"Image": "x", "HostConfig": {"RestartPolicy": {"Name": "always"}}}),
-                "RestartPolicy",
+                serde_json::json!({"Image": "x", "HostConfig": {"AutoRemove": true, "RestartPolicy": {"Name": "always"}}}),
+                "AutoRemove and RestartPolicy",
+            ),
+            (
+                serde_json::json!({"Image": "x", "HostConfig": {"RestartPolicy": {"Name": "always", "MaximumRetryCount": 2}}}),
+                "maximum retry count",
             ),
             (serde_json::json!({"Image": "x", "HostConfig": {"PidMode": "host"}}), "PidMode"),
             (

@@ -9,7 +9,7 @@ use axum::Json;
 use bollard_stubs::models::{
     ContainerConfig, ContainerInspectResponse, ContainerState, ContainerStateStatusEnum,
     DriverData, EndpointSettings, HostConfig, HostConfigLogConfig, MountPoint, NetworkSettings,
-    PortBinding, PortMap,
+    PortBinding, PortMap, RestartPolicy, RestartPolicyNameEnum,
 };
 use ironpod_net::NetworkSettings as PodNetwork;
 use ironpod_pods::paths;
@@ -39,12 +39,13 @@ fn state_of(r: &Record) -> ContainerState {
         status: Some(match r.status.as_str() {
             status::RUNNING if paused => ContainerStateStatusEnum::PAUSED,
             status::RUNNING => ContainerStateStatusEnum::RUNNING,
+            status::EXITED if r.restart.restarting => ContainerStateStatusEnum::RESTARTING,
             status::EXITED => ContainerStateStatusEnum::EXITED,
             _ => ContainerStateStatusEnum::CREATED,
         }),
         running: Some(running),
         paused: Some(paused),
-        restarting: Some(false),
+        restarting: Some(r.status == status::EXITED && r.restart.restarting),
         oom_killed: Some(r.oom_killed),
         dead: Some(false),
         // The init's pid is the guest's; no host process is the container's.
@@ -169,7 +170,7 @@ pub fn container_document(
         hosts_path: Some(String::new()),
         log_path: Some(paths::log_path(root, &r.id).display().to_string()),
         name: Some(format!("/{}", r.name)),
-        restart_count: Some(0),
+        restart_count: Some(r.restart.count.into()),
         driver: Some("erofs".into()),
         platform: Some("linux".into()),
         mount_label: Some(String::new()),
@@ -178,6 +179,15 @@ pub fn container_document(
         exec_ids: None,
         host_config: Some(HostConfig {
             auto_remove: Some(r.auto_remove),
+            restart_policy: Some(RestartPolicy {
+                name: Some(match o.restart.name() {
+                    "on-failure" => RestartPolicyNameEnum::ON_FAILURE,
+                    "always" => RestartPolicyNameEnum::ALWAYS,
+                    "unless-stopped" => RestartPolicyNameEnum::UNLESS_STOPPED,
+                    _ => RestartPolicyNameEnum::NO,
+                }),
+                maximum_retry_count: Some(o.restart.max_retries().into()),
+            }),
             memory: Some(o.memory.unwrap_or(0) as i64),
             nano_cpus: Some(o.cpus.map_or(0, |c| (c * 1e9) as i64)),
             pids_limit: o.pids_limit,

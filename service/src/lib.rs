@@ -23,6 +23,7 @@ mod images;
 mod inspect;
 pub mod listener;
 mod networks;
+mod restarts;
 mod server;
 mod system;
 mod transfer;
@@ -145,6 +146,7 @@ pub fn run(opts: Options) -> Result<(), ServiceError> {
     rt.block_on(async move {
         let l = tokio::net::UnixListener::from_std(listener).map_err(|e| ServiceError::io("socket", e))?;
         tracing::info!(socket = ?shown, activated = !ours, root = %opts.root.display(), "serving the Docker API {}", API_VERSION);
+        restarts::spawn(ctx.root.clone());
         server::serve(l, router(ctx), opts.idle).await;
         Ok::<_, ServiceError>(())
     })?;

@@ -27,6 +27,11 @@ pub fn ago(t: Option<&str>, now: u64) -> String {
 pub fn status_text(r: &Record, now: u64) -> String {
     match r.status.as_str() {
         status::RUNNING => format!("Up {}", ago(r.started_at.as_deref(), now)),
+        status::EXITED if r.restart.restarting => format!(
+            "Restarting ({}) {} ago",
+            r.exit_code.unwrap_or(-1),
+            ago(r.finished_at.as_deref(), now)
+        ),
         status::EXITED => format!(
             "Exited ({}) {} ago",
             r.exit_code.unwrap_or(-1),

@@ -27,6 +27,8 @@ pub enum StateError {
 }
 
 pub mod describe;
+mod restart;
+pub use restart::RestartState;
 
 /// Lifecycle states (Docker's names).
 pub mod status {
@@ -39,7 +41,7 @@ pub mod status {
 }
 
 /// One container.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Record {
     /// 64 hex digits.
     pub id: String,
@@ -79,6 +81,8 @@ pub struct Record {
     pub vsock: Option<String>,
     /// `--rm`.
     pub auto_remove: bool,
+    /// Its restart policy's bookkeeping.
+    pub restart: RestartState,
 }
 
 /// The database.
@@ -89,6 +93,11 @@ pub struct State {
 const COLUMNS: &str = "id, name, image, image_digest, created, options, spec, status, exit_code, \
     oom_killed, error, started_at, finished_at, monitor_pid, monitor_start, vmm_pid, guest_pid, \
     vsock, auto_remove";
+
+/// What reads take: [`COLUMNS`] and the restart bookkeeping.
+const READ_COLUMNS: &str = "id, name, image, image_digest, created, options, spec, status, \
+    exit_code, oom_killed, error, started_at, finished_at, monitor_pid, monitor_start, vmm_pid, \
+    guest_pid, vsock, auto_remove, restart_count, manually_stopped, restarting";
 
 fn record(r: &Row<'_>) -> rusqlite::Result<Record> {
     Ok(Record {
@@ -111,6 +120,11 @@ fn record(r: &Row<'_>) -> rusqlite::Result<Record> {
         guest_pid: r.get(16)?,
         vsock: r.get(17)?,
         auto_remove: r.get(18)?,
+        restart: RestartState {
+            count: r.get::<_, i64>(19)?.clamp(0, u32::MAX as i64) as u32,
+            manually_stopped: r.get::<_, i64>(20)? != 0,
+            restarting: r.get::<_, i64>(21)? != 0,
+        },
     })
 }
 
@@ -144,6 +158,7 @@ impl Record {
             guest_pid: None,
             vsock: None,
             auto_remove: false,
+            restart: RestartState::default(),
         }
     }
 }
@@ -178,6 +193,7 @@ impl State {
         )?;
         // Added after the first release: databases made before get the column.
         ironpod_images::add_column(&conn, "containers", "network", "TEXT")?;
+        restart::add_columns(&conn)?;
         Ok(State { conn })
     }
 
@@ -212,7 +228,7 @@ impl State {
         let by_name = self
             .conn
             .query_row(
-                &format!("SELECT {COLUMNS} FROM containers WHERE name = ?1 OR id = ?1"),
+                &format!("SELECT {READ_COLUMNS} FROM containers WHERE name = ?1 OR id = ?1"),
                 [key],
                 record,
             )
@@ -225,7 +241,7 @@ impl State {
         }
         let mut stmt = self
             .conn
-            .prepare(&format!("SELECT {COLUMNS} FROM containers WHERE id LIKE ?1 || '%'"))?;
+            .prepare(&format!("SELECT {READ_COLUMNS} FROM containers WHERE id LIKE ?1 || '%'"))?;
         let mut found: Vec<Record> = stmt.query_map([key], record)?.collect::<Result<_, _>>()?;
         match found.len() {
             0 => Err(StateError::NotFound(key.into())),
@@ -237,7 +253,7 @@ impl State {
     /// Every container, newest first.
     pub fn list(&self) -> Result<Vec<Record>, StateError> {
         let mut stmt = self.conn.prepare(&format!(
-            "SELECT {COLUMNS} FROM containers ORDER BY created DESC, rowid DESC"
+            "SELECT {READ_COLUMNS} FROM containers ORDER BY created DESC, rowid DESC"
         ))?;
         let rows = stmt.query_map([], record)?.collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
@@ -357,7 +373,7 @@ impl State {
 mod tests {
     use super::*;
 
-    fn rec(id: &str, name: &str) -> Record {
+    pub(crate) fn rec(id: &str, name: &str) -> Record {
         Record::new(id, name, "demo", "sha256:00", "{}".into(), "{}".into())
     }
 

@@ -419,3 +419,76 @@ fn docker_cli_runs_and_ends_pods() {
     assert!(svc.ok(&["ps", "-aq"]).trim().is_empty());
     assert!(root.ok(&["ps", "-aq"]).trim().is_empty());
 }
+
+/// `RestartCount State.Status` of `name`.
+fn restarts(svc: &Service, name: &str) -> (u32, String) {
+    let o = svc.ok(&["inspect", "-f", "{{.RestartCount}} {{.State.Status}}", name]);
+    let (n, st) = o.trim().split_once(' ').unwrap_or_else(|| panic!("inspect: {o}"));
+    (n.parse().unwrap(), st.to_string())
+}
+
+#[test]
+fn restart_policies_are_kept_by_the_service() {
+    let _w = require_linux_kvm();
+    let root = TestRoot::with_demo();
+    let svc = Service::start(&root);
+    // on-failure:2: restarted twice, then left exited with its code.
+    let cmd = ["sh", "-c", "echo ran; exit 3"];
+    let mut args = vec!["run", "-d", "--name", "flaky", "--restart", "on-failure:2", "demo"];
+    args.extend(cmd);
+    svc.ok(&args);
+    svc.until(&["inspect", "-f", "{{.RestartCount}} {{.State.Status}}", "flaky"], |o| {
+        o.trim() == "2 exited"
+    });
+    let policy =
+        "{{.HostConfig.RestartPolicy.Name}} {{.HostConfig.RestartPolicy.MaximumRetryCount}}";
+    assert_eq!(svc.ok(&["inspect", "-f", policy, "flaky"]).trim(), "on-failure 2");
+    assert_eq!(svc.ok(&["inspect", "-f", "{{.State.ExitCode}}", "flaky"]).trim(), "3");
+    svc.until(&["logs", "flaky"], |o| o == "ran\nran\nran\n");
+    // always, on a container the ironpod CLI made: the service restarts it when it ends…
+    root.ok(&["run", "-d", "--name", "forever", "--restart", "always", "demo", "sleep", "1"]);
+    svc.until(&["inspect", "-f", "{{.RestartCount}}", "forever"], |o| o.trim() != "0");
+    // …until a user stops it.
+    svc.ok(&["stop", "-t", "1", "forever"]);
+    svc.until(&["inspect", "-f", "{{.State.Status}}", "forever"], |o| o.trim() == "exited");
+    let (stopped_at, _) = restarts(&svc, "forever");
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(restarts(&svc, "forever"), (stopped_at, "exited".into()), "restarted after stop");
+    // unless-stopped: a VM that dies is restarted; once a user stopped it, it stays so.
+    svc.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "steady",
+        "--restart",
+        "unless-stopped",
+        "demo",
+        "sleep",
+        "300",
+    ]);
+    let doc: serde_json::Value = serde_json::from_str(&root.ok(&["inspect", "steady"])).unwrap();
+    let vmm = doc[0]["Pod"]["VmmPid"].as_i64().unwrap_or_else(|| panic!("VMM pid: {doc}")) as i32;
+    // SAFETY: kill with integer arguments, on the pod's VMM.
+    assert_eq!(unsafe { libc::kill(vmm, libc::SIGKILL) }, 0);
+    svc.until(&["inspect", "-f", "{{.RestartCount}} {{.State.Status}}", "steady"], |o| {
+        o.trim() == "1 running"
+    });
+    svc.ok(&["stop", "-t", "1", "steady"]);
+    // When the service starts again: `always` comes back even though a user stopped it (as
+    // Docker's daemon does at its start); `unless-stopped` stays stopped.
+    drop(svc);
+    let svc = Service::start(&root);
+    svc.until(&["inspect", "-f", "{{.RestartCount}}", "forever"], |o| {
+        o.trim().parse::<u32>().unwrap() > stopped_at
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(restarts(&svc, "steady").1, "exited");
+    // A user's start begins a new count.
+    svc.ok(&["start", "steady"]);
+    assert_eq!(restarts(&svc, "steady"), (0, "running".into()));
+    // --rm and a restart policy do not go together.
+    svc.fails(&["run", "--rm", "--restart", "always", "demo", "true"], "onflicting options");
+    let o = root.ironpod(&["run", "--rm", "--restart", "always", "demo", "true"]);
+    assert!(!o.status.success() && text(&o.stderr).contains("conflicting options"), "{o:?}");
+    svc.ok(&["rm", "-f", "flaky", "forever", "steady"]);
+}
