@@ -70,6 +70,9 @@ pub fn handle(body: RequestBody) -> Result<ResponseBody> {
         RequestBody::Commit { container } => {
             container::runtime().commit(&container).map(ResponseBody::Committed)
         }
+        RequestBody::ReleaseProcess(p) => {
+            container::runtime().release(&p).map(|()| ResponseBody::Done)
+        }
         RequestBody::StatPath { container, path } => {
             container::runtime().stat_path(&container, &path).map(ResponseBody::PathStat)
         }

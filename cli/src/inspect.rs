@@ -33,6 +33,7 @@ pub fn inspect(root: &Path, containers: &[String]) -> Result<i32, Failure> {
                         "Status": if r.restart.restarting && r.status == "exited" { "restarting" } else { r.status.as_str() },
                         "Running": is_running(&r),
                         "Restarting": r.restart.restarting && r.status == "exited",
+                        "Health": r.health.as_deref().and_then(|h| serde_json::from_str::<serde_json::Value>(h).ok()),
                         "OOMKilled": r.oom_killed,
                         "Pid": r.guest_pid.unwrap_or(0),
                         "ExitCode": r.exit_code.unwrap_or(0),

@@ -36,6 +36,24 @@ pub struct RunArgs {
     /// service`, which restarts the container when it ends).
     #[arg(long, default_value = "no")]
     restart: ironpod_pods::restart::RestartPolicy,
+    /// Command that probes the container's health (run by `sh -c` in it).
+    #[arg(long)]
+    health_cmd: Option<String>,
+    /// Time between health probes (like 30s, 1m30s).
+    #[arg(long, value_parser = ironpod_pods::health::parse_duration)]
+    health_interval: Option<u64>,
+    /// Longest a health probe may run.
+    #[arg(long, value_parser = ironpod_pods::health::parse_duration)]
+    health_timeout: Option<u64>,
+    /// Failed probes in a row that make it unhealthy.
+    #[arg(long)]
+    health_retries: Option<u32>,
+    /// Time after start when failed probes do not count.
+    #[arg(long, value_parser = ironpod_pods::health::parse_duration)]
+    health_start_period: Option<u64>,
+    /// No healthcheck.
+    #[arg(long)]
+    no_healthcheck: bool,
     /// Run in the background and print the container id.
     #[arg(short, long)]
     detach: bool,
@@ -186,6 +204,38 @@ fn check_network(root: &Path, mut o: RunOptions, publish: &[String]) -> Result<R
     ironpod_pods::lifecycle::check_options(root, o)
 }
 
+/// `--health-*` and `--no-healthcheck` as a healthcheck (`None`: none asked for).
+fn healthcheck(a: &RunArgs) -> Result<Option<ironpod_pods::health::HealthConfig>, String> {
+    let tuned = a.health_interval.is_some()
+        || a.health_timeout.is_some()
+        || a.health_retries.is_some()
+        || a.health_start_period.is_some();
+    if a.no_healthcheck {
+        if a.health_cmd.is_some() || tuned {
+            return Err("--no-healthcheck conflicts with --health-* options".into());
+        }
+        return Ok(Some(ironpod_pods::health::HealthConfig {
+            test: vec!["NONE".into()],
+            ..Default::default()
+        }));
+    }
+    let Some(cmd) = &a.health_cmd else {
+        if tuned {
+            return Err("--health-* options need --health-cmd".into());
+        }
+        return Ok(None);
+    };
+    let cfg = ironpod_pods::health::HealthConfig {
+        test: vec!["CMD-SHELL".into(), cmd.clone()],
+        interval_ns: a.health_interval.unwrap_or(0),
+        timeout_ns: a.health_timeout.unwrap_or(0),
+        retries: a.health_retries.unwrap_or(0),
+        start_period_ns: a.health_start_period.unwrap_or(0),
+    };
+    cfg.validate()?;
+    Ok(Some(cfg))
+}
+
 /// `ironpod run`.
 pub fn run(root: &Path, a: RunArgs) -> Result<i32, Failure> {
     let rt = |e: String| Failure::Runtime(e);
@@ -219,6 +269,7 @@ pub fn run(root: &Path, a: RunArgs) -> Result<i32, Failure> {
         labels: parse_labels(&a.label),
         network_aliases: a.network_alias.clone(),
         restart: a.restart,
+        healthcheck: healthcheck(&a).map_err(rt)?,
     };
     if a.rm && opts.restart != ironpod_pods::restart::RestartPolicy::No {
         return Err(rt("conflicting options: --restart and --rm".into()));

@@ -204,6 +204,19 @@ impl ImageStore {
         Ok(self.config(&self.manifest(manifest)?)?.1)
     }
 
+    /// The image's `config.Healthcheck` (a Docker extension of the OCI config, which
+    /// [`ImageConfiguration`] does not keep), if it has one.
+    pub fn healthcheck_of(
+        &self,
+        manifest: &Digest,
+    ) -> Result<Option<serde_json::Value>, ImageError> {
+        let m = self.manifest(manifest)?;
+        let d = Digest::from_oci(m.config().digest())?;
+        let raw: serde_json::Value = serde_json::from_slice(&self.blobs.read(&d)?)
+            .map_err(|e| ImageError::Corrupt(format!("config {d}: {e}")))?;
+        Ok(Some(raw["config"]["Healthcheck"].clone()).filter(|h| h.is_object()))
+    }
+
     /// Adds the name `target` for the image `source`.
     pub fn tag(&self, source: &str, target: &str) -> Result<(), ImageError> {
         let _l = self.lock(false)?;

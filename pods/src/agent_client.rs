@@ -397,6 +397,11 @@ impl AgentClient {
         }
     }
 
+    /// Forgets an exec'd process that has exited.
+    pub fn release(&mut self, p: &ProcessRef) -> Result<(), ClientError> {
+        self.expect_done(RequestBody::ReleaseProcess(p.clone()))
+    }
+
     /// Facts about a path in a container.
     pub fn stat_path(
         &mut self,

@@ -20,6 +20,7 @@ pub mod disks;
 pub mod error;
 pub mod events;
 pub mod files;
+pub mod health;
 pub mod jail;
 pub mod launch;
 pub mod lifecycle;

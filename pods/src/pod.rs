@@ -69,6 +69,14 @@ pub fn create(
         let launch = Launch { layers, writable };
         disks_ready(&launch)?;
         let config = store.config_of(&digest)?;
+        // The image's HEALTHCHECK, unless the container sets its own (or NONE).
+        let mut opts = opts.clone();
+        if opts.healthcheck.is_none() {
+            opts.healthcheck = store
+                .healthcheck_of(&digest)?
+                .and_then(|h| crate::health::HealthConfig::from_image(&h));
+        }
+        let opts = &opts;
         let spec = spec::build(&id, &config, opts)?;
         tracing::debug!("spec built");
         let mut rec = Record::new(

@@ -90,6 +90,9 @@ pub struct RunOptions {
     /// `--restart`: when the service starts it again after it ends.
     #[serde(default)]
     pub restart: crate::restart::RestartPolicy,
+    /// `--health-*`: how its health is probed.
+    #[serde(default)]
+    pub healthcheck: Option<crate::health::HealthConfig>,
 }
 
 impl RunOptions {

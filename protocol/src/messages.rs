@@ -130,6 +130,10 @@ pub enum RequestBody {
         /// Columns.
         cols: u16,
     },
+    /// Forgets an exec'd process that has exited (its record and exit status), so that a
+    /// container probed or exec'd into for months does not pile them up. Refused
+    /// ([`ErrorKind::InvalidState`]) while it runs.
+    ReleaseProcess(ProcessRef),
     /// Closes a process's stdin (its stream, if open, is dropped).
     CloseStdin(ProcessRef),
     /// Lists a container's processes; answered with [`ResponseBody::Processes`].

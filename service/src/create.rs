@@ -15,6 +15,7 @@ use bollard_stubs::models::{
 };
 use ironpod_images::{ImageError, ImageStore};
 use ironpod_net::{PortMapping, Protocol};
+use ironpod_pods::health::HealthConfig;
 use ironpod_pods::restart::RestartPolicy;
 use ironpod_pods::spec::RunOptions;
 use ironpod_state::StateError;
@@ -142,6 +143,27 @@ fn refuse_unsupported(h: &HostConfig) -> ApiResult<()> {
     Ok(())
 }
 
+/// `Config.Healthcheck` (durations in nanoseconds; negative ones are refused).
+fn health_config(h: &bollard_stubs::models::HealthConfig) -> ApiResult<HealthConfig> {
+    let ns = |name: &str, v: Option<i64>| {
+        u64::try_from(v.unwrap_or(0))
+            .map_err(|_| ApiError::bad_request(format!("{name} in Healthcheck cannot be negative")))
+    };
+    if h.start_interval.is_some_and(|v| v != 0) {
+        return Err(unsupported("Healthcheck.StartInterval (API 1.44)"));
+    }
+    let cfg = HealthConfig {
+        test: h.test.clone().unwrap_or_default(),
+        interval_ns: ns("Interval", h.interval)?,
+        timeout_ns: ns("Timeout", h.timeout)?,
+        retries: u32::try_from(h.retries.unwrap_or(0))
+            .map_err(|_| ApiError::bad_request("Retries in Healthcheck cannot be negative"))?,
+        start_period_ns: ns("StartPeriod", h.start_period)?,
+    };
+    cfg.validate().map_err(ApiError::bad_request)?;
+    Ok(cfg)
+}
+
 /// `HostConfig.RestartPolicy`; refused with `AutoRemove`, as Docker does.
 fn restart_policy(h: &HostConfig) -> ApiResult<RestartPolicy> {
     let Some(p) = &h.restart_policy else { return Ok(RestartPolicy::No) };
@@ -234,14 +256,7 @@ pub fn wanted(body: ContainerCreateBody) -> ApiResult<Wanted> {
         .clone()
         .filter(|i| !i.is_empty())
         .ok_or_else(|| ApiError::bad_request("config has no Image"))?;
-    if body
-        .healthcheck
-        .as_ref()
-        .and_then(|h| h.test.as_ref())
-        .is_some_and(|t| !t.is_empty() && t[0] != "NONE")
-    {
-        return Err(unsupported("a Healthcheck (yet)"));
-    }
+    let healthcheck = body.healthcheck.as_ref().map(health_config).transpose()?;
     if body.stop_signal.as_deref().is_some_and(|s| !s.is_empty()) || body.stop_timeout.is_some() {
         return Err(unsupported(
             "StopSignal/StopTimeout on a container (yet; the image's STOPSIGNAL is used)",
@@ -328,6 +343,7 @@ pub fn wanted(body: ContainerCreateBody) -> ApiResult<Wanted> {
         labels: body.labels.clone().unwrap_or_default().into_iter().collect::<BTreeMap<_, _>>(),
         network_aliases,
         restart: restart_policy(&h)?,
+        healthcheck,
     };
     Ok(Wanted { image, options, auto_remove: h.auto_remove.unwrap_or(false) })
 }
@@ -472,8 +488,12 @@ mod tests {
                 "anonymous",
             ),
             (
-                serde_json::json!({"Image": "x", "Healthcheck": {"Test": ["CMD", "true"]}}),
-                "Healthcheck",
+                serde_json::json!({"Image": "x", "Healthcheck": {"Test": ["SHELL", "true"]}}),
+                "healthcheck test",
+            ),
+            (
+                serde_json::json!({"Image": "x", "Healthcheck": {"Test": ["CMD", "true"], "Interval": -1}}),
+                "cannot be negative",
             ),
             (serde_json::json!({"Image": "x", "HostConfig": {"Binds": ["relative:dir"]}}), ""),
         ] {

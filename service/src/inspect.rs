@@ -8,8 +8,8 @@ use axum::extract::{Path as UrlPath, State};
 use axum::Json;
 use bollard_stubs::models::{
     ContainerConfig, ContainerInspectResponse, ContainerState, ContainerStateStatusEnum,
-    DriverData, EndpointSettings, HostConfig, HostConfigLogConfig, MountPoint, NetworkSettings,
-    PortBinding, PortMap, RestartPolicy, RestartPolicyNameEnum,
+    DriverData, EndpointSettings, HealthConfig, HostConfig, HostConfigLogConfig, MountPoint,
+    NetworkSettings, PortBinding, PortMap, RestartPolicy, RestartPolicyNameEnum,
 };
 use ironpod_net::NetworkSettings as PodNetwork;
 use ironpod_pods::paths;
@@ -54,7 +54,8 @@ fn state_of(r: &Record) -> ContainerState {
         error: Some(r.error.clone().unwrap_or_default()),
         started_at: Some(r.started_at.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".into())),
         finished_at: Some(r.finished_at.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".into())),
-        health: None,
+        // Our record of it has Docker's shape.
+        health: r.health.as_deref().and_then(|h| serde_json::from_str(h).ok()),
     }
 }
 
@@ -242,6 +243,14 @@ pub fn container_document(
             working_dir: Some(spec["process"]["cwd"].as_str().unwrap_or("/").to_string()),
             entrypoint,
             labels: Some(crate::containers::labels_of(r, images)),
+            healthcheck: o.healthcheck.as_ref().map(|h| HealthConfig {
+                test: Some(h.test.clone()),
+                interval: Some(h.interval_ns as i64),
+                timeout: Some(h.timeout_ns as i64),
+                retries: Some(h.retries.into()),
+                start_period: Some(h.start_period_ns as i64),
+                start_interval: None,
+            }),
             ..Default::default()
         }),
         network_settings: Some(network_of(root, r, &o, net.as_ref())),

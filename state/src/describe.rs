@@ -26,7 +26,17 @@ pub fn ago(t: Option<&str>, now: u64) -> String {
 /// Docker's STATUS text of a container at `now` (seconds since the epoch).
 pub fn status_text(r: &Record, now: u64) -> String {
     match r.status.as_str() {
-        status::RUNNING => format!("Up {}", ago(r.started_at.as_deref(), now)),
+        status::RUNNING => {
+            let up = format!("Up {}", ago(r.started_at.as_deref(), now));
+            // Docker's suffix: "(healthy)", "(unhealthy)", "(health: starting)".
+            let health: Option<serde_json::Value> =
+                r.health.as_deref().and_then(|h| serde_json::from_str(h).ok());
+            match health.as_ref().and_then(|h| h["Status"].as_str()) {
+                Some("starting") => format!("{up} (health: starting)"),
+                Some(s) if !s.is_empty() => format!("{up} ({s})"),
+                _ => up,
+            }
+        }
         status::EXITED if r.restart.restarting => format!(
             "Restarting ({}) {} ago",
             r.exit_code.unwrap_or(-1),

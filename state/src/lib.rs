@@ -83,6 +83,8 @@ pub struct Record {
     pub auto_remove: bool,
     /// Its restart policy's bookkeeping.
     pub restart: RestartState,
+    /// Its healthcheck's state (JSON of `ironpod_pods::health::Health`), if it has one.
+    pub health: Option<String>,
 }
 
 /// The database.
@@ -97,7 +99,7 @@ const COLUMNS: &str = "id, name, image, image_digest, created, options, spec, st
 /// What reads take: [`COLUMNS`] and the restart bookkeeping.
 const READ_COLUMNS: &str = "id, name, image, image_digest, created, options, spec, status, \
     exit_code, oom_killed, error, started_at, finished_at, monitor_pid, monitor_start, vmm_pid, \
-    guest_pid, vsock, auto_remove, restart_count, manually_stopped, restarting";
+    guest_pid, vsock, auto_remove, restart_count, manually_stopped, restarting, health";
 
 fn record(r: &Row<'_>) -> rusqlite::Result<Record> {
     Ok(Record {
@@ -125,6 +127,7 @@ fn record(r: &Row<'_>) -> rusqlite::Result<Record> {
             manually_stopped: r.get::<_, i64>(20)? != 0,
             restarting: r.get::<_, i64>(21)? != 0,
         },
+        health: r.get(22)?,
     })
 }
 
@@ -159,6 +162,7 @@ impl Record {
             vsock: None,
             auto_remove: false,
             restart: RestartState::default(),
+            health: None,
         }
     }
 }

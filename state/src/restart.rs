@@ -1,6 +1,6 @@
 //! What a restart policy needs kept per container: how often it was restarted, whether a
 //! user stopped it (then no policy restarts it while the service runs), and whether a
-//! restart is pending (Docker's `restarting` state).
+//! restart is pending (Docker's `restarting` state); and its healthcheck's state.
 
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -21,7 +21,8 @@ pub(crate) fn add_columns(conn: &Connection) -> rusqlite::Result<()> {
     let int = "INTEGER NOT NULL DEFAULT 0";
     ironpod_images::add_column(conn, "containers", "restart_count", int)?;
     ironpod_images::add_column(conn, "containers", "manually_stopped", int)?;
-    ironpod_images::add_column(conn, "containers", "restarting", int)
+    ironpod_images::add_column(conn, "containers", "restarting", int)?;
+    ironpod_images::add_column(conn, "containers", "health", "TEXT")
 }
 
 impl State {
@@ -75,6 +76,13 @@ impl State {
             "UPDATE containers SET restarting = ?2 WHERE id = ?1",
             params![id, restarting as i64],
         )?;
+        Ok(())
+    }
+
+    /// Sets container `id`'s health (JSON), or clears it.
+    pub fn set_health(&self, id: &str, health: Option<&str>) -> Result<(), StateError> {
+        self.conn
+            .execute("UPDATE containers SET health = ?2 WHERE id = ?1", params![id, health])?;
         Ok(())
     }
 

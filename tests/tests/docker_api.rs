@@ -428,7 +428,7 @@ fn restarts(svc: &Service, name: &str) -> (u32, String) {
 }
 
 #[test]
-fn restart_policies_are_kept_by_the_service() {
+fn restart_policies_and_healthchecks_are_kept() {
     let _w = require_linux_kvm();
     let root = TestRoot::with_demo();
     let svc = Service::start(&root);
@@ -491,4 +491,63 @@ fn restart_policies_are_kept_by_the_service() {
     let o = root.ironpod(&["run", "--rm", "--restart", "always", "demo", "true"]);
     assert!(!o.status.success() && text(&o.stderr).contains("conflicting options"), "{o:?}");
     svc.ok(&["rm", "-f", "flaky", "forever", "steady"]);
+    checks_health(&svc, &root);
+}
+
+/// A healthcheck probed in the running container: starting, unhealthy after its retries,
+/// healthy once the probe passes; ps and events say so.
+fn checks_health(svc: &Service, root: &TestRoot) {
+    svc.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "probed",
+        "--health-cmd",
+        "cat /tmp/ok",
+        "--health-interval",
+        "1s",
+        "--health-retries",
+        "2",
+        "demo",
+        "sleep",
+        "300",
+    ]);
+    let st = "{{.State.Health.Status}} {{.State.Health.FailingStreak}}";
+    svc.until(&["inspect", "-f", st, "probed"], |o| o.trim() == "unhealthy 2");
+    assert!(svc.ok(&["ps", "--format", "{{.Status}}"]).contains("(unhealthy)"));
+    let log = svc.ok(&[
+        "inspect",
+        "-f",
+        "{{range .State.Health.Log}}{{.ExitCode}} {{.Output}}|{{end}}",
+        "probed",
+    ]);
+    assert!(log.contains("1 cat: can't open '/tmp/ok'"), "{log}");
+    svc.ok(&["exec", "probed", "sh", "-c", "echo fine > /tmp/ok"]);
+    svc.until(&["inspect", "-f", st, "probed"], |o| o.trim() == "healthy 0");
+    assert!(root.ok(&["ps"]).contains("(healthy)"));
+    let ev = svc.ok(&[
+        "events",
+        "--since",
+        "5m",
+        "--until",
+        "0s",
+        "--filter",
+        "container=probed",
+        "--format",
+        "{{.Action}}",
+    ]);
+    for want in ["health_status: unhealthy", "health_status: healthy"] {
+        assert!(ev.lines().any(|l| l == want), "{want:?} in {ev}");
+    }
+    let cfg = svc.ok(&[
+        "inspect",
+        "-f",
+        "{{.Config.Healthcheck.Test}} {{.Config.Healthcheck.Retries}}",
+        "probed",
+    ]);
+    assert_eq!(cfg.trim(), "[CMD-SHELL cat /tmp/ok] 2");
+    svc.ok(&["rm", "-f", "probed"]);
+    // The ironpod CLI's flags make the same; bad ones are refused.
+    let o = root.ironpod(&["run", "--rm", "--health-interval", "5x", "demo", "true"]);
+    assert!(!o.status.success() && text(&o.stderr).contains("invalid duration"), "{o:?}");
 }

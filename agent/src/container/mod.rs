@@ -317,6 +317,20 @@ impl Runtime {
         Ok(ExitStatus { code, signal, oom_killed: cgroup::oom_killed(&c.cgroup) })
     }
 
+    /// Forgets an exec'd process that has exited.
+    pub fn release(&self, r: &ProcessRef) -> Result<(), AgentError> {
+        let (c, p) = self.process(r)?;
+        let Some(exec_id) = &r.exec_id else {
+            return Err(plan::bad("the init process is released with its container"));
+        };
+        if reaper::peek(p.pid).is_none() {
+            return Err(AgentError::new(ErrorKind::InvalidState, format!("{r} is running")));
+        }
+        lock(&c.execs).remove(exec_id);
+        reaper::forget(p.pid);
+        Ok(())
+    }
+
     /// Sends a signal.
     pub fn signal(&self, r: &ProcessRef, sig: i32, all: bool) -> Result<(), AgentError> {
         if !(1..=64).contains(&sig) {

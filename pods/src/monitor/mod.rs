@@ -66,6 +66,8 @@ struct Pod {
     state: Option<State>,
     /// The volumes' share (taken down when the pod is).
     _share: Option<PodShare>,
+    /// Its healthcheck, and the process its probes are made like.
+    health: Option<(crate::health::HealthConfig, oci_spec::runtime::Process)>,
 }
 
 /// Starts the pod's VMM deferred: it sets the VM up (or restores the pod template of its
@@ -207,6 +209,8 @@ fn boot(
         let _ = state.set_network(id, &text);
     }
     tracing::debug!(%id, "network settings recorded");
+    // The probe runs as the container's own process does (its env, user, directory).
+    let health = opts.healthcheck.clone().zip(spec.process().clone());
     let guest_pid = ctl
         .create_container(CreateContainer {
             id: id.to_string(),
@@ -220,7 +224,16 @@ fn boot(
         .map_err(|e| failure(format!("create the container: {}", agent_message(&e))))?;
     tracing::info!(%id, "container created in the guest");
     let stdio = (opts.tty, opts.interactive);
-    let pod = Pod { vm, uds, pumps: Vec::new(), guest_pid, ctl, state: Some(state), _share: share };
+    let pod = Pod {
+        vm,
+        uds,
+        pumps: Vec::new(),
+        guest_pid,
+        ctl,
+        state: Some(state),
+        _share: share,
+        health,
+    };
     Ok((pod, stdio))
 }
 
@@ -449,11 +462,16 @@ pub fn run(
     // `run -d` returns now: the container runs and `ps` says so.
     let _ = writeln!(ready, "ok");
     drop(ready);
+    let prober = pod
+        .health
+        .take()
+        .and_then(|(cfg, p)| crate::health::Prober::start(root, id, &pod.uds, cfg, p));
     // Wait on the control session (signals and resizes use sessions of their own).
     let status = wait.and_then(|w| {
         pod.ctl.set_timeout(Duration::from_secs(60 * 60 * 24 * 365))?;
         pod.ctl.end_wait(w)
     });
+    drop(prober);
     let _ = pod.ctl.set_timeout(Duration::from_secs(10));
     let streams = join_streams(&mut pod);
     let report = match status {
