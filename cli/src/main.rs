@@ -6,6 +6,7 @@
 //! `ironpod-service`. Nothing here is needed by the containerd shim or the service.
 
 mod containers;
+mod copy;
 mod events;
 mod exec;
 mod images;
@@ -114,6 +115,8 @@ enum Command {
     },
     /// Creates a new image from a container's changes.
     Commit(inspect::CommitArgs),
+    /// Copies files between the host and a container.
+    Cp(copy::CpArgs),
     /// Lists how a container's files differ from its image.
     Diff {
         /// Container.
@@ -244,6 +247,7 @@ fn main() -> ExitCode {
         Command::Volume { command } => volume::run(&root, command),
         Command::Commit(a) => inspect::commit(&root, a),
         Command::Diff { container } => inspect::diff(&root, &container),
+        Command::Cp(a) => copy::cp(&root, a),
         Command::System { command: SystemCommand::Service(a) } => system::service(&root, a),
         other => old_command(&root, other).map(|()| 0).map_err(Failure::Other),
     };

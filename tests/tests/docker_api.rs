@@ -182,6 +182,15 @@ fn copies_files_both_ways(svc: &Service, root: &TestRoot) {
         assert!(diff.lines().any(|l| l == want), "{want:?} in {diff}");
     }
     assert_eq!(root.ok(&["diff", "web"]), diff, "ironpod diff shows what docker diff shows");
+    // ironpod cp copies the same ways.
+    root.ok(&["cp", "web:/data/sub", &at("cli-out")]);
+    assert_eq!(std::fs::read_to_string(host.join("cli-out/b")).unwrap(), "two\n");
+    root.ok(&["cp", "web:/data/.", &at("cli-content")]);
+    assert_eq!(std::fs::read_link(host.join("cli-content/link")).unwrap(), Path::new("/data/a"));
+    root.ok(&["cp", &at("single"), "web:/data/cli-in"]);
+    root.ok(&["cp", &at("in"), "web:/data/sub/"]);
+    let got = svc.ok(&["exec", "web", "cat", "/data/cli-in", "/data/sub/in/deep/f"]);
+    assert_eq!(got, "single\nfrom the host\n");
     // The archive route refuses entries that leave their directory, and a file as target.
     let web = svc.ok(&["inspect", "-f", "{{.Id}}", "web"]);
     let evil = tar_with("../../evil", b"x");
