@@ -2,7 +2,8 @@
 //! with stdin, --rm, -t), run -d, exec (-i, -d, -e, -w, -it under a pty), logs, inspect,
 //! stop, wait, kill, rm (-f), create + start, restart, top, stats, pause, commit, events,
 //! cp both ways (running and stopped) and diff, auto-removal, and containers
-//! made by one front end seen and handled by the other. Every pod boots a real guest.
+//! made by one front end seen and handled by the other; restart policies and healthchecks;
+//! Debian's docker-compose 1.29 running a three-service app. Every pod boots a real guest.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -559,4 +560,112 @@ fn checks_health(svc: &Service, root: &TestRoot) {
     // The ironpod CLI's flags make the same; bad ones are refused.
     let o = root.ironpod(&["run", "--rm", "--health-interval", "5x", "demo", "true"]);
     assert!(!o.status.success() && text(&o.stderr).contains("invalid duration"), "{o:?}");
+}
+
+/// The compose file of the three-service app: a data service with a named volume and a
+/// healthcheck, a web server (env file, published port, waits for the data service to be
+/// healthy) and a worker that fetches the web page by the service's name on the network.
+const COMPOSE_APP: &str = r#"version: "2.4"
+services:
+  data:
+    image: demo
+    command: ["sh", "-c", "echo stored > /store/v; echo data up; exec sleep 600"]
+    volumes: ["store:/store"]
+    networks: [back]
+    healthcheck:
+      test: ["CMD-SHELL", "test -f /store/v"]
+      interval: 1s
+      retries: 5
+  web:
+    image: demo
+    command: ["sh", "-c", "mkdir -p /www && echo \"$$GREETING\" > /www/index.html && exec httpd -f -p 80 -h /www"]
+    env_file: web.env
+    ports: ["127.0.0.1:18080:80"]
+    networks: [back]
+    depends_on:
+      data:
+        condition: service_healthy
+  worker:
+    image: demo
+    command: ["sh", "-c", "while true; do echo fetched $$(wget -q -O - http://web/); sleep 1; done"]
+    networks: [back]
+    depends_on: [web]
+networks:
+  back: {}
+volumes:
+  store: {}
+"#;
+
+/// `GET /` of the published port on loopback.
+fn http_get(port: u16) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn docker_compose_runs_a_three_service_app() {
+    let _w = require_linux_kvm();
+    let root = TestRoot::with_demo();
+    let svc = Service::start(&root);
+    let dir = root.path().join("app");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("docker-compose.yml"), COMPOSE_APP).unwrap();
+    std::fs::write(dir.join("web.env"), "GREETING=hello from web\n").unwrap();
+    let compose = |args: &[&str]| {
+        let o = Command::new("docker-compose")
+            .args(args)
+            .current_dir(&dir)
+            .env("DOCKER_HOST", format!("unix://{}", svc.socket.display()))
+            .env("COMPOSE_INTERACTIVE_NO_CLI", "1")
+            .stdin(Stdio::null())
+            .output()
+            .expect("docker-compose (cargo xtask test installs it)");
+        assert!(
+            o.status.success(),
+            "docker-compose {args:?}: {}{}",
+            text(&o.stdout),
+            text(&o.stderr)
+        );
+        text(&o.stdout)
+    };
+    compose(&["up", "-d"]);
+    let ps = compose(&["ps"]);
+    assert!(ps.contains("app_data_1") && ps.contains("Up (healthy)"), "{ps}");
+    assert!(ps.contains("app_web_1") && ps.contains("127.0.0.1:18080->80/tcp"), "{ps}");
+    assert!(ps.contains("app_worker_1"), "{ps}");
+    // The published port reaches the web server; the worker reaches it by name.
+    let page = http_get(18080);
+    assert!(page.starts_with("HTTP/1.") && page.ends_with("hello from web\n"), "{page}");
+    svc.until(&["logs", "app_worker_1"], |o| o.contains("fetched hello from web"));
+    let logs = compose(&["logs", "--no-color"]);
+    assert!(logs.contains("data_1    | data up") || logs.contains("data_1  | data up"), "{logs}");
+    assert!(logs.contains("fetched hello from web"), "{logs}");
+    assert_eq!(compose(&["exec", "-T", "data", "cat", "/store/v"]), "stored\n");
+    // restart, then scale.
+    compose(&["restart", "web"]);
+    let t = Instant::now();
+    loop {
+        let page = http_get(18080);
+        if page.ends_with("hello from web\n") {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "after restart: {page:?}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    compose(&["up", "-d", "--scale", "worker=2"]);
+    let ps = compose(&["ps"]);
+    assert!(ps.contains("app_worker_2") && ps.matches(" Up").count() == 4, "{ps}");
+    // down -v: nothing left.
+    compose(&["down", "-v"]);
+    assert_eq!(svc.ok(&["ps", "-aq"]), "");
+    assert!(!svc.ok(&["network", "ls"]).contains("app_back"));
+    assert_eq!(svc.ok(&["volume", "ls", "-q"]), "");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", 18080)).is_err(), "port still open");
 }

@@ -28,6 +28,9 @@ pub const PACKAGES: &[&str] = &[
     "e2fsprogs",
     "skopeo",
     "docker-registry",
+    // Debian's docker-compose 1.29 (docker-py), driven against the Docker API service;
+    // without recommends, so no docker.io daemon package comes with it.
+    "docker-compose",
     "curl",
     "openssl",
     "apache2-utils",
