@@ -116,7 +116,10 @@ fn copy_out(root: &Path, container: &str, src: &str, dest: &str) -> Result<i32, 
             (parent, Some(base(dest)))
         }
     };
-    extract_on_host(&mut tar, &into, rename.as_deref()).map_err(|e| rt(format!("{dest}: {e}")))?;
+    // What the agent names the copy's top entry (`.` for a directory's content or `/`).
+    let top = if contents || base(src) == "/" { ".".to_string() } else { base(src) };
+    extract_on_host(&mut tar, &into, &top, rename.as_deref())
+        .map_err(|e| rt(format!("{dest}: {e}")))?;
     Ok(0)
 }
 
@@ -132,8 +135,9 @@ fn bad(msg: String) -> io::Error {
 }
 
 /// An entry's path with its top component replaced as `rename` says; checked to stay
-/// below the extraction point.
-fn rebased(name: &Path, rename: Option<&str>) -> io::Result<Option<PathBuf>> {
+/// below the extraction point and to start with `top`, the name of what was copied (a
+/// container choosing other names would write elsewhere in the destination).
+fn rebased(name: &Path, top: &str, rename: Option<&str>) -> io::Result<Option<PathBuf>> {
     let mut parts = Vec::new();
     for c in name.components() {
         match c {
@@ -145,6 +149,9 @@ fn rebased(name: &Path, rename: Option<&str>) -> io::Result<Option<PathBuf>> {
     }
     if parts.is_empty() {
         return Ok(None);
+    }
+    if parts[0] != top {
+        return Err(bad(format!("tar entry {} is not under {top}", name.display())));
     }
     let mut out = PathBuf::new();
     match rename {
@@ -178,12 +185,19 @@ fn safe_parent(into: &Path, rel: &Path) -> io::Result<()> {
     Ok(())
 }
 
-fn extract_on_host(tar: &mut impl Read, into: &Path, rename: Option<&str>) -> io::Result<()> {
+fn extract_on_host(
+    tar: &mut impl Read,
+    into: &Path,
+    top: &str,
+    rename: Option<&str>,
+) -> io::Result<()> {
     let mut archive = tar::Archive::new(tar);
+    // What this copy made: the only files a hard link may point at.
+    let mut made = std::collections::HashSet::new();
     for entry in archive.entries()? {
         let mut entry = entry?;
         let name = entry.path()?.into_owned();
-        let Some(rel) = rebased(&name, rename)? else { continue };
+        let Some(rel) = rebased(&name, top, rename)? else { continue };
         let kind = entry.header().entry_type();
         if !matches!(
             kind,
@@ -198,7 +212,14 @@ fn extract_on_host(tar: &mut impl Read, into: &Path, rename: Option<&str>) -> io
         if kind == tar::EntryType::Link {
             // A hard link's target must be something this copy made.
             let target = entry.link_name()?.unwrap_or_default().into_owned();
-            let target = rebased(&target, rename)?.ok_or_else(|| bad("bad hard link".into()))?;
+            let target =
+                rebased(&target, top, rename)?.ok_or_else(|| bad("bad hard link".into()))?;
+            if !made.contains(&target) {
+                return Err(bad(format!(
+                    "hard link {} to a file this copy did not make",
+                    rel.display()
+                )));
+            }
             safe_parent(into, &target)?;
             safe_parent(into, &rel)?;
             let dst = into.join(&rel);
@@ -220,6 +241,7 @@ fn extract_on_host(tar: &mut impl Read, into: &Path, rename: Option<&str>) -> io
         }
         entry.set_preserve_mtime(true);
         entry.unpack(&dst)?;
+        made.insert(rel);
     }
     Ok(())
 }
@@ -330,14 +352,16 @@ mod tests {
 
     #[test]
     fn entries_are_rebased_and_checked() {
-        let r = |n: &str, to: Option<&str>| rebased(Path::new(n), to).unwrap();
-        assert_eq!(r("data/a", None), Some(PathBuf::from("data/a")));
-        assert_eq!(r("data/a", Some("out")), Some(PathBuf::from("out/a")));
-        assert_eq!(r("./a", Some("")), Some(PathBuf::from("a")));
-        assert_eq!(r("./", Some("")), None);
-        assert_eq!(r("./a", None), Some(PathBuf::from("a")));
-        assert!(rebased(Path::new("../x"), None).is_err());
-        assert!(rebased(Path::new("a/../../x"), None).is_err());
+        let r = |n: &str, top: &str, to: Option<&str>| rebased(Path::new(n), top, to).unwrap();
+        assert_eq!(r("data/a", "data", None), Some(PathBuf::from("data/a")));
+        assert_eq!(r("data/a", "data", Some("out")), Some(PathBuf::from("out/a")));
+        assert_eq!(r("./a", ".", Some("")), Some(PathBuf::from("a")));
+        assert_eq!(r("./", ".", Some("")), None);
+        assert_eq!(r("./a", ".", None), Some(PathBuf::from("a")));
+        assert!(rebased(Path::new("../x"), "..", None).is_err());
+        assert!(rebased(Path::new("a/../../x"), "a", None).is_err());
+        // A container naming other things than what was asked for.
+        assert!(rebased(Path::new("cron.d/x"), "nginx", None).is_err());
     }
 
     #[test]
@@ -354,7 +378,7 @@ mod tests {
         h.set_mode(0o644);
         b.append_data(&mut h, "d/link/x", &b"x"[..]).unwrap();
         let tar = b.into_inner().unwrap();
-        let e = extract_on_host(&mut &tar[..], t.path(), None).unwrap_err();
+        let e = extract_on_host(&mut &tar[..], t.path(), "d", None).unwrap_err();
         assert!(e.to_string().contains("symbolic link"), "{e}");
         assert!(!outside.path().join("x").exists());
         assert!(t.path().join("d/link").is_symlink());

@@ -238,6 +238,11 @@ fn append_named<W: Write>(
     b.append(&h, data)
 }
 
+/// Reads `size` bytes of `r`: cut there, or padded with zeros when it ends before.
+fn exactly(r: impl Read, size: u64) -> impl Read {
+    r.take(size).chain(io::repeat(0)).take(size)
+}
+
 /// Appends `src` (metadata `meta`) as `name`, and, for a directory, what is in it.
 fn add<W: Write>(
     b: &mut tar::Builder<W>,
@@ -252,7 +257,10 @@ fn add<W: Write>(
     let mut h = tar::Header::new_gnu();
     h.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
     if ft.is_file() {
-        return append_named(b, h, &name, None, File::open(src)?);
+        // Exactly the size the header announces, whatever the file does meanwhile (a file
+        // that grows, or one whose stat size is not its content, like /proc's, must not
+        // spill bytes that a reader would take for more entries).
+        return append_named(b, h, &name, None, exactly(File::open(src)?, meta.len()));
     }
     if ft.is_symlink() {
         let target = fs::read_link(src)?;
@@ -652,6 +660,16 @@ mod tests {
         extract(&root, "/dst", &dir_over_file[..], opts).unwrap();
         assert!(d.join("f").is_dir());
         assert!(extract(&root, "/dst", &b"not a tar at all, just some text"[..], OPTS).is_err());
+    }
+
+    #[test]
+    fn a_file_is_read_at_exactly_its_announced_size() {
+        let mut out = Vec::new();
+        exactly(&b"abcdef"[..], 3).read_to_end(&mut out).unwrap();
+        assert_eq!(out, b"abc");
+        out.clear();
+        exactly(&b"ab"[..], 4).read_to_end(&mut out).unwrap();
+        assert_eq!(out, b"ab\0\0");
     }
 
     #[test]
