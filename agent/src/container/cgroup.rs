@@ -4,6 +4,7 @@
 use std::fs;
 use std::io;
 use std::path::{Component, Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use ironpod_protocol::{AgentError, ContainerStats, ErrorKind};
@@ -236,30 +237,66 @@ pub fn set_frozen(dir: &Path, frozen: bool) -> Result<(), AgentError> {
     Ok(())
 }
 
-/// Freezes the processes of a cgroup while it lives (cgroup v2 freezer); thaws on drop
-/// unless it was frozen before (a paused container stays paused).
-pub struct Freeze {
+/// Who wants a container's cgroup frozen: its user (pause/unpause) and any number of
+/// holds (a commit or a copy in progress). The cgroup is frozen while either does, so a
+/// copy never thaws a paused container, an unpause during a copy waits for its end, and
+/// overlapping copies thaw only when the last one ends.
+pub struct Freezer {
     dir: PathBuf,
+    state: Mutex<FreezeState>,
 }
 
-impl Freeze {
-    /// Freezes `dir` and waits (up to a second) until every process is frozen.
-    pub fn new(dir: &Path) -> Option<Freeze> {
-        if read(dir, "cgroup.freeze").trim() == "1" {
-            return None;
+#[derive(Default)]
+struct FreezeState {
+    paused: bool,
+    holds: u32,
+}
+
+impl Freezer {
+    /// The freezer of cgroup `dir` (not frozen).
+    pub fn new(dir: &Path) -> Freezer {
+        Freezer { dir: dir.to_path_buf(), state: Mutex::new(FreezeState::default()) }
+    }
+
+    fn state(&self) -> MutexGuard<'_, FreezeState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Pauses or unpauses the container as its user asks; an unpause takes effect once
+    /// no hold is left.
+    pub fn set_paused(&self, paused: bool) -> Result<(), AgentError> {
+        let mut s = self.state();
+        s.paused = paused;
+        if s.holds == 0 {
+            set_frozen(&self.dir, paused)?;
         }
-        fs::write(dir.join("cgroup.freeze"), "1").ok()?;
-        let deadline = Instant::now() + Duration::from_secs(1);
-        while !read(dir, "cgroup.events").contains("frozen 1") && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(2));
+        Ok(())
+    }
+
+    /// Keeps the cgroup frozen until the returned hold is dropped. Freezing is best
+    /// effort: a cgroup whose processes are gone has nothing to freeze.
+    pub fn hold(&self) -> FreezeHold<'_> {
+        let mut s = self.state();
+        s.holds += 1;
+        if s.holds == 1 && !s.paused {
+            let _ = set_frozen(&self.dir, true);
         }
-        Some(Freeze { dir: dir.to_path_buf() })
+        FreezeHold { freezer: self }
     }
 }
 
-impl Drop for Freeze {
+/// A hold on a [`Freezer`]: the cgroup stays frozen while it lives.
+pub struct FreezeHold<'a> {
+    freezer: &'a Freezer,
+}
+
+impl Drop for FreezeHold<'_> {
     fn drop(&mut self) {
-        let _ = fs::write(self.dir.join("cgroup.freeze"), "0");
+        let mut s = self.freezer.state();
+        s.holds -= 1;
+        if s.holds == 0 && !s.paused {
+            let _ = write(&self.freezer.dir, "cgroup.freeze", "0");
+        }
     }
 }
 
@@ -271,6 +308,27 @@ pub fn remove(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cgroup_stays_frozen_while_its_user_or_any_copy_wants_it() {
+        let t = tempfile::tempdir().unwrap();
+        // A stand-in cgroup whose events say whatever state is asked for is reached.
+        fs::write(t.path().join("cgroup.events"), "frozen 1\nfrozen 0\n").unwrap();
+        let frozen = || fs::read_to_string(t.path().join("cgroup.freeze")).unwrap() == "1";
+        let f = Freezer::new(t.path());
+        let (a, b) = (f.hold(), f.hold());
+        assert!(frozen());
+        drop(a);
+        assert!(frozen(), "a second copy is still going");
+        f.set_paused(true).unwrap();
+        drop(b);
+        assert!(frozen(), "a copy thawed a paused container");
+        let c = f.hold();
+        f.set_paused(false).unwrap();
+        assert!(frozen(), "an unpause thawed a container during a copy");
+        drop(c);
+        assert!(!frozen());
+    }
 
     #[test]
     fn paths() {

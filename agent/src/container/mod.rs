@@ -74,6 +74,8 @@ struct Container {
     /// The init process's user and group (owner of what `docker cp -a` copies in).
     user: (u32, u32),
     cgroup: PathBuf,
+    /// Who keeps the cgroup frozen: the user's pause and commits or copies in progress.
+    freezer: cgroup::Freezer,
     init: Arc<Proc>,
     execs: Mutex<HashMap<String, Arc<Proc>>>,
     seccomp: Vec<seccomp::Program>,
@@ -236,6 +238,7 @@ impl Runtime {
             upper_base,
             lowers,
             user,
+            freezer: cgroup::Freezer::new(&cg),
             cgroup: cg,
             init,
             execs: Mutex::new(HashMap::new()),
@@ -386,7 +389,7 @@ impl Runtime {
     /// Freezes or thaws every process of the container.
     pub fn set_frozen(&self, id: &str, frozen: bool) -> Result<(), AgentError> {
         let c = self.container(id)?;
-        cgroup::set_frozen(&c.cgroup, frozen)
+        c.freezer.set_paused(frozen)
     }
 
     /// Applies new resource limits to the container's cgroup.
@@ -403,7 +406,7 @@ impl Runtime {
     /// (as `docker commit` pauses), so the layer is a consistent snapshot.
     pub fn commit(&self, id: &str) -> Result<CommitResult, AgentError> {
         let c = self.container(id)?;
-        let _frozen = cgroup::Freeze::new(&c.cgroup);
+        let _frozen = c.freezer.hold();
         commit::write_layer(&c.upper_base.join("upper"), &c.upper_base)
     }
 
@@ -433,7 +436,7 @@ impl Runtime {
     ) -> Result<(), AgentError> {
         let c = self.container(id)?;
         let root = Self::files_root(&c)?;
-        let _frozen = cgroup::Freeze::new(&c.cgroup);
+        let _frozen = c.freezer.hold();
         archive::write_tar(&root, path, out)
     }
 
@@ -446,7 +449,7 @@ impl Runtime {
     ) -> Result<(), AgentError> {
         let c = self.container(&req.container)?;
         let root = Self::files_root(&c)?;
-        let _frozen = cgroup::Freeze::new(&c.cgroup);
+        let _frozen = c.freezer.hold();
         let opts = archive::ExtractOptions {
             no_overwrite_dir_non_dir: req.no_overwrite_dir_non_dir,
             owner: req.copy_uid_gid.then_some(c.user),
