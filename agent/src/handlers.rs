@@ -46,8 +46,15 @@ pub fn handle(body: RequestBody) -> Result<ResponseBody> {
         }
         RequestBody::StartProcess(p) => container::runtime().start(&p).map(|()| ResponseBody::Done),
         RequestBody::WaitProcess(p) => container::runtime().wait(&p).map(ResponseBody::Exited),
-        RequestBody::Signal { process, signal, all } => {
-            container::runtime().signal(&process, signal, all).map(|()| ResponseBody::Done)
+        RequestBody::Signal { process, signal, all, group } => {
+            let target = if all {
+                container::SignalTarget::Container
+            } else if group {
+                container::SignalTarget::Group
+            } else {
+                container::SignalTarget::Process
+            };
+            container::runtime().signal(&process, signal, target).map(|()| ResponseBody::Done)
         }
         RequestBody::ResizePty { process, rows, cols } => {
             container::runtime().resize(&process, rows, cols).map(|()| ResponseBody::Done)

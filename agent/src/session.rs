@@ -113,15 +113,18 @@ pub fn serve(mut stream: Box<dyn Stream>, pid1: bool) {
                             id: request.id,
                             result: Ok(proto::ResponseBody::Done).into(),
                         };
-                        if proto::send(&mut stream, &done).is_ok() {
-                            let out = std::io::BufWriter::with_capacity(256 * 1024, &mut stream);
-                            if let Err(e) =
-                                container::runtime().read_archive(&container, &path, out)
-                            {
-                                log::line(&format!("archive of {path} in {container}: {e}"));
-                            }
+                        if proto::send(&mut stream, &done).is_err() {
+                            return;
                         }
-                        return;
+                        let mut out = proto::ChunkWriter::new(&mut stream, proto::ARCHIVE_CHUNK);
+                        let result = container::runtime().read_archive(&container, &path, &mut out);
+                        if out.finish().is_err() {
+                            return; // the host went away
+                        }
+                        if let Err(e) = &result {
+                            log::line(&format!("archive of {path} in {container}: {e}"));
+                        }
+                        (result.map(|()| proto::ResponseBody::Done), After::Continue)
                     }
                     Err(e) => (Err(e), After::Continue),
                 }

@@ -219,14 +219,12 @@ fn healthcheck(a: &RunArgs) -> Result<Option<ironpod_pods::health::HealthConfig>
             ..Default::default()
         }));
     }
-    let Some(cmd) = &a.health_cmd else {
-        if tuned {
-            return Err("--health-* options need --health-cmd".into());
-        }
+    if a.health_cmd.is_none() && !tuned {
         return Ok(None);
-    };
+    }
+    // Without --health-cmd the tuning applies to the image's HEALTHCHECK (as Docker's).
     let cfg = ironpod_pods::health::HealthConfig {
-        test: vec!["CMD-SHELL".into(), cmd.clone()],
+        test: a.health_cmd.iter().flat_map(|c| ["CMD-SHELL".to_string(), c.clone()]).collect(),
         interval_ns: a.health_interval.unwrap_or(0),
         timeout_ns: a.health_timeout.unwrap_or(0),
         retries: a.health_retries.unwrap_or(0),
@@ -307,7 +305,11 @@ pub fn run(root: &Path, a: RunArgs) -> Result<i32, Failure> {
     drop(store);
     // Block the relayed signals before any thread starts, so none of them kills us.
     let signals = (!a.detach).then(terminal::SignalRelay::start);
-    if let Err(e) = monitor.launch(&created.prepared) {
+    let launched = monitor.launch(&created.prepared);
+    // Running (or not started): its files are reached through its agent (or a VM of
+    // their own) from here on.
+    drop(created.disk_lock);
+    if let Err(e) = launched {
         if a.rm {
             if let Ok(store) = ImageStore::open(root) {
                 let _ = pod::remove(root, &store, &rec.id);

@@ -347,7 +347,18 @@ impl AgentClient {
 
     /// Sends a signal to a process, or to every process of its container.
     pub fn signal(&mut self, p: &ProcessRef, signal: i32, all: bool) -> Result<(), ClientError> {
-        self.expect_done(RequestBody::Signal { process: p.clone(), signal, all })
+        self.expect_done(RequestBody::Signal { process: p.clone(), signal, all, group: false })
+    }
+
+    /// Sends a signal to a process's group: it and what it started and left behind (also
+    /// once it exited).
+    pub fn signal_group(&mut self, p: &ProcessRef, signal: i32) -> Result<(), ClientError> {
+        self.expect_done(RequestBody::Signal {
+            process: p.clone(),
+            signal,
+            all: false,
+            group: true,
+        })
     }
 
     /// Resizes a process's terminal.
@@ -439,6 +450,22 @@ impl AgentClient {
         }
     }
 
+    /// A tar of `path` in a container: read it to its end; a tar the agent could not
+    /// finish ends in an error, never as if it were whole.
+    pub fn read_archive(
+        mut self,
+        container: &str,
+        path: &str,
+    ) -> Result<ArchiveReader, ClientError> {
+        let body = RequestBody::ReadArchive { container: container.into(), path: path.into() };
+        self.expect_done(body)?;
+        let id = self.next_id - 1;
+        self.stream.set_read_timeout(None)?;
+        self.stream.set_write_timeout(None)?;
+        let chunks = proto::ChunkReader::new(self.stream.try_clone()?);
+        Ok(ArchiveReader { chunks, client: self, id, finished: false })
+    }
+
     /// Removes a guest file.
     pub fn remove_file(&mut self, path: &str) -> Result<(), ClientError> {
         self.expect_done(RequestBody::RemoveFile { path: path.into() })
@@ -524,6 +551,32 @@ impl AgentClient {
             ResponseBody::Done => Ok(()),
             other => Err(ClientError::Protocol(format!("unexpected reply {other:?}"))),
         }
+    }
+}
+
+/// A tar from [`AgentClient::read_archive`]: its bytes, then the agent's last word.
+pub struct ArchiveReader {
+    chunks: proto::ChunkReader<UnixStream>,
+    client: AgentClient,
+    id: u64,
+    finished: bool,
+}
+
+impl Read for ArchiveReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.chunks.read(out)?;
+        if n == 0 && !out.is_empty() && !self.finished {
+            self.finished = true;
+            match self.client.read_response(self.id) {
+                Ok(ResponseBody::Done) => {}
+                Ok(other) => {
+                    let msg = format!("unexpected reply after the tar: {other:?}");
+                    return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, msg));
+                }
+                Err(e) => return Err(std::io::Error::other(format!("the tar is cut short: {e}"))),
+            }
+        }
+        Ok(n)
     }
 }
 

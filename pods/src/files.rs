@@ -7,17 +7,18 @@
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ironpod_images::ImageStore;
-use ironpod_protocol::{Change, CreateContainer, PathStat, RequestBody, RootfsDisks};
+use ironpod_protocol::{Change, CreateContainer, PathStat, RootfsDisks};
 use ironpod_state::{status, Record, State};
-use ironpod_vmm::config::DiskConfig;
+use ironpod_vmm::config::{DiskConfig, FsConfig};
+use ironpod_volumes::share::PodShare;
 
-use crate::agent_client::{AgentClient, ClientError};
+use crate::agent_client::{AgentClient, ArchiveReader, ClientError};
 use crate::error::PodError;
+use crate::spec::RunOptions;
 use crate::vm::{RunningVm, VmSpec};
 use crate::{paths, pod};
 
@@ -63,6 +64,8 @@ struct Offline {
     vm: RunningVm,
     ctl: AgentClient,
     id: String,
+    /// The volumes' share: taken down after the VM (fields drop in order, after `drop`).
+    _share: Option<PodShare>,
     _lock: DiskLock,
 }
 
@@ -107,13 +110,35 @@ impl Files {
         if !rw.is_file() {
             return Err(PodError::State2(format!("container {} has no writable disk", rec.id)));
         }
+        // Its volumes too: its paths under them are its files as much as the rest.
+        let options: RunOptions = serde_json::from_str(&rec.options)
+            .map_err(|e| PodError::State2(format!("container {}: run options: {e}", rec.id)))?;
+        let volumes = ironpod_volumes::resolve(root, &options.volumes)
+            .map_err(|e| PodError::State2(e.to_string()))?;
         let mut spec = VmSpec::with_defaults().map_err(agent_err)?;
-        spec.disks = layers
+        spec.shared_memory = !volumes.is_empty();
+        let disks = layers
             .iter()
             .map(|p| DiskConfig { path: p.clone(), read_only: true })
             .chain(std::iter::once(DiskConfig { path: rw.clone(), read_only: false }))
             .collect();
-        let mut vm = RunningVm::start(&spec).map_err(agent_err)?;
+        let mut vm = RunningVm::start_deferred(&spec).map_err(agent_err)?;
+        let share = if volumes.is_empty() {
+            None
+        } else {
+            let socket = vm.dir().join("fs.sock");
+            Some(PodShare::start(&rec.id, &volumes, &socket).map_err(agent_err)?)
+        };
+        let fs: Vec<FsConfig> = share
+            .iter()
+            .map(|s| FsConfig {
+                socket: s.socket().to_path_buf(),
+                tag: ironpod_protocol::SHARE_TAG.into(),
+                queue_size: crate::template::SHARE_QUEUE_SIZE,
+            })
+            .collect();
+        let cmdline = if share.is_some() { "ironpod.share" } else { "" };
+        vm.boot(disks, Vec::new(), fs, cmdline).map_err(agent_err)?;
         let mut ctl = vm.wait_agent(Duration::from_secs(120)).map_err(agent_err)?;
         let oci: oci_spec::runtime::Spec = serde_json::from_str(&rec.spec).map_err(agent_err)?;
         let created = ctl.create_container(CreateContainer {
@@ -126,7 +151,7 @@ impl Files {
             stdin: false,
         });
         let uds = vm.vsock_path().to_path_buf();
-        let offline = Offline { vm, ctl, id: rec.id.clone(), _lock: lock };
+        let offline = Offline { vm, ctl, id: rec.id.clone(), _share: share, _lock: lock };
         created.map_err(agent_err)?;
         Ok(Files { id: rec.id.clone(), uds, _offline: Some(offline) })
     }
@@ -149,10 +174,10 @@ impl Files {
         self.agent(Duration::from_secs(30))?.stat_path(&self.id, path).map_err(files_err)
     }
 
-    /// A stream of a tar of `path` in the container (to its end).
-    pub fn read_archive(&self, path: &str) -> Result<UnixStream, PodError> {
-        let body = RequestBody::ReadArchive { container: self.id.clone(), path: path.into() };
-        self.agent(Duration::from_secs(30))?.into_stream(body).map_err(files_err)
+    /// A tar of `path` in the container (read it to its end: a tar the agent could not
+    /// finish ends in a read error).
+    pub fn read_archive(&self, path: &str) -> Result<ArchiveReader, PodError> {
+        self.agent(Duration::from_secs(30))?.read_archive(&self.id, path).map_err(files_err)
     }
 
     /// Extracts the tar `tar` reads into directory `path` of the container.

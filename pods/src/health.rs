@@ -37,6 +37,9 @@ pub struct HealthConfig {
 
 /// Docker's shortest interval, timeout and start period.
 const MIN_NS: u64 = 1_000_000;
+/// How long a probe's output may stay open after the probe ended.
+const OUTPUT_GRACE: Duration = Duration::from_secs(2);
+
 /// Output kept per result.
 const MAX_OUTPUT: usize = 4096;
 /// Results kept.
@@ -55,6 +58,19 @@ impl HealthConfig {
             start_period_ns: ns("StartPeriod")?,
         };
         cfg.validate().ok().map(|()| cfg)
+    }
+
+    /// The container's own settings over the image's, field by field as Docker merges
+    /// them: an empty test, or a zero duration or count, is the image's.
+    pub fn over(self, image: &HealthConfig) -> HealthConfig {
+        let pick = |mine: u64, theirs: u64| if mine == 0 { theirs } else { mine };
+        HealthConfig {
+            test: if self.test.is_empty() { image.test.clone() } else { self.test },
+            interval_ns: pick(self.interval_ns, image.interval_ns),
+            timeout_ns: pick(self.timeout_ns, image.timeout_ns),
+            retries: if self.retries == 0 { image.retries } else { self.retries },
+            start_period_ns: pick(self.start_period_ns, image.start_period_ns),
+        }
     }
 
     /// What runs: `None` when nothing does (`NONE`, or an empty test).
@@ -246,7 +262,9 @@ fn run_probe(
             })
             .map_err(err)?;
         let out = output.clone();
-        readers.push(std::thread::spawn(move || {
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let handle = stream.try_clone().map_err(|e| e.to_string())?;
+        std::thread::spawn(move || {
             let mut stream = stream;
             let mut buf = [0u8; 4096];
             while let Ok(n) = stream.read(&mut buf) {
@@ -257,34 +275,36 @@ fn run_probe(
                 let room = MAX_OUTPUT.saturating_sub(o.len());
                 o.extend_from_slice(&buf[..n.min(room)]);
             }
-        }));
+            let _ = done_tx.send(());
+        });
+        readers.push((handle, done_rx));
     }
     let started = ctl.start(&pref);
     let status = started.and_then(|()| {
         ctl.set_timeout(timeout)?;
         ctl.wait(&pref)
     });
+    // Whatever the probe started and left behind goes with it (a background child would
+    // keep its output open, and the probe would never end); past its timeout, the probe too.
+    if let Ok(mut c) = AgentClient::open(uds, Duration::from_secs(10)) {
+        let _ = c.signal_group(&pref, libc::SIGKILL);
+    }
+    // Output still held open (by a process that left the group) is not waited for long.
+    let deadline = Instant::now() + OUTPUT_GRACE;
+    for (handle, done) in readers {
+        if done.recv_timeout(deadline.saturating_duration_since(Instant::now())).is_err() {
+            let _ = handle.shutdown(std::net::Shutdown::Both);
+            let _ = done.recv();
+        }
+    }
+    release(uds, &pref);
     let code = match status {
         Ok(s) => s.code as i64,
         Err(ClientError::Timeout(_)) => {
-            if let Ok(mut c) = AgentClient::open(uds, Duration::from_secs(10)) {
-                let _ = c.signal(&pref, libc::SIGKILL, false);
-            }
-            for r in readers {
-                let _ = r.join();
-            }
-            release(uds, &pref);
             return Ok((-1, format!("Health check exceeded timeout ({timeout:?})")));
         }
-        Err(e) => {
-            release(uds, &pref);
-            return Err(err(e));
-        }
+        Err(e) => return Err(err(e)),
     };
-    for r in readers {
-        let _ = r.join();
-    }
-    release(uds, &pref);
     let out = output.lock().unwrap_or_else(|e| e.into_inner()).clone();
     Ok((code, String::from_utf8_lossy(&out).into_owned()))
 }
@@ -381,6 +401,26 @@ fn watch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_containers_settings_go_over_the_images_field_by_field() {
+        let image = HealthConfig {
+            test: vec!["CMD".into(), "check".into()],
+            interval_ns: 5,
+            timeout_ns: 6,
+            retries: 7,
+            start_period_ns: 8,
+        };
+        let mine = HealthConfig { interval_ns: 50, retries: 1, ..Default::default() };
+        let got = mine.over(&image);
+        assert_eq!(got.test, image.test);
+        assert_eq!(
+            (got.interval_ns, got.timeout_ns, got.retries, got.start_period_ns),
+            (50, 6, 1, 8)
+        );
+        let none = HealthConfig { test: vec!["NONE".into()], ..Default::default() };
+        assert_eq!(none.over(&image).argv(), None);
+    }
 
     fn result(code: i64) -> HealthResult {
         HealthResult {

@@ -135,6 +135,11 @@ pub fn agent(r: &Record) -> Result<AgentClient, PodError> {
 /// Sends `signal` to the container's init process. A signal that ends it (KILL, TERM, INT,
 /// QUIT or its stop signal) counts as a user's stop: its restart policy leaves it stopped.
 pub fn kill(root: &Path, r: &Record, signal: i32) -> Result<(), PodError> {
+    if r.status == status::EXITED && is_restarting(root, &r.id) {
+        // Waiting to be restarted by its policy: a kill cancels that (as Docker's does).
+        State::open(root)?.set_manually_stopped(&r.id, true)?;
+        return Ok(());
+    }
     let mut a = agent(r)?;
     let ending = [libc::SIGKILL, libc::SIGTERM, libc::SIGINT, libc::SIGQUIT];
     if ending.contains(&signal) || signal == stop_signal(root, r) {
@@ -145,6 +150,11 @@ pub fn kill(root: &Path, r: &Record, signal: i32) -> Result<(), PodError> {
     let e = crate::events::container_event(r, "kill").with("signal", signal.to_string());
     crate::events::emit(root, &e);
     Ok(())
+}
+
+/// Whether container `id` waits to be restarted by its policy.
+pub fn is_restarting(root: &Path, id: &str) -> bool {
+    State::open(root).and_then(|s| s.restart_state(id)).is_ok_and(|rs| rs.restarting)
 }
 
 fn paused_marker(id: &str) -> std::path::PathBuf {
@@ -242,12 +252,27 @@ pub fn start(root: &Path, r: &Record, wait_attach: bool) -> Result<(), PodError>
 }
 
 /// Starts an exited container again for its restart policy: its restart `count` so far.
-pub fn start_by_policy(root: &Path, r: &Record, count: u32) -> Result<(), PodError> {
+/// Returns false when a user's stop, start or removal came first (nothing is left running).
+pub fn start_by_policy(root: &Path, r: &Record, count: u32) -> Result<bool, PodError> {
+    pod::wait_monitor_gone(r, Duration::from_secs(30));
     let state = State::open(root)?;
+    // Atomically: only if the restart is still pending and no user stopped it meanwhile.
+    if !state.rearm_restart(&r.id)? {
+        state.set_restarting(&r.id, false)?;
+        return Ok(false);
+    }
     state.set_restart_count(&r.id, count)?;
-    let started = start_pod(root, r, false);
+    let rec = state.find(&r.id)?;
+    let started = start_pod(root, &rec, false);
     state.set_restarting(&r.id, false)?;
-    started
+    started?;
+    // A user's stop during the boot found nothing running yet: it takes effect now.
+    if state.restart_state(&r.id)?.manually_stopped {
+        let rec = state.find(&r.id)?;
+        stop(root, &rec, Duration::from_secs(10))?;
+        return Ok(false);
+    }
+    Ok(true)
 }
 
 fn start_pod(root: &Path, r: &Record, wait_attach: bool) -> Result<(), PodError> {
@@ -402,6 +427,6 @@ mod tests {
         r.monitor_pid = Some(1);
         assert!(matches!(start(d.path(), &r, false), Err(PodError::State2(_))));
         assert!(is_live(&r));
-        assert!(matches!(kill(Path::new("/nonexistent"), &r, 9), Err(PodError::NotRunning(_))));
+        assert!(matches!(kill(d.path(), &r, 9), Err(PodError::NotRunning(_))));
     }
 }

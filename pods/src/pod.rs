@@ -25,6 +25,9 @@ pub struct Created {
     pub launch: Launch,
     /// What it needs to create the container in it.
     pub prepared: Prepared,
+    /// The container's disk lock, taken before its disks were handed to `disks_ready`:
+    /// hold it until the pod runs (no VM of `docker cp` boots on the disks meanwhile).
+    pub disk_lock: crate::files::DiskLock,
 }
 
 /// Creates a container: leases the image, builds its layer disks (once per layer), makes the
@@ -63,19 +66,22 @@ pub fn create(
         tracing::debug!("layer disks ready");
         let dir = container_dir(root, &id);
         fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
+        let disk_lock = crate::files::DiskLock::take(root, &id)?;
         make_writable_disk_fast(root, &writable_disk(root, &id), opts.writable_disk_bytes()?)?;
         tracing::debug!("writable disk ready");
         let writable = writable_disk(root, &id);
         let launch = Launch { layers, writable };
         disks_ready(&launch)?;
         let config = store.config_of(&digest)?;
-        // The image's HEALTHCHECK, unless the container sets its own (or NONE).
+        // The image's HEALTHCHECK under what the container sets itself (or NONE).
         let mut opts = opts.clone();
-        if opts.healthcheck.is_none() {
-            opts.healthcheck = store
-                .healthcheck_of(&digest)?
-                .and_then(|h| crate::health::HealthConfig::from_image(&h));
-        }
+        let image_check = store
+            .healthcheck_of(&digest)?
+            .and_then(|h| crate::health::HealthConfig::from_image(&h));
+        opts.healthcheck = match (opts.healthcheck.take(), image_check) {
+            (Some(mine), Some(image)) => Some(mine.over(&image)),
+            (mine, image) => mine.or(image),
+        };
         let opts = &opts;
         let spec = spec::build(&id, &config, opts)?;
         tracing::debug!("spec built");
@@ -91,7 +97,8 @@ pub fn create(
         state.insert(&rec)?;
         tracing::info!(%id, "container created");
         crate::events::container(root, &rec, "create");
-        Ok(Created { record: rec, launch, prepared: Prepared { options: opts.clone(), spec } })
+        let prepared = Prepared { options: opts.clone(), spec };
+        Ok(Created { record: rec, launch, prepared, disk_lock })
     })();
     if result.is_err() {
         let _ = fs::remove_dir_all(container_dir(root, &id));

@@ -57,5 +57,6 @@ pub struct WriteArchive {
     pub copy_uid_gid: bool,
 }
 
-/// Largest data frame of a [`crate::RequestBody::WriteArchive`] upload.
+/// Largest data frame of a [`crate::RequestBody::WriteArchive`] upload and of a
+/// [`crate::RequestBody::ReadArchive`] download.
 pub const ARCHIVE_CHUNK: usize = 256 * 1024;

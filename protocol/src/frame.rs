@@ -85,6 +85,16 @@ impl<R: Read> ChunkReader<R> {
     pub fn into_inner(self) -> R {
         self.inner
     }
+
+    /// The connection (to read what follows the end frame).
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.inner
+    }
+
+    /// Whether the end frame has been read.
+    pub fn ended(&self) -> bool {
+        self.ended && self.pos == self.buf.len()
+    }
 }
 
 impl<R: Read> Read for ChunkReader<R> {
@@ -104,6 +114,59 @@ impl<R: Read> Read for ChunkReader<R> {
         out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
         self.pos += n;
         Ok(n)
+    }
+}
+
+/// Writes a byte stream as frames of at most `chunk` bytes (the download of
+/// [`crate::RequestBody::ReadArchive`]); [`ChunkWriter::finish`] sends the empty end frame.
+pub struct ChunkWriter<W: Write> {
+    inner: W,
+    buf: Vec<u8>,
+    chunk: usize,
+}
+
+impl<W: Write> ChunkWriter<W> {
+    /// Writes frames of at most `chunk` bytes to `inner`.
+    pub fn new(inner: W, chunk: usize) -> Self {
+        let chunk = chunk.clamp(1, MAX_FRAME);
+        ChunkWriter { inner, buf: Vec::with_capacity(chunk), chunk }
+    }
+
+    fn send_buf(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(()); // an empty frame would end the stream
+        }
+        write_frame(&mut self.inner, &self.buf).map_err(|e| match e {
+            FrameError::Io(e) => e,
+            e => io::Error::other(e.to_string()),
+        })?;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Sends what is buffered and the end frame; returns the connection.
+    pub fn finish(mut self) -> io::Result<W> {
+        self.send_buf()?;
+        write_frame(&mut self.inner, &[]).map_err(|e| match e {
+            FrameError::Io(e) => e,
+            e => io::Error::other(e.to_string()),
+        })?;
+        Ok(self.inner)
+    }
+}
+
+impl<W: Write> Write for ChunkWriter<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data.len().min(self.chunk - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == self.chunk {
+            self.send_buf()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.send_buf()
     }
 }
 
@@ -166,6 +229,25 @@ mod tests {
         // Cut short: an error, not a silent end.
         let mut r = ChunkReader::new(&wire[..2000]);
         assert!(r.read_to_end(&mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn a_chunk_writer_frames_what_is_written_as_send_chunks_does() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
+        let mut w = ChunkWriter::new(Vec::new(), 999);
+        for part in data.chunks(333) {
+            w.write_all(part).unwrap();
+        }
+        w.flush().unwrap();
+        w.flush().unwrap(); // nothing buffered: no (ending) empty frame
+        let mut wire = w.finish().unwrap();
+        wire.extend_from_slice(b"after");
+        let mut r = ChunkReader::new(&wire[..]);
+        let mut all = Vec::new();
+        r.read_to_end(&mut all).unwrap();
+        assert_eq!(all, data);
+        assert!(r.ended());
+        assert_eq!(r.into_inner(), b"after");
     }
 
     #[test]

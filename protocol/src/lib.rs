@@ -21,7 +21,8 @@ mod network;
 
 pub use archive::{Change, ChangeKind, PathStat, WriteArchive, ARCHIVE_CHUNK};
 pub use frame::{
-    read_frame, recv, send, send_chunks, write_frame, ChunkReader, FrameError, MAX_FRAME,
+    read_frame, recv, send, send_chunks, write_frame, ChunkReader, ChunkWriter, FrameError,
+    MAX_FRAME,
 };
 pub use messages::*;
 pub use network::{NetInterface, NetworkConfig};

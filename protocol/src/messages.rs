@@ -111,7 +111,8 @@ pub enum RequestBody {
     StartProcess(ProcessRef),
     /// Waits until the process exits; answered with [`ResponseBody::Exited`].
     WaitProcess(ProcessRef),
-    /// Sends a signal to a process (or, with `all`, to every process of the container).
+    /// Sends a signal to a process (or, with `all`, to every process of the container; with
+    /// `group`, to its process group).
     Signal {
         /// The process.
         process: ProcessRef,
@@ -120,6 +121,10 @@ pub enum RequestBody {
         /// Every process of the container.
         #[serde(default)]
         all: bool,
+        /// The process's group: what it started and left behind too (each process is a
+        /// session and group leader of its own), even after it exited.
+        #[serde(default)]
+        group: bool,
     },
     /// Sets the terminal size of a process that has a TTY.
     ResizePty {
@@ -228,8 +233,10 @@ pub enum RequestBody {
         /// Absolute path in the container (symbolic links resolve inside it).
         path: String,
     },
-    /// Turns this connection into a raw stream of a tar of a path in a container (entry
-    /// names start with its last component), to its end. The container is frozen meanwhile.
+    /// A tar of a path in a container (entry names start with its last component). Answered
+    /// `Done` (or the error, e.g. no such path) at once, then the tar as frames of raw bytes
+    /// (see [`crate::ChunkReader`]) up to an empty frame, then a second answer: `Done`, or
+    /// the error that cut the tar short. The container is frozen meanwhile.
     ReadArchive {
         /// Container id.
         container: String,

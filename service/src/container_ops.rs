@@ -115,7 +115,7 @@ pub async fn kill(
     let root = ctx.root.clone();
     blocking(move || {
         let r = find(&root, &id)?;
-        if r.status != status::RUNNING {
+        if r.status != status::RUNNING && !lifecycle::is_restarting(&root, &r.id) {
             return Err(conflict(format!("Container {} is not running", r.id)));
         }
         lifecycle::kill(&root, &r, sig).map_err(pod_error)?;

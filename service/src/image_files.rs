@@ -111,10 +111,8 @@ pub async fn save_one(ctx: Ctx, name: String) -> ApiResult<Response> {
     save(ctx.root.as_ref().clone(), vec![name]).await
 }
 
-/// Stores a request body in an unlinked file under `<root>/service-tmp` (refused when it
-/// outgrows the state root's free space) and returns it open (read it back through
-/// `/proc/self/fd`, or from its start).
-pub(crate) async fn spool(root: &Path, body: Body, what: &str) -> ApiResult<std::fs::File> {
+/// A new unlinked file under `<root>/service-tmp`, open for reading and writing.
+pub(crate) fn tmp_file(root: &Path, what: &str) -> ApiResult<std::fs::File> {
     let path = tmp_name(root, what)?;
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -123,6 +121,14 @@ pub(crate) async fn spool(root: &Path, body: Body, what: &str) -> ApiResult<std:
         .open(&path)
         .map_err(|e| ApiError::internal(format!("{}: {e}", path.display())))?;
     let _ = std::fs::remove_file(&path);
+    Ok(file)
+}
+
+/// Stores a request body in an unlinked file under `<root>/service-tmp` (refused when it
+/// outgrows the state root's free space) and returns it open (read it back through
+/// `/proc/self/fd`, or from its start).
+pub(crate) async fn spool(root: &Path, body: Body, what: &str) -> ApiResult<std::fs::File> {
+    let file = tmp_file(root, what)?;
     let mut writer = tokio::fs::File::from_std(file.try_clone().map_err(ApiError::internal)?);
     let free = ironpod_images::free_bytes(root);
     let mut stream = body.into_data_stream();

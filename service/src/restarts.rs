@@ -71,6 +71,10 @@ fn schedule(root: Arc<PathBuf>, book: Arc<Mutex<Book>>, id: String, at_start: bo
             if !b.pending.insert(id.clone()) {
                 return; // already on its way
             }
+            if count == 0 {
+                // A new run of restarts (the first, or after a user's start): a new back-off.
+                b.backoff.remove(&id);
+            }
             b.backoff.entry(id.clone()).or_default().next(ran(&rec))
         };
         tokio::time::sleep(delay).await;
@@ -90,7 +94,7 @@ fn schedule(root: Arc<PathBuf>, book: Arc<Mutex<Book>>, id: String, at_start: bo
             }
             let rec = state.find(&key)?;
             drop(state);
-            lifecycle::start_by_policy(&r, &rec, count + 1).map(|()| true)
+            lifecycle::start_by_policy(&r, &rec, count + 1)
         })
         .await;
         book.lock().unwrap_or_else(|e| e.into_inner()).pending.remove(&id);
@@ -144,8 +148,12 @@ pub fn spawn(root: Arc<PathBuf>) {
             };
             follower = f;
             for e in events {
-                if e.kind == "container" && e.action == "die" {
-                    schedule(root.clone(), book.clone(), e.id, false);
+                match (e.kind.as_str(), e.action.as_str()) {
+                    ("container", "die") => schedule(root.clone(), book.clone(), e.id, false),
+                    ("container", "destroy") => {
+                        book.lock().unwrap_or_else(|e| e.into_inner()).backoff.remove(&e.id);
+                    }
+                    _ => {}
                 }
             }
         }

@@ -351,6 +351,20 @@ impl State {
         Ok(n == 1)
     }
 
+    /// As [`State::rearm`], for a restart by its policy: only while that restart is still
+    /// pending and no user stopped the container (a user's stop, start or removal that
+    /// came after the policy's decision wins). Returns whether it was rearmed.
+    pub fn rearm_restart(&self, id: &str) -> Result<bool, StateError> {
+        let n = self.conn.execute(
+            "UPDATE containers SET status = ?2, monitor_pid = NULL, monitor_start = NULL,
+                 vmm_pid = NULL, guest_pid = NULL, vsock = NULL, exit_code = NULL,
+                 oom_killed = 0, error = NULL, network = NULL
+             WHERE id = ?1 AND status = ?3 AND restarting = 1 AND manually_stopped = 0",
+            params![id, status::CREATED, status::EXITED],
+        )?;
+        Ok(n == 1)
+    }
+
     /// Gives a container another name (which must be free).
     pub fn rename(&self, id: &str, name: &str) -> Result<(), StateError> {
         match self.conn.execute("UPDATE containers SET name = ?2 WHERE id = ?1", params![id, name])

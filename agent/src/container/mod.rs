@@ -65,6 +65,17 @@ impl Proc {
     }
 }
 
+/// What a signal is sent to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignalTarget {
+    /// The process itself (while it runs).
+    Process,
+    /// The process's group: it and what it started (each process leads its own).
+    Group,
+    /// Every process of the container.
+    Container,
+}
+
 /// A container.
 struct Container {
     root: PathBuf,
@@ -335,17 +346,31 @@ impl Runtime {
     }
 
     /// Sends a signal.
-    pub fn signal(&self, r: &ProcessRef, sig: i32, all: bool) -> Result<(), AgentError> {
+    pub fn signal(&self, r: &ProcessRef, sig: i32, target: SignalTarget) -> Result<(), AgentError> {
         if !(1..=64).contains(&sig) {
             return Err(plan::bad(format!("signal {sig} is not 1..64")));
         }
         let (c, p) = self.process(r)?;
-        if all {
-            for pid in cgroup::pids(&c.cgroup) {
-                // SAFETY: kill with integer arguments.
-                unsafe { libc::kill(pid, sig) };
+        match target {
+            SignalTarget::Container => {
+                for pid in cgroup::pids(&c.cgroup) {
+                    // SAFETY: kill with integer arguments.
+                    unsafe { libc::kill(pid, sig) };
+                }
+                return Ok(());
             }
-            return Ok(());
+            SignalTarget::Group => {
+                // The group outlives its leader while members are left; none left: done.
+                // SAFETY: kill with integer arguments (a negative pid names a group).
+                if unsafe { libc::kill(-p.pid, sig) } != 0 {
+                    let e = std::io::Error::last_os_error();
+                    if e.raw_os_error() != Some(libc::ESRCH) {
+                        return Err(e.into());
+                    }
+                }
+                return Ok(());
+            }
+            SignalTarget::Process => {}
         }
         if reaper::peek(p.pid).is_some() {
             return Err(AgentError::new(ErrorKind::InvalidState, format!("{r} is not running")));
