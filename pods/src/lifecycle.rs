@@ -116,6 +116,17 @@ pub fn check_options(root: &Path, mut o: RunOptions) -> Result<RunOptions, Strin
     Ok(o)
 }
 
+/// Returns once the end of container `id`, seen in its record, is in the event log too:
+/// its monitor records the end and logs `die` under [`crate::paths::exit_lock`], so a
+/// client's `wait` never returns before `events` can show the `die` (as with Docker).
+pub fn exit_logged(id: &str) {
+    use std::os::fd::AsRawFd;
+    if let Ok(f) = std::fs::File::open(crate::paths::exit_lock(id)) {
+        // SAFETY: f is an open descriptor; flock takes no pointers. Released on close.
+        unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH) };
+    }
+}
+
 /// Whether the container's pod runs (or is starting: created with a monitor).
 pub fn is_live(r: &Record) -> bool {
     r.status == status::RUNNING || (r.status == status::CREATED && r.monitor_pid.is_some())
@@ -135,7 +146,7 @@ pub fn agent(r: &Record) -> Result<AgentClient, PodError> {
 /// Sends `signal` to the container's init process. A signal that ends it (KILL, TERM, INT,
 /// QUIT or its stop signal) counts as a user's stop: its restart policy leaves it stopped.
 pub fn kill(root: &Path, r: &Record, signal: i32) -> Result<(), PodError> {
-    if r.status == status::EXITED && is_restarting(root, &r.id) {
+    if r.status != status::RUNNING && is_restarting(root, &r.id) {
         // Waiting to be restarted by its policy: a kill cancels that (as Docker's does).
         State::open(root)?.set_manually_stopped(&r.id, true)?;
         return Ok(());

@@ -26,6 +26,12 @@ pub fn run_dir(id: &str) -> PathBuf {
     Path::new(PODS_RUN_DIR).join(id)
 }
 
+/// The lock a pod monitor holds while it records its container's end and logs the `die`
+/// event ([`crate::lifecycle::exit_logged`]).
+pub fn exit_lock(id: &str) -> PathBuf {
+    run_dir(id).join("exit.lock")
+}
+
 /// The monitor's attach socket.
 pub fn attach_socket(id: &str) -> PathBuf {
     run_dir(id).join("attach.sock")

@@ -276,6 +276,7 @@ fn step(
     };
     if r.status == status::EXITED {
         *code = Some(r.exit_code.unwrap_or(-1).into());
+        lifecycle::exit_logged(id);
     }
     match cond {
         Condition::NotRunning if !lifecycle::is_live(&r) => {

@@ -76,7 +76,9 @@ fn state_of(r: &Record) -> ContainerSummaryStateEnum {
             ContainerSummaryStateEnum::PAUSED
         }
         status::RUNNING => ContainerSummaryStateEnum::RUNNING,
-        status::EXITED if r.restart.restarting => ContainerSummaryStateEnum::RESTARTING,
+        status::EXITED | status::CREATED if r.restart.restarting => {
+            ContainerSummaryStateEnum::RESTARTING
+        }
         status::EXITED => ContainerSummaryStateEnum::EXITED,
         _ => ContainerSummaryStateEnum::CREATED,
     }

@@ -39,13 +39,15 @@ fn state_of(r: &Record) -> ContainerState {
         status: Some(match r.status.as_str() {
             status::RUNNING if paused => ContainerStateStatusEnum::PAUSED,
             status::RUNNING => ContainerStateStatusEnum::RUNNING,
-            status::EXITED if r.restart.restarting => ContainerStateStatusEnum::RESTARTING,
+            status::EXITED | status::CREATED if r.restart.restarting => {
+                ContainerStateStatusEnum::RESTARTING
+            }
             status::EXITED => ContainerStateStatusEnum::EXITED,
             _ => ContainerStateStatusEnum::CREATED,
         }),
         running: Some(running),
         paused: Some(paused),
-        restarting: Some(r.status == status::EXITED && r.restart.restarting),
+        restarting: Some(r.status != status::RUNNING && r.restart.restarting),
         oom_killed: Some(r.oom_killed),
         dead: Some(false),
         // The init's pid is the guest's; no host process is the container's.

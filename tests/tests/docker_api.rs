@@ -347,7 +347,8 @@ fn docker_cli_runs_and_ends_pods() {
     assert!(!root.ok(&["ps", "-a"]).contains(&id[..12]));
 
     // create, then start, then wait: the exit code comes through.
-    svc.ok(&["create", "--name", "once", "demo", "sh", "-c", "echo made; exit 3"]);
+    let once = "echo made; echo in-volume > /vol/x; exit 3";
+    svc.ok(&["create", "--name", "once", "-v", "oncevol:/vol", "demo", "sh", "-c", once]);
     assert_eq!(svc.ok(&["inspect", "-f", "{{.State.Status}}", "once"]).trim(), "created");
     svc.ok(&["start", "once"]);
     assert_eq!(svc.ok(&["wait", "once"]).trim(), "3");
@@ -356,6 +357,10 @@ fn docker_cli_runs_and_ends_pods() {
     svc.ok(&["start", "once"]);
     assert_eq!(svc.ok(&["wait", "once"]).trim(), "3");
     assert_eq!(svc.ok(&["logs", "once"]), "made\nmade\n");
+    // A stopped container's volume is among its files too.
+    let x = root.path().join("from-volume");
+    svc.ok(&["cp", "once:/vol/x", x.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&x).unwrap(), "in-volume\n");
 
     // docker run, attached: output streams apart, the exit code passed through, --rm
     // removes it; stdin piped in with -i, its end reaching the program.
@@ -426,6 +431,7 @@ fn docker_cli_runs_and_ends_pods() {
     assert_eq!(ps.trim(), "fromcli", "the service sees the CLI's container");
     svc.ok(&["rm", "-f", "fromcli"]);
     svc.ok(&["rm", "once", "k"]);
+    svc.ok(&["volume", "rm", "oncevol"]);
     assert!(svc.ok(&["ps", "-aq"]).trim().is_empty());
     assert!(root.ok(&["ps", "-aq"]).trim().is_empty());
 }
@@ -496,11 +502,30 @@ fn restart_policies_and_healthchecks_are_kept() {
     // A user's start begins a new count.
     svc.ok(&["start", "steady"]);
     assert_eq!(restarts(&svc, "steady"), (0, "running".into()));
+    // A kill while it waits to be restarted (or boots for it) cancels the restart.
+    svc.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "bouncing",
+        "--restart",
+        "always",
+        "demo",
+        "sh",
+        "-c",
+        "exit 1",
+    ]);
+    svc.until(&["inspect", "-f", "{{.State.Status}}", "bouncing"], |o| o.trim() == "restarting");
+    svc.ok(&["kill", "bouncing"]);
+    svc.until(&["inspect", "-f", "{{.State.Status}}", "bouncing"], |o| o.trim() == "exited");
+    let (killed_at, _) = restarts(&svc, "bouncing");
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(restarts(&svc, "bouncing"), (killed_at, "exited".into()), "restarted after kill");
     // --rm and a restart policy do not go together.
     svc.fails(&["run", "--rm", "--restart", "always", "demo", "true"], "onflicting options");
     let o = root.ironpod(&["run", "--rm", "--restart", "always", "demo", "true"]);
     assert!(!o.status.success() && text(&o.stderr).contains("conflicting options"), "{o:?}");
-    svc.ok(&["rm", "-f", "flaky", "forever", "steady"]);
+    svc.ok(&["rm", "-f", "flaky", "forever", "steady", "bouncing"]);
     checks_health(&svc, &root);
 }
 
@@ -513,7 +538,8 @@ fn checks_health(svc: &Service, root: &TestRoot) {
         "--name",
         "probed",
         "--health-cmd",
-        "cat /tmp/ok",
+        // What a probe leaves running (holding its output) ends with it.
+        "sleep 600 & cat /tmp/ok",
         "--health-interval",
         "1s",
         "--health-retries",
@@ -555,7 +581,9 @@ fn checks_health(svc: &Service, root: &TestRoot) {
         "{{.Config.Healthcheck.Test}} {{.Config.Healthcheck.Retries}}",
         "probed",
     ]);
-    assert_eq!(cfg.trim(), "[CMD-SHELL cat /tmp/ok] 2");
+    assert_eq!(cfg.trim(), "[CMD-SHELL sleep 600 & cat /tmp/ok] 2");
+    let top = svc.ok(&["top", "probed"]);
+    assert!(top.matches("sleep 600").count() <= 1, "probes left processes behind: {top}");
     svc.ok(&["rm", "-f", "probed"]);
     // The ironpod CLI's flags make the same; bad ones are refused.
     let o = root.ironpod(&["run", "--rm", "--health-interval", "5x", "demo", "true"]);

@@ -524,6 +524,12 @@ fn finish(
         }
     }
     if let Some(state) = &state {
+        // Held until the die is logged (see lifecycle::exit_logged).
+        let exit_lock = std::fs::File::create(paths::exit_lock(id));
+        if let Ok(f) = &exit_lock {
+            // SAFETY: f is an open descriptor; flock takes no pointers.
+            unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(f), libc::LOCK_EX) };
+        }
         let now = ironpod_images::time::now_rfc3339();
         let first =
             state.set_exited(id, report.code, report.oom_killed, report.error.as_deref(), &now);
@@ -536,6 +542,7 @@ fn finish(
                 crate::events::container_event(&r, "die").with("exitCode", report.code.to_string());
             crate::events::emit(root, &e);
         }
+        drop(exit_lock);
     }
     let _ = std::fs::remove_file(paths::attach_socket(id));
     if auto_remove {
