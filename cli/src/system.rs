@@ -17,6 +17,10 @@ pub struct ServiceArgs {
     /// Group allowed to use the socket (name or id; default: root only).
     #[arg(long)]
     group: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9323 (off unless
+    /// given; anyone who reaches ADDR can read them, so keep it on loopback).
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// `ironpod system service`: runs until SIGINT/SIGTERM or `--time` idle seconds.
@@ -26,6 +30,7 @@ pub fn service(root: &Path, a: ServiceArgs) -> Result<i32, Failure> {
         socket: a.socket,
         group: a.group,
         idle: (a.time > 0).then(|| Duration::from_secs(a.time)),
+        metrics: a.metrics_addr,
     };
     ironpod_service::run(opts).map_err(|e| Failure::Runtime(e.to_string()))?;
     Ok(0)

@@ -412,3 +412,64 @@ fn docker_cli_manages_volumes() {
     assert!(out.contains("webdata") && out.contains("Total reclaimed space: 6"), "{out}");
     assert!(!Path::new(mp).exists());
 }
+
+/// `GET path` on a TCP address (retried while nothing listens yet): status line and body.
+fn http_get(addr: &str, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let t = Instant::now();
+    let mut s = loop {
+        match std::net::TcpStream::connect(addr) {
+            Ok(s) => break s,
+            Err(e) => assert!(t.elapsed() < Duration::from_secs(10), "{addr}: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    (head.to_string(), body.to_string())
+}
+
+#[test]
+fn metrics_listener_counts_api_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("state");
+    let socket = dir.path().join("d.sock");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let svc = Service::start(&root, &socket, &["--metrics-addr", &addr]);
+    ok(&svc.docker(&["version"]));
+    ok(&svc.docker(&["ps", "-a"]));
+    assert!(!svc.docker(&["inspect", "nosuch"]).status.success());
+    let (head, body) = http_get(&addr, "/metrics");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.to_lowercase().contains("content-type: application/openmetrics-text"), "{head}");
+    for want in [
+        r#"ironpod_api_requests_total{method="GET",route="/version",code="200"} 1"#,
+        r#"ironpod_api_requests_total{method="GET",route="/containers/json",code="200"} 1"#,
+        r#"ironpod_api_requests_total{method="GET",route="/containers/{id}/json",code="404"}"#,
+        "# TYPE ironpod_pod_start_duration_seconds histogram",
+    ] {
+        assert!(body.lines().any(|l| l.starts_with(want)), "{want} in\n{body}");
+    }
+    let (head, _) = http_get(&addr, "/other");
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    // An address already in use is an error at start, not a service without metrics.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = busy.local_addr().unwrap().to_string();
+    let other = dir.path().join("e.sock");
+    let o = ironpod(
+        &root,
+        &[
+            "system",
+            "service",
+            "--socket",
+            &format!("unix://{}", other.display()),
+            "--metrics-addr",
+            &taken,
+        ],
+    );
+    assert!(!o.status.success(), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("metrics listener"), "{o:?}");
+}

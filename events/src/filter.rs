@@ -63,7 +63,8 @@ impl Filter {
         let attr = |k: &str| e.attributes.get(k).map(String::as_str);
         let named =
             |v: &str| e.id == v || (v.len() >= 3 && e.id.starts_with(v)) || attr("name") == Some(v);
-        self.any("type", |v| e.kind == v)
+        e.kind != crate::POD_KIND
+            && self.any("type", |v| e.kind == v)
             && self.any("scope", |v| v == "local")
             && self.any("event", |v| e.action == v || e.action.split(':').next() == Some(v))
             && self.any("container", |v| e.kind == "container" && named(v))
@@ -115,5 +116,8 @@ mod tests {
         assert!(!f(&["label=tier=back"]).matches(&start));
         assert!(Filter::parse_args(&["nope=1".into()]).is_err());
         assert!(Filter::parse_args(&["novalue".into()]).is_err());
+        // ironpod's own pod events are never Docker's.
+        let pod = Event::now(crate::POD_KIND, "start", "0123456789abcdef").with("seconds", "1");
+        assert!(!f(&[]).matches(&pod) && !f(&["type=pod"]).matches(&pod));
     }
 }

@@ -25,6 +25,10 @@ pub const MAX_FILE: u64 = 4 << 20;
 /// The longest line written (attributes past it are dropped).
 const MAX_LINE: usize = 16 << 10;
 
+/// The kind of ironpod's own events about pods (how long a pod took to start, or that it
+/// failed to): in the log for the service's metrics, never shown as Docker events.
+pub const POD_KIND: &str = "pod";
+
 /// One event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {

@@ -22,6 +22,7 @@ mod image_ops;
 mod images;
 mod inspect;
 pub mod listener;
+pub mod metrics;
 mod networks;
 mod restarts;
 mod server;
@@ -50,6 +51,8 @@ pub struct Options {
     pub group: Option<String>,
     /// Stop after this long without an open connection (`None`: run until stopped).
     pub idle: Option<Duration>,
+    /// Serve Prometheus metrics at `http://ADDR/metrics` (off when `None`).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// What every handler shares.
@@ -62,6 +65,7 @@ pub struct Ctx {
     exits: attach::Exits,
     /// Exec instances.
     execs: exec::Execs,
+    metrics: Arc<metrics::Metrics>,
 }
 
 /// The routes (unversioned; the server takes `/v1.NN` off the path first).
@@ -116,8 +120,17 @@ fn router(ctx: Ctx) -> Router {
         .route("/volumes/create", post(volumes::create))
         .route("/volumes/prune", post(volumes::prune))
         .route("/volumes/{name}", get(volumes::inspect).delete(volumes::delete))
-        .fallback(|| async { ApiError::not_found("page not found") })
+        .route_layer(axum::middleware::from_fn_with_state(ctx.metrics.clone(), metrics::count))
+        .fallback(not_found)
         .with_state(ctx)
+}
+
+async fn not_found(
+    axum::extract::State(ctx): axum::extract::State<Ctx>,
+    method: axum::http::Method,
+) -> ApiError {
+    ctx.metrics.count_request(method.as_str(), "unmatched", 404);
+    ApiError::not_found("page not found")
 }
 
 /// Runs the service until SIGINT/SIGTERM (or `idle`); returns once it stopped.
@@ -139,6 +152,15 @@ pub fn run(opts: Options) -> Result<(), ServiceError> {
         waiting: attach::Waiting::default(),
         exits: attach::Exits::default(),
         execs: exec::Execs::default(),
+        metrics: Arc::new(metrics::Metrics::default()),
+    };
+    let metrics_listener = match opts.metrics {
+        Some(addr) => Some(
+            std::net::TcpListener::bind(addr)
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                .map_err(|e| ServiceError::io(format!("metrics listener on {addr}"), e))?,
+        ),
+        None => None,
     };
     image_files::clean_tmp(&opts.root);
     let socket_path = listener.local_addr().ok().and_then(|a| a.as_pathname().map(PathBuf::from));
@@ -147,6 +169,17 @@ pub fn run(opts: Options) -> Result<(), ServiceError> {
         let l = tokio::net::UnixListener::from_std(listener).map_err(|e| ServiceError::io("socket", e))?;
         tracing::info!(socket = ?shown, activated = !ours, root = %opts.root.display(), "serving the Docker API {}", API_VERSION);
         restarts::spawn(ctx.root.clone());
+        ctx.metrics.clone().follow(ctx.root.clone());
+        if let Some(l) = metrics_listener {
+            let l = tokio::net::TcpListener::from_std(l).map_err(|e| ServiceError::io("metrics listener", e))?;
+            tracing::info!(address = ?l.local_addr().ok(), "serving metrics at /metrics");
+            let app = metrics::router(ctx.root.clone(), ctx.metrics.clone());
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(l, app).await {
+                    tracing::warn!("metrics listener: {e}");
+                }
+            });
+        }
         server::serve(l, router(ctx), opts.idle).await;
         Ok::<_, ServiceError>(())
     })?;

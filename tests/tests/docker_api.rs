@@ -20,11 +20,16 @@ struct Service {
 
 impl Service {
     fn start(root: &TestRoot) -> Service {
+        Self::start_with(root, &[])
+    }
+
+    fn start_with(root: &TestRoot, extra: &[&str]) -> Service {
         let socket = root.path().join("docker.sock");
         let child = Command::new(bin("ironpod"))
             .env("IRONPOD_ROOT", root.path())
             .args(["system", "service", "--socket"])
             .arg(format!("unix://{}", socket.display()))
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -626,12 +631,17 @@ volumes:
 
 /// `GET /` of the published port on loopback.
 fn http_get(port: u16) -> String {
+    http_get_path(port, "/")
+}
+
+/// `GET path` on a loopback port: the whole answer ("" when nothing listens).
+fn http_get_path(port: u16, path: &str) -> String {
     use std::io::{Read, Write};
     let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
         return String::new();
     };
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes()).unwrap();
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     out
@@ -641,7 +651,7 @@ fn http_get(port: u16) -> String {
 fn docker_compose_runs_a_three_service_app() {
     let _w = require_linux_kvm();
     let root = TestRoot::with_demo();
-    let svc = Service::start(&root);
+    let svc = Service::start_with(&root, &["--metrics-addr", "127.0.0.1:19323"]);
     let dir = root.path().join("app");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("docker-compose.yml"), COMPOSE_APP).unwrap();
@@ -676,6 +686,7 @@ fn docker_compose_runs_a_three_service_app() {
     assert!(logs.contains("data_1    | data up") || logs.contains("data_1  | data up"), "{logs}");
     assert!(logs.contains("fetched hello from web"), "{logs}");
     assert_eq!(compose(&["exec", "-T", "data", "cat", "/store/v"]), "stored\n");
+    checks_metrics();
     // restart, then scale.
     compose(&["restart", "web"]);
     let t = Instant::now();
@@ -696,4 +707,43 @@ fn docker_compose_runs_a_three_service_app() {
     assert!(!svc.ok(&["network", "ls"]).contains("app_back"));
     assert_eq!(svc.ok(&["volume", "ls", "-q"]), "");
     assert!(std::net::TcpStream::connect(("127.0.0.1", 18080)).is_err(), "port still open");
+}
+
+/// The service's metrics while the compose app runs: its three pods started (and how long
+/// they took), each one's CPU, memory, network and disk figures, the API's requests.
+fn checks_metrics() {
+    let page = http_get_path(19323, "/metrics");
+    assert!(page.starts_with("HTTP/1.") && page.ends_with("# EOF\n"), "{page}");
+    let value = |prefix: &str| -> f64 {
+        page.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{prefix} in\n{page}"))
+    };
+    assert!(value(r#"ironpod_pod_starts_total{result="ok"}"#) >= 3.0);
+    assert!(value("ironpod_pod_start_duration_seconds_count") >= 3.0);
+    assert!(value("ironpod_pod_start_duration_seconds_sum") > 0.0);
+    for pod in ["app_data_1", "app_web_1", "app_worker_1"] {
+        let labels = |side: &str| format!(r#"name="{pod}",side="{side}"}}"#);
+        let series = |metric: &str, tail: &str| {
+            page.lines()
+                .find(|l| l.starts_with(metric) && l.contains(tail))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("{metric} …{tail} in\n{page}"))
+        };
+        assert!(series("ironpod_pod_memory_bytes{", &labels("guest")) > 0.0);
+        assert!(series("ironpod_pod_memory_bytes{", &labels("host")) > 0.0);
+        assert!(series("ironpod_pod_cpu_seconds_total{", &labels("host")) > 0.0);
+        let dir = |d: &str| format!(r#"name="{pod}",direction="{d}"}}"#);
+        // The web server answers and the worker asks; the data service may send nothing.
+        let sent = series("ironpod_pod_network_bytes_total{", &dir("transmit"));
+        assert!(sent > 0.0 || pod == "app_data_1", "{pod} sent nothing:\n{page}");
+        assert!(series("ironpod_pod_block_bytes_total{", &dir("read")) >= 0.0);
+    }
+    assert!(
+        value(r#"ironpod_api_requests_total{method="POST",route="/containers/create",code="201"}"#)
+            >= 3.0
+    );
 }

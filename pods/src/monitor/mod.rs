@@ -277,7 +277,44 @@ pub fn run(
     id: &str,
     shape: &PodShape,
     wait_attach: bool,
+    ready: std::fs::File,
+) -> i32 {
+    let mut clock = StartClock { since: Instant::now(), reported: false };
+    let code = run_pod(root, id, shape, wait_attach, ready, &mut clock);
+    if code != 0 {
+        clock.report(root, id, false);
+    }
+    code
+}
+
+/// How long the pod took to start, logged once as a `pod` event (`start` or
+/// `start-failed`, with `seconds`): what the service's metrics count. Not a Docker event:
+/// Docker clients never see it.
+struct StartClock {
+    since: Instant,
+    reported: bool,
+}
+
+impl StartClock {
+    fn report(&mut self, root: &Path, id: &str, ok: bool) {
+        if std::mem::replace(&mut self.reported, true) {
+            return;
+        }
+        let secs = format!("{:.6}", self.since.elapsed().as_secs_f64());
+        let action = if ok { "start" } else { "start-failed" };
+        let e =
+            ironpod_events::Event::now(ironpod_events::POD_KIND, action, id).with("seconds", secs);
+        crate::events::emit(root, &e);
+    }
+}
+
+fn run_pod(
+    root: &Path,
+    id: &str,
+    shape: &PodShape,
+    wait_attach: bool,
     mut ready: std::fs::File,
+    clock: &mut StartClock,
 ) -> i32 {
     tracing::debug!(%id, "monitor up");
     // One malloc arena: the monitor's short-lived helper threads (network set-up, stdio)
@@ -385,6 +422,7 @@ pub fn run(
             return 0;
         }
         Err(report) => {
+            clock.report(root, id, false);
             let _ = writeln!(ready, "error: {}", report.error.clone().unwrap_or_default());
             if wait_attach {
                 // `run` is about to attach: let it hear why.
@@ -424,6 +462,7 @@ pub fn run(
         Ok(())
     };
     if let Err(e) = pod.ctl.start(&ProcessRef::init(id)) {
+        clock.report(root, id, false);
         let report = start_failure(&e);
         let msg = report.error.clone().unwrap_or_default();
         let _ = writeln!(ready, "error {}: {msg}", report.code);
@@ -459,6 +498,7 @@ pub fn run(
             crate::events::container(root, &r, "start");
         }
     }
+    clock.report(root, id, true);
     // `run -d` returns now: the container runs and `ps` says so.
     let _ = writeln!(ready, "ok");
     drop(ready);
