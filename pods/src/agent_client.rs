@@ -96,6 +96,8 @@ impl AgentClient {
                 Err(ClientError::Refused(_)) | Err(ClientError::Io(_)) => {
                     std::thread::sleep(Duration::from_millis(10));
                 }
+                // A guest too busy to take the connection in time: again, to the deadline.
+                Err(ClientError::Timeout(_)) => {}
                 Err(e) => return Err(e),
             }
         }

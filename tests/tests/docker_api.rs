@@ -747,3 +747,43 @@ fn checks_metrics() {
             >= 3.0
     );
 }
+
+/// Twenty clients at once, each creating, starting (a pod of its own), using and removing
+/// a container: all twenty run side by side, the service stays up and consistent, and
+/// nothing is left behind.
+#[test]
+fn twenty_clients_start_pods_at_once() {
+    let _w = require_linux_kvm();
+    let root = TestRoot::with_demo();
+    let svc = Service::start(&root);
+    let names: Vec<String> = (0..20).map(|i| format!("many{i}")).collect();
+    let at_once = |work: &(dyn Fn(&str) + Sync)| {
+        std::thread::scope(|s| {
+            let all: Vec<_> = names.iter().map(|n| s.spawn(move || work(n))).collect();
+            for h in all {
+                h.join().expect("a client failed");
+            }
+        })
+    };
+    let t = Instant::now();
+    at_once(&|name| {
+        svc.ok(&["create", "--name", name, "demo", "sleep", "600"]);
+        svc.ok(&["start", name]);
+        assert_eq!(svc.ok(&["exec", name, "echo", name]), format!("{name}\n"));
+    });
+    eprintln!("20 clients created and started 20 pods in {:?}", t.elapsed());
+    let ps = svc.ok(&["ps", "--format", "{{.Names}} {{.State}}"]);
+    let up = ps.lines().filter(|l| l.starts_with("many") && l.ends_with(" running")).count();
+    assert_eq!(up, 20, "{ps}");
+    assert_eq!(root.ok(&["ps", "-q"]).lines().count(), 20, "the CLI sees the same");
+    at_once(&|name| {
+        svc.ok(&["rm", "-f", name]);
+    });
+    assert_eq!(svc.ok(&["ps", "-aq"]), "");
+    let t = Instant::now();
+    while !ironpod_tests::containerd::processes_with(ironpod_tests::JAILED_VMM).is_empty() {
+        assert!(t.elapsed() < Duration::from_secs(30), "VMMs left behind");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(svc.ok(&["version"]).contains("Server"), "the service still answers");
+}

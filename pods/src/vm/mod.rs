@@ -33,6 +33,9 @@ pub const GUEST_CID: u32 = 3;
 /// File name of the VMM's control socket in the VM's runtime directory.
 const API_SOCKET: &str = "api.sock";
 
+/// How long a session from [`RunningVm::wait_agent`] waits for each answer.
+pub const AGENT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Errors managing a VM.
 #[derive(Debug, thiserror::Error)]
 pub enum VmError {
@@ -498,6 +501,10 @@ impl RunningVm {
                 ClientError::Timeout(_) => ClientError::Timeout(timeout),
                 e => e,
             })?;
+        let mut client = client;
+        // The set-up that follows (disks, network, the container) may be slow on a host
+        // that starts many pods at once: a minute per answer before the guest counts as hung.
+        client.set_timeout(AGENT_CALL_TIMEOUT)?;
         Ok(client)
     }
 
