@@ -44,6 +44,20 @@ pub fn run(prefix: &Path) -> Result<Installed> {
 /// Copies built files under `prefix` (each through a temporary file and a rename, so a
 /// running `ironpod` is not overwritten in place).
 pub fn install(prefix: &Path, built: &Path, vmlinux: &Path, initrd: &Path) -> Result<Installed> {
+    install_staged(prefix, prefix, built, vmlinux, initrd)
+}
+
+/// Like [`install`], into `dest`, for files that will live under `prefix` (a package's
+/// staging tree: the units name the binaries where they will be).
+pub fn install_staged(
+    dest: &Path,
+    prefix: &Path,
+    built: &Path,
+    vmlinux: &Path,
+    initrd: &Path,
+) -> Result<Installed> {
+    let final_bin = prefix.join("bin");
+    let prefix = dest;
     let i = Installed {
         bin: prefix.join("bin"),
         assets: prefix.join("share/ironpod"),
@@ -57,7 +71,7 @@ pub fn install(prefix: &Path, built: &Path, vmlinux: &Path, initrd: &Path) -> Re
     }
     util::install(vmlinux, &i.assets.join("vmlinux"))?;
     util::install(initrd, &i.assets.join("initramfs.img"))?;
-    let ironpod = i.bin.join("ironpod");
+    let ironpod = final_bin.join("ironpod");
     for unit in ["ironpod.service", "ironpod.socket"] {
         let src = Path::new("contrib/systemd").join(unit);
         let text =

@@ -11,6 +11,7 @@ mod bench_pull;
 mod bench_run;
 mod bench_volumes;
 mod cpio;
+mod deb;
 mod demo_image;
 mod deps;
 mod fuzz;
@@ -51,6 +52,12 @@ enum Cmd {
         #[arg(long, default_value = "/usr/local")]
         prefix: std::path::PathBuf,
     },
+    /// Builds a Debian package of ironpod (what `install --prefix /usr` installs).
+    Deb {
+        /// Where the .deb is written.
+        #[arg(long, default_value = "target/ironpod/deb")]
+        out: std::path::PathBuf,
+    },
     /// Runs the libFuzzer targets of fuzz/ (cargo-fuzz, nightly, AddressSanitizer).
     Fuzz(fuzz::FuzzArgs),
     /// Benchmarks.
@@ -76,6 +83,7 @@ fn main() {
         Cmd::Test => test::run(),
         Cmd::Demo => test::demo(),
         Cmd::Install { prefix } => install::run(&prefix).map(|_| ()),
+        Cmd::Deb { out } => deb::run(&out).map(|_| ()),
         Cmd::Fuzz(a) => fuzz::run(a),
         Cmd::Bench { which } => bench::run(which),
         Cmd::BenchDriver { which } => bench::driver(which),

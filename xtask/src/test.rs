@@ -101,7 +101,7 @@ pub fn run() -> Result<()> {
         (host, guest) = test_bins::build()?;
         Ok(format!("{} test binaries", host.len() + guest.len()))
     })?;
-    step(&mut rows, "cargo xtask install into a scratch prefix", check_install)?;
+    step(&mut rows, "cargo xtask install into a scratch prefix, and the .deb", check_install)?;
     // Every test runs, whatever failed before it; the failures are listed at the end.
     let t = Instant::now();
     let host_reports = test_bins::run_host(&host)?;
@@ -315,7 +315,15 @@ fn check_install() -> Result<String> {
         {
             bail!("ironpod.service does not start the installed binary:\n{unit}");
         }
-        Ok(format!("{} binaries, assets, units", crate::install::BINARIES.len()))
+        // The Debian package of the same files.
+        let deb = crate::deb::build(
+            &prefix.join("deb"),
+            &built,
+            &assets.join("vmlinux"),
+            &assets.join("initramfs.img"),
+        )?;
+        crate::deb::check(&deb)?;
+        Ok(format!("{} binaries, assets, units; the .deb", crate::install::BINARIES.len()))
     })();
     let _ = std::fs::remove_dir_all(&prefix);
     checked
