@@ -23,6 +23,9 @@ pub struct CpArgs {
     /// Own what is copied into the container by the container's user (`--archive`).
     #[arg(short, long)]
     archive: bool,
+    /// Always follow a symbolic link in SRC_PATH (copy what it points to, under its name).
+    #[arg(short = 'L', long)]
+    follow_link: bool,
     /// CONTAINER:SRC_PATH, a host path, or - (a tar on stdin).
     src: String,
     /// CONTAINER:DEST_PATH, a host path, or - (a tar on stdout).
@@ -47,8 +50,8 @@ pub fn cp(root: &Path, a: CpArgs) -> Result<i32, Failure> {
     match (container_path(&a.src), container_path(&a.dest)) {
         (Some(_), Some(_)) => Err(usage("copying between containers is not supported")),
         (None, None) => Err(usage("one of SRC and DEST must be CONTAINER:PATH")),
-        (Some((c, p)), None) => copy_out(root, c, &absolute(p), &a.dest),
-        (None, Some((c, p))) => copy_in(root, &a.src, c, &absolute(p), a.archive),
+        (Some((c, p)), None) => copy_out(root, c, &absolute(p), &a.dest, a.follow_link),
+        (None, Some((c, p))) => copy_in(root, &a.src, c, &absolute(p), a.archive, a.follow_link),
     }
 }
 
@@ -81,8 +84,35 @@ fn base(p: &str) -> String {
         .map_or("/".into(), |n| n.to_string_lossy().into_owned())
 }
 
-fn copy_out(root: &Path, container: &str, src: &str, dest: &str) -> Result<i32, Failure> {
+/// With `-L`, what a container path that is a symbolic link points to (one level, as
+/// Docker resolves it: a relative target is taken from the link's directory); else the path.
+fn followed(files: &Files, src: &str, follow: bool) -> Result<String, Failure> {
+    if !follow {
+        return Ok(src.to_string());
+    }
+    let stat = files.stat(src).map_err(rt)?;
+    if stat.mode & libc::S_IFMT != libc::S_IFLNK {
+        return Ok(src.to_string());
+    }
+    let target = &stat.link_target;
+    Ok(if target.starts_with('/') {
+        target.clone()
+    } else {
+        format!("{}/{target}", container_parent(src).trim_end_matches('/'))
+    })
+}
+
+fn copy_out(
+    root: &Path,
+    container: &str,
+    src: &str,
+    dest: &str,
+    follow: bool,
+) -> Result<i32, Failure> {
     let files = open_files(root, container)?;
+    // Named as the link is named, whatever it points to.
+    let link_name = base(src);
+    let src = &followed(&files, src, follow)?;
     let stat = files.stat(src).map_err(rt)?;
     let mut tar = files.read_archive(src).map_err(rt)?;
     if dest == "-" {
@@ -96,7 +126,12 @@ fn copy_out(root: &Path, container: &str, src: &str, dest: &str) -> Result<i32, 
     // Some("") drops it — a directory's content —, Some(name) renames it)
     let (into, rename): (PathBuf, Option<String>) = match fs::metadata(dest_path) {
         Ok(m) if m.is_dir() => {
-            (dest_path.to_path_buf(), if contents { Some(String::new()) } else { None })
+            let rename = if contents {
+                Some(String::new())
+            } else {
+                (link_name != base(src)).then(|| link_name.clone())
+            };
+            (dest_path.to_path_buf(), rename)
         }
         Ok(_) if src_dir => {
             return Err(rt(format!("cannot copy a directory to a file: {dest}")));
@@ -276,6 +311,7 @@ fn copy_in(
     container: &str,
     dest: &str,
     archive: bool,
+    follow: bool,
 ) -> Result<i32, Failure> {
     let files = open_files(root, container)?;
     let put = |dir: &str, tar: &mut dyn Read| {
@@ -289,8 +325,13 @@ fn copy_in(
         put(dest, &mut io::stdin().lock())?;
         return Ok(0);
     }
-    let src_path = Path::new(src);
-    let src_meta = fs::symlink_metadata(src_path).map_err(|e| rt(format!("{src}: {e}")))?;
+    // With -L a link is copied as what it points to, under the link's name.
+    let src_path = if follow {
+        fs::canonicalize(src).map_err(|e| rt(format!("{src}: {e}")))?
+    } else {
+        PathBuf::from(src)
+    };
+    let src_meta = fs::symlink_metadata(&src_path).map_err(|e| rt(format!("{src}: {e}")))?;
     let contents = src.ends_with("/.");
     let (dir, name) = match files.stat(dest) {
         Ok(s) if is_dir_mode(s.mode) => {
@@ -306,7 +347,7 @@ fn copy_in(
         Err(_) => (container_parent(dest), base(dest)),
     };
     let (mut r, w) = pipe().map_err(|e| rt(format!("pipe: {e}")))?;
-    let (from, as_name) = (src_path.to_path_buf(), name);
+    let (from, as_name) = (src_path, name);
     let writer = std::thread::spawn(move || write_host_tar(&from, &as_name, w));
     let result = put(&dir, &mut r);
     drop(r);

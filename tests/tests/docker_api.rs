@@ -197,6 +197,19 @@ fn copies_files_both_ways(svc: &Service, root: &TestRoot) {
     root.ok(&["cp", &at("in"), "web:/data/sub/"]);
     let got = svc.ok(&["exec", "web", "cat", "/data/cli-in", "/data/sub/in/deep/f"]);
     assert_eq!(got, "single\nfrom the host\n");
+    // -L: a link is copied as what it points to, under the link's name, both ways.
+    root.ok(&["cp", "-L", "web:/data/link", &at("followed")]);
+    std::fs::create_dir_all(host.join("fdir")).unwrap();
+    root.ok(&["cp", "-L", "web:/data/link", &at("fdir")]);
+    for p in ["followed", "fdir/link"] {
+        let meta = std::fs::symlink_metadata(host.join(p)).unwrap();
+        assert!(meta.is_file(), "{p} is not a file");
+        assert_eq!(std::fs::read_to_string(host.join(p)).unwrap(), "one\n");
+    }
+    std::os::unix::fs::symlink(host.join("single"), host.join("hlink")).unwrap();
+    root.ok(&["cp", "-L", &at("hlink"), "web:/data/"]);
+    let got = svc.ok(&["exec", "web", "sh", "-c", "test -f /data/hlink && cat /data/hlink"]);
+    assert_eq!(got, "single\n");
     // The archive route refuses entries that leave their directory, and a file as target.
     let web = svc.ok(&["inspect", "-f", "{{.Id}}", "web"]);
     let evil = tar_with("../../evil", b"x");
