@@ -76,12 +76,7 @@ fn is_dir_mode(mode: u32) -> bool {
 
 /// The last component of a host or container path, as Docker's `filepath.Base`.
 fn base(p: &str) -> String {
-    if p.ends_with("/.") {
-        return ".".into();
-    }
-    Path::new(p.trim_end_matches('/'))
-        .file_name()
-        .map_or("/".into(), |n| n.to_string_lossy().into_owned())
+    ironpod_protocol::copy_base(p)
 }
 
 /// With `-L`, what a container path that is a symbolic link points to (one level, as

@@ -60,3 +60,34 @@ pub struct WriteArchive {
 /// Largest data frame of a [`crate::RequestBody::WriteArchive`] upload and of a
 /// [`crate::RequestBody::ReadArchive`] download.
 pub const ARCHIVE_CHUNK: usize = 256 * 1024;
+
+/// The name `docker cp` gives what a path names (Go's `filepath.Base` as Docker's archive
+/// code applies it): the last component, `.` for `dir/.` (a directory's content), `/` for
+/// the root. The agent names a tar's top entry so; the CLI expects it so.
+pub fn copy_base(path: &str) -> String {
+    if path.ends_with("/.") || path == "." {
+        return ".".into();
+    }
+    std::path::Path::new(path.trim_end_matches('/'))
+        .file_name()
+        .map_or("/".into(), |n| n.to_string_lossy().into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_names_are_docker_s() {
+        for (path, want) in [
+            ("/etc/passwd", "passwd"),
+            ("/etc/", "etc"),
+            ("/etc/.", "."),
+            ("/", "/"),
+            ("rel/file", "file"),
+            ("//", "/"),
+        ] {
+            assert_eq!(copy_base(path), want, "{path}");
+        }
+    }
+}

@@ -19,7 +19,7 @@ mod frame;
 mod messages;
 mod network;
 
-pub use archive::{Change, ChangeKind, PathStat, WriteArchive, ARCHIVE_CHUNK};
+pub use archive::{copy_base, Change, ChangeKind, PathStat, WriteArchive, ARCHIVE_CHUNK};
 pub use frame::{
     read_frame, recv, send, send_chunks, write_frame, ChunkReader, ChunkWriter, FrameError,
     MAX_FRAME,

@@ -63,11 +63,7 @@ fn in_path(path: &str) -> Result<InPath, AgentError> {
         }
     }
     let follow = path.ends_with('/') || path.ends_with("/.");
-    let base = if path.ends_with("/.") {
-        ".".to_string()
-    } else {
-        rel.file_name().map_or("/".into(), |n| n.to_string_lossy().into_owned())
-    };
+    let base = ironpod_protocol::copy_base(path);
     Ok(InPath { rel, follow, base })
 }
 
