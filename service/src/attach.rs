@@ -232,11 +232,37 @@ async fn connect_monitor(
 }
 
 /// Relays until the container ends (its exit frame) or the client goes away.
+/// What a hijacked client sends, read by a task of its own: `Some(bytes)` as they come,
+/// then one `None` when it half-closes (or its connection fails).
+pub fn client_input<R>(mut client: R) -> mpsc::Receiver<Option<Vec<u8>>>
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel::<Option<Vec<u8>>>(64);
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            match client.read(&mut buf).await {
+                Ok(0) | Err(_) => {
+                    let _ = tx.send(None).await;
+                    return;
+                }
+                Ok(n) => {
+                    if tx.send(Some(buf[..n].to_vec())).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    rx
+}
+
 async fn relay_streams<IO>(client: IO, monitor: UnixStream, relay: Relay, exits: Exits, id: String)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
 {
-    let (mut c_read, mut c_write) = tokio::io::split(client);
+    let (c_read, mut c_write) = tokio::io::split(client);
     let Ok(mut m_read) = monitor.try_clone() else { return };
     let mut m_write = monitor;
     // Monitor → client: frames read on a blocking thread.
@@ -265,24 +291,8 @@ where
         let _ = m_read.shutdown(std::net::Shutdown::Read);
     });
     // Client → monitor: input, then its end.
-    let (in_tx, mut in_rx) = mpsc::channel::<Option<Vec<u8>>>(64);
     if relay.stdin {
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 32 * 1024];
-            loop {
-                match c_read.read(&mut buf).await {
-                    Ok(0) | Err(_) => {
-                        let _ = in_tx.send(None).await;
-                        return;
-                    }
-                    Ok(n) => {
-                        if in_tx.send(Some(buf[..n].to_vec())).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-        });
+        let mut in_rx = client_input(c_read);
         tokio::task::spawn_blocking(move || {
             if started_rx.recv().is_err() {
                 return; // ended before it started

@@ -21,7 +21,7 @@ use ironpod_pods::lifecycle;
 use ironpod_protocol::{ErrorKind, ExecProcess, ProcessRef, RequestBody, StdioStream};
 use ironpod_state::{status, Record};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use crate::body::DockerJson;
 use crate::error::{blocking, ApiError, ApiResult};
@@ -362,7 +362,7 @@ async fn relay<IO>(client: IO, s: Streams, tty: bool)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
 {
-    let (mut c_read, mut c_write) = tokio::io::split(client);
+    let (c_read, mut c_write) = tokio::io::split(client);
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
     for (stream, kind) in [(s.stdout, 1u8), (s.stderr, 2u8)] {
         let Some(mut st) = stream else { continue };
@@ -378,23 +378,7 @@ where
     }
     drop(tx);
     if let Some(mut stdin) = s.stdin {
-        let (in_tx, mut in_rx) = tokio::sync::mpsc::channel::<Option<Vec<u8>>>(64);
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 32 * 1024];
-            loop {
-                match c_read.read(&mut buf).await {
-                    Ok(0) | Err(_) => {
-                        let _ = in_tx.send(None).await;
-                        return;
-                    }
-                    Ok(n) => {
-                        if in_tx.send(Some(buf[..n].to_vec())).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-        });
+        let mut in_rx = crate::attach::client_input(c_read);
         tokio::task::spawn_blocking(move || {
             while let Some(item) = in_rx.blocking_recv() {
                 match item {
