@@ -23,20 +23,30 @@ pub struct KillArgs {
     containers: Vec<String>,
 }
 
-/// `ironpod kill`.
-pub fn kill(root: &Path, a: KillArgs) -> Result<i32, Failure> {
-    let sig = parse_signal(&a.signal).map_err(Failure::Usage)?;
+/// Does `work` for each container named, as Docker's commands do: what it returns is
+/// printed (the name, for most), a failure is reported and the rest still go; 1 if any
+/// failed.
+fn each(containers: &[String], mut work: impl FnMut(&str) -> Result<String, Failure>) -> i32 {
     let mut code = 0;
-    for c in &a.containers {
-        match find(root, c).and_then(|r| lifecycle::kill(root, &r, sig).map_err(rt)) {
-            Ok(()) => println!("{c}"),
+    for c in containers {
+        match work(c) {
+            Ok(line) => println!("{line}"),
             Err(e) => {
                 eprintln!("ironpod: {e}");
                 code = 1;
             }
         }
     }
-    Ok(code)
+    code
+}
+
+/// `ironpod kill`.
+pub fn kill(root: &Path, a: KillArgs) -> Result<i32, Failure> {
+    let sig = parse_signal(&a.signal).map_err(Failure::Usage)?;
+    Ok(each(&a.containers, |c| {
+        find(root, c).and_then(|r| lifecycle::kill(root, &r, sig).map_err(rt))?;
+        Ok(c.to_string())
+    }))
 }
 
 /// Stops a running container: its stop signal, then SIGKILL after `timeout`.
@@ -57,17 +67,10 @@ pub struct StopArgs {
 
 /// `ironpod stop`.
 pub fn stop(root: &Path, a: StopArgs) -> Result<i32, Failure> {
-    let mut code = 0;
-    for c in &a.containers {
-        match find(root, c).and_then(|r| stop_one(root, &r, Duration::from_secs(a.time))) {
-            Ok(()) => println!("{c}"),
-            Err(e) => {
-                eprintln!("ironpod: {e}");
-                code = 1;
-            }
-        }
-    }
-    Ok(code)
+    Ok(each(&a.containers, |c| {
+        find(root, c).and_then(|r| stop_one(root, &r, Duration::from_secs(a.time)))?;
+        Ok(c.to_string())
+    }))
 }
 
 /// Arguments of `ironpod rm`.
@@ -83,44 +86,28 @@ pub struct RmArgs {
 
 /// `ironpod rm`.
 pub fn rm(root: &Path, a: RmArgs) -> Result<i32, Failure> {
-    let mut code = 0;
-    for c in &a.containers {
-        let result = find(root, c).and_then(|r| {
-            if lifecycle::is_live(&r) {
-                if !a.force {
-                    return Err(rt(format!(
-                        "cannot remove container {c}: it is running; stop it first or use --force"
-                    )));
-                }
-                stop_one(root, &r, Duration::ZERO)?;
+    Ok(each(&a.containers, |c| {
+        let r = find(root, c)?;
+        if lifecycle::is_live(&r) {
+            if !a.force {
+                return Err(rt(format!(
+                    "cannot remove container {c}: it is running; stop it first or use --force"
+                )));
             }
-            let store = ImageStore::open(root).map_err(rt)?;
-            pod::remove(root, &store, &r.id).map_err(rt)
-        });
-        match result {
-            Ok(()) => println!("{c}"),
-            Err(e) => {
-                eprintln!("ironpod: {e}");
-                code = 1;
-            }
+            stop_one(root, &r, Duration::ZERO)?;
         }
-    }
-    Ok(code)
+        let store = ImageStore::open(root).map_err(rt)?;
+        pod::remove(root, &store, &r.id).map_err(rt)?;
+        Ok(c.to_string())
+    }))
 }
 
 /// `ironpod wait`.
 pub fn wait(root: &Path, containers: &[String]) -> Result<i32, Failure> {
-    let mut code = 0;
-    for c in containers {
-        match find(root, c).and_then(|r| pod::wait_exited(root, &r.id, None).map_err(rt)) {
-            Ok(r) => println!("{}", r.exit_code.unwrap_or(-1)),
-            Err(e) => {
-                eprintln!("ironpod: {e}");
-                code = 1;
-            }
-        }
-    }
-    Ok(code)
+    Ok(each(containers, |c| {
+        let r = find(root, c).and_then(|r| pod::wait_exited(root, &r.id, None).map_err(rt))?;
+        Ok(r.exit_code.unwrap_or(-1).to_string())
+    }))
 }
 
 /// `ironpod rename`.
@@ -132,38 +119,21 @@ pub fn rename(root: &Path, container: &str, name: &str) -> Result<i32, Failure> 
 
 /// `ironpod start`: each container's pod boots in the background.
 pub fn start(root: &Path, containers: &[String]) -> Result<i32, Failure> {
-    let mut code = 0;
-    for c in containers {
-        let done = find(root, c).and_then(|r| {
-            if lifecycle::is_live(&r) {
-                return Ok(()); // running already, as Docker
-            }
-            lifecycle::start(root, &r, false).map_err(rt)
-        });
-        match done {
-            Ok(()) => println!("{c}"),
-            Err(e) => {
-                eprintln!("ironpod: {e}");
-                code = 1;
-            }
+    Ok(each(containers, |c| {
+        let r = find(root, c)?;
+        // Running already: nothing to do, as Docker.
+        if !lifecycle::is_live(&r) {
+            lifecycle::start(root, &r, false).map_err(rt)?;
         }
-    }
-    Ok(code)
+        Ok(c.to_string())
+    }))
 }
 
 /// `ironpod restart`.
 pub fn restart(root: &Path, a: StopArgs) -> Result<i32, Failure> {
-    let mut code = 0;
-    for c in &a.containers {
-        let done = find(root, c)
-            .and_then(|r| lifecycle::restart(root, &r, Duration::from_secs(a.time)).map_err(rt));
-        match done {
-            Ok(()) => println!("{c}"),
-            Err(e) => {
-                eprintln!("ironpod: {e}");
-                code = 1;
-            }
-        }
-    }
-    Ok(code)
+    Ok(each(&a.containers, |c| {
+        let r = find(root, c)?;
+        lifecycle::restart(root, &r, Duration::from_secs(a.time)).map_err(rt)?;
+        Ok(c.to_string())
+    }))
 }
