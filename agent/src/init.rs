@@ -111,6 +111,20 @@ fn leave_rootfs() -> io::Result<()> {
     Ok(())
 }
 
+/// Raises this process's descriptor limit to the most the kernel allows (`fs.nr_open`).
+pub fn raise_nofile() -> io::Result<()> {
+    let max: u64 = std::fs::read_to_string("/proc/sys/fs/nr_open")?
+        .trim()
+        .parse()
+        .map_err(|e| io::Error::other(format!("fs.nr_open: {e}")))?;
+    let lim = libc::rlimit { rlim_cur: max, rlim_max: max };
+    // SAFETY: lim is a valid rlimit.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Mounts the pseudo filesystems, enables cgroup controllers, sets the hostname.
 pub fn setup() -> io::Result<()> {
     leave_rootfs()

@@ -53,6 +53,11 @@ fn main() {
             log::line(&format!("early setup failed: {e}"));
             init::end_vm();
         }
+        // Descriptors enough for many sessions and deep copies at once (the kernel's 1024
+        // for init would not be); containers get their own limits from their spec.
+        if let Err(e) = init::raise_nofile() {
+            log::line(&format!("descriptor limit: {e}"));
+        }
         if let Err(e) = net::loopback_up() {
             log::line(&format!("loopback: {}", e.message));
         }

@@ -90,11 +90,27 @@ fn followed(files: &Files, src: &str, follow: bool) -> Result<String, Failure> {
         return Ok(src.to_string());
     }
     let target = &stat.link_target;
-    Ok(if target.starts_with('/') {
+    let joined = if target.starts_with('/') {
         target.clone()
     } else {
         format!("{}/{target}", container_parent(src).trim_end_matches('/'))
-    })
+    };
+    Ok(clean(&joined))
+}
+
+/// A container path cleaned lexically as Go's `filepath.Clean` (`..` stops at the root).
+fn clean(p: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    format!("/{}", parts.join("/"))
 }
 
 fn copy_out(
@@ -371,6 +387,14 @@ impl Read for ReadDyn<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn followed_links_are_cleaned_as_go_cleans_them() {
+        assert_eq!(clean("/usr/bin/../lib/x"), "/usr/lib/x");
+        assert_eq!(clean("/a/./b//c"), "/a/b/c");
+        assert_eq!(clean("/../../etc"), "/etc");
+        assert_eq!(clean("/"), "/");
+    }
 
     #[test]
     fn arguments_name_a_container_or_a_host_path() {

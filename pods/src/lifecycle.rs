@@ -272,11 +272,25 @@ pub fn start_by_policy(root: &Path, r: &Record, count: u32) -> Result<bool, PodE
         state.set_restarting(&r.id, false)?;
         return Ok(false);
     }
-    state.set_restart_count(&r.id, count)?;
-    let rec = state.find(&r.id)?;
-    let started = start_pod(root, &rec, false);
+    let started = state
+        .set_restart_count(&r.id, count)
+        .map_err(PodError::from)
+        .and_then(|()| state.find(&r.id).map_err(PodError::from))
+        .and_then(|rec| start_pod(root, &rec, false));
     state.set_restarting(&r.id, false)?;
-    started?;
+    if let Err(e) = started {
+        // Failed before a pod monitor took it (which would record its end itself): it is
+        // exited again, and its `die` lets the policy try again after the back-off.
+        let rec = state.find(&r.id)?;
+        if rec.status == status::CREATED && rec.monitor_pid.is_none() {
+            let now = ironpod_images::time::now_rfc3339();
+            if state.set_exited(&r.id, 255, false, Some(&e.to_string()), &now)? {
+                let die = crate::events::container_event(&rec, "die").with("exitCode", "255");
+                crate::events::emit(root, &die);
+            }
+        }
+        return Err(e);
+    }
     // A user's stop during the boot found nothing running yet: it takes effect now.
     if state.restart_state(&r.id)?.manually_stopped {
         let rec = state.find(&r.id)?;
@@ -331,8 +345,16 @@ fn start_pod(root: &Path, r: &Record, wait_attach: bool) -> Result<(), PodError>
         shape.template = shape.template_fits(layers.len());
     }
     drop(store);
-    // Not while a VM reads its files (docker cp, commit of a stopped container).
+    // Not while a VM reads its files (docker cp, commit of a stopped container), nor while
+    // another start boots it: under the lock, it must still be waiting for a pod.
     let _disk = crate::files::DiskLock::take(root, &r.id)?;
+    let now = State::open(root)?.find(&r.id)?;
+    if now.status != status::CREATED || now.monitor_pid.is_some() {
+        return Err(PodError::State2(format!(
+            "container {} was started already",
+            r.id.chars().take(12).collect::<String>()
+        )));
+    }
     let mut monitor = MonitorHandle::spawn(root, &r.id, &shape, wait_attach)?;
     monitor.boot(&Launch { layers, writable: writable_disk(root, &r.id) })?;
     monitor.launch(&Prepared { options, spec })

@@ -122,8 +122,9 @@ pub enum RequestBody {
         #[serde(default)]
         all: bool,
         /// The process's group: what it started and left behind too (each process is a
-        /// session and group leader of its own), even after it exited.
-        #[serde(default)]
+        /// session and group leader of its own), even after it exited. Left out when false,
+        /// so agents from before it still take plain signals.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         group: bool,
     },
     /// Sets the terminal size of a process that has a TTY.
@@ -236,7 +237,7 @@ pub enum RequestBody {
     /// A tar of a path in a container (entry names start with its last component). Answered
     /// `Done` (or the error, e.g. no such path) at once, then the tar as frames of raw bytes
     /// (see [`crate::ChunkReader`]) up to an empty frame, then a second answer: `Done`, or
-    /// the error that cut the tar short. The container is frozen meanwhile.
+    /// the error that cut the tar short. The container keeps running.
     ReadArchive {
         /// Container id.
         container: String,

@@ -4,7 +4,7 @@
 //! whether the container runs or not: a stopped container's files are reached in a VM
 //! booted on its disks for the request ([`ironpod_pods::files::Files`]).
 
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 
 use axum::body::Body;
 use axum::extract::{Path as UrlPath, RawQuery, State};
@@ -136,34 +136,59 @@ pub async fn head(
         .map_err(ApiError::internal)
 }
 
-/// `GET /containers/{id}/archive?path=`: a tar of the path, its facts in the header. The
-/// tar is stored on the host first (in an unlinked file, within the state disk's free
-/// space), so the container is frozen, and a stopped one's VM and disk lock held, only as
-/// long as the agent takes to write it, not as long as a slow client takes to read it.
-/// A tar the agent could not finish is an error, not a short tar.
+/// `GET /containers/{id}/archive?path=`: a tar of the path, its facts in the header. It
+/// streams as the agent writes it (a client that goes away ends the copy); a tar the
+/// agent could not finish ends the response in an error, never as if it were whole. A
+/// stopped container's VM and disk lock are held until the tar has been read out.
 pub async fn get_archive(
     State(ctx): State<Ctx>,
     UrlPath(id): UrlPath<String>,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
     let q = query(raw)?;
-    let (stat, file) = blocking(move || {
-        let files = open_files(&ctx, &id)?;
-        let stat = files.stat(&q.path).map_err(|e| files_error(e, &q.path, &id))?;
-        let tar = files.read_archive(&q.path).map_err(|e| files_error(e, &q.path, &id))?;
-        let mut file = crate::image_files::tmp_file(&ctx.root, "archive")?;
-        let free = ironpod_images::free_bytes(&ctx.root).unwrap_or(u64::MAX);
-        let copied = std::io::copy(&mut tar.take(free.saturating_add(1)), &mut file)
-            .map_err(|e| ApiError::internal(format!("copying {} out of {id}: {e}", q.path)))?;
-        if copied > free {
-            return Err(ApiError::internal("the tar does not fit on the state root's disk"));
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(4);
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    // One blocking task holds the files (perhaps a VM) until the tar has been read out.
+    tokio::task::spawn_blocking(move || {
+        let opened = open_files(&ctx, &id).and_then(|files| {
+            let stat = files.stat(&q.path).map_err(|e| files_error(e, &q.path, &id))?;
+            let stream = files.read_archive(&q.path).map_err(|e| files_error(e, &q.path, &id))?;
+            Ok((files, stat, stream))
+        });
+        let (files, stat, mut stream) = match opened {
+            Ok(o) => o,
+            Err(e) => {
+                let _ = ready_tx.send(Err(e));
+                return;
+            }
+        };
+        if ready_tx.send(Ok(stat)).is_err() {
+            return;
+        }
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if tx.blocking_send(Ok(buf[..n].to_vec())).is_err() {
+                        break; // the client went away
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    break;
+                }
+            }
         }
         drop(files);
-        file.seek(SeekFrom::Start(0)).map_err(ApiError::internal)?;
-        Ok((stat, file))
-    })
-    .await?;
-    let body = crate::image_files::file_stream(tokio::fs::File::from_std(file));
+    });
+    let stat = ready_rx.await.map_err(|_| ApiError::internal("the archive's worker ended"))??;
+    let body =
+        futures_util::stream::unfold(
+            rx,
+            |mut rx| async move { rx.recv().await.map(|item| (item, rx)) },
+        );
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/x-tar")

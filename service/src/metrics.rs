@@ -253,40 +253,37 @@ fn clamp(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// The bytes a network namespace's cards received and sent, from a `/proc/PID/net/dev`
-/// text; the loopback card left out.
-pub fn net_dev_bytes(text: &str) -> (u64, u64) {
-    let mut total = (0u64, 0u64);
-    for line in text.lines().skip(2) {
-        let Some((name, rest)) = line.split_once(':') else { continue };
-        if name.trim() == "lo" {
-            continue;
+/// The bytes card `card` received and sent, from a `/proc/PID/net/dev` text.
+pub fn net_dev_bytes(text: &str, card: &str) -> Option<(u64, u64)> {
+    text.lines().skip(2).find_map(|line| {
+        let (name, rest) = line.split_once(':')?;
+        if name.trim() != card {
+            return None;
         }
         let cols: Vec<u64> = rest.split_whitespace().filter_map(|c| c.parse().ok()).collect();
-        if cols.len() >= 9 {
-            total.0 = total.0.saturating_add(cols[0]);
-            total.1 = total.1.saturating_add(cols[8]);
-        }
-    }
-    total
+        (cols.len() >= 9).then(|| (cols[0], cols[8]))
+    })
 }
 
-/// Samples running pod `r` (blocking; what cannot be read is left out).
+/// How long a scrape waits for a pod's agent (to connect, then to answer).
+const AGENT_WAIT: Duration = Duration::from_secs(2);
+
+/// Samples running pod `r` (blocking; what cannot be read in time is left out).
 fn sample(r: &Record) -> PodSample {
-    let guest = ironpod_pods::lifecycle::agent(r).ok().and_then(|mut a| {
-        let _ = a.set_timeout(Duration::from_secs(2));
+    let guest = r.vsock.as_deref().and_then(|uds| {
+        let mut a =
+            ironpod_pods::agent_client::AgentClient::open(Path::new(uds), AGENT_WAIT).ok()?;
+        a.set_timeout(AGENT_WAIT).ok()?;
         a.stats(&r.id).ok()
     });
     let host = ironpod_pods::cgroup::PodCgroup::usage_of(&r.id);
-    // The VMM lives in the pod's network namespace, its tap the pod's card: what the tap
-    // sends, the pod receives.
+    // The VMM lives in the pod's network namespace; the VM's card is its tap there (the
+    // veth beside it carries the same frames). What the tap sends, the pod receives.
     let network = r
         .vmm_pid
         .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/net/dev")).ok())
-        .map(|t| {
-            let (tap_rx, tap_tx) = net_dev_bytes(&t);
-            (tap_tx, tap_rx)
-        });
+        .and_then(|t| net_dev_bytes(&t, ironpod_net::plumb::POD_TAP))
+        .map(|(tap_rx, tap_tx)| (tap_tx, tap_rx));
     PodSample {
         id: r.id.clone(),
         name: r.name.clone(),
@@ -299,13 +296,19 @@ fn sample(r: &Record) -> PodSample {
     }
 }
 
-/// Samples every running pod (blocking).
+/// Samples every running pod (blocking), all at once: a scrape takes about as long as the
+/// slowest pod, at most a few seconds however many pods hang.
 fn sample_all(root: &Path) -> Vec<PodSample> {
     let running: Vec<Record> = Records::open(root)
         .and_then(|s| s.list())
-        .map(|l| l.into_iter().filter(|r| r.status == status::RUNNING).collect())
+        .map(|l| {
+            l.into_iter().filter(|r| r.status == status::RUNNING && r.vsock.is_some()).collect()
+        })
         .unwrap_or_default();
-    running.iter().map(sample).collect()
+    std::thread::scope(|s| {
+        let all: Vec<_> = running.iter().map(|r| s.spawn(|| sample(r))).collect();
+        all.into_iter().filter_map(|h| h.join().ok()).collect()
+    })
 }
 
 /// What the metrics listener needs.
@@ -313,9 +316,13 @@ fn sample_all(root: &Path) -> Vec<PodSample> {
 struct MetricsCtx {
     root: Arc<PathBuf>,
     metrics: Arc<Metrics>,
+    /// One scrape at a time: scrapers that come faster than pods answer wait their turn
+    /// instead of piling up blocking threads the API needs.
+    one: Arc<tokio::sync::Mutex<()>>,
 }
 
 async fn scrape(State(ctx): State<MetricsCtx>) -> Response {
+    let _turn = ctx.one.lock().await;
     let root = ctx.root.clone();
     let samples = tokio::task::spawn_blocking(move || sample_all(&root)).await.unwrap_or_default();
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], ctx.metrics.render(&samples)).into_response()
@@ -326,7 +333,7 @@ pub fn router(root: Arc<PathBuf>, metrics: Arc<Metrics>) -> Router {
     Router::new()
         .route("/metrics", get(scrape))
         .fallback(|| async { (StatusCode::NOT_FOUND, "only /metrics is here\n") })
-        .with_state(MetricsCtx { root, metrics })
+        .with_state(MetricsCtx { root, metrics, one: Arc::default() })
 }
 
 /// Middleware of the Docker API's routes: counts each request by its route's pattern.
@@ -346,15 +353,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn net_dev_sums_every_card_but_loopback() {
+    fn net_dev_gives_one_cards_bytes() {
         let text = "Inter-|   Receive                                                |  Transmit
  face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
     lo:     100       1    0    0    0     0          0         0      100       1    0    0    0     0       0          0
   tap0:    2000      10    0    0    0     0          0         0     3000      12    0    0    0     0       0          0
   tap1:       5       1    0    0    0     0          0         0        7       1    0    0    0     0       0          0
 ";
-        assert_eq!(net_dev_bytes(text), (2005, 3007));
-        assert_eq!(net_dev_bytes("garbage"), (0, 0));
+        assert_eq!(net_dev_bytes(text, "tap0"), Some((2000, 3000)));
+        assert_eq!(net_dev_bytes(text, "tap1"), Some((5, 7)));
+        assert_eq!(net_dev_bytes(text, "eth0"), None);
+        assert_eq!(net_dev_bytes("garbage", "tap0"), None);
     }
 
     #[test]

@@ -43,6 +43,7 @@ pub fn build(out: &Path, built: &Path, vmlinux: &Path, initrd: &Path) -> Result<
         install::install_staged(&stage.join("usr"), Path::new("/usr"), built, vmlinux, initrd)?;
         let control = control(version, &arch, du_kib(&stage)?);
         util::write_atomic(&stage.join("DEBIAN/control"), control.as_bytes())?;
+        normal_modes(&stage)?;
         let deb = out.join(format!("ironpod_{version}_{arch}.deb"));
         util::run(
             Command::new("dpkg-deb")
@@ -75,6 +76,27 @@ fn control(version: &str, arch: &str, installed_kib: u64) -> String {
          ironpod agent, a docker-shaped CLI, the Docker Engine API (ironpod.socket) and\n \
          a containerd shim (containerd-shim-ironpod-v2).\n"
     )
+}
+
+/// Gives what is under `dir` the modes a package ships, whatever the builder's umask:
+/// directories and executables 0755, other files 0644.
+fn normal_modes(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755))?;
+        for e in std::fs::read_dir(&d).with_context(|| format!("read {}", d.display()))? {
+            let e = e?;
+            let meta = e.metadata()?;
+            if meta.is_dir() {
+                todo.push(e.path());
+            } else {
+                let mode = if meta.permissions().mode() & 0o100 != 0 { 0o755 } else { 0o644 };
+                std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(mode))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The size of what is under `dir`, in KiB (as `Installed-Size` counts).
@@ -122,7 +144,9 @@ pub fn check(deb: &Path) -> Result<()> {
     let checked = (|| {
         util::run(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&x))?;
         let unit = std::fs::read_to_string(x.join("usr/lib/systemd/system/ironpod.service"))?;
-        if !unit.contains("ExecStart=/usr/bin/ironpod system service") {
+        if !unit.contains("ExecStart=/usr/bin/ironpod system service")
+            || unit.contains("/usr/local")
+        {
             bail!("the packaged ironpod.service does not start /usr/bin/ironpod:\n{unit}");
         }
         let v = util::output(Command::new(x.join("usr/bin/ironpod")).arg("--version"))?;

@@ -57,6 +57,7 @@ pub fn install_staged(
     initrd: &Path,
 ) -> Result<Installed> {
     let final_bin = prefix.join("bin");
+    let final_doc = prefix.join("share/doc/ironpod");
     let prefix = dest;
     let i = Installed {
         bin: prefix.join("bin"),
@@ -76,7 +77,9 @@ pub fn install_staged(
         let src = Path::new("contrib/systemd").join(unit);
         let text =
             std::fs::read_to_string(&src).with_context(|| format!("read {}", src.display()))?;
-        let text = text.replace("/usr/local/bin/ironpod", &ironpod.display().to_string());
+        let text = text
+            .replace("/usr/local/bin/ironpod", &ironpod.display().to_string())
+            .replace("/usr/local/share/doc/ironpod", &final_doc.display().to_string());
         util::write_atomic(&i.units.join(unit), text.as_bytes())?;
     }
     util::install(Path::new("README.md"), &prefix.join("share/doc/ironpod/README.md"))?;

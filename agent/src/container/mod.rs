@@ -85,7 +85,7 @@ struct Container {
     /// The init process's user and group (owner of what `docker cp -a` copies in).
     user: (u32, u32),
     cgroup: PathBuf,
-    /// Who keeps the cgroup frozen: the user's pause and commits or copies in progress.
+    /// Who keeps the cgroup frozen: the user's pause and commits in progress.
     freezer: cgroup::Freezer,
     init: Arc<Proc>,
     execs: Mutex<HashMap<String, Arc<Proc>>>,
@@ -360,12 +360,13 @@ impl Runtime {
                 return Ok(());
             }
             SignalTarget::Group => {
-                // The group outlives its leader while members are left; none left: done.
-                // SAFETY: kill with integer arguments (a negative pid names a group).
-                if unsafe { libc::kill(-p.pid, sig) } != 0 {
-                    let e = std::io::Error::last_os_error();
-                    if e.raw_os_error() != Some(libc::ESRCH) {
-                        return Err(e.into());
+                // The group outlives its leader while members are left. Only the container's
+                // own processes in that group: after the leader was reaped its pid could
+                // name another group elsewhere.
+                for pid in cgroup::pids(&c.cgroup) {
+                    if procs::group_of(pid) == Some(p.pid) {
+                        // SAFETY: kill with integer arguments.
+                        unsafe { libc::kill(pid, sig) };
                     }
                 }
                 return Ok(());
@@ -451,8 +452,9 @@ impl Runtime {
         archive::stat(&Self::files_root(&c)?, path)
     }
 
-    /// Writes a tar of a path in a container to `out`, its processes frozen meanwhile (no
-    /// process of it can swap a directory for a link while it is read).
+    /// Writes a tar of a path in a container to `out`. Its processes keep running (as with
+    /// Docker): the walk never follows a link, so what they change meanwhile cannot lead
+    /// it out, and a slow reader holds nothing of the container.
     pub fn read_archive(
         &self,
         id: &str,
@@ -461,12 +463,11 @@ impl Runtime {
     ) -> Result<(), AgentError> {
         let c = self.container(id)?;
         let root = Self::files_root(&c)?;
-        let _frozen = c.freezer.hold();
         archive::write_tar(&root, path, out)
     }
 
-    /// Extracts the tar read from `input` into a directory of a container, its processes
-    /// frozen meanwhile.
+    /// Extracts the tar read from `input` into a directory of a container (its processes
+    /// keep running: every entry is made and set through descriptors, never a link).
     pub fn write_archive(
         &self,
         req: &ironpod_protocol::WriteArchive,
@@ -474,7 +475,6 @@ impl Runtime {
     ) -> Result<(), AgentError> {
         let c = self.container(&req.container)?;
         let root = Self::files_root(&c)?;
-        let _frozen = c.freezer.hold();
         let opts = archive::ExtractOptions {
             no_overwrite_dir_non_dir: req.no_overwrite_dir_non_dir,
             owner: req.copy_uid_gid.then_some(c.user),

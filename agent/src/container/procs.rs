@@ -34,6 +34,17 @@ pub fn parse_stat(stat: &str) -> Option<(i32, u64, u64, u64)> {
     Some((f.get(1)?.parse().ok()?, num(11)? + num(12)?, num(19)?, num(21)?))
 }
 
+/// The process group of a /proc/PID/stat text (the field after the parent's pid).
+fn group_in(stat: &str) -> Option<i32> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(2)?.parse().ok()
+}
+
+/// The process group of process `pid` (`None` once it is gone).
+pub fn group_of(pid: i32) -> Option<i32> {
+    group_in(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
 fn uid_of(status: &str) -> u32 {
     status
         .lines()
@@ -94,6 +105,15 @@ pub fn uptime_usec() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_group_is_read_past_the_command_name() {
+        assert_eq!(group_in("12 (a) b) S 1 77 77 0 -1"), Some(77));
+        assert_eq!(group_in("garbage"), None);
+        // SAFETY: getpgrp takes no arguments.
+        let ours = unsafe { libc::getpgrp() };
+        assert_eq!(group_of(std::process::id() as i32), Some(ours));
+    }
 
     #[test]
     fn stat_with_odd_names() {

@@ -10,9 +10,7 @@ use std::path::{Component, Path, PathBuf};
 
 use ironpod_protocol::{AgentError, ErrorKind};
 
-use super::{
-    bad, check, cstr, in_path, io_err, meta_of, open_in, open_nofollow, proc_fd, zeroed_stat,
-};
+use super::{bad, check, cstr, in_path, io_err, open_in, proc_fd, zeroed_stat};
 
 /// How an extraction treats what it finds in the way.
 #[derive(Debug, Clone, Copy)]
@@ -137,12 +135,18 @@ fn extract_one<R: Read>(
             check(unsafe { libc::unlinkat(pfd, name.as_ptr(), 0) }).map_err(err)?;
         }
     }
-    match kind {
+    let base = rel.file_name().unwrap_or_default();
+    // What was made, as a descriptor (none for a symbolic link): its owner, mode and times
+    // are set through it, so nothing swapped in under its name meanwhile (by a process
+    // sharing the directory: a volume of another container) gets them.
+    let made: Option<OwnedFd> = match kind {
         tar::EntryType::Directory => {
             if !is_dir {
                 // SAFETY: as above.
                 check(unsafe { libc::mkdirat(pfd, name.as_ptr(), 0o700) }).map_err(err)?;
             }
+            let flags = libc::O_PATH | libc::O_DIRECTORY;
+            Some(super::openat2(&parent, Path::new(base), flags, NO_LINKS).map_err(err)?)
         }
         tar::EntryType::Regular | tar::EntryType::Continuous => {
             let flags = libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_NOFOLLOW;
@@ -152,12 +156,14 @@ fn extract_one<R: Read>(
             // SAFETY: the kernel just returned this descriptor; nothing else owns it.
             let mut f = unsafe { File::from_raw_fd(fd) };
             io::copy(entry, &mut f).map_err(err)?;
+            Some(f.into())
         }
         tar::EntryType::Symlink => {
             let target = entry.link_name().map_err(err)?.unwrap_or_default();
             let target = cstr(target.as_os_str()).map_err(err)?;
             // SAFETY: as above; target is a valid string.
             check(unsafe { libc::symlinkat(target.as_ptr(), pfd, name.as_ptr()) }).map_err(err)?;
+            None
         }
         tar::EntryType::Link => {
             let target = entry.link_name().map_err(err)?.unwrap_or_default();
@@ -175,6 +181,7 @@ fn extract_one<R: Read>(
             // SAFETY: as above.
             check(unsafe { libc::mknodat(pfd, name.as_ptr(), libc::S_IFIFO | 0o600, 0) })
                 .map_err(err)?;
+            Some(super::openat2(&parent, Path::new(base), libc::O_PATH, NO_LINKS).map_err(err)?)
         }
         other => {
             return Err(AgentError::new(
@@ -182,27 +189,39 @@ fn extract_one<R: Read>(
                 format!("{}: tar entries of type {other:?} are not copied", rel.display()),
             ));
         }
-    }
-    let symlink = kind == tar::EntryType::Symlink;
-    let nofollow = libc::AT_SYMLINK_NOFOLLOW;
-    // SAFETY: as above.
-    check(unsafe { libc::fchownat(pfd, name.as_ptr(), uid, gid, nofollow) }).map_err(err)?;
-    if !symlink {
-        // Through a descriptor opened without following a link: a process sharing this
-        // directory (a volume of another container) cannot swap in a link meanwhile.
-        let fd = open_nofollow(&parent, rel.file_name().unwrap_or_default()).map_err(err)?;
-        if !meta_of(&fd).map_err(err)?.file_type().is_symlink() {
-            fs::set_permissions(proc_fd(&fd), fs::Permissions::from_mode(mode)).map_err(err)?;
-        }
-    }
+    };
     let times = [
         libc::timespec { tv_sec: mtime, tv_nsec: 0 },
         libc::timespec { tv_sec: mtime, tv_nsec: 0 },
     ];
-    // SAFETY: as above; times holds two timespecs.
-    check(unsafe { libc::utimensat(pfd, name.as_ptr(), times.as_ptr(), nofollow) }).map_err(err)?;
+    match made {
+        Some(fd) => {
+            // /proc/self/fd/N leads to the very object (the kernel's link, no lookup).
+            let at = cstr(proc_fd(&fd).as_os_str()).map_err(err)?;
+            // SAFETY: at is a valid string naming an open descriptor's object.
+            check(unsafe { libc::chown(at.as_ptr(), uid, gid) }).map_err(err)?;
+            // After chown, which clears set-id bits.
+            fs::set_permissions(proc_fd(&fd), fs::Permissions::from_mode(mode)).map_err(err)?;
+            // SAFETY: as above; times holds two timespecs.
+            check(unsafe { libc::utimensat(libc::AT_FDCWD, at.as_ptr(), times.as_ptr(), 0) })
+                .map_err(err)?;
+        }
+        None => {
+            // A symbolic link: its own owner and times, by name, never followed.
+            let nofollow = libc::AT_SYMLINK_NOFOLLOW;
+            // SAFETY: pfd is a directory descriptor, name a valid component.
+            check(unsafe { libc::fchownat(pfd, name.as_ptr(), uid, gid, nofollow) })
+                .map_err(err)?;
+            // SAFETY: as above; times holds two timespecs.
+            check(unsafe { libc::utimensat(pfd, name.as_ptr(), times.as_ptr(), nofollow) })
+                .map_err(err)?;
+        }
+    }
     Ok(())
 }
+
+/// Resolution that never goes through a link or out of the directory.
+const NO_LINKS: u64 = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS;
 
 #[cfg(test)]
 mod tests {
