@@ -59,6 +59,24 @@ fn line(e: &Event) -> Bytes {
     Bytes::from(format!("{}\n", message(e)))
 }
 
+/// Hands every event logged from now on to `each`, in order, while the service runs (the
+/// log read on a blocking thread every [`POLL`]): what the service's own followers use.
+pub(crate) async fn follow_log(mut follower: Follower, mut each: impl FnMut(Event) + Send) {
+    loop {
+        tokio::time::sleep(POLL).await;
+        let Ok((f, events)) = tokio::task::spawn_blocking(move || {
+            let events = follower.poll();
+            (follower, events)
+        })
+        .await
+        else {
+            return;
+        };
+        follower = f;
+        events.into_iter().for_each(&mut each);
+    }
+}
+
 /// `GET /events`.
 pub async fn events(State(ctx): State<Ctx>, Query(q): Query<EventsQuery>) -> ApiResult<Response> {
     let f = Filters::parse(q.filters.as_deref())?;

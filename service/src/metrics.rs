@@ -31,9 +31,6 @@ use prometheus_client::registry::Registry;
 use ironpod_events::{Event, Follower, POD_KIND};
 use ironpod_state::{status, Record, State as Records};
 
-/// How often the event log is read for pod starts.
-const POLL: Duration = Duration::from_millis(500);
-
 /// Upper bounds of the start-latency buckets, in seconds.
 const START_BUCKETS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 
@@ -225,26 +222,11 @@ impl Metrics {
     /// Follows the event log for pod starts while the service runs.
     pub fn follow(self: Arc<Self>, root: Arc<PathBuf>) {
         tokio::spawn(async move {
-            let r = root.clone();
-            let Ok(mut follower) = tokio::task::spawn_blocking(move || Follower::new(&r)).await
+            let Ok(follower) = tokio::task::spawn_blocking(move || Follower::new(&root)).await
             else {
                 return;
             };
-            loop {
-                tokio::time::sleep(POLL).await;
-                let Ok((f, events)) = tokio::task::spawn_blocking(move || {
-                    let events = follower.poll();
-                    (follower, events)
-                })
-                .await
-                else {
-                    return;
-                };
-                follower = f;
-                for e in &events {
-                    self.observe(e);
-                }
-            }
+            crate::events::follow_log(follower, |e| self.observe(&e)).await;
         });
     }
 }

@@ -15,9 +15,6 @@ use ironpod_pods::restart::Backoff;
 use ironpod_pods::spec::RunOptions;
 use ironpod_state::{status, Record, State};
 
-/// How often the event log is read for exits.
-const POLL: Duration = Duration::from_millis(250);
-
 #[derive(Default)]
 struct Book {
     backoff: HashMap<String, Backoff>,
@@ -132,31 +129,18 @@ pub fn spawn(root: Arc<PathBuf>) {
             (follower, exited)
         })
         .await;
-        let Ok((mut follower, exited)) = start else { return };
+        let Ok((follower, exited)) = start else { return };
         for id in exited {
             schedule(root.clone(), book.clone(), id, true);
         }
-        loop {
-            tokio::time::sleep(POLL).await;
-            let Ok((f, events)) = tokio::task::spawn_blocking(move || {
-                let events = follower.poll();
-                (follower, events)
-            })
-            .await
-            else {
-                return;
-            };
-            follower = f;
-            for e in events {
-                match (e.kind.as_str(), e.action.as_str()) {
-                    ("container", "die") => schedule(root.clone(), book.clone(), e.id, false),
-                    ("container", "destroy") => {
-                        book.lock().unwrap_or_else(|e| e.into_inner()).backoff.remove(&e.id);
-                    }
-                    _ => {}
-                }
+        crate::events::follow_log(follower, |e| match (e.kind.as_str(), e.action.as_str()) {
+            ("container", "die") => schedule(root.clone(), book.clone(), e.id, false),
+            ("container", "destroy") => {
+                book.lock().unwrap_or_else(|e| e.into_inner()).backoff.remove(&e.id);
             }
-        }
+            _ => {}
+        })
+        .await;
     });
 }
 

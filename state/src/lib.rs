@@ -341,27 +341,25 @@ impl State {
     /// Makes an exited container startable again (`created`, no pod, no exit): its disks
     /// and log stay. False when it is not exited (started meanwhile).
     pub fn rearm(&self, id: &str) -> Result<bool, StateError> {
-        let n = self.conn.execute(
-            "UPDATE containers SET status = ?2, monitor_pid = NULL, monitor_start = NULL,
-                 vmm_pid = NULL, guest_pid = NULL, vsock = NULL, exit_code = NULL,
-                 oom_killed = 0, error = NULL, network = NULL
-             WHERE id = ?1 AND status = ?3",
-            params![id, status::CREATED, status::EXITED],
-        )?;
-        Ok(n == 1)
+        self.rearm_where(id, "")
     }
 
     /// As [`State::rearm`], for a restart by its policy: only while that restart is still
     /// pending and no user stopped the container (a user's stop, start or removal that
     /// came after the policy's decision wins). Returns whether it was rearmed.
     pub fn rearm_restart(&self, id: &str) -> Result<bool, StateError> {
-        let n = self.conn.execute(
+        self.rearm_where(id, " AND restarting = 1 AND manually_stopped = 0")
+    }
+
+    /// Rearms an exited container that also meets `also` (an SQL condition of our own).
+    fn rearm_where(&self, id: &str, also: &str) -> Result<bool, StateError> {
+        let sql = format!(
             "UPDATE containers SET status = ?2, monitor_pid = NULL, monitor_start = NULL,
                  vmm_pid = NULL, guest_pid = NULL, vsock = NULL, exit_code = NULL,
                  oom_killed = 0, error = NULL, network = NULL
-             WHERE id = ?1 AND status = ?3 AND restarting = 1 AND manually_stopped = 0",
-            params![id, status::CREATED, status::EXITED],
-        )?;
+             WHERE id = ?1 AND status = ?3{also}"
+        );
+        let n = self.conn.execute(&sql, params![id, status::CREATED, status::EXITED])?;
         Ok(n == 1)
     }
 

@@ -119,5 +119,17 @@ mod tests {
         assert_eq!((r.count, r.restarting, r.manually_stopped), (3, true, false));
         s.set_manually_stopped("a", false).unwrap();
         assert_eq!(s.restart_state("a").unwrap().count, 0);
+        // A restart rearms only an exited container still waiting for it, unstopped.
+        let now = "2026-01-01T00:00:00Z";
+        s.set_exited("a", 1, false, None, now).unwrap();
+        s.set_restarting("a", false).unwrap();
+        assert!(!s.rearm_restart("a").unwrap(), "not pending");
+        assert!(s.begin_restart("a", false).unwrap());
+        s.set_manually_stopped("a", true).unwrap();
+        assert!(!s.rearm_restart("a").unwrap(), "a user's stop came after the decision");
+        assert!(s.begin_restart("a", true).unwrap());
+        assert!(s.rearm_restart("a").unwrap());
+        assert_eq!(s.find("a").unwrap().status, crate::status::CREATED);
+        assert!(!s.rearm_restart("a").unwrap() && !s.rearm("a").unwrap(), "not exited");
     }
 }
