@@ -78,42 +78,44 @@ fn control(version: &str, arch: &str, installed_kib: u64) -> String {
     )
 }
 
-/// Gives what is under `dir` the modes a package ships, whatever the builder's umask:
-/// directories and executables 0755, other files 0644.
-fn normal_modes(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
+/// Calls `each` with every directory (`dir` first) and file under `dir` and its metadata.
+fn walk(dir: &Path, mut each: impl FnMut(&Path, &std::fs::Metadata) -> Result<()>) -> Result<()> {
+    each(dir, &std::fs::metadata(dir)?)?;
     let mut todo = vec![dir.to_path_buf()];
     while let Some(d) = todo.pop() {
-        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755))?;
         for e in std::fs::read_dir(&d).with_context(|| format!("read {}", d.display()))? {
-            let e = e?;
-            let meta = e.metadata()?;
+            let path = e?.path();
+            let meta = std::fs::metadata(&path)?;
+            each(&path, &meta)?;
             if meta.is_dir() {
-                todo.push(e.path());
-            } else {
-                let mode = if meta.permissions().mode() & 0o100 != 0 { 0o755 } else { 0o644 };
-                std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(mode))?;
+                todo.push(path);
             }
         }
     }
     Ok(())
 }
 
+/// Gives what is under `dir` the modes a package ships, whatever the builder's umask:
+/// directories and executables 0755, other files 0644.
+fn normal_modes(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    walk(dir, |path, meta| {
+        let exec = meta.is_dir() || meta.permissions().mode() & 0o100 != 0;
+        let mode = if exec { 0o755 } else { 0o644 };
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("chmod {}", path.display()))
+    })
+}
+
 /// The size of what is under `dir`, in KiB (as `Installed-Size` counts).
 fn du_kib(dir: &Path) -> Result<u64> {
     let mut total = 0u64;
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for e in std::fs::read_dir(&d).with_context(|| format!("read {}", d.display()))? {
-            let e = e?;
-            let meta = e.metadata()?;
-            if meta.is_dir() {
-                todo.push(e.path());
-            } else {
-                total += meta.len().div_ceil(1024);
-            }
+    walk(dir, |_, meta| {
+        if !meta.is_dir() {
+            total += meta.len().div_ceil(1024);
         }
-    }
+        Ok(())
+    })?;
     Ok(total)
 }
 
