@@ -104,6 +104,7 @@ pub fn handle(body: RequestBody) -> Result<ResponseBody> {
             std::fs::remove_dir_all(p).map_err(|e| with_path(&path, e))?;
             Ok(ResponseBody::Done)
         }
+        RequestBody::MakeDir { path, attrs } => make_dir(&path, attrs),
         RequestBody::ConfigureNetwork(cfg) => {
             crate::net::configure(&cfg).map(|()| ResponseBody::Done)
         }
@@ -268,9 +269,57 @@ fn write_file(
     Ok(ResponseBody::Done)
 }
 
+/// Makes a directory and its parents; sets the last one's mode and owner through a
+/// descriptor of it (a link in its place is not followed).
+fn make_dir(path: &str, attrs: Option<ironpod_protocol::FileAttrs>) -> Result<ResponseBody> {
+    use std::os::unix::fs::{fchown, OpenOptionsExt, PermissionsExt};
+    let p = absolute(path)?;
+    if attrs.is_some_and(|a| a.mode > 0o7777) {
+        return Err(bad("a directory mode is permission bits (at most 0o7777)"));
+    }
+    std::fs::create_dir_all(p).map_err(|e| with_path(path, e))?;
+    if let Some(a) = attrs {
+        let dir = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(p)
+            .map_err(|e| with_path(path, e))?;
+        fchown(&dir, Some(a.uid), Some(a.gid)).map_err(|e| with_path(path, e))?;
+        dir.set_permissions(std::fs::Permissions::from_mode(a.mode))
+            .map_err(|e| with_path(path, e))?;
+    }
+    Ok(ResponseBody::Done)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn make_dir_sets_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path().join("a/b");
+        let attrs = ironpod_protocol::FileAttrs { mode: 0o1777, uid: 0, gid: 0 };
+        let me = ironpod_protocol::FileAttrs { uid: my_ids().0, gid: my_ids().1, ..attrs };
+        handle(RequestBody::MakeDir { path: d.to_string_lossy().into(), attrs: Some(me) }).unwrap();
+        let mode = std::fs::metadata(&d).unwrap().permissions().mode();
+        assert_eq!(mode & 0o7777, 0o1777);
+        handle(RequestBody::MakeDir { path: d.to_string_lossy().into(), attrs: None }).unwrap();
+        assert!(handle(RequestBody::MakeDir { path: "rel".into(), attrs: None }).is_err());
+        let big = ironpod_protocol::FileAttrs { mode: 0o17777, ..me };
+        assert!(handle(RequestBody::MakeDir {
+            path: d.to_string_lossy().into(),
+            attrs: Some(big)
+        })
+        .is_err());
+    }
+
+    /// This process's uid and gid.
+    fn my_ids() -> (u32, u32) {
+        // SAFETY: getuid and getgid cannot fail.
+        unsafe { (libc::getuid(), libc::getgid()) }
+    }
 
     #[test]
     fn ping_and_info() {

@@ -483,6 +483,15 @@ impl AgentClient {
         self.expect_done(RequestBody::Rename { from: from.into(), to: to.into() })
     }
 
+    /// Makes a directory (and its parents) in the guest, with `attrs` on the last one.
+    pub fn make_dir(
+        &mut self,
+        path: &str,
+        attrs: Option<proto::FileAttrs>,
+    ) -> Result<(), ClientError> {
+        self.expect_done(RequestBody::MakeDir { path: path.into(), attrs })
+    }
+
     /// Removes a guest directory and everything in it.
     pub fn remove_tree(&mut self, path: &str) -> Result<(), ClientError> {
         self.expect_done(RequestBody::RemoveTree { path: path.into() })

@@ -211,8 +211,10 @@ impl Health {
     }
 }
 
-/// Runs the probe once in container `id` through the agent at `uds`.
-fn probe(
+/// Runs a probe command once in container `id` through the agent at `uds`, as `process`
+/// (its env, user, directory) with `argv`, for at most `timeout` (also the kubelet's exec
+/// probes).
+pub fn probe(
     uds: &Path,
     id: &str,
     process: &oci_spec::runtime::Process,

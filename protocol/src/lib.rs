@@ -39,3 +39,6 @@ pub const SHARE_TAG: &str = "ironpod-share";
 
 /// Where the agent mounts the pod's share in the guest.
 pub const SHARE_DIR: &str = "/run/ironpod/shared";
+
+/// Where the agent mounts a pod's writable disk (`<this>/<serial>`).
+pub const WRITABLE_DIR: &str = "/run/ironpod/rw";

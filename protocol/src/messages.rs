@@ -203,6 +203,15 @@ pub enum RequestBody {
         /// Absolute path, not `/`.
         path: String,
     },
+    /// Makes a directory and its missing parents; `attrs` set the last one's permission
+    /// bits and owner (whether it was new or not).
+    MakeDir {
+        /// Absolute path.
+        path: String,
+        /// Permission bits and owner.
+        #[serde(default)]
+        attrs: Option<FileAttrs>,
+    },
     /// Configures the pod's network cards (addresses, MTU, default route) and brings them up.
     ConfigureNetwork(crate::NetworkConfig),
     /// Unmounts a read-only layer disk that no container uses any more, so that the host
@@ -489,6 +498,10 @@ mod tests {
             RequestBody::Symlink { target: "..data/key".into(), path: "/v/key".into() },
             RequestBody::Rename { from: "/v/..data_tmp".into(), to: "/v/..data".into() },
             RequestBody::RemoveTree { path: "/v/..old".into() },
+            RequestBody::MakeDir {
+                path: "/v/empty".into(),
+                attrs: Some(FileAttrs { mode: 0o1777, uid: 0, gid: 0 }),
+            },
             RequestBody::Shutdown,
         ] {
             let r = Request { id: 1, body };

@@ -15,7 +15,7 @@ use super::rootfs::mount;
 /// Where layer disks are mounted.
 pub const LAYERS_DIR: &str = "/run/ironpod/layers";
 /// Where writable disks are mounted.
-pub const RW_DIR: &str = "/run/ironpod/rw";
+pub const RW_DIR: &str = ironpod_protocol::WRITABLE_DIR;
 
 fn serial_ok(s: &str) -> bool {
     !s.is_empty()
