@@ -436,6 +436,9 @@ impl KubeStore {
     /// namespaces) get a deletion time and stay until [`Self::finalize`]; the others go now.
     /// Returns the object as it was.
     pub fn delete(&mut self, kind: Kind, ns: &str, name: &str) -> Result<Stored, StoreError> {
+        if kind == Kind::Namespace && name == DEFAULT_NAMESPACE {
+            return Err(StoreError::Invalid("the default namespace cannot be deleted".into()));
+        }
         let old = self.must_get(kind, ns, name)?;
         if !finalized_by_controller(kind) {
             self.finalize(kind, ns, name, old.uid())?;

@@ -1,0 +1,42 @@
+//! Namespaces: a deleted namespace deletes everything in it, then its pods' network, then
+//! itself.
+
+use std::path::Path;
+
+use ironpod_kube::object::{Kind, KINDS};
+use ironpod_kube::KubeStore;
+
+use crate::ControllerError;
+
+/// One pass over the namespaces being deleted.
+pub fn sync(store: &mut KubeStore, root: &Path) -> Result<(), ControllerError> {
+    for ns in store.list(Kind::Namespace, None)? {
+        if !ns.deleting() {
+            continue;
+        }
+        let name = ns.name().to_string();
+        let mut left = 0;
+        for k in KINDS.into_iter().filter(|k| k.namespaced()) {
+            for o in store.list(k, Some(&name))? {
+                left += 1;
+                if !o.deleting() {
+                    store.delete(k, &name, o.name())?;
+                }
+            }
+        }
+        if left > 0 {
+            continue;
+        }
+        let net = format!("kube-{name}");
+        match ironpod_net::remove(root, &net) {
+            Ok(_) => {}
+            Err(ironpod_net::NetworkError::NotFound(_)) => {}
+            Err(e) => {
+                tracing::warn!(namespace = %name, "remove its network: {e}");
+                continue;
+            }
+        }
+        store.finalize(Kind::Namespace, "", &name, ns.uid())?;
+    }
+    Ok(())
+}
