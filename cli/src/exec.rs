@@ -90,6 +90,32 @@ pub fn exec(root: &Path, a: ExecArgs) -> Result<i32, Failure> {
             return Err(Failure::Usage(format!("invalid user {u:?}")));
         }
     }
+    let io =
+        ExecIo { interactive: a.interactive, tty: a.tty, detach: a.detach, user: a.user.clone() };
+    run_process(&mut ctl, uds, &rec.id, process, &io)
+}
+
+/// How an exec'd process meets the caller's terminal.
+pub struct ExecIo {
+    /// Pass stdin.
+    pub interactive: bool,
+    /// A pseudo-terminal.
+    pub tty: bool,
+    /// Start it and return.
+    pub detach: bool,
+    /// User to look up in the container (`NAME[:GROUP]`).
+    pub user: Option<String>,
+}
+
+/// Runs `process` in container `id` of the VM at `uds` with the caller's stdio; returns its
+/// exit code (`ironpod exec`, `ironpod kube exec`).
+pub fn run_process(
+    ctl: &mut AgentClient,
+    uds: &Path,
+    id: &str,
+    mut process: oci_spec::runtime::Process,
+    a: &ExecIo,
+) -> Result<i32, Failure> {
     let local_tty = a.tty && terminal::is_tty(0);
     if a.tty {
         if let Some((rows, cols)) = terminal::size(0).or_else(|| terminal::size(1)) {
@@ -103,10 +129,10 @@ pub fn exec(root: &Path, a: ExecArgs) -> Result<i32, Failure> {
         }
     }
     let exec_id = random_id();
-    let pref = ProcessRef::exec(&rec.id, &exec_id);
+    let pref = ProcessRef::exec(id, &exec_id);
     let rt = |e: ClientError| Failure::Runtime(e.to_string());
     ctl.exec(ExecProcess {
-        container: rec.id.clone(),
+        container: id.to_string(),
         exec_id: exec_id.clone(),
         process: Box::new(process),
         stdin: a.interactive,

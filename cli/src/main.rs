@@ -11,6 +11,7 @@ mod events;
 mod exec;
 mod images;
 mod inspect;
+mod kube;
 mod lifecycle;
 mod network;
 mod run;
@@ -126,6 +127,11 @@ enum Command {
     System {
         #[command(subcommand)]
         command: SystemCommand,
+    },
+    /// Kubernetes objects on this host (kubectl-shaped): apply, get, describe, logs, exec…
+    Kube {
+        #[command(subcommand)]
+        command: kube::KubeCommand,
     },
     /// MicroVM maintenance.
     Vm {
@@ -249,6 +255,7 @@ fn main() -> ExitCode {
         Command::Diff { container } => inspect::diff(&root, &container),
         Command::Cp(a) => copy::cp(&root, a),
         Command::System { command: SystemCommand::Service(a) } => system::service(&root, a),
+        Command::Kube { command } => kube::run(&root, command),
         other => old_command(&root, other).map(|()| 0).map_err(Failure::Other),
     };
     match status {

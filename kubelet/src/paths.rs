@@ -43,15 +43,24 @@ pub fn log_runs(root: &Path, uid: &str, container: &str) -> Vec<i64> {
 }
 
 /// What a pod's kubelet tells others about itself.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct KubeletInfo {
     /// Its pid.
     pub pid: i32,
     /// The VM's vsock socket, once it runs.
     pub vsock: Option<PathBuf>,
-    /// The guest ids of the containers now, by container name.
+    /// The containers' current runs, by container name.
     #[serde(default)]
-    pub containers: std::collections::BTreeMap<String, String>,
+    pub containers: std::collections::BTreeMap<String, RunningContainer>,
+}
+
+/// A container's current run, for `kube exec`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunningContainer {
+    /// Its id in the guest.
+    pub id: String,
+    /// Its process (what an exec'd process is made like: env, user, directory).
+    pub process: oci_spec::runtime::Process,
 }
 
 fn info_path(root: &Path, uid: &str) -> PathBuf {

@@ -169,6 +169,8 @@ pub fn run(opts: Options) -> Result<(), ServiceError> {
         let l = tokio::net::UnixListener::from_std(listener).map_err(|e| ServiceError::io("socket", e))?;
         tracing::info!(socket = ?shown, activated = !ours, root = %opts.root.display(), "serving the Docker API {}", API_VERSION);
         restarts::spawn(ctx.root.clone());
+        // The Kubernetes controllers (`ironpod kube`): on a thread of their own.
+        ironpod_controllers::spawn(&ctx.root);
         ctx.metrics.clone().follow(ctx.root.clone());
         if let Some(l) = metrics_listener {
             let l = tokio::net::TcpListener::from_std(l).map_err(|e| ServiceError::io("metrics listener", e))?;

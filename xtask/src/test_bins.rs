@@ -177,7 +177,7 @@ fn script(group: &[TestBin], args: &str, cleanup: bool) -> String {
             s.push_str(
                 "if [ $rc = 124 ] || [ $rc = 137 ] || [ $rc = 134 ]; then\n  \
                  for p in ironpod-vmm virtiofsd containerd containerd-shim-ironpod-v2 ironpod \
-                 ironpod-monitor; do pkill -KILL -x \"$p\"; done\nfi\n",
+                 ironpod-monitor ironpod-kubelet; do pkill -KILL -x \"$p\"; done\nfi\n",
             );
         }
     }

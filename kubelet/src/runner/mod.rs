@@ -118,7 +118,7 @@ impl Runner {
             return Ok(None);
         }
         let Body::Pod(pod) = found.object.body.clone() else { return Ok(None) };
-        let slots = pod
+        let mut slots: Vec<Slot> = pod
             .init_containers
             .iter()
             .map(|c| (c, true))
@@ -126,6 +126,24 @@ impl Runner {
             .enumerate()
             .map(|(i, (c, init))| Slot::new(c, i, init, i))
             .collect();
+        // A kubelet before this one (its host rebooted, it was killed) ran the pod: the
+        // restart counts go on from where it left them.
+        let prior: ironpod_kube::pod::PodStatus = found.status_as();
+        let before = prior.init_container_statuses.iter().chain(&prior.container_statuses);
+        for cs in before {
+            let Some(s) = slots.iter_mut().find(|s| s.c.name == cs.name) else { continue };
+            s.run.restart_count = cs.restart_count;
+            if cs.container_id.is_some() {
+                s.guest_id = Some(s.guest_id_for(cs.restart_count));
+                s.run.last_state = match cs.state.terminated {
+                    Some(_) => cs.state.clone(),
+                    None => cs.last_state.clone(),
+                };
+            }
+        }
+        if prior.phase == "Succeeded" || prior.phase == "Failed" {
+            return Ok(None);
+        }
         let info = KubeletInfo { pid: std::process::id() as i32, ..Default::default() };
         let _ = paths::write_info(root, uid, &info);
         Ok(Some(Runner {

@@ -281,13 +281,15 @@ impl Runner {
             pod_ip: vm.address(),
             net_ns: vm.net.as_ref().map(|n| n.net_ns.clone()),
         };
+        let process = input.spec.process().clone().unwrap_or_default();
         match containers::start(&mut vm.ctl, s, i, &id, input) {
             Ok(()) => {
                 s.run.state = status::running_now();
                 s.started = Some(Instant::now());
                 s.run.started = c.startup_probe.is_none();
                 s.run.ready = c.readiness_probe.is_none() && c.startup_probe.is_none() && !s.init;
-                self.info.containers.insert(c.name.clone(), id.clone());
+                let run = crate::paths::RunningContainer { id: id.clone(), process };
+                self.info.containers.insert(c.name.clone(), run);
                 let _ = crate::paths::write_info(&self.root, &self.uid, &self.info);
                 self.event("Normal", "Created", &format!("Created container {}", c.name));
                 self.event("Normal", "Started", &format!("Started container {}", c.name));
