@@ -434,7 +434,7 @@ pub struct ConfigMapVolume {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub items: Vec<KeyToPath>,
     /// Mode of the files (default 0644).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "file_mode")]
     pub default_mode: Option<u32>,
     /// A missing ConfigMap is an empty volume.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -451,7 +451,7 @@ pub struct SecretVolume {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub items: Vec<KeyToPath>,
     /// Mode of the files (default 0644).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "file_mode")]
     pub default_mode: Option<u32>,
     /// A missing Secret is an empty volume.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -467,7 +467,7 @@ pub struct KeyToPath {
     /// The relative path of its file.
     pub path: String,
     /// The file's mode.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "file_mode")]
     pub mode: Option<u32>,
 }
 
@@ -480,6 +480,34 @@ pub struct HostPath {
     /// `""`, `DirectoryOrCreate`, `Directory`, `FileOrCreate`, `File`.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
+}
+
+/// A file mode: a number, or octal text as YAML 1.1 reads `0644` (what Kubernetes' parser
+/// does, and what manifests are written for).
+fn file_mode<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    use serde::de::Error;
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Null => Ok(None),
+        serde_json::Value::Number(n) => n
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .map(Some)
+            .ok_or_else(|| Error::custom(format!("bad file mode {n}"))),
+        serde_json::Value::String(s) => {
+            let digits =
+                s.strip_prefix("0o").or_else(|| s.strip_prefix('0')).filter(|d| !d.is_empty());
+            match digits {
+                Some(d) => u32::from_str_radix(d, 8)
+                    .map(Some)
+                    .map_err(|_| Error::custom(format!("bad file mode {s:?}"))),
+                None if s == "0" => Ok(Some(0)),
+                None => {
+                    Err(Error::custom(format!("bad file mode {s:?}: a number or octal like 0644")))
+                }
+            }
+        }
+        v => Err(Error::custom(format!("bad file mode {v}"))),
+    }
 }
 
 /// A pod's `status`.

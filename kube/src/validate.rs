@@ -556,6 +556,13 @@ mod tests {
         assert!(err("{containers: [{name: a, image: x, ports: [{containerPort: 70000}]}]}")
             .contains("ports[0].containerPort"));
         assert!(err("{volumes: [{name: c, configMap: {name: m, items: [{key: k, path: ../x}]}}], containers: [{name: a, image: x}]}").contains("items[0].path"));
+        // Modes as YAML 1.1 reads them (octal with a leading 0), or numbers.
+        let modes = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: a, image: x}]\n  volumes:\n  - name: s\n    secret: {secretName: s, defaultMode: 0400, items: [{key: k, path: k, mode: 420}]}\n";
+        let o = parse_manifest(modes, "t").unwrap().remove(0);
+        let crate::object::Body::Pod(p) = o.body else { panic!() };
+        let s = p.volumes[0].secret.as_ref().unwrap();
+        assert_eq!((s.default_mode, s.items[0].mode), (Some(0o400), Some(0o644)));
+        assert!(err("{volumes: [{name: s, secret: {secretName: s, defaultMode: 0999}}], containers: [{name: a, image: x}]}").contains("bad file mode"));
     }
 
     #[test]

@@ -11,13 +11,8 @@ use anyhow::{Context, Result};
 use crate::{initramfs, kernel, util};
 
 /// The binaries a host needs.
-pub const BINARIES: [&str; 5] = [
-    "ironpod",
-    "ironpod-vmm",
-    "ironpod-monitor",
-    "ironpod-kubelet",
-    "containerd-shim-ironpod-v2",
-];
+pub const BINARIES: [&str; 5] =
+    ["ironpod", "ironpod-vmm", "ironpod-monitor", "ironpod-kubelet", "containerd-shim-ironpod-v2"];
 
 /// What went where.
 pub struct Installed {
