@@ -21,6 +21,9 @@ pub struct ServiceArgs {
     /// given; anyone who reaches ADDR can read them, so keep it on loopback).
     #[arg(long, value_name = "ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
+    /// The host address Kubernetes Services' node ports listen on (`ironpod kube`).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1")]
+    node_address: std::net::Ipv4Addr,
 }
 
 /// `ironpod system service`: runs until SIGINT/SIGTERM or `--time` idle seconds.
@@ -31,6 +34,7 @@ pub fn service(root: &Path, a: ServiceArgs) -> Result<i32, Failure> {
         group: a.group,
         idle: (a.time > 0).then(|| Duration::from_secs(a.time)),
         metrics: a.metrics_addr,
+        controllers: ironpod_controllers::Options { node_address: a.node_address },
     };
     ironpod_service::run(opts).map_err(|e| Failure::Runtime(e.to_string()))?;
     Ok(0)

@@ -8,6 +8,8 @@
 //! - [`deployments`]: Deployments own ReplicaSets per template, roll them (RollingUpdate
 //!   with maxSurge/maxUnavailable, or Recreate) and keep their revision history;
 //! - [`namespaces`]: a deleted namespace takes everything in it along;
+//! - [`services`]: Endpoints of Services, the cluster IP rules in each namespace's network,
+//!   node ports on the host;
 //! - garbage collection: what an owner that is gone owned is deleted.
 //!
 //! Only one controller runs per state root: it holds `<root>/kube/controller.lock`
@@ -19,6 +21,7 @@ pub mod deployments;
 pub mod namespaces;
 pub mod pods;
 pub mod replicas;
+pub mod services;
 
 use std::fs;
 use std::os::fd::AsRawFd;
@@ -87,15 +90,30 @@ pub struct Controller {
     root: PathBuf,
     store: KubeStore,
     kubelets: pods::Kubelets,
+    services: services::Services,
+}
+
+/// How the controllers are set up.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The host address Services' node ports listen on (default 127.0.0.1).
+    pub node_address: std::net::Ipv4Addr,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { node_address: std::net::Ipv4Addr::LOCALHOST }
+    }
 }
 
 impl Controller {
     /// Opens the store.
-    pub fn new(root: &Path) -> Result<Controller, ControllerError> {
+    pub fn new(root: &Path, opts: &Options) -> Result<Controller, ControllerError> {
         Ok(Controller {
             root: root.to_path_buf(),
             store: KubeStore::open(root)?,
             kubelets: pods::Kubelets::default(),
+            services: services::Services::new(opts.node_address),
         })
     }
 
@@ -106,6 +124,7 @@ impl Controller {
         replicas::sync(&mut self.store)?;
         replicas::collect_garbage(&mut self.store)?;
         pods::sync(&mut self.store, &self.root, &mut self.kubelets)?;
+        services::sync(&mut self.store, &self.root, &mut self.services)?;
         Ok(())
     }
 
@@ -131,7 +150,7 @@ impl Controller {
 
 /// Starts the controllers on a thread of their own if none runs for `root` yet (another
 /// service on the same root keeps its own). Returns whether they started.
-pub fn spawn(root: &Path) -> bool {
+pub fn spawn(root: &Path, opts: Options) -> bool {
     let lock = match ControllerLock::take(root) {
         Ok(Some(l)) => l,
         Ok(None) => {
@@ -151,7 +170,7 @@ pub fn spawn(root: &Path) -> bool {
         .name("ironpod-controllers".into())
         .spawn(move || {
             let _lock = lock;
-            match Controller::new(&root) {
+            match Controller::new(&root, &opts) {
                 Ok(mut c) => c.run(|| false),
                 Err(e) => tracing::error!("controllers: {e}"),
             }

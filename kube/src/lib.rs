@@ -10,6 +10,7 @@
 //!
 //! Knows nothing of how pods run: the pod runtime and the controllers use it.
 
+pub mod allocate;
 pub mod config;
 pub mod meta;
 pub mod object;

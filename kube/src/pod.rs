@@ -234,7 +234,9 @@ pub struct ContainerPort {
 }
 
 /// A port's protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
 pub enum PortProtocol {
     /// TCP.
     #[default]

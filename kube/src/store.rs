@@ -307,6 +307,7 @@ impl KubeStore {
         m.creation_timestamp = Some(ironpod_images::time::now_rfc3339());
         m.deletion_timestamp = None;
         normalise(&mut o)?;
+        allocate(&tx, &mut o, None)?;
         let text = o.to_value().to_string();
         tx.execute(
             "INSERT INTO objects (kind, namespace, name, uid, version, object, status)
@@ -364,6 +365,10 @@ impl KubeStore {
             return Err(StoreError::Invalid("an update must be of the same object".into()));
         }
         normalise(&mut new)?;
+        {
+            let tx = self.conn.transaction()?;
+            allocate(&tx, &mut new, Some(&old.object))?;
+        }
         check_immutable(&old.object, &new)?;
         let om = &old.object.metadata;
         let spec_changed = new.spec_value() != old.object.spec_value();
@@ -556,6 +561,33 @@ pub fn finalized_by_controller(kind: Kind) -> bool {
             | Kind::Deployment
             | Kind::Namespace
     )
+}
+
+/// Hands a Service its cluster IP and node ports (kept from `old` when it has them).
+fn allocate(
+    tx: &rusqlite::Transaction<'_>,
+    o: &mut Object,
+    old: Option<&Object>,
+) -> Result<(), StoreError> {
+    if o.kind() != Kind::Service {
+        return Ok(());
+    }
+    let mut taken = crate::allocate::Taken::default();
+    let mut stmt = tx.prepare("SELECT object, uid FROM objects WHERE kind = 'Service'")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    let me = old.and_then(|o| o.metadata.uid.clone());
+    for row in rows {
+        let (text, uid) = row?;
+        if Some(&uid) == me.as_ref() {
+            continue;
+        }
+        let v: Value = serde_json::from_str(&text)
+            .map_err(|e| StoreError::Corrupt("service".into(), e.to_string()))?;
+        if let Ok(Object { body: Body::Service(s), .. }) = Object::from_value(v) {
+            taken.add(&s);
+        }
+    }
+    crate::allocate::service(o, old, &taken).map_err(StoreError::Invalid)
 }
 
 /// Stored forms: a Secret's `stringData` merged into `data`.

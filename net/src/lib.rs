@@ -27,6 +27,7 @@ pub mod podnet;
 pub mod ports;
 pub mod proxy;
 mod rtnl;
+pub mod services;
 pub mod store;
 #[cfg(test)]
 mod test_frames;

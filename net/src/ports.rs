@@ -11,7 +11,7 @@ use crate::error::NetworkError;
 pub const DEFAULT_HOST_IP: Ipv4Addr = Ipv4Addr::LOCALHOST;
 
 /// Transport protocol of a published port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     /// TCP.

@@ -10,9 +10,9 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -43,7 +43,39 @@ pub fn publish(
     net_ns: &Path,
     pod: Ipv4Addr,
 ) -> Result<Vec<PortMapping>, NetworkError> {
-    publish_bounded(mappings, net_ns, pod, MAX_FLOWS)
+    publish_bounded(mappings, net_ns, pod, MAX_FLOWS).map(|(m, p)| {
+        // Served for the life of the process.
+        std::mem::forget(p);
+        m
+    })
+}
+
+/// Published ports that stop being served when this is dropped (their listening sockets
+/// are shut down; connections under way finish on their own).
+pub struct Publication {
+    stop: Arc<AtomicBool>,
+    sockets: Vec<OwnedFd>,
+}
+
+impl Drop for Publication {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for s in &self.sockets {
+            // SAFETY: shutdown on a descriptor we own (a duplicate of the served socket):
+            // the thread blocked in accept or recvfrom on it returns.
+            unsafe { libc::shutdown(s.as_raw_fd(), libc::SHUT_RDWR) };
+        }
+    }
+}
+
+/// Like [`publish`], served until the returned [`Publication`] is dropped (a Service's node
+/// port, which goes with its Service).
+pub fn publish_until_dropped(
+    mappings: &[PortMapping],
+    net_ns: &Path,
+    target: Ipv4Addr,
+) -> Result<(Vec<PortMapping>, Publication), NetworkError> {
+    publish_bounded(mappings, net_ns, target, MAX_FLOWS)
 }
 
 fn publish_bounded(
@@ -51,7 +83,7 @@ fn publish_bounded(
     net_ns: &Path,
     pod: Ipv4Addr,
     max_flows: usize,
-) -> Result<Vec<PortMapping>, NetworkError> {
+) -> Result<(Vec<PortMapping>, Publication), NetworkError> {
     let mut bound = Vec::new();
     let mut out = Vec::new();
     for m in mappings {
@@ -74,16 +106,24 @@ fn publish_bounded(
         bound.push((b, SocketAddr::from((pod, m.pod_port))));
         out.push(PortMapping { host_port: port, ..*m });
     }
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut sockets = Vec::new();
     for (b, target) in bound {
         let ns = std::fs::File::open(net_ns)
             .map_err(|e| NetworkError::Publish(format!("open {}: {e}", net_ns.display())))?;
         let ns = Arc::new(ns);
+        let dup = match &b {
+            Bound::Tcp(l) => l.as_fd().try_clone_to_owned(),
+            Bound::Udp(s) => s.as_fd().try_clone_to_owned(),
+        };
+        sockets.push(dup.map_err(|e| NetworkError::Publish(format!("dup: {e}")))?);
+        let stop = stop.clone();
         std::thread::spawn(move || match b {
-            Bound::Tcp(l) => serve_tcp(l, ns, target, max_flows),
-            Bound::Udp(s) => serve_udp(s, ns, target, max_flows),
+            Bound::Tcp(l) => serve_tcp(l, ns, target, max_flows, &stop),
+            Bound::Udp(s) => serve_udp(s, ns, target, max_flows, &stop),
         });
     }
-    Ok(out)
+    Ok((out, Publication { stop, sockets }))
 }
 
 /// One connection counted while it lives.
@@ -95,9 +135,18 @@ impl Drop for Slot {
     }
 }
 
-fn serve_tcp(listener: TcpListener, ns: Arc<std::fs::File>, target: SocketAddr, max: usize) {
+fn serve_tcp(
+    listener: TcpListener,
+    ns: Arc<std::fs::File>,
+    target: SocketAddr,
+    max: usize,
+    stop: &AtomicBool,
+) {
     let live = Arc::new(AtomicUsize::new(0));
     for client in listener.incoming() {
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
         let Ok(client) = client else { continue };
         if live.fetch_add(1, Ordering::Relaxed) >= max {
             // Full: this one is closed at once (the client sees the end of the stream).
@@ -193,7 +242,13 @@ fn splice_all(from: &TcpStream, to: &TcpStream) -> io::Result<()> {
     }
 }
 
-fn serve_udp(socket: UdpSocket, ns: Arc<std::fs::File>, target: SocketAddr, max: usize) {
+fn serve_udp(
+    socket: UdpSocket,
+    ns: Arc<std::fs::File>,
+    target: SocketAddr,
+    max: usize,
+    stop: &AtomicBool,
+) {
     // This thread makes the flows' sockets: in the network's namespace (the bound socket
     // stays where it was made).
     if netns::enter(&ns).is_err() {
@@ -203,7 +258,11 @@ fn serve_udp(socket: UdpSocket, ns: Arc<std::fs::File>, target: SocketAddr, max:
     let flows: Arc<Mutex<HashMap<SocketAddr, Arc<UdpSocket>>>> = Arc::default();
     let mut buf = vec![0u8; 65536];
     loop {
-        let Ok((n, client)) = socket.recv_from(&mut buf) else { continue };
+        let received = socket.recv_from(&mut buf);
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let Ok((n, client)) = received else { continue };
         let flow = {
             let mut map = flows.lock().unwrap_or_else(|e| e.into_inner());
             match map.get(&client) {
@@ -335,7 +394,9 @@ mod tests {
     fn a_port_carries_a_bounded_number_of_connections() {
         let ns = Ns::new("tcpmax");
         let m = echo_server(&ns);
-        let port = publish_bounded(&[m], &ns.path(), Ipv4Addr::LOCALHOST, 2).unwrap()[0].host_port;
+        let (maps, publication) =
+            publish_bounded(&[m], &ns.path(), Ipv4Addr::LOCALHOST, 2).unwrap();
+        let port = maps[0].host_port;
         let open = || {
             let c = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
             c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -356,6 +417,13 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
         }
         assert!(echoes(&b));
+        // Dropped, the port is served no more.
+        drop(publication);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            assert!(std::time::Instant::now() < deadline, "still listening");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     #[test]

@@ -53,6 +53,8 @@ pub struct Options {
     pub idle: Option<Duration>,
     /// Serve Prometheus metrics at `http://ADDR/metrics` (off when `None`).
     pub metrics: Option<std::net::SocketAddr>,
+    /// The Kubernetes controllers' settings.
+    pub controllers: ironpod_controllers::Options,
 }
 
 /// What every handler shares.
@@ -170,7 +172,7 @@ pub fn run(opts: Options) -> Result<(), ServiceError> {
         tracing::info!(socket = ?shown, activated = !ours, root = %opts.root.display(), "serving the Docker API {}", API_VERSION);
         restarts::spawn(ctx.root.clone());
         // The Kubernetes controllers (`ironpod kube`): on a thread of their own.
-        ironpod_controllers::spawn(&ctx.root);
+        ironpod_controllers::spawn(&ctx.root, opts.controllers.clone());
         ctx.metrics.clone().follow(ctx.root.clone());
         if let Some(l) = metrics_listener {
             let l = tokio::net::TcpListener::from_std(l).map_err(|e| ServiceError::io("metrics listener", e))?;

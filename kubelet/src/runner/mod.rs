@@ -106,6 +106,8 @@ struct Runner {
     written: Option<serde_json::Value>,
     vm_backoff: Backoff,
     info: KubeletInfo,
+    /// The Service lines last written to `/etc/hosts`.
+    hosts: Option<Vec<(String, Vec<String>)>>,
 }
 
 impl Runner {
@@ -162,6 +164,7 @@ impl Runner {
             written: None,
             vm_backoff: Backoff::default(),
             info,
+            hosts: None,
         }))
     }
 

@@ -77,6 +77,8 @@ impl Runner {
             ironpod_protocol::WRITABLE_DIR,
             vm.writable
         ));
+        self.hosts = None;
+        self.refresh_hosts(&mut vm);
         let src = StoreSource { store: &self.store, ns: self.meta.namespace() };
         let set_up = volumes::setup(&mut vm.ctl, &self.pod, &vm.writable, &vm.shared, &src);
         let (guest, mut projected) = match set_up {
@@ -166,12 +168,54 @@ impl Runner {
         }
     }
 
-    /// Rewrites the ConfigMap and Secret volumes whose data changed.
+    /// The namespace's Services as `/etc/hosts` lines: cluster IP and the names a pod of
+    /// the namespace reaches it by.
+    fn service_hosts(&self) -> Vec<(String, Vec<String>)> {
+        let ns = self.meta.namespace();
+        let list = self.store.list(Kind::Service, Some(ns)).unwrap_or_default();
+        list.iter()
+            .filter_map(|s| match &s.object.body {
+                ironpod_kube::Body::Service(spec) => {
+                    spec.cluster_ip.clone().map(|ip| (ip, s.name().to_string()))
+                }
+                _ => None,
+            })
+            .map(|(ip, n)| {
+                let d = podvm::CLUSTER_DOMAIN;
+                (
+                    ip,
+                    vec![
+                        n.clone(),
+                        format!("{n}.{ns}"),
+                        format!("{n}.{ns}.svc"),
+                        format!("{n}.{ns}.svc.{d}"),
+                    ],
+                )
+            })
+            .collect()
+    }
+
+    /// Rewrites `/etc/hosts` when the namespace's Services changed.
+    fn refresh_hosts(&mut self, vm: &mut PodVm) {
+        let hosts = self.service_hosts();
+        if self.hosts.as_ref() == Some(&hosts) {
+            return;
+        }
+        let address = vm.address();
+        match podvm::write_name_files(&mut vm.ctl, &self.meta, &self.pod, address, &hosts) {
+            Ok(()) => self.hosts = Some(hosts),
+            Err(e) => tracing::warn!("update /etc/hosts: {e}"),
+        }
+    }
+
+    /// Rewrites the ConfigMap and Secret volumes whose data changed, and `/etc/hosts` when
+    /// the namespace's Services did.
     fn refresh(
         &mut self,
         vm: &mut PodVm,
         projected: &mut [(ironpod_kube::pod::Volume, Projected)],
     ) {
+        self.refresh_hosts(vm);
         let src = StoreSource { store: &self.store, ns: self.meta.namespace() };
         let mut failures = Vec::new();
         for (v, p) in projected.iter_mut() {
