@@ -16,7 +16,8 @@ use crate::cpio::CpioWriter;
 use crate::{deps, util};
 
 /// Modules L1 loads, in order (virtio + 9p + overlay for the host root, then KVM, then what
-/// pod networks use: tun, veth, ingress qdisc + u32 + mirred, bridge; then nftables NAT).
+/// pod networks use: tun, veth, ingress qdisc + u32 + mirred, bridge; then nftables NAT and
+/// what Services' rules use).
 const MODULES: &[&str] = &[
     "virtio_ring",
     "virtio",
@@ -55,6 +56,11 @@ const MODULES: &[&str] = &[
     "nft_nat",
     "nft_masq",
     "nft_ct",
+    // Kubernetes Services: random choice of a ready pod, refusal of unknown ones.
+    "nft_numgen",
+    "nf_reject_ipv4",
+    "nft_reject",
+    "nft_reject_ipv4",
     // A pod's guard: its guest's frames pass only with its own addresses (netdev `fwd`).
     "nf_dup_netdev",
     "nft_fwd_netdev",

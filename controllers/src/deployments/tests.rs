@@ -118,3 +118,39 @@ fn limits_and_hash() {
     t.metadata.labels.insert(HASH_LABEL.into(), h.clone());
     assert_eq!(template_hash(&t), h, "the hash label does not change the hash");
 }
+
+#[test]
+fn scale_then_roll_with_explicit_limits() {
+    let d = tempfile::tempdir().unwrap();
+    let mut s = KubeStore::open(d.path()).unwrap();
+    let dep = DEP.replace(
+        "  selector:",
+        "  strategy: {rollingUpdate: {maxSurge: 1, maxUnavailable: 1}}\n  selector:",
+    );
+    apply(&mut s, &dep);
+    for _ in 0..4 {
+        pass(&mut s);
+    }
+    // `kube scale`: the spec's replicas, written over what was read.
+    for n in [1, 2] {
+        let cur = s.must_get(Kind::Deployment, "default", "web").unwrap();
+        let mut o = cur.object.clone();
+        if let Body::Deployment(spec) = &mut o.body {
+            spec.replicas = Some(n);
+        }
+        s.update(o, &cur).unwrap();
+        for _ in 0..6 {
+            pass(&mut s);
+        }
+        assert_eq!(live_pods(&s).len(), n as usize);
+    }
+    apply(&mut s, &dep.replace("replicas: 3", "replicas: 2").replace("demo:1", "demo:2"));
+    for _ in 0..10 {
+        pass(&mut s);
+    }
+    let now = rss(&s);
+    assert_eq!(now.len(), 2, "{:?}", now.iter().map(|r| r.name().to_string()).collect::<Vec<_>>());
+    assert_eq!(rs_replicas(now.last().unwrap()), 2);
+    assert!(live_pods(&s).iter().all(|p| p.object.metadata.labels[HASH_LABEL]
+        == now.last().unwrap().object.metadata.labels[HASH_LABEL]));
+}

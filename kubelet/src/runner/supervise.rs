@@ -134,7 +134,20 @@ impl Runner {
             {
                 return End::Finished;
             }
-            match rx.recv_timeout(TICK) {
+            let msg = rx.recv_timeout(TICK);
+            // A VM that ended ends every run in it: that is the VM's end, not theirs (their
+            // waits fail with it).
+            if let Some(st) = vm.vm.try_exit() {
+                return End::Crashed(vm.vm.end_reason(st));
+            }
+            // A wait that failed may be the VM going (its sockets close just before it can
+            // be reaped): give it a moment to tell.
+            if let Ok(Msg::Exited { status: Err(_), .. }) = &msg {
+                if let Some(st) = vm.vm.wait_exit(Duration::from_secs(1)) {
+                    return End::Crashed(vm.vm.end_reason(st));
+                }
+            }
+            match msg {
                 Ok(m) => self.handle(vm, m),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {}
