@@ -518,3 +518,210 @@ fn deployment_behind_a_service() {
     assert_eq!(count_vmms(root.path()), 0);
     assert!(kube_ok(&root, &["get", "rs"]).is_empty());
 }
+
+const POLICIES: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: never}
+spec:
+  restartPolicy: Never
+  containers:
+  - {name: ok, image: demo, imagePullPolicy: IfNotPresent, command: ["true"]}
+  - {name: bad, image: demo, imagePullPolicy: IfNotPresent, command: ["sh", "-c", "exit 1"]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: onfailure}
+spec:
+  restartPolicy: OnFailure
+  containers:
+  - {name: ok, image: demo, imagePullPolicy: IfNotPresent, command: ["true"]}
+  - {name: bad, image: demo, imagePullPolicy: IfNotPresent, command: ["sh", "-c", "exit 1"]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: always}
+spec:
+  containers:
+  - {name: ok, image: demo, imagePullPolicy: IfNotPresent, command: ["true"]}
+  - {name: bad, image: demo, imagePullPolicy: IfNotPresent, command: ["sh", "-c", "exit 1"]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: done}
+spec:
+  restartPolicy: OnFailure
+  containers:
+  - {name: ok, image: demo, imagePullPolicy: IfNotPresent, command: ["sh", "-c", "echo finished"]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: live, labels: {app: live}}
+spec:
+  containers:
+  - name: web
+    image: demo
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "mkdir -p /www && echo ok > /www/healthz && echo ok > /www/ready && exec httpd -f -p 8080 -h /www"]
+    ports: [{containerPort: 8080, name: http}]
+    startupProbe:
+      httpGet: {path: /healthz, port: http}
+      periodSeconds: 1
+      failureThreshold: 60
+    livenessProbe:
+      httpGet: {path: /healthz, port: http}
+      periodSeconds: 1
+      failureThreshold: 2
+    readinessProbe:
+      httpGet: {path: /ready, port: 8080}
+      periodSeconds: 1
+---
+apiVersion: v1
+kind: Service
+metadata: {name: live}
+spec:
+  selector: {app: live}
+  ports: [{port: 80, targetPort: http}]
+"#;
+
+fn container_status(root: &TestRoot, pod: &str, c: &str) -> serde_json::Value {
+    let v = pod_json(root, pod);
+    v["status"]["containerStatuses"]
+        .as_array()
+        .and_then(|l| l.iter().find(|s| s["name"] == c).cloned())
+        .unwrap_or_default()
+}
+
+fn restarts(root: &TestRoot, pod: &str, c: &str) -> i64 {
+    container_status(root, pod, c)["restartCount"].as_i64().unwrap_or(-1)
+}
+
+fn boot_id(root: &TestRoot, pod: &str) -> String {
+    kube_ok(root, &["exec", pod, "--", "cat", "/proc/sys/kernel/random/boot_id"])
+}
+
+/// Restart policies against exit codes 0 and 1 (with the back-off), liveness and
+/// readiness probes, and the controller killed and started again: its pods are adopted (same
+/// VMs), what was asked for meanwhile is made, and a pod whose kubelet died (as at a host's
+/// reboot) comes back.
+#[test]
+fn restart_policies_probes_and_adoption() {
+    let _w = require_linux_kvm();
+    let root = TestRoot::with_demo();
+    let mut svc = Service::start(&root);
+    apply(&root, POLICIES);
+    wait_for(&root, "the never pod to fail", Duration::from_secs(180), "never", || {
+        phase(&root, "never") == "Failed"
+    });
+    wait_for(&root, "the done pod to succeed", Duration::from_secs(120), "done", || {
+        phase(&root, "done") == "Succeeded"
+    });
+    wait_for(
+        &root,
+        "restarts under OnFailure and Always",
+        Duration::from_secs(120),
+        "always",
+        || {
+            restarts(&root, "onfailure", "bad") >= 1
+                && restarts(&root, "always", "ok") >= 1
+                && restarts(&root, "always", "bad") >= 1
+        },
+    );
+    for (c, code, reason) in [("ok", 0, "Completed"), ("bad", 1, "Error")] {
+        let s = container_status(&root, "never", c);
+        assert_eq!(s["state"]["terminated"]["exitCode"], code, "{s}");
+        assert_eq!(s["state"]["terminated"]["reason"], reason, "{s}");
+        assert_eq!(s["restartCount"], 0, "{s}");
+    }
+    assert_eq!(restarts(&root, "onfailure", "ok"), 0, "OnFailure does not restart a success");
+    assert_eq!(phase(&root, "onfailure"), "Running");
+    assert_eq!(phase(&root, "always"), "Running");
+    assert_eq!(kube_ok(&root, &["logs", "done"]), "finished\n");
+    // Back-off: a container that keeps failing waits longer each time.
+    wait_for(&root, "CrashLoopBackOff", Duration::from_secs(60), "always", || {
+        container_status(&root, "always", "bad")["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+    });
+    let table = kube_ok(&root, &["get", "pods"]);
+    assert!(
+        table.lines().any(|l| l.starts_with("always ") && l.contains("CrashLoopBackOff")),
+        "{table}"
+    );
+    assert!(table.lines().any(|l| l.starts_with("done ") && l.contains("Completed")), "{table}");
+    let previous = kube_ok(&root, &["logs", "always", "-c", "bad", "-p"]);
+    assert_eq!(previous, "");
+    // Readiness: out of the endpoints and back.
+    wait_for(&root, "the live pod", Duration::from_secs(120), "live", || {
+        endpoint_pods(&root, "live") == ["live"]
+    });
+    kube_ok(&root, &["exec", "live", "--", "rm", "/www/ready"]);
+    wait_for(&root, "not ready", Duration::from_secs(20), "live", || {
+        endpoint_pods(&root, "live").is_empty()
+    });
+    assert_eq!(restarts(&root, "live", "web"), 0);
+    kube_ok(&root, &["exec", "live", "--", "sh", "-c", "echo ok > /www/ready"]);
+    wait_for(&root, "ready again", Duration::from_secs(20), "live", || {
+        endpoint_pods(&root, "live") == ["live"]
+    });
+    // Liveness: a failing probe restarts the container.
+    kube_ok(&root, &["exec", "live", "--", "rm", "/www/healthz"]);
+    wait_for(&root, "a liveness restart", Duration::from_secs(60), "live", || {
+        restarts(&root, "live", "web") == 1
+    });
+    wait_for(&root, "ready after it", Duration::from_secs(60), "live", || {
+        endpoint_pods(&root, "live") == ["live"]
+    });
+    let d = kube_ok(&root, &["describe", "pod", "live"]);
+    assert!(d.contains("Container web failed liveness probe, will be restarted"), "{d}");
+    assert!(d.contains("Liveness probe failed: HTTP probe failed with statuscode: 404"), "{d}");
+    // The controller killed: pods and VMs stay; started again, it adopts them.
+    let before = boot_id(&root, "live");
+    let live_uid = pod_json(&root, "live")["metadata"]["uid"].as_str().unwrap().to_string();
+    let info = |uid: &str| -> serde_json::Value {
+        serde_json::from_slice(
+            &std::fs::read(root.path().join("kube/pods").join(uid).join("kubelet.json")).unwrap(),
+        )
+        .unwrap()
+    };
+    let kubelet = info(&live_uid)["pid"].clone();
+    let _ = Command::new("kill").args(["-9", &svc.child.id().to_string()]).status();
+    let _ = svc.child.wait();
+    let out = apply(&root, "apiVersion: v1\nkind: ReplicationController\nmetadata: {name: later}\nspec:\n  replicas: 1\n  template:\n    metadata: {labels: {app: later}}\n    spec: {containers: [{name: c, image: demo, imagePullPolicy: IfNotPresent, command: [sleep, '1000']}]}\n");
+    assert!(out.contains("replicationcontroller/later created"), "{out}");
+    // A pod whose kubelet dies while no controller runs (its VM goes with it).
+    let onfailure_uid =
+        pod_json(&root, "onfailure")["metadata"]["uid"].as_str().unwrap().to_string();
+    let onfailure_kubelet = info(&onfailure_uid)["pid"].as_i64().unwrap();
+    let _ = Command::new("kill").args(["-9", &onfailure_kubelet.to_string()]).status();
+    let bad_before = restarts(&root, "onfailure", "bad");
+    svc = Service::start(&root);
+    wait_for(&root, "the RC's pod", Duration::from_secs(120), "live", || {
+        pods_of(&root, "app=later").len() == 1
+            && phase(&root, &pods_of(&root, "app=later")[0]) == "Running"
+    });
+    assert_eq!(boot_id(&root, "live"), before, "the live pod's VM was kept");
+    assert_eq!(info(&live_uid)["pid"], kubelet, "its kubelet was kept");
+    assert_eq!(restarts(&root, "live", "web"), 1);
+    wait_for(&root, "the onfailure pod back", Duration::from_secs(120), "onfailure", || {
+        paths_running(&root, &onfailure_uid) && restarts(&root, "onfailure", "bad") > bad_before
+    });
+    drop(svc);
+    for p in ["never", "onfailure", "always", "done", "live"] {
+        kube_ok(&root, &["delete", "pod", p, "--wait=false"]);
+    }
+    kube_ok(&root, &["delete", "rc", "later", "--wait=false"]);
+    let _svc = Service::start(&root);
+    wait_for(&root, "every pod gone", Duration::from_secs(120), "live", || {
+        kube_ok(&root, &["get", "pods", "-o", "name"]).is_empty()
+    });
+    assert_eq!(count_vmms(root.path()), 0);
+}
+
+/// Whether the pod's kubelet runs.
+fn paths_running(root: &TestRoot, uid: &str) -> bool {
+    let Ok(info) = std::fs::read(root.path().join("kube/pods").join(uid).join("kubelet.json"))
+    else {
+        return false;
+    };
+    let v: serde_json::Value = serde_json::from_slice(&info).unwrap_or_default();
+    v["pid"].as_i64().is_some_and(|p| Path::new(&format!("/proc/{p}")).exists())
+}
