@@ -270,12 +270,19 @@ fn write_file(
 }
 
 /// Makes a directory and its parents; sets the last one's mode and owner through a
-/// descriptor of it (a link in its place is not followed).
+/// descriptor of it (a link in its place is not followed). One on the pod's writable disk
+/// (under [`ironpod_protocol::WRITABLE_DIR`]) waits for the disk's mount.
 fn make_dir(path: &str, attrs: Option<ironpod_protocol::FileAttrs>) -> Result<ResponseBody> {
     use std::os::unix::fs::{fchown, OpenOptionsExt, PermissionsExt};
     let p = absolute(path)?;
     if attrs.is_some_and(|a| a.mode > 0o7777) {
         return Err(bad("a directory mode is permission bits (at most 0o7777)"));
+    }
+    // A directory on the pod's writable disk: the disk is mounted first (its mount may be
+    // under way since boot; made before it, the directory would be hidden under it).
+    let rw = format!("{}/", ironpod_protocol::WRITABLE_DIR);
+    if let Some(serial) = path.strip_prefix(&rw).and_then(|r| r.split('/').next()) {
+        container::storage::writable(serial)?;
     }
     std::fs::create_dir_all(p).map_err(|e| with_path(path, e))?;
     if let Some(a) = attrs {

@@ -13,7 +13,7 @@ use ironpod_kube::quantity::IntOrString;
 use ironpod_kube::workload::{
     DeploymentSpec, DeploymentStatus, PodTemplateSpec, ReplicaSetSpec, ReplicaStatus, StrategyType,
 };
-use ironpod_kube::{KubeStore, StoreError, Stored};
+use ironpod_kube::{KubeStore, Stored};
 
 use crate::ControllerError;
 
@@ -55,10 +55,7 @@ fn rs_status(rs: &Stored) -> ReplicaStatus {
 pub fn sync(store: &mut KubeStore) -> Result<(), ControllerError> {
     for d in store.list(Kind::Deployment, None)? {
         let Body::Deployment(spec) = &d.object.body else { continue };
-        match sync_one(store, &d, spec) {
-            Err(ControllerError::Store(StoreError::Conflict(_))) => {} // again next pass
-            other => other?,
-        }
+        crate::each("deployment", d.name(), || sync_one(store, &d, spec));
     }
     Ok(())
 }
@@ -113,9 +110,24 @@ fn sync_one(
         }
         return Ok(());
     }
+    let hash = template_hash(&spec.template);
+    if owned.iter().any(|r| r.deleting() && r.object.metadata.labels.get(HASH_LABEL) == Some(&hash))
+    {
+        // This template's ReplicaSet is still going (history cleaned, say): its name is
+        // taken until its pods are gone; next pass.
+        return Ok(());
+    }
+    // Pods of the old ReplicaSets, those being deleted too (Recreate waits for them).
+    let old_pods = |store: &KubeStore, olds: &[Stored]| -> Result<usize, ControllerError> {
+        let pods = store.list(Kind::Pod, Some(&ns))?;
+        Ok(pods
+            .iter()
+            .filter(|p| olds.iter().any(|o| p.object.metadata.controller_uid() == Some(o.uid())))
+            .filter(|p| !crate::replicas::ended(p))
+            .count())
+    };
     let mut rss: Vec<Stored> = owned.into_iter().filter(|r| !r.deleting()).collect();
     rss.sort_by_key(revision);
-    let hash = template_hash(&spec.template);
     let max_rev = rss.iter().map(revision).max().unwrap_or(0);
     let paused = spec.paused == Some(true);
     let replicas = spec.replicas.unwrap_or(1).max(0);
@@ -133,12 +145,25 @@ fn sync_one(
     };
     let olds: Vec<Stored> =
         rss.iter().filter(|r| Some(r.uid()) != new.as_ref().map(Stored::uid)).cloned().collect();
-    if let (Some(new), false) = (&new, paused) {
-        match spec.strategy.as_ref().and_then(|s| s.kind) {
-            Some(StrategyType::Recreate) => recreate(store, d, new, &olds, replicas)?,
-            _ => rolling(store, d, spec, new, &olds, replicas)?,
+    match (&new, paused) {
+        (Some(new), false) => {
+            match spec.strategy.as_ref().and_then(|s| s.kind) {
+                Some(StrategyType::Recreate) => {
+                    let running = old_pods(store, &olds)?;
+                    recreate(store, d, new, &olds, replicas, running)?
+                }
+                _ => rolling(store, d, spec, new, &olds, replicas)?,
+            }
+            clean_history(store, spec, &olds)?;
         }
-        clean_history(store, spec, &olds)?;
+        // Paused: no rollout, but scaling goes on (the ReplicaSet that has pods).
+        (_, true) => {
+            let active: Vec<&Stored> = rss.iter().filter(|r| rs_replicas(r) > 0).collect();
+            if let [only] = active.as_slice() {
+                scale(store, d, only, replicas)?;
+            }
+        }
+        (None, false) => {}
     }
     write_status(store, d, spec, new.as_ref(), replicas)
 }
@@ -179,15 +204,15 @@ fn recreate(
     new: &Stored,
     olds: &[Stored],
     replicas: i64,
+    old_pods: usize,
 ) -> Result<(), ControllerError> {
-    let mut old_pods = false;
     for o in olds {
         if rs_replicas(o) > 0 {
             scale(store, d, o, 0)?;
         }
-        old_pods |= rs_status(o).replicas > 0;
     }
-    if !old_pods {
+    // New pods only once every old one is gone (those in their grace period too).
+    if old_pods == 0 {
         scale(store, d, new, replicas)?;
     }
     Ok(())
@@ -219,7 +244,7 @@ fn rolling(
     // Up: the new ReplicaSet grows within maxSurge.
     let mut target = new_n;
     if new_n < replicas {
-        let room = (replicas + surge - total).max(0);
+        let room = replicas.saturating_add(surge).saturating_sub(total).max(0);
         target = new_n + room.min(replicas - new_n);
     } else if new_n > replicas {
         target = replicas;
@@ -232,7 +257,7 @@ fn rolling(
     // Down: old ReplicaSets shrink as long as enough pods stay available.
     let min_available = replicas - unavail;
     let new_unavailable = (target - rs_status(new).available_replicas).max(0);
-    let mut budget = total - min_available - new_unavailable;
+    let mut budget = total.saturating_sub(min_available).saturating_sub(new_unavailable);
     // Old pods that are not available go first: they count against nothing.
     for o in olds {
         let n = rs_replicas(o);

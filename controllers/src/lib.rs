@@ -34,6 +34,15 @@ use ironpod_kube::{KubeStore, StoreError};
 /// which does change the store; VMs and kubelets that end do not).
 pub const RESYNC: Duration = Duration::from_secs(1);
 
+/// Runs `f` for one object: an error is logged and the pass goes on with the next object
+/// (one bad object must not stop the others' controllers).
+pub(crate) fn each<T>(what: &str, name: &str, f: impl FnOnce() -> Result<T, ControllerError>) {
+    match f() {
+        Ok(_) | Err(ControllerError::Store(StoreError::Conflict(_))) => {}
+        Err(e) => tracing::warn!("{what} {name}: {e}"),
+    }
+}
+
 /// Errors of a controller pass.
 #[derive(Debug, thiserror::Error)]
 pub enum ControllerError {
@@ -118,14 +127,18 @@ impl Controller {
     }
 
     /// One pass of every controller.
+    /// One pass of every controller (one that fails does not hold back the others; its
+    /// error is returned once they have all run).
     pub fn pass(&mut self) -> Result<(), ControllerError> {
-        namespaces::sync(&mut self.store, &self.root)?;
-        deployments::sync(&mut self.store)?;
-        replicas::sync(&mut self.store)?;
-        replicas::collect_garbage(&mut self.store)?;
-        pods::sync(&mut self.store, &self.root, &mut self.kubelets)?;
-        services::sync(&mut self.store, &self.root, &mut self.services)?;
-        Ok(())
+        let results = [
+            namespaces::sync(&mut self.store, &self.root),
+            deployments::sync(&mut self.store),
+            replicas::sync(&mut self.store),
+            replicas::collect_garbage(&mut self.store),
+            pods::sync(&mut self.store, &self.root, &mut self.kubelets),
+            services::sync(&mut self.store, &self.root, &mut self.services),
+        ];
+        results.into_iter().find(Result::is_err).unwrap_or(Ok(()))
     }
 
     /// Runs passes until `stop` returns true: after every change of the store, and every

@@ -84,7 +84,9 @@ pub fn sync(
         if p.deleting() {
             if !running && !kubelets.started.contains_key(&uid) {
                 clean_up(root, &uid);
-                store.finalize(Kind::Pod, p.namespace(), p.name(), &uid)?;
+                crate::each("pod", p.name(), || {
+                    Ok(store.finalize(Kind::Pod, p.namespace(), p.name(), &uid)?)
+                });
             }
             continue;
         }

@@ -15,6 +15,9 @@ use ironpod_kube::{KubeStore, StoreError, Stored};
 
 use crate::ControllerError;
 
+/// Most pods one owner makes or deletes in one pass.
+pub const BURST: usize = 500;
+
 /// What RCs and ReplicaSets have in common.
 pub struct Owner {
     /// The stored object.
@@ -136,7 +139,7 @@ pub fn sync(store: &mut KubeStore) -> Result<(), ControllerError> {
     let mut owners = store.list(Kind::ReplicationController, None)?;
     owners.extend(store.list(Kind::ReplicaSet, None)?);
     for o in owners.iter().filter_map(Owner::of) {
-        sync_one(store, &o)?;
+        crate::each(o.stored.object.kind().name(), o.stored.name(), || sync_one(store, &o));
     }
     Ok(())
 }
@@ -195,7 +198,9 @@ fn sync_one(store: &mut KubeStore, o: &Owner) -> Result<(), ControllerError> {
         owned.iter().filter(|p| !p.deleting() && !ended(p)).cloned().collect();
     let want = o.replicas.max(0) as usize;
     if active.len() < want {
-        for _ in active.len()..want {
+        // At most BURST a pass, as Kubernetes' burstReplicas: a huge count does not hold
+        // the controllers up; the rest come in the next passes.
+        for _ in active.len()..want.min(active.len() + BURST) {
             let made = create_pod(store, o)?;
             let _ = store.record_event(
                 &uid,
@@ -208,7 +213,7 @@ fn sync_one(store: &mut KubeStore, o: &Owner) -> Result<(), ControllerError> {
         }
     } else if active.len() > want {
         deletion_order(&mut active);
-        let extra = active.len() - want;
+        let extra = (active.len() - want).min(BURST);
         for p in active.drain(..extra) {
             store.delete(Kind::Pod, &ns, p.name())?;
             let _ = store.record_event(

@@ -1,7 +1,8 @@
 //! Services: the Endpoints of each Service with a selector (its matching pods' addresses
 //! and target ports, ready ones and not-ready ones apart), the rules that make a Service's
 //! cluster IP reach its ready pods inside its namespace's network
-//! (`ironpod_net::services`), and node ports published on the host.
+//! (`ironpod_net::services`), node ports published on the host, and each Service served
+//! in the other namespaces' networks (a proxy on its cluster IP there).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
@@ -29,20 +30,35 @@ pub const MANAGED: &str = "ironpod.io/endpoints-of";
 /// after a host reboot has none).
 const REAPPLY: Duration = Duration::from_secs(10);
 
+/// A node port as served: (service uid, node port, protocol, cluster IP, service port).
+type NodePortKey = (String, i64, Protocol, Ipv4Addr, i64);
+
 /// What the service controller keeps between passes.
 pub struct Services {
     /// The host address node ports listen on.
     node_address: Ipv4Addr,
     /// The rules last written to each namespace's network, and when.
     applied: HashMap<String, (String, Instant)>,
-    /// Node ports served: (service uid, port, protocol) → the publication.
-    node_ports: HashMap<(String, i64, Protocol), Publication>,
+    /// Node ports served: (service uid, node port, protocol, cluster IP, port) → the
+    /// publication.
+    node_ports: HashMap<NodePortKey, Publication>,
+    /// Other namespaces' Services served in a namespace's network: (namespace, service
+    /// uid, port, protocol) → the proxy.
+    across: HashMap<(String, String, i64, Protocol), Publication>,
+    /// The service addresses last put on each namespace's loopback, and when.
+    local: HashMap<String, (Vec<Ipv4Addr>, Instant)>,
 }
 
 impl Services {
     /// Node ports listen on `node_address`.
     pub fn new(node_address: Ipv4Addr) -> Self {
-        Services { node_address, applied: HashMap::new(), node_ports: HashMap::new() }
+        Services {
+            node_address,
+            applied: HashMap::new(),
+            node_ports: HashMap::new(),
+            across: HashMap::new(),
+            local: HashMap::new(),
+        }
     }
 }
 
@@ -133,7 +149,7 @@ pub fn sync(store: &mut KubeStore, root: &Path, st: &mut Services) -> Result<(),
         let ns_pods: Vec<Stored> =
             pods.iter().filter(|p| p.namespace() == s.namespace()).cloned().collect();
         let want = subsets(spec, &ns_pods);
-        write_endpoints(store, s, want)?;
+        crate::each("endpoints of service", s.name(), || write_endpoints(store, s, want));
     }
     // Endpoints this controller made whose Service is gone.
     for e in store.list(Kind::Endpoints, None)? {
@@ -174,10 +190,18 @@ pub fn sync(store: &mut KubeStore, root: &Path, st: &mut Services) -> Result<(),
             });
         }
     }
+    // Every namespace with a network gets its rules (none when it has no Service: a
+    // Service's rules go with it).
+    for ns in store.list(Kind::Namespace, None)? {
+        namespaces.entry(ns.name().to_string()).or_default();
+    }
     let nets = NetworkStore::open(root).map_err(|e| ControllerError::Other(e.to_string()))?;
     let mut namespace_of_net = HashMap::new();
     for (ns, rules) in &namespaces {
-        let Ok(net) = nets.find(&format!("kube-{ns}")) else { continue };
+        let Some(name) = ironpod_kubelet::runner::podvm::namespace_network_of(root, ns) else {
+            continue;
+        };
+        let Ok(net) = nets.find(&name) else { continue };
         let path = match ironpod_net::ensure_network(root, &net, false) {
             Ok(p) => p,
             Err(e) => {
@@ -198,7 +222,71 @@ pub fn sync(store: &mut KubeStore, root: &Path, st: &mut Services) -> Result<(),
         }
     }
     node_ports(st, &services, &namespace_of_net);
+    across(st, &services, &namespace_of_net);
     Ok(())
+}
+
+/// Serves each Service in every other namespace's network (on its cluster IP, an address of
+/// that network's loopback), through a proxy that connects from the Service's own network:
+/// the way between namespaces, whose pods cannot reach each other directly.
+fn across(st: &mut Services, services: &[Stored], nets: &HashMap<String, std::path::PathBuf>) {
+    type Want =
+        ((String, String, i64, Protocol), Ipv4Addr, std::path::PathBuf, std::path::PathBuf, String);
+    let mut wanted: Vec<Want> = Vec::new();
+    let mut addresses: HashMap<&str, Vec<Ipv4Addr>> = HashMap::new();
+    for (ns, path) in nets {
+        let mine = addresses.entry(ns.as_str()).or_default();
+        for s in services.iter().filter(|s| s.namespace() != ns) {
+            let Body::Service(spec) = &s.object.body else { continue };
+            let Some(ip) = spec.cluster_ip.as_deref().and_then(|i| i.parse::<Ipv4Addr>().ok())
+            else {
+                continue;
+            };
+            let Some(home) = nets.get(s.namespace()) else { continue };
+            mine.push(ip);
+            for p in &spec.ports {
+                let key = (ns.clone(), s.uid().to_string(), p.port, protocol(p.protocol));
+                wanted.push((key, ip, path.clone(), home.clone(), s.name().to_string()));
+            }
+        }
+    }
+    // Proxies of Services gone or changed go first (their addresses may be reused).
+    st.across.retain(|k, _| wanted.iter().any(|(w, ..)| w == k));
+    for (ns, mut addrs) in addresses {
+        addrs.sort();
+        addrs.dedup();
+        let fresh = st.local.get(ns).is_some_and(|(a, t)| *a == addrs && t.elapsed() < REAPPLY);
+        if fresh {
+            continue;
+        }
+        match ironpod_net::services::set_local_addresses(&nets[ns], &addrs, SERVICE_RANGE) {
+            Ok(()) => {
+                st.local.insert(ns.to_string(), (addrs, Instant::now()));
+            }
+            Err(e) => tracing::warn!(namespace = %ns, "service addresses: {e}"),
+        }
+    }
+    for (key, ip, path, home, name) in wanted {
+        if st.across.contains_key(&key) {
+            continue;
+        }
+        let m = PortMapping {
+            host_ip: ip,
+            host_port: key.2 as u16,
+            pod_port: key.2 as u16,
+            protocol: key.3,
+        };
+        // Bound inside this namespace's network, connecting from the Service's.
+        let made = ironpod_net::netns::run_in(&path, move || {
+            ironpod_net::proxy::publish_until_dropped(&[m], &home, ip).map_err(|e| e.to_string())
+        });
+        match made {
+            Ok((_, publication)) => {
+                st.across.insert(key, publication);
+            }
+            Err(e) => tracing::warn!(service = %name, namespace = %key.0, "serve it across: {e}"),
+        }
+    }
 }
 
 /// Publishes the node ports of NodePort Services (whose namespace has a network) and stops
@@ -216,26 +304,30 @@ fn node_ports(st: &mut Services, services: &[Stored], nets: &HashMap<String, std
         let Some(ns) = nets.get(s.namespace()) else { continue };
         for p in &spec.ports {
             let Some(node_port) = p.node_port else { continue };
-            let key = (s.uid().to_string(), node_port, protocol(p.protocol));
-            wanted.push(key.clone());
-            if st.node_ports.contains_key(&key) {
-                continue;
-            }
-            let m = PortMapping {
-                host_ip: st.node_address,
-                host_port: node_port as u16,
-                pod_port: p.port as u16,
-                protocol: protocol(p.protocol),
-            };
-            match ironpod_net::proxy::publish_until_dropped(&[m], ns, ip) {
-                Ok((_, publication)) => {
-                    st.node_ports.insert(key, publication);
-                }
-                Err(e) => tracing::warn!(service = %s.name(), "node port {node_port}: {e}"),
-            }
+            let key = (s.uid().to_string(), node_port, protocol(p.protocol), ip, p.port);
+            wanted.push((key, ns.clone(), s.name().to_string()));
         }
     }
-    st.node_ports.retain(|k, _| wanted.contains(k));
+    // Those of Services gone or changed go first: a changed one binds its port again.
+    st.node_ports.retain(|k, _| wanted.iter().any(|(w, _, _)| w == k));
+    for (key, ns, name) in wanted {
+        if st.node_ports.contains_key(&key) {
+            continue;
+        }
+        let (_, node_port, proto, ip, port) = key.clone();
+        let m = PortMapping {
+            host_ip: st.node_address,
+            host_port: node_port as u16,
+            pod_port: port as u16,
+            protocol: proto,
+        };
+        match ironpod_net::proxy::publish_until_dropped(&[m], &ns, ip) {
+            Ok((_, publication)) => {
+                st.node_ports.insert(key, publication);
+            }
+            Err(e) => tracing::warn!(service = %name, "node port {node_port}: {e}"),
+        }
+    }
 }
 
 fn write_endpoints(
@@ -245,7 +337,13 @@ fn write_endpoints(
 ) -> Result<(), ControllerError> {
     let body = Body::Endpoints(subsets);
     match store.get(Kind::Endpoints, s.namespace(), s.name())? {
-        Some(cur) if cur.object.body == body => Ok(()),
+        Some(cur)
+            if cur.object.body == body
+                && cur.object.metadata.annotations.get(MANAGED).map(String::as_str)
+                    == Some(s.uid()) =>
+        {
+            Ok(())
+        }
         Some(cur) => {
             let mut o = cur.object.clone();
             o.body = body;

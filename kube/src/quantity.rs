@@ -126,8 +126,8 @@ impl IntOrString {
                     .and_then(|p| p.parse().ok())
                     .filter(|p| (0..=100).contains(p))
                     .ok_or_else(|| format!("{s:?} is neither a number nor a percentage"))?;
-                let num = total * p;
-                Ok(if round_up { (num + 99) / 100 } else { num / 100 })
+                let num = total.saturating_mul(p);
+                Ok(if round_up { num.saturating_add(99) / 100 } else { num / 100 })
             }
         }
     }

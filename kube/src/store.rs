@@ -203,6 +203,13 @@ impl KubeStore {
         Ok(s)
     }
 
+    /// A write transaction that takes the write lock at once (waiting for it up to the busy
+    /// timeout): one that read first and then wrote could fail at once when another process
+    /// wrote meanwhile.
+    fn write_tx(&mut self) -> Result<rusqlite::Transaction<'_>, StoreError> {
+        Ok(self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?)
+    }
+
     /// The store's version: it moves with every write.
     pub fn version(&self) -> Result<i64, StoreError> {
         Ok(self.conn.query_row("SELECT value FROM counter WHERE id = 0", [], |r| r.get(0))?)
@@ -274,9 +281,13 @@ impl KubeStore {
                 |r| r.get(0),
             )
             .optional()?;
+        let deleting = |text: &str| {
+            let v: Value = serde_json::from_str(text).unwrap_or_default();
+            v.pointer("/metadata/deletionTimestamp").is_some_and(|t| !t.is_null())
+        };
         match row {
             None => Err(StoreError::NotFound { kind: "namespaces".into(), name: ns.into() }),
-            Some(r) if r.contains("\"deletionTimestamp\"") => Err(StoreError::Invalid(format!(
+            Some(r) if deleting(&r) => Err(StoreError::Invalid(format!(
                 "namespace {ns:?} is being deleted: no new objects in it"
             ))),
             Some(_) => Ok(()),
@@ -286,7 +297,7 @@ impl KubeStore {
     /// Makes a new object (fails if its name is taken).
     pub fn create(&mut self, mut o: Object) -> Result<Stored, StoreError> {
         let kind = o.kind();
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         Self::check_namespace(&tx, kind, &o)?;
         let ns = Self::ns_key(kind, &o);
         let taken: bool = tx
@@ -365,10 +376,8 @@ impl KubeStore {
             return Err(StoreError::Invalid("an update must be of the same object".into()));
         }
         normalise(&mut new)?;
-        {
-            let tx = self.conn.transaction()?;
-            allocate(&tx, &mut new, Some(&old.object))?;
-        }
+        let tx = self.write_tx()?;
+        allocate(&tx, &mut new, Some(&old.object))?;
         check_immutable(&old.object, &new)?;
         let om = &old.object.metadata;
         let spec_changed = new.spec_value() != old.object.spec_value();
@@ -384,7 +393,6 @@ impl KubeStore {
         if new == old.object {
             return Ok((Applied::Unchanged, old.clone()));
         }
-        let tx = self.conn.transaction()?;
         let rv = Self::bump(&tx)?;
         new.metadata.resource_version = Some(rv.to_string());
         let text = new.to_value().to_string();
@@ -410,7 +418,7 @@ impl KubeStore {
         status: &Value,
     ) -> Result<bool, StoreError> {
         let ns = if kind.namespaced() { ns } else { "" };
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         let cur: Option<(Option<String>, String)> = tx
             .query_row(
                 "SELECT status, object FROM objects WHERE kind = ?1 AND namespace = ?2 AND name = ?3 AND uid = ?4",
@@ -454,13 +462,18 @@ impl KubeStore {
         }
         let mut o = old.object.clone();
         o.metadata.deletion_timestamp = Some(ironpod_images::time::now_rfc3339());
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         let rv = Self::bump(&tx)?;
         o.metadata.resource_version = Some(rv.to_string());
-        tx.execute(
-            "UPDATE objects SET object = ?1, version = ?2 WHERE uid = ?3",
-            params![o.to_value().to_string(), rv, old.uid()],
+        let n = tx.execute(
+            "UPDATE objects SET object = ?1, version = ?2 WHERE uid = ?3 AND version = ?4",
+            params![o.to_value().to_string(), rv, old.uid(), old.version()],
         )?;
+        if n != 1 {
+            // Written meanwhile: mark what is there now.
+            drop(tx);
+            return self.delete(kind, ns, name);
+        }
         tx.commit()?;
         Ok(old)
     }
@@ -474,7 +487,7 @@ impl KubeStore {
         uid: &str,
     ) -> Result<bool, StoreError> {
         let ns = if kind.namespaced() { ns } else { "" };
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         let n = tx.execute(
             "DELETE FROM objects WHERE kind = ?1 AND namespace = ?2 AND name = ?3 AND uid = ?4",
             params![kind.name(), ns, name, uid],
@@ -498,7 +511,7 @@ impl KubeStore {
         source: &str,
     ) -> Result<(), StoreError> {
         let now = ironpod_images::time::now_rfc3339();
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         let last: Option<(i64, String, String)> = tx
             .query_row(
                 "SELECT id, reason, message FROM events WHERE uid = ?1 ORDER BY id DESC LIMIT 1",
@@ -615,6 +628,9 @@ fn check_immutable(old: &Object, new: &Object) -> Result<(), StoreError> {
             if b.cluster_ip.is_some() && a.cluster_ip.is_some() && a.cluster_ip != b.cluster_ip =>
         {
             refuse("spec.clusterIP")
+        }
+        (Body::Pod(a), Body::Pod(b)) if a != b => {
+            refuse("a pod's spec (as in Kubernetes: delete the pod and apply it again)")
         }
         (Body::ReplicaSet(a), Body::ReplicaSet(b)) if a.selector != b.selector => {
             refuse("spec.selector")

@@ -111,9 +111,13 @@ fn rollout_limit(path: &str, v: &Option<IntOrString>) -> Result<bool, String> {
     }
 }
 
+/// Kubernetes' int32 fields: at most this.
+const INT32_MAX: i64 = i32::MAX as i64;
+
 fn nonneg(path: &str, v: Option<i64>) -> R {
     match v {
         Some(n) if n < 0 => fail(path, "must not be negative"),
+        Some(n) if n > INT32_MAX => fail(path, format!("must be at most {INT32_MAX}")),
         _ => Ok(()),
     }
 }
@@ -408,6 +412,9 @@ fn check_probe(p: &Probe, pp: &str, one_success: bool, c: &Container) -> R {
     ] {
         if v.is_some_and(|v| v < min) {
             fail(&format!("{pp}.{f}"), format!("must be at least {min}"))?;
+        }
+        if v.is_some_and(|v| v > INT32_MAX) {
+            fail(&format!("{pp}.{f}"), format!("must be at most {INT32_MAX}"))?;
         }
     }
     if one_success && p.success_threshold.is_some_and(|s| s != 1) {

@@ -59,7 +59,11 @@ pub struct KubeletInfo {
 pub struct RunningContainer {
     /// Its id in the guest.
     pub id: String,
-    /// Its process (what an exec'd process is made like: env, user, directory).
+    /// Its init process's pid in the guest (an exec'd process takes its environment from
+    /// there: the variables, Secrets' values among them, never touch the host's disk).
+    pub pid: i32,
+    /// Its process without its environment (what an exec'd process is made like: user,
+    /// directory, capabilities).
     pub process: oci_spec::runtime::Process,
 }
 
@@ -71,7 +75,17 @@ fn info_path(root: &Path, uid: &str) -> PathBuf {
 pub fn write_info(root: &Path, uid: &str, info: &KubeletInfo) -> std::io::Result<()> {
     let p = info_path(root, uid);
     let tmp = p.with_extension("json.tmp");
-    fs::write(&tmp, serde_json::to_vec(info).unwrap_or_default())?;
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(&serde_json::to_vec(info).unwrap_or_default())?;
+    }
     fs::rename(tmp, p)
 }
 
@@ -99,24 +113,26 @@ impl KubeletLock {
     /// Takes the lock; `None` when another kubelet holds it.
     pub fn take(root: &Path, uid: &str) -> std::io::Result<Option<KubeletLock>> {
         let f = lock_file(root, uid)?;
-        // SAFETY: flock on a descriptor we own; released when it closes.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        // A look by [`kubelet_running`] holds it shared for a moment: try for a while.
+        for _ in 0..40 {
+            // SAFETY: flock on a descriptor we own; released when it closes.
+            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return Ok(Some(KubeletLock { _file: f }));
+            }
             let e = std::io::Error::last_os_error();
-            return match e.raw_os_error() {
-                Some(libc::EWOULDBLOCK) => Ok(None),
-                _ => Err(e),
-            };
+            if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(e);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
         }
-        Ok(Some(KubeletLock { _file: f }))
+        Ok(None)
     }
 }
 
 /// Whether a kubelet runs for the pod (holds its lock).
 pub fn kubelet_running(root: &Path, uid: &str) -> bool {
-    if !pod_dir(root, uid).join("kubelet.lock").exists() {
-        return false;
-    }
-    let Ok(f) = lock_file(root, uid) else { return false };
+    // Opened, never made: a look does not bring back a directory just removed.
+    let Ok(f) = fs::File::open(pod_dir(root, uid).join("kubelet.lock")) else { return false };
     // SAFETY: flock on a descriptor we own; a shared lock we get is released at once.
     let free = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0;
     !free

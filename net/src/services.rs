@@ -105,8 +105,67 @@ pub fn apply(ns: &Path, rules: &[ServiceRule], range: (Ipv4Addr, u8)) -> Result<
     .map_err(NetworkError::Plumb)
 }
 
+/// Makes the service-range addresses on the namespace's loopback exactly `ips` (each /32):
+/// where other namespaces' Services are served in it (by the controller's proxies).
+pub fn set_local_addresses(
+    ns: &Path,
+    ips: &[Ipv4Addr],
+    range: (Ipv4Addr, u8),
+) -> Result<(), NetworkError> {
+    let want: Vec<Ipv4Addr> = ips.to_vec();
+    crate::netns::run_in(ns, move || {
+        let ip = |args: &[&str]| -> Result<String, String> {
+            let out = Command::new("ip")
+                .args(args)
+                .output()
+                .map_err(|e| format!("run ip (package iproute2): {e}"))?;
+            match out.status.success() {
+                true => Ok(String::from_utf8_lossy(&out.stdout).into_owned()),
+                false => Err(format!(
+                    "ip {}: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )),
+            }
+        };
+        let listed = ip(&["-4", "-o", "addr", "show", "dev", "lo"])?;
+        let have = local_addresses(&listed, range);
+        for a in have.iter().filter(|a| !want.contains(a)) {
+            ip(&["addr", "del", &format!("{a}/32"), "dev", "lo"])?;
+        }
+        for a in want.iter().filter(|a| !have.contains(a)) {
+            ip(&["addr", "add", &format!("{a}/32"), "dev", "lo"])?;
+        }
+        Ok(())
+    })
+    .map_err(NetworkError::Plumb)
+}
+
+/// The service-range addresses in `ip -4 -o addr show` output.
+fn local_addresses(listed: &str, (net, prefix): (Ipv4Addr, u8)) -> Vec<Ipv4Addr> {
+    let mask = u32::MAX << (32 - prefix);
+    listed
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            w.position(|x| x == "inet")?;
+            let a: Ipv4Addr = w.next()?.split('/').next()?.parse().ok()?;
+            (u32::from(a) & mask == u32::from(net) & mask).then_some(a)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn reads_local_service_addresses() {
+        let listed = "1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever\n1: lo    inet 10.96.0.7/32 scope global lo\\       valid_lft forever\n";
+        assert_eq!(
+            local_addresses(listed, ("10.96.0.0".parse().unwrap(), 16)),
+            ["10.96.0.7".parse::<Ipv4Addr>().unwrap()]
+        );
+    }
+
     use super::*;
 
     fn rules() -> Vec<ServiceRule> {

@@ -345,7 +345,7 @@ pub fn get(root: &Path, a: GetArgs) -> Result<i32, Failure> {
             ns.as_deref(),
             sel.as_ref(),
             &groups[0].1,
-            (out == Output::Wide, a.show_labels, a.all_namespaces),
+            (out, a.show_labels, a.all_namespaces),
         )?;
     }
     Ok(i32::from(failed))
@@ -385,7 +385,7 @@ fn watch(
     ns: Option<&str>,
     sel: Option<&LabelSelector>,
     first: &[Stored],
-    (wide, labels, all_ns): (bool, bool, bool),
+    (out, labels, all_ns): (Output, bool, bool),
 ) -> Result<(), Failure> {
     let mut seen: HashMap<String, i64> =
         first.iter().map(|o| (o.uid().to_string(), o.version())).collect();
@@ -404,9 +404,20 @@ fn watch(
         for o in &changed {
             seen.insert(o.uid().to_string(), o.version());
         }
-        if !changed.is_empty() {
-            print_table(k, &changed, wide, labels, all_ns, !header_done);
-            header_done = true;
+        if changed.is_empty() {
+            continue;
+        }
+        match out {
+            Output::Json | Output::Yaml => {
+                for o in &changed {
+                    emit(vec![document(o)], true, out)?;
+                }
+            }
+            Output::Name => changed.iter().for_each(|o| println!("{}", o.object.reference())),
+            Output::Table | Output::Wide => {
+                print_table(k, &changed, out == Output::Wide, labels, all_ns, !header_done);
+                header_done = true;
+            }
         }
     }
 }

@@ -222,7 +222,17 @@ pub fn exec(root: &Path, a: ExecArgs) -> Result<i32, Failure> {
     };
     let mut ctl = ironpod_pods::agent_client::AgentClient::open(&uds, Duration::from_secs(30))
         .map_err(|e| Failure::Other(format!("error: {e}")))?;
+    // The container's variables, as its process has them in the guest (never on the host).
+    let environ = ctl
+        .read_file_upto(&format!("/proc/{}/environ", run.pid), 1 << 20)
+        .map_err(|e| Failure::Other(format!("error: the container's environment: {e}")))?;
+    let env: Vec<String> = environ
+        .split(|b| *b == 0)
+        .filter(|v| !v.is_empty())
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect();
     let mut process = run.process.clone();
+    process.set_env(Some(env));
     process.set_args(Some(a.command.clone()));
     process.set_terminal(Some(a.tty));
     let io = crate::exec::ExecIo { interactive: a.stdin, tty: a.tty, detach: false, user: None };

@@ -139,3 +139,14 @@ fn names_and_uids() {
     assert_eq!(u.len(), 36);
     assert_ne!(u, new_uid());
 }
+
+#[test]
+fn pod_specs_are_immutable() {
+    let (_d, mut s) = store();
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: a, image: demo}]}\n";
+    s.apply(one(pod)).unwrap();
+    let e = s.apply(one(&pod.replace("image: demo", "image: other"))).unwrap_err();
+    assert!(e.to_string().contains("a pod's spec"), "{e}");
+    let (a, _) = s.apply(one(&pod.replace("{name: p}", "{name: p, labels: {x: y}}"))).unwrap();
+    assert_eq!(a, Applied::Configured, "metadata may change");
+}

@@ -174,26 +174,27 @@ fn agent_msg(e: &ClientError) -> String {
 }
 
 /// Makes and starts run `guest_id` of the slot's container: its output goes to its log,
-/// a thread waits for its end, and its probes start.
+/// a thread waits for its end, and its probes start. Returns its init's pid in the guest.
 pub fn start(
     ctl: &mut AgentClient,
     slot: &mut Slot,
     slot_no: usize,
     guest_id: &str,
     i: StartInput<'_>,
-) -> Result<(), StartError> {
+) -> Result<i32, StartError> {
     let process = i.spec.process().clone().unwrap_or_default();
-    ctl.create_container(CreateContainer {
-        id: guest_id.to_string(),
-        spec: Box::new(i.spec),
-        rootfs: RootfsDisks { layers: i.layers, writable: i.writable.to_string() },
-        stdin: slot.c.stdin,
-    })
-    .map_err(|e| StartError {
-        reason: "CreateContainerError",
-        message: agent_msg(&e),
-        code: 128,
-    })?;
+    let pid = ctl
+        .create_container(CreateContainer {
+            id: guest_id.to_string(),
+            spec: Box::new(i.spec),
+            rootfs: RootfsDisks { layers: i.layers, writable: i.writable.to_string() },
+            stdin: slot.c.stdin,
+        })
+        .map_err(|e| StartError {
+            reason: "CreateContainerError",
+            message: agent_msg(&e),
+            code: 128,
+        })?;
     if let Some(dir) = i.log.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
@@ -267,12 +268,14 @@ pub fn start(
         });
     }
     slot.stop_probes = Some(stop);
-    Ok(())
+    Ok(pid)
 }
 
 /// Sleeps up to `d`, waking early when `stop` is set; returns whether it was.
 fn nap(d: Duration, stop: &AtomicBool) -> bool {
-    let end = Instant::now() + d;
+    let end = Instant::now()
+        .checked_add(d)
+        .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365));
     while Instant::now() < end {
         if stop.load(Ordering::SeqCst) {
             return true;

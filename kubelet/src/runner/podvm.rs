@@ -126,11 +126,11 @@ pub fn vm_size(pod: &PodSpec) -> Result<(u8, u64, Option<f64>), String> {
     let (mut mem_set, mut cpu_set) = (false, false);
     for c in &pod.containers {
         if let Some(q) = limit(c, "memory") {
-            mem += q.bytes()?;
+            mem = mem.saturating_add(q.bytes()?);
             mem_set = true;
         }
         if let Some(q) = limit(c, "cpu") {
-            cpu += q.millicpu()?;
+            cpu = cpu.saturating_add(q.millicpu()?);
             cpu_set = true;
         }
     }
@@ -154,18 +154,51 @@ pub fn vm_size(pod: &PodSpec) -> Result<(u8, u64, Option<f64>), String> {
     Ok((vcpus, memory_mib, cpus))
 }
 
+/// The label that marks a network as a namespace's.
+pub const NAMESPACE_LABEL: &str = "io.ironpod.kube.namespace";
+
+/// The name of a namespace's network: `kube-NAMESPACE`, shortened with a hash for names
+/// that would pass a network name's 64 characters.
+pub fn network_name(namespace: &str) -> String {
+    let name = format!("kube-{namespace}");
+    if name.len() <= 64 {
+        return name;
+    }
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    namespace.hash(&mut h);
+    format!("kube-{}-{:016x}", &namespace[..40], h.finish())
+}
+
+/// The network of a namespace's pods, if it has one (a network of that name that is not
+/// labelled as the namespace's is not it).
+pub fn namespace_network_of(root: &Path, namespace: &str) -> Option<String> {
+    let name = network_name(namespace);
+    let store = NetworkStore::open(root).ok()?;
+    let net = store.find(&name).ok()?;
+    (net.labels.get(NAMESPACE_LABEL).map(String::as_str) == Some(namespace)).then_some(name)
+}
+
 /// The network of a namespace's pods (made when first needed).
 pub fn namespace_network(root: &Path, namespace: &str) -> Result<String, String> {
-    let name = format!("kube-{namespace}");
+    let name = network_name(namespace);
     let mut store = NetworkStore::open(root).map_err(|e| e.to_string())?;
-    if store.find(&name).is_ok() {
-        return Ok(name);
+    let ours = |n: &ironpod_net::Network| {
+        n.labels.get(NAMESPACE_LABEL).map(String::as_str) == Some(namespace)
+    };
+    if let Ok(n) = store.find(&name) {
+        return match ours(&n) {
+            true => Ok(name),
+            false => Err(format!(
+                "network {name:?} exists and is not namespace {namespace:?}'s: remove or rename it"
+            )),
+        };
     }
-    let labels = [("io.ironpod.kube.namespace".to_string(), namespace.to_string())].into();
+    let labels = [(NAMESPACE_LABEL.to_string(), namespace.to_string())].into();
     match store.create(&NewNetwork { name: &name, labels, ..Default::default() }) {
         Ok(_) => Ok(name),
         // Another pod of the namespace made it meanwhile.
-        Err(_) if store.find(&name).is_ok() => Ok(name),
+        Err(_) if store.find(&name).is_ok_and(|n| ours(&n)) => Ok(name),
         Err(e) => Err(format!("the namespace's network: {e}")),
     }
 }
@@ -188,6 +221,8 @@ pub struct PodVm {
     pub shared: BTreeMap<String, String>,
     /// Host ports published.
     pub ports: Vec<PortMapping>,
+    /// Their proxies (they stop when the VM's run ends).
+    pub publication: Option<ironpod_net::proxy::Publication>,
     /// When the VM started (RFC 3339).
     pub started_at: String,
 }
@@ -330,7 +365,7 @@ pub fn boot(i: &BootInput<'_>) -> Result<PodVm, String> {
     let name_files = guest_network(&mut ctl, i, &net);
     let ports = name_files.and_then(|()| publish(i.pod, &net));
     match ports {
-        Ok(ports) => Ok(PodVm {
+        Ok((ports, publication)) => Ok(PodVm {
             vm,
             ctl,
             uds,
@@ -339,6 +374,7 @@ pub fn boot(i: &BootInput<'_>) -> Result<PodVm, String> {
             writable: writable_serial,
             shared,
             ports,
+            publication,
             started_at,
         }),
         Err(e) => {
@@ -389,8 +425,11 @@ pub fn write_name_files(
     Ok(())
 }
 
-/// Publishes the containers' `hostPort`s (on 127.0.0.1 unless `hostIP` says otherwise).
-fn publish(pod: &PodSpec, net: &PodNetwork) -> Result<Vec<PortMapping>, String> {
+/// Publishes the containers' `hostPort`s (on 127.0.0.1 unless `hostIP` says otherwise), for
+/// as long as the returned publication is kept.
+type Published = (Vec<PortMapping>, Option<ironpod_net::proxy::Publication>);
+
+fn publish(pod: &PodSpec, net: &PodNetwork) -> Result<Published, String> {
     let mut maps = Vec::new();
     for p in pod.containers.iter().flat_map(|c| &c.ports) {
         let Some(host_port) = p.host_port else { continue };
@@ -409,9 +448,11 @@ fn publish(pod: &PodSpec, net: &PodNetwork) -> Result<Vec<PortMapping>, String> 
         });
     }
     if maps.is_empty() {
-        return Ok(maps);
+        return Ok((maps, None));
     }
-    network::proxy::publish(&maps, &net.net_ns, net.address).map_err(|e| e.to_string())
+    let (maps, p) = network::proxy::publish_until_dropped(&maps, &net.net_ns, net.address)
+        .map_err(|e| e.to_string())?;
+    Ok((maps, Some(p)))
 }
 
 #[cfg(test)]
@@ -447,6 +488,15 @@ mod tests {
         };
         let (vcpus, mem, cpus) = vm_size(&pod).unwrap();
         assert_eq!((vcpus, mem, cpus), (1, 512 + MEMORY_OVERHEAD_MIB, Some(0.5)));
+    }
+
+    #[test]
+    fn network_names() {
+        assert_eq!(network_name("default"), "kube-default");
+        let long = "n".repeat(63);
+        let n = network_name(&long);
+        assert!(n.len() <= 64 && n.starts_with("kube-nnn"), "{n}");
+        assert_ne!(n, network_name(&"m".repeat(63)));
     }
 
     #[test]

@@ -45,6 +45,9 @@ impl Runner {
         for (s, img) in self.slots.iter_mut().zip(&images) {
             s.run.image_id = img.digest.clone();
         }
+        if self.deleting() != Some(false) {
+            return End::Deleted;
+        }
         let network = match podvm::namespace_network(&self.root, self.meta.namespace()) {
             Ok(n) => n,
             Err(e) => return End::BootFailed(e, "ContainerCreating"),
@@ -66,6 +69,10 @@ impl Runner {
                 )
             }
         };
+        if self.deleting() != Some(false) {
+            self.teardown(&mut vm);
+            return End::Deleted;
+        }
         self.message = None;
         self.pod_ip = vm.address().map(|a| a.to_string());
         self.start_time.get_or_insert_with(|| vm.started_at.clone());
@@ -181,29 +188,31 @@ impl Runner {
         }
     }
 
-    /// The namespace's Services as `/etc/hosts` lines: cluster IP and the names a pod of
-    /// the namespace reaches it by.
+    /// Services as `/etc/hosts` lines: cluster IP and the names a pod reaches it by
+    /// (`NAME` only in its own namespace; `NAME.NAMESPACE…` from every namespace).
     fn service_hosts(&self) -> Vec<(String, Vec<String>)> {
-        let ns = self.meta.namespace();
-        let list = self.store.list(Kind::Service, Some(ns)).unwrap_or_default();
+        let mine = self.meta.namespace();
+        let list = self.store.list(Kind::Service, None).unwrap_or_default();
         list.iter()
             .filter_map(|s| match &s.object.body {
-                ironpod_kube::Body::Service(spec) => {
-                    spec.cluster_ip.clone().map(|ip| (ip, s.name().to_string()))
-                }
+                ironpod_kube::Body::Service(spec) => spec
+                    .cluster_ip
+                    .clone()
+                    .map(|ip| (ip, s.name().to_string(), s.namespace().to_string())),
                 _ => None,
             })
-            .map(|(ip, n)| {
+            .map(|(ip, n, ns)| {
                 let d = podvm::CLUSTER_DOMAIN;
-                (
-                    ip,
-                    vec![
-                        n.clone(),
-                        format!("{n}.{ns}"),
-                        format!("{n}.{ns}.svc"),
-                        format!("{n}.{ns}.svc.{d}"),
-                    ],
-                )
+                let mut names = Vec::new();
+                if ns == mine {
+                    names.push(n.clone());
+                }
+                names.extend([
+                    format!("{n}.{ns}"),
+                    format!("{n}.{ns}.svc"),
+                    format!("{n}.{ns}.svc.{d}"),
+                ]);
+                (ip, names)
             })
             .collect()
     }
@@ -262,6 +271,13 @@ impl Runner {
                 && s.kill_at.is_none()
                 && s.next_start.is_none_or(|t| Instant::now() >= t)
         };
+        let init_failed = |s: &containers::Slot| {
+            s.init && s.done && s.run.terminated().is_some_and(|t| t.exit_code != 0)
+        };
+        if self.slots.iter().any(init_failed) {
+            // An init container failed for good (restartPolicy Never): the pod has failed.
+            return;
+        }
         if !self.initialized {
             match self.slots.iter().position(|s| s.init && !s.done) {
                 None => self.initialized = true,
@@ -338,14 +354,15 @@ impl Runner {
             pod_ip: vm.address(),
             net_ns: vm.net.as_ref().map(|n| n.net_ns.clone()),
         };
-        let process = input.spec.process().clone().unwrap_or_default();
+        let mut process = input.spec.process().clone().unwrap_or_default();
+        process.set_env(None);
         match containers::start(&mut vm.ctl, s, i, &id, input) {
-            Ok(()) => {
+            Ok(pid) => {
                 s.run.state = status::running_now();
                 s.started = Some(Instant::now());
                 s.run.started = c.startup_probe.is_none();
                 s.run.ready = c.readiness_probe.is_none() && c.startup_probe.is_none() && !s.init;
-                let run = crate::paths::RunningContainer { id: id.clone(), process };
+                let run = crate::paths::RunningContainer { id: id.clone(), pid, process };
                 self.info.containers.insert(c.name.clone(), run);
                 let _ = crate::paths::write_info(&self.root, &self.uid, &self.info);
                 self.event("Normal", "Created", &format!("Created container {}", c.name));
