@@ -276,6 +276,7 @@ pub fn connect(
     // With the address known, the guest may send: as itself only.
     let plumbed = match (plumbed, &leased) {
         (Ok(net_ns), Ok((address, _))) => plumb::guard_pod(&tap.pod_ns, &tap.mac, *address)
+            .and_then(|()| forget_neighbour(&net_ns, *address))
             .map(|()| net_ns)
             .map_err(NetworkError::Plumb),
         (p, _) => p,
@@ -297,6 +298,24 @@ pub fn connect(
         Err(_) => disconnect(root, container),
     }
     result
+}
+
+/// Forgets what the network's namespace knew of `address`'s link-layer address: a pod that
+/// takes an address an earlier one had (a pod's VM booted again) has a new MAC, and a
+/// stale neighbour entry would send its traffic nowhere until it timed out.
+fn forget_neighbour(net_ns: &std::path::Path, address: Ipv4Addr) -> Result<(), String> {
+    netns::run_in(net_ns, || {
+        let out = std::process::Command::new("ip")
+            .args(["neigh", "flush", "to", &address.to_string()])
+            .output()
+            .map_err(|e| format!("run ip (package iproute2): {e}"))?;
+        match out.status.success() {
+            true => Ok(()),
+            false => {
+                Err(format!("ip neigh flush: {}", String::from_utf8_lossy(&out.stderr).trim()))
+            }
+        }
+    })
 }
 
 /// Takes a pod off its network: its namespace (with the veth and tap) goes, its address is
