@@ -26,7 +26,8 @@ const CONFIG_TMPFS: &str = "size=4m,mode=0755";
 pub type Files = BTreeMap<String, (Vec<u8>, u32)>;
 
 /// The host side of the `hostPath` volumes, in the order of the pod's volumes: made (for
-/// the `…OrCreate` types) and checked as Kubernetes does, then shared with the VM.
+/// the `…OrCreate` types) and checked as Kubernetes does, then shared with the VM —
+/// read-only when every container mounts it `readOnly`.
 pub fn host_dirs(pod: &PodSpec) -> Result<Vec<(String, HostDir)>, String> {
     let mut out = Vec::new();
     for v in &pod.volumes {
@@ -60,7 +61,12 @@ pub fn host_dirs(pod: &PodSpec) -> Result<Vec<(String, HostDir)>, String> {
             }
             _ => {}
         }
-        out.push((v.name.clone(), HostDir { path: p, read_only: false }));
+        // Shared read-only unless a container mounts it writable: a hostile guest kernel
+        // cannot write what no container may.
+        let mounts =
+            pod.init_containers.iter().chain(&pod.containers).flat_map(|c| &c.volume_mounts);
+        let read_only = mounts.filter(|m| m.name == v.name).all(|m| m.read_only == Some(true));
+        out.push((v.name.clone(), HostDir { path: p, read_only }));
     }
     Ok(out)
 }
@@ -309,7 +315,24 @@ mod tests {
         };
         let pod = |v: Volume| PodSpec { volumes: vec![v], ..Default::default() };
         let d = t.path().join("made/dir");
-        assert_eq!(host_dirs(&pod(hp(&d, "DirectoryOrCreate"))).unwrap()[0].1.path, d);
+        let made = host_dirs(&pod(hp(&d, "DirectoryOrCreate"))).unwrap();
+        assert_eq!(made[0].1.path, d);
+        assert!(made[0].1.read_only, "no container writes it");
+        let mount = |ro| ironpod_kube::pod::VolumeMount {
+            name: "h".into(),
+            mount_path: "/h".into(),
+            read_only: ro,
+            sub_path: None,
+        };
+        let mut writer = pod(hp(&d, "Directory"));
+        writer.containers = vec![
+            ironpod_kube::pod::Container {
+                volume_mounts: vec![mount(Some(true))],
+                ..Default::default()
+            },
+            ironpod_kube::pod::Container { volume_mounts: vec![mount(None)], ..Default::default() },
+        ];
+        assert!(!host_dirs(&writer).unwrap()[0].1.read_only, "one container writes it");
         assert!(d.is_dir());
         let f = t.path().join("made/file");
         host_dirs(&pod(hp(&f, "FileOrCreate"))).unwrap();
