@@ -126,6 +126,15 @@ fn apply_get_describe_delete() {
         d.contains("Replicas:         5 desired") && d.contains("StrategyType:     RollingUpdate"),
         "{d}"
     );
+    // ReplicationControllers: their selector defaults to the template's labels.
+    let rc = write(root, "rc.yaml", "apiVersion: v1\nkind: ReplicationController\nmetadata: {name: rc}\nspec:\n  replicas: 2\n  template:\n    metadata: {labels: {app: rc}}\n    spec: {containers: [{name: a, image: demo}]}\n");
+    ok(&kube(root, &["apply", "-f", &rc]));
+    let t = ok(&kube(root, &["get", "rc", "-o", "wide"]));
+    let row: Vec<&str> = t.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!((row[0], row[1], row[2]), ("rc", "2", "0"), "{t}");
+    assert!(t.contains("app=rc"), "{t}");
+    let d = ok(&kube(root, &["describe", "rc", "rc"]));
+    assert!(d.contains("0 current / 2 desired") && d.contains("Selector:         app=rc"), "{d}");
     // Errors as kubectl's, exit 1.
     let missing = kube(root, &["get", "pod", "nope"]);
     assert_eq!(missing.status.code(), Some(1));

@@ -144,6 +144,11 @@ pub fn sync(store: &mut KubeStore) -> Result<(), ControllerError> {
     Ok(())
 }
 
+/// Records an event about the owner.
+fn event(store: &mut KubeStore, o: &Owner, reason: &str, message: &str) {
+    let _ = store.record_event(o.stored.uid(), "Normal", reason, message, source(o));
+}
+
 fn source(o: &Owner) -> &'static str {
     match o.stored.object.kind() {
         Kind::ReplicaSet => "replicaset-controller",
@@ -186,13 +191,7 @@ fn sync_one(store: &mut KubeStore, o: &Owner) -> Result<(), ControllerError> {
     // Pods that ended for good are replaced.
     for p in owned.iter().filter(|p| !p.deleting() && ended(p)) {
         store.delete(Kind::Pod, &ns, p.name())?;
-        let _ = store.record_event(
-            &uid,
-            "Normal",
-            "SuccessfulDelete",
-            &format!("Deleted pod: {}", p.name()),
-            source(o),
-        );
+        event(store, o, "SuccessfulDelete", &format!("Deleted pod: {}", p.name()));
     }
     let mut active: Vec<Stored> =
         owned.iter().filter(|p| !p.deleting() && !ended(p)).cloned().collect();
@@ -202,13 +201,7 @@ fn sync_one(store: &mut KubeStore, o: &Owner) -> Result<(), ControllerError> {
         // the controllers up; the rest come in the next passes.
         for _ in active.len()..want.min(active.len() + BURST) {
             let made = create_pod(store, o)?;
-            let _ = store.record_event(
-                &uid,
-                "Normal",
-                "SuccessfulCreate",
-                &format!("Created pod: {}", made.name()),
-                source(o),
-            );
+            event(store, o, "SuccessfulCreate", &format!("Created pod: {}", made.name()));
             active.push(made);
         }
     } else if active.len() > want {
@@ -216,13 +209,7 @@ fn sync_one(store: &mut KubeStore, o: &Owner) -> Result<(), ControllerError> {
         let extra = (active.len() - want).min(BURST);
         for p in active.drain(..extra) {
             store.delete(Kind::Pod, &ns, p.name())?;
-            let _ = store.record_event(
-                &uid,
-                "Normal",
-                "SuccessfulDelete",
-                &format!("Deleted pod: {}", p.name()),
-                source(o),
-            );
+            event(store, o, "SuccessfulDelete", &format!("Deleted pod: {}", p.name()));
         }
     }
     let status = ReplicaStatus {

@@ -354,38 +354,16 @@ fn describe_one(store: &KubeStore, o: &Stored) -> Result<String, Failure> {
                 );
             }
         }
-        Body::ReplicaSet(r) => {
-            let st: ReplicaStatus = o.status_as();
-            field(&mut out, 0, "Selector", super::get_selector_text(&r.selector));
-            field(
-                &mut out,
-                0,
-                "Replicas",
-                format!("{} current / {} desired", st.replicas, r.replicas.unwrap_or(1)),
-            );
-            field(
-                &mut out,
-                0,
-                "Pods Status",
-                format!("{} Running / {} Ready", st.replicas, st.ready_replicas),
-            );
-            template(&mut out, &r.template);
-        }
-        Body::ReplicationController(r) => {
-            let st: ReplicaStatus = o.status_as();
-            field(
-                &mut out,
-                0,
-                "Replicas",
-                format!("{} current / {} desired", st.replicas, r.replicas.unwrap_or(1)),
-            );
-            field(
-                &mut out,
-                0,
-                "Pods Status",
-                format!("{} Running / {} Ready", st.replicas, st.ready_replicas),
-            );
-            template(&mut out, &r.template);
+        Body::ReplicaSet(_) | Body::ReplicationController(_) => {
+            if let Some(owner) = ironpod_controllers::replicas::Owner::of(o) {
+                let st: ReplicaStatus = o.status_as();
+                field(&mut out, 0, "Selector", super::get_selector_text(&owner.selector));
+                let replicas = format!("{} current / {} desired", st.replicas, owner.replicas);
+                field(&mut out, 0, "Replicas", replicas);
+                let pods = format!("{} Running / {} Ready", st.replicas, st.ready_replicas);
+                field(&mut out, 0, "Pods Status", pods);
+                template(&mut out, &owner.template);
+            }
         }
         Body::Service(s) => {
             field(&mut out, 0, "Selector", map_text(&s.selector, 0));

@@ -149,33 +149,20 @@ fn row(o: &Stored, wide: bool) -> Vec<String> {
             }
             r
         }
-        Body::ReplicaSet(s) => {
+        Body::ReplicaSet(_) | Body::ReplicationController(_) => {
+            let Some(owner) = ironpod_controllers::replicas::Owner::of(o) else {
+                return vec![name];
+            };
             let st: ReplicaStatus = o.status_as();
             let mut r = vec![
                 name,
-                s.replicas.unwrap_or(1).to_string(),
+                owner.replicas.to_string(),
                 st.replicas.to_string(),
                 st.ready_replicas.to_string(),
                 age(created),
             ];
             if wide {
-                r.extend(template_cols(&s.template, selector_text(&s.selector)));
-            }
-            r
-        }
-        Body::ReplicationController(s) => {
-            let st: ReplicaStatus = o.status_as();
-            let mut r = vec![
-                name,
-                s.replicas.unwrap_or(1).to_string(),
-                st.replicas.to_string(),
-                st.ready_replicas.to_string(),
-                age(created),
-            ];
-            if wide {
-                let sel =
-                    if s.selector.is_empty() { &s.template.metadata.labels } else { &s.selector };
-                r.extend(template_cols(&s.template, selector_text(&LabelSelector::of(sel))));
+                r.extend(template_cols(&owner.template, selector_text(&owner.selector)));
             }
             r
         }
