@@ -428,6 +428,9 @@ fn docker_cli_runs_and_ends_pods() {
     std::thread::sleep(Duration::from_millis(500)); // the trap is set
     svc.ok(&["kill", "-s", "USR1", "k"]);
     assert_eq!(svc.ok(&["wait", "k"]).trim(), "5");
+    // The docker CLI sends `--until 0s` as whole seconds (now, truncated), as Docker's
+    // daemon reads it too: an event of the current second is not yet "until now".
+    std::thread::sleep(Duration::from_millis(1100));
     let ev = svc.ok(&[
         "events",
         "--since",
