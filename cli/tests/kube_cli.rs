@@ -198,3 +198,58 @@ fn bad_manifests_name_the_field() {
     let out = kube(root, &["apply", "-f", &mismatch]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("namespaces \"other\" not found"));
 }
+
+/// `get -w` follows a named object (and only it) and a selection; `-o yaml` separates its
+/// documents.
+#[test]
+fn get_watch_follows_changes() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let pod = |label: &str| {
+        format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: p, labels: {{v: '{label}'}}}}\nspec: {{containers: [{{name: c, image: demo}}]}}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: other, labels: {{v: '{label}'}}}}\n")
+    };
+    ok(&kube(root, &["apply", "-f", &write(root, "a.yaml", &pod("1"))]));
+    let watch = |args: &[&str]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_ironpod"))
+            .env("IRONPOD_ROOT", root)
+            .arg("kube")
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = c.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        (c, rx)
+    };
+    let (mut named, named_rx) = watch(&["get", "pod", "p", "-w"]);
+    let (mut yaml, yaml_rx) = watch(&["get", "pods", "-w", "-o", "yaml"]);
+    let next = |rx: &std::sync::mpsc::Receiver<String>| {
+        rx.recv_timeout(std::time::Duration::from_secs(10)).expect("a line")
+    };
+    assert!(next(&named_rx).starts_with("NAME "));
+    assert!(next(&named_rx).starts_with("p "));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    ok(&kube(root, &["apply", "-f", &write(root, "b.yaml", &pod("2"))]));
+    let row = next(&named_rx);
+    assert!(row.starts_with("p ") && row.contains("Pending"), "{row}");
+    let mut docs = Vec::new();
+    while let Ok(l) = yaml_rx.recv_timeout(std::time::Duration::from_secs(3)) {
+        docs.push(l);
+    }
+    let text = docs.join("\n");
+    assert_eq!(text.matches("\n---").count(), 1, "{text}");
+    assert_eq!(text.matches("name: p\n").count(), 2, "{text}");
+    assert!(!text.contains("other"), "{text}");
+    for c in [&mut named, &mut yaml] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    // No other line came for the ConfigMap's change.
+    assert!(named_rx.recv_timeout(std::time::Duration::from_millis(200)).is_err());
+}

@@ -178,16 +178,17 @@ pub fn build(i: &SpecInput<'_>) -> Result<Spec, String> {
             .iter()
             .find(|v| v.name == m.name)
             .ok_or_else(|| format!("volume {:?} is not set up", m.name))?;
-        let source = match m.sub_path.as_deref().filter(|s| !s.is_empty()) {
-            Some(sp) => format!("{}/{sp}", v.path),
-            None => v.path.clone(),
-        };
         let ro = v.read_only || m.read_only == Some(true);
+        let mut options = vec!["rbind".to_string(), if ro { "ro" } else { "rw" }.to_string()];
+        // The agent resolves a subPath inside the volume, never leaving it.
+        if let Some(sp) = m.sub_path.as_deref().filter(|s| !s.is_empty()) {
+            options.push(format!("{}{sp}", ironpod_protocol::SUBPATH_OPTION));
+        }
         let mount = MountBuilder::default()
             .destination(&m.mount_path)
             .typ("bind")
-            .source(source)
-            .options(vec!["rbind".to_string(), if ro { "ro" } else { "rw" }.to_string()])
+            .source(&v.path)
+            .options(options)
             .build()
             .map_err(|e| e.to_string())?;
         mounts.retain(|x| x.destination() != mount.destination());
@@ -327,7 +328,8 @@ mod tests {
         assert_eq!(spec.hostname().as_deref(), Some("web-abc"));
         let mounts = spec.mounts().clone().unwrap();
         let data = mounts.iter().find(|m| m.destination().to_str() == Some("/data")).unwrap();
-        assert_eq!(data.source().as_ref().unwrap().to_str(), Some("/run/v/data/sub"));
+        assert_eq!(data.source().as_ref().unwrap().to_str(), Some("/run/v/data"));
+        assert!(data.options().as_ref().unwrap().contains(&"x-ironpod.subpath=sub".to_string()));
         let cfg = mounts.iter().find(|m| m.destination().to_str() == Some("/cfg")).unwrap();
         assert!(cfg.options().as_ref().unwrap().contains(&"ro".to_string()));
         assert!(mounts

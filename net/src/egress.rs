@@ -318,24 +318,28 @@ pub fn sync(root: &Path) -> Result<(), NetworkError> {
         nameservers: nameservers(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()),
         guard_forwarding: forwarding_turned_on(),
     };
+    load_ruleset(&ruleset(&table_name(root), &nets, &host)).map_err(plumb)
+}
+
+/// Hands `script` to `nft -f -` (run in the calling thread's network namespace): the one
+/// way ironpod changes nftables, here and for Services.
+pub(crate) fn load_ruleset(script: &str) -> Result<(), String> {
     let mut child = Command::new("nft")
         .args(["-f", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| plumb(format!("run nft (package nftables): {e}")))?;
+        .map_err(|e| format!("run nft (package nftables): {e}"))?;
     if let Some(mut stdin) = child.stdin.take() {
         use std::io::Write;
-        stdin
-            .write_all(ruleset(&table_name(root), &nets, &host).as_bytes())
-            .map_err(|e| plumb(format!("nft: {e}")))?;
+        stdin.write_all(script.as_bytes()).map_err(|e| format!("nft: {e}"))?;
     }
-    let out = child.wait_with_output().map_err(|e| plumb(format!("nft: {e}")))?;
-    if !out.status.success() {
-        return Err(plumb(format!("nft: {}", String::from_utf8_lossy(&out.stderr).trim())));
+    let out = child.wait_with_output().map_err(|e| format!("nft: {e}"))?;
+    match out.status.success() {
+        true => Ok(()),
+        false => Err(format!("nft: {}", String::from_utf8_lossy(&out.stderr).trim())),
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@
 
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use crate::error::NetworkError;
 use crate::ports::Protocol;
@@ -85,22 +85,7 @@ pub fn apply(ns: &Path, rules: &[ServiceRule], range: (Ipv4Addr, u8)) -> Result<
     let script = ruleset(rules, range);
     crate::netns::run_in(ns, move || {
         // A child made by this thread starts in its namespace.
-        let mut child = Command::new("nft")
-            .args(["-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("run nft (package nftables): {e}"))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            use std::io::Write;
-            stdin.write_all(script.as_bytes()).map_err(|e| format!("nft: {e}"))?;
-        }
-        let out = child.wait_with_output().map_err(|e| format!("nft: {e}"))?;
-        match out.status.success() {
-            true => Ok(()),
-            false => Err(format!("nft: {}", String::from_utf8_lossy(&out.stderr).trim())),
-        }
+        crate::egress::load_ruleset(&script)
     })
     .map_err(NetworkError::Plumb)
 }

@@ -42,3 +42,8 @@ pub const SHARE_DIR: &str = "/run/ironpod/shared";
 
 /// Where the agent mounts a pod's writable disk (`<this>/<serial>`).
 pub const WRITABLE_DIR: &str = "/run/ironpod/rw";
+
+/// An OCI bind mount's option naming a path inside its source to mount instead, which the
+/// agent resolves without ever leaving the source (symbolic links that point out of it are
+/// refused) and creates as directories when missing: a Kubernetes `subPath`.
+pub const SUBPATH_OPTION: &str = "x-ironpod.subpath=";

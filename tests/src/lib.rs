@@ -8,6 +8,8 @@ use std::path::PathBuf;
 
 pub mod containerd;
 pub mod cri;
+pub mod kubelet_cri;
+pub mod manifests;
 pub mod netns;
 pub mod web;
 

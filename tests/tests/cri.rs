@@ -484,3 +484,57 @@ fn cri_pod_volumes_empty_dir_config_map_and_secret() {
     copies.extend(files_holding(Path::new("/run/ironpod"), secret_value.as_bytes()));
     assert!(copies.is_empty(), "the secret was written to {copies:?}");
 }
+
+/// The manifest that `ironpod kube apply` runs (tests/kube.rs), unchanged with its
+/// `runtimeClassName: ironpod`, through containerd's CRI the way a cluster's kubelet hands
+/// it over: the init container to its end, then both containers in one VM, which see the
+/// same files, mounts, variables and localhost as under `kube apply`.
+#[test]
+fn cri_runs_the_kube_manifest() {
+    use ironpod_tests::manifests::{SHARED_POD, SHARED_POD_SEES};
+    let _w = require_linux_kvm();
+    // The pod is not on the host's network: CNI gives it one (containerd, the bridge and
+    // the pod's namespace in a namespace of the test's own).
+    let ns = ironpod_tests::netns::Netns::new("manifest");
+    ns.ok(&["ip", "link", "set", "lo", "up"]);
+    let c = &Containerd::start_cri_with_cni(&ns.path());
+    let mut cri = Cri::connect(&c.socket());
+    let logs = c.dir().join("logs/manifest");
+    std::fs::create_dir_all(&logs).unwrap();
+    let vols = tempfile::tempdir_in("/run").unwrap();
+    let p = ironpod_tests::kubelet_cri::from_manifest(SHARED_POD, vols.path(), &logs).unwrap();
+    assert_eq!(p.handler, "ironpod");
+    let pod = cri
+        .run_pod(&p.sandbox, &p.handler)
+        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", c.log()));
+    for cfg in &p.init {
+        let id = cri.create_container(&pod, cfg, &p.sandbox).expect("CreateContainer (init)");
+        cri.start_container(&id).expect("StartContainer (init)");
+        wait_for("the init container's end", Duration::from_secs(60), || {
+            cri.container_status(&id)
+                .is_ok_and(|s| s.state == ContainerState::ContainerExited as i32)
+        });
+        assert_eq!(cri.container_status(&id).unwrap().exit_code, 0);
+    }
+    let mut ids = std::collections::HashMap::new();
+    for cfg in &p.containers {
+        let id = cri
+            .create_container(&pod, cfg, &p.sandbox)
+            .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", c.log()));
+        cri.start_container(&id).expect("StartContainer");
+        ids.insert(cfg.metadata.as_ref().unwrap().name.clone(), id);
+    }
+    // Up: the sidecar wrote its file and the web container serves (its readiness probe's
+    // check, made here as a kubelet would).
+    wait_for("both containers up", Duration::from_secs(60), || {
+        let side = cri.exec_sync(&ids["side"], &["cat", "/work/side.txt"], 10);
+        let web = cri.exec_sync(&ids["side"], &["wget", "-qO-", "http://127.0.0.1:8080/"], 10);
+        side.is_ok_and(|r| r.2 == 0) && web.is_ok_and(|r| r.2 == 0)
+    });
+    for (name, cmd, want) in SHARED_POD_SEES {
+        let (out, err, code) = cri.exec_sync(&ids[*name], cmd, 30).expect("ExecSync");
+        assert_eq!((out.as_str(), code), (*want, 0), "{name}: {cmd:?}: {err}");
+    }
+    cri.stop_pod(&pod).unwrap_or_else(|e| panic!("StopPodSandbox: {e}\n{}", c.log()));
+    cri.remove_pod(&pod).unwrap_or_else(|e| panic!("RemovePodSandbox: {e}\n{}", c.log()));
+}

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use ironpod_tests::manifests::{SHARED_POD, SHARED_POD_SEES};
 use ironpod_tests::{bin, require_linux_kvm, text, TestRoot};
 
 /// The service (its controllers run the objects) on a private socket of the root.
@@ -127,61 +128,6 @@ fn ready(root: &TestRoot, pod: &str) -> bool {
         .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
 }
 
-const SHARED_POD: &str = r#"
-apiVersion: v1
-kind: ConfigMap
-metadata: {name: settings}
-data:
-  greeting: hello from a configmap
-  app.conf: |
-    mode=fast
----
-apiVersion: v1
-kind: Secret
-metadata: {name: creds}
-stringData: {password: hunter2}
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: shared
-  labels: {app: shared}
-spec:
-  initContainers:
-  - name: prepare
-    image: demo
-    imagePullPolicy: IfNotPresent
-    command: ["sh", "-c", "echo prepared > /work/init.txt"]
-    volumeMounts: [{name: work, mountPath: /work}]
-  containers:
-  - name: web
-    image: demo
-    imagePullPolicy: IfNotPresent
-    command: ["sh", "-c", "mkdir -p /www && echo served-by-$(POD_NAME) > /www/index.html && echo web up && exec httpd -f -p 8080 -h /www"]
-    env:
-    - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
-    ports: [{containerPort: 8080, name: http}]
-    readinessProbe:
-      httpGet: {path: /, port: http}
-      periodSeconds: 1
-    volumeMounts: [{name: work, mountPath: /work}]
-  - name: side
-    image: demo
-    imagePullPolicy: IfNotPresent
-    command: ["sh", "-c", "echo from-side > /work/side.txt; while true; do sleep 1; done"]
-    env:
-    - {name: GREETING, valueFrom: {configMapKeyRef: {name: settings, key: greeting}}}
-    - {name: PASSWORD, valueFrom: {secretKeyRef: {name: creds, key: password}}}
-    volumeMounts:
-    - {name: work, mountPath: /work}
-    - {name: config, mountPath: /etc/app}
-    - {name: secret, mountPath: /etc/creds}
-  volumes:
-  - {name: work, emptyDir: {}}
-  - {name: config, configMap: {name: settings}}
-  - {name: secret, secret: {secretName: creds, defaultMode: 0400}}
-"#;
-
 /// A pod of two containers in one VM: the init container and both containers share an
 /// emptyDir; the sidecar reaches the web container on localhost; variables and files come
 /// from a ConfigMap, a Secret and the pod's own fields; a changed ConfigMap reaches the
@@ -214,33 +160,13 @@ fn pod_of_two_containers_shares_volumes_and_localhost() {
         .collect();
     let vm_of = |id: &str| id.rsplit_once('/').unwrap().0.to_string();
     assert_eq!(vm_of(ids[0]), vm_of(ids[1]), "{ids:?}");
-    // The emptyDir is shared, init container's file included.
-    let files = kube_ok(
-        &root,
-        &["exec", "shared", "-c", "web", "--", "cat", "/work/init.txt", "/work/side.txt"],
-    );
-    assert_eq!(files, "prepared\nfrom-side\n");
-    // localhost is the pod's.
-    let page = kube_ok(
-        &root,
-        &["exec", "shared", "-c", "side", "--", "wget", "-qO-", "http://127.0.0.1:8080/"],
-    );
-    assert_eq!(page, "served-by-shared\n");
-    let env = kube_ok(
-        &root,
-        &["exec", "shared", "-c", "side", "--", "sh", "-c", "echo $GREETING/$PASSWORD"],
-    );
-    assert_eq!(env, "hello from a configmap/hunter2\n");
-    let conf = kube_ok(
-        &root,
-        &["exec", "shared", "-c", "side", "--", "cat", "/etc/app/app.conf", "/etc/creds/password"],
-    );
-    assert_eq!(conf, "mode=fast\nhunter2");
-    let mode = kube_ok(
-        &root,
-        &["exec", "shared", "-c", "side", "--", "stat", "-L", "-c", "%a", "/etc/creds/password"],
-    );
-    assert_eq!(mode.trim(), "400");
+    // What the containers see: their shared emptyDir (the init container's file too),
+    // localhost, variables and files from the ConfigMap and the Secret, their mounts.
+    for (c, cmd, want) in SHARED_POD_SEES {
+        let mut args = vec!["exec", "shared", "-c", c, "--"];
+        args.extend_from_slice(cmd);
+        assert_eq!(kube_ok(&root, &args), *want, "{c}: {cmd:?}");
+    }
     // A changed ConfigMap reaches the running pod's files.
     apply(&root, &SHARED_POD.replace("mode=fast", "mode=slow"));
     let t = Instant::now();
@@ -274,6 +200,7 @@ fn pod_of_two_containers_shares_volumes_and_localhost() {
         !secret_table.contains("hunter2") && !secret_table.contains("aHVudGVyMg"),
         "{secret_table}"
     );
+    volumes_and_following(&root);
     // Deletion: the VM goes, then the object.
     let vmms_before = count_vmms(root.path());
     assert_eq!(vmms_before, 1);
@@ -283,6 +210,116 @@ fn pod_of_two_containers_shares_volumes_and_localhost() {
     assert_eq!(gone.status.code(), Some(1));
     assert!(text(&gone.stderr).contains("pods \"shared\" not found"));
     assert_eq!(count_vmms(root.path()), 0);
+}
+
+/// A pod of volumes: subPaths (one a container pointed out of its volume), an emptyDir in
+/// memory, a hostPath made on the host (`HOST_DIR` is replaced).
+const VOLUMES_POD: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: volumes}
+spec:
+  restartPolicy: Never
+  initContainers:
+  - name: plant
+    image: demo
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "ln -s /etc /work/evil && mkdir /work/good && echo inside > /work/good/f"]
+    volumeMounts: [{name: work, mountPath: /work}]
+  containers:
+  - name: good
+    image: demo
+    imagePullPolicy: IfNotPresent
+    command:
+    - sh
+    - -c
+    - |
+      cat /g/f && ls -ld /made | cut -c1 && df /mem | tail -1 | cut -d' ' -f1
+      echo from-the-guest > /host/out && echo wrote && sleep 300
+    volumeMounts:
+    - {name: work, mountPath: /g, subPath: good}
+    - {name: work, mountPath: /made, subPath: new/dir}
+    - {name: mem, mountPath: /mem}
+    - {name: host, mountPath: /host}
+  - name: evil
+    image: demo
+    imagePullPolicy: IfNotPresent
+    command: ["cat", "/e/passwd"]
+    volumeMounts: [{name: work, mountPath: /e, subPath: evil}]
+  volumes:
+  - {name: work, emptyDir: {}}
+  - {name: mem, emptyDir: {medium: Memory}}
+  - {name: host, hostPath: {path: HOST_DIR, type: DirectoryOrCreate}}
+"#;
+
+/// Runs `ironpod kube ARGS` (a command that keeps going: `-f`, `-w`) until a line of its
+/// output satisfies `done` or `limit` passes; its lines so far.
+fn follow(
+    root: &TestRoot,
+    args: &[&str],
+    limit: Duration,
+    done: impl Fn(&str) -> bool,
+) -> Vec<String> {
+    use std::io::BufRead;
+    let mut child = Command::new(bin("ironpod"))
+        .env("IRONPOD_ROOT", root.path())
+        .arg("kube")
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let (t, mut lines) = (Instant::now(), Vec::new());
+    while let Some(left) = limit.checked_sub(t.elapsed()) {
+        match rx.recv_timeout(left) {
+            Ok(l) => {
+                let end = done(&l);
+                lines.push(l);
+                if end {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    lines
+}
+
+/// Volumes: a subPath is resolved inside its volume (one that exists and one made on the
+/// way are mounted; one that a container pointed out of the volume with a symbolic link is
+/// refused — that container does not start and says why, the rest of the pod runs); an
+/// emptyDir in memory is a tmpfs; a hostPath is made on the host and written through.
+/// `logs -f` and `get -w` follow the pod.
+fn volumes_and_following(root: &TestRoot) {
+    let host = root.path().join("host-dir");
+    apply(root, &VOLUMES_POD.replace("HOST_DIR", &host.to_string_lossy()));
+    let watched = follow(root, &["get", "pod", "volumes", "-w"], Duration::from_secs(120), |l| {
+        l.starts_with("volumes ") && l.contains(" 1/2 ")
+    });
+    assert!(watched.last().is_some_and(|l| l.contains(" 1/2 ")), "get -w: {watched:?}");
+    assert!(watched[0].starts_with("NAME "), "{watched:?}");
+    let log =
+        follow(root, &["logs", "-f", "volumes", "-c", "good"], Duration::from_secs(60), |l| {
+            l == "wrote"
+        });
+    assert_eq!(log, ["inside", "d", "tmpfs", "wrote"]);
+    assert_eq!(std::fs::read_to_string(host.join("out")).unwrap(), "from-the-guest\n");
+    wait_for(root, "the refused container's status", Duration::from_secs(60), "volumes", || {
+        container_status(root, "volumes", "evil").to_string().contains("subpath")
+    });
+    let evil = container_status(root, "volumes", "evil");
+    assert_eq!(evil["state"]["terminated"]["reason"], "CreateContainerError", "{evil}");
+    kube_ok(root, &["delete", "pod", "volumes"]);
 }
 
 /// Running VMMs (the tests of this file run one at a time).
@@ -580,6 +617,28 @@ fn deployment_behind_a_service() {
     assert!(history.contains("\n1 ") && history.contains("\n2 "), "{history}");
     let rs = kube_ok(&root, &["get", "rs"]);
     assert_eq!(rs.lines().count(), 3, "{rs}");
+    // Undone: the first template again, rolled the same way, as revision 3.
+    let updated = pods_of(&root, "app=web");
+    let out = kube_ok(&root, &["rollout", "undo", "deployment/web"]);
+    assert_eq!(out, "deployment.apps/web rolled back\n");
+    let t = Instant::now();
+    loop {
+        assert!(!endpoint_pods(&root, "web").is_empty(), "no ready pod during the undo");
+        let now = pods_of(&root, "app=web");
+        if endpoint_pods(&root, "web").len() == 2
+            && now.len() == 2
+            && now.iter().all(|p| !updated.contains(p))
+        {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(180), "the undo did not finish: {now:?}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let d: serde_json::Value =
+        serde_json::from_str(&kube_ok(&root, &["get", "deployment", "web", "-o", "json"])).unwrap();
+    assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["image"], "demo", "{d}");
+    let history = kube_ok(&root, &["rollout", "history", "deployment/web"]);
+    assert!(history.contains("\n2 ") && history.contains("\n3 "), "{history}");
     kube_ok(
         &root,
         &["delete", "-f", &{
@@ -649,7 +708,7 @@ spec:
       periodSeconds: 1
       failureThreshold: 2
     readinessProbe:
-      httpGet: {path: /ready, port: 8080}
+      exec: {command: [cat, /www/ready]}
       periodSeconds: 1
 ---
 apiVersion: v1

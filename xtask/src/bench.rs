@@ -68,6 +68,13 @@ pub enum Which {
         #[arg(long, default_value_t = 10)]
         runs: usize,
     },
+    /// Kubernetes objects: a 10-replica Deployment applied → ready, and a killed pod's VMM
+    /// → back, vs `podman kube play`; a Service's request latency vs a pod's own address.
+    Kube {
+        /// Runs of each.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// Pull of a ~200 MB 5-layer image from a local registry, ironpod vs skopeo; layer disks.
     Pull {
         /// Runs of each.
@@ -105,6 +112,12 @@ pub fn run(which: Which) -> Result<()> {
         Which::Api { runs } => {
             crate::deps::ensure()?;
             ("api", runs, 0)
+        }
+        Which::Kube { runs } => {
+            crate::deps::ensure()?;
+            // The peer: podman, and the pause binary of its pods' infra containers.
+            crate::deps::ensure_packages(&["podman", "catatonit"])?;
+            ("kube", runs, 0)
         }
     };
     kernel::build()?;
@@ -229,6 +242,7 @@ pub fn driver(which: Which) -> Result<()> {
         Which::Net { runs, vmm_only } => return crate::bench_net::driver(runs, vmm_only),
         Which::Volumes { runs } => return crate::bench_volumes::driver(runs),
         Which::Api { runs } => return crate::bench_api::driver(runs),
+        Which::Kube { runs } => return crate::bench_kube::driver(runs),
         Which::Pull { .. } => anyhow::bail!("the pull benchmark has no driver"),
     };
     let kernel = format!("{}/vmlinux", util::ASSET_DIR);

@@ -64,17 +64,7 @@ fn installed(pkg: &str) -> bool {
 
 /// Installs whatever is missing (fast when nothing is).
 pub fn ensure() -> Result<()> {
-    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
-    if !missing.is_empty() {
-        eprintln!("xtask: installing {}", missing.join(" "));
-        util::run(Command::new("apt-get").arg("update").arg("-q"))?;
-        util::run(
-            Command::new("apt-get")
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .args(["install", "-y", "-q", "--no-install-recommends"])
-                .args(&missing),
-        )?;
-    }
+    ensure_packages(PACKAGES)?;
     if !std::path::Path::new(DOCKER_CLI).is_file() {
         docker_cli()?;
     }
@@ -124,5 +114,21 @@ fn docker_cli() -> Result<()> {
     let part = dest.with_extension("part");
     std::fs::copy(x.join("usr/bin/docker"), &part)?;
     std::fs::rename(&part, dest)?;
+    Ok(())
+}
+
+/// Installs whichever of `packages` are missing (without recommends).
+pub fn ensure_packages(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
+    if !missing.is_empty() {
+        eprintln!("xtask: installing {}", missing.join(" "));
+        util::run(Command::new("apt-get").arg("update").arg("-q"))?;
+        util::run(
+            Command::new("apt-get")
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .args(["install", "-y", "-q", "--no-install-recommends"])
+                .args(&missing),
+        )?;
+    }
     Ok(())
 }

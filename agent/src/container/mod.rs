@@ -4,6 +4,7 @@
 //! spec's limits, its namespaces, an init process and any number of exec'd processes.
 
 mod archive;
+mod beneath;
 mod caps;
 mod cgroup;
 pub mod child;

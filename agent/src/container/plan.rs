@@ -75,6 +75,10 @@ pub struct MountPlan {
     pub propagation: u64,
     /// Filesystem data.
     pub data: String,
+    /// For a bind mount: a path inside `source` to mount instead, resolved without ever
+    /// leaving `source` (a Kubernetes `subPath`, from the mount option
+    /// `x-ironpod.subpath=PATH`).
+    pub subpath: Option<String>,
 }
 
 /// A device node to create.
@@ -253,7 +257,15 @@ fn mount_flags(options: &[String]) -> Result<(u64, u64, Vec<String>), AgentError
 
 fn mount_plan(m: &Mount) -> Result<MountPlan, AgentError> {
     let destination = container_path(&m.destination().to_string_lossy(), "mount destination")?;
-    let options = m.options().clone().unwrap_or_default();
+    let mut options = m.options().clone().unwrap_or_default();
+    let mut subpath = None;
+    options.retain(|o| match o.strip_prefix(ironpod_protocol::SUBPATH_OPTION) {
+        Some(p) => {
+            subpath = Some(p.to_string());
+            false
+        }
+        None => true,
+    });
     let (flags, propagation, data) = mount_flags(&options)?;
     let mut fstype = m.typ().clone().unwrap_or_default();
     if flags & libc::MS_BIND != 0 || fstype == "bind" {
@@ -269,6 +281,14 @@ fn mount_plan(m: &Mount) -> Result<MountPlan, AgentError> {
     if fstype == "bind" && !source.starts_with('/') {
         return Err(bad(format!("bind mount {destination}: source must be absolute")));
     }
+    if let Some(p) = &subpath {
+        let relative = !p.is_empty()
+            && !p.contains('\0')
+            && Path::new(p).components().all(|c| matches!(c, Component::Normal(_)));
+        if fstype != "bind" || !relative {
+            return Err(bad(format!("mount {destination}: bad subpath {p:?}")));
+        }
+    }
     Ok(MountPlan {
         source: if source.is_empty() { fstype.clone() } else { source },
         destination,
@@ -276,6 +296,7 @@ fn mount_plan(m: &Mount) -> Result<MountPlan, AgentError> {
         flags,
         propagation,
         data: data.join(","),
+        subpath,
     })
 }
 
@@ -505,6 +526,30 @@ mod tests {
         assert_eq!(p, libc::MS_PRIVATE | libc::MS_REC);
         assert_eq!(d, vec!["mode=755", "size=65536k"]);
         assert!(o(&["a,b"]).is_err());
+    }
+
+    #[test]
+    fn subpaths() {
+        let m = |opts: &[&str], typ: &str| {
+            let m = oci_spec::runtime::MountBuilder::default()
+                .destination("/d")
+                .typ(typ)
+                .source("/vol")
+                .options(opts.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .build()
+                .unwrap();
+            mount_plan(&m)
+        };
+        let p = m(&["rbind", "x-ironpod.subpath=a/b", "ro"], "bind").unwrap();
+        assert_eq!((p.source.as_str(), p.subpath.as_deref()), ("/vol", Some("a/b")));
+        assert_eq!(p.flags, libc::MS_BIND | libc::MS_REC | libc::MS_RDONLY);
+        assert!(p.data.is_empty());
+        assert_eq!(m(&["rbind"], "bind").unwrap().subpath, None);
+        for bad in ["../x", "/abs", "a/../../b", ""] {
+            let o = format!("x-ironpod.subpath={bad}");
+            assert!(m(&["rbind", &o], "bind").is_err(), "{bad:?}");
+        }
+        assert!(m(&["x-ironpod.subpath=a"], "tmpfs").is_err());
     }
 
     #[test]

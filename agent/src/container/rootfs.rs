@@ -118,7 +118,16 @@ fn do_mount(root: &Path, m: &MountPlan) -> io::Result<()> {
     let dest = secure_join(root, &m.destination)?;
     let what = format!("mount {} ({})", m.destination, m.fstype);
     if m.fstype == "bind" {
-        let src = Path::new(&m.source);
+        // A subpath is held open from its checked resolution until it is mounted.
+        let held = match &m.subpath {
+            Some(p) => Some(
+                super::beneath::open(Path::new(&m.source), p)
+                    .map_err(ctx(format!("{what}: subpath {p:?} of {}", m.source)))?,
+            ),
+            None => None,
+        };
+        let source = held.as_ref().map(super::beneath::proc_path).unwrap_or(m.source.clone());
+        let src = Path::new(&source);
         let meta = std::fs::metadata(src).map_err(ctx(format!("{what}: source {}", m.source)))?;
         if meta.is_dir() {
             ensure_dir(&dest)?;
@@ -126,8 +135,7 @@ fn do_mount(root: &Path, m: &MountPlan) -> io::Result<()> {
             ensure_file(&dest)?;
         }
         let rec = m.flags & libc::MS_REC;
-        mount(Some(&m.source), &dest, None, libc::MS_BIND | rec, None)
-            .map_err(ctx(what.clone()))?;
+        mount(Some(&source), &dest, None, libc::MS_BIND | rec, None).map_err(ctx(what.clone()))?;
         // Bind mounts ignore most flags until remounted.
         let extra = m.flags & !(libc::MS_BIND | libc::MS_REC | libc::MS_REMOUNT);
         if extra != 0 {

@@ -324,14 +324,30 @@ pub fn get(root: &Path, a: GetArgs) -> Result<i32, Failure> {
             }
         }
     }
-    if a.watch && !named {
-        let k = groups[0].0;
+    if a.watch {
+        // Named objects are watched by name, of one kind (as kubectl's field selector).
+        let names: Option<Vec<String>> = match named {
+            true => {
+                let asked = kind_and_names(&a.args)?;
+                if asked.iter().any(|(k, _)| *k != asked[0].0) {
+                    return Err(Failure::Other(
+                        "error: you may only specify a single resource type".into(),
+                    ));
+                }
+                Some(asked.into_iter().map(|(_, n)| n).collect())
+            }
+            false => None,
+        };
+        let k = match named {
+            true => kind_and_names(&a.args)?[0].0,
+            false => groups[0].0,
+        };
+        let first: Vec<Stored> = groups.into_iter().flat_map(|(_, v)| v).collect();
+        let ns = if named { Some(a.ns.get().to_string()) } else { ns };
         watch(
             &store,
-            k,
-            ns.as_deref(),
-            sel.as_ref(),
-            &groups[0].1,
+            (k, ns.as_deref(), sel.as_ref(), names.as_deref()),
+            &first,
             (out, a.show_labels, a.all_namespaces),
         )?;
     }
@@ -366,17 +382,19 @@ fn print_table(k: Kind, v: &[Stored], wide: bool, labels: bool, all_ns: bool, wi
 }
 
 /// Prints objects again whenever they change, until interrupted.
+/// What a watch follows: a kind, in a namespace (or all), with a selector, by name.
+type Watched<'a> = (Kind, Option<&'a str>, Option<&'a LabelSelector>, Option<&'a [String]>);
+
 fn watch(
     store: &KubeStore,
-    k: Kind,
-    ns: Option<&str>,
-    sel: Option<&LabelSelector>,
+    (k, ns, sel, names): Watched<'_>,
     first: &[Stored],
     (out, labels, all_ns): (Output, bool, bool),
 ) -> Result<(), Failure> {
     let mut seen: HashMap<String, i64> =
         first.iter().map(|o| (o.uid().to_string(), o.version())).collect();
     let mut header_done = !first.is_empty();
+    let mut printed = false;
     let mut version = store.version().map_err(store_err)?;
     loop {
         std::thread::sleep(Duration::from_millis(300));
@@ -385,7 +403,10 @@ fn watch(
             continue;
         }
         version = v;
-        let now = list(store, k, ns, sel)?;
+        let mut now = list(store, k, ns, sel)?;
+        if let Some(names) = names {
+            now.retain(|o| names.contains(&o.object.metadata.name));
+        }
         let changed: Vec<Stored> =
             now.into_iter().filter(|o| seen.get(o.uid()) != Some(&o.version())).collect();
         for o in &changed {
@@ -397,6 +418,11 @@ fn watch(
         match out {
             Output::Json | Output::Yaml => {
                 for o in &changed {
+                    // YAML documents one after another need their separator.
+                    if out == Output::Yaml && (printed || !first.is_empty()) {
+                        println!("---");
+                    }
+                    printed = true;
                     emit(vec![document(o)], true, out)?;
                 }
             }

@@ -1,0 +1,319 @@
+//! `cargo xtask bench kube`: the Kubernetes front end on one host. Time from `kube apply`
+//! of a 10-replica Deployment (behind a Service) to 10 pods ready, against `podman kube
+//! play` of the same 10 pods (runc containers, Debian's podman 4.3, which plays a
+//! Deployment as one pod, so it gets ten Pod documents); time from `kill -9` of one pod's
+//! VMM to the pod ready and back in the Service's endpoints, against podman restarting a
+//! killed container (its restart policy); and the latency of one HTTP request to the
+//! Service's cluster address against the same request to a pod's own address, from the
+//! namespace's network.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::bench::{stats, BenchRoot};
+use crate::util;
+
+const REPLICAS: usize = 10;
+
+/// The container every pod runs: a web server answering with its host name.
+const CONTAINER: &str = r#"
+      - name: web
+        image: demo
+        imagePullPolicy: IfNotPresent
+        command: ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"]
+        ports: [{containerPort: 8080}]
+        readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
+        resources: {limits: {memory: 128Mi}}
+"#;
+
+fn deployment() -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web}}\nspec:\n  replicas: {REPLICAS}\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec:\n      containers:{CONTAINER}---\napiVersion: v1\nkind: Service\nmetadata: {{name: web}}\nspec:\n  selector: {{app: web}}\n  ports: [{{port: 80, targetPort: 8080}}]\n"
+    )
+}
+
+/// The same pods for podman: ten Pod documents (the container indented as a pod's).
+fn podman_pods() -> String {
+    let container = CONTAINER.replace("\n      ", "\n  ");
+    (0..REPLICAS)
+        .map(|i| {
+            format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: web-{i}, labels: {{app: web}}}}\nspec:\n  restartPolicy: Always\n  containers:{container}"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+/// `ironpod system service` on the bench root (it runs the controllers), stopped when
+/// dropped.
+struct Service(Child);
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn json(b: &BenchRoot, args: &[&str]) -> Result<serde_json::Value> {
+    let mut a = vec!["kube", "get"];
+    a.extend_from_slice(args);
+    a.extend_from_slice(&["-o", "json"]);
+    Ok(serde_json::from_str(&b.ip(&a)?)?)
+}
+
+fn ready_pods(b: &BenchRoot) -> Result<Vec<serde_json::Value>> {
+    let list = json(b, &["pods", "-l", "app=web"])?;
+    let ready = |p: &serde_json::Value| {
+        p["status"]["conditions"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+            && p["metadata"]["deletionTimestamp"].is_null()
+    };
+    Ok(list["items"].as_array().cloned().unwrap_or_default().into_iter().filter(ready).collect())
+}
+
+fn endpoints(b: &BenchRoot) -> Result<usize> {
+    let e = json(b, &["endpoints", "web"])?;
+    let subsets = e["subsets"].as_array().cloned().unwrap_or_default();
+    Ok(subsets.iter().map(|s| s["addresses"].as_array().map_or(0, |a| a.len())).sum())
+}
+
+fn until(what: &str, limit: Duration, mut ok: impl FnMut() -> Result<bool>) -> Result<()> {
+    let t = Instant::now();
+    while !ok()? {
+        if t.elapsed() > limit {
+            bail!("timed out waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// The VMM under a kube pod's kubelet (the kubelet's pid is in its kubelet.json).
+fn vmm_of(root: &Path, uid: &str) -> Result<i32> {
+    let info: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(root.join("kube/pods").join(uid).join("kubelet.json"))
+            .context("kubelet.json")?,
+    )?;
+    let kubelet = info["pid"].as_i64().context("no kubelet pid")? as i32;
+    let ppid = |pid: i32| -> i32 {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        s.rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().nth(1))
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0)
+    };
+    for e in std::fs::read_dir("/proc")?.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim() != "ironpod-vmm" {
+            continue;
+        }
+        let mut p = pid;
+        for _ in 0..8 {
+            p = ppid(p);
+            if p == kubelet {
+                return Ok(pid);
+            }
+        }
+    }
+    bail!("no VMM under kubelet {kubelet}")
+}
+
+/// One HTTP/1.0 GET of `/` at `addr`, the whole reply read; milliseconds.
+fn request(addr: &str) -> Result<f64> {
+    let t = Instant::now();
+    let mut s = TcpStream::connect(addr).with_context(|| format!("connect {addr}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: web\r\n\r\n")?;
+    let mut reply = Vec::new();
+    s.read_to_end(&mut reply)?;
+    if !reply.starts_with(b"HTTP/1.") || !reply.windows(4).any(|w| w == b" 200") {
+        bail!("GET {addr}: {}", String::from_utf8_lossy(&reply));
+    }
+    Ok(t.elapsed().as_secs_f64() * 1000.0)
+}
+
+/// Request latencies to the cluster address and to a pod's address, alternating, from a
+/// thread inside the network namespace `ns`.
+fn latencies(ns: &str, service: String, pod: String, n: usize) -> Result<(Vec<f64>, Vec<f64>)> {
+    let f = std::fs::File::open(format!("/run/netns/{ns}")).with_context(|| ns.to_string())?;
+    std::thread::spawn(move || -> Result<(Vec<f64>, Vec<f64>)> {
+        // SAFETY: f is an open namespace file; setns moves only this thread.
+        if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            bail!("setns: {}", std::io::Error::last_os_error());
+        }
+        // Warm-up: connection tracking and ARP entries.
+        for _ in 0..10 {
+            request(&service)?;
+            request(&pod)?;
+        }
+        let (mut svc, mut direct) = (Vec::new(), Vec::new());
+        for _ in 0..n {
+            svc.push(request(&service)?);
+            direct.push(request(&pod)?);
+        }
+        Ok((svc, direct))
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the request thread panicked"))?
+}
+
+fn row(what: &str, v: &mut [f64]) {
+    let (median, min, max) = stats(v);
+    println!("| {what} | {median:.1} | {min:.1} | {max:.1} |");
+}
+
+/// podman on its own storage under the bench root.
+struct Podman {
+    root: std::path::PathBuf,
+}
+
+impl Podman {
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("podman");
+        // Its containers' limits: podman's default (the hard limits) can exceed what a
+        // machine's root may set.
+        c.env("CONTAINERS_CONF", self.root.join("containers.conf"));
+        c.arg("--root")
+            .arg(self.root.join("storage"))
+            .arg("--runroot")
+            .arg(self.root.join("run"))
+            .args(["--storage-driver", "overlay", "--cgroup-manager", "cgroupfs"])
+            .args(["--events-backend", "none"])
+            .args(args);
+        c
+    }
+
+    fn ok(&self, args: &[&str]) -> Result<String> {
+        let out = self.cmd(args).output().context("run podman (package podman)")?;
+        if !out.status.success() {
+            bail!("podman {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Running web containers (not the pods' infra containers).
+    fn running(&self) -> Result<usize> {
+        let out = self.ok(&["ps", "--filter", "status=running", "--format", "{{.Names}}"])?;
+        Ok(out.lines().filter(|n| n.starts_with("web-") && n.ends_with("-web")).count())
+    }
+}
+
+/// The measuring part; runs where KVM is.
+pub fn driver(runs: usize) -> Result<()> {
+    let b = BenchRoot::new()?;
+    let socket = b.root.path().join("docker.sock");
+    let ironpod = util::target_dir().join("release/ironpod");
+    let _svc = Service(
+        Command::new(&ironpod)
+            .arg("--root")
+            .arg(b.root.path())
+            .args(["system", "service", "--socket"])
+            .arg(format!("unix://{}", socket.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start the service")?,
+    );
+    let manifest = b.root.path().join("web.yaml");
+    std::fs::write(&manifest, deployment())?;
+    let manifest = manifest.to_string_lossy().into_owned();
+    let pods = b.root.path().join("podman-pods.yaml");
+    std::fs::write(&pods, podman_pods())?;
+    let pods = pods.to_string_lossy().into_owned();
+    let podman = Podman { root: b.root.path().join("podman") };
+    std::fs::create_dir_all(&podman.root)?;
+    std::fs::write(
+        podman.root.join("containers.conf"),
+        "[containers]\ndefault_ulimits = [\"nofile=1024:1024\", \"nproc=4096:4096\"]\n",
+    )?;
+    let tarball = b.tarball.to_string_lossy();
+    let path = "ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin";
+    podman.ok(&["import", "--change", path, &tarball, "localhost/demo:latest"])?;
+
+    let (mut up, mut peer_up, mut back, mut peer_back) = (vec![], vec![], vec![], vec![]);
+    let mut latency = None;
+    for run in 0..runs {
+        // ironpod: apply → 10 ready.
+        let t = Instant::now();
+        b.ip(&["kube", "apply", "-f", &manifest])?;
+        until("10 ready pods", Duration::from_secs(600), || Ok(ready_pods(&b)?.len() == REPLICAS))?;
+        up.push(t.elapsed().as_secs_f64());
+        until("10 endpoints", Duration::from_secs(60), || Ok(endpoints(&b)? == REPLICAS))?;
+        if run == 0 {
+            let svc = json(&b, &["service", "web"])?;
+            let ip = svc["spec"]["clusterIP"].as_str().context("no cluster IP")?.to_string();
+            let pod =
+                ready_pods(&b)?[0]["status"]["podIP"].as_str().context("no pod IP")?.to_string();
+            let net: serde_json::Value =
+                serde_json::from_str(&b.ip(&["network", "inspect", "kube-default"])?)?;
+            let ns = net[0]["Namespace"].as_str().context("no namespace")?.to_string();
+            latency = Some(latencies(&ns, format!("{ip}:80"), format!("{pod}:8080"), 200)?);
+        }
+        // One VMM killed → that pod ready and in the endpoints again.
+        let victim = ready_pods(&b)?[0].clone();
+        let name = victim["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let uid = victim["metadata"]["uid"].as_str().unwrap_or_default().to_string();
+        let restarts =
+            |p: &serde_json::Value| p["status"]["containerStatuses"][0]["restartCount"].as_i64();
+        let before = restarts(&victim);
+        let pid = vmm_of(b.root.path(), &uid)?;
+        let t = Instant::now();
+        util::run(Command::new("kill").args(["-9", &pid.to_string()]))?;
+        until("the killed pod back", Duration::from_secs(120), || {
+            let ready = ready_pods(&b)?;
+            let again = ready
+                .iter()
+                .any(|p| p["metadata"]["name"] == name.as_str() && restarts(p) != before);
+            Ok(again && ready.len() == REPLICAS && endpoints(&b)? == REPLICAS)
+        })?;
+        back.push(t.elapsed().as_secs_f64());
+        b.ip(&["kube", "delete", "-f", &manifest])?;
+        until("the pods gone", Duration::from_secs(300), || {
+            Ok(json(&b, &["pods", "-l", "app=web"])?["items"]
+                .as_array()
+                .is_none_or(|a| a.is_empty()))
+        })?;
+
+        // podman: kube play → 10 running.
+        let t = Instant::now();
+        podman.ok(&["kube", "play", &pods])?;
+        until("10 running podman containers", Duration::from_secs(600), || {
+            Ok(podman.running()? == REPLICAS)
+        })?;
+        peer_up.push(t.elapsed().as_secs_f64());
+        let pid = podman.ok(&["inspect", "-f", "{{.State.Pid}}", "web-0-web"])?;
+        let started = podman.ok(&["inspect", "-f", "{{.State.StartedAt}}", "web-0-web"])?;
+        let t = Instant::now();
+        util::run(Command::new("kill").args(["-9", pid.trim()]))?;
+        until("the killed podman container back", Duration::from_secs(120), || {
+            let now = podman.ok(&["inspect", "-f", "{{.State.StartedAt}}", "web-0-web"])?;
+            Ok(now != started && podman.running()? == REPLICAS)
+        })?;
+        peer_back.push(t.elapsed().as_secs_f64());
+        podman.ok(&["kube", "down", &pods])?;
+    }
+    println!("| what (s) | median | min | max |");
+    println!("|---|---|---|---|");
+    row(&format!("ironpod: `kube apply` of a {REPLICAS}-replica Deployment → all ready"), &mut up);
+    row(&format!("podman 4.3: `kube play` of {REPLICAS} pods → all running (runc)"), &mut peer_up);
+    row("ironpod: `kill -9` of a pod's VMM → pod ready and in the endpoints", &mut back);
+    row("podman 4.3: `kill -9` of a container → running again (restart policy)", &mut peer_back);
+    if let Some((mut svc, mut direct)) = latency {
+        println!();
+        println!("| one HTTP request from the namespace's network (ms) | median | min | max |");
+        println!("|---|---|---|---|");
+        row("to the Service's cluster address (nftables DNAT)", &mut svc);
+        row("to a pod's own address", &mut direct);
+    }
+    Ok(())
+}
