@@ -152,6 +152,7 @@ mod tests {
     }
 
     use super::*;
+    use std::process::Stdio;
 
     fn rules() -> Vec<ServiceRule> {
         vec![
