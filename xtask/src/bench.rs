@@ -69,7 +69,8 @@ pub enum Which {
         runs: usize,
     },
     /// Kubernetes objects: a 10-replica Deployment applied → ready, and a killed pod's VMM
-    /// → back, vs `podman kube play`; a Service's request latency vs a pod's own address.
+    /// → back, vs podman (the same containers, runc); a Service's request latency vs a
+    /// pod's own address.
     Kube {
         /// Runs of each.
         #[arg(long, default_value_t = 3)]
@@ -115,8 +116,8 @@ pub fn run(which: Which) -> Result<()> {
         }
         Which::Kube { runs } => {
             crate::deps::ensure()?;
-            // The peer: podman, and the pause binary of its pods' infra containers.
-            crate::deps::ensure_packages(&["podman", "catatonit"])?;
+            // The peer.
+            crate::deps::ensure_packages(&["podman"])?;
             ("kube", runs, 0)
         }
     };

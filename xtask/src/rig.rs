@@ -64,6 +64,17 @@ const MODULES: &[&str] = &[
     // A pod's guard: its guest's frames pass only with its own addresses (netdev `fwd`).
     "nf_dup_netdev",
     "nft_fwd_netdev",
+    // `bench kube`'s peer: podman's CNI bridge and firewall plugins call iptables (nft).
+    "x_tables",
+    "nft_compat",
+    "xt_comment",
+    "xt_conntrack",
+    "xt_addrtype",
+    "xt_mark",
+    "xt_tcpudp",
+    "xt_multiport",
+    "xt_nat",
+    "xt_MASQUERADE",
 ];
 
 const EXIT_MARKER: &str = "IRONPOD-RIG-EXIT=";
