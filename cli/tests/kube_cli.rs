@@ -207,7 +207,7 @@ fn get_watch_follows_changes() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let pod = |label: &str| {
-        format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: p, labels: {{v: '{label}'}}}}\nspec: {{containers: [{{name: c, image: demo}}]}}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: other, labels: {{v: '{label}'}}}}\n")
+        format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: p, labels: {{v: '{label}'}}}}\nspec: {{containers: [{{name: c, image: demo}}]}}\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: q, labels: {{v: '{label}'}}}}\nspec: {{containers: [{{name: c, image: demo}}]}}\n")
     };
     ok(&kube(root, &["apply", "-f", &write(root, "a.yaml", &pod("1"))]));
     let watch = |args: &[&str]| {
@@ -243,13 +243,20 @@ fn get_watch_follows_changes() {
         docs.push(l);
     }
     let text = docs.join("\n");
-    assert_eq!(text.matches("\n---").count(), 1, "{text}");
+    assert_eq!(text.matches("\n---").count(), 2, "{text}");
     assert_eq!(text.matches("name: p\n").count(), 2, "{text}");
-    assert!(!text.contains("other"), "{text}");
+    assert_eq!(text.matches("name: q\n").count(), 2, "{text}");
     for c in [&mut named, &mut yaml] {
         let _ = c.kill();
         let _ = c.wait();
     }
-    // No other line came for the ConfigMap's change.
+    // The named watch showed nothing of q.
     assert!(named_rx.recv_timeout(std::time::Duration::from_millis(200)).is_err());
+    // A name with a selector, a watch of two kinds: refused before anything is printed.
+    let both = kube(root, &["get", "pod", "p", "-l", "v=2"]);
+    assert!(!both.status.success() && both.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&both.stderr).contains("name cannot be provided"));
+    let kinds = kube(root, &["get", "pod/p", "configmap/x", "-w"]);
+    assert!(!kinds.status.success() && kinds.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&kinds.stderr).contains("a single resource type"));
 }

@@ -331,14 +331,16 @@ pub(crate) fn load_ruleset(script: &str) -> Result<(), String> {
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("run nft (package nftables): {e}"))?;
-    if let Some(mut stdin) = child.stdin.take() {
+    // nft's own message says more than the broken pipe of its early exit would.
+    let written = child.stdin.take().map(|mut stdin| {
         use std::io::Write;
-        stdin.write_all(script.as_bytes()).map_err(|e| format!("nft: {e}"))?;
-    }
+        stdin.write_all(script.as_bytes())
+    });
     let out = child.wait_with_output().map_err(|e| format!("nft: {e}"))?;
-    match out.status.success() {
-        true => Ok(()),
-        false => Err(format!("nft: {}", String::from_utf8_lossy(&out.stderr).trim())),
+    match (out.status.success(), written) {
+        (false, _) => Err(format!("nft: {}", String::from_utf8_lossy(&out.stderr).trim())),
+        (true, Some(Err(e))) => Err(format!("nft: {e}")),
+        (true, _) => Ok(()),
     }
 }
 

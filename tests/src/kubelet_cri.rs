@@ -66,7 +66,7 @@ pub fn from_manifest(manifest: &str, volumes: &Path, log_dir: &Path) -> Result<C
     let src = Sources(objects);
     let host_paths = make_volumes(&spec, &src, volumes)?;
     let fields = PodFields::default();
-    let config = |c: &Container| container(c, &meta, &fields, &src, &host_paths);
+    let config = |c: &Container| container(&spec, c, &meta, &fields, &src, &host_paths);
     Ok(CriPod {
         sandbox: sandbox(&meta, &spec, log_dir),
         handler: spec.runtime_class_name.clone().unwrap_or_default(),
@@ -113,10 +113,41 @@ fn sandbox(meta: &ObjectMeta, spec: &PodSpec, log_dir: &Path) -> cri::PodSandbox
 /// (configMap and secret volumes are, as the kubelet mounts them).
 type HostPaths = HashMap<String, (String, bool)>;
 
+/// Writes a configMap or secret volume's files at `dir` as the kubelet's atomic writer
+/// does: the files in a hidden version directory, `..data` linking to it, each top-level
+/// name a link through `..data`.
+fn atomic_write(dir: &Path, files: &ironpod_kubelet::volumes::Files) -> Result<(), String> {
+    let err = |e: std::io::Error| format!("{}: {e}", dir.display());
+    let version = dir.join("..2026_12_06_00_00_00.0000");
+    for (rel, (data, mode)) in files {
+        let f = version.join(rel);
+        std::fs::create_dir_all(f.parent().unwrap_or(&version)).map_err(err)?;
+        std::fs::write(&f, data).map_err(err)?;
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(*mode)).map_err(err)?;
+    }
+    std::fs::create_dir_all(&version).map_err(err)?;
+    std::os::unix::fs::symlink(version.file_name().unwrap_or_default(), dir.join("..data"))
+        .map_err(err)?;
+    let mut tops: Vec<&str> = files.keys().filter_map(|k| k.split('/').next()).collect();
+    tops.dedup();
+    for top in tops {
+        std::os::unix::fs::symlink(format!("..data/{top}"), dir.join(top)).map_err(err)?;
+    }
+    Ok(())
+}
+
+/// Makes the pod's volumes where a kubelet keeps them:
+/// `<dir>/volumes/kubernetes.io~<plugin>/<name>`.
 fn make_volumes(spec: &PodSpec, src: &Sources, dir: &Path) -> Result<HostPaths, String> {
     let mut out = HostPaths::new();
     for v in &spec.volumes {
-        let path = dir.join(&v.name);
+        let plugin = match (&v.empty_dir, &v.config_map, &v.secret) {
+            (Some(_), _, _) => "empty-dir",
+            (_, Some(_), _) => "configmap",
+            (_, _, Some(_)) => "secret",
+            _ => "host-path",
+        };
+        let path = dir.join("volumes").join(format!("kubernetes.io~{plugin}")).join(&v.name);
         let made = |p: &Path| std::fs::create_dir_all(p).map_err(|e| format!("{v:?}: {e}"));
         if v.empty_dir.is_some() {
             made(&path)?;
@@ -126,13 +157,7 @@ fn make_volumes(spec: &PodSpec, src: &Sources, dir: &Path) -> Result<HostPaths, 
             out.insert(v.name.clone(), (path.to_string_lossy().into_owned(), false));
         } else if let Some(files) = ironpod_kubelet::volumes::files(v, src)? {
             made(&path)?;
-            for (rel, (data, mode)) in files {
-                let f = path.join(&rel);
-                made(f.parent().unwrap_or(&path))?;
-                std::fs::write(&f, data).map_err(|e| format!("{rel}: {e}"))?;
-                std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode))
-                    .map_err(|e| format!("{rel}: {e}"))?;
-            }
+            atomic_write(&path, &files)?;
             out.insert(v.name.clone(), (path.to_string_lossy().into_owned(), true));
         } else if let Some(h) = &v.host_path {
             out.insert(v.name.clone(), (h.path.clone(), false));
@@ -144,6 +169,7 @@ fn make_volumes(spec: &PodSpec, src: &Sources, dir: &Path) -> Result<HostPaths, 
 }
 
 fn container(
+    pod: &PodSpec,
     c: &Container,
     meta: &ObjectMeta,
     fields: &PodFields,
@@ -171,6 +197,10 @@ fn container(
         });
     }
     let sc = c.security_context.as_ref();
+    // The kubelet merges the pod's security context into each container's.
+    let psc = pod.security_context.as_ref();
+    let user = sc.and_then(|s| s.run_as_user).or(psc.and_then(|p| p.run_as_user));
+    let group = sc.and_then(|s| s.run_as_group).or(psc.and_then(|p| p.run_as_group));
     let limits = c.resources.as_ref().map(|r| &r.limits);
     let memory = limits.and_then(|l| l.get("memory")).map(|q| q.bytes()).transpose()?;
     let cpu = limits.and_then(|l| l.get("cpu")).map(|q| q.millicpu()).transpose()?;
@@ -192,14 +222,14 @@ fn container(
             resources: Some(cri::LinuxContainerResources {
                 memory_limit_in_bytes: memory.unwrap_or(0) as i64,
                 cpu_period: if cpu.is_some() { 100_000 } else { 0 },
-                cpu_quota: cpu.map(|m| (m * 100) as i64).unwrap_or(0),
+                // The kubelet's quota: 100 µs per millicpu, at least 1 ms.
+                cpu_quota: cpu.map(|m| (m * 100).max(1000) as i64).unwrap_or(0),
                 ..Default::default()
             }),
             security_context: Some(cri::LinuxContainerSecurityContext {
-                run_as_user: sc.and_then(|s| s.run_as_user).map(|value| cri::Int64Value { value }),
-                run_as_group: sc
-                    .and_then(|s| s.run_as_group)
-                    .map(|value| cri::Int64Value { value }),
+                run_as_user: user.map(|value| cri::Int64Value { value }),
+                run_as_group: group.map(|value| cri::Int64Value { value }),
+                supplemental_groups: psc.map(|p| p.supplemental_groups.clone()).unwrap_or_default(),
                 readonly_rootfs: sc.and_then(|s| s.read_only_root_filesystem) == Some(true),
                 privileged: sc.and_then(|s| s.privileged) == Some(true),
                 capabilities: sc.and_then(|s| s.capabilities.as_ref()).map(|c| cri::Capability {

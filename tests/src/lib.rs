@@ -11,6 +11,7 @@ pub mod cri;
 pub mod kubelet_cri;
 pub mod manifests;
 pub mod netns;
+pub mod pty;
 pub mod web;
 
 /// Lossy UTF-8.

@@ -1,12 +1,11 @@
 //! Containers in pod microVMs through the `ironpod` CLI: stdio, exit codes, TTY, signals,
 //! limits, lifecycle commands, a killed VMM, bad input. Every test boots real guests.
 
-use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::io::Write;
 use std::process::Stdio;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use ironpod_tests::pty::Terminal;
 use ironpod_tests::{require_linux_kvm, text, TestRoot};
 use sha2::{Digest, Sha256};
 
@@ -253,81 +252,25 @@ impl HostSampler {
     }
 }
 
-fn openpty(rows: u16, cols: u16) -> (OwnedFd, OwnedFd) {
-    let (mut m, mut s) = (-1, -1);
-    let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
-    // SAFETY: valid out pointers; NULL name and termios; ws outlives the call.
-    let rc = unsafe { libc::openpty(&mut m, &mut s, std::ptr::null_mut(), std::ptr::null(), &ws) };
-    assert_eq!(rc, 0);
-    // SAFETY: openpty returned two fds we now own.
-    unsafe { (OwnedFd::from_raw_fd(m), OwnedFd::from_raw_fd(s)) }
-}
-
-/// Collects what the terminal shows, in a thread.
-fn pty_reader(master: &OwnedFd) -> mpsc::Receiver<Vec<u8>> {
-    let (tx, rx) = mpsc::channel();
-    let mut f = std::fs::File::from(master.try_clone().unwrap());
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = f.read(&mut buf) {
-            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
-
-fn wait_for(rx: &mpsc::Receiver<Vec<u8>>, seen: &mut String, needle: &str, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    while !seen.contains(needle) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        assert!(!left.is_zero(), "timed out waiting for {needle:?}; terminal showed {seen:?}");
-        if let Ok(chunk) = rx.recv_timeout(left) {
-            seen.push_str(&text(&chunk));
-        }
-    }
-}
-
 #[test]
 fn tty_size_follows_resize_and_signals_reach_the_process() {
     let _w = require_linux_kvm();
     let root = TestRoot::with_demo();
-    let (master, slave) = openpty(24, 80);
     let script = "stty size; echo ready; read line; stty size; \
                   trap 'echo got-term; exit 3' TERM; echo waiting; while true; do sleep 0.1; done";
     let mut cmd = root.cmd(&["run", "-t", "-i", "--name", "ttytest", "demo", "sh", "-c", script]);
-    let fd = slave.as_raw_fd();
-    // SAFETY: setsid/ioctl are async-signal-safe; the slave becomes the controlling terminal.
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        cmd.pre_exec(move || {
-            libc::setsid();
-            libc::ioctl(fd, libc::TIOCSCTTY, 0);
-            Ok(())
-        });
-    }
-    let mut child = cmd
-        .stdin(Stdio::from(slave.try_clone().unwrap()))
-        .stdout(Stdio::from(slave.try_clone().unwrap()))
-        .stderr(Stdio::from(slave))
-        .spawn()
-        .unwrap();
-    let rx = pty_reader(&master);
-    let mut seen = String::new();
-    wait_for(&rx, &mut seen, "ready", Duration::from_secs(120));
-    assert!(seen.contains("24 80"), "initial size: {seen:?}");
+    let (mut term, mut child) = Terminal::spawn(&mut cmd, 24, 80);
+    term.wait_for("ready", Duration::from_secs(120));
+    assert!(term.seen.contains("24 80"), "initial size: {:?}", term.seen);
     // Resize our terminal: the kernel sends SIGWINCH to ironpod, which resizes the guest's.
-    let ws = libc::winsize { ws_row: 40, ws_col: 132, ws_xpixel: 0, ws_ypixel: 0 };
-    // SAFETY: TIOCSWINSZ reads ws.
-    unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    term.resize(40, 132);
     std::thread::sleep(Duration::from_millis(1500));
-    std::fs::File::from(master.try_clone().unwrap()).write_all(b"go\r").unwrap();
-    wait_for(&rx, &mut seen, "waiting", Duration::from_secs(30));
-    assert!(seen.contains("40 132"), "size after resize: {seen:?}");
+    term.type_in(b"go\r");
+    term.wait_for("waiting", Duration::from_secs(30));
+    assert!(term.seen.contains("40 132"), "size after resize: {:?}", term.seen);
     let kill = root.ironpod(&["kill", "-s", "TERM", "ttytest"]);
     assert!(kill.status.success(), "kill: {}", text(&kill.stderr));
-    wait_for(&rx, &mut seen, "got-term", Duration::from_secs(30));
+    term.wait_for("got-term", Duration::from_secs(30));
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(3));
     let inspect = root.ironpod(&["inspect", "ttytest"]);

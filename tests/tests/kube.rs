@@ -7,6 +7,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use ironpod_tests::manifests::{SHARED_POD, SHARED_POD_SEES};
+use ironpod_tests::pty::Terminal;
 use ironpod_tests::{bin, require_linux_kvm, text, TestRoot};
 
 /// The service (its controllers run the objects) on a private socket of the root.
@@ -167,6 +168,18 @@ fn pod_of_two_containers_shares_volumes_and_localhost() {
         args.extend_from_slice(cmd);
         assert_eq!(kube_ok(&root, &args), *want, "{c}: {cmd:?}");
     }
+    // exec -it: a terminal of the caller's size in the guest, typed input, the exit code.
+    let mut cmd = Command::new(bin("ironpod"));
+    cmd.env("IRONPOD_ROOT", root.path()).args(["kube", "exec", "-it", "shared", "-c", "side"]);
+    let script = "stty size; [ -t 0 ] && [ -t 1 ] && echo on-a-terminal; echo ready; read x; \
+                  echo got-$x; exit 4";
+    cmd.args(["--", "sh", "-c", script]);
+    let (mut term, mut child) = Terminal::spawn(&mut cmd, 30, 100);
+    term.wait_for("ready", Duration::from_secs(60));
+    assert!(term.seen.contains("30 100\r\non-a-terminal"), "{:?}", term.seen);
+    term.type_in(b"hi\r");
+    term.wait_for("got-hi", Duration::from_secs(30));
+    assert_eq!(child.wait().unwrap().code(), Some(4));
     // A changed ConfigMap reaches the running pod's files.
     apply(&root, &SHARED_POD.replace("mode=fast", "mode=slow"));
     let t = Instant::now();

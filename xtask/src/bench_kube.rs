@@ -124,12 +124,15 @@ fn vmm_of(root: &Path, uid: &str) -> Result<i32> {
 /// One HTTP/1.0 GET of `/` at `addr`, the whole reply read; milliseconds.
 fn request(addr: &str) -> Result<f64> {
     let t = Instant::now();
-    let mut s = TcpStream::connect(addr).with_context(|| format!("connect {addr}"))?;
+    let to: std::net::SocketAddr = addr.parse().with_context(|| addr.to_string())?;
+    let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(5))
+        .with_context(|| format!("connect {addr}"))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     s.write_all(b"GET / HTTP/1.0\r\nHost: web\r\n\r\n")?;
     let mut reply = Vec::new();
     s.read_to_end(&mut reply)?;
-    if !reply.starts_with(b"HTTP/1.") || !reply.windows(4).any(|w| w == b" 200") {
+    let status = reply.split(|&b| b == b'\n').next().unwrap_or_default();
+    if !status.starts_with(b"HTTP/1.") || !status.windows(5).any(|w| w == b" 200 ") {
         bail!("GET {addr}: {}", String::from_utf8_lossy(&reply));
     }
     Ok(t.elapsed().as_secs_f64() * 1000.0)
@@ -194,10 +197,35 @@ impl Podman {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    /// Running web containers (not the pods' infra containers).
-    fn running(&self) -> Result<usize> {
+    /// Web containers that run and accept connections on port 8080 (what ironpod's
+    /// readiness probe asks of a pod).
+    fn ready(&self) -> Result<usize> {
         let out = self.ok(&["ps", "--filter", "status=running", "--format", "{{.Names}}"])?;
-        Ok(out.lines().filter(|n| n.starts_with("web-") && n.ends_with("-web")).count())
+        let mut n = 0;
+        for name in out.lines().filter(|n| n.starts_with("web-") && n.ends_with("-web")) {
+            let ip = self.ok(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", name])?;
+            let Ok(to) = format!("{}:8080", ip.trim()).parse::<std::net::SocketAddr>() else {
+                continue;
+            };
+            if TcpStream::connect_timeout(&to, Duration::from_secs(1)).is_ok() {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    fn remove_all(&self) -> Result<()> {
+        let names: Vec<String> = (0..REPLICAS).map(|i| format!("web-{i}-web")).collect();
+        let mut rm = vec!["rm", "-f", "-i", "-t", "0"];
+        rm.extend(names.iter().map(String::as_str));
+        self.ok(&rm).map(drop)
+    }
+}
+
+impl Drop for Podman {
+    /// Nothing of the peer stays behind, also when a run fails half-way.
+    fn drop(&mut self) {
+        let _ = self.remove_all();
     }
 }
 
@@ -291,8 +319,8 @@ pub fn driver(runs: usize) -> Result<()> {
                 bail!("podman run failed");
             }
         }
-        until("10 running podman containers", Duration::from_secs(600), || {
-            Ok(podman.running()? == REPLICAS)
+        until("10 ready podman containers", Duration::from_secs(600), || {
+            Ok(podman.ready()? == REPLICAS)
         })?;
         peer_up.push(t.elapsed().as_secs_f64());
         let pid = podman.ok(&["inspect", "-f", "{{.State.Pid}}", "web-0-web"])?;
@@ -301,13 +329,10 @@ pub fn driver(runs: usize) -> Result<()> {
         util::run(Command::new("kill").args(["-9", pid.trim()]))?;
         until("the killed podman container back", Duration::from_secs(120), || {
             let now = podman.ok(&["inspect", "-f", "{{.State.StartedAt}}", "web-0-web"])?;
-            Ok(now != started && podman.running()? == REPLICAS)
+            Ok(now != started && podman.ready()? == REPLICAS)
         })?;
         peer_back.push(t.elapsed().as_secs_f64());
-        let names: Vec<String> = (0..REPLICAS).map(|i| format!("web-{i}-web")).collect();
-        let mut rm = vec!["rm", "-f", "-t", "0"];
-        rm.extend(names.iter().map(String::as_str));
-        podman.ok(&rm)?;
+        podman.remove_all()?;
     }
     println!("| what (s) | median | min | max |");
     println!("|---|---|---|---|");
@@ -317,7 +342,7 @@ pub fn driver(runs: usize) -> Result<()> {
         &mut peer_up,
     );
     row("ironpod: `kill -9` of a pod's VMM → pod ready and in the endpoints", &mut back);
-    row("podman 4.3: `kill -9` of a container → running again (restart policy)", &mut peer_back);
+    row("podman 4.3: `kill -9` of a container → serving again (restart policy)", &mut peer_back);
     if let Some((mut svc, mut direct)) = latency {
         println!();
         println!("| one HTTP request from the namespace's network (ms) | median | min | max |");

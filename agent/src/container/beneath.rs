@@ -9,14 +9,26 @@
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path};
 
 fn cstr(s: &str) -> io::Result<CString> {
     CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))
 }
 
-/// `openat2(dir, path, O_PATH | O_CLOEXEC, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)`.
+/// `openat2(dir, path, O_PATH | O_CLOEXEC, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)`,
+/// tried again when the kernel asks to (`EAGAIN`: a rename raced a `..` in the lookup).
 fn open_beneath(dir: &OwnedFd, path: &str) -> io::Result<OwnedFd> {
+    let mut tries = 0;
+    loop {
+        match open_beneath_once(dir, path) {
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) && tries < 16 => tries += 1,
+            r => return r,
+        }
+    }
+}
+
+fn open_beneath_once(dir: &OwnedFd, path: &str) -> io::Result<OwnedFd> {
     let p = cstr(path)?;
     // SAFETY: open_how is plain integers, for which all zeroes is valid (and means "none").
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
@@ -40,22 +52,35 @@ fn open_beneath(dir: &OwnedFd, path: &str) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(rc as i32) })
 }
 
-fn mkdir_at(dir: &OwnedFd, name: &str) -> io::Result<()> {
+/// Makes directory `name` in `dir`; whether it was made (not there before).
+fn mkdir_at(dir: &OwnedFd, name: &str, mode: u32) -> io::Result<bool> {
     let n = cstr(name)?;
     // SAFETY: n is a NUL-terminated string outliving the call; dir is an open descriptor.
-    let rc = unsafe { libc::mkdirat(dir.as_raw_fd(), n.as_ptr(), 0o755) };
+    let rc = unsafe { libc::mkdirat(dir.as_raw_fd(), n.as_ptr(), mode) };
     if rc != 0 {
         let e = io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EEXIST) {
-            return Err(e);
-        }
+        return match e.raw_os_error() == Some(libc::EEXIST) {
+            true => Ok(false),
+            false => Err(e),
+        };
     }
-    Ok(())
+    Ok(true)
+}
+
+/// The permission bits of what `fd` holds.
+fn mode_of(fd: &OwnedFd) -> io::Result<u32> {
+    Ok(std::fs::metadata(proc_path(fd))?.permissions().mode() & 0o7777)
+}
+
+/// Sets the permission bits of exactly what `fd` holds (past the umask).
+fn chmod_held(fd: &OwnedFd, mode: u32) -> io::Result<()> {
+    std::fs::set_permissions(proc_path(fd), std::fs::Permissions::from_mode(mode))
 }
 
 /// Opens `rel` (a relative path without `..`) beneath the directory `root` as an `O_PATH`
-/// descriptor, making missing directories. A path that would leave `root` (by a symbolic
-/// link, absolute or relative) is an error, `EXDEV` from the kernel.
+/// descriptor, making missing directories with `root`'s own mode (as the kubelet does, so
+/// a world-writable emptyDir's subPath is too). A path that would leave `root` (by a
+/// symbolic link, absolute or relative) is an error, `EXDEV` from the kernel.
 pub fn open(root: &Path, rel: &str) -> io::Result<OwnedFd> {
     let parts: Vec<&str> = Path::new(rel)
         .components()
@@ -80,20 +105,29 @@ pub fn open(root: &Path, rel: &str) -> io::Result<OwnedFd> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         other => return other,
     }
-    // Made one level at a time, each from its parent's checked descriptor.
-    let mut dir = root_fd;
-    for (i, part) in parts.iter().enumerate() {
+    // Made one level at a time: each prefix resolved beneath the root (so links inside
+    // the volume are followed as for an existing path), each directory made in its
+    // parent's checked descriptor.
+    let mode = mode_of(&root_fd)?;
+    let mut parent: Option<OwnedFd> = None;
+    for i in 0..parts.len() {
         let prefix = parts[..=i].join("/");
-        let fd = match open_beneath(&dir, part) {
+        let at = |e: io::Error| io::Error::new(e.kind(), format!("{prefix}: {e}"));
+        let fd = match open_beneath(&root_fd, &prefix) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                mkdir_at(&dir, part)?;
-                open_beneath(&dir, part)?
+                let dir = parent.as_ref().unwrap_or(&root_fd);
+                let made = mkdir_at(dir, parts[i], mode).map_err(at)?;
+                let fd = open_beneath(dir, parts[i]).map_err(at)?;
+                if made {
+                    chmod_held(&fd, mode).map_err(at)?;
+                }
+                fd
             }
-            r => r.map_err(|e| io::Error::new(e.kind(), format!("{prefix}: {e}")))?,
+            r => r.map_err(at)?,
         };
-        dir = fd;
+        parent = Some(fd);
     }
-    Ok(dir)
+    parent.ok_or_else(|| bad(rel))
 }
 
 fn bad(rel: &str) -> io::Error {
@@ -143,9 +177,18 @@ mod tests {
     #[test]
     fn makes_missing_directories() {
         let t = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
         let fd = open(t.path(), "x/y/z").unwrap();
         assert_eq!(target(&fd), t.path().join("x/y/z"));
         assert!(t.path().join("x/y/z").is_dir());
+        // With the volume's mode, past the umask.
+        let mode = std::fs::metadata(t.path().join("x/y")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o7777, 0o1777);
+        // A link inside the volume on the way is followed when a part is made after it.
+        std::fs::create_dir(t.path().join("b")).unwrap();
+        symlink("../b", t.path().join("x/l")).unwrap();
+        assert_eq!(target(&open(t.path(), "x/l/new").unwrap()), t.path().join("b/new"));
+        assert_eq!(target(&open(t.path(), "./x").unwrap()), t.path().join("x"));
         // A file in the way is an error, not replaced.
         std::fs::write(t.path().join("f"), "").unwrap();
         assert!(open(t.path(), "f/g").is_err());

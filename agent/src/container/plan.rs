@@ -284,7 +284,10 @@ fn mount_plan(m: &Mount) -> Result<MountPlan, AgentError> {
     if let Some(p) = &subpath {
         let relative = !p.is_empty()
             && !p.contains('\0')
-            && Path::new(p).components().all(|c| matches!(c, Component::Normal(_)));
+            && Path::new(p)
+                .components()
+                .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+            && Path::new(p).components().any(|c| matches!(c, Component::Normal(_)));
         if fstype != "bind" || !relative {
             return Err(bad(format!("mount {destination}: bad subpath {p:?}")));
         }
@@ -545,7 +548,11 @@ mod tests {
         assert_eq!(p.flags, libc::MS_BIND | libc::MS_REC | libc::MS_RDONLY);
         assert!(p.data.is_empty());
         assert_eq!(m(&["rbind"], "bind").unwrap().subpath, None);
-        for bad in ["../x", "/abs", "a/../../b", ""] {
+        assert_eq!(
+            m(&["x-ironpod.subpath=./conf"], "bind").unwrap().subpath.as_deref(),
+            Some("./conf")
+        );
+        for bad in ["../x", "/abs", "a/../../b", "", "."] {
             let o = format!("x-ironpod.subpath={bad}");
             assert!(m(&["rbind", &o], "bind").is_err(), "{bad:?}");
         }

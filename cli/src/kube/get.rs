@@ -275,6 +275,19 @@ pub fn get(root: &Path, a: GetArgs) -> Result<i32, Failure> {
     let ns = (!a.all_namespaces).then(|| a.ns.get().to_string());
     let named = a.args.len() > 1 || a.args[0].contains('/');
     let requested = if named { kind_and_names(&a.args)?.len() } else { 0 };
+    if named && sel.is_some() {
+        return Err(Failure::Other(
+            "error: name cannot be provided when a selector is specified".into(),
+        ));
+    }
+    if named && a.watch {
+        let asked = kind_and_names(&a.args)?;
+        if asked.iter().any(|(k, _)| *k != asked[0].0) {
+            return Err(Failure::Other(
+                "error: you may only specify a single resource type".into(),
+            ));
+        }
+    }
     let mut groups: Vec<(Kind, Vec<Stored>)> = Vec::new();
     let mut failed = false;
     if named {
@@ -326,28 +339,22 @@ pub fn get(root: &Path, a: GetArgs) -> Result<i32, Failure> {
     }
     if a.watch {
         // Named objects are watched by name, of one kind (as kubectl's field selector).
-        let names: Option<Vec<String>> = match named {
-            true => {
-                let asked = kind_and_names(&a.args)?;
-                if asked.iter().any(|(k, _)| *k != asked[0].0) {
-                    return Err(Failure::Other(
-                        "error: you may only specify a single resource type".into(),
-                    ));
-                }
-                Some(asked.into_iter().map(|(_, n)| n).collect())
-            }
-            false => None,
-        };
+        let names: Option<Vec<String>> = named
+            .then(|| kind_and_names(&a.args))
+            .transpose()?
+            .map(|asked| asked.into_iter().map(|(_, n)| n).collect());
         let k = match named {
             true => kind_and_names(&a.args)?[0].0,
             false => groups[0].0,
         };
         let first: Vec<Stored> = groups.into_iter().flat_map(|(_, v)| v).collect();
         let ns = if named { Some(a.ns.get().to_string()) } else { ns };
+        // Whether a YAML document was printed already (an empty list is one).
+        let printed = !named || count > 0;
         watch(
             &store,
             (k, ns.as_deref(), sel.as_ref(), names.as_deref()),
-            &first,
+            (&first, printed),
             (out, a.show_labels, a.all_namespaces),
         )?;
     }
@@ -388,13 +395,12 @@ type Watched<'a> = (Kind, Option<&'a str>, Option<&'a LabelSelector>, Option<&'a
 fn watch(
     store: &KubeStore,
     (k, ns, sel, names): Watched<'_>,
-    first: &[Stored],
+    (first, mut printed): (&[Stored], bool),
     (out, labels, all_ns): (Output, bool, bool),
 ) -> Result<(), Failure> {
     let mut seen: HashMap<String, i64> =
         first.iter().map(|o| (o.uid().to_string(), o.version())).collect();
     let mut header_done = !first.is_empty();
-    let mut printed = false;
     let mut version = store.version().map_err(store_err)?;
     loop {
         std::thread::sleep(Duration::from_millis(300));
@@ -419,7 +425,7 @@ fn watch(
             Output::Json | Output::Yaml => {
                 for o in &changed {
                     // YAML documents one after another need their separator.
-                    if out == Output::Yaml && (printed || !first.is_empty()) {
+                    if out == Output::Yaml && printed {
                         println!("---");
                     }
                     printed = true;
