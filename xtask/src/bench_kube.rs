@@ -338,7 +338,7 @@ pub fn driver(runs: usize) -> Result<()> {
     println!("|---|---|---|---|");
     row(&format!("ironpod: `kube apply` of a {REPLICAS}-replica Deployment → all ready"), &mut up);
     row(
-        &format!("podman 4.3: {REPLICAS} × `podman run -d` at once → all running (runc)"),
+        &format!("podman 4.3: {REPLICAS} × `podman run -d` at once → all serving (runc)"),
         &mut peer_up,
     );
     row("ironpod: `kill -9` of a pod's VMM → pod ready and in the endpoints", &mut back);
