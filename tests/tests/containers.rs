@@ -256,12 +256,14 @@ impl HostSampler {
 fn tty_size_follows_resize_and_signals_reach_the_process() {
     let _w = require_linux_kvm();
     let root = TestRoot::with_demo();
-    let script = "stty size; echo ready; read line; stty size; \
+    let script = "tty; stty size; echo ready; read line; stty size; \
                   trap 'echo got-term; exit 3' TERM; echo waiting; while true; do sleep 0.1; done";
     let mut cmd = root.cmd(&["run", "-t", "-i", "--name", "ttytest", "demo", "sh", "-c", script]);
     let (mut term, mut child) = Terminal::spawn(&mut cmd, 24, 80);
     term.wait_for("ready", Duration::from_secs(120));
     assert!(term.seen.contains("24 80"), "initial size: {:?}", term.seen);
+    // The terminal is one of the container's own devpts (so `tty` can name it).
+    assert!(term.seen.contains("/dev/pts/0\r\n24 80"), "tty: {:?}", term.seen);
     // Resize our terminal: the kernel sends SIGWINCH to ironpod, which resizes the guest's.
     term.resize(40, 132);
     std::thread::sleep(Duration::from_millis(1500));

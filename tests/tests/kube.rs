@@ -171,12 +171,19 @@ fn pod_of_two_containers_shares_volumes_and_localhost() {
     // exec -it: a terminal of the caller's size in the guest, typed input, the exit code.
     let mut cmd = Command::new(bin("ironpod"));
     cmd.env("IRONPOD_ROOT", root.path()).args(["kube", "exec", "-it", "shared", "-c", "side"]);
-    let script = "stty size; [ -t 0 ] && [ -t 1 ] && echo on-a-terminal; echo ready; read x; \
-                  echo got-$x; exit 4";
+    // `tty` names a terminal of the container's own devpts, owned by the process's user.
+    let script = "stty size; [ -t 0 ] && [ -t 1 ] && echo on-a-terminal; t=$(tty); \
+                  echo tty=$t; [ \"$(stat -c %u $t)\" = \"$(id -u)\" ] && echo owns-it; \
+                  echo ready; read x; echo got-$x; exit 4";
     cmd.args(["--", "sh", "-c", script]);
     let (mut term, mut child) = Terminal::spawn(&mut cmd, 30, 100);
     term.wait_for("ready", Duration::from_secs(60));
     assert!(term.seen.contains("30 100\r\non-a-terminal"), "{:?}", term.seen);
+    assert!(
+        term.seen.contains("tty=/dev/pts/") && term.seen.contains("owns-it"),
+        "{:?}",
+        term.seen
+    );
     term.type_in(b"hi\r");
     term.wait_for("got-hi", Duration::from_secs(30));
     assert_eq!(child.wait().unwrap().code(), Some(4));

@@ -16,7 +16,7 @@ use ironpod_protocol::{read_frame, recv, send};
 use serde::{Deserialize, Serialize};
 
 use super::plan::{LaunchPlan, ProcessPlan};
-use super::{caps, rootfs, seccomp};
+use super::{caps, console, rootfs, seccomp};
 
 /// The fd the plan and the reports travel on.
 pub const SYNC_FD: libc::c_int = 3;
@@ -62,6 +62,8 @@ pub fn main() -> ! {
     let mut sync = unsafe { UnixStream::from_raw_fd(SYNC_FD) };
     // SAFETY: plain fcntl; the fd must not leak into the container's program.
     unsafe { libc::fcntl(SYNC_FD, libc::F_SETFD, libc::FD_CLOEXEC) };
+    // SAFETY: as above, for the terminal socket (EBADF when the process has no terminal).
+    unsafe { libc::fcntl(console::TERMINAL_FD, libc::F_SETFD, libc::FD_CLOEXEC) };
     let plan: LaunchPlan = match recv(&mut sync) {
         Ok(p) => p,
         Err(e) => fail(&mut sync, &format!("bad launch plan: {e}")),
@@ -84,7 +86,7 @@ pub fn main() -> ! {
         unsafe { libc::_exit(0) };
     }
     crate::log::trace("child: forked");
-    if let Err(e) = prepare(&plan) {
+    if let Err(e) = prepare(&plan).and_then(|()| terminal(&plan)) {
         fail(&mut sync, &e.to_string());
     }
     if send(&mut sync, &ChildMsg::Ready).is_err() {
@@ -164,6 +166,26 @@ fn prepare(plan: &LaunchPlan) -> io::Result<()> {
         rootfs::set_names(r.hostname.as_deref(), r.domainname.as_deref())?;
     }
     Ok(())
+}
+
+/// A process with a terminal moves onto one made in the container's devpts (the root is
+/// the container's now: pivoted, or the joined mount namespace's) and sends its master to
+/// the agent; without a devpts there it keeps the carrier and says so.
+fn terminal(plan: &LaunchPlan) -> io::Result<()> {
+    if !plan.process.tty {
+        return Ok(());
+    }
+    // SAFETY: the agent set up TERMINAL_FD for processes with a terminal, for us alone.
+    let socket = unsafe { UnixStream::from_raw_fd(console::TERMINAL_FD) };
+    match console::open(Path::new("/dev/pts"))? {
+        Some(t) => {
+            if plan.rootfs.is_some() {
+                rootfs::rebind_console(&t.path)?;
+            }
+            t.adopt(&socket, plan.process.uid).map_err(ctx("hand over the terminal"))
+        }
+        None => console::send_master(&socket, None).map_err(ctx("hand over the terminal")),
+    }
 }
 
 fn cstrings(v: &[String]) -> io::Result<Vec<CString>> {

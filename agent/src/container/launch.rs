@@ -2,7 +2,7 @@
 //! it the plan, learn its pid, and later give it the start word and learn whether the exec
 //! worked.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
@@ -11,6 +11,7 @@ use std::time::Duration;
 use ironpod_protocol::{recv, send, AgentError, ErrorKind, FrameError};
 
 use super::child::{AgentMsg, ChildMsg, SYNC_FD};
+use super::console::{self, TERMINAL_FD};
 use super::plan::LaunchPlan;
 use super::stdio::ChildEnds;
 use crate::reaper;
@@ -19,6 +20,9 @@ use crate::reaper;
 pub struct Pending {
     /// Its pid in the guest.
     pub pid: i32,
+    /// The master of the terminal the process made in the container's devpts (processes
+    /// with a terminal, where the container has one), to use instead of the carrier's.
+    pub master: Option<OwnedFd>,
     sync: UnixStream,
 }
 
@@ -33,10 +37,16 @@ fn frame_err(what: &str, e: FrameError) -> AgentError {
 /// Spawns the child and runs it up to "ready".
 pub fn create(plan: &LaunchPlan, ends: ChildEnds) -> Result<Pending, AgentError> {
     let (mut ours, theirs) = UnixStream::pair().map_err(io_err("socketpair"))?;
-    reexec(ends, &theirs)?;
+    let terminal = if plan.process.tty {
+        Some(UnixStream::pair().map_err(io_err("socketpair"))?)
+    } else {
+        None
+    };
+    reexec(ends, &theirs, terminal.as_ref().map(|(_, t)| t))?;
     crate::log::trace("launch: child spawned");
     // The child has its copies now.
     drop(theirs);
+    let terminal = terminal.map(|(ours, _)| ours);
     ours.set_read_timeout(Some(Duration::from_secs(60))).map_err(io_err("socket timeout"))?;
     send(&mut ours, plan).map_err(|e| frame_err("send the launch plan", e))?;
     // The intermediate process reports the pid and the final process reports ready; they
@@ -67,12 +77,25 @@ pub fn create(plan: &LaunchPlan, ends: ChildEnds) -> Result<Pending, AgentError>
         }
     }
     let pid = pid.unwrap_or_default();
-    Ok(Pending { pid, sync: ours })
+    // The child handed its terminal over before it said ready.
+    let master = match &terminal {
+        Some(t) => console::recv_master(t).map_err(io_err("receive the terminal"))?,
+        None => None,
+    };
+    Ok(Pending { pid, master, sync: ours })
 }
 
 /// Starts the child by re-executing the agent as `--container-init`.
-fn reexec(ends: ChildEnds, theirs: &UnixStream) -> Result<(), AgentError> {
+fn reexec(
+    ends: ChildEnds,
+    theirs: &UnixStream,
+    terminal: Option<&UnixStream>,
+) -> Result<(), AgentError> {
+    // Copies above the fds the child's end up at, so that no dup2 below overwrites another.
+    let theirs = high_copy(theirs)?;
+    let terminal = terminal.map(high_copy).transpose()?;
     let theirs_fd = theirs.as_raw_fd();
+    let terminal_fd = terminal.as_ref().map(|t| t.as_raw_fd());
     let mut cmd = Command::new("/proc/self/exe");
     cmd.arg("--container-init")
         .env_clear()
@@ -85,11 +108,27 @@ fn reexec(ends: ChildEnds, theirs: &UnixStream) -> Result<(), AgentError> {
             if libc::dup2(theirs_fd, SYNC_FD) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            if let Some(fd) = terminal_fd {
+                if libc::dup2(fd, TERMINAL_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             Ok(())
         });
     }
     // The reaper collects the intermediate process; we never wait on it here.
     cmd.spawn().map(drop).map_err(io_err("start the container child"))
+}
+
+/// A close-on-exec copy of `fd` numbered 10 or more.
+fn high_copy(fd: &impl AsRawFd) -> Result<OwnedFd, AgentError> {
+    // SAFETY: F_DUPFD_CLOEXEC on an open fd returns a new fd or -1.
+    let n = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
+    if n < 0 {
+        return Err(io_err("copy a socket")(std::io::Error::last_os_error()));
+    }
+    // SAFETY: fcntl returned a new fd that nothing else owns.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(n) })
 }
 
 fn kill_and_forget(pid: i32) {

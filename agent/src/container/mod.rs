@@ -9,6 +9,7 @@ mod caps;
 mod cgroup;
 pub mod child;
 mod commit;
+mod console;
 mod devices;
 mod launch;
 mod plan;
@@ -55,8 +56,13 @@ impl Proc {
         size: Option<(u16, u16)>,
     ) -> Result<Arc<Proc>, AgentError> {
         let tty = plan.process.tty;
-        let (child_ends, host_ends) = stdio::create(tty, stdin, size).map_err(AgentError::from)?;
-        let pending = launch::create(plan, child_ends)?;
+        let (child_ends, mut host_ends) =
+            stdio::create(tty, stdin, size).map_err(AgentError::from)?;
+        let mut pending = launch::create(plan, child_ends)?;
+        if let Some(master) = pending.master.take() {
+            // The process moved onto a terminal of the container's own devpts.
+            host_ends.replace_master(master, size)?;
+        }
         Ok(Arc::new(Proc {
             pid: pending.pid,
             tty,

@@ -288,6 +288,18 @@ pub fn setup(plan: &RootfsPlan, console: Option<&Path>) -> io::Result<()> {
     Ok(())
 }
 
+/// After the pivot: makes `/dev/console` the container's own terminal `slave` (a path in
+/// the container's devpts) instead of the carrier bound before the pivot.
+pub fn rebind_console(slave: &Path) -> io::Result<()> {
+    let console = Path::new("/dev/console");
+    let c = CString::new("/dev/console").expect("static string");
+    // SAFETY: c is a valid path string; failing (nothing mounted there) is fine.
+    unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    ensure_file(console)?;
+    mount(Some(&slave.to_string_lossy()), console, None, libc::MS_BIND, None)
+        .map_err(ctx("bind /dev/console".into()))
+}
+
 /// Sets host and domain name (the process is in a new UTS namespace).
 pub fn set_names(host: Option<&str>, domain: Option<&str>) -> io::Result<()> {
     if let Some(h) = host {

@@ -147,6 +147,23 @@ impl HostEnds {
         }
     }
 
+    /// Swaps the terminal for another (the one the process made in its container), sized
+    /// as asked; the carrier's master closes.
+    pub fn replace_master(
+        &mut self,
+        new: OwnedFd,
+        size: Option<(u16, u16)>,
+    ) -> Result<(), AgentError> {
+        let HostEnds::Pty { master, .. } = self else {
+            return Err(AgentError::new(ErrorKind::InvalidState, "the process has no TTY"));
+        };
+        *master = new;
+        match size {
+            Some((rows, cols)) => self.resize(rows, cols),
+            None => Ok(()),
+        }
+    }
+
     /// Sets the terminal size.
     pub fn resize(&self, rows: u16, cols: u16) -> Result<(), AgentError> {
         let HostEnds::Pty { master, .. } = self else {
