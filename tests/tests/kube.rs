@@ -342,6 +342,20 @@ fn volumes_and_following(root: &TestRoot) {
     kube_ok(root, &["delete", "pod", "volumes"]);
 }
 
+/// Imports `udp`: the demo image's busybox plus the statically linked `udp-echo`.
+fn import_udp_image(root: &TestRoot) {
+    let program = bin("udp-echo");
+    assert!(
+        ironpod_pods::jail::is_static_elf(&program).unwrap(),
+        "{} must be linked statically (`cargo xtask test` links it so)",
+        program.display()
+    );
+    let tar = root.path().join("udp.tar");
+    let code = std::fs::read(&program).unwrap();
+    ironpod_tests::busybox_rootfs_tar_with_files(&tar, &[("udp-echo", &code, 0o755)]);
+    root.ok(&["import", &tar.to_string_lossy(), "udp"]);
+}
+
 /// Running VMMs (the tests of this file run one at a time).
 fn count_vmms(_root: &Path) -> usize {
     let out = Command::new("pgrep").args(["-c", "-x", "ironpod-vmm"]).output().unwrap();
@@ -369,6 +383,11 @@ spec:
         readinessProbe:
           tcpSocket: {port: http}
           periodSeconds: 1
+      - name: udp
+        image: udp
+        imagePullPolicy: IfNotPresent
+        command: ["/udp-echo", "serve", "5353"]
+        ports: [{containerPort: 5353, name: answer, protocol: UDP}]
 ---
 apiVersion: v1
 kind: Service
@@ -376,7 +395,9 @@ metadata: {name: web}
 spec:
   type: NodePort
   selector: {app: web}
-  ports: [{port: 80, targetPort: http, nodePort: 30080}]
+  ports:
+  - {name: http, port: 80, targetPort: http, nodePort: 30080}
+  - {name: answer, port: 53, targetPort: answer, protocol: UDP, nodePort: 30053}
 ---
 apiVersion: v1
 kind: Pod
@@ -384,7 +405,7 @@ metadata: {name: client}
 spec:
   containers:
   - name: client
-    image: demo
+    image: udp
     imagePullPolicy: IfNotPresent
     command: ["sh", "-c", "while true; do sleep 1; done"]
 "#;
@@ -475,6 +496,7 @@ fn deployment_behind_a_service() {
     let root = TestRoot::with_demo();
     let _kubelets = Kubelets(&root);
     let _svc = Service::start(&root);
+    import_udp_image(&root);
     apply(&root, WEB);
     wait_for(&root, "three ready web pods", Duration::from_secs(180), "client", || {
         endpoint_pods(&root, "web").len() == 3
@@ -522,6 +544,25 @@ fn deployment_behind_a_service() {
     assert!(!port.status.success(), "a port the service does not have is refused");
     let host = ironpod_tests::web::http_get(30080, "/");
     assert!(pods.iter().any(|p| host.contains(p.as_str())), "{host}");
+    // UDP through the Service: 30 datagrams (a flow each) from a pod reach every pod, and
+    // the UDP node port answers on the host.
+    let answers =
+        kube_ok(&root, &["exec", "client", "--", "/udp-echo", "ask", &format!("{ip}:53"), "30"]);
+    let mut seen: Vec<&str> = answers.lines().filter_map(|l| l.split(' ').next()).collect();
+    assert_eq!(seen.len(), 30, "{answers}");
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen, pods.iter().map(String::as_str).collect::<Vec<_>>(), "{answers}");
+    let host = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    host.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    host.send_to(b"from-host", "127.0.0.1:30053").unwrap();
+    let mut buf = [0u8; 512];
+    let (n, _) = host.recv_from(&mut buf).expect("an answer on the UDP node port");
+    let answer = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(
+        answer.ends_with(" from-host") && pods.iter().any(|p| answer.starts_with(p.as_str())),
+        "{answer}"
+    );
     // Another namespace: its pods cannot reach these pods, only the Service, by its
     // namespaced names.
     apply(&root, OTHER);

@@ -105,6 +105,8 @@ pub fn build() -> Result<(Vec<TestBin>, Vec<TestBin>)> {
     util::build_static_vmm(PROFILE)?;
     // The hostile program the rig tests run in a pod (the demo image has no C library).
     util::build_static(PROFILE, GUEST_PACKAGE, "hostile-pod")?;
+    // The UDP answerer of the kube tests' UDP Service.
+    util::build_static(PROFILE, GUEST_PACKAGE, "udp-echo")?;
     let (mut host, mut guest) = (Vec::new(), Vec::new());
     for line in out.lines() {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
