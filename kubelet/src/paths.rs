@@ -49,6 +49,9 @@ pub struct KubeletInfo {
     pub pid: i32,
     /// The VM's vsock socket, once it runs.
     pub vsock: Option<PathBuf>,
+    /// The VMM's process id, while the VM runs (`VmmPid` of `inspect`).
+    #[serde(default)]
+    pub vmm_pid: Option<u32>,
     /// The containers' current runs, by container name.
     #[serde(default)]
     pub containers: std::collections::BTreeMap<String, RunningContainer>,

@@ -12,6 +12,7 @@ pub mod kubelet_cri;
 pub mod manifests;
 pub mod netns;
 pub mod pty;
+pub mod service;
 pub mod web;
 
 /// Lossy UTF-8.
@@ -222,6 +223,21 @@ impl TestRoot {
 /// Writes a root filesystem tarball with Debian's static busybox and its applets.
 pub fn busybox_rootfs_tar(out: &std::path::Path) {
     busybox_rootfs_tar_with(out, &[]);
+}
+
+/// Imports image `image`: busybox plus `/PROGRAM`, one of this package's programs, which
+/// must be linked statically (`cargo xtask test` links them so: images have no C library).
+pub fn import_with_program(root: &TestRoot, program: &str, image: &str) {
+    let path = bin(program);
+    assert!(
+        ironpod_pods::jail::is_static_elf(&path).unwrap(),
+        "{} must be linked statically (`cargo xtask test` links it so)",
+        path.display()
+    );
+    let tar = root.path().join(format!("{image}.tar"));
+    let code = std::fs::read(&path).unwrap();
+    busybox_rootfs_tar_with_files(&tar, &[(program, &code, 0o755)]);
+    root.ok(&["import", &tar.to_string_lossy(), image]);
 }
 
 /// Like [`busybox_rootfs_tar`], with more files (path, content).

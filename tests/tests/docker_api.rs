@@ -5,41 +5,31 @@
 //! made by one front end seen and handled by the other; restart policies and healthchecks;
 //! Debian's docker-compose 1.29 running a three-service app. Every pod boots a real guest.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use ironpod_tests::{bin, require_linux_kvm, text, TestRoot};
+use ironpod_tests::{require_linux_kvm, text, TestRoot};
 
 const DOCKER_CLI: &str = "/var/cache/ironpod/docker-cli/docker";
 
-struct Service {
-    child: Child,
-    socket: PathBuf,
+/// The service, driven with the docker CLI.
+struct Service(ironpod_tests::service::Service);
+
+impl std::ops::Deref for Service {
+    type Target = ironpod_tests::service::Service;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl Service {
     fn start(root: &TestRoot) -> Service {
-        Self::start_with(root, &[])
+        Service(ironpod_tests::service::Service::start(root))
     }
 
     fn start_with(root: &TestRoot, extra: &[&str]) -> Service {
-        let socket = root.path().join("docker.sock");
-        let child = Command::new(bin("ironpod"))
-            .env("IRONPOD_ROOT", root.path())
-            .args(["system", "service", "--socket"])
-            .arg(format!("unix://{}", socket.display()))
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let t = Instant::now();
-        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-            assert!(t.elapsed() < Duration::from_secs(30), "the service did not listen");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Service { child, socket }
+        Service(ironpod_tests::service::Service::start_with(root, extra))
     }
 
     fn docker(&self, args: &[&str]) -> Output {
@@ -226,13 +216,6 @@ fn copies_files_both_ways(svc: &Service, root: &TestRoot) {
     assert_eq!(code, 404);
     let ls = svc.ok(&["exec", "web", "sh", "-c", "ls / /data"]);
     assert!(!ls.contains("evil"), "{ls}");
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ironpod_tests::web::{free_port, http_get, try_http_get, web_server};
-use ironpod_tests::{bin, busybox_rootfs_tar_with_files, require_linux_kvm, vm_dir_of, TestRoot};
+use ironpod_tests::{import_with_program, require_linux_kvm, vm_dir_of, TestRoot};
 
 /// The flood's counters as the program last reported them.
 fn flood_stats(root: &TestRoot) -> std::collections::HashMap<String, u64> {
@@ -37,16 +37,7 @@ fn files_starting(dir: &Path, prefix: &str) -> Vec<(String, u64)> {
 fn a_hostile_pod_floods_every_way_out_and_its_neighbour_keeps_answering() {
     let _w = require_linux_kvm();
     let root = TestRoot::with_demo();
-    let program = bin("hostile-pod");
-    assert!(
-        ironpod_pods::jail::is_static_elf(&program).unwrap(),
-        "{} must be linked statically (`cargo xtask test` links it so)",
-        program.display()
-    );
-    let tar = root.path().join("hostile.tar");
-    let code = std::fs::read(&program).unwrap();
-    busybox_rootfs_tar_with_files(&tar, &[("hostile-pod", &code, 0o755)]);
-    root.ok(&["import", &tar.to_string_lossy(), "hostile"]);
+    import_with_program(&root, "hostile-pod", "hostile");
 
     let port = free_port();
     let web = web_server("still-here", 10);

@@ -3,46 +3,13 @@
 //! variables, init containers, restart policies, probes, and Deployments.
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use ironpod_tests::manifests::{SHARED_POD, SHARED_POD_SEES};
 use ironpod_tests::pty::Terminal;
-use ironpod_tests::{bin, require_linux_kvm, text, TestRoot};
-
-/// The service (its controllers run the objects) on a private socket of the root.
-struct Service {
-    child: Child,
-}
-
-impl Service {
-    fn start(root: &TestRoot) -> Service {
-        let socket = root.path().join("docker.sock");
-        let child = Command::new(bin("ironpod"))
-            .env("IRONPOD_ROOT", root.path())
-            // The controllers' warnings show in the test's output.
-            .env("RUST_LOG", "warn")
-            .args(["system", "service", "--socket"])
-            .arg(format!("unix://{}", socket.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let t = Instant::now();
-        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-            assert!(t.elapsed() < Duration::from_secs(30), "the service did not listen");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Service { child }
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use ironpod_tests::service::Service;
+use ironpod_tests::{bin, import_with_program, require_linux_kvm, text, TestRoot};
 
 /// Kills the kubelets of a root when a test ends (their VMs go with them), so that a test
 /// that failed leaves no pod behind for the next.
@@ -342,20 +309,6 @@ fn volumes_and_following(root: &TestRoot) {
     kube_ok(root, &["delete", "pod", "volumes"]);
 }
 
-/// Imports `udp`: the demo image's busybox plus the statically linked `udp-echo`.
-fn import_udp_image(root: &TestRoot) {
-    let program = bin("udp-echo");
-    assert!(
-        ironpod_pods::jail::is_static_elf(&program).unwrap(),
-        "{} must be linked statically (`cargo xtask test` links it so)",
-        program.display()
-    );
-    let tar = root.path().join("udp.tar");
-    let code = std::fs::read(&program).unwrap();
-    ironpod_tests::busybox_rootfs_tar_with_files(&tar, &[("udp-echo", &code, 0o755)]);
-    root.ok(&["import", &tar.to_string_lossy(), "udp"]);
-}
-
 /// Running VMMs (the tests of this file run one at a time).
 fn count_vmms(_root: &Path) -> usize {
     let out = Command::new("pgrep").args(["-c", "-x", "ironpod-vmm"]).output().unwrap();
@@ -451,40 +404,17 @@ fn pods_of(root: &TestRoot, selector: &str) -> Vec<String> {
     v
 }
 
-/// The VMM process under a pod's kubelet.
+/// The VMM process of a pod's VM, as its kubelet records it.
 fn vmm_of(root: &TestRoot, pod: &str) -> i32 {
     let uid = pod_json(root, pod)["metadata"]["uid"].as_str().unwrap().to_string();
     let info: serde_json::Value = serde_json::from_slice(
         &std::fs::read(root.path().join("kube/pods").join(&uid).join("kubelet.json")).unwrap(),
     )
     .unwrap();
-    let kubelet = info["pid"].as_i64().unwrap() as i32;
-    let ppid = |pid: i32| -> i32 {
-        let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        s.rsplit_once(')')
-            .and_then(|(_, r)| r.split_whitespace().nth(1))
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0)
-    };
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-        if std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim()
-            != "ironpod-vmm"
-        {
-            continue;
-        }
-        let mut p = pid;
-        for _ in 0..8 {
-            p = ppid(p);
-            if p == kubelet {
-                return pid;
-            }
-            if p <= 1 {
-                break;
-            }
-        }
-    }
-    panic!("no VMM under kubelet {kubelet} of pod {pod}");
+    let pid = info["vmm_pid"].as_i64().unwrap_or_else(|| panic!("{pod} has no VM: {info}"));
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    assert_eq!(comm.trim(), "ironpod-vmm", "pid {pid} of pod {pod}");
+    pid as i32
 }
 
 /// A Deployment of three behind a Service: requests to its name reach all three; a killed
@@ -496,7 +426,7 @@ fn deployment_behind_a_service() {
     let root = TestRoot::with_demo();
     let _kubelets = Kubelets(&root);
     let _svc = Service::start(&root);
-    import_udp_image(&root);
+    import_with_program(&root, "udp-echo", "udp");
     apply(&root, WEB);
     wait_for(&root, "three ready web pods", Duration::from_secs(180), "client", || {
         endpoint_pods(&root, "web").len() == 3
@@ -880,8 +810,7 @@ fn restart_policies_probes_and_adoption() {
         .unwrap()
     };
     let kubelet = info(&live_uid)["pid"].clone();
-    let _ = Command::new("kill").args(["-9", &svc.child.id().to_string()]).status();
-    let _ = svc.child.wait();
+    svc.kill();
     let out = apply(&root, "apiVersion: v1\nkind: ReplicationController\nmetadata: {name: later}\nspec:\n  replicas: 1\n  template:\n    metadata: {labels: {app: later}}\n    spec: {containers: [{name: c, image: demo, imagePullPolicy: IfNotPresent, command: [sleep, '1000']}]}\n");
     assert!(out.contains("replicationcontroller/later created"), "{out}");
     // A pod whose kubelet dies while no controller runs (its VM goes with it).

@@ -190,6 +190,44 @@ impl BenchRoot {
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
+
+    /// Starts `ironpod system service` (the Docker API and the controllers) on this root,
+    /// listening on `docker.sock` in it; returns once it accepts connections.
+    pub fn service(&self) -> Result<BenchService> {
+        let socket = self.root.path().join("docker.sock");
+        let child = Command::new(&self.ironpod)
+            .arg("--root")
+            .arg(self.root.path())
+            .args(["system", "service", "--socket"])
+            .arg(format!("unix://{}", socket.display()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("start the service")?;
+        let svc = BenchService { child, socket };
+        let t = std::time::Instant::now();
+        while std::os::unix::net::UnixStream::connect(&svc.socket).is_err() {
+            if t.elapsed() > std::time::Duration::from_secs(30) {
+                bail!("the service did not listen");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Ok(svc)
+    }
+}
+
+/// A benchmark root's `ironpod system service`, stopped when dropped.
+pub struct BenchService {
+    child: std::process::Child,
+    /// Its Docker API socket.
+    pub socket: std::path::PathBuf,
+}
+
+impl Drop for BenchService {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// (median, min, max).

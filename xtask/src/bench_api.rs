@@ -6,25 +6,15 @@
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
 use crate::bench::{stats, BenchRoot};
 use crate::bench_run::timed;
 use crate::deps::DOCKER_CLI;
 use crate::util;
-
-/// The service on the bench root, stopped when dropped.
-struct Service(Child);
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// One `GET` over the socket, the whole reply read (HTTP/1.0: the server closes).
 fn get(socket: &Path, path: &str) -> Result<(f64, usize)> {
@@ -48,26 +38,9 @@ fn row(what: &str, v: &mut [f64]) {
 /// The measuring part; runs where KVM is.
 pub fn driver(runs: usize) -> Result<()> {
     let b = BenchRoot::new()?;
-    let socket = b.root.path().join("docker.sock");
+    let svc = b.service()?;
+    let socket = svc.socket.clone();
     let ironpod = util::target_dir().join("release/ironpod");
-    let _svc = Service(
-        Command::new(&ironpod)
-            .arg("--root")
-            .arg(b.root.path())
-            .args(["system", "service", "--socket"])
-            .arg(format!("unix://{}", socket.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("start the service")?,
-    );
-    let t = Instant::now();
-    while UnixStream::connect(&socket).is_err() {
-        if t.elapsed() > Duration::from_secs(30) {
-            bail!("the service did not listen");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
     let docker = |args: &[&str]| {
         let mut c = Command::new(DOCKER_CLI);
         c.arg("-H").arg(format!("unix://{}", socket.display())).args(args);

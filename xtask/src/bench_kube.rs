@@ -44,17 +44,6 @@ fn deployment() -> String {
     )
 }
 
-/// `ironpod system service` on the bench root (it runs the controllers), stopped when
-/// dropped.
-struct Service(Child);
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn json(b: &BenchRoot, args: &[&str]) -> Result<serde_json::Value> {
     let mut a = vec!["kube", "get"];
     a.extend_from_slice(args);
@@ -90,35 +79,14 @@ fn until(what: &str, limit: Duration, mut ok: impl FnMut() -> Result<bool>) -> R
     Ok(())
 }
 
-/// The VMM under a kube pod's kubelet (the kubelet's pid is in its kubelet.json).
+/// The VMM of a kube pod's VM, as its kubelet records it in kubelet.json.
 fn vmm_of(root: &Path, uid: &str) -> Result<i32> {
-    let info: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(root.join("kube/pods").join(uid).join("kubelet.json"))
-            .context("kubelet.json")?,
-    )?;
-    let kubelet = info["pid"].as_i64().context("no kubelet pid")? as i32;
-    let ppid = |pid: i32| -> i32 {
-        let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        s.rsplit_once(')')
-            .and_then(|(_, r)| r.split_whitespace().nth(1))
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0)
-    };
-    for e in std::fs::read_dir("/proc")?.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        if comm.trim() != "ironpod-vmm" {
-            continue;
-        }
-        let mut p = pid;
-        for _ in 0..8 {
-            p = ppid(p);
-            if p == kubelet {
-                return Ok(pid);
-            }
-        }
+    let info = root.join("kube/pods").join(uid).join("kubelet.json");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&info)?)?;
+    match v["vmm_pid"].as_i64() {
+        Some(pid) => Ok(pid as i32),
+        None => bail!("pod {uid} has no VM running ({})", info.display()),
     }
-    bail!("no VMM under kubelet {kubelet}")
 }
 
 /// One HTTP/1.0 GET of `/` at `addr`, the whole reply read; milliseconds.
@@ -232,19 +200,7 @@ impl Drop for Podman {
 /// The measuring part; runs where KVM is.
 pub fn driver(runs: usize) -> Result<()> {
     let b = BenchRoot::new()?;
-    let socket = b.root.path().join("docker.sock");
-    let ironpod = util::target_dir().join("release/ironpod");
-    let _svc = Service(
-        Command::new(&ironpod)
-            .arg("--root")
-            .arg(b.root.path())
-            .args(["system", "service", "--socket"])
-            .arg(format!("unix://{}", socket.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("start the service")?,
-    );
+    let _svc = b.service()?;
     let manifest = b.root.path().join("web.yaml");
     std::fs::write(&manifest, deployment())?;
     let manifest = manifest.to_string_lossy().into_owned();

@@ -77,6 +77,7 @@ impl Runner {
         self.pod_ip = vm.address().map(|a| a.to_string());
         self.start_time.get_or_insert_with(|| vm.started_at.clone());
         self.info.vsock = Some(vm.uds.clone());
+        self.info.vmm_pid = Some(vm.vm.pid());
         let _ = crate::paths::write_info(&self.root, &self.uid, &self.info);
         // Upper layers of runs of an earlier VM on the same disk are of no use.
         let _ = vm.ctl.remove_tree(&format!(
@@ -118,6 +119,7 @@ impl Runner {
         }
         ironpod_net::disconnect(&self.root, &self.pod_id);
         self.info.vsock = None;
+        self.info.vmm_pid = None;
         self.info.containers.clear();
         let _ = crate::paths::write_info(&self.root, &self.uid, &self.info);
     }
