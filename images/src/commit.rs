@@ -67,77 +67,12 @@ impl ImageStore {
                 name.full()
             )));
         }
-        if !is_sha256_hex(sha256_hex) {
-            return Err(ImageError::Corrupt(format!(
-                "the agent announced a malformed layer digest {:?}",
-                sha256_hex.chars().take(80).collect::<String>()
-            )));
-        }
-        if size > max_size {
-            return Err(ImageError::Corrupt(format!(
-                "the agent announced a {size}-byte layer: more than the {max_size} bytes a commit may take"
-            )));
-        }
         let tmp_dir = self.root.join("tmp");
-        fs::create_dir_all(&tmp_dir).map_err(|e| ImageError::io(&tmp_dir, e))?;
-        if let Some(free) = crate::blobs::free_bytes(&tmp_dir) {
-            if size > free {
-                return Err(ImageError::io(
-                    &tmp_dir,
-                    io::Error::new(
-                        io::ErrorKind::StorageFull,
-                        format!("a {size}-byte layer does not fit in the {free} bytes free"),
-                    ),
-                ));
-            }
-        }
-        let tmp = tmp_dir.join(format!("commit-{}-{}.tar", std::process::id(), &sha256_hex[..12]));
-        let deadline = std::time::Instant::now() + stream_deadline(size);
+        let received = self.receive_layer(&mut layer, size, sha256_hex, max_size, &tmp_dir)?;
         let result = (|| {
-            // 1. The raw layer, checked against what the agent announced.
-            let mut f = File::create(&tmp).map_err(|e| ImageError::io(&tmp, e))?;
-            let mut hash = Sha256::new();
-            let mut got = 0u64;
-            let mut buf = vec![0u8; 256 * 1024];
-            loop {
-                if std::time::Instant::now() > deadline {
-                    return Err(ImageError::Corrupt(format!(
-                        "the layer did not arrive in {} s",
-                        stream_deadline(size).as_secs()
-                    )));
-                }
-                let n = layer.read(&mut buf).map_err(|e| ImageError::io(&tmp, e))?;
-                if n == 0 {
-                    break;
-                }
-                got += n as u64;
-                if got > size {
-                    return Err(ImageError::Corrupt(format!(
-                        "the layer is longer than the announced {size} bytes"
-                    )));
-                }
-                hash.update(&buf[..n]);
-                f.write_all(&buf[..n]).map_err(|e| ImageError::io(&tmp, e))?;
-            }
-            let hex = format!("{:x}", hash.finalize());
-            if got != size || hex != sha256_hex {
-                return Err(ImageError::Corrupt(format!(
-                    "the layer arrived damaged: {got} bytes with sha256 {hex}, announced {size} bytes with sha256 {sha256_hex}"
-                )));
-            }
-            drop(f);
-            // 2. Its members must be safe (no absolute paths, no '..').
-            validate(&tmp)?;
             // Only now, the store.
             let _l = self.lock(false)?;
-            // 3. Compressed into the blob store.
-            let pending = self.blobs.begin()?;
-            let mut tee = HashingWriter::new(GzEncoder::new(pending, flate2::Compression::fast()));
-            let mut src = File::open(&tmp).map_err(|e| ImageError::io(&tmp, e))?;
-            io::copy(&mut src, &mut tee).map_err(|e| ImageError::io(&tmp, e))?;
-            let (diff_id, _, gz) = tee.finish();
-            let pending = gz.finish().map_err(|e| ImageError::io(&tmp, e))?;
-            let (layer_digest, layer_size) = self.blobs.commit(pending, None)?;
+            let (diff_id, layer_digest, layer_size) = self.store_layer(received.path())?;
             // 4. Config and manifest.
             let base_manifest = self.manifest(base)?;
             let (_, base_config) = self.config(&base_manifest)?;
@@ -194,7 +129,114 @@ impl ImageStore {
             self.db.set_ref(&name.full(), &digest)?;
             self.summary_of(&digest)
         })();
-        let _ = fs::remove_file(&tmp);
+        drop(received);
         result
+    }
+
+    /// Receives a layer tar from `layer` into a file in `dir` (which must be `size` bytes
+    /// with sha256 `sha256_hex`, no more than `max_size`, and arrive within a deadline),
+    /// and checks its members (no absolute paths, no `..`). Nothing is locked meanwhile.
+    pub fn receive_layer(
+        &self,
+        mut layer: impl Read,
+        size: u64,
+        sha256_hex: &str,
+        max_size: u64,
+        dir: &std::path::Path,
+    ) -> Result<ReceivedLayer, ImageError> {
+        if !is_sha256_hex(sha256_hex) {
+            return Err(ImageError::Corrupt(format!(
+                "the agent announced a malformed layer digest {:?}",
+                sha256_hex.chars().take(80).collect::<String>()
+            )));
+        }
+        if size > max_size {
+            return Err(ImageError::Corrupt(format!(
+                "the agent announced a {size}-byte layer: more than the {max_size} bytes a commit may take"
+            )));
+        }
+        fs::create_dir_all(dir).map_err(|e| ImageError::io(dir, e))?;
+        if let Some(free) = crate::blobs::free_bytes(dir) {
+            if size > free {
+                return Err(ImageError::io(
+                    dir,
+                    io::Error::new(
+                        io::ErrorKind::StorageFull,
+                        format!("a {size}-byte layer does not fit in the {free} bytes free"),
+                    ),
+                ));
+            }
+        }
+        let tmp = dir.join(format!("layer-{}-{}.tar", std::process::id(), &sha256_hex[..12]));
+        let received = ReceivedLayer { path: tmp.clone() };
+        let deadline = std::time::Instant::now() + stream_deadline(size);
+        let mut f = File::create(&tmp).map_err(|e| ImageError::io(&tmp, e))?;
+        let mut hash = Sha256::new();
+        let mut got = 0u64;
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            if std::time::Instant::now() > deadline {
+                return Err(ImageError::Corrupt(format!(
+                    "the layer did not arrive in {} s",
+                    stream_deadline(size).as_secs()
+                )));
+            }
+            let n = layer.read(&mut buf).map_err(|e| ImageError::io(&tmp, e))?;
+            if n == 0 {
+                break;
+            }
+            got += n as u64;
+            if got > size {
+                return Err(ImageError::Corrupt(format!(
+                    "the layer is longer than the announced {size} bytes"
+                )));
+            }
+            hash.update(&buf[..n]);
+            f.write_all(&buf[..n]).map_err(|e| ImageError::io(&tmp, e))?;
+        }
+        let hex = format!("{:x}", hash.finalize());
+        if got != size || hex != sha256_hex {
+            return Err(ImageError::Corrupt(format!(
+                "the layer arrived damaged: {got} bytes with sha256 {hex}, announced {size} bytes with sha256 {sha256_hex}"
+            )));
+        }
+        drop(f);
+        validate(&tmp)?;
+        Ok(received)
+    }
+
+    /// Compresses the layer tar at `tar` into the blob store (the caller holds the store
+    /// lock); returns (diff id, blob digest, blob size).
+    pub(crate) fn store_layer(
+        &self,
+        tar: &std::path::Path,
+    ) -> Result<(Digest, Digest, u64), ImageError> {
+        let pending = self.blobs.begin()?;
+        let mut tee = HashingWriter::new(GzEncoder::new(pending, flate2::Compression::fast()));
+        let mut src = File::open(tar).map_err(|e| ImageError::io(tar, e))?;
+        io::copy(&mut src, &mut tee).map_err(|e| ImageError::io(tar, e))?;
+        let (diff_id, _, gz) = tee.finish();
+        let pending = gz.finish().map_err(|e| ImageError::io(tar, e))?;
+        let (layer_digest, layer_size) = self.blobs.commit(pending, None)?;
+        Ok((diff_id, layer_digest, layer_size))
+    }
+}
+
+/// A layer tar received and checked, in a file deleted when this is dropped.
+#[derive(Debug)]
+pub struct ReceivedLayer {
+    path: std::path::PathBuf,
+}
+
+impl ReceivedLayer {
+    /// The file.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+impl Drop for ReceivedLayer {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
     }
 }

@@ -80,6 +80,11 @@ impl Db {
                 manifest TEXT NOT NULL,
                 PRIMARY KEY (holder, manifest)
             );
+            CREATE TABLE IF NOT EXISTS build_cache (
+                key TEXT PRIMARY KEY NOT NULL,
+                manifest TEXT NOT NULL,
+                created INTEGER NOT NULL
+            );
             CREATE TABLE IF NOT EXISTS sources (
                 manifest TEXT NOT NULL,
                 registry TEXT NOT NULL,
@@ -184,5 +189,39 @@ impl Db {
             self.conn.prepare("SELECT name FROM refs WHERE manifest = ?1 ORDER BY name")?;
         let rows = st.query_map([manifest.to_string()], |r| r.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The image a build step with cache key `key` made, if one did.
+    pub fn cached(&self, key: &str) -> Result<Option<String>, ImageError> {
+        Ok(self
+            .conn
+            .query_row("SELECT manifest FROM build_cache WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Records the image a build step made.
+    pub fn put_cached(&self, key: &str, manifest: &Digest) -> Result<(), ImageError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        self.conn.execute(
+            "INSERT INTO build_cache(key, manifest, created) VALUES (?1, ?2, ?3)
+             ON CONFLICT(key) DO UPDATE SET manifest = excluded.manifest, created = excluded.created",
+            params![key, manifest.to_string(), now as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Every manifest the build cache keeps.
+    pub fn cached_manifests(&self) -> Result<Vec<String>, ImageError> {
+        let mut st = self.conn.prepare("SELECT DISTINCT manifest FROM build_cache")?;
+        let rows = st.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Forgets every build step; returns how many there were.
+    pub fn clear_cache(&self) -> Result<usize, ImageError> {
+        Ok(self.conn.execute("DELETE FROM build_cache", [])?)
     }
 }

@@ -24,6 +24,7 @@ mod names;
 pub mod private;
 pub mod progress;
 mod registry;
+mod steps;
 pub mod time;
 pub mod unpack;
 
@@ -33,10 +34,11 @@ use oci_spec::image::{ImageConfiguration, ImageManifest};
 use serde::Serialize;
 
 pub use blobs::{free_bytes, BlobStore, Digest};
-pub use commit::CommitInfo;
+pub use commit::{CommitInfo, ReceivedLayer};
 pub use error::ImageError;
 pub use names::{familiar, ImageName};
 pub use registry::{check_login, RegistryOptions};
+pub use steps::BuildStep;
 
 /// Default state root.
 pub const DEFAULT_ROOT: &str = "/var/lib/ironpod";
@@ -156,9 +158,15 @@ impl ImageStore {
         let hex = reference.strip_prefix("sha256:").unwrap_or(reference);
         if hex.len() >= 6 && hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
             let mut found = Vec::new();
-            for (_, m) in self.db.all_refs()? {
+            let named = self.db.all_refs()?.into_iter().map(|(_, m)| m);
+            // Images of build steps are found by their digests too (as Docker's
+            // intermediate images are), though no name shows them.
+            for m in named.chain(self.db.cached_manifests()?) {
                 let manifest = Digest::parse(&m)?;
-                let id = self.config(&self.manifest(&manifest)?)?.0;
+                let Ok(id) = self.manifest(&manifest).and_then(|m| self.config(&m)) else {
+                    continue;
+                };
+                let id = id.0;
                 let matches = manifest.hex().starts_with(hex) || id.hex().starts_with(hex);
                 if matches && !found.contains(&manifest) {
                     found.push(manifest);
@@ -319,7 +327,8 @@ impl ImageStore {
     fn gc_locked(&self) -> Result<Vec<String>, ImageError> {
         let mut live = std::collections::HashSet::new();
         let named = self.db.all_refs()?.into_iter().map(|(_, m)| m);
-        for m in named.chain(self.db.leased()?) {
+        let cached = self.db.cached_manifests()?;
+        for m in named.chain(self.db.leased()?).chain(cached) {
             let md = Digest::parse(&m)?;
             live.insert(md.to_string());
             if let Ok(man) = self.manifest(&md) {
