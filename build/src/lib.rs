@@ -1,0 +1,11 @@
+//! `ironpod build`: Dockerfiles built layer by layer, every RUN step inside a microVM.
+//!
+//! The parts, from the outside in: [`dockerfile`] reads a Dockerfile into stages of steps
+//! (the syntax is `parse-dockerfile`'s); [`expand`] substitutes build arguments and
+//! environment variables in a step's words as Docker's shell lexer does; [`ignore`] decides
+//! which files of the context a `.dockerignore` leaves out.
+
+pub mod dockerfile;
+pub mod expand;
+pub mod ignore;
+pub mod imagefs;
