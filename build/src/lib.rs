@@ -5,7 +5,11 @@
 //! environment variables in a step's words as Docker's shell lexer does; [`ignore`] decides
 //! which files of the context a `.dockerignore` leaves out.
 
+pub mod context;
+pub mod copy;
 pub mod dockerfile;
+pub mod error;
 pub mod expand;
+pub mod glob;
 pub mod ignore;
 pub mod imagefs;

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use ironpod_images::{CommitInfo, ImageStore, ImageSummary};
+use ironpod_images::{CommitInfo, ImageStore, ImageSummary, ReceivedLayer};
 use ironpod_protocol::RequestBody;
 use ironpod_state::Record;
 
@@ -43,13 +43,19 @@ pub fn config_of(rec: &Record) -> serde_json::Map<String, serde_json::Value> {
     m
 }
 
-fn read_layer(
+/// Has the agent write the container's changes as a layer tar, and hands `take` the stream
+/// of it with its announced size and digest and the most it may be; the guest's file goes
+/// afterwards, whatever `take` did.
+fn with_layer<T>(
     files: &Files,
-    store: &ImageStore,
     rec: &Record,
-    new_ref: &str,
-    info: &CommitInfo,
-) -> Result<ImageSummary, PodError> {
+    take: impl FnOnce(
+        Box<dyn std::io::Read + '_>,
+        u64,
+        &str,
+        u64,
+    ) -> Result<T, ironpod_images::ImageError>,
+) -> Result<T, PodError> {
     let mut ctl = files.agent(Duration::from_secs(600))?;
     let layer = ctl.commit(&rec.id).map_err(monitor_err)?;
     let stream = files
@@ -59,8 +65,7 @@ fn read_layer(
     // A layer holds the container's writable disk's files, plus tar's headers and padding.
     let opts: crate::spec::RunOptions = serde_json::from_str(&rec.options).unwrap_or_default();
     let max = opts.writable_disk_bytes().unwrap_or(crate::disks::WRITABLE_DISK_BYTES) * 2;
-    let base = pod::image_digest(rec)?;
-    let result = store.commit(&base, stream, layer.size, &layer.sha256, max, new_ref, info);
+    let result = take(Box::new(stream), layer.size, &layer.sha256, max);
     let _ = ctl.remove_file(&layer.path);
     Ok(result?)
 }
@@ -75,5 +80,22 @@ pub fn commit(
     info: &CommitInfo,
 ) -> Result<ImageSummary, PodError> {
     let files = Files::open(root, store, rec)?;
-    read_layer(&files, store, rec, new_ref, info)
+    let base = pod::image_digest(rec)?;
+    with_layer(&files, rec, |stream, size, sha, max| {
+        store.commit(&base, stream, size, sha, max, new_ref, info)
+    })
+}
+
+/// A container's changes (running or stopped) as a checked layer tar in a file under
+/// `dir`, deleted when the result is dropped (what a build's RUN step adds).
+pub fn changes(
+    root: &Path,
+    store: &ImageStore,
+    rec: &Record,
+    dir: &Path,
+) -> Result<ReceivedLayer, PodError> {
+    let files = Files::open(root, store, rec)?;
+    with_layer(&files, rec, |stream, size, sha, max| {
+        store.receive_layer(stream, size, sha, max, dir)
+    })
 }
