@@ -379,6 +379,45 @@ pub fn write_layer(
     Ok(())
 }
 
+/// Writes a layer with the directory `opts.dest` and its missing parents (root-owned,
+/// 0755): a WORKDIR that is not there yet.
+pub fn write_dirs(opts: &CopyOptions, fs: &ImageFs, out: &Path) -> Result<(), BuildError> {
+    let file = File::create(out).map_err(BuildError::io(format!("{}", out.display())))?;
+    let mut w = Writer { tar: tar::Builder::new(file), fs, made: HashSet::new(), opts };
+    let dir = clean(&opts.dest);
+    if !dir.is_empty() {
+        w.parents(&dir)?;
+        let mtime = w.mtime(now());
+        w.dir(&dir, 0o755, (0, 0), mtime)?;
+    }
+    w.tar.finish().map_err(BuildError::io(format!("{}", out.display())))
+}
+
+/// Copies the layer tar `src` to `dst` with every time no later than `epoch` (a RUN's
+/// layer, for a reproducible build).
+pub fn clamp_times(src: &Path, dst: &Path, epoch: u64) -> Result<(), BuildError> {
+    let what = || format!("{}", src.display());
+    let mut input =
+        tar::Archive::new(BufReader::new(File::open(src).map_err(BuildError::io(what()))?));
+    let out = File::create(dst).map_err(BuildError::io(format!("{}", dst.display())))?;
+    let mut b = tar::Builder::new(out);
+    b.mode(tar::HeaderMode::Complete);
+    for entry in input.entries().map_err(BuildError::io(what()))? {
+        let mut entry = entry.map_err(BuildError::io(what()))?;
+        let path = entry.path().map_err(BuildError::io(what()))?.into_owned();
+        let mut h = entry.header().clone();
+        h.set_mtime(h.mtime().unwrap_or(0).min(epoch));
+        let link = entry.link_name().map_err(BuildError::io(what()))?.map(|l| l.into_owned());
+        match (h.entry_type(), link) {
+            (tar::EntryType::Symlink | tar::EntryType::Link, Some(target)) => {
+                b.append_link(&mut h, &path, &target).map_err(BuildError::io(what()))?
+            }
+            _ => b.append_data(&mut h, &path, &mut entry).map_err(BuildError::io(what()))?,
+        }
+    }
+    b.finish().map_err(BuildError::io(format!("{}", dst.display())))
+}
+
 fn join(dir: &str, name: &str) -> String {
     if dir.is_empty() {
         name.to_string()

@@ -5,6 +5,8 @@
 //! environment variables in a step's words as Docker's shell lexer does; [`ignore`] decides
 //! which files of the context a `.dockerignore` leaves out.
 
+pub mod builder;
+pub mod config;
 pub mod context;
 pub mod copy;
 pub mod dockerfile;
@@ -13,3 +15,5 @@ pub mod expand;
 pub mod glob;
 pub mod ignore;
 pub mod imagefs;
+pub mod run;
+pub mod steps;

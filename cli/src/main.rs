@@ -5,6 +5,7 @@
 //! `ironpod-state`, `ironpod-images` below it); `ironpod system service` is
 //! `ironpod-service`. Nothing here is needed by the containerd shim or the service.
 
+mod build;
 mod containers;
 mod copy;
 mod events;
@@ -116,6 +117,8 @@ enum Command {
     },
     /// Creates a new image from a container's changes.
     Commit(inspect::CommitArgs),
+    /// Builds an image from a Dockerfile (every RUN step in a microVM of its own).
+    Build(Box<build::BuildArgs>),
     /// Copies files between the host and a container.
     Cp(copy::CpArgs),
     /// Lists how a container's files differ from its image.
@@ -252,6 +255,7 @@ fn main() -> ExitCode {
         Command::Network { command } => network::run(&root, command),
         Command::Volume { command } => volume::run(&root, command),
         Command::Commit(a) => inspect::commit(&root, a),
+        Command::Build(a) => build::build(&root, *a),
         Command::Diff { container } => inspect::diff(&root, &container),
         Command::Cp(a) => copy::cp(&root, a),
         Command::System { command: SystemCommand::Service(a) } => system::service(&root, a),

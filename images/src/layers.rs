@@ -45,6 +45,17 @@ impl ImageStore {
         Ok(out)
     }
 
+    /// The layers of the image with this manifest digest, bottom first.
+    pub fn layers_of(&self, manifest: &Digest) -> Result<Vec<Digest>, ImageError> {
+        let m = self.manifest(manifest)?;
+        m.layers().iter().map(|l| Digest::from_oci(l.digest())).collect()
+    }
+
+    /// A layer's tar, decompressed (gzip, zstd or plain, told by its first bytes).
+    pub fn open_layer(&self, layer: &Digest) -> Result<Box<dyn std::io::Read>, ImageError> {
+        crate::import::open_tar(&self.blobs.path(layer))
+    }
+
     fn layer_disk(&self, layer: &Digest, media_type: &str) -> Result<PathBuf, ImageError> {
         let dir = self.root.join("layers");
         fs::create_dir_all(&dir).map_err(|e| ImageError::io(&dir, e))?;

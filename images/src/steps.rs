@@ -46,6 +46,11 @@ impl ImageStore {
             .map_err(|e| corrupt(&format!("config {d}"), e))
     }
 
+    /// The image id (its config's digest) of the image with this manifest digest.
+    pub fn image_id(&self, manifest: &Digest) -> Result<Digest, ImageError> {
+        Digest::from_oci(self.manifest(manifest)?.config().digest())
+    }
+
     /// The image the build step with cache key `key` made, if it is still stored.
     pub fn cached_step(&self, key: &str) -> Result<Option<Digest>, ImageError> {
         let Some(m) = self.db.cached(key)? else { return Ok(None) };

@@ -1,0 +1,147 @@
+//! A RUN step: the command runs in a pod VM of its own whose root is the step's parent
+//! image (its layers as read-only disks) plus a fresh writable layer; its output streams
+//! back as it comes; when it succeeds, its changes (that writable layer) come back as the
+//! step's layer. The container goes in every case.
+
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use ironpod_images::{Digest, ImageStore, ReceivedLayer};
+use ironpod_pods::attach::{self, Frame};
+use ironpod_pods::error::PodError;
+use ironpod_pods::launch::pod_shape;
+use ironpod_pods::monitor_handle::MonitorHandle;
+use ironpod_pods::spec::RunOptions;
+use ironpod_pods::{commit, lifecycle, paths, pod};
+
+use crate::error::BuildError;
+
+/// What a RUN step runs.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    /// The image it runs on (the step's parent).
+    pub image: Digest,
+    /// The program and its arguments (the shell form already wrapped in the shell).
+    pub argv: Vec<String>,
+    /// Variables over the image's (the build arguments in scope).
+    pub env: Vec<String>,
+    /// The image's USER, if any.
+    pub user: Option<String>,
+    /// The image's WORKDIR, if any.
+    pub workdir: Option<String>,
+    /// The network (`none`: loopback only; `None`: the default network).
+    pub network: Option<String>,
+}
+
+/// How a RUN step ended.
+pub struct Ran {
+    /// Its exit code.
+    pub code: i32,
+    /// Its changes, when it succeeded.
+    pub layer: Option<ReceivedLayer>,
+}
+
+fn pod_err(e: PodError) -> BuildError {
+    BuildError::Io { what: "RUN".into(), source: std::io::Error::other(e.to_string()) }
+}
+
+/// Removes the step's container when dropped.
+struct Container<'a> {
+    root: &'a Path,
+    id: String,
+}
+
+impl Drop for Container<'_> {
+    fn drop(&mut self) {
+        if let Ok(store) = ImageStore::open(self.root) {
+            let _ = pod::remove(self.root, &store, &self.id);
+        }
+    }
+}
+
+/// Runs `spec`; its output goes to `out`, `started` learns the container's id (and may
+/// write to `out`) first; the changes are received into `scratch`.
+pub fn run(
+    root: &Path,
+    spec: &RunSpec,
+    out: &mut dyn std::io::Write,
+    started: &mut dyn FnMut(&str, &mut dyn std::io::Write),
+    scratch: &Path,
+) -> Result<Ran, BuildError> {
+    let opts = RunOptions {
+        command: spec.argv.clone(),
+        // The image's entrypoint is not the step's.
+        entrypoint: Some(String::new()),
+        env: spec.env.clone(),
+        workdir: spec.workdir.clone(),
+        user: spec.user.clone(),
+        network: spec.network.clone(),
+        labels: [("io.ironpod.build".to_string(), "step".to_string())].into(),
+        ..RunOptions::default()
+    };
+    let opts = lifecycle::check_options(root, opts)
+        .map_err(|e| BuildError::Io { what: "RUN".into(), source: std::io::Error::other(e) })?;
+    let store = ImageStore::open(root)?;
+    let layers = store.layers_of(&spec.image)?.len();
+    let id = ironpod_ids::new_id().map_err(|e| BuildError::Io {
+        what: "container id".into(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let mut shape = pod_shape(&opts, Vec::new());
+    shape.template = shape.template && shape.template_fits(layers);
+    let mut monitor = MonitorHandle::spawn(root, &id, &shape, true).map_err(pod_err)?;
+    let container = Container { root, id: id.clone() };
+    let image = spec.image.to_string();
+    let created =
+        pod::create(root, &store, &id, &image, None, &opts, false, |launch| monitor.boot(launch))
+            .map_err(pod_err)?;
+    started(&id, out);
+    let launched = monitor.launch(&created.prepared);
+    drop(created.disk_lock);
+    if let Err(e) = launched {
+        if let PodError::Start { code, message } = &e {
+            let _ = writeln!(out, "{message}");
+            return Ok(Ran { code: *code, layer: None });
+        }
+        return Err(pod_err(e));
+    }
+    let code = relay(&id, out)?;
+    let rec = lifecycle::wait(root, &id, Some(Duration::from_secs(120))).map_err(pod_err)?;
+    let layer = if code == 0 {
+        Some(commit::changes(root, &store, &rec, scratch).map_err(pod_err)?)
+    } else {
+        None
+    };
+    drop(container);
+    Ok(Ran { code, layer })
+}
+
+/// Copies the step's output to `out` until it ends; its exit code.
+fn relay(id: &str, out: &mut dyn std::io::Write) -> Result<i32, BuildError> {
+    let sock = paths::attach_socket(id);
+    let mut conn = UnixStream::connect(&sock)
+        .map_err(BuildError::io(format!("attach to {}", sock.display())))?;
+    attach::write(&mut conn, &Frame::Hello).map_err(BuildError::io("attach"))?;
+    loop {
+        match attach::read(&mut conn) {
+            Ok(Some(Frame::Stdout(d))) | Ok(Some(Frame::Stderr(d))) => {
+                let _ = out.write_all(&d);
+                let _ = out.flush();
+            }
+            Ok(Some(Frame::Exit(report))) => {
+                if let Some(e) = &report.error {
+                    let _ = writeln!(out, "{e}");
+                }
+                return Ok(report.code);
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                return Err(BuildError::io("attach")(std::io::Error::other(
+                    "the step's monitor went away before the command ended",
+                )))
+            }
+            Err(e) => return Err(BuildError::io("attach")(e)),
+        }
+    }
+}
