@@ -1,0 +1,414 @@
+//! `ironpod build` of Dockerfiles without RUN steps (they need a guest: the rig's tests
+//! build those): Docker's configuration and history, COPY/ADD layers, `.dockerignore`, the
+//! cache, stages and targets, reproducible builds, and bad input.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use common::{ironpod, ok};
+use serde_json::json;
+
+/// A store with image `base`: /etc/passwd, /etc/group, /etc/motd, /bin (a directory).
+fn root_with_base() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = dir.path().join("rootfs");
+    fs::create_dir_all(rootfs.join("etc")).unwrap();
+    fs::create_dir_all(rootfs.join("bin")).unwrap();
+    fs::write(
+        rootfs.join("etc/passwd"),
+        "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n",
+    )
+    .unwrap();
+    fs::write(rootfs.join("etc/group"), "root:x:0:\napp:x:1001:\nstaff:x:50:\n").unwrap();
+    fs::write(rootfs.join("etc/motd"), "base\n").unwrap();
+    let tar = dir.path().join("base.tar");
+    let st = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(&rootfs)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    ok(&ironpod(
+        dir.path(),
+        &[
+            "import",
+            "--change",
+            "ENV PATH=/bin",
+            "--change",
+            "CMD [\"sh\"]",
+            &tar.to_string_lossy(),
+            "base",
+        ],
+    ));
+    dir
+}
+
+fn context(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (p, data) in files {
+        let path = dir.path().join(p);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, data).unwrap();
+    }
+    dir
+}
+
+fn build(root: &Path, ctx: &Path, args: &[&str]) -> std::process::Output {
+    let mut a = vec!["build"];
+    a.extend_from_slice(args);
+    let c = ctx.to_string_lossy().into_owned();
+    a.push(&c);
+    ironpod(root, &a)
+}
+
+fn store(root: &Path) -> ironpod_images::ImageStore {
+    ironpod_images::ImageStore::open(root).unwrap()
+}
+
+fn config(root: &Path, image: &str) -> serde_json::Value {
+    let s = store(root);
+    let d = s.resolve(image).unwrap();
+    s.raw_config(&d).unwrap()
+}
+
+/// Entries of an image's top layer: path → (kind, mode, uid, gid, content).
+fn top_layer(root: &Path, image: &str) -> BTreeMap<String, (char, u32, u64, u64, String)> {
+    let s = store(root);
+    let d = s.resolve(image).unwrap();
+    let layers = s.layers_of(&d).unwrap();
+    let mut a = tar::Archive::new(s.open_layer(layers.last().unwrap()).unwrap());
+    let mut out = BTreeMap::new();
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        let h = e.header().clone();
+        let kind = match h.entry_type() {
+            tar::EntryType::Directory => 'd',
+            tar::EntryType::Symlink => 'l',
+            _ => 'f',
+        };
+        let mut data = String::new();
+        if kind == 'f' {
+            e.read_to_string(&mut data).unwrap();
+        }
+        let p = e.path().unwrap().to_string_lossy().trim_end_matches('/').to_string();
+        out.insert(p, (kind, h.mode().unwrap(), h.uid().unwrap(), h.gid().unwrap(), data));
+    }
+    out
+}
+
+const EVERYTHING: &str = r#"# syntax=docker/dockerfile:1
+ARG BASE=base
+FROM ${BASE} AS first
+ARG VERSION=1.0
+ENV APP_VERSION=$VERSION GREETING="hello world" \
+    EMPTY=
+LABEL org.example.version=$VERSION "org.example.name"="demo app"
+MAINTAINER someone@example.com
+WORKDIR /srv
+WORKDIR app
+COPY --chown=app:staff --chmod=0750 conf/ ./conf/
+COPY *.txt /notes/
+ADD bundle.tar /opt/
+COPY <<EOF /etc/motd
+built $APP_VERSION
+EOF
+EXPOSE 8080 53/udp
+VOLUME ["/data"]
+STOPSIGNAL SIGINT
+HEALTHCHECK --interval=5s --retries=2 CMD test -f /etc/motd
+ONBUILD RUN echo child
+SHELL ["/bin/sh", "-ec"]
+USER app
+ENTRYPOINT ["/bin/app"]
+CMD --serve
+"#;
+
+#[test]
+fn a_build_writes_docker_s_config_history_and_layers() {
+    let root = root_with_base();
+    let ctx = context(&[
+        ("conf/app.conf", "port=8080\n"),
+        ("conf/secret.key", "hidden\n"),
+        ("a.txt", "A\n"),
+        ("b.txt", "B\n"),
+        ("c.md", "not copied\n"),
+        (".dockerignore", "**/*.key\n"),
+        ("Dockerfile", EVERYTHING),
+    ]);
+    // A tar to ADD (unpacked) with a file of its own owner.
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(3);
+    h.set_mode(0o644);
+    h.set_uid(7);
+    h.set_gid(8);
+    b.append_data(&mut h, "tool/bin", &b"abc"[..]).unwrap();
+    fs::write(ctx.path().join("bundle.tar"), b.into_inner().unwrap()).unwrap();
+    let out = build(
+        root.path(),
+        ctx.path(),
+        &["-t", "app:1", "-t", "app:latest", "--build-arg", "VERSION=2.0", "--label", "extra=yes"],
+    );
+    let stdout = ok(&out);
+    assert!(stdout.starts_with("Step 1/21 : FROM ${BASE} AS first\n"), "{stdout}");
+    assert!(stdout.contains("Step 21/21 : LABEL \"extra\"=\"yes\""), "{stdout}");
+    assert!(
+        stdout.contains("Successfully tagged app:1\nSuccessfully tagged app:latest\n"),
+        "{stdout}"
+    );
+    let c = config(root.path(), "app:1");
+    let rc = &c["config"];
+    assert_eq!(
+        rc["Env"],
+        json!(["PATH=/bin", "APP_VERSION=2.0", "GREETING=hello world", "EMPTY="])
+    );
+    assert_eq!(
+        rc["Labels"],
+        json!({"org.example.version": "2.0", "org.example.name": "demo app", "extra": "yes"})
+    );
+    assert_eq!(rc["WorkingDir"], "/srv/app");
+    assert_eq!(rc["User"], "app");
+    assert_eq!(rc["ExposedPorts"], json!({"8080/tcp": {}, "53/udp": {}}));
+    assert_eq!(rc["Volumes"], json!({"/data": {}}));
+    assert_eq!(rc["StopSignal"], "SIGINT");
+    assert_eq!(
+        rc["Healthcheck"],
+        json!({"Test": ["CMD-SHELL", "test -f /etc/motd"], "Interval": 5_000_000_000i64, "Retries": 2})
+    );
+    assert_eq!(rc["OnBuild"], json!(["RUN echo child"]));
+    assert_eq!(rc["Shell"], json!(["/bin/sh", "-ec"]));
+    assert_eq!(rc["Entrypoint"], json!(["/bin/app"]));
+    assert_eq!(rc["Cmd"], json!(["/bin/sh", "-ec", "--serve"]), "a shell form runs in the SHELL");
+    assert_eq!(c["author"], "someone@example.com");
+    let history: Vec<&str> = c["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["created_by"].as_str().unwrap())
+        .collect();
+    assert_eq!(history[1], "/bin/sh -c #(nop) ARG VERSION=1.0");
+    assert!(history.contains(&"/bin/sh -c #(nop) USER app"), "{history:?}");
+    assert!(
+        history
+            .iter()
+            .any(|h| h.starts_with("/bin/sh -c #(nop) COPY dir:") && h.ends_with(" in ./conf/ ")),
+        "{history:?}"
+    );
+    assert!(history.iter().any(|h| h.starts_with("/bin/sh -c #(nop) COPY multi:")), "{history:?}");
+    let empty: Vec<bool> =
+        c["history"].as_array().unwrap().iter().map(|h| h["empty_layer"] == true).collect();
+    assert_eq!(
+        empty.iter().filter(|e| !**e).count(),
+        c["rootfs"]["diff_ids"].as_array().unwrap().len()
+    );
+    // The layers: conf with its owner and mode (the key left out), notes, the unpacked tar,
+    // the here-document.
+    let s = store(root.path());
+    let d = s.resolve("app:1").unwrap();
+    let mut files = BTreeMap::new();
+    for l in s.layers_of(&d).unwrap().iter().skip(1) {
+        let mut a = tar::Archive::new(s.open_layer(l).unwrap());
+        for e in a.entries().unwrap() {
+            let mut e = e.unwrap();
+            let h = e.header().clone();
+            let mut data = String::new();
+            let _ = e.read_to_string(&mut data);
+            let p = e.path().unwrap().to_string_lossy().trim_end_matches('/').to_string();
+            files.insert(p, (h.mode().unwrap(), h.uid().unwrap(), h.gid().unwrap(), data));
+        }
+    }
+    assert_eq!(files["srv/app/conf/app.conf"], (0o750, 1000, 50, "port=8080\n".to_string()));
+    assert_eq!(files["srv/app/conf"].0, 0o755);
+    assert!(
+        !files.contains_key("srv/app/conf/secret.key"),
+        "the .dockerignore'd file is not copied"
+    );
+    assert_eq!(files["notes/a.txt"].3, "A\n");
+    assert!(files.contains_key("notes/b.txt") && !files.contains_key("notes/c.md"));
+    assert_eq!(files["opt/tool/bin"], (0o644, 7, 8, "abc".to_string()));
+    assert_eq!(files["etc/motd"].3, "built 2.0\n");
+    // As Docker lists them.
+    let hist = ok(&ironpod(root.path(), &["history", "app:1"]));
+    assert!(hist.contains("/bin/sh -c #(nop) CMD --serve"), "{hist}");
+}
+
+#[test]
+fn the_cache_finds_unchanged_steps_and_remakes_changed_ones() {
+    let root = root_with_base();
+    let ctx = context(&[
+        ("a.txt", "one\n"),
+        ("Dockerfile", "FROM base\nENV A=1\nCOPY a.txt /a.txt\nLABEL done=yes\n"),
+    ]);
+    let first = ok(&build(root.path(), ctx.path(), &["-t", "c:1"]));
+    assert!(!first.contains("Using cache"), "{first}");
+    let t = std::time::Instant::now();
+    let again = ok(&build(root.path(), ctx.path(), &["-t", "c:2"]));
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(1),
+        "a cached build took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(again.matches(" ---> Using cache").count(), 3, "{again}");
+    let id = |s: &str| s.lines().last().unwrap().to_string();
+    assert_eq!(
+        store(root.path()).resolve("c:1").unwrap(),
+        store(root.path()).resolve("c:2").unwrap()
+    );
+    // A changed file: its COPY and what follows are made again, not what precedes.
+    fs::write(ctx.path().join("a.txt"), "two\n").unwrap();
+    let changed = ok(&build(root.path(), ctx.path(), &["-t", "c:3"]));
+    assert_eq!(changed.matches(" ---> Using cache").count(), 1, "{changed}");
+    assert!(changed.contains("Step 2/4 : ENV A=1\n ---> Using cache"), "{changed}");
+    // A changed mode too.
+    fs::set_permissions(ctx.path().join("a.txt"), fs::Permissions::from_mode(0o600)).unwrap();
+    let moded = ok(&build(root.path(), ctx.path(), &[]));
+    assert_eq!(moded.matches(" ---> Using cache").count(), 1, "{moded}");
+    // --no-cache makes every step.
+    let fresh = ok(&build(root.path(), ctx.path(), &["--no-cache"]));
+    assert!(!fresh.contains("Using cache"), "{fresh}");
+    let _ = id;
+    // A build arg changes nothing that a step used: still cached, and said unused.
+    let unused = ok(&build(root.path(), ctx.path(), &["--build-arg", "NOPE=1"]));
+    assert!(
+        unused.contains("[Warning] One or more build-args [NOPE] were not consumed"),
+        "{unused}"
+    );
+}
+
+#[test]
+fn stages_targets_and_scratch() {
+    let root = root_with_base();
+    let df = "FROM base AS one\nENV STAGE=one\nFROM one AS two\nENV STAGE=two\nFROM scratch AS empty\nCOPY x.txt /x.txt\nFROM two\nLABEL final=yes\n";
+    let ctx = context(&[("x.txt", "x\n"), ("Dockerfile", df)]);
+    ok(&build(root.path(), ctx.path(), &["-t", "all"]));
+    let c = config(root.path(), "all");
+    assert_eq!(c["config"]["Env"], json!(["PATH=/bin", "STAGE=two"]));
+    assert_eq!(c["config"]["Labels"], json!({"final": "yes"}));
+    // --target builds the stage and what it needs, not the others.
+    let out = ok(&build(root.path(), ctx.path(), &["-t", "one", "--target", "ONE"]));
+    assert!(out.starts_with("Step 1/2 : FROM base AS one\n"), "{out}");
+    assert_eq!(config(root.path(), "one")["config"]["Env"], json!(["PATH=/bin", "STAGE=one"]));
+    let out = ok(&build(root.path(), ctx.path(), &["-t", "empty", "--target", "empty"]));
+    assert!(out.contains("Step 2/2 : COPY x.txt /x.txt"), "{out}");
+    let layer = top_layer(root.path(), "empty");
+    assert_eq!(layer.keys().collect::<Vec<_>>(), ["x.txt"]);
+    assert_eq!(
+        store(root.path()).layers_of(&store(root.path()).resolve("empty").unwrap()).unwrap().len(),
+        1
+    );
+    let e = build(root.path(), ctx.path(), &["--target", "nope"]);
+    assert!(!e.status.success());
+    assert!(String::from_utf8_lossy(&e.stderr)
+        .contains("failed to reach build target nope in Dockerfile"));
+}
+
+#[test]
+fn a_timestamp_makes_the_same_image_twice() {
+    let ctx = context(&[
+        ("a.txt", "a\n"),
+        ("d/b.txt", "b\n"),
+        ("Dockerfile", "FROM base\nCOPY . /app/\nWORKDIR /work\nENV X=1\n"),
+    ]);
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let root = root_with_base();
+        // Different file times between the two builds count for nothing.
+        let later =
+            std::time::SystemTime::now() + std::time::Duration::from_secs(ids.len() as u64 * 3600);
+        fs::File::options()
+            .write(true)
+            .open(ctx.path().join("a.txt"))
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
+        ok(&build(root.path(), ctx.path(), &["-t", "r", "--timestamp", "1700000000"]));
+        let s = store(root.path());
+        let d = s.resolve("r").unwrap();
+        ids.push((
+            d.to_string(),
+            s.layers_of(&d).unwrap().iter().skip(1).map(|l| l.to_string()).collect::<Vec<_>>(),
+        ));
+        let c = s.raw_config(&d).unwrap();
+        assert_eq!(c["created"], "2023-11-14T22:13:20Z");
+    }
+    // The base imports differ (their times): the layers built here are the same bytes.
+    assert_eq!(ids[0].1, ids[1].1);
+}
+
+#[test]
+fn bad_dockerfiles_and_contexts_are_refused_clearly() {
+    let root = root_with_base();
+    let cases: &[(&str, &str)] = &[
+        ("FROM base\nFROB x\n", "Dockerfile:2: unknown instruction"),
+        (
+            "FROM base\nRUN --mount=type=cache,target=/x true\n",
+            "Dockerfile:2: RUN --mount is not supported",
+        ),
+        (
+            "FROM base\nCOPY ../outside /x\n",
+            "Dockerfile:2: COPY failed: forbidden path outside the build context",
+        ),
+        (
+            "FROM base\nCOPY missing.txt /x\n",
+            "Dockerfile:2: COPY failed: file not found in build context",
+        ),
+        ("FROM base\nCOPY a b /dest\n", "must be a directory and end with a /"),
+        ("FROM base AS a\nFROM base AS A\n", "Dockerfile:2: duplicate stage name"),
+        // A cycle: b needs a, which needs b.
+        (
+            "FROM base AS a\nCOPY --from=b /x /x\nFROM base AS b\nCOPY --from=a /y /y\n",
+            "Dockerfile:2: invalid from flag value b",
+        ),
+        ("FROM base\nENV =x\n", "Dockerfile:2: ENV names can not be blank"),
+        ("FROM base\nEXPOSE 99999\n", "Dockerfile:2: invalid containerPort"),
+        ("FROM base\nCOPY --chown=nobody a /a\n", "Dockerfile:2: unable to find user nobody"),
+        ("FROM base\nADD https://example.com/x /x\n", "remote sources are not fetched"),
+        ("FROM scratch\nRUN true\n", "Dockerfile:2: RUN on an empty image"),
+        ("FROM base\nSTOPSIGNAL SIGNOPE\n", "invalid signal"),
+        ("FROM base\nENV A=\"${B:?must be set}\"\n", "must be set"),
+        ("", "Dockerfile"),
+    ];
+    for (df, want) in cases {
+        let ctx = context(&[("a", "a"), ("b", "b"), ("Dockerfile", df)]);
+        let out = build(root.path(), ctx.path(), &[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{df:?}: {err}");
+        assert!(err.contains(want), "{df:?}: want {want:?}, got {err}");
+    }
+    // Usage errors: exit 125 as Docker's.
+    let ctx = context(&[("Dockerfile", "FROM base\n")]);
+    for (args, want) in [
+        (&["--network", "host"][..], "--network=host"),
+        (&["-t", "Bad Name"][..], "invalid tag"),
+        (&["--build-arg", "=x"][..], "the name is empty"),
+    ] {
+        let out = build(root.path(), ctx.path(), args);
+        assert_eq!(out.status.code(), Some(125), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(want),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = ironpod(root.path(), &["build", "/no/such/dir"]);
+    assert_eq!(out.status.code(), Some(1));
+    let out =
+        ironpod(root.path(), &["build", "-f", "/no/Dockerfile", &ctx.path().to_string_lossy()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Cannot locate specified Dockerfile"));
+    // A bad .dockerignore names its line.
+    let ctx = context(&[("Dockerfile", "FROM base\n"), (".dockerignore", "ok\n[bad\n")]);
+    let out = build(root.path(), ctx.path(), &[]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(".dockerignore:2"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
