@@ -391,7 +391,7 @@ impl Builder<'_> {
     }
 
     /// The base image `base`: here, or pulled.
-    fn base_image(&mut self, base: &str, line: usize) -> Result<Digest, BuildError> {
+    pub(crate) fn base_image(&mut self, base: &str, line: usize) -> Result<Digest, BuildError> {
         let present = match self.store.resolve(base) {
             Ok(d) => Some(d),
             Err(ironpod_images::ImageError::NotFound(_)) => None,

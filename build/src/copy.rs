@@ -23,6 +23,15 @@ pub enum Input<'a> {
         /// The entries the sources named.
         sources: Vec<Source>,
     },
+    /// Paths of another stage's or an image's files (`COPY --from`), with their owners.
+    Image {
+        /// The image's files.
+        fs: &'a ImageFs,
+        /// Opens its layers' tars, bottom first (where file contents are read).
+        layers: &'a LayerOpener<'a>,
+        /// The paths the sources named (see [`crate::copy_from::image_sources`]).
+        paths: Vec<String>,
+    },
     /// A here-document: a file named after its delimiter.
     HereDoc {
         /// The file's name.
@@ -31,6 +40,9 @@ pub enum Input<'a> {
         body: String,
     },
 }
+
+/// Opens layer `i` of an image (decompressed).
+pub type LayerOpener<'a> = dyn Fn(usize) -> Result<Box<dyn Read>, BuildError> + 'a;
 
 /// How it copies.
 #[derive(Debug, Clone, Default)]
@@ -49,7 +61,7 @@ pub struct CopyOptions {
     pub clamp_mtime: Option<u64>,
 }
 
-fn other(m: impl Into<String>) -> BuildError {
+pub(crate) fn other(m: impl Into<String>) -> BuildError {
     BuildError::Io { what: "copy".into(), source: io::Error::other(m.into()) }
 }
 
@@ -61,25 +73,25 @@ pub fn parse_chmod(s: &str) -> Result<u32, String> {
     }
 }
 
-struct Writer<'a> {
+pub(crate) struct Writer<'a> {
     tar: tar::Builder<File>,
     fs: &'a ImageFs,
-    made: HashSet<String>,
-    opts: &'a CopyOptions,
+    pub(crate) made: HashSet<String>,
+    pub(crate) opts: &'a CopyOptions,
 }
 
 impl Writer<'_> {
-    fn mtime(&self, t: i64) -> u64 {
+    pub(crate) fn mtime(&self, t: i64) -> u64 {
         let t = t.max(0) as u64;
         self.opts.clamp_mtime.map_or(t, |c| t.min(c))
     }
 
-    fn owner(&self, uid: u32, gid: u32) -> (u32, u32) {
+    pub(crate) fn owner(&self, uid: u32, gid: u32) -> (u32, u32) {
         self.opts.ids.unwrap_or((uid, gid))
     }
 
     /// Adds missing parents of `path` (a layer path) as root-owned 0755 directories.
-    fn parents(&mut self, path: &str) -> Result<(), BuildError> {
+    pub(crate) fn parents(&mut self, path: &str) -> Result<(), BuildError> {
         let mut todo = Vec::new();
         let mut p = path;
         while let Some((parent, _)) = p.rsplit_once('/') {
@@ -112,7 +124,7 @@ impl Writer<'_> {
         h
     }
 
-    fn dir(
+    pub(crate) fn dir(
         &mut self,
         path: &str,
         mode: u32,
@@ -127,7 +139,7 @@ impl Writer<'_> {
         Ok(())
     }
 
-    fn file(
+    pub(crate) fn file(
         &mut self,
         path: &str,
         mode: u32,
@@ -143,7 +155,7 @@ impl Writer<'_> {
         Ok(())
     }
 
-    fn link(
+    pub(crate) fn link(
         &mut self,
         path: &str,
         target: &Path,
@@ -157,7 +169,7 @@ impl Writer<'_> {
     }
 
     /// The destination directory itself, when it is not there yet.
-    fn dest_dir(&mut self, dir: &str) -> Result<(), BuildError> {
+    pub(crate) fn dest_dir(&mut self, dir: &str) -> Result<(), BuildError> {
         if dir.is_empty() || self.made.contains(dir) || self.fs.is_dir(dir) {
             return Ok(());
         }
@@ -374,6 +386,9 @@ pub fn write_layer(
                 context.walk(s, &mut |e| w.entry(&at, e.path, e.meta))?;
             }
         }
+        Input::Image { fs: src, layers, paths } => {
+            crate::copy_from::write(&mut w, src, layers, paths, &dest, dest_is_dir, &opts.dest)?;
+        }
     }
     w.tar.finish().map_err(BuildError::io(format!("{}", out.display())))?;
     Ok(())
@@ -418,7 +433,7 @@ pub fn clamp_times(src: &Path, dst: &Path, epoch: u64) -> Result<(), BuildError>
     b.finish().map_err(BuildError::io(format!("{}", dst.display())))
 }
 
-fn join(dir: &str, name: &str) -> String {
+pub(crate) fn join(dir: &str, name: &str) -> String {
     if dir.is_empty() {
         name.to_string()
     } else {

@@ -31,6 +31,18 @@ pub struct Node {
     pub uid: u32,
     /// Group.
     pub gid: u32,
+    /// Modification time (seconds since the epoch).
+    pub mtime: u64,
+    /// The layer (0: the bottom one) whose tar holds it (a file's contents come from there).
+    pub layer: usize,
+    /// For a hard link: the path (in that layer) of the file it links to.
+    pub link: Option<String>,
+}
+
+impl Node {
+    fn dir(layer: usize) -> Node {
+        Node { kind: Kind::Dir, mode: 0o755, uid: 0, gid: 0, mtime: 0, layer, link: None }
+    }
 }
 
 /// The files of an image, as its layers leave them.
@@ -39,6 +51,7 @@ pub struct ImageFs {
     nodes: BTreeMap<String, Node>,
     passwd: Option<Vec<u8>>,
     group: Option<Vec<u8>>,
+    layers: usize,
 }
 
 /// A layer that cannot be read.
@@ -73,6 +86,8 @@ impl ImageFs {
     /// Stacks a layer (an uncompressed tar) on top: its paths replace what was there, and
     /// its whiteouts (`.wh.NAME`, `.wh..wh..opq`) remove what is below.
     pub fn apply_layer(&mut self, layer: impl Read) -> Result<(), LayerError> {
+        let index = self.layers;
+        self.layers += 1;
         let mut archive = tar::Archive::new(layer);
         let entries = archive.entries().map_err(|e| LayerError(e.to_string()))?;
         for entry in entries {
@@ -113,11 +128,20 @@ impl ImageFs {
                 }
                 _ => Kind::Other,
             };
+            let link = match h.entry_type() {
+                tar::EntryType::Link => {
+                    entry.link_name().ok().flatten().map(|l| clean(&l.to_string_lossy()))
+                }
+                _ => None,
+            };
             let node = Node {
                 kind: kind.clone(),
                 mode: h.mode().unwrap_or(0o644) & 0o7777,
                 uid: h.uid().unwrap_or(0) as u32,
                 gid: h.gid().unwrap_or(0) as u32,
+                mtime: h.mtime().unwrap_or(0),
+                layer: index,
+                link,
             };
             if kind != Kind::Dir {
                 // A file or link replacing a directory hides what was under it.
@@ -139,10 +163,7 @@ impl ImageFs {
             // Parent directories a layer leaves out exist all the same.
             let mut parent = dir.as_str();
             while !parent.is_empty() && !self.nodes.contains_key(parent) {
-                self.nodes.insert(
-                    parent.to_string(),
-                    Node { kind: Kind::Dir, mode: 0o755, uid: 0, gid: 0 },
-                );
+                self.nodes.insert(parent.to_string(), Node::dir(index));
                 parent = parent.rsplit_once('/').map_or("", |(d, _)| d);
             }
             self.nodes.insert(path, node);
@@ -217,6 +238,27 @@ impl ImageFs {
         Some((here, node))
     }
 
+    /// The layers applied.
+    pub fn layer_count(&self) -> usize {
+        self.layers
+    }
+
+    /// Every path at or below `dir` (as written, no links followed), parents first.
+    pub fn below<'a>(&'a self, dir: &str) -> impl Iterator<Item = (&'a String, &'a Node)> + 'a {
+        let dir = clean(dir);
+        let prefix = if dir.is_empty() { String::new() } else { format!("{dir}/") };
+        let start = self
+            .nodes
+            .range(dir.clone()..)
+            .take_while(move |(k, _)| **k == dir || k.starts_with(&prefix));
+        start
+    }
+
+    /// Every path of the image, in order.
+    pub fn paths(&self) -> impl Iterator<Item = (&String, &Node)> {
+        self.nodes.iter()
+    }
+
     /// Whether `path` (links followed) is a directory.
     pub fn is_dir(&self, path: &str) -> bool {
         self.resolve(path).is_some_and(|(_, n)| n.kind == Kind::Dir)
@@ -273,7 +315,8 @@ impl ImageFs {
     }
 }
 
-static ROOT: Node = Node { kind: Kind::Dir, mode: 0o755, uid: 0, gid: 0 };
+static ROOT: Node =
+    Node { kind: Kind::Dir, mode: 0o755, uid: 0, gid: 0, mtime: 0, layer: 0, link: None };
 
 #[cfg(test)]
 mod tests {
@@ -327,10 +370,8 @@ mod tests {
             ])[..],
         )
         .unwrap();
-        assert_eq!(
-            fs.get("/etc/a").unwrap(),
-            &Node { kind: Kind::File, mode: 0o640, uid: 7, gid: 0 }
-        );
+        let a = fs.get("/etc/a").unwrap();
+        assert_eq!((&a.kind, a.mode, a.uid, a.gid, a.layer), (&Kind::File, 0o640, 7, 0, 0));
         assert!(fs.is_dir("opt"), "a parent a layer leaves out exists");
         fs.apply_layer(
             &layer(&[

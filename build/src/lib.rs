@@ -9,6 +9,7 @@ pub mod builder;
 pub mod config;
 pub mod context;
 pub mod copy;
+pub mod copy_from;
 pub mod dockerfile;
 pub mod error;
 pub mod expand;

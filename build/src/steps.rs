@@ -2,10 +2,12 @@
 //! layer a RUN made in a microVM), its history entry, and its cache key.
 
 use ironpod_images::{BuildStep, Digest};
+use sha2::{Digest as _, Sha256};
 
 use crate::builder::{cache_key, short, Builder, PREDEFINED_ARGS};
 use crate::config::{check_signal, RunConfig};
 use crate::copy::{self, CopyOptions, Input};
+use crate::copy_from;
 use crate::dockerfile::{CopySource, CopySpec, Dockerfile, Instruction, Step};
 use crate::error::BuildError;
 use crate::expand::{self, NameValueKind};
@@ -310,8 +312,8 @@ impl Builder<'_> {
     /// COPY or ADD.
     fn copy(
         &mut self,
-        _df: &Dockerfile,
-        _i: usize,
+        df: &Dockerfile,
+        i: usize,
         st: &mut StageState,
         step: &Step,
         spec: &CopySpec,
@@ -321,12 +323,6 @@ impl Builder<'_> {
         let esc = self.escape;
         let vars = st.vars();
         let what = if add { "ADD" } else { "COPY" };
-        if spec.from.is_some() {
-            return Err(BuildError::step(
-                line,
-                "COPY --from is not supported by ironpod build yet",
-            ));
-        }
         let dest = expand::word(&spec.dest, &vars, esc).map_err(at(line))?;
         let ids = match &spec.chown {
             Some(c) => {
@@ -350,6 +346,10 @@ impl Builder<'_> {
             unpack: add,
             clamp_mtime: self.opts.timestamp,
         };
+        if let Some(from) = &spec.from {
+            let from = expand::word(from, &vars, esc).map_err(at(line))?;
+            return self.copy_from(df, i, st, &from, spec, opts, &dest, line);
+        }
         let context = self.context.clone();
         let (input, kind, digest) = match spec.sources.as_slice() {
             [CopySource::HereDoc { name, body, expand: e }] => {
@@ -404,6 +404,100 @@ impl Builder<'_> {
         copy::write_layer(&input, &opts, &st.fs, &tar)
             .map_err(|e| BuildError::step(line, format!("{what} failed: {e}")))?;
         self.commit_layer(st, &created_by, &key, Some(&tar))
+    }
+
+    /// `COPY --from=FROM`.
+    #[allow(clippy::too_many_arguments)]
+    fn copy_from(
+        &mut self,
+        df: &Dockerfile,
+        i: usize,
+        st: &mut StageState,
+        from: &str,
+        spec: &CopySpec,
+        opts: CopyOptions,
+        dest: &str,
+        line: usize,
+    ) -> Result<(), BuildError> {
+        let esc = self.escape;
+        let vars = st.vars();
+        let (manifest, fs) = self.source_image(df, i, from, line)?;
+        let layers = match &manifest {
+            Some(m) => self.store.layers_of(m)?,
+            None => Vec::new(),
+        };
+        let mut paths = Vec::new();
+        for s in &spec.sources {
+            let CopySource::Path(p) = s else {
+                return Err(BuildError::step(line, "COPY --from takes paths, not here-documents"));
+            };
+            let p = expand::word(p, &vars, esc).map_err(at(line))?;
+            let found = copy_from::image_sources(&fs, &p)
+                .map_err(|e| BuildError::step(line, format!("COPY failed: {e}")))?;
+            paths.extend(found);
+        }
+        let mut h = Sha256::new();
+        h.update(manifest.as_ref().map(|m| m.to_string()).unwrap_or_default().as_bytes());
+        for p in &paths {
+            h.update(p.as_bytes());
+            h.update([0]);
+        }
+        let digest = format!("{:x}", h.finalize());
+        let kind = match paths.as_slice() {
+            [one] if fs.is_dir(one) => "dir",
+            [_] => "file",
+            _ => "multi",
+        };
+        let created_by = format!("/bin/sh -c #(nop) COPY {kind}:{digest} in {dest} ");
+        let owners = format!("{:?} {:?}", opts.ids, opts.chmod);
+        let config = st.config.to_value().to_string();
+        let key =
+            cache_key(st.parent.as_ref(), &["COPY", &created_by, &opts.workdir, &owners, &config]);
+        if self.cached(st, &key)? {
+            return Ok(());
+        }
+        let store = &self.store;
+        let open = |n: usize| -> Result<Box<dyn std::io::Read>, BuildError> {
+            let l = layers
+                .get(n)
+                .ok_or_else(|| BuildError::step(line, "a layer of the source is missing"))?;
+            Ok(store.open_layer(l)?)
+        };
+        let input = Input::Image { fs: &fs, layers: &open, paths };
+        let tar = self.scratch.path().join(format!("copy-{}.tar", self.step_no));
+        copy::write_layer(&input, &opts, &st.fs, &tar)
+            .map_err(|e| BuildError::step(line, format!("COPY failed: {e}")))?;
+        self.commit_layer(st, &created_by, &key, Some(&tar))
+    }
+
+    /// The image and files `COPY --from=FROM` reads: an earlier stage (by name or number),
+    /// or an image (pulled when missing).
+    fn source_image(
+        &mut self,
+        df: &Dockerfile,
+        i: usize,
+        from: &str,
+        line: usize,
+    ) -> Result<(Option<Digest>, ImageFs), BuildError> {
+        let lower = from.to_ascii_lowercase();
+        let by_name = df.stages.iter().position(|s| s.name.as_deref() == Some(&lower));
+        let by_number = from.parse::<usize>().ok().filter(|n| *n < df.stages.len());
+        if let Some(j) = by_name.or(by_number) {
+            if j >= i {
+                return Err(BuildError::step(
+                    line,
+                    format!("invalid from flag value {from}: refers to the current or a later build stage"),
+                ));
+            }
+            return Ok((self.stages[j].1.clone(), self.stages[j].2.clone()));
+        }
+        let manifest = self.base_image(from, line)?;
+        let mut fs = ImageFs::new();
+        for l in self.store.layers_of(&manifest)? {
+            let r = self.store.open_layer(&l)?;
+            fs.apply_layer(r).map_err(|e| BuildError::step(line, e.to_string()))?;
+        }
+        Ok((Some(manifest), fs))
     }
 
     /// A step that changes only the configuration.

@@ -412,3 +412,43 @@ fn bad_dockerfiles_and_contexts_are_refused_clearly() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn copy_from_stages_and_images_keeps_only_the_target_s_layers() {
+    let root = root_with_base();
+    let df = "FROM base AS build\nCOPY --chown=app:staff src/ /src/\nCOPY tool.sh /usr/bin/tool\n\
+              FROM scratch\nCOPY --from=build /src /app/\nCOPY --from=0 /usr/bin/tool /bin/\n\
+              COPY --from=base /etc/motd /etc/passwd /etc/\nCOPY --from=build /src/*.txt /texts/\n";
+    let ctx = context(&[("src/a.txt", "a\n"), ("src/deep/b.txt", "b\n"), ("tool.sh", "#!/bin/sh\n"), ("Dockerfile", df)]);
+    fs::set_permissions(ctx.path().join("tool.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+    ok(&build(root.path(), ctx.path(), &["-t", "multi"]));
+    let s = store(root.path());
+    let d = s.resolve("multi").unwrap();
+    let layers = s.layers_of(&d).unwrap();
+    assert_eq!(layers.len(), 4, "only the final stage's layers");
+    let mut files = BTreeMap::new();
+    for l in &layers {
+        let mut a = tar::Archive::new(s.open_layer(l).unwrap());
+        for e in a.entries().unwrap() {
+            let mut e = e.unwrap();
+            let h = e.header().clone();
+            let mut data = String::new();
+            let _ = e.read_to_string(&mut data);
+            let p = e.path().unwrap().to_string_lossy().trim_end_matches('/').to_string();
+            files.insert(p, (h.mode().unwrap(), h.uid().unwrap(), h.gid().unwrap(), data));
+        }
+    }
+    assert_eq!(files["app/a.txt"], (0o644, 1000, 50, "a\n".to_string()), "the stage's owners are kept");
+    assert_eq!(files["app/deep/b.txt"].3, "b\n");
+    assert_eq!(files["bin/tool"].0, 0o755);
+    assert_eq!(files["etc/motd"].3, "base\n");
+    assert!(files["etc/passwd"].3.contains("app:x:1000"));
+    assert_eq!(files["texts/a.txt"].3, "a\n");
+    assert!(!files.contains_key("texts/deep"), "a glob matches one level");
+    let c = config(root.path(), "multi");
+    assert_eq!(c["history"].as_array().unwrap().len(), 4);
+    // A missing source, and a stage that is not there yet.
+    let bad = context(&[("Dockerfile", "FROM base AS a\nFROM base\nCOPY --from=a /nope /x\n")]);
+    let out = build(root.path(), bad.path(), &[]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Dockerfile:3: COPY failed: stat /nope: file does not exist"), "{}", String::from_utf8_lossy(&out.stderr));
+}
