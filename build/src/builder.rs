@@ -116,7 +116,20 @@ pub struct Builder<'a> {
 }
 
 /// Builds the image `opts` describe under state root `root`; progress goes to `out`.
-pub fn build(root: &Path, opts: BuildOptions, out: &mut dyn Write) -> Result<Built, BuildError> {
+pub fn build(
+    root: &Path,
+    mut opts: BuildOptions,
+    out: &mut dyn Write,
+) -> Result<Built, BuildError> {
+    // As BuildKit: a SOURCE_DATE_EPOCH build argument sets the build's time.
+    if opts.timestamp.is_none() {
+        if let Some(v) = opts.build_args.get("SOURCE_DATE_EPOCH") {
+            let t = v.parse::<u64>().map_err(|_| {
+                BuildError::step(1, format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds"))
+            })?;
+            opts.timestamp = Some(t);
+        }
+    }
     let context = Context::open(&opts.context)?;
     let dockerfile_path =
         opts.dockerfile.clone().unwrap_or_else(|| context.root().join("Dockerfile"));
@@ -286,7 +299,11 @@ impl Builder<'_> {
             .opts
             .build_args
             .keys()
-            .filter(|k| !self.used_args.contains(*k) && !PREDEFINED_ARGS.contains(&k.as_str()))
+            .filter(|k| {
+                !self.used_args.contains(*k)
+                    && !PREDEFINED_ARGS.contains(&k.as_str())
+                    && k.as_str() != "SOURCE_DATE_EPOCH"
+            })
             .collect();
         if !unused.is_empty() {
             let names = unused.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ");

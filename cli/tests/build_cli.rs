@@ -419,7 +419,12 @@ fn copy_from_stages_and_images_keeps_only_the_target_s_layers() {
     let df = "FROM base AS build\nCOPY --chown=app:staff src/ /src/\nCOPY tool.sh /usr/bin/tool\n\
               FROM scratch\nCOPY --from=build /src /app/\nCOPY --from=0 /usr/bin/tool /bin/\n\
               COPY --from=base /etc/motd /etc/passwd /etc/\nCOPY --from=build /src/*.txt /texts/\n";
-    let ctx = context(&[("src/a.txt", "a\n"), ("src/deep/b.txt", "b\n"), ("tool.sh", "#!/bin/sh\n"), ("Dockerfile", df)]);
+    let ctx = context(&[
+        ("src/a.txt", "a\n"),
+        ("src/deep/b.txt", "b\n"),
+        ("tool.sh", "#!/bin/sh\n"),
+        ("Dockerfile", df),
+    ]);
     fs::set_permissions(ctx.path().join("tool.sh"), fs::Permissions::from_mode(0o755)).unwrap();
     ok(&build(root.path(), ctx.path(), &["-t", "multi"]));
     let s = store(root.path());
@@ -438,7 +443,11 @@ fn copy_from_stages_and_images_keeps_only_the_target_s_layers() {
             files.insert(p, (h.mode().unwrap(), h.uid().unwrap(), h.gid().unwrap(), data));
         }
     }
-    assert_eq!(files["app/a.txt"], (0o644, 1000, 50, "a\n".to_string()), "the stage's owners are kept");
+    assert_eq!(
+        files["app/a.txt"],
+        (0o644, 1000, 50, "a\n".to_string()),
+        "the stage's owners are kept"
+    );
     assert_eq!(files["app/deep/b.txt"].3, "b\n");
     assert_eq!(files["bin/tool"].0, 0o755);
     assert_eq!(files["etc/motd"].3, "base\n");
@@ -450,5 +459,10 @@ fn copy_from_stages_and_images_keeps_only_the_target_s_layers() {
     // A missing source, and a stage that is not there yet.
     let bad = context(&[("Dockerfile", "FROM base AS a\nFROM base\nCOPY --from=a /nope /x\n")]);
     let out = build(root.path(), bad.path(), &[]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("Dockerfile:3: COPY failed: stat /nope: file does not exist"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("Dockerfile:3: COPY failed: stat /nope: file does not exist"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -9,6 +9,7 @@
 mod archive;
 mod attach;
 mod body;
+mod build;
 mod container_info;
 mod container_ops;
 mod containers;
@@ -93,6 +94,7 @@ fn router(ctx: Ctx) -> Router {
         .route("/containers/{id}/pause", post(container_info::pause))
         .route("/containers/{id}/unpause", post(container_info::unpause))
         .route("/commit", post(container_info::commit))
+        .route("/build", post(build::build))
         .route("/containers/{id}/resize", post(exec::resize_container))
         .route(
             "/containers/{id}/archive",
