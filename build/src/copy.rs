@@ -90,7 +90,7 @@ impl Writer<'_> {
         self.opts.ids.unwrap_or((uid, gid))
     }
 
-    /// Adds missing parents of `path` (a layer path) as root-owned 0755 directories.
+    /// Adds missing parents of `path` (a layer path) as 0755 directories.
     pub(crate) fn parents(&mut self, path: &str) -> Result<(), BuildError> {
         let mut todo = Vec::new();
         let mut p = path;
@@ -101,8 +101,11 @@ impl Writer<'_> {
             todo.push(parent.to_string());
             p = parent;
         }
+        // Owned by `--chown`'s user when there is one, as Docker's and buildah's copiers
+        // make them.
+        let owner = self.owner(0, 0);
         for d in todo.into_iter().rev() {
-            self.dir(&d, 0o755, (0, 0), self.mtime(0))?;
+            self.dir(&d, 0o755, owner, self.mtime(0))?;
         }
         Ok(())
     }

@@ -31,6 +31,8 @@ pub const PACKAGES: &[&str] = &[
     // Debian's docker-compose 1.29 (docker-py), driven against the Docker API service;
     // without recommends, so no docker.io daemon package comes with it.
     "docker-compose",
+    // Debian's podman 4.3 (buildah 1.28): the reference `ironpod build` is compared with.
+    "podman",
     "curl",
     "openssl",
     "apache2-utils",
