@@ -73,8 +73,9 @@ pub struct ImageDetails {
     pub summary: ImageSummary,
     /// The manifest.
     pub manifest_json: ImageManifest,
-    /// The config.
-    pub config: ImageConfiguration,
+    /// The config, whole (Docker's extensions such as `Healthcheck`, `OnBuild` and `Shell`
+    /// included).
+    pub config: serde_json::Value,
 }
 
 /// The image store under a state root.
@@ -203,7 +204,7 @@ impl ImageStore {
     pub fn inspect(&self, reference: &str) -> Result<ImageDetails, ImageError> {
         let d = self.resolve(reference)?;
         let m = self.manifest(&d)?;
-        let (_, config) = self.config(&m)?;
+        let config = self.raw_config(&d)?;
         Ok(ImageDetails { summary: self.summary_of(&d)?, manifest_json: m, config })
     }
 

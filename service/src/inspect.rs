@@ -330,7 +330,7 @@ pub async fn image(
             }
             e => ApiError::internal(e),
         })?;
-        let cfg = serde_json::to_value(&d.config).map_err(ApiError::internal)?;
+        let cfg = d.config.clone();
         let config = docker_config(&cfg["config"], "");
         let mut digests: Vec<String> = d
             .summary
