@@ -49,7 +49,8 @@ pub enum Pull {
 pub struct BuildOptions {
     /// The context directory.
     pub context: PathBuf,
-    /// The Dockerfile (`-f`; default `CONTEXT/Dockerfile`).
+    /// The Dockerfile: absolute (the user's `-f`), or relative to the context (read inside
+    /// it); default `CONTEXT/Dockerfile`.
     pub dockerfile: Option<PathBuf>,
     /// `-t` names.
     pub tags: Vec<String>,
@@ -131,15 +132,17 @@ pub fn build(
         }
     }
     let context = Context::open(&opts.context)?;
-    let dockerfile_path =
-        opts.dockerfile.clone().unwrap_or_else(|| context.root().join("Dockerfile"));
-    let text =
-        std::fs::read_to_string(&dockerfile_path).map_err(|e| {
-            BuildError::io(format!(
-                "Cannot locate specified Dockerfile: {}",
-                dockerfile_path.display()
-            ))(e)
-        })?;
+    // A Dockerfile in the context is read inside it (links too); an absolute `-f` names
+    // the user's own file.
+    let text = match &opts.dockerfile {
+        Some(p) if p.is_absolute() => crate::context::read_small_file(p),
+        Some(p) => crate::context::read_small(context.root(), &p.to_string_lossy()),
+        None => crate::context::read_small(context.root(), "Dockerfile"),
+    }
+    .map_err(|e| {
+        let shown = opts.dockerfile.clone().unwrap_or_else(|| "Dockerfile".into());
+        BuildError::io(format!("Cannot locate specified Dockerfile: {}", shown.display()))(e)
+    })?;
     let df = dockerfile::parse(&text)?;
     let store = ImageStore::open(root)?;
     let builds = root.join("builds");

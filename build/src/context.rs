@@ -28,6 +28,8 @@ pub struct Source {
     pub rel: String,
     /// Its path on the host (links of the named path followed, inside the context).
     pub path: PathBuf,
+    /// `path` relative to the context root: what the `.dockerignore` is asked about.
+    pub resolved: String,
     /// Whether it is a directory (whose contents are what is copied).
     pub is_dir: bool,
 }
@@ -53,7 +55,7 @@ impl Context {
                 std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
             ));
         }
-        let ignore = match fs::read_to_string(root.join(".dockerignore")) {
+        let ignore = match read_small(&root, ".dockerignore") {
             Ok(text) => DockerIgnore::parse(&text)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => DockerIgnore::default(),
             Err(e) => return Err(BuildError::io(".dockerignore")(e)),
@@ -73,38 +75,48 @@ impl Context {
         if escapes(src) {
             return Err(format!("forbidden path outside the build context: {src} ()"));
         }
-        if glob::is_glob(&rel) {
-            let mut found = Vec::new();
-            let root = self.root.clone();
-            self.walk_all(&root, "", &mut |sub, path, meta| {
-                let hit = glob::matches(&rel, sub)
-                    .map_err(|e| BuildError::io(src.to_string())(std::io::Error::other(e)))?;
-                if hit {
-                    found.push(Source {
-                        rel: sub.to_string(),
-                        path: path.to_path_buf(),
-                        is_dir: meta.is_dir(),
-                    });
-                }
-                Ok(())
-            })
-            .map_err(|e| e.to_string())?;
-            if found.is_empty() {
-                return Err(format!("no source files were specified (nothing matches {src})"));
-            }
-            return Ok(found);
-        }
         let missing = || {
             format!(
                 "file not found in build context or excluded by .dockerignore: stat {src}: file does not exist"
             )
         };
+        if glob::is_glob(&rel) {
+            let mut names = Vec::new();
+            let root = self.root.clone();
+            self.walk_all(&root, "", &mut |sub, _, _| {
+                let hit = glob::matches(&rel, sub)
+                    .map_err(|e| BuildError::io(src.to_string())(std::io::Error::other(e)))?;
+                if hit {
+                    names.push(sub.to_string());
+                }
+                Ok(())
+            })
+            .map_err(|e| e.to_string())?;
+            if names.is_empty() {
+                return Err(format!("no source files were specified (nothing matches {src})"));
+            }
+            // A match that is a link is followed as a named source is: inside the context.
+            return names.into_iter().map(|n| self.named(n).ok_or_else(missing)).collect();
+        }
         if !rel.is_empty() && self.ignore.excludes(&rel) {
             return Err(missing());
         }
-        let path = resolve_in(&self.root, &rel).ok_or_else(missing)?;
-        let meta = fs::metadata(&path).map_err(|_| missing())?;
-        Ok(vec![Source { rel, path, is_dir: meta.is_dir() }])
+        Ok(vec![self.named(rel).ok_or_else(missing)?])
+    }
+
+    /// The entry `rel` names, its links followed inside the context; `None` when it is
+    /// missing, left out by the `.dockerignore` (as resolved), or not a file or directory.
+    fn named(&self, rel: String) -> Option<Source> {
+        let path = resolve_in(&self.root, &rel)?;
+        let resolved = path.strip_prefix(&self.root).ok()?.to_string_lossy().into_owned();
+        if !resolved.is_empty() && self.ignore.excludes(&resolved) {
+            return None;
+        }
+        let meta = fs::symlink_metadata(&path).ok()?;
+        if !(meta.is_file() || meta.is_dir()) {
+            return None;
+        }
+        Some(Source { rel, path, resolved, is_dir: meta.is_dir() })
     }
 
     /// Calls `f` for a source and, for a directory, everything below it that the
@@ -115,12 +127,18 @@ impl Context {
         f: &mut dyn FnMut(Entry<'_>) -> Result<(), BuildError>,
     ) -> Result<(), BuildError> {
         if !source.is_dir {
-            // A named file (a link to one was followed).
-            let meta = fs::metadata(&source.path).map_err(BuildError::io(source.rel.clone()))?;
+            // A named file (its links were followed when it was named: no more following).
+            let meta =
+                fs::symlink_metadata(&source.path).map_err(BuildError::io(source.rel.clone()))?;
+            if !meta.is_file() {
+                return Err(BuildError::io(source.rel.clone())(std::io::Error::other(
+                    "not a regular file",
+                )));
+            }
             return f(Entry { sub: "", path: &source.path, meta: &meta });
         }
-        let skip = if source.rel.is_empty() { 0 } else { source.rel.len() + 1 };
-        self.walk_all(&source.path, &source.rel, &mut |rel, path, meta| {
+        let skip = if source.resolved.is_empty() { 0 } else { source.resolved.len() + 1 };
+        self.walk_all(&source.path, &source.resolved, &mut |rel, path, meta| {
             f(Entry { sub: &rel[skip..], path, meta })
         })
     }
@@ -191,6 +209,53 @@ impl Context {
         }
         Ok(format!("{:x}", h.finalize()))
     }
+}
+
+/// The most a Dockerfile or `.dockerignore` may hold.
+pub const MAX_SMALL_FILE: u64 = 4 << 20;
+
+/// Opens a regular file without following a link at its last component, and without
+/// blocking on a FIFO.
+pub fn open_nofollow(path: &Path) -> std::io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    Ok(f)
+}
+
+/// Reads `rel` under `root` (links followed inside `root`): a regular file of at most
+/// [`MAX_SMALL_FILE`] bytes (a Dockerfile, a `.dockerignore`).
+pub fn read_small(root: &Path, rel: &str) -> std::io::Result<String> {
+    let path = resolve_in(root, rel).ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::NotFound, format!("{rel}: not found"))
+    })?;
+    read_small_file(&path)
+}
+
+/// Reads a regular file of at most [`MAX_SMALL_FILE`] bytes.
+pub fn read_small_file(path: &Path) -> std::io::Result<String> {
+    let f = match open_nofollow(path) {
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            // A link here is the user's own (`-f`): followed, still a regular file.
+            let f = fs::File::open(path)?;
+            if !f.metadata()?.is_file() {
+                return Err(std::io::Error::other("not a regular file"));
+            }
+            f
+        }
+        other => other?,
+    };
+    let mut text = String::new();
+    f.take(MAX_SMALL_FILE + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_SMALL_FILE {
+        return Err(std::io::Error::other(format!("larger than {MAX_SMALL_FILE} bytes")));
+    }
+    Ok(text)
 }
 
 /// Whether a source climbs out of the context (`../x`, `a/../../x`).

@@ -108,3 +108,20 @@ fn digest_follows_content_not_time() {
     fs::set_permissions(d.path().join("a.txt"), fs::Permissions::from_mode(0o600)).unwrap();
     assert_ne!(c.digest(&s).unwrap(), first, "modes count");
 }
+
+#[test]
+fn glob_matches_that_are_links_stay_inside_and_ignored_targets_stay_out() {
+    let (d, c) = ctx(&[("real.txt", "r"), ("secret/key", "k")], Some("secret\n"));
+    symlink("/etc/passwd", d.path().join("host.txt")).unwrap();
+    symlink("secret", d.path().join("alias")).unwrap();
+    // `/etc/passwd` inside the context does not exist: the match is refused, the host's
+    // file never read.
+    assert!(c.sources("*.txt").is_err());
+    // A link to an ignored directory does not bring it in.
+    assert!(c.sources("alias").is_err());
+    fs::create_dir_all(d.path().join("etc")).unwrap();
+    fs::write(d.path().join("etc/passwd"), "context's own").unwrap();
+    let s = c.sources("*.txt").unwrap();
+    assert_eq!(s[0].path, c.root().join("etc/passwd"), "followed inside the context");
+    assert_eq!(rels(&s), ["host.txt", "real.txt"]);
+}

@@ -195,7 +195,7 @@ impl Writer<'_> {
             self.link(at, &target, owner, mtime)
         } else if ft.is_file() {
             let mode = self.opts.chmod.unwrap_or(mode);
-            let f = File::open(path).map_err(BuildError::io(at.to_string()))?;
+            let f = crate::context::open_nofollow(path).map_err(BuildError::io(at.to_string()))?;
             self.file(at, mode, owner, mtime, meta.len(), f.take(meta.len()))
         } else {
             Err(other(format!("{}: cannot copy a device, FIFO or socket", path.display())))
@@ -267,7 +267,8 @@ impl Writer<'_> {
 /// A tar archive (plain, gzip or zstd, told by content) or `None`.
 fn open_archive(path: &Path) -> Result<Option<Box<dyn Read>>, BuildError> {
     let what = || format!("{}", path.display());
-    let mut f = File::open(path).map_err(BuildError::io(what()))?;
+    // Only a regular file can be an archive (a FIFO would block the build).
+    let mut f = crate::context::open_nofollow(path).map_err(BuildError::io(what()))?;
     let mut head = vec![0u8; 512];
     let mut n = 0;
     while n < head.len() {
@@ -278,7 +279,8 @@ fn open_archive(path: &Path) -> Result<Option<Box<dyn Read>>, BuildError> {
         n += k;
     }
     head.truncate(n);
-    let reopen = || File::open(path).map(BufReader::new).map_err(BuildError::io(what()));
+    let reopen =
+        || crate::context::open_nofollow(path).map(BufReader::new).map_err(BuildError::io(what()));
     let reader: Box<dyn Read> = match head.as_slice() {
         [0x1f, 0x8b, ..] => Box::new(flate2::read::GzDecoder::new(reopen()?)),
         [0x28, 0xb5, 0x2f, 0xfd, ..] => {
@@ -336,7 +338,7 @@ pub fn write_layer(
     } else {
         format!("{}/{}", opts.workdir.trim_end_matches('/'), opts.dest)
     };
-    let dest = clean(&dest_abs);
+    let dest = fs.real_path(&dest_abs);
     let dest_is_dir = opts.dest.ends_with('/')
         || opts.dest == "."
         || opts.dest.ends_with("/.")
@@ -402,7 +404,7 @@ pub fn write_layer(
 pub fn write_dirs(opts: &CopyOptions, fs: &ImageFs, out: &Path) -> Result<(), BuildError> {
     let file = File::create(out).map_err(BuildError::io(format!("{}", out.display())))?;
     let mut w = Writer { tar: tar::Builder::new(file), fs, made: HashSet::new(), opts };
-    let dir = clean(&opts.dest);
+    let dir = fs.real_path(&opts.dest);
     if !dir.is_empty() {
         w.parents(&dir)?;
         let mtime = w.mtime(now());

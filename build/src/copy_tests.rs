@@ -192,3 +192,28 @@ fn heredocs_become_files() {
     write_layer(&input, &opts("/dir/"), &ImageFs::new(), &out).unwrap();
     assert_eq!(entries(&out).last().unwrap().0, "dir/EOF");
 }
+
+#[test]
+fn destinations_follow_the_image_s_links() {
+    let c = ctx(&[("a.txt", "A", 0o644)]);
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_mode(0o755);
+    h.set_size(0);
+    b.append_data(&mut h, "usr/bin/", io::empty()).unwrap();
+    let mut l = tar::Header::new_gnu();
+    l.set_entry_type(tar::EntryType::Symlink);
+    l.set_size(0);
+    b.append_link(&mut l, "bin", "usr/bin").unwrap();
+    let mut fs = ImageFs::new();
+    fs.apply_layer(&b.into_inner().unwrap()[..]).unwrap();
+    // Written where the link leads, never as a directory over the link.
+    let e = copy(&c, &["a.txt"], opts("/bin/"), &fs).unwrap();
+    assert_eq!(e.iter().map(|x| x.0.as_str()).collect::<Vec<_>>(), ["usr/bin/a.txt"]);
+    let e = copy(&c, &["a.txt"], opts("/bin/new/x.txt"), &fs).unwrap();
+    assert_eq!(
+        e.iter().map(|x| x.0.as_str()).collect::<Vec<_>>(),
+        ["usr/bin/new", "usr/bin/new/x.txt"]
+    );
+}

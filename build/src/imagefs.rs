@@ -259,6 +259,47 @@ impl ImageFs {
         self.nodes.iter()
     }
 
+    /// `path` with the links of its existing parts followed inside the image (as a path in
+    /// a container resolves); the parts that do not exist yet follow as written. A layer
+    /// must write there: a directory written over a link (`/bin` → `usr/bin`) would hide
+    /// what the link leads to.
+    pub fn real_path(&self, path: &str) -> String {
+        let mut pending: Vec<String> =
+            clean(path).split('/').filter(|c| !c.is_empty()).map(str::to_string).rev().collect();
+        let mut done: Vec<String> = Vec::new();
+        let mut hops = 0;
+        while let Some(c) = pending.pop() {
+            if c == ".." {
+                done.pop();
+                continue;
+            }
+            done.push(c);
+            let here = done.join("/");
+            match self.nodes.get(&here) {
+                None => {
+                    // Missing from here on: the rest as written.
+                    done.extend(pending.into_iter().rev());
+                    return clean(&done.join("/"));
+                }
+                Some(Node { kind: Kind::Symlink(target), .. }) => {
+                    hops += 1;
+                    if hops > 40 {
+                        return here;
+                    }
+                    done.pop();
+                    if target.starts_with('/') {
+                        done.clear();
+                    }
+                    for t in target.split('/').filter(|c| !c.is_empty() && *c != ".").rev() {
+                        pending.push(t.to_string());
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        done.join("/")
+    }
+
     /// Whether `path` (links followed) is a directory.
     pub fn is_dir(&self, path: &str) -> bool {
         self.resolve(path).is_some_and(|(_, n)| n.kind == Kind::Dir)
@@ -435,6 +476,18 @@ mod tests {
         assert!(fs.ids(":1").is_err());
         fs.apply_layer(&layer(&[E::F("etc/.wh.passwd", b"")])[..]).unwrap();
         assert!(fs.ids("app").is_err(), "a removed passwd names no one");
+    }
+
+    #[test]
+    fn real_paths_follow_existing_links() {
+        let mut fs = ImageFs::new();
+        fs.apply_layer(&layer(&[E::D("usr/bin"), E::L("bin", "usr/bin"), E::L("abs", "/usr")])[..])
+            .unwrap();
+        assert_eq!(fs.real_path("/bin/tool"), "usr/bin/tool");
+        assert_eq!(fs.real_path("/bin"), "usr/bin");
+        assert_eq!(fs.real_path("/abs/new/dir/"), "usr/new/dir");
+        assert_eq!(fs.real_path("/opt/x"), "opt/x");
+        assert_eq!(fs.real_path("/"), "");
     }
 
     #[test]

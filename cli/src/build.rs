@@ -98,7 +98,13 @@ pub fn build(root: &Path, a: BuildArgs) -> Result<i32, Failure> {
         };
     let opts = BuildOptions {
         context: a.context.clone(),
-        dockerfile: a.file.clone(),
+        // Docker's `-f` is relative to the current directory.
+        dockerfile: match &a.file {
+            Some(f) => {
+                Some(std::path::absolute(f).map_err(|e| usage(format!("{}: {e}", f.display())))?)
+            }
+            None => None,
+        },
         tags: a.tags.clone(),
         build_args: builder::parse_build_args(&a.build_args).map_err(usage)?,
         target: a.target.clone(),
