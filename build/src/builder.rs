@@ -13,7 +13,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::config::RunConfig;
 use crate::context::Context;
-use crate::dockerfile::{self, Dockerfile, Instruction, Stage, Step};
+use crate::dockerfile::{self, Dockerfile, Instruction, Stage};
 use crate::error::BuildError;
 use crate::expand::{self, NameValueKind};
 use crate::imagefs::ImageFs;
@@ -240,7 +240,10 @@ impl Builder<'_> {
                 let name = expand::word(&k, &vars, self.escape)
                     .map_err(|e| BuildError::step(step.line, e.to_string()))?;
                 let value = match self.opts.build_args.get(&name) {
-                    Some(v) => Some(v.clone()),
+                    Some(v) => {
+                        self.used_args.insert(name.clone());
+                        Some(v.clone())
+                    }
                     None => match default {
                         Some(d) => Some(
                             expand::word(&d, &vars, self.escape)
@@ -280,21 +283,7 @@ impl Builder<'_> {
                 self.step(df, i, &mut st, step)?;
             }
             if i == target && !self.opts.labels.is_empty() {
-                let text = format!(
-                    "LABEL {}",
-                    self.opts
-                        .labels
-                        .iter()
-                        .map(|(k, v)| format!("{k:?}={v:?}"))
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                );
-                let step = Step {
-                    line: stage.line,
-                    text: text.clone(),
-                    instruction: Instruction::Label(text[6..].to_string()),
-                };
-                self.step(df, i, &mut st, &step)?;
+                self.label_step(&mut st, stage.line)?;
             }
             self.stages[i] = (stage.name.clone(), st.parent.clone(), st.fs.clone());
         }

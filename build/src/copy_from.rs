@@ -97,8 +97,11 @@ pub(crate) fn write(
         let Some((_, node)) = src.resolve(p) else { continue };
         if node.kind == Kind::Dir {
             w.dest_dir(dest)?;
-            let below: Vec<(String, Node)> =
-                src.below(p).skip(1).map(|(k, n)| (k.clone(), n.clone())).collect();
+            let below: Vec<(String, Node)> = src
+                .below(p)
+                .filter(|(k, _)| *k != p)
+                .map(|(k, n)| (k.clone(), n.clone()))
+                .collect();
             for (sub, n) in below {
                 let rel = if p.is_empty() { sub.as_str() } else { &sub[p.len() + 1..] };
                 place(w, src, &mut wanted, join(dest, rel), &n, &sub)?;

@@ -54,6 +54,13 @@ struct Container<'a> {
 
 impl Drop for Container<'_> {
     fn drop(&mut self) {
+        // A step cut short (its output's reader gone, an error) may still run: stopped
+        // first, so no VM outlives its record.
+        if let Ok(rec) = lifecycle::find(self.root, &self.id) {
+            if lifecycle::is_live(&rec) {
+                let _ = lifecycle::stop(self.root, &rec, Duration::ZERO);
+            }
+        }
         if let Ok(store) = ImageStore::open(self.root) {
             let _ = pod::remove(self.root, &store, &self.id);
         }
@@ -126,8 +133,10 @@ fn relay(id: &str, out: &mut dyn std::io::Write) -> Result<i32, BuildError> {
     loop {
         match attach::read(&mut conn) {
             Ok(Some(Frame::Stdout(d))) | Ok(Some(Frame::Stderr(d))) => {
-                let _ = out.write_all(&d);
-                let _ = out.flush();
+                // Whoever reads the build went away: the step stops (its VM with it).
+                out.write_all(&d)
+                    .and_then(|()| out.flush())
+                    .map_err(BuildError::io("the build's output"))?;
             }
             Ok(Some(Frame::Exit(report))) => {
                 if let Some(e) = &report.error {

@@ -169,7 +169,7 @@ impl Builder<'_> {
                 }
                 // A missing working directory is made, in a layer of this step.
                 let created_by = format!("/bin/sh -c #(nop) {}", step.text);
-                let key = cache_key(
+                let key = self.key(
                     st.parent.as_ref(),
                     &["WORKDIR", &created_by, &st.config.to_value().to_string()],
                 );
@@ -262,17 +262,24 @@ impl Builder<'_> {
                     Some("none") => Some("none".to_string()),
                     _ => self.opts.network.clone(),
                 };
-                let key = cache_key(
-                    Some(&parent),
-                    &["RUN", &created_by, network.as_deref().unwrap_or("")],
-                );
+                let key = self
+                    .key(Some(&parent), &["RUN", &created_by, network.as_deref().unwrap_or("")]);
                 if self.cached(st, &key)? {
                     return Ok(());
+                }
+                // The predefined proxy arguments reach RUN without an ARG (and stay out of
+                // the history and the cache key, as Docker keeps them).
+                let mut env: Vec<String> = args.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                for (k, v) in &self.opts.build_args {
+                    if PREDEFINED_ARGS.contains(&k.as_str()) && !args.iter().any(|(n, _)| n == k) {
+                        env.push(format!("{k}={v}"));
+                        self.used_args.insert(k.clone());
+                    }
                 }
                 let spec = RunSpec {
                     image: parent,
                     argv: argv.clone(),
-                    env: args.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+                    env,
                     user: st.config.user(),
                     workdir: Some(st.config.workdir()),
                     network,
@@ -387,7 +394,7 @@ impl Builder<'_> {
             }
         };
         let created_by = format!("/bin/sh -c #(nop) {what} {kind}:{digest} in {dest} ");
-        let key = cache_key(
+        let key = self.key(
             st.parent.as_ref(),
             &[
                 what,
@@ -452,7 +459,7 @@ impl Builder<'_> {
         let owners = format!("{:?} {:?}", opts.ids, opts.chmod);
         let config = st.config.to_value().to_string();
         let key =
-            cache_key(st.parent.as_ref(), &["COPY", &created_by, &opts.workdir, &owners, &config]);
+            self.key(st.parent.as_ref(), &["COPY", &created_by, &opts.workdir, &owners, &config]);
         if self.cached(st, &key)? {
             return Ok(());
         }
@@ -500,10 +507,40 @@ impl Builder<'_> {
         Ok((Some(manifest), fs))
     }
 
+    /// A step's cache key: its parent, what it does, and the build's timestamp (a step made
+    /// without `--timestamp` is not the same image as one made with it).
+    fn key(&self, parent: Option<&Digest>, parts: &[&str]) -> String {
+        let stamp = format!("{:?}", self.opts.timestamp);
+        let mut all: Vec<&str> = parts.to_vec();
+        all.push(&stamp);
+        cache_key(parent, &all)
+    }
+
+    /// `--label`s: a LABEL step at the end of the target stage (values as given, never
+    /// expanded).
+    pub(crate) fn label_step(
+        &mut self,
+        st: &mut StageState,
+        line: usize,
+    ) -> Result<(), BuildError> {
+        let labels = self.opts.labels.clone();
+        let text = format!(
+            "LABEL {}",
+            labels.iter().map(|(k, v)| format!("{k:?}={v:?}")).collect::<Vec<_>>().join(" ")
+        );
+        self.step_no += 1;
+        self.say(&format!("Step {}/{} : {text}", self.step_no, self.steps_total));
+        for (k, v) in &labels {
+            st.config.set_label(k, v);
+        }
+        let step = Step { line, text, instruction: Instruction::Label(String::new()) };
+        self.commit_config(st, &step)
+    }
+
     /// A step that changes only the configuration.
     fn commit_config(&mut self, st: &mut StageState, step: &Step) -> Result<(), BuildError> {
         let created_by = format!("/bin/sh -c #(nop) {}", step.text);
-        let key = cache_key(
+        let key = self.key(
             st.parent.as_ref(),
             &[
                 "CONFIG",
@@ -550,6 +587,12 @@ impl Builder<'_> {
             cache_key: key,
         };
         let made = self.store.add_step(&step)?;
+        if let Some(tar) = layer {
+            if tar.starts_with(self.scratch.path()) {
+                // Stored (compressed) now: the build's scratch copy goes at once.
+                let _ = std::fs::remove_file(tar);
+            }
+        }
         self.advance(st, made)?;
         let id = self.store.image_id(st.parent.as_ref().expect("just set"))?;
         self.say(&format!(" ---> {}", short(&id.to_string())));

@@ -127,3 +127,30 @@ pub fn build(root: &Path, a: BuildArgs) -> Result<i32, Failure> {
         Err(e) => Err(Failure::Other(e.to_string())),
     }
 }
+
+/// `ironpod builder prune [-f]`: forgets every build step's image; what no name and no
+/// container keeps is deleted.
+pub fn prune(root: &Path, force: bool) -> Result<i32, Failure> {
+    if !force {
+        eprint!(
+            "WARNING! This will remove all build cache. Are you sure you want to continue? [y/N] "
+        );
+        let mut answer = String::new();
+        let _ = std::io::stdin().read_line(&mut answer);
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            return Ok(0);
+        }
+    }
+    let store =
+        ironpod_images::ImageStore::open(root).map_err(|e| Failure::Other(e.to_string()))?;
+    let (steps, deleted, freed) =
+        store.prune_build_cache().map_err(|e| Failure::Other(e.to_string()))?;
+    if !deleted.is_empty() {
+        println!("Deleted build cache objects:");
+        for d in &deleted {
+            println!("{d}");
+        }
+    }
+    println!("Total reclaimed space: {} ({steps} steps forgotten)", crate::images::human(freed));
+    Ok(0)
+}

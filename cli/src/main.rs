@@ -119,6 +119,11 @@ enum Command {
     Commit(inspect::CommitArgs),
     /// Builds an image from a Dockerfile (every RUN step in a microVM of its own).
     Build(Box<build::BuildArgs>),
+    /// The build cache.
+    Builder {
+        #[command(subcommand)]
+        command: BuilderCommand,
+    },
     /// Copies files between the host and a container.
     Cp(copy::CpArgs),
     /// Lists how a container's files differ from its image.
@@ -197,6 +202,17 @@ enum SystemCommand {
 
 #[derive(Subcommand, Debug)]
 #[command(defer = true)]
+enum BuilderCommand {
+    /// Removes the build cache (what no name and no container keeps).
+    Prune {
+        /// Do not ask.
+        #[arg(short, long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+#[command(defer = true)]
 enum VmCommand {
     /// Boots a VM, waits for the agent, reports, shuts it down.
     Check(vm::CheckArgs),
@@ -256,6 +272,7 @@ fn main() -> ExitCode {
         Command::Volume { command } => volume::run(&root, command),
         Command::Commit(a) => inspect::commit(&root, a),
         Command::Build(a) => build::build(&root, *a),
+        Command::Builder { command: BuilderCommand::Prune { force } } => build::prune(&root, force),
         Command::Diff { container } => inspect::diff(&root, &container),
         Command::Cp(a) => copy::cp(&root, a),
         Command::System { command: SystemCommand::Service(a) } => system::service(&root, a),

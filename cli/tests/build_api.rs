@@ -53,6 +53,11 @@ fn docker_build_and_compose_build_use_the_service() {
     assert!(quiet.trim().starts_with("sha256:") && quiet.lines().count() == 1, "{quiet}");
     let again = ok(&svc.docker_env(&["build", "--build-arg", "V=2", &c], &env));
     assert_eq!(again.matches("Using cache").count(), 5, "{again}");
+    // docker builder prune empties the cache: the next build makes every step.
+    let pruned = ok(&svc.docker(&["builder", "prune", "-f"]));
+    assert!(pruned.contains("Total reclaimed space"), "{pruned}");
+    let fresh = ok(&svc.docker_env(&["build", "--build-arg", "V=2", &c], &env));
+    assert!(!fresh.contains("Using cache"), "{fresh}");
     // -f naming a Dockerfile elsewhere; a failing build: Docker's exit code 1 and message.
     let other = dir.path().join("Other.dockerfile");
     fs::write(&other, "FROM base\nCOPY missing.txt /x\n").unwrap();

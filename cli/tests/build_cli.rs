@@ -281,6 +281,12 @@ fn the_cache_finds_unchanged_steps_and_remakes_changed_ones() {
         unused.contains("[Warning] One or more build-args [NOPE] were not consumed"),
         "{unused}"
     );
+    // A pruned cache keeps named images, and finds nothing for the next build.
+    let pruned = ok(&ironpod(root.path(), &["builder", "prune", "-f"]));
+    assert!(pruned.contains("Total reclaimed space:"), "{pruned}");
+    assert!(store(root.path()).resolve("c:1").is_ok());
+    let after = ok(&build(root.path(), ctx.path(), &[]));
+    assert!(!after.contains("Using cache"), "{after}");
 }
 
 #[test]

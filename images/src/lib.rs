@@ -159,6 +159,14 @@ impl ImageStore {
         let hex = reference.strip_prefix("sha256:").unwrap_or(reference);
         if hex.len() >= 6 && hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
             let mut found = Vec::new();
+            // A whole manifest digest (what pods and builds pass) needs no blob read.
+            if hex.len() == 64 {
+                let whole = format!("sha256:{hex}");
+                let named = self.db.all_refs()?.into_iter().map(|(_, m)| m);
+                if named.chain(self.db.cached_manifests()?).any(|m| m == whole) {
+                    return Digest::parse(&whole);
+                }
+            }
             let named = self.db.all_refs()?.into_iter().map(|(_, m)| m);
             // Images of build steps are found by their digests too (as Docker's
             // intermediate images are), though no name shows them.

@@ -137,12 +137,28 @@ impl ImageStore {
         Ok(s)
     }
 
-    /// Forgets every build step; deletes what nothing else keeps. Returns (steps forgotten,
-    /// deleted blob digests).
-    pub fn prune_build_cache(&self) -> Result<(usize, Vec<String>), ImageError> {
+    /// Forgets every build step; deletes what nothing else keeps (named images and what
+    /// containers use stay). Returns (steps forgotten, deleted blob digests, bytes freed).
+    pub fn prune_build_cache(&self) -> Result<(usize, Vec<String>, u64), ImageError> {
         let _l = self.lock(true)?;
         let n = self.db.clear_cache()?;
-        Ok((n, self.gc_locked()?))
+        // Sizes of the blobs before they go (what `docker builder prune` reports).
+        let before: std::collections::HashMap<String, u64> =
+            std::fs::read_dir(self.root.join("blobs/sha256"))
+                .map(|d| {
+                    d.flatten()
+                        .filter_map(|e| {
+                            Some((
+                                format!("sha256:{}", e.file_name().to_str()?),
+                                e.metadata().ok()?.len(),
+                            ))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+        let deleted = self.gc_locked()?;
+        let freed = deleted.iter().filter_map(|d| before.get(d)).sum();
+        Ok((n, deleted, freed))
     }
 }
 

@@ -73,7 +73,8 @@ fn pruning_the_cache_keeps_named_images_only() {
     let u = tar_with(dir.path(), "b.tar", &[("b.txt", b"bb")]);
     let gone = store.add_step(&step(None, Some(&u), "k2")).unwrap();
     store.tag_manifest(&kept, "keep").unwrap();
-    let (n, deleted) = store.prune_build_cache().unwrap();
+    let (n, deleted, freed) = store.prune_build_cache().unwrap();
+    assert!(freed > 0);
     assert_eq!(n, 2);
     assert!(deleted.contains(&gone.to_string()), "{deleted:?}");
     assert_eq!(store.cached_step("k2").unwrap(), None);

@@ -88,6 +88,16 @@ fn parse_query(raw: &str) -> Result<BuildQuery, ApiError> {
                 return Err(bad(format!("{k}: RUN steps run in microVMs of the default size")))
             }
             "squash" if truthy(&v) => return Err(bad("squash is not supported".into())),
+            "extrahosts" | "cpusetcpus" | "cpusetmems" | "cgroupparent" | "isolation"
+                if !v.is_empty() && v != "default" =>
+            {
+                return Err(bad(format!(
+                    "{k}: RUN steps run in microVMs of their own; not supported"
+                )))
+            }
+            "ulimits" if !v.is_empty() && v != "null" && v != "[]" => {
+                return Err(bad("ulimits: not supported for RUN steps".into()))
+            }
             // What the classic builder's defaults say, or does not change the result here
             // (intermediate containers are always removed).
             _ => {}
@@ -116,6 +126,13 @@ struct StreamLines<'a> {
 
 impl Write for StreamLines<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.lines.closed() {
+            // The client hung up: the build stops rather than run for no one.
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "the client went away",
+            ));
+        }
         self.pending.extend_from_slice(buf);
         while let Some(i) = self.pending.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = self.pending.drain(..=i).collect();
@@ -205,6 +222,18 @@ pub async fn build(
         }
     })
     .await)
+}
+
+/// `POST /build/prune` (`docker builder prune`): the build cache forgotten, what no name
+/// and no container keeps deleted.
+pub async fn prune(State(ctx): State<Ctx>) -> ApiResult<axum::Json<serde_json::Value>> {
+    let root = ctx.root.clone();
+    crate::error::blocking(move || {
+        let store = ironpod_images::ImageStore::open(&root).map_err(ApiError::internal)?;
+        let (_, deleted, freed) = store.prune_build_cache().map_err(ApiError::internal)?;
+        Ok(axum::Json(json!({"CachesDeleted": deleted, "SpaceReclaimed": freed})))
+    })
+    .await
 }
 
 #[cfg(test)]

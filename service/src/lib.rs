@@ -95,6 +95,7 @@ fn router(ctx: Ctx) -> Router {
         .route("/containers/{id}/unpause", post(container_info::unpause))
         .route("/commit", post(container_info::commit))
         .route("/build", post(build::build))
+        .route("/build/prune", post(build::prune))
         .route("/containers/{id}/resize", post(exec::resize_container))
         .route(
             "/containers/{id}/archive",

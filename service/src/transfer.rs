@@ -40,6 +40,11 @@ impl Lines {
         let _ = self.0.send(Msg::Line(b.into()));
     }
 
+    /// Whether the client is gone (nothing sent reaches anyone).
+    pub fn closed(&self) -> bool {
+        self.0.is_closed()
+    }
+
     /// Fails the request: an HTTP error if nothing was sent yet, else an `errorDetail` line.
     pub fn fail(&self, e: ApiError) {
         let _ = self.0.send(Msg::Fail(e));
