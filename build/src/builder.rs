@@ -114,6 +114,8 @@ pub struct Builder<'a> {
     pub(crate) scratch: tempfile::TempDir,
     /// Built stages: (name, image, files).
     pub(crate) stages: Vec<(Option<String>, Option<Digest>, ImageFs)>,
+    /// Which stages were built.
+    pub(crate) built: Vec<bool>,
 }
 
 /// Builds the image `opts` describe under state root `root`; progress goes to `out`.
@@ -164,6 +166,7 @@ pub fn build(
         steps_total: 0,
         scratch,
         stages: Vec::new(),
+        built: Vec::new(),
     };
     b.run(&df)
 }
@@ -206,7 +209,9 @@ impl Builder<'_> {
             for s in &stage.steps {
                 if let Instruction::Copy(c) = &s.instruction {
                     if let Some(f) = &c.from {
-                        refs.push((f.clone(), s.line, true));
+                        // Expanded as far as can be known before the stage runs.
+                        let f = expand::word(f, &vars, self.escape).unwrap_or_else(|_| f.clone());
+                        refs.push((f, s.line, true));
                     }
                 }
             }
@@ -276,6 +281,7 @@ impl Builder<'_> {
         self.steps_total = needed.iter().map(|i| 1 + df.stages[*i].steps.len()).sum::<usize>()
             + usize::from(!self.opts.labels.is_empty());
         self.stages = vec![(None, None, ImageFs::new()); df.stages.len()];
+        self.built = vec![false; df.stages.len()];
         for &i in &needed {
             let stage = &df.stages[i];
             let mut st = self.from(df, i, stage)?;
@@ -286,6 +292,7 @@ impl Builder<'_> {
                 self.label_step(&mut st, stage.line)?;
             }
             self.stages[i] = (stage.name.clone(), st.parent.clone(), st.fs.clone());
+            self.built[i] = true;
         }
         let unused: Vec<&String> = self
             .opts

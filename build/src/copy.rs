@@ -171,6 +171,20 @@ impl Writer<'_> {
         Ok(())
     }
 
+    /// A hard link at `path` to `target` (a path this layer wrote).
+    pub(crate) fn hard_link(
+        &mut self,
+        path: &str,
+        target: &str,
+        owner: (u32, u32),
+        mtime: u64,
+    ) -> Result<(), BuildError> {
+        let mut h = self.header(tar::EntryType::Link, 0o644, owner, mtime);
+        self.tar.append_link(&mut h, path, target).map_err(BuildError::io(path.to_string()))?;
+        self.made.insert(path.to_string());
+        Ok(())
+    }
+
     /// The destination directory itself, when it is not there yet.
     pub(crate) fn dest_dir(&mut self, dir: &str) -> Result<(), BuildError> {
         if dir.is_empty() || self.made.contains(dir) || self.fs.is_dir(dir) {

@@ -3,7 +3,6 @@
 //! once. Owners, modes and times are the source's (unless `--chown`/`--chmod`).
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Read;
 use std::path::Path;
 
 use crate::copy::{join, other, LayerOpener, Writer};
@@ -134,13 +133,12 @@ pub(crate) fn write(
             let path = clean(&raw.to_string_lossy());
             let Some(list) = files.remove(&path) else { continue };
             let size = entry.size();
-            if let [f] = list.as_slice() {
-                w.file(&f.at, f.mode, f.owner, f.mtime, size, &mut entry)?;
-            } else {
-                let mut data = Vec::new();
-                entry.read_to_end(&mut data).map_err(BuildError::io(path.clone()))?;
-                for f in &list {
-                    w.file(&f.at, f.mode, f.owner, f.mtime, size, &data[..])?;
+            // One copy of the contents; further destinations are hard links to it (never
+            // the whole file in memory).
+            if let Some((first, rest)) = list.split_first() {
+                w.file(&first.at, first.mode, first.owner, first.mtime, size, &mut entry)?;
+                for f in rest {
+                    w.hard_link(&f.at, &first.at, f.owner, f.mtime)?;
                 }
             }
             if files.is_empty() {

@@ -496,6 +496,12 @@ impl Builder<'_> {
                     format!("invalid from flag value {from}: refers to the current or a later build stage"),
                 ));
             }
+            if !self.built[j] {
+                return Err(BuildError::step(
+                    line,
+                    format!("COPY --from={from}: that stage was not built (a --from that depends on a stage's own ARG cannot be known before the stage runs)"),
+                ));
+            }
             return Ok((self.stages[j].1.clone(), self.stages[j].2.clone()));
         }
         let manifest = self.base_image(from, line)?;
