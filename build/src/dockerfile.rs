@@ -421,37 +421,10 @@ fn heredoc_name(head: &str) -> Option<String> {
     (!word.is_empty()).then_some(word)
 }
 
-/// Go's duration syntax (`1m30s`, `500ms`, `1.5h`) in nanoseconds.
+/// Go's duration syntax (`1m30s`, `500ms`, `1.5h`) in nanoseconds (Docker's flags' parser,
+/// which `run --health-*` uses too).
 pub fn parse_duration(s: &str) -> Option<i64> {
-    if s == "0" {
-        return Some(0);
-    }
-    let mut total: f64 = 0.0;
-    let mut rest = s;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let n = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
-        if n == 0 {
-            return None;
-        }
-        let value: f64 = rest[..n].parse().ok()?;
-        rest = &rest[n..];
-        let u = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
-        let unit = match &rest[..u] {
-            "ns" => 1.0,
-            "us" | "µs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return None,
-        };
-        rest = &rest[u..];
-        total += value * unit;
-    }
-    (total <= i64::MAX as f64).then_some(total as i64)
+    ironpod_pods::health::parse_duration(s).ok().and_then(|n| i64::try_from(n).ok())
 }
 
 fn healthcheck(

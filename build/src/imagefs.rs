@@ -204,38 +204,16 @@ impl ImageFs {
     /// The node at `path` with symbolic links followed inside the image (as a path inside a
     /// container resolves), and the resolved path; `None` when nothing is there.
     pub fn resolve(&self, path: &str) -> Option<(String, &Node)> {
-        let mut pending: Vec<String> =
-            clean(path).split('/').filter(|c| !c.is_empty()).map(str::to_string).rev().collect();
-        let mut done: Vec<String> = Vec::new();
-        let mut hops = 0;
-        while let Some(c) = pending.pop() {
-            if c == ".." {
-                done.pop();
-                continue;
-            }
-            done.push(c);
-            let here = done.join("/");
-            let node = self.nodes.get(&here)?;
-            if let Kind::Symlink(target) = &node.kind {
-                hops += 1;
-                if hops > 40 {
-                    return None;
-                }
-                done.pop();
-                if target.starts_with('/') {
-                    done.clear();
-                }
-                for t in target.split('/').filter(|c| !c.is_empty() && *c != ".").rev() {
-                    pending.push(t.to_string());
-                }
-            }
+        let real = self.real_path(path);
+        if real.is_empty() {
+            return Some((real, &ROOT));
         }
-        let here = done.join("/");
-        if here.is_empty() {
-            return Some((here, &ROOT));
+        let node = self.nodes.get(&real)?;
+        // A link left at the end is one that loops.
+        if matches!(node.kind, Kind::Symlink(_)) {
+            return None;
         }
-        let node = self.nodes.get(&here)?;
-        Some((here, node))
+        Some((real, node))
     }
 
     /// The layers applied.
