@@ -1,7 +1,8 @@
 //! A RUN step: the command runs in a pod VM of its own whose root is the step's parent
 //! image (its layers as read-only disks) plus a fresh writable layer; its output streams
 //! back as it comes; when it succeeds, its changes (that writable layer) come back as the
-//! step's layer. The container goes in every case.
+//! step's layer, read through the agent of the same VM, which its monitor keeps up for it
+//! (`Frame::Hold`). The container goes in every case.
 
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -113,23 +114,35 @@ pub fn run(
         }
         return Err(pod_err(e));
     }
-    let code = relay(&id, out)?;
-    let rec = lifecycle::wait(root, &id, Some(Duration::from_secs(120))).map_err(pod_err)?;
-    let layer = if code == 0 {
-        Some(commit::changes(root, &store, &rec, scratch).map_err(pod_err)?)
-    } else {
-        None
+    let (code, conn) = relay(&id, out)?;
+    // The VM is held while the changes are read through its agent (no second VM boots).
+    let layer = match conn {
+        Some(conn) if code == 0 => {
+            let rec = lifecycle::find(root, &id).map_err(pod_err)?;
+            let layer = commit::changes(root, &store, &rec, scratch).map_err(pod_err);
+            drop(conn);
+            Some(layer?)
+        }
+        held => {
+            // A failed step's VM goes at once.
+            drop(held);
+            None
+        }
     };
+    lifecycle::wait(root, &id, Some(Duration::from_secs(120))).map_err(pod_err)?;
     drop(container);
     Ok(Ran { code, layer })
 }
 
-/// Copies the step's output to `out` until it ends; its exit code.
-fn relay(id: &str, out: &mut dyn std::io::Write) -> Result<i32, BuildError> {
+/// Copies the step's output to `out` until it ends; its exit code, and the connection that
+/// holds its VM when the program ended normally (its changes are read while it is kept).
+fn relay(id: &str, out: &mut dyn std::io::Write) -> Result<(i32, Option<UnixStream>), BuildError> {
     let sock = paths::attach_socket(id);
     let mut conn = UnixStream::connect(&sock)
         .map_err(BuildError::io(format!("attach to {}", sock.display())))?;
-    attach::write(&mut conn, &Frame::Hello).map_err(BuildError::io("attach"))?;
+    attach::write(&mut conn, &Frame::Hold)
+        .and_then(|()| attach::write(&mut conn, &Frame::Hello))
+        .map_err(BuildError::io("attach"))?;
     loop {
         match attach::read(&mut conn) {
             Ok(Some(Frame::Stdout(d))) | Ok(Some(Frame::Stderr(d))) => {
@@ -138,11 +151,17 @@ fn relay(id: &str, out: &mut dyn std::io::Write) -> Result<i32, BuildError> {
                     .and_then(|()| out.flush())
                     .map_err(BuildError::io("the build's output"))?;
             }
+            Ok(Some(Frame::Held(report))) => {
+                if let Some(e) = &report.error {
+                    let _ = writeln!(out, "{e}");
+                }
+                return Ok((report.code, Some(conn)));
+            }
             Ok(Some(Frame::Exit(report))) => {
                 if let Some(e) = &report.error {
                     let _ = writeln!(out, "{e}");
                 }
-                return Ok(report.code);
+                return Ok((report.code, None));
             }
             Ok(Some(_)) => {}
             Ok(None) => {

@@ -26,6 +26,11 @@ pub enum Frame {
     },
     /// Client → monitor: deliver a signal to the container's process.
     Signal(i32),
+    /// Client → monitor, before its `Hello`: when the program ends normally, keep the pod's
+    /// VM (and the container's files in it) up until this client goes away; it hears
+    /// [`Frame::Held`] then, not `Exit` (what a build's RUN step does to read its changes
+    /// without booting a second VM).
+    Hold,
     /// Monitor → client: output.
     Stdout(Vec<u8>),
     /// Monitor → client: error output.
@@ -34,6 +39,9 @@ pub enum Frame {
     Started,
     /// Monitor → client: the container ended (all output was sent before).
     Exit(ExitReport),
+    /// Monitor → client: the program ended (all output was sent before) and the VM waits
+    /// for its holders to go away before it is taken down.
+    Held(ExitReport),
 }
 
 /// How a container ended, as the attach client learns it.
@@ -52,10 +60,12 @@ const STDIN: u8 = 1;
 const STDIN_CLOSE: u8 = 2;
 const RESIZE: u8 = 3;
 const SIGNAL: u8 = 4;
+const HOLD: u8 = 5;
 const STDOUT: u8 = 10;
 const STDERR: u8 = 11;
 const STARTED: u8 = 12;
 const EXIT: u8 = 13;
+const HELD: u8 = 14;
 
 /// Writes one frame.
 pub fn write<W: Write>(w: &mut W, f: &Frame) -> io::Result<()> {
@@ -65,10 +75,12 @@ pub fn write<W: Write>(w: &mut W, f: &Frame) -> io::Result<()> {
         Frame::StdinClose => (STDIN_CLOSE, vec![]),
         Frame::Resize { rows, cols } => (RESIZE, [rows.to_be_bytes(), cols.to_be_bytes()].concat()),
         Frame::Signal(s) => (SIGNAL, s.to_be_bytes().to_vec()),
+        Frame::Hold => (HOLD, vec![]),
         Frame::Stdout(d) => (STDOUT, d.clone()),
         Frame::Stderr(d) => (STDERR, d.clone()),
         Frame::Started => (STARTED, vec![]),
         Frame::Exit(r) => (EXIT, serde_json::to_vec(r).map_err(io::Error::other)?),
+        Frame::Held(r) => (HELD, serde_json::to_vec(r).map_err(io::Error::other)?),
     };
     if payload.len() > MAX_PAYLOAD {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "attach frame too large"));
@@ -112,10 +124,12 @@ pub fn read<R: Read>(r: &mut R) -> io::Result<Option<Frame>> {
             cols: u16::from_be_bytes([p[2], p[3]]),
         },
         SIGNAL if len == 4 => Frame::Signal(i32::from_be_bytes([p[0], p[1], p[2], p[3]])),
+        HOLD => Frame::Hold,
         STDOUT => Frame::Stdout(p),
         STDERR => Frame::Stderr(p),
         STARTED => Frame::Started,
         EXIT => Frame::Exit(serde_json::from_slice(&p).map_err(|_| bad("bad exit report"))?),
+        HELD => Frame::Held(serde_json::from_slice(&p).map_err(|_| bad("bad exit report"))?),
         _ => return Err(bad("unknown attach frame")),
     }))
 }
@@ -136,6 +150,8 @@ mod tests {
             Frame::Stderr(vec![]),
             Frame::Started,
             Frame::Exit(ExitReport { code: 7, oom_killed: false, error: Some("x".into()) }),
+            Frame::Hold,
+            Frame::Held(ExitReport { code: 0, oom_killed: false, error: None }),
         ];
         let mut buf = Vec::new();
         for f in &frames {

@@ -172,7 +172,11 @@ impl TestRoot {
 
     /// Runs `ironpod ARGS` to completion.
     pub fn ironpod(&self, args: &[&str]) -> std::process::Output {
-        self.cmd(args).stdin(std::process::Stdio::null()).output().expect("run ironpod")
+        let t = std::time::Instant::now();
+        let out = self.cmd(args).stdin(std::process::Stdio::null()).output().expect("run ironpod");
+        // What each command took, for a slow test's log.
+        eprintln!("ironpod {args:?}: {:.2} s", t.elapsed().as_secs_f64());
+        out
     }
 
     /// Runs `ironpod ARGS`, which must succeed; returns its standard output.

@@ -32,6 +32,10 @@ pub(super) struct Shared {
     pub(super) running: std::sync::atomic::AtomicBool,
     /// The last terminal size a client sent before the start (applied at the start).
     pub(super) early_size: Mutex<Option<(u16, u16)>>,
+    /// Attached clients that asked to hold the VM after the program's end ([`Frame::Hold`]).
+    pub(super) holders: Mutex<usize>,
+    /// Signalled when a holder goes away.
+    pub(super) released: std::sync::Condvar,
 }
 
 impl Shared {
@@ -41,6 +45,37 @@ impl Shared {
 
     pub(super) fn has_clients(&self) -> bool {
         !lock(&self.clients).is_empty()
+    }
+
+    /// After a normal end: tells the clients how it ended with [`Frame::Held`] and waits
+    /// until every holder has gone away, the VM has ended (`vm_gone`) or `limit` has passed.
+    /// Returns at once when nobody holds.
+    pub(super) fn hold(
+        &self,
+        report: &attach::ExitReport,
+        limit: Duration,
+        mut vm_gone: impl FnMut() -> bool,
+    ) {
+        if *lock(&self.holders) == 0 {
+            return;
+        }
+        self.broadcast(&Frame::Held(report.clone()));
+        let deadline = std::time::Instant::now() + limit;
+        let mut holders = lock(&self.holders);
+        while *holders > 0 && std::time::Instant::now() < deadline {
+            holders = self
+                .released
+                .wait_timeout(holders, Duration::from_millis(200))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+            if *holders > 0 {
+                drop(holders);
+                if vm_gone() {
+                    return;
+                }
+                holders = lock(&self.holders);
+            }
+        }
     }
 }
 
@@ -82,9 +117,18 @@ pub(super) fn pump(
 }
 
 /// Serves one attached client's input: stdin bytes, terminal size, signals.
-pub(super) fn serve_client(mut c: UnixStream, sh: Arc<Shared>) {
+/// A holding client counts as a holder until its input ends.
+pub(super) fn serve_client(mut c: UnixStream, sh: Arc<Shared>, holds: bool) {
+    serve_input(&mut c, &sh);
+    if holds {
+        *lock(&sh.holders) -= 1;
+        sh.released.notify_all();
+    }
+}
+
+fn serve_input(c: &mut UnixStream, sh: &Shared) {
     let mut ctl: Option<AgentClient> = None;
-    while let Ok(Some(f)) = attach::read(&mut c) {
+    while let Ok(Some(f)) = attach::read(c) {
         match f {
             Frame::Stdin(data) => {
                 let mut s = lock(&sh.stdin);
@@ -129,7 +173,13 @@ pub(super) fn accept_clients(listener: UnixListener, sh: Arc<Shared>) {
     std::thread::spawn(move || {
         for c in listener.incoming().flatten() {
             let mut c = c;
-            if let Ok(Some(Frame::Hello)) = attach::read(&mut c) {
+            // A holder says so before its Hello: it counts before the program can start.
+            let mut first = attach::read(&mut c);
+            let holds = matches!(first, Ok(Some(Frame::Hold)));
+            if holds {
+                first = attach::read(&mut c);
+            }
+            if let Ok(Some(Frame::Hello)) = first {
                 let Ok(reader) = c.try_clone() else { continue };
                 // A client that comes after the start learns it at once.
                 let mut clients = lock(&sh.clients);
@@ -139,10 +189,78 @@ pub(super) fn accept_clients(listener: UnixListener, sh: Arc<Shared>) {
                     continue;
                 }
                 clients.push(c);
+                if holds {
+                    *lock(&sh.holders) += 1;
+                }
                 drop(clients);
                 let sh = sh.clone();
-                std::thread::spawn(move || serve_client(reader, sh));
+                std::thread::spawn(move || serve_client(reader, sh, holds));
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn shared() -> Arc<Shared> {
+        Arc::new(Shared {
+            id: "c".into(),
+            clients: Mutex::default(),
+            stdin: Mutex::default(),
+            uds: OnceLock::new(),
+            started: Default::default(),
+            running: Default::default(),
+            early_size: Mutex::default(),
+            holders: Mutex::default(),
+            released: Default::default(),
+        })
+    }
+
+    fn report() -> attach::ExitReport {
+        attach::ExitReport { code: 0, oom_killed: false, error: None }
+    }
+
+    #[test]
+    fn nobody_holding_returns_at_once() {
+        let sh = shared();
+        let t = Instant::now();
+        sh.hold(&report(), Duration::from_secs(60), || false);
+        assert!(t.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_holder_is_told_and_kept_until_it_goes() {
+        let sh = shared();
+        let (mut ours, theirs) = UnixStream::pair().unwrap();
+        let reader = theirs.try_clone().unwrap();
+        lock(&sh.clients).push(theirs);
+        *lock(&sh.holders) += 1;
+        let served = {
+            let sh = sh.clone();
+            std::thread::spawn(move || serve_client(reader, sh, true))
+        };
+        let waiter = {
+            let sh = sh.clone();
+            std::thread::spawn(move || sh.hold(&report(), Duration::from_secs(60), || false))
+        };
+        assert_eq!(attach::read(&mut ours).unwrap(), Some(Frame::Held(report())));
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!waiter.is_finished(), "released before the holder went");
+        ours.shutdown(std::net::Shutdown::Both).unwrap();
+        waiter.join().unwrap();
+        served.join().unwrap();
+        assert_eq!(*lock(&sh.holders), 0);
+    }
+
+    #[test]
+    fn a_vm_that_ends_releases_the_hold() {
+        let sh = shared();
+        *lock(&sh.holders) += 1;
+        let t = Instant::now();
+        sh.hold(&report(), Duration::from_secs(60), || t.elapsed() > Duration::from_millis(300));
+        assert!(t.elapsed() < Duration::from_secs(5));
+    }
 }

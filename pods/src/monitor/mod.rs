@@ -34,6 +34,9 @@ mod net;
 use clients::{accept_clients, lock, open_stdio, pump, Shared};
 use net::{setup_guest_network, PendingNetwork};
 
+/// The longest a holder ([`Frame::Hold`]) keeps an ended program's VM.
+const HOLD_LIMIT: Duration = Duration::from_secs(30 * 60);
+
 /// What the monitor hands to `run` when the start fails: Docker's exit codes.
 fn start_failure(e: &ClientError) -> ExitReport {
     let code = match e {
@@ -393,6 +396,8 @@ fn run_pod(
         started: Default::default(),
         running: Default::default(),
         early_size: Mutex::default(),
+        holders: Mutex::default(),
+        released: Default::default(),
     });
     let sock = paths::attach_socket(id);
     let _ = std::fs::remove_file(&sock);
@@ -514,6 +519,7 @@ fn run_pod(
     drop(prober);
     let _ = pod.ctl.set_timeout(Duration::from_secs(10));
     let streams = join_streams(&mut pod);
+    let status_ok = status.is_ok();
     let report = match status {
         Ok(s) => ExitReport {
             code: s.code,
@@ -528,6 +534,12 @@ fn run_pod(
             ExitReport { code: 255, oom_killed: false, error: Some(why) }
         }
     };
+    if status_ok {
+        // A holder (a build step reading its changes) has the VM until it goes away; the
+        // container stays recorded as running meanwhile, so its files are reached here.
+        let vm = &mut pod.vm;
+        sh.hold(&report, HOLD_LIMIT, || vm.try_exit().is_some());
+    }
     finish(root, id, Some(&mut pod), &sh, report)
 }
 
