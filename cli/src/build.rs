@@ -3,9 +3,13 @@
 
 use std::path::{Path, PathBuf};
 
+use std::io::IsTerminal;
+
 use clap::{Args, ValueEnum};
+use indicatif::ProgressDrawTarget;
 use ironpod_build::builder::{self, BuildOptions, Pull};
 
+use crate::build_tty::TtyView;
 use crate::Failure;
 
 /// How progress is shown.
@@ -13,7 +17,10 @@ use crate::Failure;
 pub enum Progress {
     /// Step lines and the steps' output, as they come.
     Plain,
-    /// `plain` (the classic builder's output has one form).
+    /// A live view on the terminal: a line per step with its time, the running step's
+    /// last output lines, a failed step's output kept.
+    Tty,
+    /// `tty` when standard output is a terminal, else `plain`.
     Auto,
 }
 
@@ -119,10 +126,24 @@ pub fn build(root: &Path, a: BuildArgs) -> Result<i32, Failure> {
         ironpod_images::ImageName::parse(t)
             .map_err(|e| usage(format!("invalid tag {t:?}: {e}")))?;
     }
-    // Both forms print the classic builder's lines.
-    debug_assert!(matches!(a.progress, Progress::Plain | Progress::Auto));
-    let mut out = std::io::stdout();
-    match builder::build(root, opts, &mut out) {
+    let terminal = std::io::stdout().is_terminal();
+    let tty = match a.progress {
+        Progress::Tty if !terminal => {
+            return Err(usage("--progress tty: standard output is not a terminal".into()))
+        }
+        Progress::Tty => true,
+        Progress::Auto => terminal && !a.quiet,
+        Progress::Plain => false,
+    };
+    let built = if tty {
+        let mut view = TtyView::new(ProgressDrawTarget::stdout(), Box::new(std::io::stdout()));
+        let built = builder::build(root, opts, &mut view);
+        view.finish(built.is_err());
+        built
+    } else {
+        builder::build(root, opts, &mut std::io::stdout())
+    };
+    match built {
         Ok(_) => Ok(0),
         Err(e) => Err(Failure::Other(e.to_string())),
     }

@@ -6,6 +6,7 @@
 //! `ironpod-service`. Nothing here is needed by the containerd shim or the service.
 
 mod build;
+mod build_tty;
 mod containers;
 mod copy;
 mod events;

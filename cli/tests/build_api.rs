@@ -96,3 +96,64 @@ fn docker_build_and_compose_build_use_the_service() {
     ]));
     assert!(inspect.contains("V=3"), "{inspect}");
 }
+
+/// Peak resident memory (KiB) of process `pid` so far.
+fn peak_kib(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Runs `cmd` to its end; (exit status, its peak resident memory in KiB).
+fn run_measured(cmd: &mut Command) -> (std::process::ExitStatus, u64) {
+    use std::os::unix::process::ExitStatusExt;
+    // Waited by wait4 below (which std's Child cannot give the usage of).
+    #[allow(clippy::zombie_processes)]
+    let child = cmd.stdout(Stdio::null()).stdin(Stdio::null()).spawn().unwrap();
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value; wait4 fills it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: status and usage are valid for writes; the child is ours and not waited yet.
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32);
+    (std::process::ExitStatus::from_raw(status), usage.ru_maxrss as u64)
+}
+
+/// A context far larger than the memory either builder may use: `ironpod build` reads it in
+/// place and streams the COPY, the service spools the docker CLI's tar to disk.
+#[test]
+fn a_huge_context_is_streamed_not_held_in_memory() {
+    const BIG: u64 = 256 << 20;
+    const LIMIT_KIB: u64 = 64 << 10;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("state");
+    base(&root, dir.path());
+    let ctx = dir.path().join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    let big = fs::File::create(ctx.join("big.bin")).unwrap();
+    big.set_len(BIG).unwrap();
+    drop(big);
+    fs::write(ctx.join("Dockerfile"), "FROM base\nCOPY big.bin /big.bin\n").unwrap();
+    let c = ctx.to_string_lossy().into_owned();
+    let (status, kib) = run_measured(
+        Command::new(env!("CARGO_BIN_EXE_ironpod"))
+            .arg("--root")
+            .arg(&root)
+            .args(["build", "-t", "huge:cli", &c]),
+    );
+    assert!(status.success());
+    eprintln!("ironpod build: peak {kib} KiB");
+    assert!(kib < LIMIT_KIB, "ironpod build peaked at {kib} KiB for a 256 MiB context");
+    let history = ok(&ironpod(&root, &["history", "huge:cli"]));
+    assert!(history.contains("COPY file:"), "{history}");
+    let svc = Service::start(&root, &dir.path().join("docker.sock"), &[]);
+    let out = svc.docker_env(&["build", "-t", "huge:api", &c], &[("DOCKER_BUILDKIT", "0")]);
+    let stdout = ok(&out);
+    assert!(stdout.contains("Sending build context to Docker daemon  268.4MB"), "{stdout}");
+    let kib = peak_kib(svc.child.id());
+    eprintln!("the service: peak {kib} KiB");
+    assert!(kib < LIMIT_KIB, "the service peaked at {kib} KiB for a 256 MiB context");
+    // Nothing of the context stays behind.
+    let builds = root.join("builds");
+    assert_eq!(fs::read_dir(&builds).map(|d| d.count()).unwrap_or(0), 0);
+}

@@ -472,3 +472,35 @@ fn copy_from_stages_and_images_keeps_only_the_target_s_layers() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn progress_tty_draws_a_view_on_a_terminal_and_needs_one() {
+    let root = root_with_base();
+    let ctx = context(&[("x.txt", "x\n"), ("Dockerfile", "FROM base\nCOPY x.txt /x\nENV A=1\n")]);
+    // Not a terminal: refused, not ignored.
+    let o = build(root.path(), ctx.path(), &["--progress", "tty"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not a terminal"));
+    // On a terminal (util-linux's `script` gives it one): the steps as a view, the
+    // closing lines after it; `auto` picks it there.
+    for progress in ["tty", "auto"] {
+        let cmd = format!(
+            "{} --root {} build --progress {progress} -t viewed {}",
+            env!("CARGO_BIN_EXE_ironpod"),
+            root.path().display(),
+            ctx.path().display()
+        );
+        let o = std::process::Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .env("TERM", "xterm")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let screen = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{screen}");
+        assert!(screen.contains("[1/3] FROM base"), "{screen}");
+        assert!(screen.contains("[2/3] COPY x.txt /x"), "{screen}");
+        assert!(screen.contains("Successfully tagged viewed:latest"), "{screen}");
+        assert!(!screen.contains("Step 1/3"), "{screen}");
+    }
+}

@@ -118,6 +118,9 @@ fn inside(rel: &str) -> Result<PathBuf, ApiError> {
     Ok(p.to_path_buf())
 }
 
+/// The most of a build's output waiting for a slow client.
+const OUTPUT_BUFFERED: usize = 1 << 20;
+
 /// Sends what the builder prints, a line per `stream` message.
 struct StreamLines<'a> {
     lines: &'a Lines,
@@ -133,10 +136,16 @@ impl Write for StreamLines<'_> {
                 "the client went away",
             ));
         }
+        // A step that prints faster than the client reads waits for it.
+        self.lines.wait_for_room(OUTPUT_BUFFERED);
         self.pending.extend_from_slice(buf);
         while let Some(i) = self.pending.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = self.pending.drain(..=i).collect();
             self.lines.send(json!({"stream": String::from_utf8_lossy(&line)}));
+        }
+        if self.pending.len() > OUTPUT_BUFFERED {
+            // A line without an end goes in pieces.
+            self.flush()?;
         }
         Ok(buf.len())
     }

@@ -4,6 +4,7 @@
 //! error (404 for an image the registry does not have), one later an `errorDetail` line.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::body::{Body, Bytes};
@@ -30,24 +31,38 @@ enum Msg {
 
 /// The worker's end of a JSON-lines response.
 #[derive(Clone)]
-pub struct Lines(mpsc::UnboundedSender<Msg>);
+pub struct Lines {
+    tx: mpsc::UnboundedSender<Msg>,
+    /// Bytes sent and not yet taken by the response (see [`Lines::wait_for_room`]).
+    queued: Arc<AtomicUsize>,
+}
 
 impl Lines {
     /// Sends one JSON message.
     pub fn send(&self, v: serde_json::Value) {
         let mut b = v.to_string().into_bytes();
         b.push(b'\n');
-        let _ = self.0.send(Msg::Line(b.into()));
+        self.queued.fetch_add(b.len(), Ordering::SeqCst);
+        let _ = self.tx.send(Msg::Line(b.into()));
     }
 
     /// Whether the client is gone (nothing sent reaches anyone).
     pub fn closed(&self) -> bool {
-        self.0.is_closed()
+        self.tx.is_closed()
+    }
+
+    /// Waits while more than `limit` bytes wait for the client (a worker that can make
+    /// output faster than a client reads it holds back instead of growing the service's
+    /// memory); returns at once once the client is gone.
+    pub fn wait_for_room(&self, limit: usize) {
+        while self.queued.load(Ordering::SeqCst) > limit && !self.closed() {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
 
     /// Fails the request: an HTTP error if nothing was sent yet, else an `errorDetail` line.
     pub fn fail(&self, e: ApiError) {
-        let _ = self.0.send(Msg::Fail(e));
+        let _ = self.tx.send(Msg::Fail(e));
     }
 }
 
@@ -55,21 +70,33 @@ impl Lines {
 /// answers with what it sends.
 pub async fn json_lines(work: impl FnOnce(&Lines) + Send + 'static) -> Response {
     let (tx, mut rx) = mpsc::unbounded_channel();
-    std::thread::spawn(move || work(&Lines(tx)));
+    let queued = Arc::new(AtomicUsize::new(0));
+    let lines = Lines { tx, queued: queued.clone() };
+    std::thread::spawn(move || work(&lines));
+    let taken = queued.clone();
     let first = match rx.recv().await {
         None => Bytes::new(),
         Some(Msg::Fail(e)) => return e.into_response(),
-        Some(Msg::Line(b)) => b,
+        Some(Msg::Line(b)) => {
+            taken.fetch_sub(b.len(), Ordering::SeqCst);
+            b
+        }
     };
-    let rest = futures_util::stream::unfold(rx, |mut rx| async move {
-        let b = match rx.recv().await? {
-            Msg::Line(b) => b,
-            Msg::Fail(e) => {
-                let line = json!({"errorDetail": {"message": e.message}, "error": e.message});
-                Bytes::from(format!("{line}\n"))
-            }
-        };
-        Some((Ok::<_, std::convert::Infallible>(b), rx))
+    let rest = futures_util::stream::unfold(rx, move |mut rx| {
+        let taken = taken.clone();
+        async move {
+            let b = match rx.recv().await? {
+                Msg::Line(b) => {
+                    taken.fetch_sub(b.len(), Ordering::SeqCst);
+                    b
+                }
+                Msg::Fail(e) => {
+                    let line = json!({"errorDetail": {"message": e.message}, "error": e.message});
+                    Bytes::from(format!("{line}\n"))
+                }
+            };
+            Some((Ok::<_, std::convert::Infallible>(b), rx))
+        }
     });
     let stream =
         futures_util::StreamExt::chain(futures_util::stream::once(async move { Ok(first) }), rest);
@@ -461,6 +488,27 @@ pub async fn auth(DockerJson(b): DockerJson<AuthBody>) -> ApiResult<Response> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_worker_waits_for_a_slow_reader() {
+        let sent = Arc::new(AtomicUsize::new(0));
+        let counter = sent.clone();
+        let response = json_lines(move |lines| {
+            for i in 0..2000 {
+                lines.wait_for_room(64 * 1024);
+                lines.send(json!({ "stream": format!("{i:01000}") }));
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+        .await;
+        // Nobody reads: the worker stops at about 64 KiB of waiting lines.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let early = sent.load(Ordering::SeqCst);
+        assert!((60..=70).contains(&early), "{early} lines sent before anyone read");
+        // Reading it all lets it finish: every line arrives.
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        assert_eq!(body.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count(), 2000);
+    }
 
     #[test]
     fn sizes_and_bars() {

@@ -76,6 +76,13 @@ pub enum Which {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// A 6-step Dockerfile (FROM, COPY, three RUN, CMD) built cold and cached, ironpod
+    /// (RUN in microVMs) vs podman (RUN in runc containers).
+    Build {
+        /// Runs of each.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// Pull of a ~200 MB 5-layer image from a local registry, ironpod vs skopeo; layer disks.
     Pull {
         /// Runs of each.
@@ -119,6 +126,11 @@ pub fn run(which: Which) -> Result<()> {
             // The peer.
             crate::deps::ensure_packages(&["podman"])?;
             ("kube", runs, 0)
+        }
+        Which::Build { runs } => {
+            // The peer.
+            crate::deps::ensure_packages(&["podman"])?;
+            ("build", runs, 0)
         }
     };
     kernel::build()?;
@@ -230,6 +242,53 @@ impl Drop for BenchService {
     }
 }
 
+/// The peer: Debian's podman on storage of its own under a benchmark root (runc, overlay,
+/// cgroupfs: the rig has no systemd), the demo image imported as `localhost/demo:latest`.
+pub struct Podman {
+    root: std::path::PathBuf,
+}
+
+impl Podman {
+    /// Sets podman's storage up under `b` and imports the demo image.
+    pub fn new(b: &BenchRoot) -> Result<Self> {
+        let podman = Podman { root: b.root.path().join("podman") };
+        std::fs::create_dir_all(&podman.root)?;
+        // Its containers' limits: podman's default (the hard limits) can exceed what a
+        // machine's root may set.
+        std::fs::write(
+            podman.root.join("containers.conf"),
+            "[containers]\ndefault_ulimits = [\"nofile=1024:1024\", \"nproc=4096:4096\"]\n",
+        )?;
+        let tarball = b.tarball.to_string_lossy();
+        let path = "ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin";
+        podman.ok(&["import", "--change", path, &tarball, "localhost/demo:latest"])?;
+        Ok(podman)
+    }
+
+    /// `podman ARGS` on this storage.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("podman");
+        c.env("CONTAINERS_CONF", self.root.join("containers.conf"));
+        c.arg("--root")
+            .arg(self.root.join("storage"))
+            .arg("--runroot")
+            .arg(self.root.join("run"))
+            .args(["--storage-driver", "overlay", "--cgroup-manager", "cgroupfs"])
+            .args(["--events-backend", "none"])
+            .args(args);
+        c
+    }
+
+    /// Runs `podman ARGS`, which must succeed; its standard output.
+    pub fn ok(&self, args: &[&str]) -> Result<String> {
+        let out = self.cmd(args).output().context("run podman (package podman)")?;
+        if !out.status.success() {
+            bail!("podman {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
 /// (median, min, max).
 pub fn stats(v: &mut [f64]) -> (f64, f64, f64) {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
@@ -282,6 +341,7 @@ pub fn driver(which: Which) -> Result<()> {
         Which::Volumes { runs } => return crate::bench_volumes::driver(runs),
         Which::Api { runs } => return crate::bench_api::driver(runs),
         Which::Kube { runs } => return crate::bench_kube::driver(runs),
+        Which::Build { runs } => return crate::bench_build::driver(runs),
         Which::Pull { .. } => anyhow::bail!("the pull benchmark has no driver"),
     };
     let kernel = format!("{}/vmlinux", util::ASSET_DIR);

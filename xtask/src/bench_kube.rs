@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::bench::{stats, BenchRoot};
+use crate::bench::{stats, BenchRoot, Podman};
 use crate::util;
 
 const REPLICAS: usize = 10;
@@ -136,62 +136,36 @@ fn row(what: &str, v: &mut [f64]) {
     println!("| {what} | {median:.1} | {min:.1} | {max:.1} |");
 }
 
-/// podman on its own storage under the bench root.
-struct Podman {
-    root: std::path::PathBuf,
+/// The peer's web containers: how many run and accept connections on port 8080 (what
+/// ironpod's readiness probe asks of a pod).
+fn podman_ready(podman: &Podman) -> Result<usize> {
+    let out = podman.ok(&["ps", "--filter", "status=running", "--format", "{{.Names}}"])?;
+    let mut n = 0;
+    for name in out.lines().filter(|n| n.starts_with("web-") && n.ends_with("-web")) {
+        let ip = podman.ok(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", name])?;
+        let Ok(to) = format!("{}:8080", ip.trim()).parse::<std::net::SocketAddr>() else {
+            continue;
+        };
+        if TcpStream::connect_timeout(&to, Duration::from_secs(1)).is_ok() {
+            n += 1;
+        }
+    }
+    Ok(n)
 }
 
-impl Podman {
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("podman");
-        // Its containers' limits: podman's default (the hard limits) can exceed what a
-        // machine's root may set.
-        c.env("CONTAINERS_CONF", self.root.join("containers.conf"));
-        c.arg("--root")
-            .arg(self.root.join("storage"))
-            .arg("--runroot")
-            .arg(self.root.join("run"))
-            .args(["--storage-driver", "overlay", "--cgroup-manager", "cgroupfs"])
-            .args(["--events-backend", "none"])
-            .args(args);
-        c
-    }
+/// The peer's web containers, removed when dropped (also when a run fails half-way).
+struct WebContainers<'a>(&'a Podman);
 
-    fn ok(&self, args: &[&str]) -> Result<String> {
-        let out = self.cmd(args).output().context("run podman (package podman)")?;
-        if !out.status.success() {
-            bail!("podman {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    /// Web containers that run and accept connections on port 8080 (what ironpod's
-    /// readiness probe asks of a pod).
-    fn ready(&self) -> Result<usize> {
-        let out = self.ok(&["ps", "--filter", "status=running", "--format", "{{.Names}}"])?;
-        let mut n = 0;
-        for name in out.lines().filter(|n| n.starts_with("web-") && n.ends_with("-web")) {
-            let ip = self.ok(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", name])?;
-            let Ok(to) = format!("{}:8080", ip.trim()).parse::<std::net::SocketAddr>() else {
-                continue;
-            };
-            if TcpStream::connect_timeout(&to, Duration::from_secs(1)).is_ok() {
-                n += 1;
-            }
-        }
-        Ok(n)
-    }
-
+impl WebContainers<'_> {
     fn remove_all(&self) -> Result<()> {
         let names: Vec<String> = (0..REPLICAS).map(|i| format!("web-{i}-web")).collect();
         let mut rm = vec!["rm", "-f", "-i", "-t", "0"];
         rm.extend(names.iter().map(String::as_str));
-        self.ok(&rm).map(drop)
+        self.0.ok(&rm).map(drop)
     }
 }
 
-impl Drop for Podman {
-    /// Nothing of the peer stays behind, also when a run fails half-way.
+impl Drop for WebContainers<'_> {
     fn drop(&mut self) {
         let _ = self.remove_all();
     }
@@ -204,15 +178,8 @@ pub fn driver(runs: usize) -> Result<()> {
     let manifest = b.root.path().join("web.yaml");
     std::fs::write(&manifest, deployment())?;
     let manifest = manifest.to_string_lossy().into_owned();
-    let podman = Podman { root: b.root.path().join("podman") };
-    std::fs::create_dir_all(&podman.root)?;
-    std::fs::write(
-        podman.root.join("containers.conf"),
-        "[containers]\ndefault_ulimits = [\"nofile=1024:1024\", \"nproc=4096:4096\"]\n",
-    )?;
-    let tarball = b.tarball.to_string_lossy();
-    let path = "ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin";
-    podman.ok(&["import", "--change", path, &tarball, "localhost/demo:latest"])?;
+    let podman = Podman::new(&b)?;
+    let web = WebContainers(&podman);
 
     let (mut up, mut peer_up, mut back, mut peer_back) = (vec![], vec![], vec![], vec![]);
     let mut latency = None;
@@ -276,7 +243,7 @@ pub fn driver(runs: usize) -> Result<()> {
             }
         }
         until("10 ready podman containers", Duration::from_secs(600), || {
-            Ok(podman.ready()? == REPLICAS)
+            Ok(podman_ready(&podman)? == REPLICAS)
         })?;
         peer_up.push(t.elapsed().as_secs_f64());
         let pid = podman.ok(&["inspect", "-f", "{{.State.Pid}}", "web-0-web"])?;
@@ -285,10 +252,10 @@ pub fn driver(runs: usize) -> Result<()> {
         util::run(Command::new("kill").args(["-9", pid.trim()]))?;
         until("the killed podman container back", Duration::from_secs(120), || {
             let now = podman.ok(&["inspect", "-f", "{{.State.StartedAt}}", "web-0-web"])?;
-            Ok(now != started && podman.ready()? == REPLICAS)
+            Ok(now != started && podman_ready(&podman)? == REPLICAS)
         })?;
         peer_back.push(t.elapsed().as_secs_f64());
-        podman.remove_all()?;
+        web.remove_all()?;
     }
     println!("| what (s) | median | min | max |");
     println!("|---|---|---|---|");

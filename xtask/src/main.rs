@@ -4,6 +4,7 @@
 mod bench;
 mod bench_api;
 mod bench_boot;
+mod bench_build;
 mod bench_kube;
 mod bench_net;
 mod bench_net_vmm;
