@@ -108,15 +108,18 @@ impl HealthConfig {
         Ok(())
     }
 
-    fn interval(&self) -> Duration {
+    /// The effective value (Docker's default when unset).
+    pub fn interval(&self) -> Duration {
         Duration::from_nanos(if self.interval_ns == 0 { 30_000_000_000 } else { self.interval_ns })
     }
 
-    fn timeout(&self) -> Duration {
+    /// The effective value (Docker's default when unset).
+    pub fn timeout(&self) -> Duration {
         Duration::from_nanos(if self.timeout_ns == 0 { 30_000_000_000 } else { self.timeout_ns })
     }
 
-    fn retries(&self) -> u32 {
+    /// The effective value (Docker's default when unset).
+    pub fn retries(&self) -> u32 {
         if self.retries == 0 {
             3
         } else {

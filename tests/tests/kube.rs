@@ -703,6 +703,13 @@ spec:
       periodSeconds: 1
 ---
 apiVersion: v1
+kind: Pod
+metadata: {name: imagehealth}
+spec:
+  containers:
+  - {name: c, image: healthy, imagePullPolicy: IfNotPresent, command: ["sh", "-c", "touch /tmp/ok; exec sleep 1000"]}
+---
+apiVersion: v1
 kind: Service
 metadata: {name: live}
 spec:
@@ -736,6 +743,14 @@ fn restart_policies_probes_and_adoption() {
     let root = TestRoot::with_demo();
     let _kubelets = Kubelets(&root);
     let mut svc = Service::start(&root);
+    // An image with a HEALTHCHECK (built on the host: no RUN) for a pod without probes.
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM demo\nHEALTHCHECK --interval=1s --timeout=2s --retries=2 CMD test -f /tmp/ok\n",
+    )
+    .unwrap();
+    root.ok(&["build", "-t", "healthy", &ctx.path().to_string_lossy()]);
     apply(&root, POLICIES);
     wait_for(&root, "the never pod to fail", Duration::from_secs(180), "never", || {
         phase(&root, "never") == "Failed"
@@ -800,6 +815,17 @@ fn restart_policies_probes_and_adoption() {
     let d = kube_ok(&root, &["describe", "pod", "live"]);
     assert!(d.contains("Container web failed liveness probe, will be restarted"), "{d}");
     assert!(d.contains("Liveness probe failed: HTTP probe failed with statuscode: 404"), "{d}");
+    // The image's HEALTHCHECK is the liveness probe of a container without one.
+    wait_for(&root, "the imagehealth pod", Duration::from_secs(60), "imagehealth", || {
+        phase(&root, "imagehealth") == "Running"
+    });
+    kube_ok(&root, &["exec", "imagehealth", "--", "rm", "/tmp/ok"]);
+    wait_for(&root, "a HEALTHCHECK restart", Duration::from_secs(60), "imagehealth", || {
+        restarts(&root, "imagehealth", "c") == 1
+    });
+    let d = kube_ok(&root, &["describe", "pod", "imagehealth"]);
+    assert!(d.contains("the image's HEALTHCHECK is its liveness probe"), "{d}");
+    assert!(d.contains("Container c failed liveness probe, will be restarted"), "{d}");
     // The controller killed: pods and VMs stay; started again, it adopts them.
     let before = boot_id(&root, "live");
     let live_uid = pod_json(&root, "live")["metadata"]["uid"].as_str().unwrap().to_string();
@@ -831,7 +857,7 @@ fn restart_policies_probes_and_adoption() {
         paths_running(&root, &onfailure_uid) && restarts(&root, "onfailure", "bad") > bad_before
     });
     drop(svc);
-    for p in ["never", "onfailure", "always", "done", "live"] {
+    for p in ["never", "onfailure", "always", "done", "live", "imagehealth"] {
         kube_ok(&root, &["delete", "pod", p, "--wait=false"]);
     }
     kube_ok(&root, &["delete", "rc", "later", "--wait=false"]);

@@ -11,10 +11,11 @@ use std::time::Duration;
 
 use ironpod_images::{ImageStore, RegistryOptions};
 use ironpod_kube::meta::ObjectMeta;
-use ironpod_kube::pod::{Container, PodSpec, PullPolicy};
+use ironpod_kube::pod::{Container, ExecAction, PodSpec, Probe, PullPolicy};
 use ironpod_net::{self as network, NetworkStore, NewNetwork, PodNetwork, PortMapping};
 use ironpod_pods::agent_client::AgentClient;
 use ironpod_pods::cgroup::{Limits, PodCgroup};
+use ironpod_pods::health::HealthConfig;
 use ironpod_pods::paths::disk_serial;
 use ironpod_pods::vm::{RunningVm, VmSpec};
 use ironpod_vmm::config::{DiskConfig, FsConfig};
@@ -43,6 +44,29 @@ pub struct ImageUse {
     pub config: ImageConfiguration,
     /// Its layer disks, bottom first.
     pub layers: Vec<PathBuf>,
+    /// Its `HEALTHCHECK` as a liveness probe (see [`liveness_of`]).
+    pub liveness: Option<Probe>,
+}
+
+/// An image's `HEALTHCHECK` (Docker's `config.Healthcheck`) as the liveness probe of a
+/// container that has none of its own: the test as an exec probe, the interval as its
+/// period, the timeout, the retries as its failure threshold, the start period as its
+/// initial delay (failures in it never count, as with Docker); seconds rounded up.
+/// `None` for `NONE`, no healthcheck, or a malformed one.
+pub fn liveness_of(config: &serde_json::Value) -> Option<Probe> {
+    let health = HealthConfig::from_image(config.get("config")?.get("Healthcheck")?)?;
+    let command = health.argv()?;
+    let secs = |d: std::time::Duration| d.as_nanos().div_ceil(1_000_000_000).max(1) as i64;
+    let start = std::time::Duration::from_nanos(health.start_period_ns);
+    Some(Probe {
+        exec: Some(ExecAction { command }),
+        initial_delay_seconds: (!start.is_zero()).then(|| secs(start)),
+        period_seconds: Some(secs(health.interval())),
+        timeout_seconds: Some(secs(health.timeout())),
+        failure_threshold: Some(i64::from(health.retries())),
+        success_threshold: Some(1),
+        ..Probe::default()
+    })
 }
 
 /// The pull policy Kubernetes gives a container that sets none.
@@ -111,7 +135,9 @@ pub fn images(
         let digest = store.lease(&holder, &c.image).map_err(|e| e.to_string())?;
         let layers = store.layer_disks_of(&digest).map_err(|e| e.to_string())?;
         let config = store.config_of(&digest).map_err(|e| e.to_string())?;
-        out.push(ImageUse { digest: digest.to_string(), config, layers });
+        let raw = store.raw_config(&digest).map_err(|e| e.to_string())?;
+        let liveness = liveness_of(&raw);
+        out.push(ImageUse { digest: digest.to_string(), config, layers, liveness });
     }
     Ok(out)
 }
@@ -459,6 +485,36 @@ fn publish(pod: &PodSpec, net: &PodNetwork) -> Result<Published, String> {
 mod tests {
     use super::*;
     use ironpod_kube::quantity::Quantity;
+
+    #[test]
+    fn an_image_healthcheck_is_a_liveness_probe() {
+        let cfg = |h: serde_json::Value| serde_json::json!({"config": {"Healthcheck": h}});
+        let p = liveness_of(&cfg(serde_json::json!({
+            "Test": ["CMD-SHELL", "test -f /ok"],
+            "Interval": 2_500_000_000u64,
+            "Timeout": 1_000_000_000u64,
+            "StartPeriod": 5_000_000_000u64,
+            "Retries": 2
+        })))
+        .unwrap();
+        assert_eq!(
+            p.exec.unwrap().command,
+            ["/bin/sh", "-c", "test -f /ok"].map(String::from).to_vec()
+        );
+        assert_eq!(p.period_seconds, Some(3));
+        assert_eq!(p.timeout_seconds, Some(1));
+        assert_eq!(p.initial_delay_seconds, Some(5));
+        assert_eq!(p.failure_threshold, Some(2));
+        // Docker's defaults: 30 s, 30 s, 3 retries, no start period.
+        let p = liveness_of(&cfg(serde_json::json!({"Test": ["CMD", "true"]}))).unwrap();
+        assert_eq!(
+            (p.period_seconds, p.timeout_seconds, p.failure_threshold, p.initial_delay_seconds),
+            (Some(30), Some(30), Some(3), None)
+        );
+        assert_eq!(liveness_of(&cfg(serde_json::json!({"Test": ["NONE"]}))), None);
+        assert_eq!(liveness_of(&cfg(serde_json::json!({"Test": ["BAD"]}))), None);
+        assert_eq!(liveness_of(&serde_json::json!({"config": {}})), None);
+    }
 
     fn with_limits(mem: Option<&str>, cpu: Option<&str>) -> Container {
         let mut limits = BTreeMap::new();

@@ -42,8 +42,21 @@ impl Runner {
                 return End::BootFailed(e, reason);
             }
         };
+        let mut from_image = Vec::new();
         for (s, img) in self.slots.iter_mut().zip(&images) {
             s.run.image_id = img.digest.clone();
+            // The image's HEALTHCHECK watches a container the manifest gives no liveness
+            // probe (init containers run to their end: none).
+            if !s.init && s.c.liveness_probe.is_none() {
+                if let Some(p) = &img.liveness {
+                    s.c.liveness_probe = Some(p.clone());
+                    from_image.push(s.c.name.clone());
+                }
+            }
+        }
+        for name in from_image {
+            let msg = format!("Container {name}: the image's HEALTHCHECK is its liveness probe");
+            self.event("Normal", "HealthcheckProbe", &msg);
         }
         if self.deleting() != Some(false) {
             return End::Deleted;
