@@ -11,6 +11,7 @@ pub mod cri;
 pub mod kubelet_cri;
 pub mod manifests;
 pub mod netns;
+pub mod podman;
 pub mod pty;
 pub mod service;
 pub mod web;
@@ -174,8 +175,10 @@ impl TestRoot {
     pub fn ironpod(&self, args: &[&str]) -> std::process::Output {
         let t = std::time::Instant::now();
         let out = self.cmd(args).stdin(std::process::Stdio::null()).output().expect("run ironpod");
-        // What each command took, for a slow test's log.
-        eprintln!("ironpod {args:?}: {:.2} s", t.elapsed().as_secs_f64());
+        // What a slow command took, for a slow test's log.
+        if t.elapsed() > std::time::Duration::from_secs(2) {
+            eprintln!("ironpod {args:?}: {:.2} s", t.elapsed().as_secs_f64());
+        }
         out
     }
 

@@ -1,7 +1,8 @@
 //! `ironpod build` with RUN steps, each in a microVM of its own: output streamed, the
 //! step's changes as its layer, USER names from /etc/passwd, build arguments in RUN's
 //! environment, the cache (a second build makes no VM), a failing RUN, a RUN that looks
-//! for the host (its files, its loopback), and byte-identical layers with `--timestamp`.
+//! for the host (its files, its loopback), byte-identical layers with `--timestamp`, and
+//! RUN steps whose results match what Debian's podman 4.3 builds from the same Dockerfile.
 
 use std::fs;
 
@@ -126,4 +127,41 @@ fn dockerfiles_with_run_steps_build_in_microvms() {
     }
     assert_eq!(layers[0], layers[1]);
     let _ = fs::remove_file("/etc/ironpod-host-marker");
+    same_run_results_as_podman(&root);
+}
+
+/// RUN steps that make, change, link, chown and delete files (also the base image's).
+const RUN_STEPS: &str = r#"FROM demo
+RUN mkdir -p /srv/a/b && echo one > /srv/a/file && chmod 640 /srv/a/file \
+ && ln -s a/file /srv/link && ln /srv/a/file /srv/hard && echo gone > /srv/gone
+RUN echo 'svc:x:1234:1234::/home/svc:/bin/sh' >> /etc/passwd && echo 'svc:x:1234:' >> /etc/group \
+ && mkdir -p /home/svc && chown svc:svc /home/svc && rm /bin/vi /srv/gone
+RUN chown -R svc:svc /srv/a && rm /srv/hard && mkdir /srv/sticky && chmod 1777 /srv/sticky \
+ && echo two >> /srv/a/file && mkfifo /srv/a/fifo
+"#;
+
+/// What the RUN steps left, as a container of the image sees it: kinds, modes, owners,
+/// link targets, and files' contents by digest (no sizes: a directory's depends on the
+/// filesystem under it).
+const LISTING: &str = "cd / && find srv home etc/passwd etc/group bin/vi \
+ -exec stat -c '%n|%F|%a|%u|%g|%N' {} + 2>&1 | sort; \
+ find srv home etc/passwd etc/group -type f -exec md5sum {} + | sort";
+
+/// The same RUN steps built by Debian's podman 4.3 (buildah, chroot isolation) leave the
+/// same files, kinds, modes, owners, link targets and contents.
+fn same_run_results_as_podman(root: &TestRoot) {
+    let ctx = tempfile::tempdir().unwrap();
+    fs::write(ctx.path().join("Dockerfile"), RUN_STEPS).unwrap();
+    let c = ctx.path().to_string_lossy().into_owned();
+    root.ok(&["build", "-t", "runs", &c]);
+    let ours = root.ok(&["run", "--rm", "runs", "sh", "-c", LISTING]);
+    let podman = ironpod_tests::podman::Podman::new_in(root.path());
+    let demo = root.path().join("demo.tar");
+    let path = "ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin";
+    podman.ok(&["import", "--change", path, &demo.to_string_lossy(), "localhost/demo:latest"]);
+    podman.ok(&["build", "--format", "docker", "--isolation", "chroot", "-t", "runs", &c]);
+    let theirs = podman.ok(&["run", "--rm", "--net", "none", "runs", "sh", "-c", LISTING]);
+    assert_eq!(ours, theirs, "ironpod's RUN results (left) and podman's (right)");
+    assert!(ours.contains("srv/a/file|regular file|640|1234|1234|"), "{ours}");
+    assert!(ours.contains("bin/vi: No such file or directory"), "{ours}");
 }
