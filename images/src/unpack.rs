@@ -225,8 +225,27 @@ impl<R: Read> Read for Capped<R> {
     }
 }
 
-/// Unpacks `archive` into the empty directory `root` within `limits`.
+/// Unpacks the layer `archive` into the empty directory `root` within `limits`.
 pub fn unpack<R: Read>(archive: R, root: &Path, limits: &Limits) -> Result<Unpacked, ImageError> {
+    unpack_with(archive, root, limits, true)
+}
+
+/// Unpacks `archive`, a plain tar (a build context: `.wh.` names are files like any other),
+/// into the empty directory `root` within `limits`, as hardened as a layer.
+pub fn unpack_plain<R: Read>(
+    archive: R,
+    root: &Path,
+    limits: &Limits,
+) -> Result<Unpacked, ImageError> {
+    unpack_with(archive, root, limits, false)
+}
+
+fn unpack_with<R: Read>(
+    archive: R,
+    root: &Path,
+    limits: &Limits,
+    whiteouts: bool,
+) -> Result<Unpacked, ImageError> {
     let root_fd = rfs::open(
         root,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
@@ -234,7 +253,7 @@ pub fn unpack<R: Read>(archive: R, root: &Path, limits: &Limits) -> Result<Unpac
     )
     .map_err(|e| os(root, "open the unpack directory", e))?;
     let mut capped = Capped { inner: archive, left: limits.max_bytes, over: false };
-    let result = unpack_from(&mut capped, &root_fd, limits);
+    let result = unpack_from(&mut capped, &root_fd, limits, whiteouts);
     if capped.over {
         return Err(bad(format!(
             "the layer unpacks to more than {} bytes (limit)",
@@ -248,6 +267,7 @@ fn unpack_from<R: Read>(
     archive: R,
     root: &OwnedFd,
     limits: &Limits,
+    whiteouts: bool,
 ) -> Result<Unpacked, ImageError> {
     let mut ar = tar::Archive::new(archive);
     let mut done = Unpacked { members: 0, skipped_devices: 0 };
@@ -285,12 +305,12 @@ fn unpack_from<R: Read>(
         let m = member.as_path();
         let fail = |what: &'static str| move |er: Errno| os(m, what, er);
         // Whiteouts first: they name a sibling, not themselves.
-        if leaf_str == OPAQUE {
+        if whiteouts && leaf_str == OPAQUE {
             rfs::fsetxattr(&parent, "trusted.overlay.opaque", b"y", rfs::XattrFlags::empty())
                 .map_err(fail("mark the directory opaque"))?;
             continue;
         }
-        if let Some(hidden) = leaf_str.strip_prefix(WHITEOUT_PREFIX) {
+        if let Some(hidden) = leaf_str.strip_prefix(WHITEOUT_PREFIX).filter(|_| whiteouts) {
             if hidden.is_empty() || hidden == "." || hidden == ".." {
                 return Err(bad(format!("invalid whiteout {}", member.display())));
             }
@@ -463,6 +483,18 @@ mod tests {
     fn finish(mut b: Vec<u8>) -> Vec<u8> {
         b.extend_from_slice(&[0u8; 1024]);
         b
+    }
+
+    #[test]
+    fn a_plain_tar_keeps_whiteout_names_as_files() {
+        use tar::EntryType as T;
+        let mut b = Vec::new();
+        member(&mut b, "ctx/.wh.notes", T::Regular, b"mine\n", None);
+        member(&mut b, "ctx/.wh..wh..opq", T::Regular, b"", None);
+        let dir = tempfile::tempdir().unwrap();
+        unpack_plain(&finish(b)[..], dir.path(), &Limits::default()).unwrap();
+        assert_eq!(fs::read(dir.path().join("ctx/.wh.notes")).unwrap(), b"mine\n");
+        assert!(dir.path().join("ctx/.wh..wh..opq").is_file());
     }
 
     #[test]

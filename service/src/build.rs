@@ -175,7 +175,7 @@ fn unpack_context(file: &mut std::fs::File, dir: &Path) -> Result<(), ApiError> 
     // it all the same): zeros stand in for them.
     let reader = reader.chain(std::io::repeat(0).take(3 * 512));
     let limits = ironpod_images::unpack::Limits::for_space(ironpod_images::free_bytes(dir), None);
-    ironpod_images::unpack::unpack(reader, dir, &limits)
+    ironpod_images::unpack::unpack_plain(reader, dir, &limits)
         .map(drop)
         .map_err(|e| ApiError::bad_request(format!("the build context: {e}")))
 }
