@@ -16,8 +16,7 @@ use crate::context::Context;
 use crate::dockerfile::{self, Dockerfile, Instruction, Stage};
 use crate::error::BuildError;
 use crate::expand::{self, NameValueKind};
-use crate::imagefs::ImageFs;
-use crate::steps::StageState;
+use crate::steps::{StageFiles, StageState};
 
 /// Build arguments every build knows without an `ARG` (Docker's predefined proxy ones);
 /// they stay out of the history.
@@ -113,7 +112,7 @@ pub struct Builder<'a> {
     pub(crate) steps_total: usize,
     pub(crate) scratch: tempfile::TempDir,
     /// Built stages: (name, image, files).
-    pub(crate) stages: Vec<(Option<String>, Option<Digest>, ImageFs)>,
+    pub(crate) stages: Vec<(Option<String>, Option<Digest>, StageFiles)>,
     /// Which stages were built.
     pub(crate) built: Vec<bool>,
 }
@@ -280,7 +279,7 @@ impl Builder<'_> {
         let needed = self.needed(df, target)?;
         self.steps_total = needed.iter().map(|i| 1 + df.stages[*i].steps.len()).sum::<usize>()
             + usize::from(!self.opts.labels.is_empty());
-        self.stages = vec![(None, None, ImageFs::new()); df.stages.len()];
+        self.stages = vec![(None, None, StageFiles::default()); df.stages.len()];
         self.built = vec![false; df.stages.len()];
         for &i in &needed {
             let stage = &df.stages[i];
@@ -291,7 +290,7 @@ impl Builder<'_> {
             if i == target && !self.opts.labels.is_empty() {
                 self.label_step(&mut st, stage.line)?;
             }
-            self.stages[i] = (stage.name.clone(), st.parent.clone(), st.fs.clone());
+            self.stages[i] = (stage.name.clone(), st.parent.clone(), st.files.clone());
             self.built[i] = true;
         }
         let unused: Vec<&String> = self
@@ -367,16 +366,10 @@ impl Builder<'_> {
             .filter(|j| df.stages[*j].name.as_deref() == Some(&base.to_ascii_lowercase()))
         {
             st.parent = self.stages[j].1.clone();
-            st.fs = self.stages[j].2.clone();
+            st.files = self.stages[j].2.clone();
         } else {
-            let manifest = self.base_image(&base, stage.line)?;
-            for layer in self.store.layers_of(&manifest)? {
-                let reader = self.store.open_layer(&layer)?;
-                st.fs
-                    .apply_layer(reader)
-                    .map_err(|e| BuildError::step(stage.line, e.to_string()))?;
-            }
-            st.parent = Some(manifest);
+            // Its files are read when a step needs them.
+            st.parent = Some(self.base_image(&base, stage.line)?);
         }
         if let Some(p) = &st.parent {
             st.config = RunConfig::of_image(&self.store.raw_config(p)?);

@@ -19,8 +19,8 @@ use crate::run::{self, RunSpec};
 pub struct StageState {
     /// Its image so far (`None`: nothing yet after `FROM scratch`).
     pub parent: Option<Digest>,
-    /// Its files so far.
-    pub fs: ImageFs,
+    /// Its files, read up to some layer of `parent` (see [`Builder::files`]).
+    pub files: StageFiles,
     /// Its run configuration so far.
     pub config: RunConfig,
     /// `ARG`s declared in the stage: name and value (`None`: declared without one).
@@ -29,6 +29,15 @@ pub struct StageState {
     pub cmd_set: bool,
     /// The image's author (MAINTAINER).
     pub author: Option<String>,
+}
+
+/// A stage's files as far as they were needed: its image's layers are read only when a
+/// step needs its files (an unchanged rebuild, every step from the cache, reads none).
+#[derive(Debug, Clone, Default)]
+pub struct StageFiles {
+    fs: ImageFs,
+    /// Layers of the stage's image applied to `fs`, bottom first.
+    applied: usize,
 }
 
 impl StageState {
@@ -164,7 +173,7 @@ impl Builder<'_> {
                     return Err(BuildError::step(line, "WORKDIR cannot be empty"));
                 }
                 let dir = st.config.set_workdir(&dir);
-                if st.fs.is_dir(&dir) {
+                if self.files(st)?.is_dir(&dir) {
                     return self.commit_config(st, step);
                 }
                 // A missing working directory is made, in a layer of this step.
@@ -183,7 +192,7 @@ impl Builder<'_> {
                     clamp_mtime: self.opts.timestamp,
                     ..Default::default()
                 };
-                copy::write_dirs(&opts, &st.fs, &tar)?;
+                copy::write_dirs(&opts, self.files(st)?, &tar)?;
                 self.commit_layer(st, &created_by, &key, Some(&tar))
             }
             Instruction::User(raw) => {
@@ -334,7 +343,7 @@ impl Builder<'_> {
         let ids = match &spec.chown {
             Some(c) => {
                 let c = expand::word(c, &vars, esc).map_err(at(line))?;
-                Some(st.fs.ids(&c).map_err(|e| BuildError::step(line, e))?)
+                Some(self.files(st)?.ids(&c).map_err(|e| BuildError::step(line, e))?)
             }
             None => None,
         };
@@ -408,7 +417,7 @@ impl Builder<'_> {
             return Ok(());
         }
         let tar = self.scratch.path().join(format!("copy-{}.tar", self.step_no));
-        copy::write_layer(&input, &opts, &st.fs, &tar)
+        copy::write_layer(&input, &opts, self.files(st)?, &tar)
             .map_err(|e| BuildError::step(line, format!("{what} failed: {e}")))?;
         self.commit_layer(st, &created_by, &key, Some(&tar))
     }
@@ -472,7 +481,7 @@ impl Builder<'_> {
         };
         let input = Input::Image { fs: &fs, layers: &open, paths };
         let tar = self.scratch.path().join(format!("copy-{}.tar", self.step_no));
-        copy::write_layer(&input, &opts, &st.fs, &tar)
+        copy::write_layer(&input, &opts, self.files(st)?, &tar)
             .map_err(|e| BuildError::step(line, format!("COPY failed: {e}")))?;
         self.commit_layer(st, &created_by, &key, Some(&tar))
     }
@@ -502,15 +511,14 @@ impl Builder<'_> {
                     format!("COPY --from={from}: that stage was not built (a --from that depends on a stage's own ARG cannot be known before the stage runs)"),
                 ));
             }
-            return Ok((self.stages[j].1.clone(), self.stages[j].2.clone()));
+            let mut files = self.stages[j].2.clone();
+            self.catch_up(&mut files, self.stages[j].1.as_ref())?;
+            return Ok((self.stages[j].1.clone(), files.fs));
         }
         let manifest = self.base_image(from, line)?;
-        let mut fs = ImageFs::new();
-        for l in self.store.layers_of(&manifest)? {
-            let r = self.store.open_layer(&l)?;
-            fs.apply_layer(r).map_err(|e| BuildError::step(line, e.to_string()))?;
-        }
-        Ok((Some(manifest), fs))
+        let mut files = StageFiles::default();
+        self.catch_up(&mut files, Some(&manifest))?;
+        Ok((Some(manifest), files.fs))
     }
 
     /// A step's cache key: its parent, what it does, and the build's timestamp (a step made
@@ -605,22 +613,35 @@ impl Builder<'_> {
         Ok(())
     }
 
-    /// Moves the stage to image `next`: a layer it has beyond the current one is applied
-    /// to the stage's files, and its configuration becomes the stage's.
+    /// Moves the stage to image `next` (a child of its current image): its configuration
+    /// becomes the stage's; its files are read when a step needs them.
     fn advance(&mut self, st: &mut StageState, next: Digest) -> Result<(), BuildError> {
-        let before = match &st.parent {
-            Some(p) => self.store.layers_of(p)?.len(),
-            None => 0,
-        };
-        let layers = self.store.layers_of(&next)?;
-        for l in layers.iter().skip(before) {
-            let r = self.store.open_layer(l)?;
-            st.fs
-                .apply_layer(r)
-                .map_err(|e| BuildError::io("layer")(std::io::Error::other(e.to_string())))?;
-        }
         st.config = RunConfig::of_image(&self.store.raw_config(&next)?);
         st.parent = Some(next);
+        Ok(())
+    }
+
+    /// The stage's files, its image's layers not read yet applied first.
+    pub(crate) fn files<'a>(&self, st: &'a mut StageState) -> Result<&'a ImageFs, BuildError> {
+        self.catch_up(&mut st.files, st.parent.as_ref())?;
+        Ok(&st.files.fs)
+    }
+
+    /// Applies the layers of `image` that `files` has not seen yet.
+    pub(crate) fn catch_up(
+        &self,
+        files: &mut StageFiles,
+        image: Option<&Digest>,
+    ) -> Result<(), BuildError> {
+        let Some(image) = image else { return Ok(()) };
+        for l in self.store.layers_of(image)?.iter().skip(files.applied) {
+            let r = self.store.open_layer(l)?;
+            files
+                .fs
+                .apply_layer(r)
+                .map_err(|e| BuildError::io("layer")(std::io::Error::other(e.to_string())))?;
+            files.applied += 1;
+        }
         Ok(())
     }
 }
