@@ -33,6 +33,12 @@ pub enum BuildError {
     /// The image store.
     #[error(transparent)]
     Image(#[from] ironpod_images::ImageError),
+    /// An image's layer could not be read into its file map.
+    #[error(transparent)]
+    Layer(#[from] crate::imagefs::LayerError),
+    /// A RUN step's pod (its VM, its container, its changes).
+    #[error("RUN: {0}")]
+    Pod(#[from] ironpod_pods::error::PodError),
     /// A host file operation.
     #[error("{what}: {source}")]
     Io {

@@ -43,10 +43,6 @@ pub struct Ran {
     pub layer: Option<ReceivedLayer>,
 }
 
-fn pod_err(e: PodError) -> BuildError {
-    BuildError::Io { what: "RUN".into(), source: std::io::Error::other(e.to_string()) }
-}
-
 /// Removes the step's container when dropped.
 struct Container<'a> {
     root: &'a Path,
@@ -92,18 +88,14 @@ pub fn run(
         .map_err(|e| BuildError::Io { what: "RUN".into(), source: std::io::Error::other(e) })?;
     let store = ImageStore::open(root)?;
     let layers = store.layers_of(&spec.image)?.len();
-    let id = ironpod_ids::new_id().map_err(|e| BuildError::Io {
-        what: "container id".into(),
-        source: std::io::Error::other(e.to_string()),
-    })?;
+    let id = ironpod_ids::new_id().map_err(BuildError::io("a container id"))?;
     let mut shape = pod_shape(&opts, Vec::new());
     shape.template = shape.template && shape.template_fits(layers);
-    let mut monitor = MonitorHandle::spawn(root, &id, &shape, true).map_err(pod_err)?;
+    let mut monitor = MonitorHandle::spawn(root, &id, &shape, true)?;
     let container = Container { root, id: id.clone() };
     let image = spec.image.to_string();
     let created =
-        pod::create(root, &store, &id, &image, None, &opts, false, |launch| monitor.boot(launch))
-            .map_err(pod_err)?;
+        pod::create(root, &store, &id, &image, None, &opts, false, |launch| monitor.boot(launch))?;
     started(&id, out);
     let launched = monitor.launch(&created.prepared);
     drop(created.disk_lock);
@@ -112,14 +104,14 @@ pub fn run(
             let _ = writeln!(out, "{message}");
             return Ok(Ran { code: *code, layer: None });
         }
-        return Err(pod_err(e));
+        return Err(e.into());
     }
     let (code, conn) = relay(&id, out)?;
     // The VM is held while the changes are read through its agent (no second VM boots).
     let layer = match conn {
         Some(conn) if code == 0 => {
-            let rec = lifecycle::find(root, &id).map_err(pod_err)?;
-            let layer = commit::changes(root, &store, &rec, scratch).map_err(pod_err);
+            let rec = lifecycle::find(root, &id)?;
+            let layer = commit::changes(root, &store, &rec, scratch);
             drop(conn);
             Some(layer?)
         }
@@ -129,7 +121,7 @@ pub fn run(
             None
         }
     };
-    lifecycle::wait(root, &id, Some(Duration::from_secs(120))).map_err(pod_err)?;
+    lifecycle::wait(root, &id, Some(Duration::from_secs(120)))?;
     drop(container);
     Ok(Ran { code, layer })
 }

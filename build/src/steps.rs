@@ -636,10 +636,7 @@ impl Builder<'_> {
         let Some(image) = image else { return Ok(()) };
         for l in self.store.layers_of(image)?.iter().skip(files.applied) {
             let r = self.store.open_layer(l)?;
-            files
-                .fs
-                .apply_layer(r)
-                .map_err(|e| BuildError::io("layer")(std::io::Error::other(e.to_string())))?;
+            files.fs.apply_layer(r)?;
             files.applied += 1;
         }
         Ok(())
