@@ -43,22 +43,22 @@ pub struct StageFiles {
 impl StageState {
     /// Variables a step's words see: build arguments, then the environment (which wins).
     fn vars(&self) -> Vec<(String, String)> {
-        let mut v: Vec<(String, String)> =
-            self.args.iter().filter_map(|(k, v)| v.clone().map(|v| (k.clone(), v))).collect();
+        let mut v: Vec<(String, String)> = self.valued_args().collect();
         v.extend(self.config.env());
         v
+    }
+
+    /// The stage's build arguments that have a value.
+    fn valued_args(&self) -> impl Iterator<Item = (String, String)> + '_ {
+        self.args.iter().filter_map(|(k, v)| v.clone().map(|v| (k.clone(), v)))
     }
 
     /// Build arguments with values that the environment does not override, sorted (what a
     /// RUN sees besides the image's variables, and its history prefix shows).
     fn run_args(&self) -> Vec<(String, String)> {
         let env: Vec<String> = self.config.env().into_iter().map(|(k, _)| k).collect();
-        let mut v: Vec<(String, String)> = self
-            .args
-            .iter()
-            .filter_map(|(k, v)| v.clone().map(|v| (k.clone(), v)))
-            .filter(|(k, _)| !env.contains(k))
-            .collect();
+        let mut v: Vec<(String, String)> =
+            self.valued_args().filter(|(k, _)| !env.contains(k)).collect();
         v.sort();
         v.dedup_by(|a, b| a.0 == b.0);
         v

@@ -6,11 +6,10 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use common::{ironpod, ok};
+use common::{image_tree, ironpod, ok, Tree};
 use serde_json::json;
 
 /// A store with image `base`: /etc/passwd, /etc/group, /etc/motd, /bin (a directory).
@@ -80,28 +79,9 @@ fn config(root: &Path, image: &str) -> serde_json::Value {
 }
 
 /// Entries of an image's top layer: path → (kind, mode, uid, gid, content).
-fn top_layer(root: &Path, image: &str) -> BTreeMap<String, (char, u32, u64, u64, String)> {
-    let s = store(root);
-    let d = s.resolve(image).unwrap();
-    let layers = s.layers_of(&d).unwrap();
-    let mut a = tar::Archive::new(s.open_layer(layers.last().unwrap()).unwrap());
-    let mut out = BTreeMap::new();
-    for e in a.entries().unwrap() {
-        let mut e = e.unwrap();
-        let h = e.header().clone();
-        let kind = match h.entry_type() {
-            tar::EntryType::Directory => 'd',
-            tar::EntryType::Symlink => 'l',
-            _ => 'f',
-        };
-        let mut data = String::new();
-        if kind == 'f' {
-            e.read_to_string(&mut data).unwrap();
-        }
-        let p = e.path().unwrap().to_string_lossy().trim_end_matches('/').to_string();
-        out.insert(p, (kind, h.mode().unwrap(), h.uid().unwrap(), h.gid().unwrap(), data));
-    }
-    out
+/// path → (mode, uid, gid, contents).
+fn without_kind(t: Tree) -> BTreeMap<String, (u32, u64, u64, String)> {
+    t.into_iter().map(|(p, (_, m, u, g, d))| (p, (m, u, g, d))).collect()
 }
 
 const EVERYTHING: &str = r#"# syntax=docker/dockerfile:1
@@ -212,19 +192,7 @@ fn a_build_writes_docker_s_config_history_and_layers() {
     // The layers: conf with its owner and mode (the key left out), notes, the unpacked tar,
     // the here-document.
     let s = store(root.path());
-    let d = s.resolve("app:1").unwrap();
-    let mut files = BTreeMap::new();
-    for l in s.layers_of(&d).unwrap().iter().skip(1) {
-        let mut a = tar::Archive::new(s.open_layer(l).unwrap());
-        for e in a.entries().unwrap() {
-            let mut e = e.unwrap();
-            let h = e.header().clone();
-            let mut data = String::new();
-            let _ = e.read_to_string(&mut data);
-            let p = e.path().unwrap().to_string_lossy().trim_end_matches('/').to_string();
-            files.insert(p, (h.mode().unwrap(), h.uid().unwrap(), h.gid().unwrap(), data));
-        }
-    }
+    let files = without_kind(image_tree(&s, "app:1", 1));
     assert_eq!(files["srv/app/conf/app.conf"], (0o750, 1000, 50, "port=8080\n".to_string()));
     assert_eq!(files["srv/app/conf"].0, 0o755);
     assert!(
@@ -304,7 +272,7 @@ fn stages_targets_and_scratch() {
     assert_eq!(config(root.path(), "one")["config"]["Env"], json!(["PATH=/bin", "STAGE=one"]));
     let out = ok(&build(root.path(), ctx.path(), &["-t", "empty", "--target", "empty"]));
     assert!(out.contains("Step 2/2 : COPY x.txt /x.txt"), "{out}");
-    let layer = top_layer(root.path(), "empty");
+    let layer = image_tree(&store(root.path()), "empty", 0);
     assert_eq!(layer.keys().collect::<Vec<_>>(), ["x.txt"]);
     assert_eq!(
         store(root.path()).layers_of(&store(root.path()).resolve("empty").unwrap()).unwrap().len(),
@@ -437,18 +405,7 @@ fn copy_from_stages_and_images_keeps_only_the_target_s_layers() {
     let d = s.resolve("multi").unwrap();
     let layers = s.layers_of(&d).unwrap();
     assert_eq!(layers.len(), 4, "only the final stage's layers");
-    let mut files = BTreeMap::new();
-    for l in &layers {
-        let mut a = tar::Archive::new(s.open_layer(l).unwrap());
-        for e in a.entries().unwrap() {
-            let mut e = e.unwrap();
-            let h = e.header().clone();
-            let mut data = String::new();
-            let _ = e.read_to_string(&mut data);
-            let p = e.path().unwrap().to_string_lossy().trim_end_matches('/').to_string();
-            files.insert(p, (h.mode().unwrap(), h.uid().unwrap(), h.gid().unwrap(), data));
-        }
-    }
+    let files = without_kind(image_tree(&s, "multi", 0));
     assert_eq!(
         files["app/a.txt"],
         (0o644, 1000, 50, "a\n".to_string()),

@@ -5,108 +5,14 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use common::{ironpod, ok};
-
-/// path → (kind, mode, uid, gid, contents or link target)
-type Tree = BTreeMap<String, (char, u32, u64, u64, String)>;
-
-/// Stacks layer tars (whiteouts applied) into one tree.
-fn merge(layers: Vec<Box<dyn Read + '_>>) -> Tree {
-    let mut t = Tree::new();
-    for layer in layers {
-        let mut a = tar::Archive::new(layer);
-        for e in a.entries().unwrap() {
-            let mut e = e.unwrap();
-            let p = e
-                .path()
-                .unwrap()
-                .to_string_lossy()
-                .trim_start_matches("./")
-                .trim_end_matches('/')
-                .to_string();
-            if p.is_empty() || p == "." {
-                continue;
-            }
-            let (dir, name) = p
-                .rsplit_once('/')
-                .map_or((String::new(), p.clone()), |(d, n)| (d.to_string(), n.to_string()));
-            let under = |d: &str| if d.is_empty() { String::new() } else { format!("{d}/") };
-            if name == ".wh..wh..opq" {
-                let pre = under(&dir);
-                t.retain(|k, _| !k.starts_with(&pre));
-                continue;
-            }
-            if let Some(gone) = name.strip_prefix(".wh.") {
-                let target = format!("{}{gone}", under(&dir));
-                let pre = format!("{target}/");
-                t.retain(|k, _| *k != target && !k.starts_with(&pre));
-                continue;
-            }
-            let h = e.header().clone();
-            let (kind, data) = match h.entry_type() {
-                tar::EntryType::Directory => ('d', String::new()),
-                tar::EntryType::Symlink => {
-                    ('l', e.link_name().unwrap().unwrap().to_string_lossy().into_owned())
-                }
-                _ => {
-                    let mut s = String::new();
-                    e.read_to_string(&mut s).unwrap();
-                    ('f', s)
-                }
-            };
-            t.insert(
-                p,
-                (kind, h.mode().unwrap() & 0o7777, h.uid().unwrap(), h.gid().unwrap(), data),
-            );
-        }
-    }
-    t
-}
-
-struct Podman {
-    dir: tempfile::TempDir,
-}
-
-impl Podman {
-    fn new() -> Podman {
-        Podman { dir: tempfile::tempdir().unwrap() }
-    }
-
-    fn cmd(&self, args: &[&str]) -> String {
-        let d = self.dir.path();
-        let o = Command::new("podman")
-            .arg("--root")
-            .arg(d.join("root"))
-            .arg("--runroot")
-            .arg(d.join("run"))
-            .args([
-                "--storage-driver",
-                "vfs",
-                "--cgroup-manager",
-                "cgroupfs",
-                "--events-backend",
-                "none",
-            ])
-            .args(args)
-            .env("CONTAINERS_CONF", d.join("containers.conf"))
-            .output()
-            .expect("podman (cargo xtask deps installs it)");
-        assert!(
-            o.status.success(),
-            "podman {args:?}: {}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-}
+use common::{ironpod, layer_tree, ok};
+use ironpod_tests::podman::Podman;
 
 fn base_tar(dir: &Path) -> std::path::PathBuf {
     let rootfs = dir.join("rootfs");
@@ -193,14 +99,13 @@ fn the_same_dockerfile_makes_the_same_files_and_config_as_podman() {
     let ours_config = store.raw_config(&d).unwrap()["config"].clone();
     let layers: Vec<Box<dyn Read>> =
         store.layers_of(&d).unwrap().iter().map(|l| store.open_layer(l).unwrap()).collect();
-    let ours = merge(layers);
+    let ours = layer_tree(layers);
 
     // podman (buildah), Docker's image format, chroot isolation (no RUN anyway).
-    let p = Podman::new();
-    fs::write(p.dir.path().join("containers.conf"), "[engine]\nevents_logger = \"none\"\n")
-        .unwrap();
-    p.cmd(&["import", base.to_str().unwrap(), "localhost/base:latest"]);
-    p.cmd(&[
+    let work = tempfile::tempdir().unwrap();
+    let p = Podman::new_in(work.path());
+    p.ok(&["import", base.to_str().unwrap(), "localhost/base:latest"]);
+    p.ok(&[
         "build",
         "--format",
         "docker",
@@ -213,13 +118,13 @@ fn the_same_dockerfile_makes_the_same_files_and_config_as_podman() {
         &c,
     ]);
     let inspect: serde_json::Value =
-        serde_json::from_str(&p.cmd(&["image", "inspect", "same"])).unwrap();
+        serde_json::from_str(&p.ok(&["image", "inspect", "same"])).unwrap();
     let mut theirs_config = inspect[0]["Config"].clone();
     // podman shows a Docker-format image's health check beside its OCI config.
     theirs_config["Healthcheck"] = inspect[0]["Healthcheck"].clone();
-    let archive = p.dir.path().join("same.tar");
-    p.cmd(&["save", "--format", "docker-archive", "-o", archive.to_str().unwrap(), "same"]);
-    let unpacked = p.dir.path().join("saved");
+    let archive = work.path().join("same.tar");
+    p.ok(&["save", "--format", "docker-archive", "-o", archive.to_str().unwrap(), "same"]);
+    let unpacked = work.path().join("saved");
     fs::create_dir_all(&unpacked).unwrap();
     tar::Archive::new(fs::File::open(&archive).unwrap()).unpack(&unpacked).unwrap();
     let manifest: serde_json::Value =
@@ -232,7 +137,7 @@ fn the_same_dockerfile_makes_the_same_files_and_config_as_podman() {
             Box::new(fs::File::open(unpacked.join(l.as_str().unwrap())).unwrap()) as Box<dyn Read>
         })
         .collect();
-    let theirs = merge(layers);
+    let theirs = layer_tree(layers);
 
     // Files: the same paths, kinds, modes, owners and contents.
     let only_ours: Vec<_> = ours.keys().filter(|k| !theirs.contains_key(*k)).collect();

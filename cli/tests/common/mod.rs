@@ -232,3 +232,66 @@ impl Drop for Registry {
         let _ = self.child.wait();
     }
 }
+
+/// path → (kind, mode, uid, gid, contents or link target)
+pub type Tree = std::collections::BTreeMap<String, (char, u32, u64, u64, String)>;
+
+/// Stacks layer tars (whiteouts applied) into one tree (what `build` tests compare).
+pub fn layer_tree(layers: Vec<Box<dyn std::io::Read + '_>>) -> Tree {
+    let mut t = Tree::new();
+    for layer in layers {
+        let mut a = tar::Archive::new(layer);
+        for e in a.entries().unwrap() {
+            let mut e = e.unwrap();
+            let p = e
+                .path()
+                .unwrap()
+                .to_string_lossy()
+                .trim_start_matches("./")
+                .trim_end_matches('/')
+                .to_string();
+            if p.is_empty() || p == "." {
+                continue;
+            }
+            let (dir, name) = p
+                .rsplit_once('/')
+                .map_or((String::new(), p.clone()), |(d, n)| (d.to_string(), n.to_string()));
+            let under = |d: &str| if d.is_empty() { String::new() } else { format!("{d}/") };
+            if name == ".wh..wh..opq" {
+                let pre = under(&dir);
+                t.retain(|k, _| !k.starts_with(&pre));
+                continue;
+            }
+            if let Some(gone) = name.strip_prefix(".wh.") {
+                let target = format!("{}{gone}", under(&dir));
+                let pre = format!("{target}/");
+                t.retain(|k, _| *k != target && !k.starts_with(&pre));
+                continue;
+            }
+            let h = e.header().clone();
+            let (kind, data) = match h.entry_type() {
+                tar::EntryType::Directory => ('d', String::new()),
+                tar::EntryType::Symlink => {
+                    ('l', e.link_name().unwrap().unwrap().to_string_lossy().into_owned())
+                }
+                _ => {
+                    let mut s = String::new();
+                    std::io::Read::read_to_string(&mut e, &mut s).unwrap();
+                    ('f', s)
+                }
+            };
+            t.insert(
+                p,
+                (kind, h.mode().unwrap() & 0o7777, h.uid().unwrap(), h.gid().unwrap(), data),
+            );
+        }
+    }
+    t
+}
+
+/// The files of image `image`'s layers from the `skip`th up, as one tree.
+pub fn image_tree(store: &ironpod_images::ImageStore, image: &str, skip: usize) -> Tree {
+    let d = store.resolve(image).unwrap();
+    let layers = store.layers_of(&d).unwrap();
+    layer_tree(layers.iter().skip(skip).map(|l| store.open_layer(l).unwrap()).collect())
+}
