@@ -78,7 +78,6 @@ fn config(root: &Path, image: &str) -> serde_json::Value {
     s.raw_config(&d).unwrap()
 }
 
-/// Entries of an image's top layer: path → (kind, mode, uid, gid, content).
 /// path → (mode, uid, gid, contents).
 fn without_kind(t: Tree) -> BTreeMap<String, (u32, u64, u64, String)> {
     t.into_iter().map(|(p, (_, m, u, g, d))| (p, (m, u, g, d))).collect()
@@ -460,4 +459,44 @@ fn progress_tty_draws_a_view_on_a_terminal_and_needs_one() {
         assert!(screen.contains("Successfully tagged viewed:latest"), "{screen}");
         assert!(!screen.contains("Step 1/3"), "{screen}");
     }
+}
+
+#[test]
+fn a_built_image_pushed_shows_the_same_config_and_history_to_skopeo() {
+    let root = root_with_base();
+    let df = "FROM base\nENV A=1\nLABEL team=core\nCOPY x.txt /x\nEXPOSE 80/tcp\nUSER app\nHEALTHCHECK --interval=3s CMD true\nCMD [\"cat\", \"/x\"]\n";
+    let ctx = context(&[("x.txt", "x\n"), ("Dockerfile", df)]);
+    let reg = common::Registry::start();
+    let name = format!("{}/built/app:1", reg.host());
+    ok(&build(root.path(), ctx.path(), &["-t", &name]));
+    ok(&ironpod(root.path(), &["push", "-q", &name]));
+    let skopeo = |args: &[&str]| -> serde_json::Value {
+        let o = std::process::Command::new("skopeo")
+            .args(args)
+            .output()
+            .expect("skopeo is installed by `cargo xtask deps`");
+        assert!(o.status.success(), "skopeo {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let reference = format!("docker://{name}");
+    // The registry holds the very config the store has: every field, the history.
+    let raw = skopeo(&["inspect", "--tls-verify=false", "--config", "--raw", &reference]);
+    assert_eq!(raw, config(root.path(), &name));
+    assert_eq!(raw["config"]["Healthcheck"]["Interval"], 3_000_000_000u64, "{raw}");
+    let created_by: Vec<&str> = raw["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|h| h["created_by"].as_str())
+        .collect();
+    assert!(created_by.contains(&"/bin/sh -c #(nop) USER app"), "{created_by:?}");
+    // skopeo's summary: the labels, the environment, one layer per COPY on the base's.
+    let summary = skopeo(&["inspect", "--tls-verify=false", &reference]);
+    assert_eq!(summary["Labels"]["team"], "core", "{summary}");
+    assert!(summary["Env"].as_array().unwrap().iter().any(|e| e == "A=1"), "{summary}");
+    assert_eq!(summary["Layers"].as_array().unwrap().len(), 2, "{summary}");
+    assert_eq!(
+        (summary["Os"].as_str(), summary["Architecture"].as_str()),
+        (Some("linux"), Some("amd64"))
+    );
 }
