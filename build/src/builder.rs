@@ -5,7 +5,6 @@
 //! `Successfully built …`).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use ironpod_images::{Digest, ImageStore, RegistryOptions};
@@ -16,6 +15,7 @@ use crate::context::Context;
 use crate::dockerfile::{self, Dockerfile, Instruction, Stage};
 use crate::error::BuildError;
 use crate::expand::{self, NameValueKind};
+use crate::output::BuildOutput;
 use crate::steps::{StageFiles, StageState};
 
 /// Build arguments every build knows without an `ARG` (Docker's predefined proxy ones);
@@ -103,7 +103,7 @@ pub struct Builder<'a> {
     pub(crate) root: PathBuf,
     pub(crate) store: ImageStore,
     pub(crate) opts: BuildOptions,
-    pub(crate) out: &'a mut dyn Write,
+    pub(crate) out: &'a mut dyn BuildOutput,
     pub(crate) context: Context,
     pub(crate) escape: char,
     pub(crate) used_args: BTreeSet<String>,
@@ -121,7 +121,7 @@ pub struct Builder<'a> {
 pub fn build(
     root: &Path,
     mut opts: BuildOptions,
-    out: &mut dyn Write,
+    out: &mut dyn BuildOutput,
 ) -> Result<Built, BuildError> {
     // As BuildKit: a SOURCE_DATE_EPOCH build argument sets the build's time.
     if opts.timestamp.is_none() {
@@ -173,8 +173,7 @@ pub fn build(
 impl Builder<'_> {
     pub(crate) fn say(&mut self, line: &str) {
         if !self.opts.quiet {
-            let _ = writeln!(self.out, "{line}");
-            let _ = self.out.flush();
+            let _ = self.out.line(line);
         }
     }
 
@@ -315,7 +314,7 @@ impl Builder<'_> {
         };
         let id = self.store.image_id(&manifest)?;
         if self.opts.quiet {
-            let _ = writeln!(self.out, "{id}");
+            let _ = self.out.line(&id.to_string());
         }
         self.say(&format!("Successfully built {}", short(&id.to_string())));
         for t in self.opts.tags.clone() {

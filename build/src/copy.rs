@@ -110,6 +110,18 @@ impl Writer<'_> {
         Ok(())
     }
 
+    /// A layer's `.wh.` names delete files of the layers below: a file of the context (or
+    /// of an ADDed archive) named so is refused, not turned into a deletion.
+    fn check_name(path: &str) -> Result<(), BuildError> {
+        let name = path.trim_end_matches('/').rsplit('/').next().unwrap_or_default();
+        if name.starts_with(".wh.") {
+            return Err(other(format!(
+                "{path}: a name starting with .wh. marks a deleted file in an image layer; it cannot be copied"
+            )));
+        }
+        Ok(())
+    }
+
     fn header(
         &self,
         kind: tar::EntryType,
@@ -134,6 +146,7 @@ impl Writer<'_> {
         owner: (u32, u32),
         mtime: u64,
     ) -> Result<(), BuildError> {
+        Self::check_name(path)?;
         let mut h = self.header(tar::EntryType::Directory, mode, owner, mtime);
         self.tar
             .append_data(&mut h, format!("{path}/"), io::empty())
@@ -151,6 +164,7 @@ impl Writer<'_> {
         size: u64,
         data: impl Read,
     ) -> Result<(), BuildError> {
+        Self::check_name(path)?;
         let mut h = self.header(tar::EntryType::Regular, mode, owner, mtime);
         h.set_size(size);
         self.tar.append_data(&mut h, path, data).map_err(BuildError::io(path.to_string()))?;
@@ -165,6 +179,7 @@ impl Writer<'_> {
         owner: (u32, u32),
         mtime: u64,
     ) -> Result<(), BuildError> {
+        Self::check_name(path)?;
         let mut h = self.header(tar::EntryType::Symlink, 0o777, owner, mtime);
         self.tar.append_link(&mut h, path, target).map_err(BuildError::io(path.to_string()))?;
         self.made.insert(path.to_string());
@@ -179,6 +194,7 @@ impl Writer<'_> {
         owner: (u32, u32),
         mtime: u64,
     ) -> Result<(), BuildError> {
+        Self::check_name(path)?;
         let mut h = self.header(tar::EntryType::Link, 0o644, owner, mtime);
         self.tar.append_link(&mut h, path, target).map_err(BuildError::io(path.to_string()))?;
         self.made.insert(path.to_string());
@@ -257,6 +273,7 @@ impl Writer<'_> {
                         .map(|t| clean(&t.to_string_lossy()))
                         .unwrap_or_default();
                     let target = if dir.is_empty() { t } else { format!("{dir}/{t}") };
+                    Self::check_name(&at)?;
                     let mut lh = self.header(tar::EntryType::Link, mode, owner, mtime);
                     self.tar
                         .append_link(&mut lh, &at, &target)

@@ -217,3 +217,11 @@ fn destinations_follow_the_image_s_links() {
         ["usr/bin/new", "usr/bin/new/x.txt"]
     );
 }
+
+#[test]
+fn whiteout_names_are_refused_not_copied_as_deletions() {
+    let c = ctx(&[("etc/.wh.passwd", "x", 0o644), ("ok.txt", "y", 0o644)]);
+    let err = copy(&c, &["etc"], opts("/etc/"), &ImageFs::new()).unwrap_err();
+    assert!(err.to_string().contains(".wh.passwd: a name starting with .wh."), "{err}");
+    assert!(copy(&c, &["ok.txt"], opts("/x"), &ImageFs::new()).is_ok());
+}

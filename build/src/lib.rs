@@ -16,5 +16,6 @@ pub mod expand;
 pub mod glob;
 pub mod ignore;
 pub mod imagefs;
+pub mod output;
 pub mod run;
 pub mod steps;

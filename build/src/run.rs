@@ -17,6 +17,7 @@ use ironpod_pods::spec::RunOptions;
 use ironpod_pods::{commit, lifecycle, paths, pod};
 
 use crate::error::BuildError;
+use crate::output::BuildOutput;
 
 /// What a RUN step runs.
 #[derive(Debug, Clone)]
@@ -69,8 +70,8 @@ impl Drop for Container<'_> {
 pub fn run(
     root: &Path,
     spec: &RunSpec,
-    out: &mut dyn std::io::Write,
-    started: &mut dyn FnMut(&str, &mut dyn std::io::Write),
+    out: &mut dyn BuildOutput,
+    started: &mut dyn FnMut(&str, &mut dyn BuildOutput),
     scratch: &Path,
 ) -> Result<Ran, BuildError> {
     let opts = RunOptions {
@@ -101,7 +102,7 @@ pub fn run(
     drop(created.disk_lock);
     if let Err(e) = launched {
         if let PodError::Start { code, message } = &e {
-            let _ = writeln!(out, "{message}");
+            let _ = out.output(format!("{message}\n").as_bytes());
             return Ok(Ran { code: *code, layer: None });
         }
         return Err(e.into());
@@ -121,14 +122,20 @@ pub fn run(
             None
         }
     };
-    lifecycle::wait(root, &id, Some(Duration::from_secs(120)))?;
+    let rec = lifecycle::wait(root, &id, Some(Duration::from_secs(120)))?;
+    let layer = match layer {
+        // The step ended before its hold counted (an attach later than the monitor waits
+        // for): its changes are read from its disks in a VM of their own.
+        None if code == 0 => Some(commit::changes(root, &store, &rec, scratch)?),
+        layer => layer,
+    };
     drop(container);
     Ok(Ran { code, layer })
 }
 
 /// Copies the step's output to `out` until it ends; its exit code, and the connection that
 /// holds its VM when the program ended normally (its changes are read while it is kept).
-fn relay(id: &str, out: &mut dyn std::io::Write) -> Result<(i32, Option<UnixStream>), BuildError> {
+fn relay(id: &str, out: &mut dyn BuildOutput) -> Result<(i32, Option<UnixStream>), BuildError> {
     let sock = paths::attach_socket(id);
     let mut conn = UnixStream::connect(&sock)
         .map_err(BuildError::io(format!("attach to {}", sock.display())))?;
@@ -139,19 +146,17 @@ fn relay(id: &str, out: &mut dyn std::io::Write) -> Result<(i32, Option<UnixStre
         match attach::read(&mut conn) {
             Ok(Some(Frame::Stdout(d))) | Ok(Some(Frame::Stderr(d))) => {
                 // Whoever reads the build went away: the step stops (its VM with it).
-                out.write_all(&d)
-                    .and_then(|()| out.flush())
-                    .map_err(BuildError::io("the build's output"))?;
+                out.output(&d).map_err(BuildError::io("the build's output"))?;
             }
             Ok(Some(Frame::Held(report))) => {
                 if let Some(e) = &report.error {
-                    let _ = writeln!(out, "{e}");
+                    let _ = out.output(format!("{e}\n").as_bytes());
                 }
                 return Ok((report.code, Some(conn)));
             }
             Ok(Some(Frame::Exit(report))) => {
                 if let Some(e) = &report.error {
-                    let _ = writeln!(out, "{e}");
+                    let _ = out.output(format!("{e}\n").as_bytes());
                 }
                 return Ok((report.code, None));
             }

@@ -12,6 +12,7 @@ use crate::dockerfile::{CopySource, CopySpec, Dockerfile, Instruction, Step};
 use crate::error::BuildError;
 use crate::expand::{self, NameValueKind};
 use crate::imagefs::ImageFs;
+use crate::output::BuildOutput;
 use crate::run::{self, RunSpec};
 
 /// Where a stage is.
@@ -173,17 +174,20 @@ impl Builder<'_> {
                     return Err(BuildError::step(line, "WORKDIR cannot be empty"));
                 }
                 let dir = st.config.set_workdir(&dir);
-                if self.files(st)?.is_dir(&dir) {
-                    return self.commit_config(st, step);
-                }
                 // A missing working directory is made, in a layer of this step.
                 let created_by = format!("/bin/sh -c #(nop) {}", step.text);
                 let key = self.key(
                     st.parent.as_ref(),
                     &["WORKDIR", &created_by, &st.config.to_value().to_string()],
                 );
-                if self.cached(st, &key)? {
+                // The same parent has the same files: a step made before (with a layer or
+                // without) answers whether the directory is there, without reading them.
+                let (_, config_only) = self.config_key(st, step);
+                if self.cached(st, &key)? || self.cached(st, &config_only)? {
                     return Ok(());
+                }
+                if self.files(st)?.is_dir(&dir) {
+                    return self.commit_config(st, step);
                 }
                 let tar = self.scratch.path().join(format!("workdir-{}.tar", self.step_no));
                 let opts = CopyOptions {
@@ -298,10 +302,10 @@ impl Builder<'_> {
                 let scratch = self.scratch.path().to_path_buf();
                 let root = self.root.clone();
                 let mut sink = std::io::sink();
-                let out: &mut dyn std::io::Write = if quiet { &mut sink } else { &mut *self.out };
-                let mut started = |id: &str, out: &mut dyn std::io::Write| {
+                let out: &mut dyn BuildOutput = if quiet { &mut sink } else { &mut *self.out };
+                let mut started = |id: &str, out: &mut dyn BuildOutput| {
                     ctr = id.to_string();
-                    let _ = writeln!(out, " ---> Running in {}", short(id));
+                    let _ = out.line(&format!(" ---> Running in {}", short(id)));
                 };
                 let ran = run::run(&root, &spec, out, &mut started, &scratch)
                     .map_err(|e| BuildError::step(line, e.to_string()))?;
@@ -343,7 +347,13 @@ impl Builder<'_> {
         let ids = match &spec.chown {
             Some(c) => {
                 let c = expand::word(c, &vars, esc).map_err(at(line))?;
-                Some(self.files(st)?.ids(&c).map_err(|e| BuildError::step(line, e))?)
+                let numeric =
+                    c.split_once(':').and_then(|(u, g)| Some((u.parse().ok()?, g.parse().ok()?)));
+                match numeric {
+                    // Numbers need no passwd or group file.
+                    Some(ids) => Some(ids),
+                    None => Some(self.files(st)?.ids(&c).map_err(|e| BuildError::step(line, e))?),
+                }
             }
             None => None,
         };
@@ -511,9 +521,12 @@ impl Builder<'_> {
                     format!("COPY --from={from}: that stage was not built (a --from that depends on a stage's own ARG cannot be known before the stage runs)"),
                 ));
             }
-            let mut files = self.stages[j].2.clone();
-            self.catch_up(&mut files, self.stages[j].1.as_ref())?;
-            return Ok((self.stages[j].1.clone(), files.fs));
+            // Read once: the stage keeps what was read for later uses.
+            let mut files = std::mem::take(&mut self.stages[j].2);
+            let caught_up = self.catch_up(&mut files, self.stages[j].1.as_ref());
+            self.stages[j].2 = files;
+            caught_up?;
+            return Ok((self.stages[j].1.clone(), self.stages[j].2.fs.clone()));
         }
         let manifest = self.base_image(from, line)?;
         let mut files = StageFiles::default();
@@ -553,6 +566,15 @@ impl Builder<'_> {
 
     /// A step that changes only the configuration.
     fn commit_config(&mut self, st: &mut StageState, step: &Step) -> Result<(), BuildError> {
+        let (created_by, key) = self.config_key(st, step);
+        if self.cached(st, &key)? {
+            return Ok(());
+        }
+        self.commit_layer(st, &created_by, &key, None)
+    }
+
+    /// A config-only step's history line and cache key.
+    fn config_key(&self, st: &StageState, step: &Step) -> (String, String) {
         let created_by = format!("/bin/sh -c #(nop) {}", step.text);
         let key = self.key(
             st.parent.as_ref(),
@@ -563,10 +585,7 @@ impl Builder<'_> {
                 st.author.as_deref().unwrap_or(""),
             ],
         );
-        if self.cached(st, &key)? {
-            return Ok(());
-        }
-        self.commit_layer(st, &created_by, &key, None)
+        (created_by, key)
     }
 
     /// Looks the step up in the cache (unless `--no-cache`); on a hit the stage moves on to

@@ -20,7 +20,7 @@ pub enum Progress {
     /// A live view on the terminal: a line per step with its time, the running step's
     /// last output lines, a failed step's output kept.
     Tty,
-    /// `tty` when standard output is a terminal, else `plain`.
+    /// `tty` when standard output is a terminal (and not `-q`), else `plain`.
     Auto,
 }
 

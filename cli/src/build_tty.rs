@@ -1,21 +1,26 @@
-//! `ironpod build --progress tty`: the classic builder's lines drawn as a live view on a
+//! `ironpod build --progress tty`: the build's progress drawn as a live view on a
 //! terminal. One line per step with its time (or `CACHED`); under the running step, its last
 //! output lines, cleared when the step is done; a failed step's output kept and printed
-//! after the view; the closing lines (`Successfully built …`) after it too.
+//! after the view; the closing lines (`Successfully built …`) after it too. Step lines come
+//! from the builder itself ([`BuildOutput::line`]), never from what a step prints, and
+//! nothing a step prints reaches the terminal with its control characters.
 
 use std::collections::VecDeque;
-use std::io::Write;
+use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use ironpod_build::output::BuildOutput;
 
 /// Output lines shown under the running step.
 const WINDOW: usize = 6;
-/// Output lines of a step kept to print when it fails.
+/// Output lines of a step kept to print when it fails, and closing lines kept.
 const KEPT: usize = 200;
 /// Characters of an output line shown (longer ones are cut: a wrapped line would break the
 /// view's redraw).
 const LINE_CHARS: usize = 110;
+/// The longest output line kept whole (a longer one is cut into pieces).
+const MAX_PENDING: usize = 4096;
 
 /// One step of the view.
 struct Step {
@@ -25,13 +30,14 @@ struct Step {
     output: VecDeque<String>,
 }
 
-/// The live view; feed it the builder's output through [`Write`], then [`TtyView::finish`].
+/// The live view; the builder writes to it as a [`BuildOutput`], then [`TtyView::finish`].
 pub struct TtyView {
     multi: MultiProgress,
     step: Option<Step>,
+    /// A step's output line not ended yet.
     pending: Vec<u8>,
     /// Lines after the last step (or outside any), printed after the view.
-    trailer: Vec<String>,
+    trailer: VecDeque<String>,
     /// Where the text after the view goes.
     after: Box<dyn Write>,
     closing: bool,
@@ -46,18 +52,25 @@ fn done_style() -> ProgressStyle {
     ProgressStyle::with_template("{prefix} {msg}").unwrap_or_else(|_| ProgressStyle::default_bar())
 }
 
-/// What a terminal may show of a line the build printed: control characters (a step's
-/// escape sequences could move the cursor over the view) become `?`, long lines are cut.
+/// A line as a terminal may show it: control characters (escape sequences could move the
+/// cursor over the view or worse) become `?`, tabs spaces.
+fn clean(line: &str) -> String {
+    line.chars()
+        .map(|c| match c {
+            '\t' => ' ',
+            c if c.is_control() => '?',
+            c => c,
+        })
+        .collect()
+}
+
+/// [`clean`], cut to [`LINE_CHARS`].
 fn printable(line: &str) -> String {
-    let mut s: String = line
-        .chars()
-        .map(|c| if c.is_control() && c != '\t' { '?' } else { c })
-        .take(LINE_CHARS)
-        .collect();
+    let mut s: String = clean(line).chars().take(LINE_CHARS).collect();
     if line.chars().count() > LINE_CHARS {
         s.push('…');
     }
-    s.replace('\t', "    ")
+    s
 }
 
 /// `Step N/M : TEXT` → `[N/M] TEXT`.
@@ -76,13 +89,21 @@ impl TtyView {
             multi: MultiProgress::with_draw_target(target),
             step: None,
             pending: Vec::new(),
-            trailer: Vec::new(),
+            trailer: VecDeque::new(),
             after,
             closing: false,
         }
     }
 
+    fn keep_after(&mut self, line: String) {
+        if self.trailer.len() == KEPT {
+            self.trailer.pop_front();
+        }
+        self.trailer.push_back(line);
+    }
+
     fn end_step(&mut self, failed: bool) {
+        self.end_output_line();
         let Some(step) = self.step.take() else { return };
         step.bar.set_style(done_style());
         let secs = step.started.elapsed().as_secs_f64();
@@ -95,14 +116,52 @@ impl TtyView {
         };
         step.bar.finish_with_message(how);
         if failed {
-            self.trailer.splice(0..0, step.output.into_iter().map(|l| format!("  │ {l}")));
+            for l in step.output.into_iter().rev() {
+                self.trailer.push_front(format!("  │ {l}"));
+            }
         }
     }
 
-    fn line(&mut self, line: &str) {
-        if self.closing {
-            self.trailer.push(line.to_string());
+    /// One line a step printed.
+    fn output_line(&mut self, line: &str) {
+        let line = printable(line);
+        let Some(step) = self.step.as_mut() else {
+            self.keep_after(line);
             return;
+        };
+        if step.output.len() == KEPT {
+            step.output.pop_front();
+        }
+        step.output.push_back(line);
+        let start = step.output.len().saturating_sub(WINDOW);
+        let window: String = step.output.iter().skip(start).map(|l| format!("\n  │ {l}")).collect();
+        step.bar.set_message(window);
+    }
+
+    /// A step's output line not ended yet, shown as it is.
+    fn end_output_line(&mut self) {
+        if !self.pending.is_empty() {
+            let rest = String::from_utf8_lossy(&std::mem::take(&mut self.pending)).into_owned();
+            self.output_line(&rest);
+        }
+    }
+
+    /// Ends the view: the open step done (or failed, its output printed under the view),
+    /// then the closing lines.
+    pub fn finish(&mut self, failed: bool) {
+        self.end_step(failed);
+        for l in std::mem::take(&mut self.trailer) {
+            let _ = writeln!(self.after, "{l}");
+        }
+        let _ = self.after.flush();
+    }
+}
+
+impl BuildOutput for TtyView {
+    fn line(&mut self, line: &str) -> io::Result<()> {
+        if self.closing {
+            self.keep_after(clean(line));
+            return Ok(());
         }
         if let Some(title) = step_title(line) {
             self.end_step(false);
@@ -112,62 +171,40 @@ impl TtyView {
             bar.enable_steady_tick(Duration::from_millis(120));
             self.step =
                 Some(Step { bar, started: Instant::now(), cached: false, output: VecDeque::new() });
-            return;
-        }
-        if line.starts_with("Successfully built ") || line.starts_with("Successfully tagged ") {
+        } else if line.starts_with("Successfully built ")
+            || line.starts_with("Successfully tagged ")
+        {
             self.end_step(false);
             self.closing = true;
-            self.trailer.push(line.to_string());
-            return;
-        }
-        let Some(step) = self.step.as_mut() else {
-            self.trailer.push(line.to_string());
-            return;
-        };
-        if line == " ---> Using cache" {
-            step.cached = true;
-        } else if line.starts_with(" ---> ") || line.starts_with("Removing intermediate container ")
+            self.keep_after(clean(line));
+        } else if line == " ---> Using cache" {
+            if let Some(s) = self.step.as_mut() {
+                s.cached = true;
+            }
+        } else if self.step.is_some()
+            && (line.starts_with(" ---> ") || line.starts_with("Removing intermediate container "))
         {
             // The classic builder's bookkeeping: the view shows it as the step's state.
-        } else if !line.is_empty() {
-            if step.output.len() == KEPT {
-                step.output.pop_front();
+        } else {
+            self.end_output_line();
+            self.output_line(line);
+        }
+        Ok(())
+    }
+
+    fn output(&mut self, bytes: &[u8]) -> io::Result<()> {
+        // A carriage return (a progress meter's redraw) ends a line as a newline does; only
+        // the new bytes are looked at.
+        for &b in bytes {
+            if b == b'\n' || b == b'\r' {
+                self.end_output_line();
+            } else {
+                self.pending.push(b);
+                if self.pending.len() >= MAX_PENDING {
+                    self.end_output_line();
+                }
             }
-            step.output.push_back(printable(line));
-            let start = step.output.len().saturating_sub(WINDOW);
-            let window: String =
-                step.output.iter().skip(start).map(|l| format!("\n  │ {l}")).collect();
-            step.bar.set_message(window);
         }
-    }
-
-    /// Ends the view: the open step done (or failed, its output printed under the view),
-    /// then the closing lines.
-    pub fn finish(&mut self, failed: bool) {
-        if !self.pending.is_empty() {
-            let rest = String::from_utf8_lossy(&std::mem::take(&mut self.pending)).into_owned();
-            self.line(&rest);
-        }
-        self.end_step(failed);
-        for l in std::mem::take(&mut self.trailer) {
-            let _ = writeln!(self.after, "{l}");
-        }
-        let _ = self.after.flush();
-    }
-}
-
-impl Write for TtyView {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.pending.extend_from_slice(buf);
-        // A carriage return (a progress meter's redraw) ends a line as a newline does.
-        while let Some(i) = self.pending.iter().position(|&b| b == b'\n' || b == b'\r') {
-            let line: Vec<u8> = self.pending.drain(..=i).collect();
-            self.line(&String::from_utf8_lossy(&line[..i]));
-        }
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
 }
@@ -202,31 +239,54 @@ mod tests {
         (v, term, sink)
     }
 
-    const BUILD: &str = "Step 1/3 : FROM demo\n ---> 0123456789ab\nStep 2/3 : COPY a /a\n ---> Using cache\n ---> 1123456789ab\nStep 3/3 : RUN make\n ---> Running in 2123456789ab\n";
+    const BUILD: &[&str] = &[
+        "Step 1/3 : FROM demo",
+        " ---> 0123456789ab",
+        "Step 2/3 : COPY a /a",
+        " ---> Using cache",
+        " ---> 1123456789ab",
+        "Step 3/3 : RUN make",
+        " ---> Running in 2123456789ab",
+    ];
+
+    fn lines(v: &mut TtyView, lines: &[&str]) {
+        for l in lines {
+            v.line(l).unwrap();
+        }
+    }
 
     #[test]
     fn steps_with_their_state_and_the_running_steps_last_lines() {
         let (mut v, term, sink) = view();
-        v.write_all(BUILD.as_bytes()).unwrap();
+        lines(&mut v, BUILD);
         for i in 0..10 {
-            writeln!(v, "line {i}").unwrap();
+            v.output(format!("line {i}\n").as_bytes()).unwrap();
         }
         // The partial line waits for its end; a carriage return ends one too.
-        v.write_all(b"progress 10%\rprogress 20%\rhalf").unwrap();
-        v.write_all(b" done\n").unwrap();
+        v.output(b"progress 10%\rprogress 20%\rhalf").unwrap();
+        v.output(b" done\n").unwrap();
+        // What a step prints never counts as the builder's lines.
+        v.output(b"Step 9/9 : FAKE\nSuccessfully built fake\n").unwrap();
         std::thread::sleep(Duration::from_millis(300));
         let screen = term.contents();
         assert!(screen.contains("[1/3] FROM demo"), "{screen}");
         assert!(screen.contains("[2/3] COPY a /a CACHED"), "{screen}");
         assert!(screen.contains("[3/3] RUN make"), "{screen}");
         assert!(screen.contains("│ half done"), "{screen}");
+        assert!(screen.contains("│ Step 9/9 : FAKE"), "{screen}");
         assert!(screen.contains("│ progress 20%"), "{screen}");
         assert!(!screen.contains("│ line 5"), "only the last lines: {screen}");
         assert!(!screen.contains("Running in"), "{screen}");
-        v.write_all(
-            b" ---> 3123456789ab\nSuccessfully built 3123456789ab\nSuccessfully tagged x:latest\n",
-        )
-        .unwrap();
+        assert!(!screen.contains("[9/9]"), "{screen}");
+        assert!(screen.contains("│ Successfully built fake"), "{screen}");
+        lines(
+            &mut v,
+            &[
+                " ---> 3123456789ab",
+                "Successfully built 3123456789ab",
+                "Successfully tagged x:latest",
+            ],
+        );
         v.finish(false);
         std::thread::sleep(Duration::from_millis(100));
         let screen = term.contents();
@@ -238,11 +298,11 @@ mod tests {
     #[test]
     fn a_failed_steps_output_is_printed_after_the_view() {
         let (mut v, term, sink) = view();
-        v.write_all(BUILD.as_bytes()).unwrap();
+        lines(&mut v, BUILD);
         for i in 0..10 {
-            writeln!(v, "line {i}").unwrap();
+            v.output(format!("line {i}\n").as_bytes()).unwrap();
         }
-        v.write_all(b"\x1b[2Jescape").unwrap();
+        v.output(b"\x1b[2Jescape").unwrap();
         v.finish(true);
         std::thread::sleep(Duration::from_millis(100));
         assert!(term.contents().contains("[3/3] RUN make ERROR after"), "{}", term.contents());

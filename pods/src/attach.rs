@@ -26,10 +26,11 @@ pub enum Frame {
     },
     /// Client → monitor: deliver a signal to the container's process.
     Signal(i32),
-    /// Client → monitor, before its `Hello`: when the program ends normally, keep the pod's
-    /// VM (and the container's files in it) up until this client goes away; it hears
-    /// [`Frame::Held`] then, not `Exit` (what a build's RUN step does to read its changes
-    /// without booting a second VM).
+    /// Client → monitor, before its `Hello`: when the agent reports the program's end
+    /// (with any exit code), keep the pod's VM (and the container's files in it) up until
+    /// this client goes away, the VM ends, a user stops the container, or 30 minutes pass;
+    /// the clients hear [`Frame::Held`] then, `Exit` after (what a build's RUN step does to
+    /// read its changes without booting a second VM).
     Hold,
     /// Monitor → client: output.
     Stdout(Vec<u8>),
@@ -124,7 +125,7 @@ pub fn read<R: Read>(r: &mut R) -> io::Result<Option<Frame>> {
             cols: u16::from_be_bytes([p[2], p[3]]),
         },
         SIGNAL if len == 4 => Frame::Signal(i32::from_be_bytes([p[0], p[1], p[2], p[3]])),
-        HOLD => Frame::Hold,
+        HOLD if len == 0 => Frame::Hold,
         STDOUT => Frame::Stdout(p),
         STDERR => Frame::Stderr(p),
         STARTED => Frame::Started,

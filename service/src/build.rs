@@ -118,8 +118,11 @@ fn inside(rel: &str) -> Result<PathBuf, ApiError> {
     Ok(p.to_path_buf())
 }
 
-/// The most of a build's output waiting for a slow client.
+/// The most of a build's output waiting for a slow client (and the longest line kept
+/// whole).
 const OUTPUT_BUFFERED: usize = 1 << 20;
+/// How long a build waits for a client that reads none of its output.
+const CLIENT_IDLE: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Sends what the builder prints, a line per `stream` message.
 struct StreamLines<'a> {
@@ -129,23 +132,28 @@ struct StreamLines<'a> {
 
 impl Write for StreamLines<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if self.lines.closed() {
-            // The client hung up: the build stops rather than run for no one.
+        // A step that prints faster than the client reads waits for it; a client that
+        // hung up, or reads nothing for minutes, stops the build rather than have it run
+        // (and its VM stay) for no one.
+        if !self.lines.wait_for_room(OUTPUT_BUFFERED, CLIENT_IDLE) {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::BrokenPipe,
-                "the client went away",
+                "the client went away or stopped reading",
             ));
         }
-        // A step that prints faster than the client reads waits for it.
-        self.lines.wait_for_room(OUTPUT_BUFFERED);
         self.pending.extend_from_slice(buf);
         while let Some(i) = self.pending.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = self.pending.drain(..=i).collect();
             self.lines.send(json!({"stream": String::from_utf8_lossy(&line)}));
         }
         if self.pending.len() > OUTPUT_BUFFERED {
-            // A line without an end goes in pieces.
-            self.flush()?;
+            // A line without an end goes in pieces, cut between characters.
+            let cut = match std::str::from_utf8(&self.pending) {
+                Err(e) if e.error_len().is_none() => e.valid_up_to(),
+                _ => self.pending.len(),
+            };
+            let piece: Vec<u8> = self.pending.drain(..cut).collect();
+            self.lines.send(json!({"stream": String::from_utf8_lossy(&piece)}));
         }
         Ok(buf.len())
     }

@@ -53,9 +53,22 @@ impl Lines {
 
     /// Waits while more than `limit` bytes wait for the client (a worker that can make
     /// output faster than a client reads it holds back instead of growing the service's
-    /// memory); returns at once once the client is gone.
-    pub fn wait_for_room(&self, limit: usize) {
-        while self.queued.load(Ordering::SeqCst) > limit && !self.closed() {
+    /// memory). False when the client is gone, or took nothing for `idle`.
+    pub fn wait_for_room(&self, limit: usize, idle: std::time::Duration) -> bool {
+        let mut last = (self.queued.load(Ordering::SeqCst), std::time::Instant::now());
+        loop {
+            let queued = self.queued.load(Ordering::SeqCst);
+            if self.closed() {
+                return false;
+            }
+            if queued <= limit {
+                return true;
+            }
+            if queued < last.0 {
+                last = (queued, std::time::Instant::now());
+            } else if last.1.elapsed() > idle {
+                return false;
+            }
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }
@@ -495,7 +508,7 @@ mod tests {
         let counter = sent.clone();
         let response = json_lines(move |lines| {
             for i in 0..2000 {
-                lines.wait_for_room(64 * 1024);
+                assert!(lines.wait_for_room(64 * 1024, std::time::Duration::from_secs(60)));
                 lines.send(json!({ "stream": format!("{i:01000}") }));
                 counter.fetch_add(1, Ordering::SeqCst);
             }

@@ -80,6 +80,9 @@ pub struct Slot {
     pub kill_at: Option<Instant>,
     /// The output copiers of the current run.
     pub pumps: Vec<JoinHandle<()>>,
+    /// Its image's HEALTHCHECK as a liveness probe (used when the manifest gives none; set
+    /// at each boot from the image the pod uses then).
+    pub image_liveness: Option<Probe>,
 }
 
 impl Slot {
@@ -102,6 +105,7 @@ impl Slot {
             done: false,
             kill_at: None,
             pumps: Vec::new(),
+            image_liveness: None,
         }
     }
 
@@ -112,13 +116,21 @@ impl Slot {
         format!("{}-{name}.{n}", self.index)
     }
 
+    /// Its liveness probe: the manifest's, else its image's HEALTHCHECK.
+    pub fn liveness(&self) -> Option<&Probe> {
+        if self.init {
+            return None;
+        }
+        self.c.liveness_probe.as_ref().or(self.image_liveness.as_ref())
+    }
+
     /// The probes the container has.
     pub fn probes(&self) -> Vec<(ProbeKind, Probe)> {
         let mut out = Vec::new();
         if let Some(p) = &self.c.startup_probe {
             out.push((ProbeKind::Startup, p.clone()));
         }
-        if let Some(p) = &self.c.liveness_probe {
+        if let Some(p) = self.liveness() {
             out.push((ProbeKind::Liveness, p.clone()));
         }
         if let Some(p) = &self.c.readiness_probe {

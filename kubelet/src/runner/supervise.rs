@@ -47,11 +47,9 @@ impl Runner {
             s.run.image_id = img.digest.clone();
             // The image's HEALTHCHECK watches a container the manifest gives no liveness
             // probe (init containers run to their end: none).
-            if !s.init && s.c.liveness_probe.is_none() {
-                if let Some(p) = &img.liveness {
-                    s.c.liveness_probe = Some(p.clone());
-                    from_image.push(s.c.name.clone());
-                }
+            s.image_liveness = img.liveness.clone();
+            if !s.init && s.c.liveness_probe.is_none() && s.image_liveness.is_some() {
+                from_image.push(s.c.name.clone());
             }
         }
         for name in from_image {
@@ -475,7 +473,7 @@ impl Runner {
     fn probed(&mut self, vm: &mut PodVm, i: usize, kind: ProbeKind, result: Result<(), String>) {
         let s = &mut self.slots[i];
         let probe = match kind {
-            ProbeKind::Liveness => s.c.liveness_probe.clone(),
+            ProbeKind::Liveness => s.liveness().cloned(),
             ProbeKind::Readiness => s.c.readiness_probe.clone(),
             ProbeKind::Startup => s.c.startup_probe.clone(),
         };

@@ -537,8 +537,15 @@ fn run_pod(
     if status_ok {
         // A holder (a build step reading its changes) has the VM until it goes away; the
         // container stays recorded as running meanwhile, so its files are reached here.
-        let vm = &mut pod.vm;
-        sh.hold(&report, HOLD_LIMIT, || vm.try_exit().is_some());
+        // A user's stop or kill ends the hold (the program is gone: no signal reaches it).
+        let (vm, state) = (&mut pod.vm, &pod.state);
+        sh.hold(&report, HOLD_LIMIT, || {
+            vm.try_exit().is_some()
+                || state
+                    .as_ref()
+                    .and_then(|s| s.find(id).ok())
+                    .is_some_and(|r| r.restart.manually_stopped)
+        });
     }
     finish(root, id, Some(&mut pod), &sh, report)
 }
