@@ -39,6 +39,21 @@ pub(super) struct Shared {
 }
 
 impl Shared {
+    /// Nothing attached, started or held yet, for container `id`.
+    pub(super) fn new(id: &str) -> Shared {
+        Shared {
+            id: id.to_string(),
+            clients: Mutex::default(),
+            stdin: Mutex::default(),
+            uds: OnceLock::new(),
+            started: Default::default(),
+            running: Default::default(),
+            early_size: Mutex::default(),
+            holders: Mutex::default(),
+            released: Default::default(),
+        }
+    }
+
     pub(super) fn broadcast(&self, f: &Frame) {
         lock(&self.clients).retain_mut(|c| attach::write(c, f).is_ok());
     }
@@ -206,17 +221,7 @@ mod tests {
     use std::time::Instant;
 
     fn shared() -> Arc<Shared> {
-        Arc::new(Shared {
-            id: "c".into(),
-            clients: Mutex::default(),
-            stdin: Mutex::default(),
-            uds: OnceLock::new(),
-            started: Default::default(),
-            running: Default::default(),
-            early_size: Mutex::default(),
-            holders: Mutex::default(),
-            released: Default::default(),
-        })
+        Arc::new(Shared::new("c"))
     }
 
     fn report() -> attach::ExitReport {

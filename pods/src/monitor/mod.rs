@@ -10,7 +10,7 @@
 use std::io::{BufRead, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -388,17 +388,7 @@ fn run_pod(
             return 1;
         }
     };
-    let sh = Arc::new(Shared {
-        id: id.to_string(),
-        clients: Mutex::default(),
-        stdin: Mutex::default(),
-        uds: OnceLock::new(),
-        started: Default::default(),
-        running: Default::default(),
-        early_size: Mutex::default(),
-        holders: Mutex::default(),
-        released: Default::default(),
-    });
+    let sh = Arc::new(Shared::new(id));
     let sock = paths::attach_socket(id);
     let _ = std::fs::remove_file(&sock);
     match UnixListener::bind(&sock) {
